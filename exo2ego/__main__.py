@@ -1,0 +1,3 @@
+from exo2ego.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,46 @@
+"""Exo2Ego for transformers.
+
+This folder is also the Hub remote-code bundle (`trust_remote_code=True` downloads its three modules), so the
+modules import only torch, transformers, numpy, Pillow and (optionally) PyAV, and each other by relative import.
+Importing the package registers the classes with the Auto factories, so the installed project needs no trust flag.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
+
+from .configuration_exo2ego import AUTO_MAP, Exo2EgoConfig, num_connector_tokens
+from .modeling_exo2ego import (
+    Exo2EgoCausalLMOutput,
+    Exo2EgoForConditionalGeneration,
+    Exo2EgoModel,
+    Exo2EgoModelOutput,
+    Exo2EgoPreTrainedModel,
+    cycle_consistency_loss,
+    kl_alignment_loss,
+)
+from .processing_exo2ego import Exo2EgoProcessor, VideoClip, read_video_frames, sample_timestamps
+
+AutoConfig.register("exo2ego", Exo2EgoConfig, exist_ok=True)
+for auto_class in (AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText):
+    auto_class.register(Exo2EgoConfig, Exo2EgoForConditionalGeneration, exist_ok=True)
+AutoProcessor.register(Exo2EgoConfig, Exo2EgoProcessor, exist_ok=True)
+# `_auto_class` makes save_pretrained copy the remote-code modules next to the weights.
+Exo2EgoConfig.register_for_auto_class()
+Exo2EgoForConditionalGeneration.register_for_auto_class("AutoModel")
+Exo2EgoProcessor.register_for_auto_class("AutoProcessor")
+
+__all__ = [
+    "AUTO_MAP",
+    "Exo2EgoConfig",
+    "Exo2EgoModel",
+    "Exo2EgoPreTrainedModel",
+    "Exo2EgoForConditionalGeneration",
+    "Exo2EgoModelOutput",
+    "Exo2EgoCausalLMOutput",
+    "Exo2EgoProcessor",
+    "VideoClip",
+    "kl_alignment_loss",
+    "cycle_consistency_loss",
+    "num_connector_tokens",
+    "read_video_frames",
+    "sample_timestamps",
+]

@@ -1,0 +1,587 @@
+"""PyTorch Exo2Ego model.
+
+Shapes below use B videos, T frames, a tower patch grid of g x g (24 for CLIP-L/14-336), tower width C (1024),
+LLM width D (4096) and N visual tokens per stream (1521 for `stc` with 16 frames).
+
+    ego pixels (B,T,3,S,S) -> ego tower -> x (B*T,C,g,g) -> F -> F(x) (B*T,C,g,g)
+    [connector(x) ; connector(F(x))] (B,2N,D) -> scattered into the LLM's input embeddings at `<video>` positions
+    exo pixels (B,T,3,S,S) -> exo tower -> y;  G(y), G(F(x)), F(G(y)) feed the stage-2 KL and cycle losses.
+"""
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.cache_utils import Cache
+from transformers.modeling_outputs import ModelOutput
+from transformers.utils.deprecation import deprecate_kwarg
+
+from .configuration_exo2ego import CONNECTOR_PADDING, Exo2EgoConfig
+
+# ----------------------------------------------------------------------------------------------------------------------
+# STC connector (VideoLLaMA2), plain torch. Submodule names follow VideoLLaMA2/timm so checkpoints convert by prefix.
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of a (N, C, H, W) map."""
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return super().forward(hidden.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ConvNormAct(nn.Module):
+    """Bias-free 2D conv -> LayerNorm2d -> optional SiLU; (N, C_in, H, W) -> (N, C_out, H, W)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, groups: int = 1, act: bool = True):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, groups=groups, bias=False)
+        self.bn = LayerNorm2d(out_channels)
+        self.act = nn.SiLU() if act else nn.Identity()
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(hidden)))
+
+
+class SqueezeExcite(nn.Module):
+    """Channel gating from globally pooled features (squeeze ratio 0.25 of the block input)."""
+
+    def __init__(self, channels: int, reduced_channels: int):
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, reduced_channels, 1)
+        self.act = nn.SiLU()
+        self.fc2 = nn.Conv2d(reduced_channels, channels, 1)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        gate = self.fc2(self.act(self.fc1(hidden.mean((2, 3), keepdim=True))))
+        return hidden * gate.sigmoid()
+
+
+class RegNetBottleneck(nn.Module):
+    """RegNet bottleneck: 1x1 conv, 3x3 depthwise conv, squeeze-excite, 1x1 conv, residual, SiLU."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv1 = ConvNormAct(in_channels, out_channels)
+        self.conv2 = ConvNormAct(out_channels, out_channels, kernel_size=3, groups=out_channels)
+        self.se = SqueezeExcite(out_channels, max(1, round(in_channels * 0.25)))
+        self.conv3 = ConvNormAct(out_channels, out_channels, act=False)
+        self.downsample = ConvNormAct(in_channels, out_channels, act=False) if in_channels != out_channels else None
+        self.act3 = nn.SiLU()
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        shortcut = hidden if self.downsample is None else self.downsample(hidden)
+        hidden = self.conv3(self.se(self.conv2(self.conv1(hidden))))
+        return self.act3(hidden + shortcut)
+
+
+class RegStage(nn.Module):
+    """`depth` RegNet bottlenecks named b1..b{depth}; only the first changes the width."""
+
+    def __init__(self, depth: int, in_channels: int, out_channels: int):
+        super().__init__()
+        for index in range(depth):
+            self.add_module(f"b{index + 1}", RegNetBottleneck(in_channels if index == 0 else out_channels, out_channels))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        for block in self.children():
+            hidden = block(hidden)
+        return hidden
+
+
+class Exo2EgoSTCConnector(nn.Module):
+    """VideoLLaMA2's spatial-temporal convolution connector.
+
+    Per-frame RegNet stage `s1`, a 2x2x2 stride-2 Conv3d `sampler` over (T, g, g), a second per-frame stage `s2`
+    and a two-layer MLP `readout`. Input (B, T, C, g, g); output (B, N, D) with N = T' * g' * g'.
+    """
+
+    def __init__(self, in_channels: int, hidden_size: int, depth: int, padding: int):
+        super().__init__()
+        self.s1 = RegStage(depth, in_channels, hidden_size)
+        self.sampler = nn.Conv3d(hidden_size, hidden_size, kernel_size=2, stride=2, padding=padding)
+        self.sampler_act = nn.SiLU()
+        self.s2 = RegStage(depth, hidden_size, hidden_size)
+        self.readout = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.GELU(), nn.Linear(hidden_size, hidden_size))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        batch, frames = features.shape[:2]
+        hidden = self.s1(features.flatten(0, 1))  # (B*T, D, g, g)
+        hidden = hidden.unflatten(0, (batch, frames)).transpose(1, 2)  # (B, D, T, g, g)
+        hidden = self.sampler_act(self.sampler(hidden))  # (B, D, T', g', g')
+        hidden = self.s2(hidden.transpose(1, 2).flatten(0, 1))  # (B*T', D, g', g')
+        hidden = hidden.unflatten(0, (batch, -1)).permute(0, 1, 3, 4, 2).flatten(1, 3)  # (B, T'*g'*g', D)
+        return self.readout(hidden)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Mapping networks F (ego -> exo) and G (exo -> ego)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _norm_2d(kind: str, channels: int) -> nn.Module:
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+    if kind == "group":
+        return nn.GroupNorm(min(32, channels), channels)
+    return nn.Identity()
+
+
+class ResnetBlock(nn.Module):
+    """Two reflect-padded 3x3 convs with a residual connection (no activation after the sum, as in CycleGAN)."""
+
+    def __init__(self, channels: int, norm: str):
+        super().__init__()
+        self.conv1 = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), _norm_2d(norm, channels), nn.ReLU())
+        self.conv2 = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), _norm_2d(norm, channels))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden + self.conv2(self.conv1(hidden))
+
+
+class Exo2EgoResnetMapping(nn.Module):
+    """CycleGAN-style ResNet generator on one frame's feature grid, (N, C, g, g) -> (N, C, g, g).
+
+    `stem` (reflect-pad 7x7 conv to `ngf`), `down` (two stride-2 3x3 convs, ngf -> 4*ngf, g -> g/4), `blocks`
+    (`n_blocks` residual blocks), `up` (two transposed convs back to ngf and g), `head` (7x7 conv to C). No tanh:
+    CLIP features are unbounded. With `residual`, the output is x + head(...) and the head starts at zero, so the
+    mapping starts as the identity (both towers start from the same CLIP).
+    """
+
+    def __init__(self, channels: int, ngf: int, n_blocks: int, norm: str, residual: bool):
+        super().__init__()
+        self.residual = residual
+        self.stem = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(channels, ngf, 7), _norm_2d(norm, ngf), nn.ReLU())
+        self.down = nn.Sequential(
+            *(
+                nn.Sequential(nn.Conv2d(ngf * 2**i, ngf * 2 ** (i + 1), 3, stride=2, padding=1), _norm_2d(norm, ngf * 2 ** (i + 1)), nn.ReLU())
+                for i in range(2)
+            )
+        )
+        self.blocks = nn.Sequential(*(ResnetBlock(ngf * 4, norm) for _ in range(n_blocks)))
+        self.up = nn.Sequential(
+            *(
+                nn.Sequential(
+                    nn.ConvTranspose2d(ngf * 2 ** (2 - i), ngf * 2 ** (1 - i), 3, stride=2, padding=1, output_padding=1),
+                    _norm_2d(norm, ngf * 2 ** (1 - i)),
+                    nn.ReLU(),
+                )
+                for i in range(2)
+            )
+        )
+        self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(ngf, channels, 7))
+        self.head[-1].zero_init = residual
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        mapped = self.head(self.up(self.blocks(self.down(self.stem(features)))))
+        return features + mapped if self.residual else mapped
+
+
+class Exo2EgoMlpMapping(nn.Module):
+    """Per-token two-layer MLP on (N, C, g, g) grids: the paper's "fully connected" mapping ablation."""
+
+    def __init__(self, channels: int, hidden: int, residual: bool):
+        super().__init__()
+        self.residual = residual
+        self.fc1 = nn.Linear(channels, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, channels)
+        self.fc2.zero_init = residual
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        tokens = features.permute(0, 2, 3, 1)
+        mapped = self.fc2(self.act(self.fc1(tokens))).permute(0, 3, 1, 2)
+        return features + mapped if self.residual else mapped
+
+
+def build_mapping(config: Exo2EgoConfig) -> nn.Module:
+    channels = config.ego_vision_config.hidden_size
+    if config.mapping_type == "mlp":
+        return Exo2EgoMlpMapping(channels, 4 * config.mapping_ngf, config.mapping_residual)
+    return Exo2EgoResnetMapping(channels, config.mapping_ngf, config.mapping_n_blocks, config.mapping_norm, config.mapping_residual)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Stage-2 losses
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def kl_alignment_loss(
+    exo_features: torch.Tensor,
+    mapped_ego_features: torch.Tensor,
+    mode: Literal["token_softmax", "gaussian", "pooled"] = "token_softmax",
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """KL(real exo features y || estimated exo features F(x)), computed in fp32; y is the (detached) target.
+
+    Both inputs are (B*T, C, g, g). The paper does not fix the form of the KL, so three are offered:
+    - `token_softmax` (default): per token, softmax over channels at temperature tau,
+      tau^2 * KL(softmax(y/tau) || softmax(F(x)/tau)), averaged over tokens;
+    - `gaussian`: per channel, mean and variance over all tokens of the batch, closed-form Gaussian KL averaged over
+      channels (alignment-free: ego and exo patches need not correspond);
+    - `pooled`: `token_softmax` on per-frame mean-pooled features (alignment-free).
+    """
+    target = exo_features.detach().float()
+    estimate = mapped_ego_features.float()
+    if mode == "gaussian":
+        target, estimate = target.transpose(0, 1).flatten(1), estimate.transpose(0, 1).flatten(1)  # (C, tokens)
+        mean_t, var_t = target.mean(1), target.var(1, unbiased=False) + 1e-6
+        mean_e, var_e = estimate.mean(1), estimate.var(1, unbiased=False) + 1e-6
+        kl = 0.5 * (torch.log(var_e / var_t) + (var_t + (mean_t - mean_e) ** 2) / var_e - 1)
+        return kl.mean()
+    if mode == "pooled":
+        target, estimate = target.mean((2, 3)), estimate.mean((2, 3))  # (B*T, C)
+    elif mode == "token_softmax":
+        target, estimate = target.flatten(2).transpose(1, 2).flatten(0, 1), estimate.flatten(2).transpose(1, 2).flatten(0, 1)
+    else:
+        raise ValueError(f"unknown kl_mode {mode!r}; expected token_softmax, gaussian or pooled")
+    log_p = F.log_softmax(target / temperature, dim=-1)
+    log_q = F.log_softmax(estimate / temperature, dim=-1)
+    return temperature**2 * F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
+
+
+def cycle_consistency_loss(
+    ego_features: torch.Tensor, ego_cycle: torch.Tensor, exo_features: torch.Tensor, exo_cycle: torch.Tensor
+) -> torch.Tensor:
+    """Cycle loss ||G(F(x)) - x||_1 + ||F(G(y)) - y||_1, each an element mean (CycleGAN's L1), in fp32."""
+    return F.l1_loss(ego_cycle.float(), ego_features.float()) + F.l1_loss(exo_cycle.float(), exo_features.float())
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Outputs
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Exo2EgoModelOutput(ModelOutput):
+    """
+    last_hidden_state (B, L, D); cache; hidden_states/attentions of the LLM when requested; and, with
+    `output_mapping_features=True` and both views given, per-frame feature grids (B*T, C, g, g):
+    ego_features x, exo_features y, ego_to_exo F(x), exo_to_ego G(y), ego_cycle G(F(x)), exo_cycle F(G(y)).
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    cache: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    ego_features: torch.FloatTensor | None = None
+    exo_features: torch.FloatTensor | None = None
+    ego_to_exo: torch.FloatTensor | None = None
+    exo_to_ego: torch.FloatTensor | None = None
+    ego_cycle: torch.FloatTensor | None = None
+    exo_cycle: torch.FloatTensor | None = None
+
+
+@dataclass
+class Exo2EgoCausalLMOutput(Exo2EgoModelOutput):
+    """`Exo2EgoModelOutput` plus `loss` (token cross-entropy where labels != -100) and `logits` (B, L, V)."""
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+
+
+MAPPING_FEATURE_KEYS = ("ego_features", "exo_features", "ego_to_exo", "exo_to_ego", "ego_cycle", "exo_cycle")
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Models
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class Exo2EgoPreTrainedModel(PreTrainedModel):
+    config_class = Exo2EgoConfig
+    config: Exo2EgoConfig
+    base_model_prefix = "model"
+    input_modalities = ("video", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["CLIPEncoderLayer", "MistralDecoderLayer", "LlamaDecoderLayer", "Qwen2DecoderLayer"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if getattr(module, "zero_init", False):  # the last layer of a residual mapping: F starts as the identity
+            init.zeros_(module.weight)
+            init.zeros_(module.bias)
+
+
+class Exo2EgoModel(Exo2EgoPreTrainedModel):
+    """Vision towers, mappings, connector and the LLM backbone (no LM head)."""
+
+    def __init__(self, config: Exo2EgoConfig):
+        super().__init__(config)
+        self.ego_vision_tower = AutoModel.from_config(config.ego_vision_config)
+        self.ego_to_exo = build_mapping(config)
+        if config.include_exo_branch:
+            self.exo_vision_tower = AutoModel.from_config(config.exo_vision_config)
+            self.exo_to_ego = build_mapping(config)
+        self.connector = Exo2EgoSTCConnector(
+            config.ego_vision_config.hidden_size,
+            config.text_config.hidden_size,
+            config.connector_depth,
+            CONNECTOR_PADDING[config.connector_type],
+        )
+        self.language_model = AutoModel.from_config(config.text_config)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.language_model.set_input_embeddings(value)
+
+    def encode_frames(self, pixel_values_videos: torch.Tensor, tower: nn.Module) -> torch.Tensor:
+        """(B, T, 3, S, S) pixels -> (B*T, C, g, g) patch features of `config.vision_feature_layer`, CLS dropped."""
+        if pixel_values_videos.ndim != 5 or pixel_values_videos.shape[2] != 3:
+            raise ValueError(f"video pixels must be (batch, frames, 3, height, width), got {tuple(pixel_values_videos.shape)}")
+        size = tower.config.image_size
+        if pixel_values_videos.shape[-2:] != (size, size):
+            raise ValueError(f"video frames must be {size}x{size} for this model, got {tuple(pixel_values_videos.shape[-2:])}")
+        frames = pixel_values_videos.flatten(0, 1).to(tower.dtype)
+        hidden = tower(pixel_values=frames, output_hidden_states=True).hidden_states[self.config.vision_feature_layer]
+        grid = self.config.grid_size
+        return hidden[:, 1:].transpose(1, 2).unflatten(2, (grid, grid))
+
+    def connect(self, features: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """(B*T, C, g, g) -> (B, N, D) visual tokens."""
+        return self.connector(features.unflatten(0, (batch_size, -1)))
+
+    def get_video_features(
+        self,
+        pixel_values_videos: torch.Tensor | None = None,
+        exo_pixel_values_videos: torch.Tensor | None = None,
+        output_mapping_features: bool = False,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Visual tokens for the LLM and, on request, the feature grids the stage-2 losses need.
+
+        - ego pixels (inference, stages 2-3): tokens [connector(x); connector(F(x))], (B, 2N, D);
+        - exo pixels alone (stage 1): tokens connector(y), (B, N, D);
+        - both with `output_mapping_features` (stage 2): the ego tokens plus x, y, F(x), G(y), G(F(x)), F(G(y)).
+          Without that flag the exo pixels are not encoded at all.
+        """
+        if pixel_values_videos is None:
+            if exo_pixel_values_videos is None:
+                raise ValueError("get_video_features needs pixel_values_videos and/or exo_pixel_values_videos")
+            self._require_exo_branch()
+            exo = self.encode_frames(exo_pixel_values_videos, self.exo_vision_tower)
+            return self.connect(exo, exo_pixel_values_videos.shape[0]), {}
+
+        batch_size = pixel_values_videos.shape[0]
+        ego = self.encode_frames(pixel_values_videos, self.ego_vision_tower)
+        ego_to_exo = self.ego_to_exo(ego)
+        tokens = self.connect(torch.cat([ego, ego_to_exo]), 2 * batch_size)  # one connector call for both streams
+        tokens = torch.cat([tokens[:batch_size], tokens[batch_size:]], dim=1)
+        if not output_mapping_features:
+            return tokens, {}
+        if exo_pixel_values_videos is None:
+            raise ValueError("output_mapping_features=True needs exo_pixel_values_videos (paired ego+exo clips)")
+        self._require_exo_branch()
+        if exo_pixel_values_videos.shape[:2] != pixel_values_videos.shape[:2]:
+            raise ValueError(
+                f"ego and exo videos must have the same (batch, frames): {tuple(pixel_values_videos.shape[:2])} vs "
+                f"{tuple(exo_pixel_values_videos.shape[:2])}"
+            )
+        exo = self.encode_frames(exo_pixel_values_videos, self.exo_vision_tower)
+        exo_to_ego = self.exo_to_ego(exo)
+        features = {
+            "ego_features": ego,
+            "exo_features": exo,
+            "ego_to_exo": ego_to_exo,
+            "exo_to_ego": exo_to_ego,
+            "ego_cycle": self.exo_to_ego(ego_to_exo),
+            "exo_cycle": self.ego_to_exo(exo_to_ego),
+        }
+        return tokens, features
+
+    def _require_exo_branch(self):
+        if not self.config.include_exo_branch:
+            raise ValueError("this is an ego-only release (include_exo_branch=False): it has no exo tower or G")
+
+    def get_placeholder_mask(self, input_ids: torch.LongTensor, video_tokens: torch.Tensor) -> torch.Tensor:
+        """Boolean (B, L, 1) mask of `<video>` positions; each sample must hold exactly one video's tokens."""
+        mask = input_ids == self.config.video_token_id
+        per_sample = mask.sum(1)
+        expected = video_tokens.shape[1]
+        if mask.shape[0] != video_tokens.shape[0] or (per_sample != expected).any():
+            raise ValueError(
+                f"video placeholder tokens per sample {per_sample.tolist()} do not match the {expected} visual tokens "
+                f"the model inserts per video for {video_tokens.shape[0]} video(s); build inputs with Exo2EgoProcessor "
+                "using the same frame count and input mode (ego, or exo alone)"
+            )
+        return mask.unsqueeze(-1)
+
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        exo_pixel_values_videos: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        use_cache: bool | None = None,
+        output_mapping_features: bool = False,
+        **kwargs,
+    ) -> Exo2EgoModelOutput:
+        """
+        input_ids (B, L) with `<video>` placeholders; pixel_values_videos / exo_pixel_values_videos (B, T, 3, S, S).
+        Returns `Exo2EgoModelOutput`; see `get_video_features` for which views are encoded in which mode.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+        has_video = pixel_values_videos is not None or exo_pixel_values_videos is not None
+        is_prefill = cache is None or cache.get_seq_length() == 0
+        if is_prefill and not has_video and input_ids is not None and (input_ids == self.config.video_token_id).any():
+            raise ValueError("the text holds <video> placeholders but no video pixels were given")
+        features = {}
+        if has_video:
+            if input_ids is None:
+                raise ValueError("video inputs need input_ids to locate the <video> placeholders")
+            video_tokens, features = self.get_video_features(pixel_values_videos, exo_pixel_values_videos, output_mapping_features)
+            mask = self.get_placeholder_mask(input_ids, video_tokens)
+            inputs_embeds = inputs_embeds.masked_scatter(mask, video_tokens.to(inputs_embeds.dtype))
+        outputs = self.language_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        return Exo2EgoModelOutput(
+            last_hidden_state=outputs.last_hidden_state,
+            cache=getattr(outputs, "cache", None),
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            **features,
+        )
+
+
+class Exo2EgoForConditionalGeneration(Exo2EgoPreTrainedModel, GenerationMixin):
+    """Exo2Ego with a language-modelling head: answers questions about (egocentric) videos."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+
+    def __init__(self, config: Exo2EgoConfig):
+        super().__init__(config)
+        self.model = Exo2EgoModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        exo_pixel_values_videos: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_mapping_features: bool = False,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> Exo2EgoCausalLMOutput:
+        """
+        labels (B, L): next-token targets, -100 where no loss applies (prompt, padding, visual tokens); shifted inside.
+        logits_to_keep: compute logits only for the last `logits_to_keep` positions (0 = all).
+        """
+        outputs = self.model(
+            input_ids=input_ids,
+            pixel_values_videos=pixel_values_videos,
+            exo_pixel_values_videos=exo_pixel_values_videos,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            output_mapping_features=output_mapping_features,
+            **kwargs,
+        )
+        hidden = outputs.last_hidden_state
+        if isinstance(logits_to_keep, int) and logits_to_keep > 0:
+            hidden = hidden[:, -logits_to_keep:]
+        elif isinstance(logits_to_keep, torch.Tensor):
+            hidden = hidden[:, logits_to_keep]
+        logits = self.lm_head(hidden)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs)
+        return Exo2EgoCausalLMOutput(loss=loss, logits=logits, **{k: v for k, v in outputs.items() if k != "last_hidden_state"})
+
+    def prepare_inputs_for_generation(self, *args, is_first_iteration: bool = False, **kwargs):
+        # GenerationMixin drops `pixel_values_videos` after prefill, but not our second video input.
+        exo_pixels = kwargs.pop("exo_pixel_values_videos", None)
+        inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+        if is_first_iteration or not kwargs.get("use_cache", True):
+            inputs["exo_pixel_values_videos"] = exo_pixels
+        return inputs
+
+    @classmethod
+    def from_vision_text_pretrained(
+        cls,
+        vision_model_name_or_path: str,
+        text_model_name_or_path: str,
+        video_token_id: int,
+        torch_dtype: torch.dtype | None = None,
+        **config_kwargs,
+    ) -> "Exo2EgoForConditionalGeneration":
+        """Assemble Exo2Ego from a CLIP checkpoint and a causal-LM checkpoint (local folder or Hub id).
+
+        Both towers start from the CLIP vision weights (the paper's ego and exo encoders share their initialisation);
+        the LLM and its head come from the causal LM; F, G and the connector are freshly initialised. `video_token_id`
+        must be a token of the LLM's tokenizer (add `<video>` to it and pass its id; the embedding matrix is resized
+        when the id is outside it). `config_kwargs` set any other `Exo2EgoConfig` field.
+        """
+        vision_config = AutoConfig.from_pretrained(vision_model_name_or_path)
+        vision_config = getattr(vision_config, "vision_config", vision_config)  # a full CLIPConfig or a vision-only one
+        text_model = AutoModelForCausalLM.from_pretrained(text_model_name_or_path, dtype=torch_dtype)
+        config = Exo2EgoConfig(
+            ego_vision_config=vision_config.to_dict(),
+            exo_vision_config=vision_config.to_dict(),
+            text_config=text_model.config.to_dict(),
+            video_token_id=video_token_id,
+            **config_kwargs,
+        )
+        model = cls(config)
+        vision_model = AutoModel.from_pretrained(vision_model_name_or_path, dtype=torch_dtype)
+        vision_model = getattr(vision_model, "vision_model", vision_model)
+        vision_state = vision_model.state_dict()
+        model.model.ego_vision_tower.load_state_dict(vision_state)
+        if config.include_exo_branch:
+            model.model.exo_vision_tower.load_state_dict(vision_state)
+        model.model.language_model.load_state_dict(text_model.get_decoder().state_dict())
+        model.lm_head.load_state_dict(text_model.get_output_embeddings().state_dict())
+        if video_token_id >= model.get_input_embeddings().num_embeddings:
+            model.resize_token_embeddings(video_token_id + 1)
+        return model.to(torch_dtype) if torch_dtype is not None else model
+
+
+__all__ = [
+    "Exo2EgoPreTrainedModel",
+    "Exo2EgoModel",
+    "Exo2EgoForConditionalGeneration",
+    "Exo2EgoModelOutput",
+    "Exo2EgoCausalLMOutput",
+    "kl_alignment_loss",
+    "cycle_consistency_loss",
+]

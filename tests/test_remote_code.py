@@ -1,0 +1,126 @@
+"""A saved checkpoint loads like a Hub release: fresh process, `trust_remote_code=True`, no project packages."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from modeling_exo2ego import Exo2EgoConfig
+
+ALLOWED_DISTRIBUTIONS = ("torch", "transformers", "numpy", "pillow", "av")
+
+
+def isolated_site_packages(target: Path) -> Path:
+    """A folder holding only the allowed distributions and their own requirements (symlinked), for `python -S`."""
+    from packaging.requirements import Requirement
+
+    seen, pending = set(), list(ALLOWED_DISTRIBUTIONS)
+    while pending:
+        name = pending.pop().lower().replace("_", "-")
+        if name in seen:
+            continue
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue  # an optional requirement that is not installed
+        seen.add(name)
+        for requirement in map(Requirement, dist.requires or []):
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                pending.append(requirement.name)
+        for file in dist.files or []:
+            top = file.parts[0]
+            source = Path(dist.locate_file(top))
+            link = target / top
+            if top != ".." and not top.endswith(".pth") and source.exists() and not link.exists():
+                link.symlink_to(source)
+    assert not {"peft", "trl", "datasets", "accelerate"} & seen
+    return target
+
+
+# Runs with `python -S` and PYTHONPATH set to the isolated folder: the project and the training stack are absent.
+LOADER = textwrap.dedent(
+    """
+    import json, sys
+    for hidden in ("modeling_exo2ego", "exo2ego", "peft", "datasets"):
+        try:
+            __import__(hidden)
+        except ImportError:
+            pass
+        else:
+            raise SystemExit(f"{hidden} should not be importable here")
+
+    import numpy as np, torch
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
+    folder, frames_path = sys.argv[1], sys.argv[2]
+    frames = np.load(frames_path)
+    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    batch = processor(text=["<video>\\nWhat did I pick up?"], videos=[frames], return_tensors="pt")
+    result = {"processor": type(processor).__name__, "input_ids": batch["input_ids"].tolist()}
+    for auto in (AutoModel, AutoModelForImageTextToText, AutoModelForCausalLM):
+        model = auto.from_pretrained(folder, trust_remote_code=True, attn_implementation="eager").eval()
+        with torch.no_grad():
+            logits = model(**batch).logits
+        generated = model.generate(**batch, max_new_tokens=5, do_sample=False)
+        result[auto.__name__] = {"class": type(model).__name__, "logits": logits[0, -3:].tolist(),
+                                 "generated": generated.tolist()}
+    print("RESULT" + json.dumps(result))
+    """
+)
+
+
+def test_fresh_process_loads_identically_without_project_packages(tiny, tmp_path):
+    model, processor = tiny
+    folder = tmp_path / "release"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert set(config["auto_map"]) >= {"AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoModelForImageTextToText"}
+    assert json.loads((folder / "processor_config.json").read_text())["auto_map"]["AutoProcessor"].endswith("Exo2EgoProcessor")
+    for module in ("configuration_exo2ego.py", "modeling_exo2ego.py", "processing_exo2ego.py"):
+        assert (folder / module).is_file()
+
+    frames = np.random.default_rng(0).integers(0, 255, (9, 30, 40, 3), dtype=np.uint8)
+    np.save(tmp_path / "frames.npy", frames)
+    batch = processor(text=["<video>\nWhat did I pick up?"], videos=[frames])
+    with torch.no_grad():
+        logits = model(**batch).logits[0, -3:]
+    generated = model.generate(**batch, max_new_tokens=5, do_sample=False)
+
+    site = tmp_path / "site"
+    site.mkdir()
+    isolated_site_packages(site)
+    env = {
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf_home"),
+        "PATH": "/usr/bin:/bin",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": str(site),
+    }
+    completed = subprocess.run(
+        [sys.executable, "-S", "-c", LOADER, str(folder), str(tmp_path / "frames.npy")],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads(completed.stdout.split("RESULT", 1)[1])
+    assert result["processor"] == "Exo2EgoProcessor"
+    assert result["input_ids"] == batch["input_ids"].tolist()
+    for name in ("AutoModel", "AutoModelForImageTextToText", "AutoModelForCausalLM"):
+        assert result[name]["class"] == "Exo2EgoForConditionalGeneration"
+        assert torch.equal(torch.tensor(result[name]["logits"]), logits)
+        assert result[name]["generated"] == generated.tolist()
+
+
+def test_config_round_trips_every_field(tmp_path):
+    from exo2ego.tiny import tiny_config_kwargs
+
+    config = Exo2EgoConfig(**tiny_config_kwargs(connector_type="stc_v35", mapping_type="mlp", kl_mode="gaussian", kl_temperature=2.0))
+    config.save_pretrained(tmp_path)
+    loaded = Exo2EgoConfig.from_pretrained(tmp_path)
+    for field in ("connector_type", "mapping_type", "kl_mode", "kl_temperature", "num_frames", "video_token_id"):
+        assert getattr(loaded, field) == getattr(config, field)
+    assert loaded.ego_vision_config.image_size == 32 and loaded.text_config.hidden_size == 64
