@@ -499,11 +499,14 @@ class Exo2EgoForConditionalGeneration(Exo2EgoPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         output_mapping_features: bool = False,
         logits_to_keep: int | torch.Tensor = 0,
+        skip_logits: bool | None = None,
         **kwargs,
     ) -> Exo2EgoCausalLMOutput:
         """
         labels (B, L): next-token targets, -100 where no loss applies (prompt, padding, visual tokens); shifted inside.
         logits_to_keep: compute logits only for the last `logits_to_keep` positions (0 = all).
+        skip_logits: return only the loss, computed at labelled positions (`loss_on_labels`); defaults to True when
+            training with labels, so a training step never materialises (B, L, V) logits.
         """
         outputs = self.model(
             input_ids=input_ids,
@@ -518,6 +521,14 @@ class Exo2EgoForConditionalGeneration(Exo2EgoPreTrainedModel, GenerationMixin):
             **kwargs,
         )
         hidden = outputs.last_hidden_state
+        extras = {key: value for key, value in outputs.items() if key != "last_hidden_state"}
+        if skip_logits is None:
+            skip_logits = self.training and labels is not None
+        if skip_logits:
+            if labels is None:
+                raise ValueError("skip_logits=True needs labels: the loss is all that is computed")
+            loss = self.loss_on_labels(hidden, labels, kwargs.get("num_items_in_batch"))
+            return Exo2EgoCausalLMOutput(loss=loss, **extras)
         if isinstance(logits_to_keep, int) and logits_to_keep > 0:
             hidden = hidden[:, -logits_to_keep:]
         elif isinstance(logits_to_keep, torch.Tensor):
@@ -526,7 +537,25 @@ class Exo2EgoForConditionalGeneration(Exo2EgoPreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs)
-        return Exo2EgoCausalLMOutput(loss=loss, logits=logits, **{k: v for k, v in outputs.items() if k != "last_hidden_state"})
+        return Exo2EgoCausalLMOutput(loss=loss, logits=logits, **extras)
+
+    def loss_on_labels(
+        self, hidden: torch.Tensor, labels: torch.LongTensor, num_items_in_batch: int | torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Next-token cross-entropy computed from the LM head at labelled positions only.
+
+        A training sequence is mostly visual tokens (3042 of them in the paper configuration) with a short caption,
+        so projecting every position onto the vocabulary would spend most of the head's FLOPs and memory on
+        positions whose loss is masked. Same value as the full-logits loss: the mean over labelled tokens, or the sum
+        over `num_items_in_batch` when Trainer passes it (gradient accumulation over uneven micro-batches).
+        """
+        targets = labels[:, 1:]
+        selected = targets != -100
+        logits = self.lm_head(hidden[:, :-1][selected])  # (n_labelled, V)
+        total = F.cross_entropy(logits.float(), targets[selected], reduction="sum")
+        if num_items_in_batch is None:
+            num_items_in_batch = selected.sum().clamp(min=1)
+        return total / num_items_in_batch
 
     def prepare_inputs_for_generation(self, *args, is_first_iteration: bool = False, **kwargs):
         # GenerationMixin drops `pixel_values_videos` after prefill, but not our second video input.

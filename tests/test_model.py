@@ -208,3 +208,20 @@ def test_build_from_clip_and_causal_lm_checkpoints(tmp_path):
     assert all(torch.equal(value, model.model.language_model.state_dict()[key][: value.shape[0]]) for key, value in llm_state.items())
     assert torch.equal(model.lm_head.weight[:100], llm.lm_head.weight)
     assert model.get_input_embeddings().num_embeddings == 101  # grown to hold the new <video> id
+
+
+def test_training_loss_skips_logits_and_equals_the_full_logits_loss(tiny):
+    model, processor = tiny
+    batch = processor(text=[QUESTION + " the red cube", "<video>\nWhere?"], videos=video_batch(2), num_frames=4, padding=True)
+    labels = batch["input_ids"].masked_fill(batch["input_ids"] == processor.video_token_id, -100)
+    labels[:, :-4] = -100
+    with torch.no_grad():
+        full = model(**batch, labels=labels, skip_logits=False)
+        fast = model(**batch, labels=labels, skip_logits=True)
+    assert fast.logits is None and full.logits is not None
+    assert torch.allclose(fast.loss, full.loss, atol=1e-6)
+    model.train()
+    try:
+        assert model(**batch, labels=labels).logits is None  # the training default
+    finally:
+        model.eval()
