@@ -1,0 +1,43 @@
+"""`exo2ego data synth`: generate the synthetic Ego-Exo world (videos, Ego-Exo4D metadata, EgoIT, EgoBench)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(data_subparsers) -> None:
+    parser = data_subparsers.add_parser(
+        "synth", help="render the synthetic Ego-Exo world in the Ego-Exo4D layout (+ synthetic EgoIT/EgoBench)",
+        description=__doc__)
+    parser.add_argument("--out", required=True, help="world root to create (refused if it exists, see --overwrite)")
+    parser.add_argument("--takes", type=int, default=24, help="number of rendered takes (>= 3)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fps", type=float, default=8.0)
+    parser.add_argument("--actions-per-take", type=int, default=5)
+    parser.add_argument("--height", type=int, default=128, help="full-resolution frame height (ego is square)")
+    parser.add_argument("--downscaled-height", type=int, default=64, help="frame height of the downscaled/448 variant")
+    parser.add_argument("--heldout-fraction", type=float, default=0.3, help="share of val + test takes (EgoBench)")
+    parser.add_argument("--num-proc", type=int, default=1, help="render takes in this many processes")
+    parser.add_argument("--no-qa", action="store_true", help="skip the egoit/ and egobench/ folders")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing world at --out")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import hub_export
+    from .world import WorldConfig, generate_world
+
+    config = WorldConfig(num_takes=args.takes, seed=args.seed, fps=args.fps, actions_per_take=args.actions_per_take,
+                         height=args.height, downscaled_height=args.downscaled_height,
+                         heldout_fraction=args.heldout_fraction, num_proc=args.num_proc, write_qa=not args.no_qa)
+    try:
+        info = generate_world(args.out, config, overwrite=args.overwrite)
+    except (ValueError, hub_export.ExportError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    counts = info["counts"]
+    print(f"synthetic world written to {args.out}: {counts['takes']} takes {counts['by_split']}, "
+          f"{counts['videos']} videos, EgoIT {counts.get('egoit_rows', 0)} rows, "
+          f"EgoBench {counts.get('egobench_rows', 0)} rows")
+    return 0

@@ -1,0 +1,199 @@
+"""Synthetic EgoIT (train takes) and EgoBench (held-out val/test takes) rows, in the canonical schemas.
+
+Questions are about one action's segment [start, end] of the ego video:
+
+- ``object``: "Which object did I pick up / put down / move?" -> "the red box" (distractors have the
+  four other colours, so the answer is never a colour that is not visible in some other option);
+- ``colour``: "What colour was the object I poured from / shook?" -> "red";
+- ``action``: "What did I do with the red box?" -> "picked it up" (5 of the 6 verbs).
+
+Scenes draw colours and shapes uniformly and every object can undergo every action, so the question
+text does not reveal the answer; ``egobench/build_info.json`` reports a text-only baseline (the most
+frequent EgoIT answer among the options) next to chance to show it. Option order is frozen by a
+seeded hash of the sample id (:func:`datasets_scripts.schema.frozen_option_order`).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .. import hub_export
+from ..schema import (EGOBENCH_FEATURES, EGOIT_FEATURES, egobench_row, egoit_row, frozen_option_order,
+                      seeded_choice)
+from .narration import FIRST_PERSON, describe
+from .script import COLOURS, SHAPES, VERB_ANSWERS
+
+TASK = "synthetic"
+OBJECT_QUESTIONS = {
+    "pick_up": "Which object did I pick up?",
+    "put_down": "Which object did I put down?",
+    "move_left": "Which object did I move?",
+    "move_right": "Which object did I move?",
+}
+COLOUR_QUESTIONS = {"pour": "What colour was the object I poured from?", "shake": "What colour was the object I shook?"}
+ACTION_QUESTION = "What did I do with the {obj}?"
+NUM_OPTIONS = 5
+
+
+@dataclass(frozen=True)
+class Question:
+    take_uid: str
+    take_name: str
+    take_split: str
+    action_index: int
+    kind: str  # object | colour | action
+    verb: str
+    question: str
+    answer: str
+    distractors: tuple[str, ...]
+    start_sec: float
+    end_sec: float
+    video: str  # ego video, relative to the world root
+
+    @property
+    def key(self) -> str:
+        return f"{self.take_name}/{self.action_index:02d}/{self.kind}"
+
+
+def instruction_templates() -> dict[str, list[str]]:
+    """The ten EgoIT instruction templates per kind ("qa", "captioning"), written for this project."""
+    return json.loads(resources.files(__package__).joinpath("instructions.json").read_text(encoding="utf-8"))
+
+
+def take_questions(plan, seed: int, variant: str = "448") -> list[Question]:
+    """Every question about one take's actions (two per action: object or colour, and action)."""
+    script = plan.script
+    video = plan.video_path(plan.ego_cam, variant)
+    questions = []
+    for index, action in enumerate(script.actions):
+        rng = random.Random(f"{seed}/qa/{plan.take_uid}/{index}")
+        obj = script.objects[action.obj]
+        other_colours = rng.sample([c for c in sorted(COLOURS) if c != obj.colour], NUM_OPTIONS - 1)
+        common = dict(take_uid=plan.take_uid, take_name=plan.take_name, take_split=plan.split, action_index=index,
+                      verb=action.verb, start_sec=action.start, end_sec=action.end, video=video)
+        if action.verb in OBJECT_QUESTIONS:
+            distractors = tuple(f"the {colour} {rng.choice(SHAPES)}" for colour in other_colours)
+            questions.append(Question(kind="object", question=OBJECT_QUESTIONS[action.verb], answer=f"the {obj.name}",
+                                      distractors=distractors, **common))
+        else:
+            questions.append(Question(kind="colour", question=COLOUR_QUESTIONS[action.verb], answer=obj.colour,
+                                      distractors=tuple(other_colours), **common))
+        other_verbs = rng.sample([v for v in VERB_ANSWERS if v != action.verb], NUM_OPTIONS - 1)
+        questions.append(Question(kind="action", question=ACTION_QUESTION.format(obj=obj.name),
+                                  answer=VERB_ANSWERS[action.verb],
+                                  distractors=tuple(VERB_ANSWERS[v] for v in other_verbs), **common))
+    return questions
+
+
+def egobench_rows(plans, seed: int, variant: str = "448") -> list[dict[str, Any]]:
+    """5-way multiple-choice rows about the held-out (val and test) takes."""
+    rows = []
+    for plan in plans:
+        if plan.split == "train" or not plan.render:
+            continue
+        exo_videos = [plan.video_path(cam, variant) for cam in plan.exo_cams]
+        for q in take_questions(plan, seed, variant):
+            rows.append(egobench_row(
+                sample_id=f"{TASK}/{q.key}", task=TASK, subset=q.kind, video=q.video,
+                start_sec=q.start_sec, end_sec=q.end_sec, question=q.question,
+                options=[q.answer, *q.distractors], answer_idx=0, shuffle_seed=seed,
+                meta={"video_id": q.take_uid, "take_name": q.take_name, "take_split": q.take_split,
+                      "verb": q.verb, "exo_videos": exo_videos},
+            ))
+    return rows
+
+
+def egoit_rows(plans, seed: int, variant: str = "448") -> list[dict[str, Any]]:
+    """Instruction rows about the train takes: multiple choice, open QA and first-person captions."""
+    templates = instruction_templates()
+    rows = []
+    for plan in plans:
+        if plan.split != "train" or not plan.render:
+            continue
+        for q in take_questions(plan, seed, variant):
+            for task in ("mcq", "open_qa"):
+                row_id = f"{TASK}/{q.key}/{task}"
+                options = None
+                if task == "mcq":
+                    options, _ = frozen_option_order(row_id, [q.answer, *q.distractors], 0, seed)
+                template = seeded_choice(seed, row_id, len(templates["qa"]))
+                rows.append(egoit_row(id=row_id, source=TASK, task=task, split="train", video=q.video,
+                                      video_start_sec=q.start_sec, video_end_sec=q.end_sec, instruction_id=template,
+                                      instruction=templates["qa"][template], question=q.question, answer=q.answer,
+                                      options=options))
+        for index, action in enumerate(plan.script.actions):
+            row_id = f"{TASK}/{plan.take_name}/{index:02d}/captioning"
+            template = seeded_choice(seed, row_id, len(templates["captioning"]))
+            rows.append(egoit_row(id=row_id, source=TASK, task="captioning", split="train",
+                                  video=plan.video_path(plan.ego_cam, variant), video_start_sec=action.start,
+                                  video_end_sec=action.end, instruction_id=template,
+                                  instruction=templates["captioning"][template], question="",
+                                  answer=describe(plan.script, action, FIRST_PERSON)))
+    return rows
+
+
+def text_only_baseline(egoit: list[dict[str, Any]], egobench: list[dict[str, Any]]) -> dict[str, Any]:
+    """Accuracy of answering EgoBench from the question text alone: per question, pick the option that
+    was most often the answer to the same question in EgoIT (ties: first in the frozen order)."""
+    frequency: dict[str, Counter] = defaultdict(Counter)
+    for row in egoit:
+        if row["task"] == "mcq":
+            frequency[row["question"]][row["answer"]] += 1
+    correct: Counter = Counter()
+    total: Counter = Counter()
+    for row in egobench:
+        counts = frequency[row["question"]]
+        guess = max(range(len(row["options"])), key=lambda i: (counts[row["options"][i]], -i))
+        correct[row["subset"]] += int(guess == row["answer_idx"])
+        total[row["subset"]] += 1
+    overall = sum(correct.values()) / max(1, sum(total.values()))
+    return {"accuracy": overall, "by_subset": {k: correct[k] / total[k] for k in sorted(total)},
+            "chance": 1 / NUM_OPTIONS}
+
+
+def _card_sections(kind: str, counts: dict[str, int]) -> dict[str, str]:
+    load = (f'from datasets import load_dataset\nds = load_dataset("path/to/world/{kind}", "{TASK}")\n'
+            f"# video paths are relative to the world root, the parent folder of {kind}/")
+    return {
+        "Contents": ("Rows generated from the scripted synthetic Ego-Exo world of the Exo2Ego project: "
+                     + ", ".join(f"{count} {name}" for name, count in sorted(counts.items())) + "."),
+        "Loading": f"```python\n{load}\n```",
+        "Videos": ("`video` is the ego (Aria) view in `downscaled/448`, relative to the world root; "
+                   "`start_sec`/`end_sec` bound the action the question is about."),
+        "Licence": "Generated data, Apache-2.0, like the project; no third-party content.",
+    }
+
+
+def write_qa_folders(root: Path, plans, config) -> dict[str, Any]:
+    """Write ``root/egoit`` and ``root/egobench`` (config "synthetic"); returns their counts.
+
+    Called inside the world's staging folder, so both appear atomically with the world.
+    """
+    variant = "448"
+    egoit = egoit_rows(plans, config.seed, variant)
+    egobench = egobench_rows(plans, config.seed, variant)
+    baseline = text_only_baseline(egoit, egobench)
+    results = {}
+    for kind, rows, features, split in (("egoit", egoit, EGOIT_FEATURES, "train"),
+                                        ("egobench", egobench, EGOBENCH_FEATURES, "test")):
+        folder = Path(root) / kind
+        data_files = hub_export.write_parquet_configs(folder, {TASK: {split: rows}}, {TASK: features})
+        by_kind = Counter(row["task"] if kind == "egoit" else row["subset"] for row in rows)
+        card = hub_export.make_dataset_card(
+            data_files, pretty_name=f"Synthetic {'EgoIT' if kind == 'egoit' else 'EgoBench'}", license="apache-2.0",
+            sections=_card_sections(kind, dict(by_kind)), task_categories=["video-text-to-text"])
+        card.save(str(folder / hub_export.CARD_NAME))
+        info = {"builder": "datasets_scripts.synthetic.qa", "seed": config.seed, "video_root": "..",
+                "video_variant": variant, "counts": {"rows": len(rows), "by_kind": dict(by_kind)}, "skips": {}}
+        if kind == "egobench":
+            info["text_only_baseline"] = baseline
+        hub_export.write_build_info(folder, info)
+        results[f"{kind}_rows"] = len(rows)
+    results["egobench_text_only_accuracy"] = baseline["accuracy"]
+    return results
