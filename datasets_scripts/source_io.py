@@ -1,0 +1,339 @@
+"""Reading the files of a user's download, with errors that name the file, row and field.
+
+Shared by the EgoIT, EgoBench and EgoClip adapters:
+
+- :func:`find_file` / :func:`read_json` / :func:`read_csv` / :func:`read_lines` open a source's released files;
+- :func:`field` and the converters (:func:`text`, :func:`number`, :func:`integer`, :func:`int_list`) pull
+  one typed value out of a record or raise :class:`RowError`;
+- :class:`BadRows` turns a :class:`RowError` into a counted skip when the user passed ``--skip-bad-rows``;
+- :class:`BuildContext` carries the bad-row policy, notes and seed through a build;
+- :func:`parse_roots` reads ``--root name=DIR`` / ``--data-root DIR``; :func:`check_videos` counts missing videos;
+- :func:`write_hub_folder` writes tables + card + build_info.json atomically (through ``hub_export``);
+- :func:`add_source_arguments` / :func:`run_cli_build` / :func:`recorded_args`: the builders' shared CLI.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import csv
+import json
+import math
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field as dataclass_field
+from pathlib import Path
+from typing import Any
+
+MAX_EXAMPLES = 20  # bad-row messages kept in build_info.json
+
+
+class SourceFileError(FileNotFoundError):
+    """A file the adapter needs is missing or unreadable as a whole (not one bad row)."""
+
+
+class RowError(ValueError):
+    """A source row that cannot be turned into a canonical row; names file, row and field."""
+
+    def __init__(self, file: str | os.PathLike, row: Any, field: str, problem: str):
+        self.file, self.row, self.field, self.problem = os.fspath(file), row, field, problem
+        super().__init__(f"{self.file}: row {row}: field {field!r}: {problem}")
+
+
+# --------------------------------------------------------------------------------------------- files
+def find_file(root: Path, candidates: Sequence[str], source: str) -> Path:
+    """The first of ``candidates`` (paths relative to ``root``) that exists, else :class:`SourceFileError`."""
+    for candidate in candidates:
+        path = root / candidate
+        if path.is_file():
+            return path
+    tried = ", ".join(str(root / candidate) for candidate in candidates)
+    raise SourceFileError(f"{source}: required file not found: {tried}")
+
+
+def read_json(path: Path) -> Any:
+    """Parse a JSON file; a syntax error names the file, line and column."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError as error:
+        raise SourceFileError(f"required file not found: {path}") from error
+    except json.JSONDecodeError as error:
+        raise RowError(path, f"line {error.lineno}", "(json)", f"not valid JSON: {error.msg} at column {error.colno}") from error
+
+
+def read_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield ``(line number, stripped line)`` for the non-empty lines of a text file."""
+    if not path.is_file():
+        raise SourceFileError(f"required file not found: {path}")
+    with open(path, encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if line.strip():
+                yield line_number, line.rstrip("\n").strip()
+
+
+def read_csv(path: Path, required: Sequence[str], delimiter: str = ",") -> Iterator[tuple[int, dict[str, str]]]:
+    """Yield ``(line number, record)`` for each data row of a CSV/TSV file with a header line.
+
+    A header without one of the ``required`` columns raises :class:`RowError` (row 1). A data row with
+    the wrong number of fields is yielded as a :class:`RowError` in place of the record; :func:`field`
+    raises it, so it is skippable like any bad row.
+    """
+    if not path.is_file():
+        raise SourceFileError(f"required file not found: {path}")
+    with open(path, encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle, delimiter=delimiter)
+        header = next(reader, None)
+        if header is None:
+            raise RowError(path, 1, "(header)", "file is empty")
+        header = [name.strip() for name in header]
+        missing = [name for name in required if name not in header]
+        if missing:
+            raise RowError(path, 1, missing[0], f"column missing from the header {header}")
+        for values in reader:
+            line_number = reader.line_num
+            if not any(value.strip() for value in values):
+                continue
+            if len(values) != len(header):
+                # Yielded, not raised: the caller's first field() call raises it inside its bad-row guard.
+                yield line_number, RowError(path, line_number, "(columns)", f"expected {len(header)} fields, got {len(values)}")
+                continue
+            yield line_number, dict(zip(header, values))
+
+
+# --------------------------------------------------------------------------------------------- fields
+def text(value: Any) -> str:
+    """A non-empty string (surrounding whitespace removed)."""
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    value = value.strip()
+    if not value:
+        raise ValueError("empty text")
+    return value
+
+
+def number(value: Any) -> float:
+    """A finite float (numbers or numeric strings)."""
+    if isinstance(value, bool):
+        raise TypeError("expected a number, got a bool")
+    result = float(value)
+    if not math.isfinite(result):
+        raise ValueError("not finite")
+    return result
+
+
+def integer(value: Any) -> int:
+    """An int (ints, integral floats or digit strings)."""
+    if isinstance(value, bool):
+        raise TypeError("expected an integer, got a bool")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("not an integer")
+        return int(value)
+    return int(str(value).strip())
+
+
+def int_list(value: Any) -> list[int]:
+    """A list of ints, given as a list or as the stringified Python list the EPIC/EgoClip CSVs use."""
+    if isinstance(value, str):
+        value = ast.literal_eval(value.strip())  # literals only: never evaluates code
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"expected a list, got {type(value).__name__}")
+    return [integer(item) for item in value]
+
+
+def field(record: Any, name: str, file: str | os.PathLike, row: Any, convert: Callable[[Any], Any] = text,
+          *, optional: bool = False, parent: str | None = None) -> Any:
+    """``convert(record[name])``; a missing, null or unconvertible value raises :class:`RowError`.
+
+    With ``optional=True`` a missing/null/empty value gives ``None`` instead. ``parent`` prefixes the
+    field name in errors for nested records (``"choices.3.clip_text"``).
+    """
+    label = f"{parent}.{name}" if parent else name
+    if isinstance(record, RowError):  # a row read_csv could not split into fields
+        raise record
+    if not isinstance(record, Mapping):
+        raise RowError(file, row, parent or name, f"expected an object, got {type(record).__name__}")
+    value = record.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if optional:
+            return None
+        raise RowError(file, row, label, "missing or empty")
+    try:
+        return convert(value)
+    except (TypeError, ValueError, SyntaxError) as error:
+        raise RowError(file, row, label, f"bad value {value!r}: {error}") from error
+
+
+# --------------------------------------------------------------------------------------------- bad rows
+@dataclass
+class BadRows:
+    """Raise on the first bad row, or (``skip=True``, CLI ``--skip-bad-rows``) count and skip it."""
+
+    skip: bool = False
+    counts: Counter = dataclass_field(default_factory=Counter)  # "<source>/<field>" -> rows skipped
+    examples: list[str] = dataclass_field(default_factory=list)
+
+    @contextlib.contextmanager
+    def guard(self, source: str) -> Iterator[None]:
+        """Wrap the conversion of one row: a :class:`RowError` inside is raised or counted."""
+        try:
+            yield
+        except RowError as error:
+            if not self.skip:
+                raise
+            self.counts[f"{source}/{error.field}"] += 1
+            if len(self.examples) < MAX_EXAMPLES:
+                self.examples.append(str(error))
+
+    def total(self, source: str | None = None) -> int:
+        return sum(n for key, n in self.counts.items() if source is None or key.startswith(f"{source}/"))
+
+    def summary(self) -> dict[str, Any]:
+        """``{"skipped_rows": n, "by_source_field": {...}, "examples": [...]}`` for build_info.json."""
+        return {"skipped_rows": self.total(), "by_source_field": dict(sorted(self.counts.items())),
+                "examples": list(self.examples)}
+
+
+# --------------------------------------------------------------------------------------------- roots
+def parse_roots(root_args: Sequence[str] | None, data_root: str | os.PathLike | None,
+                known: Sequence[str]) -> tuple[dict[str, Path], list[str]]:
+    """Resolve source roots from ``--root name=DIR`` (repeatable) and ``--data-root DIR``.
+
+    ``--data-root`` adds ``DIR/<name>`` for every known source that exists there. Returns
+    ``(roots, messages)``; the messages say which sources are skipped because nothing was given or
+    found (not downloaded is not an error). An explicit root that does not exist, or an unknown name,
+    raises ``ValueError``.
+    """
+    roots: dict[str, Path] = {}
+    for item in root_args or []:
+        name, sep, directory = item.partition("=")
+        name = name.strip()
+        if not sep or not directory:
+            raise ValueError(f"--root {item!r}: expected NAME=DIR")
+        if name not in known:
+            raise ValueError(f"--root {item!r}: unknown source {name!r}; known: {', '.join(known)}")
+        path = Path(directory).expanduser()
+        if not path.is_dir():
+            raise ValueError(f"--root {item!r}: {path} is not a directory")
+        roots[name] = path
+    messages = []
+    for name in known:
+        if name in roots:
+            continue
+        candidate = Path(data_root).expanduser() / name if data_root else None
+        if candidate is not None and candidate.is_dir():
+            roots[name] = candidate
+        else:
+            where = f" and {candidate} does not exist" if candidate is not None else ""
+            messages.append(f"{name}: skipped (not downloaded: no --root {name}=DIR given{where})")
+    return {name: roots[name] for name in known if name in roots}, messages
+
+
+def check_videos(rows: Sequence[Mapping[str, Any]], root: Path, column: str = "video") -> dict[str, Any]:
+    """Count the rows whose ``root/<row[column]>`` (file or frame folder) does not exist."""
+    missing = sorted({row[column] for row in rows if row.get(column) and not (root / row[column]).exists()})
+    return {"checked_videos": len({row[column] for row in rows if row.get(column)}), "missing": len(missing),
+            "missing_paths": missing}
+
+
+@dataclass
+class BuildContext:
+    """What every adapter gets besides its root: the bad-row policy, a place for notes, the seed."""
+
+    bad_rows: BadRows = dataclass_field(default_factory=BadRows)
+    notes: list[str] = dataclass_field(default_factory=list)  # printed and stored in build_info.json
+    seed: int = 0
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
+        print(message)
+
+
+def write_hub_folder(out: str | os.PathLike, tables: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]],
+                     features: Mapping[str, Any], *, card: Mapping[str, Any], build_info: Mapping[str, Any],
+                     overwrite: bool = False, extra_configs: Mapping[str, Sequence[str]] | None = None,
+                     extra_files: Mapping[str, str] | None = None, max_rows_per_shard: int | None = None) -> dict:
+    """Write tables, dataset card, extra text files and build_info.json atomically (see ``hub_export``).
+
+    Args:
+        tables: ``{config: {split: rows}}``.
+        features: ``{config: datasets.Features}``.
+        card: keyword arguments of ``hub_export.make_dataset_card`` (pretty_name, license, sections, ...).
+        extra_configs: ``{new config: [existing configs]}``: a config reading the files of several
+            configs (e.g. EgoIT's ``all``), split by split.
+        extra_files: ``{relative path: text}`` written next to the tables (reports, id lists).
+
+    Returns ``{config: {split: [parquet paths]}}``.
+    """
+    from datasets_scripts import hub_export
+
+    with hub_export.staged_folder(out, overwrite=overwrite) as staging:
+        data_files = hub_export.write_parquet_configs(staging, tables, features, max_rows_per_shard=max_rows_per_shard)
+        for name, members in (extra_configs or {}).items():
+            merged: dict[str, list[str]] = {}
+            for member in members:
+                for split, paths in data_files.get(member, {}).items():
+                    merged.setdefault(split, []).extend(paths)
+            if merged:
+                data_files = {name: merged, **data_files}
+        for relative, content in (extra_files or {}).items():
+            target = staging / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content, encoding="utf-8")
+        hub_export.make_dataset_card(data_files, **card).save(staging / hub_export.CARD_NAME)
+        hub_export.write_build_info(staging, build_info)
+    return data_files
+
+
+# --------------------------------------------------------------------------------------------- CLI
+def add_source_arguments(parser, known: Sequence[str]) -> None:
+    """The options every source builder shares: roots, output, seed, bad rows, video check, Hub push."""
+    from datasets_scripts import hub_export
+
+    parser.add_argument("--root", action="append", default=[], metavar="NAME=DIR",
+                        help=f"root of one downloaded source (repeatable); NAME is one of: {', '.join(known)}")
+    parser.add_argument("--data-root", default=None, metavar="DIR",
+                        help="folder holding one sub-folder per source (DIR/<name>); missing ones are skipped")
+    parser.add_argument("--out", required=True, help="output folder (Hub-ready: Parquet, README.md, build_info.json)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every hashed choice (templates, option order)")
+    parser.add_argument("--skip-bad-rows", action="store_true",
+                        help="skip malformed rows instead of failing; skips are counted in build_info.json")
+    parser.add_argument("--check-videos", action="store_true",
+                        help="count (and list under missing_videos/) the videos not found under each root")
+    hub_export.add_push_to_hub_arguments(parser)
+
+
+def run_cli_build(build: Callable[[], Any], out: str | os.PathLike, args) -> int:
+    """Run a build; input errors print one line naming file/row/field and return 2; push on success."""
+    import sys
+
+    from datasets_scripts import hub_export
+
+    try:
+        build()
+    except (SourceFileError, RowError, ValueError, hub_export.ExportError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    hub_export.maybe_push_to_hub(args, out)
+    return 0
+
+
+PATH_ARGUMENTS = ("leakage_against", "ego4d_metadata", "encoder", "egomcq_pool", "llava_json")
+
+
+def recorded_args(args) -> dict[str, Any]:
+    """CLI arguments for build_info.json: root names and file names only (no local paths), no callables."""
+    recorded = {key: value for key, value in vars(args).items() if key not in ("func", "root", "data_root", "out")}
+    recorded["root_names"] = sorted(item.partition("=")[0] for item in args.root)
+    for key in PATH_ARGUMENTS:
+        value = recorded.get(key)
+        if isinstance(value, list):
+            recorded[key] = [Path(item).name for item in value]
+        elif value:
+            recorded[key] = Path(value).name
+    return recorded
