@@ -1,0 +1,100 @@
+"""Questions per second of the EgoBench scorers on the tiny Exo2Ego model, on CPU.
+
+Compares ``letter_logprob`` (one forward per question), ``option_loglik`` (one cached prefill, all
+options from the cache) and per-option re-encoding (one full forward with the video per option, the
+way lmms-eval's loglikelihood scores options), for 5 and 10 options. Videos are decoded from a small
+MP4 each time, as in a real run. Prints a table and writes JSON (CPU name, versions, ratios).
+
+    python benchmarks/eval_scorers.py --questions 20 --out benchmarks/results/eval_scorers.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def time_scorer(run, questions: int, warmup: int = 2) -> float:
+    """Questions per second of ``run(index)`` over ``questions`` calls after ``warmup`` calls."""
+    for index in range(warmup):
+        run(index)
+    start = time.perf_counter()
+    for index in range(questions):
+        run(index)
+    return questions / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--questions", type=int, default=20, help="timed questions per scorer and option count")
+    parser.add_argument("--frames", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--out", default=None, help="JSON output path")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from eval import scorers
+    from eval.prompts import build_messages, get_prompt, user_text
+    from eval.toy import write_video
+    from exo2ego.tiny import build_tiny_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, processor = build_tiny_model(attn_implementation="sdpa", num_frames=args.frames)
+    adapter = scorers.ModelAdapter(model, processor, num_frames=args.frames)
+    template = get_prompt("egocentric")
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        video = {"path": str(write_video(Path(folder) / "clip.mp4", seed=0, num_frames=16, size=64)),
+                 "start_sec": 0.0, "end_sec": 4.0}
+        for num_options in (5, 10):
+            options = [f"I pick up the {colour} cube and put it on the shelf" for colour in
+                       ("red", "green", "blue", "yellow", "white", "black", "pink", "cyan", "brown", "gray")][:num_options]
+            letters = build_messages(template, user_text(template, "What did I do?", options, "letters"))
+            continuation = build_messages(template, user_text(template, "What did I do?", None, "continuation"))
+            measured = {
+                "letter_logprob": time_scorer(lambda _: scorers.letter_logprob(adapter, letters, video, num_options),
+                                              args.questions),
+                "option_loglik (cached prefix)": time_scorer(
+                    lambda _: scorers.option_loglik(adapter, continuation, video, options), args.questions),
+                "per-option re-encoding": time_scorer(
+                    lambda _: scorers.option_loglik_uncached(adapter, continuation, video, options), args.questions),
+            }
+            baseline = measured["per-option re-encoding"]
+            rows += [{"options": num_options, "scorer": name, "questions_per_s": value, "speedup_vs_reencoding": value / baseline}
+                     for name, value in measured.items()]
+
+    print(f"CPU: {cpu_name()}, torch threads {torch.get_num_threads()}, tiny Exo2Ego ({args.frames} frames, "
+          f"{processor.num_video_tokens(args.frames)} visual tokens), {args.questions} questions each")
+    print(f"{'options':>7}  {'scorer':<30} {'questions/s':>12} {'vs re-encoding':>15}")
+    for row in rows:
+        print(f"{row['options']:>7}  {row['scorer']:<30} {row['questions_per_s']:>12.2f} {row['speedup_vs_reencoding']:>14.2f}x")
+    if args.out:
+        payload = {
+            "benchmark": "eval_scorers", "cpu": cpu_name(), "torch_threads": torch.get_num_threads(),
+            "versions": {"torch": torch.__version__, "python": platform.python_version()},
+            "config": vars(args), "rows": rows,
+        }
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,290 @@
+"""Load and check EgoBench task tables before any scoring starts.
+
+An EgoBench folder (or Hub dataset repo) holds one Parquet config per task with the canonical rows
+``{sample_id, task, subset, video, start_sec, end_sec, question, options, answer_idx, answer_text, meta}``
+plus side tables for Charades-Ego (labels, class names) and EK-100 MIR (sentences, relevance). Every
+problem found here raises :class:`EvalDataError` naming the config, its files, the row and the field;
+nothing is scored until all requested tasks have passed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .tasks import TaskSpec
+
+REQUIRED_COLUMNS = (
+    "sample_id", "task", "subset", "video", "start_sec", "end_sec",
+    "question", "options", "answer_idx", "answer_text", "meta",
+)
+LABEL_COLUMNS = ("video_id", "video", "positive_classes")
+CLASS_COLUMNS = ("class_idx", "name")
+SENTENCE_COLUMNS = ("sentence_index", "sentence")
+RELEVANCE_COLUMNS = ("video_index", "sentence_index", "relevance")
+
+
+class EvalDataError(ValueError):
+    """An EgoBench table that cannot be evaluated; the message names where and what."""
+
+
+@dataclass
+class TaskData:
+    """The checked tables of one task.
+
+    Attributes:
+        rows: canonical rows in dataset order (``meta`` parsed to a dict), after ``limit``.
+        source: human-readable origin (folder, config, data files) for messages.
+        class_videos: Charades-Ego label rows ``{video_id, video, positive_classes}`` (after ``limit``).
+        class_names: Charades-Ego class names indexed by class index.
+        sentences: EK-100 MIR sentences indexed by sentence index.
+        relevance: EK-100 MIR relevance ``(len(rows), len(sentences))`` for the selected video rows.
+        dataset_revision: what identifies the data version (build_info hash or Hub commit).
+    """
+
+    spec: TaskSpec
+    rows: list[dict[str, Any]]
+    source: str
+    class_videos: list[dict[str, Any]] = field(default_factory=list)
+    class_names: list[str] | None = None
+    sentences: list[str] | None = None
+    relevance: np.ndarray | None = None
+
+    @property
+    def has_class_scores(self) -> bool:
+        return self.class_names is not None and bool(self.class_videos)
+
+
+def available_configs(dataset_dir: str) -> list[str]:
+    """Config names of an EgoBench folder or Hub repo (from its dataset card's ``configs:``)."""
+    import datasets
+
+    try:
+        return list(datasets.get_dataset_config_names(str(dataset_dir)))
+    except Exception as error:
+        raise EvalDataError(f"cannot read the configs of EgoBench data {dataset_dir!r}: {error}") from error
+
+
+def _data_files(dataset_dir: str, config: str) -> str:
+    import datasets
+
+    try:
+        files = datasets.load_dataset_builder(str(dataset_dir), config).config.data_files or {}
+        return ", ".join(str(path) for paths in files.values() for path in paths)
+    except Exception:  # the description is best effort; the load error itself is raised elsewhere
+        return "?"
+
+
+def load_table(dataset_dir: str, config: str, split: str | None = None):
+    """``datasets.Dataset`` of one config; ``split=None`` takes the only split, or ``test`` among several."""
+    import datasets
+
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # "Generating test split" bars for a few small tables are noise
+    try:
+        if Path(dataset_dir).is_dir():
+            # A local folder is read into memory through a private cache: the shared datasets cache keys
+            # local files by folder name and modification time, so a rebuilt folder could come back stale.
+            with tempfile.TemporaryDirectory(prefix="egobench-cache-") as cache_dir:
+                loaded = datasets.load_dataset(str(dataset_dir), config, split=split, cache_dir=cache_dir,
+                                               keep_in_memory=True)
+        else:
+            loaded = datasets.load_dataset(str(dataset_dir), config, split=split)
+    except Exception as error:
+        raise EvalDataError(f"cannot load config {config!r} of {dataset_dir}: {error}") from error
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
+    if isinstance(loaded, datasets.DatasetDict):
+        names = list(loaded)
+        if len(names) == 1:
+            return loaded[names[0]]
+        if "test" in loaded:
+            return loaded["test"]
+        raise EvalDataError(f"config {config!r} of {dataset_dir} has splits {names}; pass --split")
+    return loaded
+
+
+def _check_columns(table, required: tuple[str, ...], where: str) -> None:
+    missing = [column for column in required if column not in table.column_names]
+    if missing:
+        raise EvalDataError(f"{where}: missing required column(s) {missing} (has {table.column_names})")
+
+
+def default_video_root(dataset_dir: str) -> str:
+    """Where relative video paths point without ``--video-root``: the folder's ``build_info.json``
+    ``video_root`` (relative to the folder; the synthetic world writes ``".."``), else the folder."""
+    build_info = Path(dataset_dir) / "build_info.json"
+    if build_info.is_file():
+        root = json.loads(build_info.read_text(encoding="utf-8")).get("video_root")
+        if root:
+            return str((Path(dataset_dir) / root).resolve())
+    return str(dataset_dir)
+
+
+def resolve_video(video: str, task: str, fallback_root: str, video_roots: Mapping[str, str] | None) -> str:
+    """Absolute video path: ``video`` itself if absolute, else under the task's root, the common root
+    (key ``""``), or ``fallback_root`` (:func:`default_video_root`)."""
+    if os.path.isabs(video):
+        return video
+    roots = video_roots or {}
+    root = roots.get(task) or roots.get("") or fallback_root
+    return str(Path(root) / video)
+
+
+def _check_row(spec: TaskSpec, row: dict[str, Any], index: int, where: str) -> dict[str, Any]:
+    def fail(field_name: str, problem: str):
+        raise EvalDataError(f"{where}: row {index} (sample_id {row.get('sample_id')!r}): field {field_name!r}: {problem}")
+
+    if not row["sample_id"]:
+        fail("sample_id", "empty")
+    if row["task"] != spec.name:
+        fail("task", f"is {row['task']!r} but the config is task {spec.name!r}")
+    if not row["video"]:
+        fail("video", "empty")
+    try:
+        meta = json.loads(row["meta"]) if row["meta"] else {}
+    except json.JSONDecodeError as error:
+        fail("meta", f"not valid JSON ({error})")
+    if not isinstance(meta, dict):
+        fail("meta", "must be a JSON object")
+    options = list(row["options"] or [])
+    answer_idx = row["answer_idx"]
+    if spec.retrieval:
+        if "video_index" not in meta:
+            fail("meta", "EK-100 MIR rows need meta.video_index (their row of the relevance matrix)")
+    elif not options:
+        if not spec.allow_open:
+            fail("options", f"empty, but task {spec.name!r} is multiple choice with {spec.option_counts} options")
+        if not row["answer_text"]:
+            fail("answer_text", "open-ended rows need a reference answer")
+    else:
+        if spec.option_counts and len(options) not in spec.option_counts:
+            fail("options", f"{len(options)} options, but task {spec.name!r} takes {' or '.join(map(str, spec.option_counts))}")
+        if len(set(options)) != len(options):
+            fail("options", "duplicate option texts")
+        if answer_idx is None:
+            if not spec.allow_unlabeled:
+                fail("answer_idx", f"missing, and task {spec.name!r} has no hidden-label rows")
+        elif not 0 <= answer_idx < len(options):
+            fail("answer_idx", f"{answer_idx} is outside the {len(options)} options")
+    start, end = row["start_sec"], row["end_sec"]
+    if start is not None and end is not None and not end > start:
+        fail("end_sec", f"{end} is not after start_sec {start}")
+    return {**row, "options": options, "meta": meta}
+
+
+def _check_videos(paths: list[tuple[str, str]], where: str) -> None:
+    missing = [(sample_id, path) for sample_id, path in paths if not os.path.isfile(path)]
+    if missing:
+        listed = "; ".join(f"{sample_id}: {path}" for sample_id, path in missing[:5])
+        raise EvalDataError(
+            f"{where}: {len(missing)} of {len(paths)} videos not found (first: {listed}); "
+            "pass --video-root DIR or --video-root TASK=DIR where the source videos live"
+        )
+
+
+def load_task(
+    spec: TaskSpec,
+    dataset_dir: str,
+    *,
+    split: str | None = None,
+    limit: int | None = None,
+    video_roots: Mapping[str, str] | None = None,
+    check_videos: bool = True,
+    configs: list[str] | None = None,
+) -> TaskData:
+    """Load, check and trim (``limit`` rows / videos) one task. Raises :class:`EvalDataError`."""
+    configs = available_configs(dataset_dir) if configs is None else configs
+    where = f"{dataset_dir} config {spec.name!r} [{_data_files(dataset_dir, spec.name)}]"
+    table = load_table(dataset_dir, spec.name, split)
+    _check_columns(table, REQUIRED_COLUMNS, where)
+    fallback_root = default_video_root(dataset_dir)
+    rows = []
+    seen: dict[str, int] = {}
+    for index, row in enumerate(table):
+        checked = _check_row(spec, row, index, where)
+        if checked["sample_id"] in seen:
+            raise EvalDataError(f"{where}: row {index}: field 'sample_id': {checked['sample_id']!r} repeats row {seen[checked['sample_id']]}")
+        seen[checked["sample_id"]] = index
+        checked["video_path"] = resolve_video(checked["video"], spec.name, fallback_root, video_roots)
+        rows.append(checked)
+    if not rows:
+        raise EvalDataError(f"{where}: no rows")
+    rows = rows[:limit] if limit else rows
+    data = TaskData(spec=spec, rows=rows, source=where)
+
+    if spec.labels_config and spec.classes_config and spec.labels_config in configs and spec.classes_config in configs:
+        _load_class_tables(data, dataset_dir, split, limit, video_roots, fallback_root)
+    if spec.retrieval:
+        _load_retrieval_tables(data, dataset_dir, split)
+    if check_videos:
+        paths = [(row["sample_id"], row["video_path"]) for row in data.rows]
+        paths += [(row["video_id"], row["video_path"]) for row in data.class_videos]
+        _check_videos(paths, where)
+    return data
+
+
+def _load_class_tables(data: TaskData, dataset_dir: str, split, limit, video_roots, fallback_root: str) -> None:
+    spec = data.spec
+    where_classes = f"{dataset_dir} config {spec.classes_config!r}"
+    classes = load_table(dataset_dir, spec.classes_config, split)
+    _check_columns(classes, CLASS_COLUMNS, where_classes)
+    names: dict[int, str] = {}
+    for index, row in enumerate(classes):
+        if row["class_idx"] in names:
+            raise EvalDataError(f"{where_classes}: row {index}: field 'class_idx': {row['class_idx']} repeats")
+        names[int(row["class_idx"])] = row["name"]
+    if sorted(names) != list(range(len(names))):
+        raise EvalDataError(f"{where_classes}: field 'class_idx' must cover 0..{len(names) - 1} exactly")
+    where_labels = f"{dataset_dir} config {spec.labels_config!r}"
+    labels = load_table(dataset_dir, spec.labels_config, split)
+    _check_columns(labels, LABEL_COLUMNS, where_labels)
+    videos = []
+    for index, row in enumerate(labels):
+        positives = list(row["positive_classes"] or [])
+        bad = [value for value in positives if not 0 <= value < len(names)]
+        if bad:
+            raise EvalDataError(f"{where_labels}: row {index} (video_id {row['video_id']!r}): field 'positive_classes': "
+                                f"{bad} outside the {len(names)} classes")
+        videos.append({
+            "video_id": row["video_id"],
+            "video": row["video"],
+            "video_path": resolve_video(row["video"], spec.name, fallback_root, video_roots),
+            "positive_classes": positives,
+            "start_sec": row.get("start_sec"),
+            "end_sec": row.get("end_sec"),
+        })
+    data.class_names = [names[index] for index in range(len(names))]
+    data.class_videos = videos[:limit] if limit else videos
+
+
+def _load_retrieval_tables(data: TaskData, dataset_dir: str, split) -> None:
+    spec = data.spec
+    where_sentences = f"{dataset_dir} config {spec.sentences_config!r}"
+    sentences = load_table(dataset_dir, spec.sentences_config, split)
+    _check_columns(sentences, SENTENCE_COLUMNS, where_sentences)
+    texts: dict[int, str] = {int(row["sentence_index"]): row["sentence"] for row in sentences}
+    if sorted(texts) != list(range(len(texts))):
+        raise EvalDataError(f"{where_sentences}: field 'sentence_index' must cover 0..{len(texts) - 1} exactly")
+    where_relevance = f"{dataset_dir} config {spec.relevance_config!r}"
+    relevance_table = load_table(dataset_dir, spec.relevance_config, split)
+    _check_columns(relevance_table, RELEVANCE_COLUMNS, where_relevance)
+    row_of_video = {int(row["meta"]["video_index"]): position for position, row in enumerate(data.rows)}
+    relevance = np.zeros((len(data.rows), len(texts)), dtype=np.float32)
+    columns = relevance_table.with_format("numpy")[:]
+    for video_index, sentence_index, value in zip(columns["video_index"], columns["sentence_index"], columns["relevance"]):
+        if not 0 <= sentence_index < len(texts):
+            raise EvalDataError(f"{where_relevance}: field 'sentence_index': {sentence_index} outside {len(texts)} sentences")
+        position = row_of_video.get(int(video_index))
+        if position is not None:
+            relevance[position, sentence_index] = value
+    data.sentences = [texts[index] for index in range(len(texts))]
+    data.relevance = relevance

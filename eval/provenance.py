@@ -1,0 +1,68 @@
+"""What a result came from: package versions, the project's git revision, model and data revisions."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata as metadata
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+PACKAGES = (
+    "exo2ego", "torch", "transformers", "accelerate", "datasets", "huggingface_hub", "safetensors",
+    "numpy", "av", "pillow", "sentence-transformers", "rouge-score",
+)
+
+
+def environment_versions() -> dict[str, str]:
+    """Python and library versions (``"not installed"`` where missing)."""
+    versions = {"python": platform.python_version()}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def git_revision(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """``{"commit", "dirty"}`` of the git checkout holding ``path`` (this package by default); None values
+    outside a checkout or without git."""
+    where = Path(path or __file__).resolve()
+    where = where if where.is_dir() else where.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=where, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return {"commit": None, "dirty": None}
+    if commit.returncode != 0:
+        return {"commit": None, "dirty": None}
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
+def model_revision(model) -> dict[str, Any]:
+    """Name or path of a loaded model, its Hub commit when it came from the Hub, and its weight files."""
+    config = model.config
+    name = getattr(config, "_name_or_path", None) or getattr(model, "name_or_path", None)
+    info: dict[str, Any] = {"name_or_path": name, "commit_hash": getattr(config, "_commit_hash", None),
+                            "class": type(model).__name__, "dtype": str(getattr(model, "dtype", ""))}
+    if name and os.path.isdir(name):
+        info["weights"] = {
+            path.name: path.stat().st_size for path in sorted(Path(name).glob("*.safetensors"))
+        }
+    info["num_parameters"] = int(sum(parameter.numel() for parameter in model.parameters()))
+    return info
+
+
+def dataset_revision(dataset_dir: str | os.PathLike) -> dict[str, Any]:
+    """A local EgoBench folder's ``build_info.json`` SHA-256 (its content version), or the Hub id."""
+    path = Path(dataset_dir)
+    info: dict[str, Any] = {"path": str(dataset_dir)}
+    build_info = path / "build_info.json"
+    if build_info.is_file():
+        info["build_info_sha256"] = hashlib.sha256(build_info.read_bytes()).hexdigest()
+    elif not path.exists():
+        info["hub_id"] = str(dataset_dir)
+    return info

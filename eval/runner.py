@@ -1,0 +1,361 @@
+"""Resumable, shardable EgoBench runs: ``evaluate(model, processor, dataset_dir, out_dir, config)``.
+
+1. Every requested task is loaded and checked (:mod:`eval.data`) before anything is scored.
+2. Items (questions; Charades-Ego videos for class scores; EK-100 MIR videos) are split over the
+   processes of ``accelerate launch`` by a hash of their id. Each process appends one JSONL record per
+   item to its own shard file and flushes it; items already recorded in any shard are skipped, so a
+   killed run continues where it stopped (also with a different number of processes).
+3. The main process merges the shards, computes the metrics with bootstrap intervals, and writes
+   ``results.json`` atomically, then ``report.md`` with plots and the prediction exports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import scorers
+from .data import EvalDataError, TaskData, available_configs, load_task
+from .judge import JudgeConfig, check_loopback, judge_answer
+from .prompts import DEFAULT_PROMPT, PromptTemplate, build_messages, get_prompt, user_text
+from .provenance import dataset_revision, environment_versions, git_revision, model_revision
+from .records import JsonlAppender, shard_path, task_records, write_json_atomic
+from .task_metrics import class_item_id, compute_task_metrics
+from .tasks import get_task, resolve_task_names
+
+RESULTS_SCHEMA_VERSION = 1
+# Settings that change what a record contains: a resumed run must use the same values.
+RECORD_SHAPING_FIELDS = ("scorer", "prompt", "num_frames", "option_score", "max_new_tokens", "open_max_new_tokens",
+                         "judge_model")
+
+
+class RunConfigError(ValueError):
+    """The output folder holds a run made with different record-shaping settings."""
+
+
+@dataclass
+class EvalConfig:
+    """Settings of one evaluation run (all recorded in ``results.json``).
+
+    Attributes:
+        tasks: ``"all"`` (every known task in the folder) or task names.
+        scorer: ``letter_logprob`` | ``generate_parse`` | ``option_loglik`` for multiple-choice rows.
+            Charades-Ego class mAP and EK-100 MIR always use option log-likelihoods; open-ended rows
+            always generate.
+        prompt: prompt variant name (:data:`eval.prompts.PROMPTS`).
+        num_frames: frames per video (None: the processor's default).
+        limit: score only the first N rows (and N videos of side tables) of each task.
+        split: dataset split (None: the only one, or ``test``).
+        video_roots: ``{task: dir}`` and/or ``{"": dir}`` for relative video paths (default: the data folder).
+        max_new_tokens: generation budget of ``generate_parse``; ``open_max_new_tokens`` for open QA.
+        option_score: ``mean`` or ``sum`` token log-prob ranks options / classes / sentences.
+        option_chunk_size: continuations scored per batch from one cached prefix.
+        bootstrap_resamples, seed: bootstrap intervals and torch seed.
+        judge_url, judge_model: optional OpenAI-compatible judge on loopback for open-ended answers.
+        sentence_encoder: sentence-transformers path for SentenceSim (default: offline MiniLM).
+        check_videos: fail before scoring when a video file is missing.
+        compare: comparison column of the report: another ``results.json`` or ``"paper"``.
+    """
+
+    tasks: str | list[str] = "all"
+    scorer: str = "letter_logprob"
+    prompt: str = DEFAULT_PROMPT
+    num_frames: int | None = None
+    limit: int | None = None
+    split: str | None = None
+    video_roots: dict[str, str] = field(default_factory=dict)
+    max_new_tokens: int = 16
+    open_max_new_tokens: int = 64
+    option_score: str = "mean"
+    option_chunk_size: int = 64
+    bootstrap_resamples: int = 1000
+    seed: int = 0
+    judge_url: str | None = None
+    judge_model: str | None = None
+    sentence_encoder: str | None = None
+    check_videos: bool = True
+    compare: str | None = None
+
+    def validate(self) -> None:
+        if self.scorer not in scorers.SCORERS:
+            raise ValueError(f"unknown scorer {self.scorer!r}; choose one of {scorers.SCORERS}")
+        if self.option_score not in ("mean", "sum"):
+            raise ValueError(f"option_score must be 'mean' or 'sum', not {self.option_score!r}")
+        if (self.judge_url is None) != (self.judge_model is None):
+            raise ValueError("a judge needs both judge_url and judge_model (the pinned model id)")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be positive, got {self.limit}")
+        get_prompt(self.prompt)
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One scoring unit: a question, a Charades-Ego video (class scores) or an EK-100 MIR query video."""
+
+    id: str
+    part: str  # "mcq" | "open" | "classes" | "retrieval"
+    row: dict[str, Any]
+
+
+def work_items(data: TaskData) -> list[WorkItem]:
+    """The task's items in dataset order."""
+    items = []
+    for row in data.rows:
+        part = "retrieval" if data.spec.retrieval else ("mcq" if row["options"] else "open")
+        items.append(WorkItem(row["sample_id"], part, row))
+    if data.has_class_scores:
+        items += [WorkItem(class_item_id(data.spec.name, video["video_id"]), "classes", video) for video in data.class_videos]
+    return items
+
+
+def shard_of(item_id: str, num_shards: int) -> int:
+    """Deterministic shard of an item id (SHA-1, independent of Python's hash seed)."""
+    return int.from_bytes(hashlib.sha1(item_id.encode("utf-8")).digest()[:8], "big") % num_shards
+
+
+class _ItemScorer:
+    """Scores work items with one model; holds the prompt template and the settings."""
+
+    def __init__(self, adapter: scorers.ModelAdapter, template: PromptTemplate, config: EvalConfig,
+                 data: TaskData, judge: JudgeConfig | None):
+        self.adapter, self.template, self.config, self.data, self.judge = adapter, template, config, data, judge
+
+    def __call__(self, item: WorkItem) -> dict[str, Any]:
+        row = item.row
+        video = {"path": row["video_path"], "start_sec": row.get("start_sec"), "end_sec": row.get("end_sec")}
+        record = {"id": item.id, "task": self.data.spec.name, "part": item.part,
+                  "prompt": self.template.name, "prompt_sha256": self.template.sha256}
+        handler = getattr(self, f"_{item.part}")
+        record.update(handler(row, video))
+        return record
+
+    def _messages(self, question: str, options, mode: str) -> list[dict]:
+        return build_messages(self.template, user_text(self.template, question, options, mode))
+
+    def _mcq(self, row, video) -> dict[str, Any]:
+        options, scorer = row["options"], self.config.scorer
+        if scorer == "letter_logprob":
+            result = scorers.letter_logprob(self.adapter, self._messages(row["question"], options, "letters"), video, len(options))
+        elif scorer == "generate_parse":
+            result = scorers.generate_parse(self.adapter, self._messages(row["question"], options, "letters"), video,
+                                            options, self.config.max_new_tokens)
+        else:
+            scores = scorers.option_loglik(self.adapter, self._messages(row["question"], None, "continuation"), video,
+                                           options, self.config.option_chunk_size)
+            prediction, values = scorers.choose_option(scores, self.config.option_score)
+            result = scorers.ChoiceResult(prediction, values, extra=dataclasses.asdict(scores))
+        answer = row["answer_idx"]
+        return {
+            "sample_id": row["sample_id"], "subset": row["subset"], "scorer": scorer,
+            "options": options, "answer_idx": answer,
+            "option_scores": result.option_scores, "prediction": result.prediction,
+            "predicted_letter": None if result.prediction is None else scorers.OPTION_LETTERS[result.prediction],
+            "raw_output": result.raw_output, "parse_rule": result.parse_rule,
+            "invalid": result.prediction is None,
+            "correct": None if answer is None else result.prediction == answer,
+            **result.extra,
+        }
+
+    def _open(self, row, video) -> dict[str, Any]:
+        text = scorers.generate_text(self.adapter, self._messages(row["question"], None, "open"), video,
+                                     self.config.open_max_new_tokens)
+        record = {"sample_id": row["sample_id"], "subset": row["subset"], "scorer": "generate",
+                  "prediction_text": text, "answer_text": row["answer_text"]}
+        if self.judge is not None:
+            verdict = judge_answer(self.judge, row["question"], row["answer_text"], text)
+            record.update(judge_correct=verdict.correct, judge_score=verdict.score, judge_raw=verdict.raw,
+                          judge_parsed=verdict.parsed)
+        return record
+
+    def _classes(self, row, video) -> dict[str, Any]:
+        scores = scorers.option_loglik(self.adapter, self._messages(self.template.class_question, None, "continuation"),
+                                       video, self.data.class_names, self.config.option_chunk_size)
+        return {"video_id": row["video_id"], "scorer": "option_loglik", **dataclasses.asdict(scores)}
+
+    def _retrieval(self, row, video) -> dict[str, Any]:
+        scores = scorers.option_loglik(self.adapter, self._messages(self.template.retrieval_question, None, "continuation"),
+                                       video, self.data.sentences, self.config.option_chunk_size)
+        return {"sample_id": row["sample_id"], "video_index": row["meta"]["video_index"], "scorer": "option_loglik",
+                **dataclasses.asdict(scores)}
+
+
+def _record_shaping(config: EvalConfig, template: PromptTemplate, model_info: dict) -> dict[str, Any]:
+    shaping = {name: getattr(config, name) for name in RECORD_SHAPING_FIELDS}
+    shaping["prompt_sha256"] = template.sha256
+    shaping["model"] = model_info.get("name_or_path")
+    return shaping
+
+
+def _check_run_folder(out_dir: Path, shaping: dict[str, Any], write: bool) -> None:
+    """Refuse to resume a run made with other record-shaping settings; ``write`` records them when new.
+
+    Every process checks (so none waits for a main process that failed); only the main one writes.
+    """
+    path = out_dir / "run_config.json"
+    if path.is_file():
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        different = {key: (previous.get(key), value) for key, value in shaping.items() if previous.get(key) != value}
+        if different:
+            raise RunConfigError(
+                f"{out_dir} holds a run with other settings {different} (was, now); "
+                "use another --out folder or delete it to start over"
+            )
+    elif write:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, shaping)
+
+
+def _check_scorable(adapter: scorers.ModelAdapter, template: PromptTemplate, config: EvalConfig,
+                    task_data: dict[str, TaskData]) -> None:
+    """Fail before scoring when the tokenizer cannot spell the option letters or the template cannot
+    take a cached answer (cheap text-only checks on the first row of each task)."""
+    for data in task_data.values():
+        mcq = [row for row in data.rows if row["options"]]
+        if mcq and config.scorer == "letter_logprob":
+            most = max(len(row["options"]) for row in mcq)
+            messages = build_messages(template, user_text(template, mcq[0]["question"], mcq[0]["options"], "letters"))
+            scorers.plan_letters(adapter, adapter.render_prompt(messages), most)
+        if (mcq and config.scorer == "option_loglik") or data.has_class_scores or data.spec.retrieval:
+            messages = build_messages(template, user_text(template, data.rows[0]["question"], None, "continuation"))
+            adapter.answer_affixes(messages, adapter.render_prompt(messages))
+
+
+def process_state():
+    """accelerate's ``PartialState`` for this process.
+
+    Under ``accelerate launch`` / ``torchrun`` on GPUs it is the usual NCCL group; a multi-process launch
+    on a machine without CUDA runs on CPU with gloo (accelerate only does that when asked for CPU).
+    """
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu="LOCAL_RANK" in os.environ and not torch.cuda.is_available())
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def prepare_tasks(dataset_dir: str, config: EvalConfig) -> dict[str, TaskData]:
+    """Load and check every requested task (raises before any model work; see :mod:`eval.data`)."""
+    configs = available_configs(dataset_dir)
+    try:
+        names = resolve_task_names(config.tasks, configs)
+    except ValueError as error:
+        raise EvalDataError(str(error)) from None
+    return {
+        name: load_task(get_task(name), dataset_dir, split=config.split, limit=config.limit,
+                        video_roots=config.video_roots, check_videos=config.check_videos, configs=configs)
+        for name in names
+    }
+
+
+def evaluate(
+    model,
+    processor,
+    dataset_dir: str,
+    out_dir: str,
+    config: EvalConfig | None = None,
+    *,
+    shard: tuple[int, int] | None = None,
+    show_progress: bool = True,
+    task_data: dict[str, TaskData] | None = None,
+) -> dict[str, Any] | None:
+    """Evaluate an already-loaded ``model`` + ``processor`` on an EgoBench folder; resumable.
+
+    Args:
+        model, processor: e.g. ``Exo2EgoForConditionalGeneration`` and ``Exo2EgoProcessor`` (model in
+            eval mode, on its device).
+        dataset_dir: EgoBench folder (or Hub dataset id) with one Parquet config per task.
+        out_dir: run folder; an existing run with the same settings is resumed.
+        config: :class:`EvalConfig`.
+        shard: ``(index, count)`` of this process; default from ``accelerate.PartialState``.
+        show_progress: tqdm bars per task.
+        task_data: the result of :func:`prepare_tasks` for the same ``dataset_dir`` and ``config``, when
+            the caller checked the data already.
+
+    Returns the ``results.json`` content on the main process, ``None`` on the others.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    config = config or EvalConfig()
+    config.validate()
+    template = get_prompt(config.prompt)
+    state = process_state()
+    rank, world = shard or (state.process_index, state.num_processes)
+    out = Path(out_dir)
+    created_at, started = _now(), time.perf_counter()
+
+    task_data = task_data if task_data is not None else prepare_tasks(dataset_dir, config)
+    adapter = scorers.ModelAdapter(model, processor, config.num_frames)
+    _check_scorable(adapter, template, config, task_data)
+    model_info = model_revision(model)
+    judge = JudgeConfig(config.judge_url, config.judge_model) if config.judge_url else None
+    if judge is not None:
+        check_loopback(judge.url)
+    _check_run_folder(out, _record_shaping(config, template, model_info), write=rank == 0)
+    state.wait_for_everyone()
+
+    torch.manual_seed(config.seed)
+    was_training = model.training
+    model.eval()
+    try:
+        for name, data in task_data.items():
+            done = task_records(out, name)
+            pending = [item for item in work_items(data) if shard_of(item.id, world) == rank and item.id not in done]
+            score = _ItemScorer(adapter, template, config, data, judge)
+            with JsonlAppender(shard_path(out, name, rank, world)) as appender:
+                for item in tqdm(pending, desc=f"{name} ({config.scorer})", disable=not show_progress, unit="item"):
+                    appender.append(score(item))
+    finally:
+        model.train(was_training)  # a model evaluated during training goes back to training mode
+    state.wait_for_everyone()
+    if rank != 0:
+        return None
+
+    encoder = None
+    if config.sentence_encoder:
+        from .metrics import load_sentence_encoder
+
+        encoder = load_sentence_encoder(config.sentence_encoder)
+    tasks_out = {}
+    for name, data in task_data.items():
+        computed = compute_task_metrics(data, task_records(out, name), option_score=config.option_score,
+                                        resamples=config.bootstrap_resamples, seed=config.seed,
+                                        sentence_encoder=encoder)
+        tasks_out[name] = {
+            "display_name": data.spec.display_name,
+            "paper_table": data.spec.paper_table,
+            "headline": [key for key in data.spec.headline_keys() if key in computed["metrics"]],
+            **computed,
+        }
+    results = {
+        "schema_version": RESULTS_SCHEMA_VERSION,
+        "model": model_info,
+        "data": dataset_revision(dataset_dir),
+        "config": dataclasses.asdict(config),
+        "prompt": {"name": template.name, "sha256": template.sha256, "system": template.system},
+        "scorer": config.scorer,
+        "seeds": {"torch": config.seed, "bootstrap": config.seed},
+        "judge": None if judge is None else {**dataclasses.asdict(judge), "prompt_sha256": judge.prompt_sha256},
+        "versions": environment_versions(),
+        "git": git_revision(),
+        "world_size": world,
+        "tasks": tasks_out,
+        "timing": {"created_at": created_at, "finished_at": _now(), "seconds": time.perf_counter() - started},
+    }
+    write_json_atomic(out / "results.json", results)
+    from .export import export_predictions
+    from .report import load_comparison, write_report
+
+    export_predictions(out, task_data)
+    write_report(results, out, load_comparison(config.compare))
+    return results

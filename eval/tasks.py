@@ -1,0 +1,178 @@
+"""Declarative EgoBench task definitions (one per Parquet config of an EgoBench folder).
+
+Each :class:`TaskSpec` says what a valid row looks like for the task (option counts, open-ended rows,
+hidden labels), which side tables it needs, and which metrics the report shows, in the style of
+lmms-eval's task YAMLs but as typed Python. The run machinery (:mod:`eval.runner`) reads nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A metric shown in reports and the model card.
+
+    Attributes:
+        key: key in ``results.json`` (``tasks.<task>.metrics.<key>``).
+        label: column text of the paper-style table, e.g. ``"Acc. (Direct)"``.
+        metric_type: Hub ``model-index`` metric type (``accuracy``, ``map``, ``ndcg``, ...).
+        unit: ``"percent"`` (0-100) or ``"score"`` (judge score 0-5).
+    """
+
+    key: str
+    label: str
+    metric_type: str = "accuracy"
+    unit: str = "percent"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One EgoBench task.
+
+    Attributes:
+        name: Parquet config name in the EgoBench folder and value of the rows' ``task`` column.
+        display_name: name used in reports (``"EgoSchema"``).
+        option_counts: allowed ``len(options)`` for multiple-choice rows.
+        allow_open: rows with ``options == []`` are open-ended QA (reference in ``answer_text``).
+        allow_unlabeled: multiple-choice rows may have ``answer_idx = None`` (hidden test labels); their
+            predictions are exported, not scored.
+        retrieval: rows are videos scored against every sentence of ``sentences_config`` (EK-100 MIR).
+        labels_config, classes_config: Charades-Ego side tables (per-video multi-hot labels, class names);
+            when both exist, mAP over all classes is computed with ``option_loglik`` class scores.
+        sentences_config, relevance_config: EK-100 MIR side tables (sentences, sparse relevance).
+        subset_metrics: also report accuracy per ``subset`` value (``accuracy_<subset>``).
+        mcq_metric_key: key of the accuracy over all multiple-choice rows.
+        headline: the metrics of the paper's tables, in order (a subset of what the run computes).
+        paper_table: where the paper reports it.
+    """
+
+    name: str
+    display_name: str
+    option_counts: tuple[int, ...] = ()
+    allow_open: bool = False
+    allow_unlabeled: bool = False
+    retrieval: bool = False
+    labels_config: str | None = None
+    classes_config: str | None = None
+    sentences_config: str | None = None
+    relevance_config: str | None = None
+    subset_metrics: bool = False
+    mcq_metric_key: str = "accuracy"
+    headline: tuple[MetricSpec, ...] = field(default_factory=tuple)
+    paper_table: str = ""
+
+    def headline_keys(self) -> list[str]:
+        return [metric.key for metric in self.headline]
+
+
+ACCURACY = MetricSpec("accuracy", "Acc.")
+
+TASKS: dict[str, TaskSpec] = {
+    spec.name: spec
+    for spec in (
+        TaskSpec(
+            name="egoschema",
+            display_name="EgoSchema",
+            option_counts=(5,),
+            allow_unlabeled=True,
+            headline=(ACCURACY,),
+            paper_table="Table 3",
+        ),
+        TaskSpec(
+            name="qaego4d",
+            display_name="QAEgo4D",
+            option_counts=(4,),
+            allow_open=True,
+            subset_metrics=True,
+            headline=(
+                MetricSpec("accuracy_closed", "Acc. (Closed)"),
+                MetricSpec("judge_accuracy_open", "Acc. (Open, judge)"),
+                MetricSpec("judge_score_open", "Score (Open, judge)", "score", "score"),
+                MetricSpec("rouge_l_open", "ROUGE-L (Open)", "rouge"),
+                MetricSpec("sentence_similarity_open", "SentenceSim (Open)", "cosine_similarity"),
+            ),
+            paper_table="Table 3",
+        ),
+        TaskSpec(
+            name="egotaskqa",
+            display_name="EgoTaskQA",
+            option_counts=(2, 5),  # yes/no questions stay 2-way
+            subset_metrics=True,
+            headline=(MetricSpec("accuracy_direct", "Acc. (Direct)"), MetricSpec("accuracy_indirect", "Acc. (Indirect)")),
+            paper_table="Table 3",
+        ),
+        TaskSpec(
+            name="charades_ego",
+            display_name="Charades-Ego",
+            option_counts=(5,),
+            labels_config="charades_ego_labels",
+            classes_config="charades_ego_classes",
+            mcq_metric_key="mcq_accuracy",  # MCQ accuracy and class mAP are different numbers
+            headline=(MetricSpec("map", "mAP", "map"), MetricSpec("mcq_accuracy", "MCQ Acc.")),
+            paper_table="Table 4",
+        ),
+        TaskSpec(
+            name="epic_mir",
+            display_name="EK-100 MIR",
+            retrieval=True,
+            sentences_config="epic_mir_sentences",
+            relevance_config="epic_mir_relevance",
+            headline=(MetricSpec("map", "mAP (V→T)", "map"), MetricSpec("ndcg", "nDCG (V→T)", "ndcg")),
+            paper_table="Table 4",
+        ),
+        TaskSpec(name="egoplan", display_name="EgoPlan Val", option_counts=(4,), headline=(ACCURACY,), paper_table="Table 5"),
+        TaskSpec(name="vlnqa", display_name="VLN-QA", option_counts=(4,), headline=(ACCURACY,), paper_table="Table 5"),
+        TaskSpec(
+            name="egomcq",
+            display_name="EgoMCQ",
+            option_counts=(10, 5),
+            subset_metrics=True,
+            headline=(MetricSpec("accuracy_inter", "Acc. (Inter)"), MetricSpec("accuracy_intra", "Acc. (Intra)")),
+            paper_table="Table 6",
+        ),
+        TaskSpec(
+            name="synthetic",
+            display_name="Synthetic Ego-Exo",
+            option_counts=(5,),
+            subset_metrics=True,
+            headline=(ACCURACY,),
+            paper_table="(ours: the embedded synthetic world)",
+        ),
+    )
+}
+
+# Configs of an EgoBench folder that are side tables of a task, not tasks.
+SIDE_TABLES = {
+    config: spec.name
+    for spec in TASKS.values()
+    for config in (spec.labels_config, spec.classes_config, spec.sentences_config, spec.relevance_config)
+    if config
+}
+
+
+def get_task(name: str) -> TaskSpec:
+    """The task called ``name``; the error lists the known names."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ValueError(f"unknown EgoBench task {name!r}; known tasks: {sorted(TASKS)}") from None
+
+
+def resolve_task_names(requested: str | list[str], available: list[str]) -> list[str]:
+    """Expand ``"all"`` (every known task among ``available`` configs) or check a comma list.
+
+    Raises ``ValueError`` for an unknown task or one whose config is missing from the folder.
+    """
+    if requested == "all" or requested == ["all"]:
+        names = [name for name in TASKS if name in available]
+        if not names:
+            raise ValueError(f"the EgoBench folder has no known task config (configs: {available}; known: {sorted(TASKS)})")
+        return names
+    names = [name.strip() for name in (requested.split(",") if isinstance(requested, str) else requested) if name.strip()]
+    for name in names:
+        get_task(name)
+        if name not in available:
+            raise ValueError(f"task {name!r} is not in the EgoBench folder (its configs: {available})")
+    return names

@@ -1,0 +1,164 @@
+"""Model card of an Exo2Ego checkpoint from an EgoBench ``results.json``.
+
+The YAML header carries ``model-index`` evaluation results (``huggingface_hub.EvalResult``, one per
+headline metric of each task), so the Hub shows them; the body has the description, intended use, how to
+run it, the training stages, the evaluation table (with intervals, the scorer and prompt hash), the data
+sources and their terms, and limitations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+TRAINING_STAGES = (
+    ("init", "exo clip-text pairs / EgoClip", "both vision towers and the connector (LLM frozen)", "VTG per branch"),
+    ("1 teacher self-preparation", "Ego-ExoClip exo clips", "exo tower, connector", "VTG on exo"),
+    ("2 teacher-student guidance", "Ego-ExoClip ego+exo pairs", "ego tower, F, G", "VTG + KL + CCL"),
+    ("3 student self-practice", "EgoIT", "ego tower, connector, F, LoRA on the LLM", "VTG"),
+)
+DEFAULT_SOURCES = ("Ego-Exo4D", "EgoClip", "EGTEA Gaze+", "Something-Something-V2", "EgoTimeQA", "OpenEQA", "EgoExoLearn",
+                   "EgoSchema", "QAEgo4D", "EgoTaskQA", "Charades-Ego", "EPIC-KITCHENS-100", "EgoPlan", "VLN-QA", "EgoMCQ")
+
+
+@dataclass
+class CardInfo:
+    """What the card says beyond the results.
+
+    Attributes:
+        model_id: Hub repo id (``org/name``) used in the usage snippet and ``model-index``.
+        base_models: checkpoints the weights start from.
+        datasets: Hub dataset ids used for training (YAML ``datasets``).
+        eval_dataset: Hub id of the EgoBench export, if published (``model-index`` dataset type).
+        license, license_name, license_link: licence of the weights (``other`` by default: the training
+            data's terms restrict use to non-commercial research).
+        sources: names of the data sources (see :mod:`model_card.dataset_card`).
+        stages: training stage rows ``(stage, data, trained modules, loss)``.
+        extra_sections: more ``{heading: markdown}`` sections appended at the end.
+    """
+
+    model_id: str = "org/exo2ego"
+    base_models: Sequence[str] = ("mistralai/Mistral-7B-Instruct-v0.2", "openai/clip-vit-large-patch14-336")
+    datasets: Sequence[str] = ()
+    eval_dataset: str | None = None
+    license: str = "other"
+    license_name: str | None = "exo2ego-research"
+    license_link: str | None = "LICENSE"
+    sources: Sequence[str] = DEFAULT_SOURCES
+    stages: Sequence[tuple[str, str, str, str]] = TRAINING_STAGES
+    extra_sections: Mapping[str, str] = field(default_factory=dict)
+
+
+def eval_results(results: Mapping[str, Any], info: CardInfo) -> list:
+    """``huggingface_hub.EvalResult`` for every headline metric of every task in ``results``."""
+    from huggingface_hub import EvalResult
+
+    entries = []
+    for task, entry in results["tasks"].items():
+        for key in entry.get("headline") or list(entry["metrics"]):
+            metric = entry["metrics"][key]
+            entries.append(EvalResult(
+                task_type="video-text-to-text",
+                task_name="Egocentric video understanding",
+                dataset_type=info.eval_dataset or f"egobench-{task}",
+                dataset_name=f"EgoBench {entry.get('display_name', task)}",
+                dataset_config=task,
+                dataset_split=(results.get("config") or {}).get("split") or "test",
+                metric_type=metric.get("metric_type", "accuracy"),
+                metric_name=metric.get("label", key),
+                metric_value=round(float(metric["value"]), 2),
+                metric_config=key,
+                metric_args={"scorer": metric.get("scorer", results.get("scorer")), "prompt_sha256": results["prompt"]["sha256"],
+                             "num_frames": (results.get("config") or {}).get("num_frames")},
+            ))
+    return entries
+
+
+def _results_table(results: Mapping[str, Any], compare: Mapping[str, Any] | None) -> str:
+    from eval.report import table_rows
+
+    compare_name = None if compare is None else compare.get("name", "comparison")
+    header = "| Task | Metric | Value | 95% CI | n |" + (f" {compare_name} |" if compare_name else "")
+    lines = [header, "|---|---|---:|---|---:|" + ("---:|" if compare_name else "")]
+    for row in table_rows(dict(results), dict(compare) if compare else None):
+        digits = 2 if row["unit"] == "score" else 1
+        line = (f"| {row['display_name']} | {row['label']} | {row['value']:.{digits}f} | "
+                f"[{row['ci_low']:.{digits}f}, {row['ci_high']:.{digits}f}] | {row['n']} |")
+        if compare_name:
+            line += " – |" if row["compare"] is None else f" {row['compare']:.{digits}f} |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def build_model_card(results: Mapping[str, Any], info: CardInfo | None = None, compare: Mapping[str, Any] | None = None):
+    """A ``huggingface_hub.ModelCard`` for the checkpoint evaluated in ``results`` (a results.json dict)."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    from .dataset_card import source_sections
+
+    info = info or CardInfo()
+    card_data = ModelCardData(
+        model_name=info.model_id.split("/")[-1],
+        base_model=list(info.base_models) or None,
+        datasets=list(info.datasets) or None,
+        license=info.license,
+        license_name=info.license_name if info.license == "other" else None,
+        license_link=info.license_link if info.license == "other" else None,
+        library_name="transformers",
+        pipeline_tag="video-text-to-text",
+        tags=["exo2ego", "egocentric", "video", "multimodal", "custom_code"],
+        eval_results=eval_results(results, info),
+    )
+    config = results.get("config") or {}
+    results_sha = hashlib.sha256(json.dumps(results, sort_keys=True).encode("utf-8")).hexdigest()[:12]
+    stages = "\n".join(f"| {stage} | {data} | {modules} | {loss} |" for stage, data, modules, loss in info.stages)
+    sections = {
+        "Model description": (
+            "Exo2Ego is an egocentric-video multimodal LLM that borrows exocentric (third-person) knowledge. "
+            "An ego CLIP tower encodes first-person frames; a mapping F turns them into estimated exocentric "
+            "features; both are compressed by a spatial-temporal convolution connector and concatenated as "
+            "visual tokens for the language model. The exo tower and the inverse mapping G are needed only "
+            "for training."
+        ),
+        "Intended use": (
+            "Research on egocentric video understanding: question answering, action recognition, retrieval, "
+            "planning and navigation questions about first-person videos.\n\n"
+            "Out of scope: commercial use (the training data's terms forbid it), decisions about people, "
+            "surveillance, and safety-critical use; answers about videos far from kitchen/household/outdoor "
+            "activity footage are unreliable."
+        ),
+        "How to use": (
+            "```python\n"
+            "from transformers import AutoModel, AutoProcessor\n\n"
+            f'model = AutoModel.from_pretrained("{info.model_id}", trust_remote_code=True)\n'
+            f'processor = AutoProcessor.from_pretrained("{info.model_id}", trust_remote_code=True)\n'
+            'messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What am I holding?"}]}]\n'
+            "prompt = processor.apply_chat_template(messages, add_generation_prompt=True)\n"
+            'inputs = processor(text=[prompt], videos=[{"path": "clip.mp4", "start_sec": 0, "end_sec": 8}], '
+            'add_special_tokens=False, return_tensors="pt")\n'
+            "print(processor.decode(model.generate(**inputs, max_new_tokens=32)[0], skip_special_tokens=True))\n"
+            "```\n\n"
+            f"Evaluate: `exo2ego eval --model {info.model_id} --data EGOBENCH_DIR --tasks all --out OUT`."
+        ),
+        "Training": (
+            "| Stage | Data | Trained | Loss |\n|---|---|---|---|\n" + stages
+        ),
+        "Evaluation": (
+            f"EgoBench, scorer `{results.get('scorer')}`, prompt `{results['prompt']['name']}` "
+            f"(sha256 `{results['prompt']['sha256'][:12]}`), frames {config.get('num_frames') or 'processor default'}"
+            f"{', limit ' + str(config['limit']) + ' per task' if config.get('limit') else ''}. "
+            "Percentages except judge scores (0-5); 95% percentile bootstrap intervals over items.\n\n"
+            + _results_table(results, compare)
+            + f"\n\nResults file sha256 `{results_sha}`; code revision `{(results.get('git') or {}).get('commit')}`; "
+            f"transformers {(results.get('versions') or {}).get('transformers')}, torch {(results.get('versions') or {}).get('torch')}."
+        ),
+        **source_sections(info.sources),
+        **info.extra_sections,
+    }
+    body = [f"# {info.model_id.split('/')[-1]}", ""]
+    for heading, text in sections.items():
+        body += [f"## {heading}", "", text.strip(), ""]
+    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(body))

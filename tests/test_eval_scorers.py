@@ -1,0 +1,85 @@
+"""The three scorers on the tiny model: cached option log-likelihood equals the uncached computation,
+letter scores equal an explicit two-spelling computation, generation goes through the parser."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from eval import scorers
+from eval.parsing import parse_choice
+from eval.prompts import build_messages, get_prompt, user_text
+
+OPTIONS = ["pick up the red cube", "open the drawer", "pour water into the cup", "close", "put the blue ball down"]
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny):
+    return scorers.ModelAdapter(*tiny)
+
+
+@pytest.fixture(scope="module")
+def video():
+    return np.random.default_rng(0).integers(0, 255, (4, 40, 48, 3), dtype=np.uint8)
+
+
+def _messages(mode, options=OPTIONS):
+    template = get_prompt("egocentric")
+    return build_messages(template, user_text(template, "What did I do first?", options, mode))
+
+
+def test_cached_option_loglik_equals_uncached(adapter, video):
+    cached = scorers.option_loglik(adapter, _messages("continuation"), video, OPTIONS, chunk_size=2)
+    one_batch = scorers.option_loglik(adapter, _messages("continuation"), video, OPTIONS, chunk_size=64)
+    uncached = scorers.option_loglik_uncached(adapter, _messages("continuation"), video, OPTIONS)
+    np.testing.assert_allclose(cached.sum_logprob, one_batch.sum_logprob, rtol=0, atol=1e-5)
+    assert cached.num_tokens == uncached.num_tokens
+    assert len(set(cached.num_tokens)) > 1  # options of different lengths share a padded batch
+    np.testing.assert_allclose(cached.sum_logprob, uncached.sum_logprob, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(cached.mean_logprob, uncached.mean_logprob, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(np.array(cached.sum_logprob) / cached.num_tokens, cached.mean_logprob, atol=1e-12)
+
+
+def test_continuations_leave_out_the_end_of_turn(adapter):
+    prompt, sequences = scorers.continuations_for(adapter, _messages("continuation"), ["close"])
+    eos = adapter.tokenizer.eos_token_id
+    assert eos not in sequences[0]
+    assert adapter.tokenizer.decode(sequences[0]) == " close"  # the template writes the answer after a space
+    assert prompt.endswith("[/INST]")
+
+
+def test_letter_scores_sum_both_spellings(adapter, video):
+    messages = _messages("letters")
+    result = scorers.letter_logprob(adapter, messages, video, len(OPTIONS))
+    prompt = adapter.render_prompt(messages)
+    plan = scorers.plan_letters(adapter, prompt, len(OPTIONS))
+    space = adapter.tokenizer.encode(" ", add_special_tokens=False)
+    assert plan.shared_prefix == tuple(space)  # the tiny BPE spells " B" as [" ", "B"]
+
+    # Explicit: log(P("B" | prompt) + P(" " | prompt) * P("B" | prompt, " ")) from a plain forward.
+    batch = adapter.encode(prompt, video)
+    ids = torch.cat([batch["input_ids"], torch.tensor([space])], dim=1)
+    with torch.no_grad():
+        logits = adapter.model(input_ids=ids, pixel_values_videos=batch["pixel_values_videos"]).logits[0]
+    after_prompt, after_space = torch.log_softmax(logits[-2], -1), torch.log_softmax(logits[-1], -1)
+    for index, letter in enumerate("ABCDE"):
+        token = adapter.tokenizer.convert_tokens_to_ids(letter)
+        expected = math.log(math.exp(after_prompt[token]) + math.exp(after_prompt[space[0]] + after_space[token]))
+        assert result.option_scores[index] == pytest.approx(expected, abs=1e-5)
+    assert result.prediction == int(np.argmax(result.option_scores))
+
+
+def test_generate_parse_reports_raw_text_and_parser_rule(adapter, video):
+    result = scorers.generate_parse(adapter, _messages("letters"), video, OPTIONS, max_new_tokens=6)
+    parsed = parse_choice(result.raw_output, OPTIONS)
+    assert (result.prediction, result.parse_rule) == (parsed.index, parsed.rule)
+    assert result.option_scores is None
+
+
+def test_choose_option_by_mean_or_sum():
+    scores = scorers.ContinuationScores(sum_logprob=[-4.0, -3.0], mean_logprob=[-1.0, -3.0], num_tokens=[4, 1])
+    assert scorers.choose_option(scores, "mean")[0] == 0
+    assert scorers.choose_option(scores, "sum")[0] == 1
+    with pytest.raises(ValueError, match="'mean' or 'sum'"):
+        scorers.choose_option(scores, "max")
