@@ -1,0 +1,93 @@
+"""Tiny-model CPU training throughput per stage (optimizer steps/s and samples/s), on the synthetic world.
+
+Runs init -> stage1 -> stage2 -> stage3 in one process, each from the previous output, with the tiny configs and
+the stage scripts' own code path (data decoding with PyAV included), then prints a table and writes JSON::
+
+    python benchmarks/train_steps.py --steps 10 --batch 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ("init", "stage1", "stage2", "stage3")
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=10, help="optimizer steps per stage")
+    parser.add_argument("--batch", type=int, default=2, help="per-device batch size")
+    parser.add_argument("--takes", type=int, default=4, help="synthetic takes")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--json", default="benchmarks/results/train_steps.json")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from datasets_scripts.ego_exoclip.export import build_ego_exoclip
+    from datasets_scripts.ego_exoclip.plan import EgoExoClipOptions
+    from datasets_scripts.synthetic.world import WorldConfig, generate_world
+    from exo2ego.tiny import save_tiny_model
+    from train.pipeline import environment_versions, run_stage
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        generate_world(root / "synth", WorldConfig(num_takes=args.takes, height=64, downscaled_height=32))
+        build_ego_exoclip(EgoExoClipOptions(egoexo_root=str(root / "synth"), variant="448"), str(root / "clips"))
+        save_tiny_model(str(root / "base"))
+        start = root / "base"
+        for stage in STAGES:
+            data = (
+                ["--dataset_path", str(root / "synth" / "egoit")] if stage == "stage3" else ["--dataset_path", str(root / "clips")]
+            )
+            trainer = run_stage(stage, [
+                "--config", str(REPO / "train" / "configs" / f"tiny_{stage}.yaml"), "--model_name_or_path", str(start),
+                "--output_dir", str(root / stage), "--video_root", str(root / "synth"), *data,
+                "--max_steps", str(args.steps), "--per_device_train_batch_size", str(args.batch),
+                "--save_strategy", "no", "--logging_steps", str(args.steps),
+            ])
+            summary = trainer.state.log_history[-1]
+            rows.append({
+                "stage": stage, "steps": trainer.state.global_step, "runtime_sec": summary["train_runtime"],
+                "steps_per_sec": summary["train_steps_per_second"],
+                "samples_per_sec": summary["train_samples_per_second"],
+                "failed_videos": trainer.failures.failed,
+            })
+            start = root / stage
+
+    print(f"tiny Exo2Ego, CPU: {cpu_name()}, torch threads {torch.get_num_threads()}, batch {args.batch}")
+    print(f"{'stage':8} {'steps':>5} {'steps/s':>8} {'samples/s':>10} {'vs stage1':>9}")
+    reference = next(row["steps_per_sec"] for row in rows if row["stage"] == "stage1")
+    for row in rows:
+        print(f"{row['stage']:8} {row['steps']:5d} {row['steps_per_sec']:8.2f} {row['samples_per_sec']:10.2f} "
+              f"{row['steps_per_sec'] / reference:9.2f}")
+    report = {
+        "benchmark": "train_steps", "cpu": cpu_name(), "torch_threads": torch.get_num_threads(),
+        "args": vars(args), "versions": environment_versions(), "stages": rows,
+    }
+    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
+    Path(args.json).write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

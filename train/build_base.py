@@ -1,0 +1,81 @@
+"""Build an Exo2Ego starting checkpoint from a CLIP checkpoint and a causal-LM checkpoint (the init stage's input).
+
+    python -m train.build_base --vision openai/clip-vit-large-patch14-336 \
+        --text mistralai/Mistral-7B-Instruct-v0.2 --out checkpoints/exo2ego-base [--num-frames 16] [--connector stc]
+
+Both towers start from the CLIP vision weights, the LLM from the causal LM (with a `<video>` token added to its
+tokenizer and embeddings); the connector, F and G are new (`Exo2EgoForConditionalGeneration.from_vision_text_pretrained`).
+The folder gets `exo2ego_stage.json` with stage "base". Local folders work offline; Hub ids need the network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+
+VIDEO_TOKEN = "<video>"
+
+
+def add_video_token(tokenizer) -> int:
+    """Add `<video>` as a special token (and a pad token if missing); returns its id."""
+    if tokenizer.convert_tokens_to_ids(VIDEO_TOKEN) in (None, tokenizer.unk_token_id):
+        tokenizer.add_tokens([VIDEO_TOKEN], special_tokens=True)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    return tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)
+
+
+def save_base_checkpoint(model, processor, out: str, metadata: dict) -> None:
+    """Write model, processor and `exo2ego_stage.json` (stage "base") into a staging folder, then move it to `out`."""
+    from train.pipeline import STAGE_METADATA_NAME, environment_versions, write_json_atomic
+
+    if os.path.exists(out):
+        raise FileExistsError(f"{out} exists; remove it or choose another --out")
+    staging = f"{out.rstrip(os.sep)}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    processor.save_pretrained(staging)
+    write_json_atomic(
+        os.path.join(staging, STAGE_METADATA_NAME), {"stage": "base", **metadata, "versions": environment_versions()}
+    )
+    os.replace(staging, out)
+
+
+def build_base(vision: str, text: str, out: str, dtype: str = "bfloat16", **config_kwargs) -> None:
+    """Assemble and save the base checkpoint; `config_kwargs` set `Exo2EgoConfig` fields (num_frames, ...)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from exo2ego.tiny import build_processor
+    from modeling_exo2ego import Exo2EgoForConditionalGeneration
+
+    tokenizer = AutoTokenizer.from_pretrained(text)
+    video_token_id = add_video_token(tokenizer)
+    model = Exo2EgoForConditionalGeneration.from_vision_text_pretrained(
+        vision, text, video_token_id, torch_dtype=getattr(torch, dtype), **config_kwargs
+    )
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+    save_base_checkpoint(
+        model, build_processor(model.config, tokenizer), out,
+        {"description": "built from a CLIP and a causal LM (connector, F and G new)", "vision": vision, "text": text},
+    )
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vision", required=True, help="CLIP checkpoint (folder or Hub id)")
+    parser.add_argument("--text", required=True, help="causal LM checkpoint with its tokenizer (folder or Hub id)")
+    parser.add_argument("--out", required=True, help="output folder (must not exist)")
+    parser.add_argument("--num-frames", type=int, default=16)
+    parser.add_argument("--connector", choices=["stc", "stc_v35"], default="stc")
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    args = parser.parse_args(argv)
+    build_base(args.vision, args.text, args.out, args.dtype, num_frames=args.num_frames, connector_type=args.connector)
+    print(f"wrote an Exo2Ego base checkpoint to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

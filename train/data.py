@@ -1,0 +1,264 @@
+"""Training samples from Ego-ExoClip and EgoIT tables.
+
+A table is any `datasets.Dataset` with the published columns (a Hub-ready folder or repo read with
+`load_dataset`); video paths are relative to `video_root`, the user's local copy of the source videos. Samples
+decode their frames in `__getitem__`, so decoding runs in the DataLoader workers.
+
+Exo camera choice (Ego-ExoClip rows offer 4-5 exo cameras):
+- `random` (default): one camera per row per epoch, drawn from a generator seeded by (seed, epoch, row), so the
+  draw is the same on every rank and worker and after a resume, and epochs cover different ego-exo pairs;
+- `best_exo`: the row's `best_exo_cam` (Ego-Exo4D's best exocentric view; rows where it is null fall back to the
+  seeded draw);
+- `all_pairs`: every (row, camera) pair is its own sample.
+
+Unreadable videos are logged, counted and replaced by a readable sample from a seeded random position; `FailureTracker` stops the run
+with a clear error once more than `max_failed_fraction` of the data failed.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.compute as pc
+from torch.utils.data import Dataset
+
+from train.stages import BRANCH_VIEWS
+
+logger = logging.getLogger(__name__)
+
+CLIP_COLUMNS = ("clip_id", "take_uid", "start_sec", "end_sec", "text", "ego_video", "exo_videos", "exo_cams")
+EGOIT_COLUMNS = (
+    "id", "source", "task", "split", "video", "video_start_sec", "video_end_sec",
+    "instruction_id", "instruction", "question", "answer", "options",
+)
+EXO_SAMPLING_MODES = ("random", "best_exo", "all_pairs")
+BEST_EXO_COLUMN = "best_exo_cam"
+# Samples tried (the requested one, then seeded random replacements) before the loader gives up.
+MAX_REPLACEMENT_TRIES = 16
+
+
+def check_columns(table, required, where: str) -> None:
+    """Raise `ValueError` naming the table and the missing columns."""
+    missing = [column for column in required if column not in table.column_names]
+    if missing:
+        raise ValueError(
+            f"{where} is missing required column(s) {missing}; it has {table.column_names}, expected at least "
+            f"{list(required)}"
+        )
+
+
+def load_table(path: str, config_name: str | None, split: str):
+    """One split of a Hub-ready dataset folder or Hub repo, with an error that names the dataset.
+
+    A local export folder (with its dataset card) is read through `datasets_scripts.hub_export.load_folder`: plain
+    `load_dataset(folder)` caches local folders by folder name and config only, so a rebuilt folder, or another
+    folder of the same name, could come back with old rows.
+    """
+    from datasets import load_dataset
+
+    from datasets_scripts.hub_export import CARD_NAME, load_folder
+
+    try:
+        if os.path.isfile(os.path.join(path, CARD_NAME)):
+            return load_folder(path, config_name, split=split)
+        return load_dataset(path, config_name, split=split)
+    except Exception as error:
+        raise ValueError(f"cannot load dataset {path!r} (config {config_name!r}, split {split!r}): {error}") from error
+
+
+class VideoDecodeError(RuntimeError):
+    """A sample whose video could not be read."""
+
+
+@dataclass
+class FailureTracker:
+    """Counts samples whose video could not be read and stops the run past `max_fraction` of the data.
+
+    The limit is `max_fraction * dataset_size` failures (per process under data parallelism, where each rank sees
+    1/world_size of the data); `max_fraction=0` stops at the first failure.
+    """
+
+    max_fraction: float
+    dataset_size: int
+    world_size: int = 1
+    failed: int = 0
+
+    def add(self, count: int) -> None:
+        self.failed += int(count)
+        limit = self.max_fraction * self.dataset_size / self.world_size
+        if self.failed > limit:
+            raise VideoDecodeError(
+                f"{self.failed} samples had unreadable videos, more than max_failed_fraction={self.max_fraction} of "
+                f"the {self.dataset_size} samples (see the warnings above for the files); check --video_root and "
+                "the dataset, or raise max_failed_fraction"
+            )
+
+
+class VideoSamples(Dataset):
+    """Base class: rows of a table -> decoded samples, replacing unreadable ones by readable ones.
+
+    Subclasses implement `_decode(index)`, returning a sample dict, and may raise any exception for an unreadable
+    video. Each returned sample carries `failed_videos`: how many samples were skipped to produce it.
+    """
+
+    def __init__(self, table, video_root: str, num_frames: int):
+        self.table = table
+        self.video_root = video_root
+        self.num_frames = num_frames
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def video_path(self, relative: str) -> str:
+        return os.path.join(self.video_root, relative)
+
+    def read_frames(self, relative: str, timestamps: np.ndarray) -> np.ndarray:
+        """uint8 (T, H, W, 3) frames of `video_root/relative` at `timestamps` (seconds)."""
+        from modeling_exo2ego import read_video_frames
+
+        return read_video_frames(self.video_path(relative), self.num_frames, timestamps=timestamps).frames
+
+    def timestamps(self, start_sec, end_sec) -> np.ndarray | None:
+        """Segment midpoints of [start, end]; None lets the reader use the whole file."""
+        from modeling_exo2ego import sample_timestamps
+
+        if start_sec is None or end_sec is None:
+            return None
+        return sample_timestamps(float(start_sec), float(end_sec), self.num_frames)
+
+    def __getitem__(self, index: int) -> dict:
+        failed = 0
+        for attempt in range(min(MAX_REPLACEMENT_TRIES, len(self))):
+            # Replacements are drawn at seeded random positions: unreadable rows come in blocks (a whole take).
+            candidate = index if attempt == 0 else int(np.random.default_rng([index, attempt]).integers(len(self)))
+            try:
+                sample = self._decode(candidate)
+            except Exception as error:  # noqa: BLE001 - any decode failure of user data is counted, not fatal
+                failed += 1
+                logger.warning("skipping sample %d (%s): %s", candidate, self.sample_id(candidate), error)
+                continue
+            sample["failed_videos"] = failed
+            return sample
+        raise VideoDecodeError(
+            f"sample {index} and {failed - 1} replacements have unreadable videos under {self.video_root!r}"
+        )
+
+    def sample_id(self, index: int) -> str:
+        raise NotImplementedError
+
+    def _decode(self, index: int) -> dict:
+        raise NotImplementedError
+
+
+class EgoExoClipSamples(VideoSamples):
+    """Ego-ExoClip clip-text samples for the views of `branches` (e.g. ("exo",) in stage 1, ("pair",) in stage 2).
+
+    Sample: `{"sample_id", "prompt", "target", "ego_frames"?, "exo_frames"?, "exo_cam"?}`; ego and exo frames are
+    read at identical timestamps (frame-aligned takes share one clock).
+    """
+
+    def __init__(
+        self,
+        table,
+        video_root: str,
+        num_frames: int,
+        branches: tuple[str, ...],
+        prompt: str,
+        exo_sampling: str = "random",
+        seed: int = 0,
+        where: str = "Ego-ExoClip",
+    ):
+        super().__init__(table, video_root, num_frames)
+        check_columns(table, CLIP_COLUMNS, where)
+        if exo_sampling not in EXO_SAMPLING_MODES:
+            raise ValueError(f"exo_sampling must be one of {EXO_SAMPLING_MODES}, got {exo_sampling!r}")
+        if exo_sampling == "best_exo":
+            check_columns(table, (BEST_EXO_COLUMN,), f"{where} (exo_sampling=best_exo)")
+        self.views = {view for branch in branches for view in BRANCH_VIEWS[branch]}
+        self.prompt = prompt
+        self.exo_sampling = exo_sampling
+        self.seed = seed
+        self._num_cams = pc.list_value_length(table.data.column("exo_cams")).to_numpy(zero_copy_only=False)
+        # all_pairs: sample k is (row, camera) with row = bisect over the cumulative camera counts.
+        self._pair_offsets = np.cumsum(self._num_cams).tolist() if exo_sampling == "all_pairs" and "exo" in self.views else None
+
+    def __len__(self) -> int:
+        return self._pair_offsets[-1] if self._pair_offsets else len(self.table)
+
+    def _row_and_camera(self, index: int) -> tuple[int, int | None]:
+        if "exo" not in self.views:
+            return index, None
+        if self._pair_offsets:
+            row = bisect.bisect_right(self._pair_offsets, index)
+            return row, index - (self._pair_offsets[row - 1] if row else 0)
+        if not self._num_cams[index]:
+            raise ValueError(f"row {index} has no exo camera")
+        if self.exo_sampling == "best_exo":
+            row = self.table[index]
+            best = row[BEST_EXO_COLUMN]
+            if best is not None:
+                if best not in row["exo_cams"]:
+                    raise ValueError(f"clip {row['clip_id']}: {BEST_EXO_COLUMN} {best!r} is not among its exo_cams {row['exo_cams']}")
+                return index, row["exo_cams"].index(best)
+        generator = np.random.default_rng([self.seed, self.epoch, index])
+        return index, int(generator.integers(self._num_cams[index]))
+
+    def sample_id(self, index: int) -> str:
+        row_index, camera = self._row_and_camera(index)
+        row = self.table[row_index]
+        return row["clip_id"] if camera is None else f"{row['clip_id']}@{row['exo_cams'][camera]}"
+
+    def _decode(self, index: int) -> dict:
+        row_index, camera = self._row_and_camera(index)
+        row = self.table[row_index]
+        times = self.timestamps(row["start_sec"], row["end_sec"])
+        if times is None:
+            raise ValueError(f"clip {row['clip_id']} has no start_sec/end_sec")
+        sample = {"sample_id": row["clip_id"], "prompt": self.prompt, "target": row["text"]}
+        if "ego" in self.views:
+            sample["ego_frames"] = self.read_frames(row["ego_video"], times)
+        if camera is not None:
+            if len(row["exo_videos"]) != len(row["exo_cams"]):
+                raise ValueError(f"clip {row['clip_id']}: {len(row['exo_videos'])} exo_videos for {len(row['exo_cams'])} exo_cams")
+            sample["exo_frames"] = self.read_frames(row["exo_videos"][camera], times)
+            sample["exo_cam"] = row["exo_cams"][camera]
+        return sample
+
+
+def egoit_prompt(row: dict) -> str:
+    """The user turn of an EgoIT row: instruction, question, then the lettered options (multiple choice)."""
+    from datasets_scripts.schema import format_options
+
+    parts = [row["instruction"], row["question"]]
+    if row["options"]:
+        parts.append(format_options(row["options"]))
+    return "\n".join(part.strip() for part in parts if part and part.strip())
+
+
+class EgoITSamples(VideoSamples):
+    """EgoIT instruction samples: `{"sample_id", "prompt", "target", "ego_frames"}`."""
+
+    def __init__(self, table, video_root: str, num_frames: int, where: str = "EgoIT"):
+        super().__init__(table, video_root, num_frames)
+        check_columns(table, EGOIT_COLUMNS, where)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def sample_id(self, index: int) -> str:
+        return self.table[index]["id"]
+
+    def _decode(self, index: int) -> dict:
+        row = self.table[index]
+        if row["video_start_sec"] is None or row["video_end_sec"] is None:
+            from modeling_exo2ego import read_video_frames
+
+            frames = read_video_frames(self.video_path(row["video"]), self.num_frames).frames
+        else:
+            frames = self.read_frames(row["video"], self.timestamps(row["video_start_sec"], row["video_end_sec"]))
+        return {"sample_id": row["id"], "prompt": egoit_prompt(row), "target": row["answer"], "ego_frames": frames}
