@@ -4,7 +4,7 @@ Writes takes.json / splits.json / atomic descriptions for many synthetic takes (
 times, in the same run: the planning step alone (JSON parsing, drops, eq. 1) and the whole
 annotations-only export (datasets builder, Parquet, statistics plots, dataset card)::
 
-    python benchmarks/data_builder.py --takes 1000 --actions 40
+    python -m benchmarks.data_builder --takes 1000 --actions 40
 """
 
 from __future__ import annotations
@@ -16,13 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+from benchmarks.common import cpu_name
 
 
 def main(argv=None) -> int:

@@ -11,7 +11,7 @@ per view, three ways in the same run:
 
 Prints a table and writes JSON (CPU, versions, arguments, samples/s, ratios)::
 
-    python benchmarks/data_clip_reader.py --minutes 3 --samples 40 --naive-samples 3
+    python -m benchmarks.data_clip_reader --minutes 3 --samples 40 --naive-samples 3
 """
 
 from __future__ import annotations
@@ -26,15 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from benchmarks.common import cpu_name
 
 
 def render_long_take(folder: Path, minutes: float, fps: float, height: int, exo_views: int, gop: int, seed: int):

@@ -10,8 +10,8 @@ each, EgoClip-style narrations) and runs the real EgoMCQ adapter on it:
 
 Target: a full EgoMCQ build in under 10 minutes on 2 cores. Prints a table and writes JSON.
 
-    python benchmarks/data_distractors.py                 # ~40K questions (several minutes)
-    python benchmarks/data_distractors.py --queries 2000  # quick check
+    python -m benchmarks.data_distractors                 # ~40K questions (several minutes)
+    python -m benchmarks.data_distractors --queries 2000  # quick check
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.common import cpu_name
 
 EGOMCQ_QUESTIONS = 39_751  # released egomcq.json
 TARGET_SECONDS = 600
@@ -61,16 +62,6 @@ def write_egomcq(path: Path, queries: int, seed: int = 0) -> int:
         payload[str(index)] = {"query": clips[str(answer)], "choices": clips, "answer": answer, "types": 1 + index % 2}
     path.write_text(json.dumps(payload))
     return len(texts)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

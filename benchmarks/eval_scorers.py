@@ -5,7 +5,7 @@ options from the cache) and per-option re-encoding (one full forward with the vi
 way lmms-eval's loglikelihood scores options), for 5 and 10 options. Videos are decoded from a small
 MP4 each time, as in a real run. Prints a table and writes JSON (CPU name, versions, ratios).
 
-    python benchmarks/eval_scorers.py --questions 20 --out benchmarks/results/eval_scorers.json
+    python -m benchmarks.eval_scorers --questions 20 --out benchmarks/results/eval_scorers.json
 """
 
 from __future__ import annotations
@@ -17,15 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from benchmarks.common import cpu_name
 
 
 def time_scorer(run, questions: int, warmup: int = 2) -> float:

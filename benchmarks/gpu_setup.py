@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from benchmarks.flops import PROMPT_TOKENS
+from benchmarks.common import cpu_name
 
 PAPER_VISION = dict(
     hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, image_size=336, patch_size=14,
@@ -165,12 +166,6 @@ def free_memory(drop_compiled: bool = False) -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def cpu_name() -> str:
-    from benchmarks.model_forward import cpu_name as read_cpu_name
-
-    return read_cpu_name()
 
 
 def device_facts(device: torch.device) -> dict:

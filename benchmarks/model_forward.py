@@ -4,7 +4,7 @@ Each mode runs in its own spawned process so the peak resident set size (ru_maxr
 the table reports the peak above the process's footprint after building the model. Prints a table and writes
 JSON (with the CPU, versions and settings) to --out.
 
-    python benchmarks/model_forward.py [--frames 8] [--batch 2] [--repeats 10] [--out benchmarks/results/model_forward.json]
+    python -m benchmarks.model_forward [--frames 8] [--batch 2] [--repeats 10] [--out benchmarks/results/model_forward.json]
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import platform
 import resource
 import statistics
 import time
 from pathlib import Path
+
+from benchmarks.common import cpu_name
 
 MODES = {
     "ego inference (no grad)": dict(paired=False, train=False),
@@ -63,13 +64,6 @@ def measure(mode: dict, frames: int, batch: int, repeats: int, queue) -> None:
         timings.append(time.perf_counter() - start)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     queue.put({"median_ms": 1000 * statistics.median(timings), "peak_extra_mib": (peak_kib - baseline_kib) / 1024})
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

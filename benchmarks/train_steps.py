@@ -3,7 +3,7 @@
 Runs init -> stage1 -> stage2 -> stage3 in one process, each from the previous output, with the tiny configs and
 the stage scripts' own code path (data decoding with PyAV included), then prints a table and writes JSON::
 
-    python benchmarks/train_steps.py --steps 10 --batch 2
+    python -m benchmarks.train_steps --steps 10 --batch 2
 """
 
 from __future__ import annotations
@@ -11,19 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 from pathlib import Path
 
+from benchmarks.common import cpu_name
+
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("init", "stage1", "stage2", "stage3")
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def main(argv=None) -> int:

@@ -23,7 +23,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-OPTION_LETTERS = "ABCDEFGHIJ"
+from datasets_scripts.schema import OPTION_LETTERS
 
 _THINK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL | re.IGNORECASE)
 _LEADING = re.compile(r"^[\(\[]?([A-J])(?:[\)\]\.:]|$)")

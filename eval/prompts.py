@@ -13,7 +13,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from .parsing import OPTION_LETTERS
+from datasets_scripts.schema import format_options
 
 
 @dataclass(frozen=True)
@@ -81,11 +81,6 @@ def get_prompt(name: str) -> PromptTemplate:
         return PROMPTS[name]
     except KeyError:
         raise ValueError(f"unknown prompt {name!r}; choose one of {sorted(PROMPTS)}") from None
-
-
-def format_options(options: Sequence[str]) -> str:
-    """``"A. first\\nB. second ..."``."""
-    return "\n".join(f"{OPTION_LETTERS[index]}. {option}" for index, option in enumerate(options))
 
 
 def user_text(template: PromptTemplate, question: str, options: Sequence[str] | None, mode: str) -> str:

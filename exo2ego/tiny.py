@@ -33,6 +33,9 @@ def tokenizer_corpus() -> list[str]:
     for first, second in itertools.product(CORPUS_WORDS[:60], CORPUS_WORDS[60:160]):
         sentences.append(f"{first} {second}")
     sentences += ["[INST] What did I do? [/INST] C picks up the red cube with the right hand."] * 4
+    # Answers start with a space and an option letter (" B. the blue cup"): make " A".." E" single tokens.
+    colours = ("red", "green", "blue", "yellow", "purple", "cyan")
+    sentences += [f"[/INST] {letter}. the {colour} cup" for letter in "ABCDE" for colour in colours] * 40
     return sentences
 
 

@@ -17,6 +17,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import ModelOutput
 from transformers.utils.deprecation import deprecate_kwarg
 
@@ -61,8 +62,12 @@ class SqueezeExcite(nn.Module):
         return hidden * gate.sigmoid()
 
 
-class RegNetBottleneck(nn.Module):
-    """RegNet bottleneck: 1x1 conv, 3x3 depthwise conv, squeeze-excite, 1x1 conv, residual, SiLU."""
+class RegNetBottleneck(GradientCheckpointingLayer):
+    """RegNet bottleneck: 1x1 conv, 3x3 depthwise conv, squeeze-excite, 1x1 conv, residual, SiLU.
+
+    A checkpointing layer: at paper scale the connector's activations dominate a step's memory (about 55 GiB of a
+    stage-3 batch of 8), so activation checkpointing must cover these blocks too.
+    """
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
@@ -131,8 +136,9 @@ def _norm_2d(kind: str, channels: int) -> nn.Module:
     return nn.Identity()
 
 
-class ResnetBlock(nn.Module):
-    """Two reflect-padded 3x3 convs with a residual connection (no activation after the sum, as in CycleGAN)."""
+class ResnetBlock(GradientCheckpointingLayer):
+    """Two reflect-padded 3x3 convs with a residual connection (no activation after the sum, as in CycleGAN);
+    checkpointed with the rest of the model when activation checkpointing is on."""
 
     def __init__(self, channels: int, norm: str):
         super().__init__()
@@ -297,11 +303,29 @@ class Exo2EgoPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     input_modalities = ("video", "text")
     supports_gradient_checkpointing = True
-    _no_split_modules = ["CLIPEncoderLayer", "MistralDecoderLayer", "LlamaDecoderLayer", "Qwen2DecoderLayer"]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+
+    def post_init(self):
+        super().post_init()
+        # The towers' and LLM's `_no_split_modules` were gathered from the children; keep the layer classes this
+        # model really contains (CLIP also lists its text embeddings), as FSDP's auto-wrap policy refuses absent ones.
+        present = {type(module).__name__ for module in self.modules()}
+        self._no_split_modules = {name for name in self._no_split_modules if name in present}
+
+    def enable_input_require_grads(self):
+        """Make the LLM's input embeddings require grad (what PEFT and reentrant checkpointing need).
+
+        transformers' default also hooks both towers' patch embeddings, which under checkpointing makes the frozen exo
+        tower of stage 2 recompute and run a backward for nothing (about 9% more work at paper scale)."""
+
+        def make_inputs_require_grads(module, inputs, output):
+            output.requires_grad_(True)
+
+        self._require_grads_hooks = [self.get_input_embeddings().register_forward_hook(make_inputs_require_grads)]
+        self._require_grads_hook = self._require_grads_hooks[0]
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -320,6 +344,8 @@ class Exo2EgoModel(Exo2EgoPreTrainedModel):
         if config.include_exo_branch:
             self.exo_vision_tower = AutoModel.from_config(config.exo_vision_config)
             self.exo_to_ego = build_mapping(config)
+        else:  # an ego-only release made from a full checkpoint drops these weights on purpose
+            self._keys_to_ignore_on_load_unexpected = [r"(^|\.)exo_vision_tower\.", r"(^|\.)exo_to_ego\."]
         self.connector = Exo2EgoSTCConnector(
             config.ego_vision_config.hidden_size,
             config.text_config.hidden_size,

@@ -225,3 +225,40 @@ def test_training_loss_skips_logits_and_equals_the_full_logits_loss(tiny):
         assert model(**batch, labels=labels).logits is None  # the training default
     finally:
         model.eval()
+
+
+def test_activation_checkpointing_covers_connector_and_mappings_without_changing_gradients():
+    from modeling_exo2ego.modeling_exo2ego import RegNetBottleneck, ResnetBlock
+
+    def loss_and_grads(checkpointing: bool):
+        model, processor = build_tiny_model(seed=2)
+        model.train()
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            blocks = [m for m in model.modules() if isinstance(m, (RegNetBottleneck, ResnetBlock))]
+            assert blocks and all(block.gradient_checkpointing for block in blocks)
+        batch = processor(text=[QUESTION + " the cup"] * 2, videos=video_batch(2), num_frames=4)
+        labels = batch["input_ids"].masked_fill(batch["input_ids"] == processor.video_token_id, -100)
+        model(**batch, labels=labels).loss.backward()
+        return {name: param.grad.clone() for name, param in model.named_parameters() if param.grad is not None}
+
+    plain, checkpointed = loss_and_grads(False), loss_and_grads(True)
+    assert plain.keys() == checkpointed.keys()
+    assert all(torch.allclose(plain[name], checkpointed[name], atol=1e-6) for name in plain)
+
+
+def test_input_require_grads_hooks_only_the_llm_embeddings(tiny):
+    model, processor = tiny
+    model.enable_input_require_grads()
+    try:
+        assert len(model._require_grads_hooks) == 1
+        captured = {}
+        hook = model.model.exo_vision_tower.embeddings.register_forward_hook(lambda m, i, o: captured.setdefault("exo", o))
+        with torch.enable_grad():
+            model.requires_grad_(False)
+            model(**processor(text=[QUESTION], exo_videos=video_batch(1), num_frames=4))
+        hook.remove()
+        assert not captured["exo"].requires_grad  # a frozen tower stays out of the backward
+    finally:
+        model.requires_grad_(True)
+        model.disable_input_require_grads()

@@ -240,13 +240,9 @@ def test_fsdp2_wrap_policy_uses_the_model_layers(tiny, monkeypatch):
     from accelerate.utils import FullyShardedDataParallelPlugin
     from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy
 
-    from train.pipeline import configure_fsdp_wrap
-
     model = tiny[0]
-    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what `accelerate launch --config_file fsdp2.yaml` sets
-    monkeypatch.delenv("FSDP_TRANSFORMER_CLS_TO_WRAP", raising=False)
-    configure_fsdp_wrap(model)
-    assert os.environ["FSDP_TRANSFORMER_CLS_TO_WRAP"] == "CLIPEncoderLayer,CLIPVisionEmbeddings,MistralDecoderLayer"
+    monkeypatch.delenv("FSDP_TRANSFORMER_CLS_TO_WRAP", raising=False)  # the policy reads model._no_split_modules
+    assert model._no_split_modules == {"CLIPEncoderLayer", "CLIPVisionEmbeddings", "MistralDecoderLayer"}
     plugin = FullyShardedDataParallelPlugin(fsdp_version=2, auto_wrap_policy="transformer_based_wrap")
     policy = fsdp2_prepare_auto_wrap_policy(plugin, model)
     wrapped = [type(module).__name__ for module in model.modules() if policy(module)]

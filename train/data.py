@@ -240,6 +240,17 @@ def egoit_prompt(row: dict) -> str:
     return "\n".join(part.strip() for part in parts if part and part.strip())
 
 
+def egoit_target(row: dict) -> str:
+    """The answer of an EgoIT row; a multiple-choice answer is "<letter>. <option text>" (e.g. "B. the blue cup"),
+    so the letter comes first, as the lettered prompts at evaluation expect, followed by its meaning."""
+    from datasets_scripts.schema import OPTION_LETTERS
+
+    options = list(row["options"] or [])
+    if row["answer"] in options:
+        return f"{OPTION_LETTERS[options.index(row['answer'])]}. {row['answer']}"
+    return row["answer"]
+
+
 class EgoITSamples(VideoSamples):
     """EgoIT instruction samples: `{"sample_id", "prompt", "target", "ego_frames"}`."""
 
@@ -261,4 +272,4 @@ class EgoITSamples(VideoSamples):
             frames = read_video_frames(self.video_path(row["video"]), self.num_frames).frames
         else:
             frames = self.read_frames(row["video"], self.timestamps(row["video_start_sec"], row["video_end_sec"]))
-        return {"sample_id": row["id"], "prompt": egoit_prompt(row), "target": row["answer"], "ego_frames": frames}
+        return {"sample_id": row["id"], "prompt": egoit_prompt(row), "target": egoit_target(row), "ego_frames": frames}

@@ -207,23 +207,6 @@ def prepare_model(model, resolved: ResolvedStage, stage_args: StageArguments):
     return model
 
 
-def fsdp_wrap_classes(model) -> list[str]:
-    """The model's `_no_split_modules` that occur in this instance. The class-level list names several LLM families'
-    decoder layers, and accelerate's FSDP2 auto-wrap rejects any name the model does not contain."""
-    present = {type(module).__name__ for module in model.modules()}
-    return sorted(name for name in model._no_split_modules if name in present)
-
-
-def configure_fsdp_wrap(model) -> None:
-    """Under `accelerate launch` with an FSDP config and no explicit `fsdp_transformer_layer_cls_to_wrap`, wrap the
-    model's own transformer layers (read by the Accelerator the trainer creates)."""
-    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true") and not os.environ.get(
-        "FSDP_TRANSFORMER_CLS_TO_WRAP"
-    ):
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        os.environ["FSDP_TRANSFORMER_CLS_TO_WRAP"] = ",".join(fsdp_wrap_classes(base))
-
-
 def build_trainer(model, processor, dataset, resolved: ResolvedStage, training_args, data_args: DataArguments):
     from train.collator import Exo2EgoCollator
     from train.trainer import Exo2EgoTrainer
@@ -345,7 +328,6 @@ def run_stage(stage: str, argv=None):
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info("%s: %s; %d trainable parameters", stage, json.dumps(resolved.to_dict()), trainable)
 
-    configure_fsdp_wrap(model)
     trainer = build_trainer(model, processor, dataset, resolved, training_args, data_args)
     resume = training_args.resume_from_checkpoint
     if resume in ("last", "true", "True"):

@@ -15,6 +15,7 @@ def add_parser(data_subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fps", type=float, default=8.0)
     parser.add_argument("--actions-per-take", type=int, default=5)
+    parser.add_argument("--objects-per-take", type=int, default=4, help="objects on the table (>= 2)")
     parser.add_argument("--height", type=int, default=128, help="full-resolution frame height (ego is square)")
     parser.add_argument("--downscaled-height", type=int, default=64, help="frame height of the downscaled/448 variant")
     parser.add_argument("--heldout-fraction", type=float, default=0.3, help="share of val + test takes (EgoBench)")
@@ -29,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from .world import WorldConfig, generate_world
 
     config = WorldConfig(num_takes=args.takes, seed=args.seed, fps=args.fps, actions_per_take=args.actions_per_take,
+                         objects_per_take=args.objects_per_take,
                          height=args.height, downscaled_height=args.downscaled_height,
                          heldout_fraction=args.heldout_fraction, num_proc=args.num_proc, write_qa=not args.no_qa)
     try:

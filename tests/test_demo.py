@@ -1,0 +1,58 @@
+"""`exo2ego demo --quick` end to end: every phase runs and leaves the artifacts a user looks at."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from exo2ego.demo import EVAL_POINTS, STAGES
+
+
+def run_quick_demo(out) -> dict:
+    completed = subprocess.run(
+        [sys.executable, "-m", "exo2ego", "demo", "--quick", "--out", str(out)], capture_output=True, text=True, timeout=900
+    )
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-3000:]
+    assert "ground truth:" in completed.stdout  # the reloaded release answered a held-out question
+    return json.loads((out / "summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    return out, run_quick_demo(out)
+
+
+def test_quick_demo_writes_report_plots_and_accuracies(quick_demo):
+    out, summary = quick_demo
+    assert set(summary["accuracy"]) == set(EVAL_POINTS)
+    for row in summary["accuracy"].values():
+        assert 0.0 <= row["accuracy"] <= 100.0 and row["n"] > 0 and row["ci"][0] <= row["accuracy"] <= row["ci"][1]
+    for name in ("report.md", "plots/losses.png", "plots/accuracy_per_stage.png"):
+        assert (out / name).stat().st_size > 1000, name
+    report = (out / "report.md").read_text()
+    assert "stage3" in report and "KL(y || F(x))" in report  # stage 2's KL curve made it into the report
+    stage2 = json.loads((out / "models" / "stage2" / "trainer_state.json").read_text())["log_history"]
+    assert any("kl_loss" in entry and "ccl_loss" in entry for entry in stage2)
+
+
+def test_quick_demo_release_is_ego_only_and_self_described(quick_demo):
+    out, _ = quick_demo
+    release = out / "release"
+    config = json.loads((release / "config.json").read_text())
+    assert config["include_exo_branch"] is False and "AutoModel" in config["auto_map"]
+    for name in ("model.safetensors", "processor_config.json", "tokenizer.json", "modeling_exo2ego.py", "README.md"):
+        assert (release / name).is_file(), name
+    assert "model-index" in (release / "README.md").read_text()
+    results = json.loads((release / "results.json").read_text())
+    assert results["tasks"]["synthetic"]["metrics"]["accuracy"]["n"] > 0
+    for stage in STAGES:
+        assert (out / "models" / stage / "exo2ego_stage.json").is_file()
+
+
+@pytest.mark.slow
+def test_same_seed_gives_the_same_numbers(quick_demo, tmp_path):
+    _, first = quick_demo
+    second = run_quick_demo(tmp_path / "again")
+    assert first["accuracy"] == second["accuracy"]
