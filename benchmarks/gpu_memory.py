@@ -98,7 +98,7 @@ class SavedActivationCounter:
             if leaf in COMPONENTS:
                 self.handles.append(module.register_forward_pre_hook(functools.partial(self._enter, leaf)))
                 self.handles.append(module.register_forward_hook(self._leave))
-            if getattr(module, "gradient_checkpointing", False) is True or getattr(module, "benchmark_checkpointed", False):
+            if getattr(module, "gradient_checkpointing", False) is True:
                 self.handles.append(module.register_forward_pre_hook(self._checkpoint_inputs, with_kwargs=True))
         self.hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda tensor: tensor)
         self.hooks.__enter__()

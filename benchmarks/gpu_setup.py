@@ -11,7 +11,6 @@ model is built from configs with random weights. The `reduced` scale keeps every
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import platform
 import re
@@ -336,16 +335,10 @@ def _frozen_vision_tower(model, stack_name: str) -> bool:
     return not any(p.requires_grad for p in model.get_submodule(match.group(1)).parameters())
 
 
-def _checkpointed_forward(module: torch.nn.Module, *args, **kwargs):
-    forward = type(module).forward.__get__(module)
-    if module.training and torch.is_grad_enabled():
-        return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
-    return forward(*args, **kwargs)
-
 
 def convnet_blocks(model) -> list[torch.nn.Module]:
     """The connector's RegNet bottlenecks and the mappings' residual blocks: the repeated blocks of the conv nets,
-    which `transformers`' checkpointing does not reach (they are not `GradientCheckpointingLayer`s)."""
+    checkpointed or not independently of the transformer layers (`convnets`)."""
     from modeling_exo2ego.modeling_exo2ego import RegNetBottleneck, ResnetBlock
 
     return [m for m in model.modules() if isinstance(m, (RegNetBottleneck, ResnetBlock))]
@@ -354,10 +347,10 @@ def convnet_blocks(model) -> list[torch.nn.Module]:
 def llm_only_input_grads(model) -> None:
     """Make only the LLM's token embeddings output require grad (what non-LoRA-aware checkpointing needs).
 
-    `transformers`' `enable_input_require_grads` (called by `activation_checkpointing_enable` and so by Trainer's
-    `gradient_checkpointing=True`) hooks the input embeddings of every sub-model, the CLIP towers' patch embeddings
-    included: a frozen exo tower (stage 2) then builds a graph, keeps its activations and runs its whole backward,
-    for nothing. This is the model-side fix proposed in BENCHMARKS.md, applied from outside.
+    `transformers`' default `enable_input_require_grads` (called by `activation_checkpointing_enable` and so by
+    Trainer's `gradient_checkpointing=True`) hooks the input embeddings of every sub-model, the CLIP towers' patch
+    embeddings included: a frozen tower then builds a graph, keeps its activations and runs its whole backward, for
+    nothing. Exo2Ego's own `enable_input_require_grads` does what this does; applying it here treats the peer alike.
     """
     base = _base_model(model)
     base.disable_input_require_grads()
@@ -398,7 +391,12 @@ def configure_checkpointing(model, mode: str, every: int = 1, convnets: bool = F
             enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:  # transformers < 5.20
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if not hf_input_grads:
+        if hf_input_grads:  # the "before": transformers' default hooks on every sub-model's embeddings
+            base.disable_input_require_grads()
+            from transformers import PreTrainedModel
+
+            PreTrainedModel.enable_input_require_grads(base)
+        else:
             llm_only_input_grads(base)
     checkpointed = 0
     for name, layers in _layer_stacks(base).items():
@@ -408,18 +406,9 @@ def configure_checkpointing(model, mode: str, every: int = 1, convnets: bool = F
         for index, layer in enumerate(layers):
             layer.gradient_checkpointing = in_scope and index % every == 0
             checkpointed += layer.gradient_checkpointing
-    from transformers.modeling_layers import GradientCheckpointingLayer
-
     blocks = convnet_blocks(base) if hasattr(base.config, "mapping_type") else []
-    for block in blocks:
-        wanted = convnets and mode != "none"
-        if isinstance(block, GradientCheckpointingLayer):  # the model change of BENCHMARKS.md is in: use its flag
-            block.gradient_checkpointing = wanted
-        elif wanted:
-            block.forward = functools.partial(_checkpointed_forward, block)
-        else:
-            block.__dict__.pop("forward", None)
-        block.benchmark_checkpointed = wanted
+    for block in blocks:  # the connector's and mappings' blocks are checkpointing layers of the model
+        block.gradient_checkpointing = convnets and mode != "none"
     return {
         "mode": mode, "every": every, "layers": checkpointed,
         "convnet_blocks": len(blocks) if convnets and mode != "none" else 0,

@@ -5,7 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-LOSS_TERMS = {"vtg_loss": "VTG (next-token CE)", "kl_loss": "KL(y || F(x))", "ccl_loss": "cycle consistency"}
+LOSS_TERMS = {
+    "vtg_loss": "VTG (next-token CE)",
+    "vtg_ego_loss": "VTG, ego branch",
+    "vtg_exo_loss": "VTG, exo branch",
+    "kl_loss": "KL(y || F(x))",
+    "ccl_loss": "cycle consistency",
+}
 
 
 def loss_series(history: list[dict]) -> dict[str, tuple[list[int], list[float]]]:

@@ -11,6 +11,8 @@ LLM width D (4096) and N visual tokens per stream (1521 for `stc` with 16 frames
 from dataclasses import dataclass
 from typing import Literal
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,6 +24,23 @@ from transformers.modeling_outputs import ModelOutput
 from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_exo2ego import CONNECTOR_PADDING, Exo2EgoConfig
+
+_WEIGHTED_LAYERS = (nn.Linear, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)
+
+
+def use_fan_in_init(module: nn.Module) -> None:
+    """Mark every conv/linear layer of `module` for He (fan-in) init with zero biases (see `_init_weights`).
+
+    transformers' generic init (normal, std 0.02) suits wide transformer layers, but scales a signal by
+    0.02 * sqrt(fan_in) per layer: about 0.16x per layer at the tiny models' width. Through the connector's convs,
+    sampler and readout the video-dependent part of a visual token then ended about 10x below the constant part set
+    by the biases, and the LLM learned to ignore the video. He init keeps the signal's scale through each layer at
+    every width (timm, whose RegNet blocks VideoLLaMA2's connector uses, initialises its convs the same way).
+    """
+    for layer in module.modules():
+        if isinstance(layer, _WEIGHTED_LAYERS):
+            layer.fan_in_init = True
+
 
 # ----------------------------------------------------------------------------------------------------------------------
 # STC connector (VideoLLaMA2), plain torch. Submodule names follow VideoLLaMA2/timm so checkpoints convert by prefix.
@@ -112,6 +131,7 @@ class Exo2EgoSTCConnector(nn.Module):
         self.sampler_act = nn.SiLU()
         self.s2 = RegStage(depth, hidden_size, hidden_size)
         self.readout = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.GELU(), nn.Linear(hidden_size, hidden_size))
+        use_fan_in_init(self)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         batch, frames = features.shape[:2]
@@ -180,6 +200,7 @@ class Exo2EgoResnetMapping(nn.Module):
             )
         )
         self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(ngf, channels, 7))
+        use_fan_in_init(self)
         self.head[-1].zero_init = residual
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -196,6 +217,7 @@ class Exo2EgoMlpMapping(nn.Module):
         self.fc1 = nn.Linear(channels, hidden)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, channels)
+        use_fan_in_init(self)
         self.fc2.zero_init = residual
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -329,6 +351,10 @@ class Exo2EgoPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module):
         super()._init_weights(module)
+        if getattr(module, "fan_in_init", False):  # He init, see `use_fan_in_init`
+            init.kaiming_normal_(module.weight, nonlinearity="relu")
+            if module.bias is not None:
+                init.zeros_(module.bias)
         if getattr(module, "zero_init", False):  # the last layer of a residual mapping: F starts as the identity
             init.zeros_(module.weight)
             init.zeros_(module.bias)

@@ -262,3 +262,16 @@ def test_input_require_grads_hooks_only_the_llm_embeddings(tiny):
     finally:
         model.requires_grad_(True)
         model.disable_input_require_grads()
+
+
+def test_random_connector_passes_the_video_through():
+    """At init the video-dependent part of a visual token must not be dwarfed by a constant (bias) part; with
+    transformers' generic 0.02 init it was ~30x smaller at the tiny width and training learned to ignore the video."""
+    model, _ = build_tiny_model(seed=0)
+    torch.manual_seed(1)
+    first, second = torch.randn(2, 2, 4, 3, 32, 32).unbind(0)
+    with torch.no_grad():
+        tokens_first, _ = model.model.get_video_features(first)
+        tokens_second, _ = model.model.get_video_features(second)
+    video_dependent = (tokens_first - tokens_second).std()
+    assert video_dependent > 0.5 * tokens_first.std()

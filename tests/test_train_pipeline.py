@@ -82,7 +82,8 @@ def changed_modules(before, after):
 
 def test_stage_chain_runs_and_each_stage_trains_its_modules(world, chain):
     expected_changes = {
-        "init": {"ego_vision_tower", "exo_vision_tower", "connector"},
+        # tiny_init.yaml also trains the tiny LLM, which (unlike Mistral) starts random
+        "init": {"ego_vision_tower", "exo_vision_tower", "connector", "language_model", "lm_head"},
         "stage1": {"exo_vision_tower", "connector"},
         "stage2": {"ego_vision_tower", "ego_to_exo", "exo_to_ego"},
         "stage3": {"ego_vision_tower", "ego_to_exo", "connector", "language_model"},  # LLM changed by the merged LoRA
