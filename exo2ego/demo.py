@@ -47,7 +47,7 @@ class DemoPlan:
 
 
 PLANS = {
-    "full": DemoPlan(takes=200, steps={"init": 300, "stage1": 100, "stage2": 100, "stage3": 600}),
+    "full": DemoPlan(takes=200, steps={"init": 1000, "stage1": 100, "stage2": 100, "stage3": 800}),
     "quick": DemoPlan(takes=6, steps={"init": 4, "stage1": 4, "stage2": 4, "stage3": 6}, batch_size=4, eval_limit=12),
 }
 

@@ -11,8 +11,6 @@ LLM width D (4096) and N visual tokens per stream (1521 for `stc` with 16 frames
 from dataclasses import dataclass
 from typing import Literal
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -312,7 +310,6 @@ class Exo2EgoCausalLMOutput(Exo2EgoModelOutput):
     logits: torch.FloatTensor | None = None
 
 
-MAPPING_FEATURE_KEYS = ("ego_features", "exo_features", "ego_to_exo", "exo_to_ego", "ego_cycle", "exo_cycle")
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Models
