@@ -10,13 +10,12 @@ annotations-only export (datasets builder, Parquet, statistics plots, dataset ca
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import cpu_name
+from benchmarks.common import cpu_name, write_json
 
 
 def main(argv=None) -> int:
@@ -60,8 +59,7 @@ def main(argv=None) -> int:
     print(f"{'plan (parse, drops, eq. 1)':<34}{plan_sec:>10.2f}{report['narrations_per_sec']['plan']:>15.0f}")
     print(f"{'full annotations-only export':<34}{build_sec:>10.2f}{report['narrations_per_sec']['full_export']:>15.0f}")
     print(f"full Ego-ExoClip (261.3K narrations) at this rate: {report['estimated_full_ego_exoclip_sec']:.0f} s")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.json, report)
     print(f"wrote {args.json}")
     return 0
 

@@ -17,7 +17,6 @@ Prints a table and writes JSON (CPU, versions, arguments, samples/s, ratios)::
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import random
 import tempfile
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import cpu_name
+from benchmarks.common import cpu_name, write_json
 
 
 def render_long_take(folder: Path, minutes: float, fps: float, height: int, exo_views: int, gop: int, seed: int):
@@ -145,8 +144,7 @@ def main(argv=None) -> int:
                                  ("local pack (JPEG)", packed, pack_read_sec)):
         print(f"{name:<22}{count:>9}{seconds:>10.2f}{count / seconds:>12.2f}")
     print(f"synced / naive: {report['speedup_synced_vs_naive']:.1f}x   pack / synced: {report['speedup_pack_vs_synced']:.1f}x")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.json, report)
     print(f"wrote {args.json}")
     return 0
 

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import cpu_name
+from benchmarks.common import cpu_name, write_json
 
 EGOMCQ_QUESTIONS = 39_751  # released egomcq.json
 TARGET_SECONDS = 600
@@ -119,10 +119,8 @@ def main() -> None:
     print(f"{'build':<10} {build_seconds:>9.1f} {result['build_questions_per_s']:>13.1f} questions/s")
     print(f"embedding is {result['embed_share_of_build']:.0%} of the build; full EgoMCQ ({EGOMCQ_QUESTIONS} questions) "
           f"~ {full_estimate:.0f} s (target < {TARGET_SECONDS} s: {'met' if result['meets_target'] else 'NOT met'})")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_json(args.out, result)
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

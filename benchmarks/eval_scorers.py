@@ -11,13 +11,12 @@ MP4 each time, as in a real run. Prints a table and writes JSON (CPU name, versi
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import cpu_name
+from benchmarks.common import cpu_name, write_json
 
 
 def time_scorer(run, questions: int, warmup: int = 2) -> float:
@@ -82,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             "versions": {"torch": torch.__version__, "python": platform.python_version()},
             "config": vars(args), "rows": rows,
         }
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(payload, indent=2) + "\n")
+        write_json(args.out, payload)
         print(f"wrote {args.out}")
     return 0
 

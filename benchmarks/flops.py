@@ -300,8 +300,8 @@ def exo2ego_step_flops(
     transformers' input-grad hook on the frozen exo tower's patch embedding makes autograd run (the tower's and
     G(y)'s input gradients): waste too, so use it with `include_waste` only.
     """
-    from modeling_exo2ego.modeling_exo2ego import Exo2EgoSTCConnector, build_mapping
     from modeling_exo2ego.configuration_exo2ego import CONNECTOR_PADDING
+    from modeling_exo2ego.modeling_exo2ego import Exo2EgoSTCConnector, build_mapping
 
     vision, text = config.ego_vision_config, config.text_config
     grid, channels, frames = config.grid_size, vision.hidden_size, shape.frames

@@ -30,6 +30,7 @@ import time
 import numpy as np
 import torch
 
+from benchmarks.common import write_json
 from benchmarks.gpu_memory import GIB
 from benchmarks.gpu_setup import (
     ModelSize,
@@ -42,7 +43,6 @@ from benchmarks.gpu_setup import (
     scale_default,
     synchronize,
 )
-from benchmarks.gpu_train_step import write_json
 
 # Words of the synthetic questions and options (all in the tiny tokenizer's corpus, so they tokenize compactly).
 OBJECTS = ["cup", "bowl", "knife", "spoon", "bottle", "jar", "pan", "plate", "box", "lid"]

@@ -27,14 +27,12 @@ import argparse
 import contextlib
 import functools
 import gc
-import json
-import os
 import weakref
-from pathlib import Path
 from unittest import mock
 
 import torch
 
+from benchmarks.common import write_json
 from benchmarks.flops import PROMPT_TOKENS, peer_video_tokens
 from benchmarks.gpu_setup import (
     CHECKPOINTING_MODES,
@@ -191,8 +189,9 @@ def estimate(
     lora_alpha: int = 256, lora_dropout: float = 0.1, hf_input_grads: bool = False, dtype: torch.dtype = torch.bfloat16,
 ) -> dict:
     """Memory of one training step of `workload` at this size (see the module docstring); bytes in GiB."""
-    from modeling_exo2ego import Exo2EgoForConditionalGeneration, cycle_consistency_loss, kl_alignment_loss
     from transformers import LlavaNextVideoForConditionalGeneration
+
+    from modeling_exo2ego import Exo2EgoForConditionalGeneration, cycle_consistency_loss, kl_alignment_loss
 
     if workload not in WORKLOADS:
         raise ValueError(f"workload must be one of {WORKLOADS}, got {workload!r}")
@@ -312,10 +311,7 @@ def main(argv=None) -> int:
             results.append(result)
     if args.out:
         payload = {"benchmark": "gpu_memory", "settings": vars(args), "versions": {"torch": torch.__version__}, "results": results}
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        temporary = f"{args.out}.tmp-{os.getpid()}"
-        Path(temporary).write_text(json.dumps(payload, indent=2))
-        os.replace(temporary, args.out)
+        write_json(args.out, payload)
     return 0
 
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from benchmarks.flops import PROMPT_TOKENS
 from benchmarks.common import cpu_name
+from benchmarks.flops import PROMPT_TOKENS
 
 PAPER_VISION = dict(
     hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, image_size=336, patch_size=14,

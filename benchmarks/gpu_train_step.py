@@ -21,15 +21,13 @@ The peer is measured with the same precision, optimizer, attention and checkpoin
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
+from benchmarks.common import write_json
 from benchmarks.flops import StepShape, exo2ego_step_flops, peer_script_formula, peer_step_flops, peer_video_tokens
 from benchmarks.gpu_memory import GIB, SavedActivationCounter
 from benchmarks.gpu_setup import (
@@ -328,12 +326,6 @@ def ratios(rows: list[dict]) -> dict:
                 )
     return result
 
-
-def write_json(path: str, payload: dict) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    temporary = f"{path}.tmp-{os.getpid()}"
-    Path(temporary).write_text(json.dumps(payload, indent=2))
-    os.replace(temporary, path)
 
 
 def main(argv=None) -> int:

@@ -10,14 +10,12 @@ JSON (with the CPU, versions and settings) to --out.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import resource
 import statistics
 import time
-from pathlib import Path
 
-from benchmarks.common import cpu_name
+from benchmarks.common import cpu_name, write_json
 
 MODES = {
     "ego inference (no grad)": dict(paired=False, train=False),
@@ -98,8 +96,7 @@ def main() -> None:
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         "results": rows,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,11 @@ the stage scripts' own code path (data decoding with PyAV included), then prints
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import cpu_name
+from benchmarks.common import cpu_name, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("init", "stage1", "stage2", "stage3")
@@ -77,8 +76,7 @@ def main(argv=None) -> int:
         "benchmark": "train_steps", "cpu": cpu_name(), "torch_threads": torch.get_num_threads(),
         "args": vars(args), "versions": environment_versions(), "stages": rows,
     }
-    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-    Path(args.json).write_text(json.dumps(report, indent=2))
+    write_json(args.json, report)
     print(f"wrote {args.json}")
     return 0
 
