@@ -90,7 +90,9 @@ def read_video_frames(
         if timestamps is None:
             duration = _duration_sec(container, stream)
             start = 0.0 if start_sec is None else max(0.0, float(start_sec))
-            end = duration if end_sec is None else min(float(end_sec), duration) if duration > 0 else float(end_sec)
+            end = duration if end_sec is None else float(end_sec)
+            if duration > 0:  # containers that report no duration leave the window as asked
+                end = min(end, duration)
             if not end > start:
                 raise ValueError(f"{path}: window [{start_sec}, {end_sec}] is outside the video (duration {duration:.3f}s)")
             timestamps = sample_timestamps(start, end, num_frames)
