@@ -37,10 +37,9 @@ from benchmarks.gpu_setup import (
     add_scale_arguments,
     build_model,
     compile_modules,
-    compute_dtype,
     device_facts,
-    pick_device,
     scale_default,
+    start_run,
     synchronize,
 )
 
@@ -131,11 +130,7 @@ def main(argv=None) -> int:
     from eval.scorers import ModelAdapter, generate_parse, letter_logprob, option_loglik, option_loglik_uncached
 
     args = parse_args(argv)
-    device = pick_device(args.device)
-    dtype = compute_dtype(device)
-    torch.manual_seed(args.seed)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device, dtype = start_run(args)
     size = ModelSize(args.scale)
     facts = device_facts(device)
     model, processor = build_eval_model(size, args.frames, device, dtype, args.attn)

@@ -133,6 +133,15 @@ def pick_device(requested: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def start_run(args) -> tuple[torch.device, torch.dtype]:
+    """Device and compute dtype of a benchmark run, with its seed and thread count (`args.device/seed/threads`)."""
+    device = pick_device(args.device)
+    torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return device, compute_dtype(device)
+
+
 def compute_dtype(device: torch.device) -> torch.dtype:
     """bf16 on GPUs (the paper's setting); fp32 on CPUs, where bf16 matmuls are emulated on many machines."""
     return torch.bfloat16 if device.type == "cuda" else torch.float32

@@ -41,15 +41,14 @@ from benchmarks.gpu_setup import (
     autocast_context,
     build_model,
     compile_modules,
-    compute_dtype,
     configure_checkpointing,
     device_facts,
     free_memory,
     make_optimizer,
     matmul_peak_tflops,
     parameter_counts,
-    pick_device,
     scale_default,
+    start_run,
     synchronize,
     synthetic_batch,
 )
@@ -327,14 +326,9 @@ def ratios(rows: list[dict]) -> dict:
     return result
 
 
-
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device = pick_device(args.device)
-    dtype = compute_dtype(device)
-    torch.manual_seed(args.seed)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device, dtype = start_run(args)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # the paper's bf16 + tf32
         torch.backends.cudnn.allow_tf32 = True

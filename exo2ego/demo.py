@@ -5,15 +5,17 @@ Phases, each through the command or script a user runs on real data (only the si
 1. `exo2ego data synth` renders the synthetic Ego-Exo world in the Ego-Exo4D layout, with EgoIT and EgoBench;
 2. `exo2ego data ego-exoclip` builds Ego-ExoClip from it (paper eq. 1);
 3. `exo2ego tiny-model` builds a random tiny Exo2Ego with an offline tokenizer;
-4. `train/stage1.py`, `stage2.py`, `stage3.py` (what `accelerate launch` runs) train the three stages, each from
-   the previous stage's folder, on `train/configs/tiny_stage*.yaml` with the plan's step counts;
+4. `train/init.py`, `stage1.py`, `stage2.py`, `stage3.py` (what `accelerate launch` runs) train the initialization
+   and the three stages, each from the previous stage's folder, on `train/configs/tiny_*.yaml` with the plan's step
+   counts;
 5. `exo2ego eval` scores EgoBench (task `synthetic`) for the untrained model and after every stage;
 6. `report.md` with loss curves (VTG, KL, CCL) and accuracy per stage, then `<out>/release/` (ego-only model,
    processor, model card, results), reloaded in a fresh process with `trust_remote_code=True` to answer a question
    about a held-out ego clip.
 
 EgoBench is scored with `option_loglik` (mean log-probability of each option's text after the question, one cached
-prefill per question): the tiny model learns to describe what the video shows, not to point at option letters.
+prefill per question): it needs the model to describe what the video shows, not to point at option letters, which
+a tiny model trained for minutes does not learn (`letter_logprob` stays at chance).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ EVAL_POINTS = ("untrained",) + STAGES
 
 @dataclass(frozen=True)
 class DemoPlan:
-    """Sizes of one demo run. `full` is tuned to learn on a 2-core CPU in minutes; `quick` only proves the wiring."""
+    """Sizes of one demo run. `full` is the learning run (under 10 minutes on 2 cores); `quick` only proves the wiring."""
 
     takes: int
     steps: dict[str, int]
