@@ -31,6 +31,8 @@ def test_quick_demo_writes_report_plots_and_accuracies(quick_demo):
         assert 0.0 <= row["accuracy"] <= 100.0 and row["n"] > 0 and row["ci"][0] <= row["accuracy"] <= row["ci"][1]
     for name in ("report.md", "plots/losses.png", "plots/accuracy_per_stage.png"):
         assert (out / name).stat().st_size > 1000, name
+    assert set(summary["losses"]) == set(STAGES) and "kl_loss" in summary["losses"]["stage2"]
+    assert summary["versions"]["transformers"] and summary["total_sec"] > 0
     report = (out / "report.md").read_text()
     assert "stage3" in report and "KL(y || F(x))" in report  # stage 2's KL curve made it into the report
     stage2 = json.loads((out / "models" / "stage2" / "trainer_state.json").read_text())["log_history"]
@@ -51,8 +53,34 @@ def test_quick_demo_release_is_ego_only_and_self_described(quick_demo):
         assert (out / "models" / stage / "exo2ego_stage.json").is_file()
 
 
+def test_demo_refuses_to_replace_a_folder_it_did_not_write(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    completed = subprocess.run([sys.executable, "-m", "exo2ego", "demo", "--quick", "--out", str(tmp_path)],
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode != 0 and "is not an earlier demo output" in completed.stderr
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 @pytest.mark.slow
 def test_same_seed_gives_the_same_numbers(quick_demo, tmp_path):
     _, first = quick_demo
     second = run_quick_demo(tmp_path / "again")
     assert first["accuracy"] == second["accuracy"]
+
+
+@pytest.mark.slow
+def test_full_demo_meets_its_learning_target(tmp_path):
+    """The README's claims: after stage 3, at least 40% and twice the untrained model; every stage's training loss
+    falls (mean of its last quarter of logged values below that of its first quarter)."""
+    out = tmp_path / "full"
+    completed = subprocess.run([sys.executable, "-m", "exo2ego", "demo", "--out", str(out)],
+                               capture_output=True, text=True, timeout=1800)
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    untrained, trained = (summary["accuracy"][point]["accuracy"] for point in ("untrained", "stage3"))
+    assert trained >= 40.0 and trained >= 2 * untrained, summary["accuracy"]
+    for stage in STAGES:
+        history = json.loads((out / "models" / stage / "trainer_state.json").read_text())["log_history"]
+        losses = [entry["loss"] for entry in history if "loss" in entry]
+        quarter = max(1, len(losses) // 4)
+        assert sum(losses[-quarter:]) < sum(losses[:quarter]), (stage, losses)

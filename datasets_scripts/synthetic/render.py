@@ -57,7 +57,9 @@ class Camera:
     sway: float = 0.0
 
 
-EGO_CAMERA = Camera("ego", 128, 128, 0.0, 58.0, 1.8, look_at=(0.5, 0.3), follow=0.7, sway=0.04)
+# Close and hand-following, so the handled object covers several patches even in a 32 px tiny-model frame (at zoom
+# 1.8 the tiny demo model did not learn colours within its CPU budget; README, "The demo").
+EGO_CAMERA = Camera("ego", 128, 128, 0.0, 58.0, 3.0, look_at=(0.5, 0.3), follow=0.9, sway=0.04)
 EXO_CAMERAS = (  # (azimuth, elevation, zoom): front, left side, top-down, close oblique
     Camera("exo1", 224, 128, 180.0, 35.0, 0.72, look_at=(0.5, 0.35)),
     Camera("exo2", 224, 128, 90.0, 25.0, 0.70, look_at=(0.5, 0.35)),
