@@ -1,9 +1,7 @@
-"""What every benchmark records next to its numbers."""
+"""The processor name every CPU benchmark records next to its numbers."""
 
 from __future__ import annotations
 
-import json
-import os
 import platform
 from pathlib import Path
 
@@ -17,12 +15,3 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def write_json(path: str | Path, payload: dict) -> None:
-    """Write a benchmark's results atomically (temporary file, then rename), creating the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(temporary, path)

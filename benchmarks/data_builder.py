@@ -15,7 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import cpu_name, write_json
+from benchmarks.common import cpu_name
+from exo2ego.provenance import write_json_atomic
 
 
 def main(argv=None) -> int:
@@ -59,7 +60,7 @@ def main(argv=None) -> int:
     print(f"{'plan (parse, drops, eq. 1)':<34}{plan_sec:>10.2f}{report['narrations_per_sec']['plan']:>15.0f}")
     print(f"{'full annotations-only export':<34}{build_sec:>10.2f}{report['narrations_per_sec']['full_export']:>15.0f}")
     print(f"full Ego-ExoClip (261.3K narrations) at this rate: {report['estimated_full_ego_exoclip_sec']:.0f} s")
-    write_json(args.json, report)
+    write_json_atomic(args.json, report)
     print(f"wrote {args.json}")
     return 0
 

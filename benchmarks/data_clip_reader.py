@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import cpu_name, write_json
+from benchmarks.common import cpu_name
+from exo2ego.provenance import write_json_atomic
 
 
 def render_long_take(folder: Path, minutes: float, fps: float, height: int, exo_views: int, gop: int, seed: int):
@@ -144,7 +145,7 @@ def main(argv=None) -> int:
                                  ("local pack (JPEG)", packed, pack_read_sec)):
         print(f"{name:<22}{count:>9}{seconds:>10.2f}{count / seconds:>12.2f}")
     print(f"synced / naive: {report['speedup_synced_vs_naive']:.1f}x   pack / synced: {report['speedup_pack_vs_synced']:.1f}x")
-    write_json(args.json, report)
+    write_json_atomic(args.json, report)
     print(f"wrote {args.json}")
     return 0
 

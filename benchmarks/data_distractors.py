@@ -24,7 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import cpu_name, write_json
+from benchmarks.common import cpu_name
+from exo2ego.provenance import write_json_atomic
 
 EGOMCQ_QUESTIONS = 39_751  # released egomcq.json
 TARGET_SECONDS = 600
@@ -119,7 +120,7 @@ def main() -> None:
     print(f"{'build':<10} {build_seconds:>9.1f} {result['build_questions_per_s']:>13.1f} questions/s")
     print(f"embedding is {result['embed_share_of_build']:.0%} of the build; full EgoMCQ ({EGOMCQ_QUESTIONS} questions) "
           f"~ {full_estimate:.0f} s (target < {TARGET_SECONDS} s: {'met' if result['meets_target'] else 'NOT met'})")
-    write_json(args.out, result)
+    write_json_atomic(args.out, result)
     print(f"wrote {args.out}")
 
 

@@ -16,7 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import cpu_name, write_json
+from benchmarks.common import cpu_name
+from exo2ego.provenance import write_json_atomic
 
 
 def time_scorer(run, questions: int, warmup: int = 2) -> float:
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             "versions": {"torch": torch.__version__, "python": platform.python_version()},
             "config": vars(args), "rows": rows,
         }
-        write_json(args.out, payload)
+        write_json_atomic(args.out, payload)
         print(f"wrote {args.out}")
     return 0
 

@@ -30,7 +30,6 @@ import time
 import numpy as np
 import torch
 
-from benchmarks.common import write_json
 from benchmarks.gpu_memory import GIB
 from benchmarks.gpu_setup import (
     ModelSize,
@@ -42,6 +41,7 @@ from benchmarks.gpu_setup import (
     start_run,
     synchronize,
 )
+from exo2ego.provenance import write_json_atomic
 
 # Words of the synthetic questions and options (all in the tiny tokenizer's corpus, so they tokenize compactly).
 OBJECTS = ["cup", "bowl", "knife", "spoon", "bottle", "jar", "pan", "plate", "box", "lid"]
@@ -230,7 +230,7 @@ def main(argv=None) -> int:
         "cached_vs_reencoded_max_abs_diff": max_difference,
         "peak_mem_gib": torch.cuda.max_memory_allocated(device) / GIB if device.type == "cuda" else None,
     }
-    write_json(args.out, payload)
+    write_json_atomic(args.out, payload)
     print(f"wrote {args.out}")
     return 0
 

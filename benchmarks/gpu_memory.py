@@ -32,7 +32,6 @@ from unittest import mock
 
 import torch
 
-from benchmarks.common import write_json
 from benchmarks.flops import PROMPT_TOKENS, peer_video_tokens
 from benchmarks.gpu_setup import (
     CHECKPOINTING_MODES,
@@ -45,6 +44,7 @@ from benchmarks.gpu_setup import (
     configure_checkpointing,
     synthetic_batch,
 )
+from exo2ego.provenance import write_json_atomic
 
 GIB = 2**30
 WORKLOADS = ("peer", "stage2", "stage3")
@@ -311,7 +311,7 @@ def main(argv=None) -> int:
             results.append(result)
     if args.out:
         payload = {"benchmark": "gpu_memory", "settings": vars(args), "versions": {"torch": torch.__version__}, "results": results}
-        write_json(args.out, payload)
+        write_json_atomic(args.out, payload)
     return 0
 
 

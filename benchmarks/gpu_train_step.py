@@ -27,7 +27,6 @@ import time
 
 import torch
 
-from benchmarks.common import write_json
 from benchmarks.flops import StepShape, exo2ego_step_flops, peer_script_formula, peer_step_flops, peer_video_tokens
 from benchmarks.gpu_memory import GIB, SavedActivationCounter
 from benchmarks.gpu_setup import (
@@ -52,6 +51,7 @@ from benchmarks.gpu_setup import (
     synchronize,
     synthetic_batch,
 )
+from exo2ego.provenance import write_json_atomic
 
 WORKLOADS = ("peer", "stage2", "stage3", "stage3_full_logits")
 DESCRIPTIONS = {
@@ -355,7 +355,7 @@ def main(argv=None) -> int:
     }
     for name, value in payload["ratios"].items():
         print(f"{name}: {value:.3f}")
-    write_json(args.out, payload)
+    write_json_atomic(args.out, payload)
     print(f"wrote {args.out}")
     return 0
 

@@ -15,7 +15,8 @@ import resource
 import statistics
 import time
 
-from benchmarks.common import cpu_name, write_json
+from benchmarks.common import cpu_name
+from exo2ego.provenance import write_json_atomic
 
 MODES = {
     "ego inference (no grad)": dict(paired=False, train=False),
@@ -96,7 +97,7 @@ def main() -> None:
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         "results": rows,
     }
-    write_json(args.out, result)
+    write_json_atomic(args.out, result)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import cpu_name, write_json
+from benchmarks.common import cpu_name
+from exo2ego.provenance import write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("init", "stage1", "stage2", "stage3")
@@ -76,7 +77,7 @@ def main(argv=None) -> int:
         "benchmark": "train_steps", "cpu": cpu_name(), "torch_threads": torch.get_num_threads(),
         "args": vars(args), "versions": environment_versions(), "stages": rows,
     }
-    write_json(args.json, report)
+    write_json_atomic(args.json, report)
     print(f"wrote {args.json}")
     return 0
 

@@ -33,14 +33,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
-import platform
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from exo2ego.provenance import package_versions, write_json_atomic
 
 BUILD_INFO_NAME = "build_info.json"
 CARD_NAME = "README.md"
@@ -250,15 +250,7 @@ def load_folder(folder: str | os.PathLike, config: str | None = None, split: str
 # --------------------------------------------------------------------------------------------- build info
 def environment_versions() -> dict[str, str]:
     """Versions of Python and the libraries that shape the exported bytes."""
-    import importlib.metadata as metadata
-
-    versions = {"python": platform.python_version()}
-    for package in ("exo2ego", "datasets", "pyarrow", "huggingface_hub", "numpy", "av", "pillow"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions
+    return package_versions(("exo2ego", "datasets", "pyarrow", "huggingface_hub", "numpy", "av", "pillow"))
 
 
 def _jsonable(value: Any) -> Any:
@@ -284,11 +276,7 @@ def write_build_info(folder: str | os.PathLike, info: Mapping[str, Any]) -> Path
     """
     payload = dict(_jsonable(info))
     payload.setdefault("versions", environment_versions())
-    path = Path(folder) / BUILD_INFO_NAME
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(Path(folder) / BUILD_INFO_NAME, payload)
 
 
 # --------------------------------------------------------------------------------------------- hub push

@@ -14,8 +14,10 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from exo2ego.provenance import write_json_atomic
+
 from .data import TaskData
-from .records import task_records, write_json_atomic
+from .records import task_records
 
 
 def egoschema_uid(row: dict) -> str:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata as metadata
 import os
-import platform
 import subprocess
 from pathlib import Path
 from typing import Any
+
+from exo2ego.provenance import package_versions
 
 PACKAGES = (
     "exo2ego", "torch", "transformers", "accelerate", "datasets", "huggingface_hub", "safetensors",
@@ -18,13 +18,7 @@ PACKAGES = (
 
 def environment_versions() -> dict[str, str]:
     """Python and library versions (``"not installed"`` where missing)."""
-    versions = {"python": platform.python_version()}
-    for package in PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions
+    return package_versions(PACKAGES)
 
 
 def git_revision(path: str | os.PathLike | None = None) -> dict[str, Any]:

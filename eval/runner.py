@@ -21,12 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from exo2ego.provenance import write_json_atomic
+
 from . import scorers
 from .data import EvalDataError, TaskData, available_configs, load_task
 from .judge import JudgeConfig, check_loopback, judge_answer
 from .prompts import DEFAULT_PROMPT, PromptTemplate, build_messages, get_prompt, user_text
 from .provenance import dataset_revision, environment_versions, git_revision, model_revision
-from .records import JsonlAppender, shard_path, task_records, write_json_atomic
+from .records import JsonlAppender, shard_path, task_records
 from .task_metrics import class_item_id, compute_task_metrics
 from .tasks import get_task, resolve_task_names
 

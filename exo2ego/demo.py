@@ -34,7 +34,6 @@ import sys
 import textwrap
 import time
 from dataclasses import asdict, dataclass, field
-from importlib.metadata import version
 from pathlib import Path
 
 STAGES = ("init", "stage1", "stage2", "stage3")
@@ -151,6 +150,7 @@ class Demo:
 
     def write_report(self) -> dict:
         from exo2ego.demo_report import loss_series, plot_accuracy, plot_losses, write_report
+        from exo2ego.provenance import package_versions
 
         plots = self.out / "plots"
         plots.mkdir(exist_ok=True)
@@ -163,7 +163,7 @@ class Demo:
         summary = {
             "plan": asdict(self.plan),
             "seed": self.seed,
-            "versions": {package: version(package) for package in ("torch", "transformers", "peft", "trl", "accelerate")},
+            "versions": package_versions(("torch", "transformers", "peft", "trl", "accelerate")),
             "accuracy": accuracies,
             "losses": {  # first and last logged value of every loss term, per stage
                 stage: {term: [values[0], values[-1]] for term, (_, values) in loss_series(history).items()}
@@ -230,7 +230,7 @@ RELOAD_SCRIPT = textwrap.dedent(
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from eval.records import write_json_atomic
+    from exo2ego.provenance import write_json_atomic
 
     plan = PLANS["quick" if args.quick else "full"]
     out = Path(args.out)

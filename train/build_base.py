@@ -28,7 +28,8 @@ def add_video_token(tokenizer) -> int:
 
 def save_base_checkpoint(model, processor, out: str, metadata: dict) -> None:
     """Write model, processor and `exo2ego_stage.json` (stage "base") into a staging folder, then move it to `out`."""
-    from train.pipeline import STAGE_METADATA_NAME, environment_versions, write_json_atomic
+    from exo2ego.provenance import write_json_atomic
+    from train.pipeline import STAGE_METADATA_NAME, environment_versions
 
     if os.path.exists(out):
         raise FileExistsError(f"{out} exists; remove it or choose another --out")
@@ -37,7 +38,8 @@ def save_base_checkpoint(model, processor, out: str, metadata: dict) -> None:
     model.save_pretrained(staging)
     processor.save_pretrained(staging)
     write_json_atomic(
-        os.path.join(staging, STAGE_METADATA_NAME), {"stage": "base", **metadata, "versions": environment_versions()}
+        os.path.join(staging, STAGE_METADATA_NAME), {"stage": "base", **metadata, "versions": environment_versions()},
+        default=str,
     )
     os.replace(staging, out)
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from dataclasses import asdict, dataclass, field
 
+from exo2ego.provenance import package_versions, write_json_atomic
 from train.stages import BASE_STAGE, DEFAULT_LORA_TARGET_REGEX, STAGES, ResolvedStage, apply_trainable, resolve_stage
 
 logger = logging.getLogger(__name__)
@@ -256,25 +256,7 @@ def _point_adapter_at_base(adapter_dir: str) -> None:
 
 
 def environment_versions() -> dict[str, str]:
-    import accelerate
-    import datasets
-    import peft
-    import torch
-    import transformers
-    import trl
-
-    return {
-        "python": sys.version.split()[0], "torch": torch.__version__, "transformers": transformers.__version__,
-        "accelerate": accelerate.__version__, "peft": peft.__version__, "trl": trl.__version__,
-        "datasets": datasets.__version__,
-    }
-
-
-def write_json_atomic(path: str, payload: dict) -> None:
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True, default=str)
-    os.replace(temporary, path)
+    return package_versions(("torch", "transformers", "accelerate", "peft", "trl", "datasets"))
 
 
 def stage_metadata(resolved, started_from, model_args, data_args, stage_args, training_args, trainer) -> dict:
@@ -339,7 +321,7 @@ def run_stage(stage: str, argv=None):
     trainer.save_state()
     if trainer.args.should_save:
         metadata = stage_metadata(resolved, started_from, model_args, data_args, stage_args, training_args, trainer)
-        write_json_atomic(os.path.join(output_dir, STAGE_METADATA_NAME), metadata)  # last: marks the folder complete
+        write_json_atomic(os.path.join(output_dir, STAGE_METADATA_NAME), metadata, default=str)  # last: marks the folder complete
         if push:
             from train.hub import push_stage_output
 
