@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from exo2ego.provenance import atomic_path, write_json_atomic
+
 PACK_INDEX = "pack_index.json"
 
 
@@ -121,8 +123,7 @@ def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
 
 
 def _write_shard(path: str, rows: list[dict[str, Any]], root: str, config: PackConfig) -> int:
-    partial = path + ".partial"
-    with tarfile.open(partial, "w") as tar:
+    with atomic_path(path) as partial, tarfile.open(partial, "w") as tar:
         for row in rows:
             clip = read_clip_row(row, config.num_frames, root=root, views=config.views)
             names = ([row["ego_cam"]] if clip.ego is not None else []) + (list(row["exo_cams"]) if clip.exo else [])
@@ -134,8 +135,8 @@ def _write_shard(path: str, rows: list[dict[str, Any]], root: str, config: PackC
             _add(tar, f"{row['clip_id']}.json", json.dumps(meta, sort_keys=True).encode())
             for name, view_frames in zip(names, frames):
                 for index, frame in enumerate(view_frames):
-                    _add(tar, f"{row['clip_id']}.{name}.{index:03d}.jpg", _jpeg(frame, config.short_side, config.jpeg_quality))
-    os.replace(partial, path)
+                    _add(tar, f"{row['clip_id']}.{name}.{index:03d}.jpg",
+                         _jpeg(frame, config.short_side, config.jpeg_quality))
     return len(rows)
 
 
@@ -143,7 +144,7 @@ def pack_clips(rows: Sequence[Mapping[str, Any]], egoexo_root: str | os.PathLike
                config: PackConfig | None = None, num_proc: int = 1) -> dict[str, Any]:
     """Pre-cut every clip (all views at the same seconds) into ``out_dir/pack-NNNNN.tar`` shards.
 
-    Resumable: shards are fixed slices of ``rows`` and a finished shard (renamed from ``.partial``)
+    Resumable: shards are fixed slices of ``rows`` and a finished shard (renamed from its temp file)
     is not rewritten, so re-running after an interruption only writes the missing ones. Writes
     ``pack_index.json`` (clip_id -> shard, config) last. Returns that index.
     """
@@ -174,9 +175,7 @@ def pack_clips(rows: Sequence[Mapping[str, Any]], egoexo_root: str | os.PathLike
     progress.close()
     index = {"config": config.__dict__, "shards": [f"pack-{s:05d}.tar" for s in range(num_shards)],
              "clips": {row["clip_id"]: f"pack-{i // config.clips_per_shard:05d}.tar" for i, row in enumerate(rows)}}
-    tmp = out_dir / (PACK_INDEX + ".partial")
-    tmp.write_text(json.dumps(index, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, out_dir / PACK_INDEX)
+    write_json_atomic(out_dir / PACK_INDEX, index)
     return index
 
 

@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from exo2ego.provenance import write_json_atomic
+from exo2ego.provenance import write_json_atomic, write_text_atomic
 
 from .data import TaskData
 from .records import task_records
@@ -40,10 +40,7 @@ def export_predictions(out_dir: str | os.PathLike, task_data: Mapping[str, TaskD
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["q_uid", "answer"])
         writer.writerows(answers.items())
-        csv_path = folder / "egoschema_submission.csv"
-        tmp = csv_path.with_name(f".{csv_path.name}.tmp-{os.getpid()}")
-        tmp.write_text(buffer.getvalue(), encoding="utf-8")
-        os.replace(tmp, csv_path)
+        csv_path = write_text_atomic(folder / "egoschema_submission.csv", buffer.getvalue())
         written += [csv_path, write_json_atomic(folder / "egoschema_submission.json", answers)]
         missing = sum(value == -1 for value in answers.values())
         if missing:
