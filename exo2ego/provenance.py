@@ -1,4 +1,4 @@
-"""Helpers every area records its results with: package versions, and files written atomically."""
+"""Helpers every area records its results with: package versions, and files and folders written atomically."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import importlib.metadata as metadata
 import json
 import os
 import platform
+import shutil
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -67,3 +68,68 @@ def write_json_atomic(path: str | os.PathLike, payload: Any, default: Callable[[
         json.dump(payload, handle, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=True, default=default)
         handle.write("\n")
     return Path(path)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_staging(out: Path) -> None:
+    """Delete ``<out>.tmp-<pid>`` folders left by builds that were killed (their process is gone)."""
+    for candidate in out.parent.glob(f"{out.name}.tmp-*"):
+        suffix = candidate.name.rsplit(".tmp-", 1)[-1]
+        if suffix.isdigit() and not _pid_alive(int(suffix)):
+            shutil.rmtree(candidate, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_folder(
+    out: str | os.PathLike, *, marker: str, overwrite: bool = False, error: type[Exception] = FileExistsError
+) -> Iterator[Path]:
+    """Yield an empty staging folder that replaces ``out`` only if the block finishes without error.
+
+    Args:
+        out: the final folder.
+        marker: the file the block writes LAST (``build_info.json``, ``exo2ego_stage.json``); a staging
+            folder without it is deleted and ``error`` raised, so nothing at ``out`` looks complete unless it is.
+        overwrite: replace an existing non-empty ``out``. Without it, an existing non-empty ``out`` raises
+            ``error`` before any work is done.
+        error: the exception type raised for an existing ``out`` or a missing marker.
+
+    The staging folder is ``<out>.tmp-<pid>`` next to ``out`` (same file system, so the final rename is
+    atomic); those of killed builds are removed first. On an exception it is deleted and ``out`` is left as
+    it was.
+    """
+    out = Path(out).absolute()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        state = f"complete: it has {marker}" if (out / marker).is_file() else "not empty"
+        raise error(f"{out} already exists ({state}); remove it, choose another folder or pass overwrite=True "
+                    "(CLI: --overwrite) to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(out)
+    staging = out.parent / f"{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if not (staging / marker).is_file():
+        shutil.rmtree(staging, ignore_errors=True)
+        raise error(f"the build of {out} did not write {marker}, which marks the folder complete (write it last)")
+    if out.exists():
+        # Move the old folder aside first: a crash between the two renames leaves no half folder at out.
+        retired = out.parent / f"{out.name}.old-{os.getpid()}"
+        shutil.rmtree(retired, ignore_errors=True)
+        os.replace(out, retired)
+        os.replace(staging, out)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(staging, out)

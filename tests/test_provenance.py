@@ -5,7 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from exo2ego.provenance import atomic_path, atomic_write, package_versions, write_json_atomic, write_text_atomic
+from exo2ego.provenance import (
+    atomic_path,
+    atomic_write,
+    package_versions,
+    staged_folder,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 
 def test_write_json_atomic_writes_sorted_json_and_keeps_the_old_file_when_serializing_fails(tmp_path):
@@ -40,6 +47,30 @@ def test_atomic_path_keeps_the_suffix_for_writers_that_need_it_and_renames_only_
         tmp.write_bytes(b"video")
         assert not target.exists()  # nothing at the final name before the block ends
     assert target.read_bytes() == b"video" and sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+
+
+def test_staged_folder_replaces_the_output_only_when_the_block_finishes_and_wrote_its_marker(tmp_path):
+    out = tmp_path / "ckpt"
+    with staged_folder(out, marker="done.json") as staging:
+        (staging / "weights").write_text("v1")
+        assert not out.exists()
+        write_json_atomic(staging / "done.json", {})
+    assert (out / "weights").read_text() == "v1"
+    with pytest.raises(FileExistsError, match="complete: it has done.json"):
+        with staged_folder(out, marker="done.json"):
+            pass
+    with pytest.raises(RuntimeError, match="killed"):
+        with staged_folder(out, marker="done.json", overwrite=True) as staging:
+            (staging / "weights").write_text("half")
+            raise RuntimeError("killed")
+    with pytest.raises(FileExistsError, match="did not write done.json"):
+        with staged_folder(out, marker="done.json", overwrite=True) as staging:
+            (staging / "weights").write_text("v2 without its marker")
+    assert (out / "weights").read_text() == "v1" and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    with staged_folder(out, marker="done.json", overwrite=True) as staging:
+        write_json_atomic(staging / "done.json", {"version": 2})
+    assert sorted(p.name for p in out.iterdir()) == ["done.json"]  # replaced whole, not merged
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
 
 
 def test_package_versions_names_python_and_marks_missing_packages():
