@@ -1,4 +1,5 @@
-"""Model card of an Exo2Ego checkpoint from an EgoBench ``results.json``.
+"""Model cards of Exo2Ego checkpoints: the full card from an EgoBench ``results.json``, and the short card of a
+training-stage output without results (:func:`build_stage_card`).
 
 The YAML header carries ``model-index`` evaluation results (``huggingface_hub.EvalResult``, one per
 headline metric of each task), so the Hub shows them; the body has the description, intended use, how to
@@ -95,7 +96,7 @@ def _results_table(results: Mapping[str, Any], compare: Mapping[str, Any] | None
 
 def build_model_card(results: Mapping[str, Any], info: CardInfo | None = None, compare: Mapping[str, Any] | None = None):
     """A ``huggingface_hub.ModelCard`` for the checkpoint evaluated in ``results`` (a results.json dict)."""
-    from huggingface_hub import ModelCard, ModelCardData
+    from huggingface_hub import ModelCardData
 
     from .dataset_card import source_sections
 
@@ -158,7 +159,67 @@ def build_model_card(results: Mapping[str, Any], info: CardInfo | None = None, c
         **source_sections(info.sources),
         **info.extra_sections,
     }
-    body = [f"# {info.model_id.split('/')[-1]}", ""]
+    return _render_card(card_data, info.model_id.split("/")[-1], sections)
+
+
+def _render_card(card_data, title: str, sections: Mapping[str, str], summary: str = ""):
+    """``ModelCard``: YAML header, ``# title``, an optional summary paragraph and ``## heading`` blocks in order."""
+    from huggingface_hub import ModelCard
+
+    body = [f"# {title}", ""]
+    if summary:
+        body += [summary.strip(), ""]
     for heading, text in sections.items():
         body += [f"## {heading}", "", text.strip(), ""]
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(body))
+
+
+def training_summary(metadata: Mapping[str, Any]) -> str:
+    """Markdown bullet list of how a stage output was trained (from its ``exo2ego_stage.json``)."""
+    training = metadata["arguments"]["training"]
+    lora = " + LoRA on the LLM" if metadata["lora"] else ""
+    return "\n".join(
+        [
+            f"- stage: {metadata['stage']} ({metadata['description']})",
+            f"- trained modules: {', '.join(metadata['trainable_modules'])}{lora}",
+            f"- losses: {', '.join(metadata['losses'])} (weights {json.dumps(metadata['loss_weights'])})",
+            f"- ablations: {', '.join(metadata['ablations']) or 'none'}",
+            f"- data: {metadata['arguments']['data']['dataset_path']} ({metadata['data']})",
+            f"- optimizer steps: {metadata['global_step']}, learning rate {training['learning_rate']}, weight decay "
+            f"{training['weight_decay']}, schedule {training['lr_scheduler_type']}, seed {metadata['seed']}",
+            f"- unreadable videos skipped: {metadata['failed_videos']}",
+            f"- versions: {json.dumps(metadata['versions'], sort_keys=True)}",
+        ]
+    )
+
+
+def build_stage_card(metadata: Mapping[str, Any], model_id: str, adapter_subfolder: str = "adapter"):
+    """The short ``ModelCard`` of a training-stage output that has no EgoBench results: what it is, how to
+    load it (through PEFT when the stage saved only a LoRA adapter, in ``adapter_subfolder``) and how it was
+    trained (``metadata``: the folder's ``exo2ego_stage.json``)."""
+    from huggingface_hub import ModelCardData
+
+    adapter = metadata.get("save_mode") == "adapter"
+    card_data = ModelCardData(
+        library_name="peft" if adapter else "transformers",
+        pipeline_tag="video-text-to-text",
+        tags=["exo2ego", "egocentric", "video", "custom_code", metadata["stage"]],
+    )
+    loading = (
+        f'PeftModel.from_pretrained(AutoModel.from_pretrained("{model_id}", trust_remote_code=True), "{model_id}", '
+        f'subfolder="{adapter_subfolder}")'
+        if adapter
+        else f'model = AutoModel.from_pretrained("{model_id}", trust_remote_code=True)'
+    )
+    usage = "\n".join(
+        [
+            "```python",
+            "from transformers import AutoModel, AutoProcessor",
+            *(["from peft import PeftModel"] if adapter else []),
+            loading,
+            f'processor = AutoProcessor.from_pretrained("{model_id}", trust_remote_code=True)',
+            "```",
+        ]
+    )
+    summary = f"Exo2Ego checkpoint after **{metadata['stage']}**: {metadata['description']}.\n\n{usage}"
+    return _render_card(card_data, model_id.split("/")[-1], {"Training run": training_summary(metadata)}, summary)
