@@ -98,8 +98,8 @@ def staged_folder(
         out: the final folder.
         marker: the file the block writes LAST (``build_info.json``, ``exo2ego_stage.json``); a staging
             folder without it is deleted and ``error`` raised, so nothing at ``out`` looks complete unless it is.
-        overwrite: replace an existing non-empty ``out``. Without it, an existing non-empty ``out`` raises
-            ``error`` before any work is done.
+        overwrite: replace an existing non-empty ``out``. Without it, an existing non-empty ``out`` (or a
+            file at ``out``, always) raises ``error`` before any work is done.
         error: the exception type raised for an existing ``out`` or a missing marker.
 
     The staging folder is ``<out>.tmp-<pid>`` next to ``out`` (same file system, so the final rename is
@@ -107,7 +107,9 @@ def staged_folder(
     it was.
     """
     out = Path(out).absolute()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+    if out.exists() and not out.is_dir():
+        raise error(f"{out} is a file, not a folder; pass a folder path as the output")
+    if out.exists() and any(out.iterdir()) and not overwrite:
         state = f"complete: it has {marker}" if (out / marker).is_file() else "not empty"
         raise error(f"{out} already exists ({state}); remove it, choose another folder or pass overwrite=True "
                     "(CLI: --overwrite) to replace it")

@@ -71,6 +71,10 @@ def test_staged_folder_replaces_the_output_only_when_the_block_finishes_and_wrot
         write_json_atomic(staging / "done.json", {"version": 2})
     assert sorted(p.name for p in out.iterdir()) == ["done.json"]  # replaced whole, not merged
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="is a file, not a folder"):
+        with staged_folder(tmp_path / "file", marker="done.json", overwrite=True):
+            pass
 
 
 def test_package_versions_names_python_and_marks_missing_packages():
