@@ -164,7 +164,8 @@ def pack_clips(rows: Sequence[Mapping[str, Any]], egoexo_root: str | os.PathLike
     progress = tqdm(total=num_shards, initial=num_shards - len(jobs), desc="packing clips", unit="shard")
     if num_proc > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(num_proc) as pool:
-            futures = [pool.submit(_write_shard, path, shard_rows, os.fspath(egoexo_root), config) for path, shard_rows in jobs]
+            futures = [pool.submit(_write_shard, path, shard_rows, os.fspath(egoexo_root), config)
+                       for path, shard_rows in jobs]
             for future in futures:
                 future.result()
                 progress.update()
@@ -186,7 +187,9 @@ def iter_packed_clips(pack_dir: str | os.PathLike) -> Iterator[SyncedClip]:
     pack_dir = Path(pack_dir)
     index_path = pack_dir / PACK_INDEX
     if not index_path.is_file():
-        raise FileNotFoundError(f"{index_path} not found: the pack is missing or was interrupted (run pack_clips again)")
+        raise FileNotFoundError(
+            f"{index_path} not found: the pack is missing or was interrupted (run pack_clips again)"
+        )
     index = json.loads(index_path.read_text(encoding="utf-8"))
     for shard in index["shards"]:
         with tarfile.open(pack_dir / shard) as tar:
@@ -207,7 +210,8 @@ def _decode_sample(key: str, files: dict[str, bytes], image_module) -> SyncedCli
     views = []
     for view in meta["views"]:
         frame_names = sorted(name for name in files if name.startswith(f"{view}.") and name.endswith(".jpg"))
-        views.append(np.stack([np.asarray(image_module.open(io.BytesIO(files[name])).convert("RGB")) for name in frame_names]))
+        views.append(np.stack([np.asarray(image_module.open(io.BytesIO(files[name])).convert("RGB"))
+                               for name in frame_names]))
     timestamps = np.asarray(meta["timestamps"], dtype=np.float64)
     has_ego = meta["ego_view"] is not None
     return SyncedClip(timestamps, views[0] if has_ego else None, views[1:] if has_ego else views, [], key)

@@ -145,7 +145,8 @@ def write_report(results: dict[str, Any], out_dir: str | os.PathLike, compare: d
         "# EgoBench results",
         "",
         f"- Model: `{_model_name(results)}`",
-        f"- Scorer: `{results.get('scorer')}`; prompt `{results['prompt']['name']}` (sha256 `{results['prompt']['sha256'][:12]}`);"
+        f"- Scorer: `{results.get('scorer')}`; prompt `{results['prompt']['name']}` "
+        f"(sha256 `{results['prompt']['sha256'][:12]}`);"
         f" frames: {config.get('num_frames') or 'processor default'}; limit: {config.get('limit') or 'none'}",
         f"- Data: `{(results.get('data') or {}).get('path')}`; git `{(results.get('git') or {}).get('commit')}`;"
         f" finished {results.get('timing', {}).get('finished_at')}",

@@ -163,7 +163,9 @@ TASKS: dict[str, TaskSpec] = {
             headline=(RETRIEVAL_MAP, RETRIEVAL_NDCG),
             paper_table="Table 4",
         ),
-        TaskSpec(name="egoplan", display_name="EgoPlan Val", option_counts=(4,), headline=(ACCURACY,), paper_table="Table 5"),
+        TaskSpec(
+            name="egoplan", display_name="EgoPlan Val", option_counts=(4,), headline=(ACCURACY,), paper_table="Table 5"
+        ),
         TaskSpec(name="vlnqa", display_name="VLN-QA", option_counts=(4,), headline=(ACCURACY,), paper_table="Table 5"),
         TaskSpec(
             name="egomcq",

@@ -21,8 +21,9 @@ TRAINING_STAGES = (
     ("2 teacher-student guidance", "Ego-ExoClip ego+exo pairs", "ego tower, F, G", "VTG + KL + CCL"),
     ("3 student self-practice", "EgoIT", "ego tower, connector, F, LoRA on the LLM", "VTG"),
 )
-DEFAULT_SOURCES = ("Ego-Exo4D", "EgoClip", "EGTEA Gaze+", "Something-Something-V2", "EgoTimeQA", "OpenEQA", "EgoExoLearn",
-                   "EgoSchema", "QAEgo4D", "EgoTaskQA", "Charades-Ego", "EPIC-KITCHENS-100", "EgoPlan", "VLN-QA", "EgoMCQ")
+DEFAULT_SOURCES = ("Ego-Exo4D", "EgoClip", "EGTEA Gaze+", "Something-Something-V2", "EgoTimeQA", "OpenEQA",
+                   "EgoExoLearn", "EgoSchema", "QAEgo4D", "EgoTaskQA", "Charades-Ego", "EPIC-KITCHENS-100", "EgoPlan",
+                   "VLN-QA", "EgoMCQ")
 
 
 @dataclass
@@ -72,7 +73,8 @@ def eval_results(results: Mapping[str, Any], info: CardInfo) -> list:
                 metric_name=metric.get("label", key),
                 metric_value=round(float(metric["value"]), 2),
                 metric_config=key,
-                metric_args={"scorer": metric.get("scorer", results.get("scorer")), "prompt_sha256": results["prompt"]["sha256"],
+                metric_args={"scorer": metric.get("scorer", results.get("scorer")),
+                             "prompt_sha256": results["prompt"]["sha256"],
                              "num_frames": (results.get("config") or {}).get("num_frames")},
             ))
     return entries
@@ -94,7 +96,9 @@ def _results_table(results: Mapping[str, Any], compare: Mapping[str, Any] | None
     return "\n".join(lines)
 
 
-def build_model_card(results: Mapping[str, Any], info: CardInfo | None = None, compare: Mapping[str, Any] | None = None):
+def build_model_card(
+    results: Mapping[str, Any], info: CardInfo | None = None, compare: Mapping[str, Any] | None = None
+):
     """A ``huggingface_hub.ModelCard`` for the checkpoint evaluated in ``results`` (a results.json dict)."""
     from huggingface_hub import ModelCardData
 
@@ -114,6 +118,7 @@ def build_model_card(results: Mapping[str, Any], info: CardInfo | None = None, c
         eval_results=eval_results(results, info),
     )
     config = results.get("config") or {}
+    versions = results.get("versions") or {}
     results_sha = hashlib.sha256(json.dumps(results, sort_keys=True).encode("utf-8")).hexdigest()[:12]
     stages = "\n".join(f"| {stage} | {data} | {modules} | {loss} |" for stage, data, modules, loss in info.stages)
     sections = {
@@ -136,7 +141,8 @@ def build_model_card(results: Mapping[str, Any], info: CardInfo | None = None, c
             "from transformers import AutoModel, AutoProcessor\n\n"
             f'model = AutoModel.from_pretrained("{info.model_id}", trust_remote_code=True)\n'
             f'processor = AutoProcessor.from_pretrained("{info.model_id}", trust_remote_code=True)\n'
-            'messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What am I holding?"}]}]\n'
+            'messages = [{"role": "user", "content": [{"type": "video"}, '
+            '{"type": "text", "text": "What am I holding?"}]}]\n'
             "prompt = processor.apply_chat_template(messages, add_generation_prompt=True)\n"
             'inputs = processor(text=[prompt], videos=[{"path": "clip.mp4", "start_sec": 0, "end_sec": 8}], '
             'add_special_tokens=False, return_tensors="pt")\n'
@@ -154,7 +160,7 @@ def build_model_card(results: Mapping[str, Any], info: CardInfo | None = None, c
             "Percentages except judge scores (0-5); 95% percentile bootstrap intervals over items.\n\n"
             + _results_table(results, compare)
             + f"\n\nResults file sha256 `{results_sha}`; code revision `{(results.get('git') or {}).get('commit')}`; "
-            f"transformers {(results.get('versions') or {}).get('transformers')}, torch {(results.get('versions') or {}).get('torch')}."
+            f"transformers {versions.get('transformers')}, torch {versions.get('torch')}."
         ),
         **source_sections(info.sources),
         **info.extra_sections,
