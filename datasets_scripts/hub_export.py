@@ -163,12 +163,18 @@ def make_dataset_card(
         entry["data_files"] = [{"split": split, "path": list(paths)} for split, paths in splits.items()]
         configs.append(entry)
     card_data = DatasetCardData(pretty_name=pretty_name, license=license, configs=configs, **card_data_kwargs)
-    body = [f"# {pretty_name}", ""]
+    return render_card(DatasetCard, card_data, pretty_name, sections, summary)
+
+
+def render_card(card_class, card_data, title: str, sections: Mapping[str, str], summary: str = ""):
+    """A Hub card (``card_class``: ``huggingface_hub.DatasetCard`` or ``ModelCard``) with ``card_data`` as its
+    YAML header, then ``# title``, an optional summary paragraph and one ``## heading`` block per section."""
+    body = [f"# {title}", ""]
     if summary:
         body += [summary.strip(), ""]
     for heading, text in sections.items():
         body += [f"## {heading}", "", text.strip(), ""]
-    return DatasetCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(body))
+    return card_class(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(body))
 
 
 def load_folder(folder: str | os.PathLike, config: str | None = None, split: str | None = None, **kwargs):

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from datasets_scripts.hub_export import render_card
+
 TRAINING_STAGES = (
     ("init", "exo clip-text pairs / EgoClip", "both vision towers and the connector (LLM frozen)", "VTG per branch"),
     ("1 teacher self-preparation", "Ego-ExoClip exo clips", "exo tower, connector", "VTG on exo"),
@@ -100,7 +102,7 @@ def build_model_card(
     results: Mapping[str, Any], info: CardInfo | None = None, compare: Mapping[str, Any] | None = None
 ):
     """A ``huggingface_hub.ModelCard`` for the checkpoint evaluated in ``results`` (a results.json dict)."""
-    from huggingface_hub import ModelCardData
+    from huggingface_hub import ModelCard, ModelCardData
 
     from .dataset_card import source_sections
 
@@ -165,19 +167,7 @@ def build_model_card(
         **source_sections(info.sources),
         **info.extra_sections,
     }
-    return _render_card(card_data, info.model_id.split("/")[-1], sections)
-
-
-def _render_card(card_data, title: str, sections: Mapping[str, str], summary: str = ""):
-    """``ModelCard``: YAML header, ``# title``, an optional summary paragraph and ``## heading`` blocks in order."""
-    from huggingface_hub import ModelCard
-
-    body = [f"# {title}", ""]
-    if summary:
-        body += [summary.strip(), ""]
-    for heading, text in sections.items():
-        body += [f"## {heading}", "", text.strip(), ""]
-    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(body))
+    return render_card(ModelCard, card_data, info.model_id.split("/")[-1], sections)
 
 
 def training_summary(metadata: Mapping[str, Any]) -> str:
@@ -203,7 +193,7 @@ def build_stage_card(metadata: Mapping[str, Any], model_id: str, adapter_subfold
     """The short ``ModelCard`` of a training-stage output that has no EgoBench results: what it is, how to
     load it (through PEFT when the stage saved only a LoRA adapter, in ``adapter_subfolder``) and how it was
     trained (``metadata``: the folder's ``exo2ego_stage.json``)."""
-    from huggingface_hub import ModelCardData
+    from huggingface_hub import ModelCard, ModelCardData
 
     adapter = metadata.get("save_mode") == "adapter"
     card_data = ModelCardData(
@@ -228,4 +218,5 @@ def build_stage_card(metadata: Mapping[str, Any], model_id: str, adapter_subfold
         ]
     )
     summary = f"Exo2Ego checkpoint after **{metadata['stage']}**: {metadata['description']}.\n\n{usage}"
-    return _render_card(card_data, model_id.split("/")[-1], {"Training run": training_summary(metadata)}, summary)
+    return render_card(ModelCard, card_data, model_id.split("/")[-1], {"Training run": training_summary(metadata)},
+                       summary)
