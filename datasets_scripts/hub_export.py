@@ -57,16 +57,19 @@ def is_complete_folder(path: str | os.PathLike) -> bool:
     return (Path(path) / BUILD_INFO_NAME).is_file()
 
 
-def staged_folder(out: str | os.PathLike, overwrite: bool = False) -> contextlib.AbstractContextManager[Path]:
+def staged_folder(
+    out: str | os.PathLike, overwrite: bool = False, marker: str = BUILD_INFO_NAME
+) -> contextlib.AbstractContextManager[Path]:
     """Yield an empty staging folder that replaces ``out`` only if the block finishes without error and wrote
-    ``build_info.json`` (:func:`exo2ego.provenance.staged_folder`; its failures raise :class:`ExportError`).
+    ``marker`` (:func:`exo2ego.provenance.staged_folder`; its failures raise :class:`ExportError`).
 
     Args:
         out: the final folder.
         overwrite: replace an existing non-empty ``out``. Without it, an existing non-empty ``out``
             raises :class:`ExportError` before any work is done.
+        marker: the file the block writes last (``build_info.json`` for exports, see :func:`write_build_info`).
     """
-    return provenance.staged_folder(out, marker=BUILD_INFO_NAME, overwrite=overwrite, error=ExportError)
+    return provenance.staged_folder(out, marker=marker, overwrite=overwrite, error=ExportError)
 
 
 # --------------------------------------------------------------------------------------------- parquet

@@ -13,6 +13,7 @@ folders work offline; Hub ids need the network.
 from __future__ import annotations
 
 import argparse
+import os
 
 VIDEO_TOKEN = "<video>"
 
@@ -26,23 +27,20 @@ def add_video_token(tokenizer) -> int:
     return tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)
 
 
-def save_base_checkpoint(model, processor, out: str, metadata: dict, overwrite: bool = False) -> None:
+def save_base_checkpoint(model, processor, out: str, metadata: dict) -> None:
     """Write model, processor and `exo2ego_stage.json` (stage "base", written last) into a staging folder that
-    replaces `out` once complete (`exo2ego.provenance.staged_folder`); an existing `out` needs `overwrite`."""
+    becomes `out` once complete (`exo2ego.provenance.staged_folder`); an existing non-empty `out` is refused."""
     from exo2ego.provenance import staged_folder, write_json_atomic
     from train.pipeline import STAGE_METADATA_NAME, environment_versions
 
-    with staged_folder(out, marker=STAGE_METADATA_NAME, overwrite=overwrite) as staging:
+    with staged_folder(out, marker=STAGE_METADATA_NAME) as staging:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
-        write_json_atomic(
-            staging / STAGE_METADATA_NAME, {"stage": "base", **metadata, "versions": environment_versions()},
-            default=str,
-        )
+        stage_metadata = {"stage": "base", **metadata, "versions": environment_versions()}
+        write_json_atomic(os.path.join(staging, STAGE_METADATA_NAME), stage_metadata, default=str)
 
 
-def build_base(vision: str, text: str, out: str, dtype: str = "bfloat16", overwrite: bool = False,
-               **config_kwargs) -> None:
+def build_base(vision: str, text: str, out: str, dtype: str = "bfloat16", **config_kwargs) -> None:
     """Assemble and save the base checkpoint; `config_kwargs` set `Exo2EgoConfig` fields (num_frames, ...)."""
     import torch
     from transformers import AutoTokenizer
@@ -60,7 +58,6 @@ def build_base(vision: str, text: str, out: str, dtype: str = "bfloat16", overwr
     save_base_checkpoint(
         model, build_processor(model.config, tokenizer), out,
         {"description": "built from a CLIP and a causal LM (connector, F and G new)", "vision": vision, "text": text},
-        overwrite=overwrite,
     )
 
 
@@ -68,14 +65,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vision", required=True, help="CLIP checkpoint (folder or Hub id)")
     parser.add_argument("--text", required=True, help="causal LM checkpoint with its tokenizer (folder or Hub id)")
-    parser.add_argument("--out", required=True, help="output folder (must not exist, or be empty)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument("--out", required=True, help="output folder (must not exist)")
     parser.add_argument("--num-frames", type=int, default=16)
     parser.add_argument("--connector", choices=["stc", "stc_v35"], default="stc")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     args = parser.parse_args(argv)
-    build_base(args.vision, args.text, args.out, args.dtype, overwrite=args.overwrite, num_frames=args.num_frames,
-               connector_type=args.connector)
+    build_base(args.vision, args.text, args.out, args.dtype, num_frames=args.num_frames, connector_type=args.connector)
     print(f"wrote an Exo2Ego base checkpoint to {args.out}")
     return 0
 
