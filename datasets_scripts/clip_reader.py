@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from exo2ego.provenance import atomic_path, write_json_atomic
+
 PACK_INDEX = "pack_index.json"
 
 
@@ -121,8 +123,7 @@ def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
 
 
 def _write_shard(path: str, rows: list[dict[str, Any]], root: str, config: PackConfig) -> int:
-    partial = path + ".partial"
-    with tarfile.open(partial, "w") as tar:
+    with atomic_path(path) as partial, tarfile.open(partial, "w") as tar:
         for row in rows:
             clip = read_clip_row(row, config.num_frames, root=root, views=config.views)
             names = ([row["ego_cam"]] if clip.ego is not None else []) + (list(row["exo_cams"]) if clip.exo else [])
@@ -134,8 +135,8 @@ def _write_shard(path: str, rows: list[dict[str, Any]], root: str, config: PackC
             _add(tar, f"{row['clip_id']}.json", json.dumps(meta, sort_keys=True).encode())
             for name, view_frames in zip(names, frames):
                 for index, frame in enumerate(view_frames):
-                    _add(tar, f"{row['clip_id']}.{name}.{index:03d}.jpg", _jpeg(frame, config.short_side, config.jpeg_quality))
-    os.replace(partial, path)
+                    _add(tar, f"{row['clip_id']}.{name}.{index:03d}.jpg",
+                         _jpeg(frame, config.short_side, config.jpeg_quality))
     return len(rows)
 
 
@@ -143,7 +144,7 @@ def pack_clips(rows: Sequence[Mapping[str, Any]], egoexo_root: str | os.PathLike
                config: PackConfig | None = None, num_proc: int = 1) -> dict[str, Any]:
     """Pre-cut every clip (all views at the same seconds) into ``out_dir/pack-NNNNN.tar`` shards.
 
-    Resumable: shards are fixed slices of ``rows`` and a finished shard (renamed from ``.partial``)
+    Resumable: shards are fixed slices of ``rows`` and a finished shard (renamed from its temp file)
     is not rewritten, so re-running after an interruption only writes the missing ones. Writes
     ``pack_index.json`` (clip_id -> shard, config) last. Returns that index.
     """
@@ -163,7 +164,8 @@ def pack_clips(rows: Sequence[Mapping[str, Any]], egoexo_root: str | os.PathLike
     progress = tqdm(total=num_shards, initial=num_shards - len(jobs), desc="packing clips", unit="shard")
     if num_proc > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(num_proc) as pool:
-            futures = [pool.submit(_write_shard, path, shard_rows, os.fspath(egoexo_root), config) for path, shard_rows in jobs]
+            futures = [pool.submit(_write_shard, path, shard_rows, os.fspath(egoexo_root), config)
+                       for path, shard_rows in jobs]
             for future in futures:
                 future.result()
                 progress.update()
@@ -174,9 +176,7 @@ def pack_clips(rows: Sequence[Mapping[str, Any]], egoexo_root: str | os.PathLike
     progress.close()
     index = {"config": config.__dict__, "shards": [f"pack-{s:05d}.tar" for s in range(num_shards)],
              "clips": {row["clip_id"]: f"pack-{i // config.clips_per_shard:05d}.tar" for i, row in enumerate(rows)}}
-    tmp = out_dir / (PACK_INDEX + ".partial")
-    tmp.write_text(json.dumps(index, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, out_dir / PACK_INDEX)
+    write_json_atomic(out_dir / PACK_INDEX, index)
     return index
 
 
@@ -187,7 +187,9 @@ def iter_packed_clips(pack_dir: str | os.PathLike) -> Iterator[SyncedClip]:
     pack_dir = Path(pack_dir)
     index_path = pack_dir / PACK_INDEX
     if not index_path.is_file():
-        raise FileNotFoundError(f"{index_path} not found: the pack is missing or was interrupted (run pack_clips again)")
+        raise FileNotFoundError(
+            f"{index_path} not found: the pack is missing or was interrupted (run pack_clips again)"
+        )
     index = json.loads(index_path.read_text(encoding="utf-8"))
     for shard in index["shards"]:
         with tarfile.open(pack_dir / shard) as tar:
@@ -208,7 +210,8 @@ def _decode_sample(key: str, files: dict[str, bytes], image_module) -> SyncedCli
     views = []
     for view in meta["views"]:
         frame_names = sorted(name for name in files if name.startswith(f"{view}.") and name.endswith(".jpg"))
-        views.append(np.stack([np.asarray(image_module.open(io.BytesIO(files[name])).convert("RGB")) for name in frame_names]))
+        views.append(np.stack([np.asarray(image_module.open(io.BytesIO(files[name])).convert("RGB"))
+                               for name in frame_names]))
     timestamps = np.asarray(meta["timestamps"], dtype=np.float64)
     has_ego = meta["ego_view"] is not None
     return SyncedClip(timestamps, views[0] if has_ego else None, views[1:] if has_ego else views, [], key)

@@ -35,12 +35,11 @@ import argparse
 import contextlib
 import math
 import os
-import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from exo2ego.provenance import package_versions, write_json_atomic
+from exo2ego import provenance
 
 BUILD_INFO_NAME = "build_info.json"
 CARD_NAME = "README.md"
@@ -53,67 +52,24 @@ class ExportError(RuntimeError):
 
 
 # --------------------------------------------------------------------------------------------- folders
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_stale_staging(out: Path) -> None:
-    """Delete ``<out>.tmp-<pid>`` folders left by builds that were killed (their process is gone)."""
-    for candidate in out.parent.glob(f"{out.name}.tmp-*"):
-        suffix = candidate.name.rsplit(".tmp-", 1)[-1]
-        if suffix.isdigit() and not _pid_alive(int(suffix)):
-            shutil.rmtree(candidate, ignore_errors=True)
-
-
 def is_complete_folder(path: str | os.PathLike) -> bool:
     """True when ``path`` is a finished export (it has ``build_info.json``, written last)."""
     return (Path(path) / BUILD_INFO_NAME).is_file()
 
 
-@contextlib.contextmanager
-def staged_folder(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield an empty staging folder that replaces ``out`` only if the block finishes without error.
+def staged_folder(
+    out: str | os.PathLike, overwrite: bool = False, marker: str = BUILD_INFO_NAME
+) -> contextlib.AbstractContextManager[Path]:
+    """Yield an empty staging folder that replaces ``out`` only if the block finishes without error and wrote
+    ``marker`` (:func:`exo2ego.provenance.staged_folder`; its failures raise :class:`ExportError`).
 
     Args:
         out: the final folder.
         overwrite: replace an existing non-empty ``out``. Without it, an existing non-empty ``out``
             raises :class:`ExportError` before any work is done.
-
-    The staging folder is ``<out>.tmp-<pid>`` next to ``out`` (same file system, so the final rename is
-    atomic). On an exception it is deleted and ``out`` is left as it was.
+        marker: the file the block writes last (``build_info.json`` for exports, see :func:`write_build_info`).
     """
-    out = Path(out).absolute()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        state = "a complete export" if is_complete_folder(out) else "not empty"
-        raise ExportError(f"{out} already exists ({state}); pass overwrite=True (CLI: --overwrite) to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_staging(out)
-    staging = out.parent / f"{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if not is_complete_folder(staging):
-        shutil.rmtree(staging, ignore_errors=True)
-        raise ExportError(f"export to {out} did not write {BUILD_INFO_NAME} (call write_build_info last)")
-    if out.exists():
-        # Move the old folder aside first: a crash between the two renames leaves no half folder at out.
-        retired = out.parent / f"{out.name}.old-{os.getpid()}"
-        shutil.rmtree(retired, ignore_errors=True)
-        os.replace(out, retired)
-        os.replace(staging, out)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(staging, out)
+    return provenance.staged_folder(out, marker=marker, overwrite=overwrite, error=ExportError)
 
 
 # --------------------------------------------------------------------------------------------- parquet
@@ -210,12 +166,18 @@ def make_dataset_card(
         entry["data_files"] = [{"split": split, "path": list(paths)} for split, paths in splits.items()]
         configs.append(entry)
     card_data = DatasetCardData(pretty_name=pretty_name, license=license, configs=configs, **card_data_kwargs)
-    body = [f"# {pretty_name}", ""]
+    return render_card(DatasetCard, card_data, pretty_name, sections, summary)
+
+
+def render_card(card_class, card_data, title: str, sections: Mapping[str, str], summary: str = ""):
+    """A Hub card (``card_class``: ``huggingface_hub.DatasetCard`` or ``ModelCard``) with ``card_data`` as its
+    YAML header, then ``# title``, an optional summary paragraph and one ``## heading`` block per section."""
+    body = [f"# {title}", ""]
     if summary:
         body += [summary.strip(), ""]
     for heading, text in sections.items():
         body += [f"## {heading}", "", text.strip(), ""]
-    return DatasetCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(body))
+    return card_class(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(body))
 
 
 def load_folder(folder: str | os.PathLike, config: str | None = None, split: str | None = None, **kwargs):
@@ -250,7 +212,7 @@ def load_folder(folder: str | os.PathLike, config: str | None = None, split: str
 # --------------------------------------------------------------------------------------------- build info
 def environment_versions() -> dict[str, str]:
     """Versions of Python and the libraries that shape the exported bytes."""
-    return package_versions(("exo2ego", "datasets", "pyarrow", "huggingface_hub", "numpy", "av", "pillow"))
+    return provenance.package_versions(("exo2ego", "datasets", "pyarrow", "huggingface_hub", "numpy", "av", "pillow"))
 
 
 def _jsonable(value: Any) -> Any:
@@ -276,7 +238,7 @@ def write_build_info(folder: str | os.PathLike, info: Mapping[str, Any]) -> Path
     """
     payload = dict(_jsonable(info))
     payload.setdefault("versions", environment_versions())
-    return write_json_atomic(Path(folder) / BUILD_INFO_NAME, payload)
+    return provenance.write_json_atomic(Path(folder) / BUILD_INFO_NAME, payload)
 
 
 # --------------------------------------------------------------------------------------------- hub push

@@ -41,6 +41,14 @@ def accuracy(predictions: Sequence[int | None], answers: Sequence[int]) -> float
     return float(correct.mean()) if correct.size else float("nan")
 
 
+def egomcq_type(value: int | str) -> str:
+    """``"inter"`` or ``"intra"`` for a released EgoMCQ ``types`` value (1 inter-video, 2 intra-video) or name."""
+    try:
+        return EGOMCQ_TYPE_NAMES[value]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown EgoMCQ type {value!r}; expected 1 (inter), 2 (intra), 'inter' or 'intra'") from None
+
+
 def egomcq_accuracy(
     predictions: Sequence[int | None], answers: Sequence[int], types: Sequence[int | str]
 ) -> dict[str, float]:
@@ -54,13 +62,9 @@ def egomcq_accuracy(
     Returns ``{"inter": acc, "intra": acc}`` with only the types present.
     """
     correct = correctness(predictions, answers)
-    names = []
-    for value in types:
-        if value not in EGOMCQ_TYPE_NAMES:
-            raise ValueError(f"unknown EgoMCQ type {value!r}; expected 1 (inter), 2 (intra), 'inter' or 'intra'")
-        names.append(EGOMCQ_TYPE_NAMES[value])
-    names_array = np.array(names)
-    return {name: float(correct[names_array == name].mean()) for name in ("inter", "intra") if (names_array == name).any()}
+    names_array = np.array([egomcq_type(value) for value in types])
+    return {name: float(correct[names_array == name].mean())
+            for name in ("inter", "intra") if (names_array == name).any()}
 
 
 # ----------------------------------------------------------------------------------------- rankings

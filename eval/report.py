@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from exo2ego.provenance import atomic_path, write_text_atomic
+
 PAPER_RESULTS = Path(__file__).with_name("reference") / "paper_exo2ego.json"
 
 
@@ -85,7 +87,8 @@ def plot_task_bars(rows: list[dict[str, Any]], path: Path, title: str, compare_n
     ax.set_xlabel("%  (bars: 95% bootstrap interval)")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
     return path
 
@@ -116,7 +119,8 @@ def plot_radar(rows: list[dict[str, Any]], path: Path, title: str, compare_name:
     ax.set_title(title, fontsize=10, pad=20)
     ax.legend(loc="upper right", bbox_to_anchor=(1.25, 1.1), fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
     return path
 
@@ -141,7 +145,8 @@ def write_report(results: dict[str, Any], out_dir: str | os.PathLike, compare: d
         "# EgoBench results",
         "",
         f"- Model: `{_model_name(results)}`",
-        f"- Scorer: `{results.get('scorer')}`; prompt `{results['prompt']['name']}` (sha256 `{results['prompt']['sha256'][:12]}`);"
+        f"- Scorer: `{results.get('scorer')}`; prompt `{results['prompt']['name']}` "
+        f"(sha256 `{results['prompt']['sha256'][:12]}`);"
         f" frames: {config.get('num_frames') or 'processor default'}; limit: {config.get('limit') or 'none'}",
         f"- Data: `{(results.get('data') or {}).get('path')}`; git `{(results.get('git') or {}).get('commit')}`;"
         f" finished {results.get('timing', {}).get('finished_at')}",
@@ -171,7 +176,4 @@ def write_report(results: dict[str, Any], out_dir: str | os.PathLike, compare: d
         lines.append(f"- **{entry.get('display_name', task)}** ({counts}): " + "; ".join(
             f"{metric['label']} {_fmt(metric['value'], metric['unit'])}" for metric in entry["metrics"].values()))
     path = out / "report.md"
-    tmp = path.with_name(f".report.md.tmp-{os.getpid()}")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, "\n".join(lines) + "\n")

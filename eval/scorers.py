@@ -6,6 +6,8 @@
 - :func:`option_loglik`: one prefill of video + question, kept as a KV cache; every option's text is
   scored as a continuation from copies of that cache, in batches (never one video encoding per option).
 
+:data:`MCQ_SCORERS` is the registry the harness picks the run's multiple-choice scorer from (``--scorer``).
+
 Prompts are rendered with the processor's chat template; the text an assistant answer adds after the
 generation prompt (e.g. a leading space) is read off the template, and the end-of-turn token is left out
 of continuation scores (the same for every option). :func:`option_loglik_uncached` recomputes
@@ -15,15 +17,15 @@ the same numbers with one full forward per option; tests and benchmarks compare 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from .parsing import OPTION_LETTERS, parse_choice
 
-SCORERS = ("letter_logprob", "generate_parse", "option_loglik")
 _SENTINEL = "\u0000ANSWER\u0000"
 
 
@@ -225,7 +227,9 @@ def _padded(sequences: Sequence[Sequence[int]], pad_id: int, device) -> tuple[to
     return ids, lengths
 
 
-def continuations_for(adapter: ModelAdapter, messages: list[dict], answers: Sequence[str]) -> tuple[str, list[list[int]]]:
+def continuations_for(
+    adapter: ModelAdapter, messages: list[dict], answers: Sequence[str]
+) -> tuple[str, list[list[int]]]:
     """The prompt and the token ids of each answer written as the assistant's reply (no end of turn)."""
     prompt = adapter.render_prompt(messages)
     before, after = adapter.answer_affixes(messages, prompt)
@@ -264,7 +268,9 @@ def option_loglik(adapter: ModelAdapter, messages: list[dict], video, answers: S
 
 
 @torch.inference_mode()
-def option_loglik_uncached(adapter: ModelAdapter, messages: list[dict], video, answers: Sequence[str]) -> ContinuationScores:
+def option_loglik_uncached(
+    adapter: ModelAdapter, messages: list[dict], video, answers: Sequence[str]
+) -> ContinuationScores:
     """The same scores as :func:`option_loglik` from one full forward (video included) per answer.
 
     This is how per-option likelihood harnesses work (K video encodings); kept as the reference for
@@ -291,3 +297,48 @@ def choose_option(scores: ContinuationScores, option_score: str = "mean") -> tup
         raise ValueError(f"option_score must be 'mean' or 'sum', not {option_score!r}")
     values = scores.mean_logprob if option_score == "mean" else scores.sum_logprob
     return max(range(len(values)), key=lambda index: (values[index], -index)), list(values)
+
+
+# ----------------------------------------------------------------------------------------- registry
+class ChoiceSettings(Protocol):
+    """The run settings a multiple-choice scorer reads (``eval.runner.EvalConfig`` has them)."""
+
+    max_new_tokens: int
+    option_chunk_size: int
+    option_score: str
+
+
+@dataclass(frozen=True)
+class ChoiceScorer:
+    """A multiple-choice scorer of the registry.
+
+    Attributes:
+        prompt_mode: how the prompt shows the question (``eval.prompts.user_text`` mode): ``"letters"`` lists
+            lettered options, ``"continuation"`` asks the bare question (options are scored as answers).
+        score: ``score(adapter, messages, video, options, settings) -> ChoiceResult``.
+    """
+
+    prompt_mode: str
+    score: Callable[[ModelAdapter, list[dict], Any, Sequence[str], ChoiceSettings], ChoiceResult]
+
+
+def _letter_logprob(adapter, messages, video, options, settings) -> ChoiceResult:
+    return letter_logprob(adapter, messages, video, len(options))
+
+
+def _generate_parse(adapter, messages, video, options, settings) -> ChoiceResult:
+    return generate_parse(adapter, messages, video, options, settings.max_new_tokens)
+
+
+def _option_loglik(adapter, messages, video, options, settings) -> ChoiceResult:
+    scores = option_loglik(adapter, messages, video, options, settings.option_chunk_size)
+    prediction, values = choose_option(scores, settings.option_score)
+    return ChoiceResult(prediction, values, extra=dataclasses.asdict(scores))
+
+
+MCQ_SCORERS: dict[str, ChoiceScorer] = {
+    "letter_logprob": ChoiceScorer("letters", _letter_logprob),
+    "generate_parse": ChoiceScorer("letters", _generate_parse),
+    "option_loglik": ChoiceScorer("continuation", _option_loglik),
+}
+SCORERS = tuple(MCQ_SCORERS)

@@ -16,7 +16,20 @@ import numpy as np
 
 from . import metrics
 from .data import TaskData
-from .tasks import MetricSpec
+from .tasks import (
+    ACCURACY,
+    CLASS_MAP,
+    EXACT_MATCH_OPEN,
+    INVALID_RATE,
+    JUDGE_ACCURACY_OPEN,
+    JUDGE_SCORE_OPEN,
+    RETRIEVAL_MAP,
+    RETRIEVAL_NDCG,
+    ROUGE_L_OPEN,
+    SENTENCE_SIMILARITY_OPEN,
+    MetricSpec,
+    subset_accuracy,
+)
 
 
 class IncompleteRunError(RuntimeError):
@@ -38,44 +51,41 @@ def _entry(value: float, interval: metrics.Interval, n: int, spec: MetricSpec, s
 
 
 class _MetricTable:
-    """Collects metric entries, labelling them from the task's headline specs when it names them."""
+    """Collects metric entries; a metric the task's headline names takes the headline's spec (its label)."""
 
     def __init__(self, data: TaskData, resamples: int, seed: int):
         self.known = {metric.key: metric for metric in data.spec.headline}
         self.resamples, self.seed = resamples, seed
         self.entries: dict[str, dict[str, Any]] = {}
 
-    def spec(self, key: str, label: str, metric_type: str = "accuracy", unit: str = "percent") -> MetricSpec:
-        return self.known.get(key, MetricSpec(key, label, metric_type, unit))
-
-    def add_mean(self, key: str, values, label: str, scorer: str, metric_type: str = "accuracy",
-                 unit: str = "percent") -> None:
-        """A metric that is the NaN-ignoring mean of per-item values."""
+    def add_mean(self, metric: MetricSpec, values, scorer: str, key: str | None = None) -> None:
+        """A metric that is the NaN-ignoring mean of per-item values, stored under ``key`` (default ``metric.key``)."""
         values = np.asarray(values, dtype=np.float64)
         finite = values[~np.isnan(values)]
         if not finite.size:
             return
         interval = metrics.bootstrap_mean_ci(finite, resamples=self.resamples, seed=self.seed)
-        self.entries[key] = _entry(float(finite.mean()), interval, finite.size, self.spec(key, label, metric_type, unit),
-                                   scorer)
+        self._add(metric, key, float(finite.mean()), interval, finite.size, scorer)
 
-    def add_statistic(self, key: str, statistic: Callable[[np.ndarray], float], num_items: int, label: str,
-                      scorer: str, metric_type: str) -> None:
+    def add_statistic(self, metric: MetricSpec, statistic: Callable[[np.ndarray], float], num_items: int,
+                      scorer: str) -> None:
         """A metric computed on the whole item set (e.g. mAP over classes), bootstrapped over items."""
-        value = statistic(np.arange(num_items))
         interval = metrics.bootstrap_ci(statistic, num_items, resamples=self.resamples, seed=self.seed)
-        self.entries[key] = _entry(value, interval, num_items, self.spec(key, label, metric_type), scorer)
+        self._add(metric, None, statistic(np.arange(num_items)), interval, num_items, scorer)
+
+    def _add(self, metric: MetricSpec, key: str | None, value: float, interval: metrics.Interval, n: int,
+             scorer: str) -> None:
+        key = key or metric.key
+        self.entries[key] = _entry(value, interval, n, self.known.get(key, metric), scorer)
 
 
 def _record_for(records: Mapping[str, dict], item_id: str, task: str) -> dict:
     try:
         return records[item_id]
     except KeyError:
-        raise IncompleteRunError(f"task {task}: item {item_id!r} has no record; finish or resume the run first") from None
-
-
-def _subset_key(subset: str) -> str:
-    return "".join(char if char.isalnum() else "_" for char in subset.lower())
+        raise IncompleteRunError(
+            f"task {task}: item {item_id!r} has no record; finish or resume the run first"
+        ) from None
 
 
 def compute_task_metrics(
@@ -103,18 +113,14 @@ def compute_task_metrics(
             correct = metrics.correctness([record["prediction"] for _, record in labeled],
                                           [row["answer_idx"] for row, _ in labeled])
             scorer = mcq_records[0].get("scorer", "")
-            table.add_mean(spec.mcq_metric_key, correct, "Acc.", scorer)
-            if spec.name == "egomcq":
-                types = np.array([metrics.EGOMCQ_TYPE_NAMES[row["meta"].get("types", row["subset"])] for row, _ in labeled])
-                for name in ("inter", "intra"):
-                    table.add_mean(f"accuracy_{name}", correct[types == name], f"Acc. ({name.capitalize()})", scorer)
-            elif spec.subset_metrics:
-                subsets = np.array([row["subset"] for row, _ in labeled])
+            table.add_mean(ACCURACY, correct, scorer, key=spec.mcq_metric_key)
+            if spec.subset_metrics:
+                subsets = np.array([spec.subset_of(row) for row, _ in labeled])
                 for subset in sorted(set(subsets)):
-                    table.add_mean(f"accuracy_{_subset_key(subset)}", correct[subsets == subset], f"Acc. ({subset})", scorer)
+                    table.add_mean(subset_accuracy(subset), correct[subsets == subset], scorer)
             if any(record.get("scorer") == "generate_parse" for record in mcq_records):
                 invalid = np.array([record["prediction"] is None for record in mcq_records], dtype=np.float64)
-                table.add_mean("invalid_rate", invalid, "Invalid answers", "generate_parse")
+                table.add_mean(INVALID_RATE, invalid, "generate_parse")
 
     open_rows = [row for row in data.rows if not row["options"] and not spec.retrieval]
     if open_rows:
@@ -122,19 +128,18 @@ def compute_task_metrics(
         predictions = [record["prediction_text"] for record in open_records]
         references = [row["answer_text"] for row in open_rows]
         counts["open"] = len(open_rows)
-        table.add_mean("exact_match_open", metrics.exact_match(predictions, references), "Exact match (Open)",
-                       "generate", "exact_match")
-        table.add_mean("rouge_l_open", metrics.rouge_l(predictions, references), "ROUGE-L (Open)", "generate", "rouge")
-        table.add_mean("sentence_similarity_open", metrics.sentence_similarity(predictions, references, sentence_encoder),
-                       "SentenceSim (Open)", "generate", "cosine_similarity")
+        table.add_mean(EXACT_MATCH_OPEN, metrics.exact_match(predictions, references), "generate")
+        table.add_mean(ROUGE_L_OPEN, metrics.rouge_l(predictions, references), "generate")
+        similarity = metrics.sentence_similarity(predictions, references, sentence_encoder)
+        table.add_mean(SENTENCE_SIMILARITY_OPEN, similarity, "generate")
         judged = [record for record in open_records if "judge_correct" in record]
         if judged:
             if len(judged) != len(open_records):
-                raise IncompleteRunError(f"task {spec.name}: {len(open_records) - len(judged)} open answers were not judged")
-            table.add_mean("judge_accuracy_open", [record["judge_correct"] for record in judged], "Acc. (Open, judge)",
-                           "generate")
-            table.add_mean("judge_score_open", [record["judge_score"] for record in judged], "Score (Open, judge)",
-                           "generate", "score", "score")
+                raise IncompleteRunError(
+                    f"task {spec.name}: {len(open_records) - len(judged)} open answers were not judged"
+                )
+            table.add_mean(JUDGE_ACCURACY_OPEN, [record["judge_correct"] for record in judged], "generate")
+            table.add_mean(JUDGE_SCORE_OPEN, [record["judge_score"] for record in judged], "generate")
             counts["judge_unparsed"] = sum(not record["judge_parsed"] for record in judged)
 
     score_key = "mean_logprob" if option_score == "mean" else "sum_logprob"
@@ -150,16 +155,14 @@ def compute_task_metrics(
         def map_on(indices: np.ndarray) -> float:
             return metrics.charades_map(scores[indices], labels[indices])
 
-        table.add_statistic("map", map_on, len(class_records), "mAP", "option_loglik", "map")
+        table.add_statistic(CLASS_MAP, map_on, len(class_records), "option_loglik")
 
     if spec.retrieval:
         retrieval_records = [_record_for(records, row["sample_id"], spec.name) for row in data.rows]
         similarity = np.array([record[score_key] for record in retrieval_records], dtype=np.float64)
         counts["queries"] = len(retrieval_records)
-        table.add_mean("map", metrics.mir_map(similarity, data.relevance, reduction=None), "mAP (V→T)",
-                       "option_loglik", "map")
-        table.add_mean("ndcg", metrics.mir_ndcg(similarity, data.relevance, reduction=None), "nDCG (V→T)",
-                       "option_loglik", "ndcg")
+        table.add_mean(RETRIEVAL_MAP, metrics.mir_map(similarity, data.relevance, reduction=None), "option_loglik")
+        table.add_mean(RETRIEVAL_NDCG, metrics.mir_ndcg(similarity, data.relevance, reduction=None), "option_loglik")
     return {"metrics": table.entries, "counts": counts}
 
 

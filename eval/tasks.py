@@ -1,13 +1,19 @@
 """Declarative EgoBench task definitions (one per Parquet config of an EgoBench folder).
 
 Each :class:`TaskSpec` says what a valid row looks like for the task (option counts, open-ended rows,
-hidden labels), which side tables it needs, and which metrics the report shows, in the style of
-lmms-eval's task YAMLs but as typed Python. The run machinery (:mod:`eval.runner`) reads nothing else.
+hidden labels), which side tables it needs, how its rows are grouped for per-subset accuracy, which
+prediction export it gets and which metrics the report shows, in the style of lmms-eval's task YAMLs but as
+typed Python. The run machinery (:mod:`eval.runner`, :mod:`eval.task_metrics`, :mod:`eval.export`) reads
+nothing else and names no task. Metric keys and labels are declared once, below.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+from .metrics import egomcq_type
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,37 @@ class MetricSpec:
     unit: str = "percent"
 
 
+# Every metric the harness computes; a task's headline picks from these (labels live here only).
+ACCURACY = MetricSpec("accuracy", "Acc.")
+MCQ_ACCURACY = MetricSpec("mcq_accuracy", "MCQ Acc.")
+INVALID_RATE = MetricSpec("invalid_rate", "Invalid answers")
+EXACT_MATCH_OPEN = MetricSpec("exact_match_open", "Exact match (Open)", "exact_match")
+ROUGE_L_OPEN = MetricSpec("rouge_l_open", "ROUGE-L (Open)", "rouge")
+SENTENCE_SIMILARITY_OPEN = MetricSpec("sentence_similarity_open", "SentenceSim (Open)", "cosine_similarity")
+JUDGE_ACCURACY_OPEN = MetricSpec("judge_accuracy_open", "Acc. (Open, judge)")
+JUDGE_SCORE_OPEN = MetricSpec("judge_score_open", "Score (Open, judge)", "score", "score")
+CLASS_MAP = MetricSpec("map", "mAP", "map")
+RETRIEVAL_MAP = MetricSpec("map", "mAP (V→T)", "map")
+RETRIEVAL_NDCG = MetricSpec("ndcg", "nDCG (V→T)", "ndcg")
+
+
+def subset_accuracy(subset: str) -> MetricSpec:
+    """Accuracy over one subset's multiple-choice rows: key ``accuracy_<subset>`` (lower case, non-alphanumerics
+    as ``_``), label ``Acc. (<subset>)``."""
+    key = "".join(char if char.isalnum() else "_" for char in subset.lower())
+    return MetricSpec(f"accuracy_{key}", f"Acc. ({subset})")
+
+
+def row_subset(row: Mapping[str, Any]) -> str:
+    """A row's ``subset`` column (the default grouping of per-subset accuracy)."""
+    return row["subset"]
+
+
+def egomcq_question_type(row: Mapping[str, Any]) -> str:
+    """``"inter"`` or ``"intra"``: EgoMCQ's released ``types`` (kept in ``meta``), else the row's subset."""
+    return egomcq_type(row["meta"].get("types", row["subset"]))
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """One EgoBench task.
@@ -42,8 +79,11 @@ class TaskSpec:
         labels_config, classes_config: Charades-Ego side tables (per-video multi-hot labels, class names);
             when both exist, mAP over all classes is computed with ``option_loglik`` class scores.
         sentences_config, relevance_config: EK-100 MIR side tables (sentences, sparse relevance).
-        subset_metrics: also report accuracy per ``subset`` value (``accuracy_<subset>``).
+        subset_metrics: also report accuracy per subset (``accuracy_<subset>``, see :func:`subset_accuracy`).
+        subset_of: the subset of a labelled multiple-choice row for those metrics (default its ``subset``).
         mcq_metric_key: key of the accuracy over all multiple-choice rows.
+        export_format: the server format its predictions are written in (a key of
+            :data:`eval.export.EXPORTERS`), or None.
         headline: the metrics of the paper's tables, in order (a subset of what the run computes).
         paper_table: where the paper reports it.
     """
@@ -59,15 +99,15 @@ class TaskSpec:
     sentences_config: str | None = None
     relevance_config: str | None = None
     subset_metrics: bool = False
+    subset_of: Callable[[Mapping[str, Any]], str] = row_subset
     mcq_metric_key: str = "accuracy"
+    export_format: str | None = None
     headline: tuple[MetricSpec, ...] = field(default_factory=tuple)
     paper_table: str = ""
 
     def headline_keys(self) -> list[str]:
         return [metric.key for metric in self.headline]
 
-
-ACCURACY = MetricSpec("accuracy", "Acc.")
 
 TASKS: dict[str, TaskSpec] = {
     spec.name: spec
@@ -77,6 +117,7 @@ TASKS: dict[str, TaskSpec] = {
             display_name="EgoSchema",
             option_counts=(5,),
             allow_unlabeled=True,
+            export_format="egoschema_submission",
             headline=(ACCURACY,),
             paper_table="Table 3",
         ),
@@ -87,11 +128,11 @@ TASKS: dict[str, TaskSpec] = {
             allow_open=True,
             subset_metrics=True,
             headline=(
-                MetricSpec("accuracy_closed", "Acc. (Closed)"),
-                MetricSpec("judge_accuracy_open", "Acc. (Open, judge)"),
-                MetricSpec("judge_score_open", "Score (Open, judge)", "score", "score"),
-                MetricSpec("rouge_l_open", "ROUGE-L (Open)", "rouge"),
-                MetricSpec("sentence_similarity_open", "SentenceSim (Open)", "cosine_similarity"),
+                subset_accuracy("Closed"),
+                JUDGE_ACCURACY_OPEN,
+                JUDGE_SCORE_OPEN,
+                ROUGE_L_OPEN,
+                SENTENCE_SIMILARITY_OPEN,
             ),
             paper_table="Table 3",
         ),
@@ -100,7 +141,7 @@ TASKS: dict[str, TaskSpec] = {
             display_name="EgoTaskQA",
             option_counts=(2, 5),  # yes/no questions stay 2-way
             subset_metrics=True,
-            headline=(MetricSpec("accuracy_direct", "Acc. (Direct)"), MetricSpec("accuracy_indirect", "Acc. (Indirect)")),
+            headline=(subset_accuracy("Direct"), subset_accuracy("Indirect")),
             paper_table="Table 3",
         ),
         TaskSpec(
@@ -110,7 +151,7 @@ TASKS: dict[str, TaskSpec] = {
             labels_config="charades_ego_labels",
             classes_config="charades_ego_classes",
             mcq_metric_key="mcq_accuracy",  # MCQ accuracy and class mAP are different numbers
-            headline=(MetricSpec("map", "mAP", "map"), MetricSpec("mcq_accuracy", "MCQ Acc.")),
+            headline=(CLASS_MAP, MCQ_ACCURACY),
             paper_table="Table 4",
         ),
         TaskSpec(
@@ -119,17 +160,20 @@ TASKS: dict[str, TaskSpec] = {
             retrieval=True,
             sentences_config="epic_mir_sentences",
             relevance_config="epic_mir_relevance",
-            headline=(MetricSpec("map", "mAP (V→T)", "map"), MetricSpec("ndcg", "nDCG (V→T)", "ndcg")),
+            headline=(RETRIEVAL_MAP, RETRIEVAL_NDCG),
             paper_table="Table 4",
         ),
-        TaskSpec(name="egoplan", display_name="EgoPlan Val", option_counts=(4,), headline=(ACCURACY,), paper_table="Table 5"),
+        TaskSpec(
+            name="egoplan", display_name="EgoPlan Val", option_counts=(4,), headline=(ACCURACY,), paper_table="Table 5"
+        ),
         TaskSpec(name="vlnqa", display_name="VLN-QA", option_counts=(4,), headline=(ACCURACY,), paper_table="Table 5"),
         TaskSpec(
             name="egomcq",
             display_name="EgoMCQ",
             option_counts=(10, 5),
             subset_metrics=True,
-            headline=(MetricSpec("accuracy_inter", "Acc. (Inter)"), MetricSpec("accuracy_intra", "Acc. (Intra)")),
+            subset_of=egomcq_question_type,
+            headline=(subset_accuracy("Inter"), subset_accuracy("Intra")),
             paper_table="Table 6",
         ),
         TaskSpec(

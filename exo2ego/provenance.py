@@ -1,14 +1,16 @@
-"""Two helpers every area records its results with: package versions, and JSON written atomically."""
+"""Helpers every area records its results with: package versions, and files and folders written atomically."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata as metadata
 import json
 import os
 import platform
-from collections.abc import Callable, Iterable
+import shutil
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
 def package_versions(packages: Iterable[str]) -> dict[str, str]:
@@ -22,19 +24,114 @@ def package_versions(packages: Iterable[str]) -> dict[str, str]:
     return versions
 
 
-def write_json_atomic(path: str | os.PathLike, payload: Any, default: Callable[[Any], Any] | None = None) -> Path:
-    """Write ``payload`` as indented, key-sorted JSON via a temp file and ``os.replace``, so a reader never sees
-    half a file; creates the folder. ``default`` serializes what JSON cannot (as in ``json.dump``)."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary file name next to ``path``; when the block ends without error the file is synced to
+    disk and renamed onto ``path`` (``os.replace``), otherwise it is deleted, so a reader never sees half a file
+    and a failed write leaves no temp file. Creates the folder.
+
+    For writers that want a file name (PyAV, ``tarfile``, ``DatasetCard.save``); the temp name is hidden,
+    tagged with the process id and keeps the suffix (``.clip.tmp-123.mp4``) for writers that pick the format
+    from it. Use :func:`atomic_write` for an open file handle.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=True, default=default)
-            handle.write("\n")
-            handle.flush()
+        yield tmp
+        with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)  # only left after a failed write
-    return path
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
+    """``open(path, mode)`` that writes through :func:`atomic_path`: ``path`` appears, complete, only when the
+    block ends without error. ``encoding`` applies to text modes."""
+    with atomic_path(path) as tmp, open(tmp, mode, encoding=None if "b" in mode else encoding) as handle:
+        yield handle
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_path`); returns ``path``."""
+    with atomic_write(path) as handle:
+        handle.write(text)
+    return Path(path)
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Any, default: Callable[[Any], Any] | None = None) -> Path:
+    """Write ``payload`` as indented, key-sorted JSON atomically (see :func:`atomic_path`); creates the folder.
+    ``default`` serializes what JSON cannot (as in ``json.dump``)."""
+    with atomic_write(path) as handle:
+        json.dump(payload, handle, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=True, default=default)
+        handle.write("\n")
+    return Path(path)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_staging(out: Path) -> None:
+    """Delete ``<out>.tmp-<pid>`` folders left by builds that were killed (their process is gone)."""
+    for candidate in out.parent.glob(f"{out.name}.tmp-*"):
+        suffix = candidate.name.rsplit(".tmp-", 1)[-1]
+        if suffix.isdigit() and not _pid_alive(int(suffix)):
+            shutil.rmtree(candidate, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_folder(
+    out: str | os.PathLike, *, marker: str, overwrite: bool = False, error: type[Exception] = FileExistsError
+) -> Iterator[Path]:
+    """Yield an empty staging folder that replaces ``out`` only if the block finishes without error.
+
+    Args:
+        out: the final folder.
+        marker: the file the block writes LAST (``build_info.json``, ``exo2ego_stage.json``); a staging
+            folder without it is deleted and ``error`` raised, so nothing at ``out`` looks complete unless it is.
+        overwrite: replace an existing non-empty ``out``. Without it, an existing non-empty ``out`` (or a
+            file at ``out``, always) raises ``error`` before any work is done.
+        error: the exception type raised for an existing ``out`` or a missing marker.
+
+    The staging folder is ``<out>.tmp-<pid>`` next to ``out`` (same file system, so the final rename is
+    atomic); those of killed builds are removed first. On an exception it is deleted and ``out`` is left as
+    it was.
+    """
+    out = Path(out).absolute()
+    if out.exists() and not out.is_dir():
+        raise error(f"{out} is a file, not a folder; pass a folder path as the output")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        state = f"complete: it has {marker}" if (out / marker).is_file() else "not empty"
+        raise error(f"{out} already exists ({state}); remove it, choose another folder or pass overwrite=True "
+                    "(CLI: --overwrite) to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(out)
+    staging = out.parent / f"{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if not (staging / marker).is_file():
+        shutil.rmtree(staging, ignore_errors=True)
+        raise error(f"the build of {out} did not write {marker}, which marks the folder complete (write it last)")
+    if out.exists():
+        # Move the old folder aside first: a crash between the two renames leaves no half folder at out.
+        retired = out.parent / f"{out.name}.old-{os.getpid()}"
+        shutil.rmtree(retired, ignore_errors=True)
+        os.replace(out, retired)
+        os.replace(staging, out)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(staging, out)

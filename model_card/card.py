@@ -1,4 +1,5 @@
-"""Model card of an Exo2Ego checkpoint from an EgoBench ``results.json``.
+"""Model cards of Exo2Ego checkpoints: the full card from an EgoBench ``results.json``, and the short card of a
+training-stage output without results (:func:`build_stage_card`).
 
 The YAML header carries ``model-index`` evaluation results (``huggingface_hub.EvalResult``, one per
 headline metric of each task), so the Hub shows them; the body has the description, intended use, how to
@@ -14,14 +15,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from datasets_scripts.hub_export import render_card
+
 TRAINING_STAGES = (
     ("init", "exo clip-text pairs / EgoClip", "both vision towers and the connector (LLM frozen)", "VTG per branch"),
     ("1 teacher self-preparation", "Ego-ExoClip exo clips", "exo tower, connector", "VTG on exo"),
     ("2 teacher-student guidance", "Ego-ExoClip ego+exo pairs", "ego tower, F, G", "VTG + KL + CCL"),
     ("3 student self-practice", "EgoIT", "ego tower, connector, F, LoRA on the LLM", "VTG"),
 )
-DEFAULT_SOURCES = ("Ego-Exo4D", "EgoClip", "EGTEA Gaze+", "Something-Something-V2", "EgoTimeQA", "OpenEQA", "EgoExoLearn",
-                   "EgoSchema", "QAEgo4D", "EgoTaskQA", "Charades-Ego", "EPIC-KITCHENS-100", "EgoPlan", "VLN-QA", "EgoMCQ")
+DEFAULT_SOURCES = ("Ego-Exo4D", "EgoClip", "EGTEA Gaze+", "Something-Something-V2", "EgoTimeQA", "OpenEQA",
+                   "EgoExoLearn", "EgoSchema", "QAEgo4D", "EgoTaskQA", "Charades-Ego", "EPIC-KITCHENS-100", "EgoPlan",
+                   "VLN-QA", "EgoMCQ")
 
 
 @dataclass
@@ -71,7 +75,8 @@ def eval_results(results: Mapping[str, Any], info: CardInfo) -> list:
                 metric_name=metric.get("label", key),
                 metric_value=round(float(metric["value"]), 2),
                 metric_config=key,
-                metric_args={"scorer": metric.get("scorer", results.get("scorer")), "prompt_sha256": results["prompt"]["sha256"],
+                metric_args={"scorer": metric.get("scorer", results.get("scorer")),
+                             "prompt_sha256": results["prompt"]["sha256"],
                              "num_frames": (results.get("config") or {}).get("num_frames")},
             ))
     return entries
@@ -93,7 +98,9 @@ def _results_table(results: Mapping[str, Any], compare: Mapping[str, Any] | None
     return "\n".join(lines)
 
 
-def build_model_card(results: Mapping[str, Any], info: CardInfo | None = None, compare: Mapping[str, Any] | None = None):
+def build_model_card(
+    results: Mapping[str, Any], info: CardInfo | None = None, compare: Mapping[str, Any] | None = None
+):
     """A ``huggingface_hub.ModelCard`` for the checkpoint evaluated in ``results`` (a results.json dict)."""
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -113,6 +120,7 @@ def build_model_card(results: Mapping[str, Any], info: CardInfo | None = None, c
         eval_results=eval_results(results, info),
     )
     config = results.get("config") or {}
+    versions = results.get("versions") or {}
     results_sha = hashlib.sha256(json.dumps(results, sort_keys=True).encode("utf-8")).hexdigest()[:12]
     stages = "\n".join(f"| {stage} | {data} | {modules} | {loss} |" for stage, data, modules, loss in info.stages)
     sections = {
@@ -135,7 +143,8 @@ def build_model_card(results: Mapping[str, Any], info: CardInfo | None = None, c
             "from transformers import AutoModel, AutoProcessor\n\n"
             f'model = AutoModel.from_pretrained("{info.model_id}", trust_remote_code=True)\n'
             f'processor = AutoProcessor.from_pretrained("{info.model_id}", trust_remote_code=True)\n'
-            'messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What am I holding?"}]}]\n'
+            'messages = [{"role": "user", "content": [{"type": "video"}, '
+            '{"type": "text", "text": "What am I holding?"}]}]\n'
             "prompt = processor.apply_chat_template(messages, add_generation_prompt=True)\n"
             'inputs = processor(text=[prompt], videos=[{"path": "clip.mp4", "start_sec": 0, "end_sec": 8}], '
             'add_special_tokens=False, return_tensors="pt")\n'
@@ -153,12 +162,61 @@ def build_model_card(results: Mapping[str, Any], info: CardInfo | None = None, c
             "Percentages except judge scores (0-5); 95% percentile bootstrap intervals over items.\n\n"
             + _results_table(results, compare)
             + f"\n\nResults file sha256 `{results_sha}`; code revision `{(results.get('git') or {}).get('commit')}`; "
-            f"transformers {(results.get('versions') or {}).get('transformers')}, torch {(results.get('versions') or {}).get('torch')}."
+            f"transformers {versions.get('transformers')}, torch {versions.get('torch')}."
         ),
         **source_sections(info.sources),
         **info.extra_sections,
     }
-    body = [f"# {info.model_id.split('/')[-1]}", ""]
-    for heading, text in sections.items():
-        body += [f"## {heading}", "", text.strip(), ""]
-    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(body))
+    return render_card(ModelCard, card_data, info.model_id.split("/")[-1], sections)
+
+
+def training_summary(metadata: Mapping[str, Any]) -> str:
+    """Markdown bullet list of how a stage output was trained (from its ``exo2ego_stage.json``)."""
+    training = metadata["arguments"]["training"]
+    lora = " + LoRA on the LLM" if metadata["lora"] else ""
+    return "\n".join(
+        [
+            f"- stage: {metadata['stage']} ({metadata['description']})",
+            f"- trained modules: {', '.join(metadata['trainable_modules'])}{lora}",
+            f"- losses: {', '.join(metadata['losses'])} (weights {json.dumps(metadata['loss_weights'])})",
+            f"- ablations: {', '.join(metadata['ablations']) or 'none'}",
+            f"- data: {metadata['arguments']['data']['dataset_path']} ({metadata['data']})",
+            f"- optimizer steps: {metadata['global_step']}, learning rate {training['learning_rate']}, weight decay "
+            f"{training['weight_decay']}, schedule {training['lr_scheduler_type']}, seed {metadata['seed']}",
+            f"- unreadable videos skipped: {metadata['failed_videos']}",
+            f"- versions: {json.dumps(metadata['versions'], sort_keys=True)}",
+        ]
+    )
+
+
+def build_stage_card(metadata: Mapping[str, Any], model_id: str, adapter_subfolder: str = "adapter"):
+    """The short ``ModelCard`` of a training-stage output that has no EgoBench results: what it is, how to
+    load it (through PEFT when the stage saved only a LoRA adapter, in ``adapter_subfolder``) and how it was
+    trained (``metadata``: the folder's ``exo2ego_stage.json``)."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    adapter = metadata.get("save_mode") == "adapter"
+    card_data = ModelCardData(
+        library_name="peft" if adapter else "transformers",
+        pipeline_tag="video-text-to-text",
+        tags=["exo2ego", "egocentric", "video", "custom_code", metadata["stage"]],
+    )
+    loading = (
+        f'PeftModel.from_pretrained(AutoModel.from_pretrained("{model_id}", trust_remote_code=True), "{model_id}", '
+        f'subfolder="{adapter_subfolder}")'
+        if adapter
+        else f'model = AutoModel.from_pretrained("{model_id}", trust_remote_code=True)'
+    )
+    usage = "\n".join(
+        [
+            "```python",
+            "from transformers import AutoModel, AutoProcessor",
+            *(["from peft import PeftModel"] if adapter else []),
+            loading,
+            f'processor = AutoProcessor.from_pretrained("{model_id}", trust_remote_code=True)',
+            "```",
+        ]
+    )
+    summary = f"Exo2Ego checkpoint after **{metadata['stage']}**: {metadata['description']}.\n\n{usage}"
+    return render_card(ModelCard, card_data, model_id.split("/")[-1], {"Training run": training_summary(metadata)},
+                       summary)

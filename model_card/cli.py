@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 
@@ -23,6 +22,7 @@ def add_parser(subparsers) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from eval.report import load_comparison
+    from exo2ego.provenance import atomic_path
 
     from .card import CardInfo, build_model_card
 
@@ -34,8 +34,7 @@ def _run(args: argparse.Namespace) -> int:
     card = build_model_card(results, info, load_comparison(args.compare))
     out = Path(args.out)
     path = out / "README.md" if out.is_dir() else out
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    card.save(str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        card.save(str(tmp))
     print(f"wrote {path} ({len(card.data.eval_results or [])} model-index results)")
     return 0

@@ -55,13 +55,15 @@ def test_letter_scores_sum_both_spellings(adapter, video):
     prompt = adapter.render_prompt(messages)
     plan = scorers.plan_letters(adapter, prompt, len(OPTIONS))
     assert plan.shared_prefix == ()  # the tiny BPE has " B" as one token, next to "B"
-    spelled = {letter: (adapter.tokenizer.convert_tokens_to_ids(letter), adapter.tokenizer.encode(" " + letter)) for letter in "ABCDE"}
+    spelled = {letter: (adapter.tokenizer.convert_tokens_to_ids(letter), adapter.tokenizer.encode(" " + letter))
+               for letter in "ABCDE"}
     assert all(len(spaced) == 1 and spaced[0] != bare for bare, spaced in spelled.values())
 
     # Explicit: log(P("B" | prompt) + P(" B" | prompt)) from a plain forward.
     batch = adapter.encode(prompt, video)
     with torch.no_grad():
-        logits = adapter.model(input_ids=batch["input_ids"], pixel_values_videos=batch["pixel_values_videos"]).logits[0]
+        logits = adapter.model(input_ids=batch["input_ids"],
+                               pixel_values_videos=batch["pixel_values_videos"]).logits[0]
     after_prompt = torch.log_softmax(logits[-1], -1)
     for index, letter in enumerate("ABCDE"):
         bare, (spaced,) = spelled[letter]
@@ -83,3 +85,22 @@ def test_choose_option_by_mean_or_sum():
     assert scorers.choose_option(scores, "sum")[0] == 1
     with pytest.raises(ValueError, match="'mean' or 'sum'"):
         scorers.choose_option(scores, "max")
+
+
+def test_registry_scorers_give_what_the_scoring_functions_give(adapter, video):
+    from types import SimpleNamespace
+
+    settings = SimpleNamespace(max_new_tokens=6, option_chunk_size=2, option_score="sum")
+    assert scorers.SCORERS == ("letter_logprob", "generate_parse", "option_loglik")
+    registered = {name: scorer.score(adapter, _messages(scorer.prompt_mode), video, OPTIONS, settings)
+                  for name, scorer in scorers.MCQ_SCORERS.items()}
+    letters = scorers.letter_logprob(adapter, _messages("letters"), video, len(OPTIONS))
+    assert (registered["letter_logprob"].prediction, registered["letter_logprob"].option_scores) == (
+        letters.prediction, letters.option_scores)
+    generated = scorers.generate_parse(adapter, _messages("letters"), video, OPTIONS, max_new_tokens=6)
+    assert registered["generate_parse"].raw_output == generated.raw_output
+    loglik = scorers.option_loglik(adapter, _messages("continuation"), video, OPTIONS)
+    prediction, values = scorers.choose_option(loglik, "sum")
+    assert registered["option_loglik"].prediction == prediction
+    np.testing.assert_allclose(registered["option_loglik"].option_scores, values, rtol=0, atol=1e-5)
+    assert registered["option_loglik"].extra["num_tokens"] == loglik.num_tokens

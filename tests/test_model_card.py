@@ -68,3 +68,28 @@ def test_dataset_card_reuses_the_source_sections(tmp_path):
     assert set(source_sections(["Synthetic Ego-Exo world"])) == {"Source data and licences", "Limitations"}
     with pytest.raises(ValueError, match="unknown data source 'Ego5D'"):
         source_sections(["Ego5D"])
+
+
+@pytest.mark.parametrize("save_mode", ["adapter", "merged"])
+def test_stage_output_without_results_gets_the_short_card_from_the_same_generator(tmp_path, save_mode):
+    from exo2ego.provenance import write_json_atomic
+    from train.hub import write_model_card
+    from train.pipeline import ADAPTER_DIR_NAME, STAGE_METADATA_NAME
+
+    metadata = {"stage": "stage3", "description": "student self-practice", "lora": True, "save_mode": save_mode,
+                "trainable_modules": ["ego_vision_tower", "connector"], "losses": ["vtg"],
+                "loss_weights": {"vtg": 1.0}, "ablations": [], "data": "egoit", "global_step": 3, "seed": 0,
+                "failed_videos": 2,
+                "versions": {"torch": "2.13.0"}, "arguments": {
+                    "training": {"learning_rate": 1e-4, "weight_decay": 0.0, "lr_scheduler_type": "cosine"},
+                    "data": {"dataset_path": "world/egoit"}}}
+    write_json_atomic(tmp_path / STAGE_METADATA_NAME, metadata)
+    card = ModelCard.load(write_model_card(str(tmp_path), "me/exo2ego-stage3"))
+    assert card.data.library_name == ("peft" if save_mode == "adapter" else "transformers")
+    assert "stage3" in card.data.tags and card.data.pipeline_tag == "video-text-to-text"
+    text = str(card)
+    assert "Exo2Ego checkpoint after **stage3**: student self-practice." in text
+    assert (f'subfolder="{ADAPTER_DIR_NAME}"' in text) == (save_mode == "adapter")
+    assert text.index("```python") < text.index("## Training run") < text.index("- unreadable videos skipped: 2")
+    assert "+ LoRA on the LLM" in text and "schedule cosine" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", STAGE_METADATA_NAME]

@@ -4,15 +4,16 @@
         --text mistralai/Mistral-7B-Instruct-v0.2 --out checkpoints/exo2ego-base [--num-frames 16] [--connector stc]
 
 Both towers start from the CLIP vision weights, the LLM from the causal LM (with a `<video>` token added to its
-tokenizer and embeddings); the connector, F and G are new (`Exo2EgoForConditionalGeneration.from_vision_text_pretrained`).
-The folder gets `exo2ego_stage.json` with stage "base". Local folders work offline; Hub ids need the network.
+tokenizer and embeddings); the connector, F and G are new
+(`Exo2EgoForConditionalGeneration.from_vision_text_pretrained`).
+The folder gets `exo2ego_stage.json` with stage "base"; nothing appears at `--out` until it is complete. Local
+folders work offline; Hub ids need the network.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
 
 VIDEO_TOKEN = "<video>"
 
@@ -27,21 +28,16 @@ def add_video_token(tokenizer) -> int:
 
 
 def save_base_checkpoint(model, processor, out: str, metadata: dict) -> None:
-    """Write model, processor and `exo2ego_stage.json` (stage "base") into a staging folder, then move it to `out`."""
-    from exo2ego.provenance import write_json_atomic
+    """Write model, processor and `exo2ego_stage.json` (stage "base", written last) into a staging folder that
+    becomes `out` once complete (`exo2ego.provenance.staged_folder`); an existing non-empty `out` is refused."""
+    from exo2ego.provenance import staged_folder, write_json_atomic
     from train.pipeline import STAGE_METADATA_NAME, environment_versions
 
-    if os.path.exists(out):
-        raise FileExistsError(f"{out} exists; remove it or choose another --out")
-    staging = f"{out.rstrip(os.sep)}.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
-    processor.save_pretrained(staging)
-    write_json_atomic(
-        os.path.join(staging, STAGE_METADATA_NAME), {"stage": "base", **metadata, "versions": environment_versions()},
-        default=str,
-    )
-    os.replace(staging, out)
+    with staged_folder(out, marker=STAGE_METADATA_NAME) as staging:
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        stage_metadata = {"stage": "base", **metadata, "versions": environment_versions()}
+        write_json_atomic(os.path.join(staging, STAGE_METADATA_NAME), stage_metadata, default=str)
 
 
 def build_base(vision: str, text: str, out: str, dtype: str = "bfloat16", **config_kwargs) -> None:

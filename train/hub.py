@@ -13,78 +13,28 @@ LOCAL_ONLY_DIRS = ("checkpoint-*", ".staging", "runs")
 LOCAL_ONLY_FILES = ("training_args.bin", "*.pt", "*.pth", "*.tmp-*")
 
 
-def training_summary(metadata: dict) -> str:
-    """Markdown bullet list of how the stage output was trained (from `exo2ego_stage.json`)."""
-    training = metadata["arguments"]["training"]
-    lora = " + LoRA on the LLM" if metadata["lora"] else ""
-    return "\n".join(
-        [
-            f"- stage: {metadata['stage']} ({metadata['description']})",
-            f"- trained modules: {', '.join(metadata['trainable_modules'])}{lora}",
-            f"- losses: {', '.join(metadata['losses'])} (weights {json.dumps(metadata['loss_weights'])})",
-            f"- ablations: {', '.join(metadata['ablations']) or 'none'}",
-            f"- data: {metadata['arguments']['data']['dataset_path']} ({metadata['data']})",
-            f"- optimizer steps: {metadata['global_step']}, learning rate {training['learning_rate']}, weight decay "
-            f"{training['weight_decay']}, schedule {training['lr_scheduler_type']}, seed {metadata['seed']}",
-            f"- unreadable videos skipped: {metadata['failed_videos']}",
-            f"- versions: {json.dumps(metadata['versions'], sort_keys=True)}",
-        ]
-    )
-
-
 def write_model_card(folder: str, repo_id: str, eval_results: str | None = None) -> str:
-    """Write `README.md` for the stage output in `folder`; returns its path.
+    """Write `README.md` for the stage output in `folder` with the `model_card` generator; returns its path.
 
-    With an EgoBench `results.json` (`eval_results`), the card is the project's full card (`model_card`, with
-    `model-index` results) plus a training section; otherwise a short card from `exo2ego_stage.json`.
+    With an EgoBench `results.json` (`eval_results`), the card is the project's full card (with `model-index`
+    results) plus a training section; otherwise the short stage card from `exo2ego_stage.json`.
     """
-    from huggingface_hub import ModelCard, ModelCardData
+    from exo2ego.provenance import atomic_path
+    from model_card import CardInfo, build_model_card, build_stage_card, training_summary
 
     metadata = read_stage_metadata(folder)
     if metadata is None:
         raise ValueError(f"{folder} has no {STAGE_METADATA_NAME}: only a finished stage output can be pushed")
-    path = os.path.join(folder, "README.md")
     if eval_results:
-        from model_card import CardInfo, build_model_card
-
         with open(eval_results) as handle:
             results = json.load(handle)
         info = CardInfo(model_id=repo_id, extra_sections={"Training run": training_summary(metadata)})
-        build_model_card(results, info).save(path)
-        return path
-    adapter = metadata.get("save_mode") == "adapter"
-    card_data = ModelCardData(
-        library_name="peft" if adapter else "transformers",
-        pipeline_tag="video-text-to-text",
-        tags=["exo2ego", "egocentric", "video", "custom_code", metadata["stage"]],
-    )
-    loading = (
-        f'PeftModel.from_pretrained(AutoModel.from_pretrained("{repo_id}", trust_remote_code=True), "{repo_id}", '
-        f'subfolder="{ADAPTER_DIR_NAME}")'
-        if adapter
-        else f'model = AutoModel.from_pretrained("{repo_id}", trust_remote_code=True)'
-    )
-    content = "\n".join(
-        [
-            f"---\n{card_data.to_yaml()}\n---",
-            f"# {repo_id.split('/')[-1]}",
-            "",
-            f"Exo2Ego checkpoint after **{metadata['stage']}**: {metadata['description']}.",
-            "",
-            "```python",
-            "from transformers import AutoModel, AutoProcessor",
-            *(["from peft import PeftModel"] if adapter else []),
-            loading,
-            f'processor = AutoProcessor.from_pretrained("{repo_id}", trust_remote_code=True)',
-            "```",
-            "",
-            "## Training run",
-            "",
-            training_summary(metadata),
-            "",
-        ]
-    )
-    ModelCard(content).save(path)
+        card = build_model_card(results, info)
+    else:
+        card = build_stage_card(metadata, repo_id, ADAPTER_DIR_NAME)
+    path = os.path.join(folder, "README.md")
+    with atomic_path(path) as tmp:
+        card.save(tmp)
     return path
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from exo2ego.provenance import atomic_path
+
 
 def frames_to_video(frames: Sequence[Path], out_path: str | os.PathLike, fps: float = 30.0,
                     codec: str = "libx264", crf: int = 20) -> Path:
@@ -22,9 +24,7 @@ def frames_to_video(frames: Sequence[Path], out_path: str | os.PathLike, fps: fl
     if not frames:
         raise ValueError(f"no frames to write to {out_path}")
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.stem + ".tmp" + out_path.suffix)
-    with av.open(str(tmp), mode="w") as container:
+    with atomic_path(out_path) as tmp, av.open(str(tmp), mode="w") as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": str(crf)} if codec == "libx264" else {}
@@ -40,5 +40,4 @@ def frames_to_video(frames: Sequence[Path], out_path: str | os.PathLike, fps: fl
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    os.replace(tmp, out_path)
     return out_path

@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 from datasets_scripts.schema import format_options
+from exo2ego.provenance import write_text_atomic
 
 VIDEO_TOKEN = "<video>"
 
@@ -51,9 +51,5 @@ def to_conversation(row: Mapping[str, Any]) -> dict[str, Any]:
 def export_llava_json(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> int:
     """Write the conversations JSON atomically (temp file, then rename); return the record count."""
     records = [to_conversation(row) for row in rows]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(records, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(records, ensure_ascii=False, indent=1) + "\n")
     return len(records)
