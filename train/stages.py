@@ -125,7 +125,10 @@ ABLATIONS = {
     "no_lora": "Table 7 #2: stage 3 without LoRA (the LLM stays frozen)",
     "no_g_ccl": "Table 7 #3: no inverse mapping G and no cycle-consistency loss",
     "no_kl": "Table 7 #4: no KL alignment loss",
-    "exo_tower_trainable": "Table 8 #2: the exo tower also trains in stage 2 (reached through the cycle loss)",
+    "exo_tower_trainable": (
+        "Table 8 #2: the exo tower also trains in stage 2; the KL then keeps the gradient of its teacher target (teacher "
+        "and student learn from each other) and the cycle loss reaches it through F(G(y)) - y"
+    ),
     "ego_tower_frozen": "Table 8 #3: the ego tower stays frozen in stage 3",
 }
 
@@ -237,8 +240,8 @@ def resolve_stage(
     if blocked:
         raise ValueError(
             f"{name} cannot train {blocked}: no loss term of this stage ({sorted(losses)}) reaches them with its "
-            f"inputs ({list(spec.branches)}); note that KL detaches the exo features, so in stage 2 only the cycle "
-            "loss reaches the exo tower"
+            f"inputs ({list(spec.branches)}); in stage 2 the exo tower is reached only by the KL (whose target keeps "
+            "its gradient when the exo tower trains) and the cycle loss"
         )
     return ResolvedStage(
         spec=spec, trainable=frozenset(trainable), losses=frozenset(losses), lora=lora, ablations=ablations,
@@ -257,6 +260,8 @@ def _reached_modules(spec: StageSpec, losses: set[str]) -> set[str]:
             reached |= {"ego_vision_tower"} if spec.name == "init" else {"ego_vision_tower", "ego_to_exo"}
         elif branch == "pair":
             reached |= {"ego_vision_tower", "ego_to_exo"}  # VTG on [x; F(x)], KL on F(x)
+            if "kl" in losses:  # y is detached unless the exo tower trains; then the KL reaches it
+                reached.add("exo_vision_tower")
             if "ccl" in losses:  # G(F(x)) and F(G(y)) - y: G and, through y, the exo tower
                 reached |= {"exo_to_ego", "exo_vision_tower"}
     return reached
