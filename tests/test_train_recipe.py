@@ -93,3 +93,144 @@ def test_paper_configs_follow_the_paper_recipe():
     _, init_data, _, _ = config("init")
     assert init_data.dataset_path is None
     assert init_data.exo_dataset_path and init_data.ego_dataset_path
+
+
+# ---- init on two sources: web pairs for the exo tower, EgoClip for the ego tower --------------------------------
+
+
+@pytest.fixture(scope="module")
+def init_sources(tmp_path_factory):
+    """Web pairs (2 videos + 2 images) built by `exo2ego data pretrain` and EgoClip built by `exo2ego data egoclip`,
+    with real media, plus a tiny base checkpoint."""
+    import csv
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from conftest import write_test_video
+    from datasets_scripts.egoclip.build import build_egoclip
+    from datasets_scripts.pretrain.build import build_pretrain
+    from exo2ego.tiny import save_tiny_model
+
+    root = tmp_path_factory.mktemp("init")
+    web = root / "web"
+    records = []
+    for k in range(2):
+        (web / "panda").mkdir(parents=True, exist_ok=True)
+        write_test_video(web / "panda" / f"v{k}.mp4", size=(24, 32))
+        records.append({"id": f"v{k}", "video": f"panda/v{k}.mp4", "conversations": [
+            {"from": "human", "value": "<video>\nDescribe the video."}, {"from": "gpt", "value": f"a red ball {k}"}]})
+        (web / "cc3m").mkdir(exist_ok=True)
+        Image.fromarray(np.full((20, 28, 3), 40 * (k + 1), np.uint8)).save(web / "cc3m" / f"i{k}.png")
+        records.append({"id": f"i{k}", "image": f"cc3m/i{k}.png", "conversations": [
+            {"from": "human", "value": "<image>\nWhat is shown?"}, {"from": "gpt", "value": f"a blue cup {k}"}]})
+    (web / "pretrain.json").write_text(json.dumps(records))
+    build_pretrain({"videollama2": web}, root / "web-captions", check_media=True)
+
+    ego4d = root / "ego4d"
+    (ego4d / "v1" / "full_scale").mkdir(parents=True)
+    header = ["clip_idx", "video_uid", "narration_time", "clip_start", "clip_end", "clip_text"]
+    with open(ego4d / "egoclip.csv", "w", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t")
+        writer.writerow(header)
+        for k in range(3):
+            write_test_video(ego4d / "v1" / "full_scale" / f"u{k}.mp4", size=(24, 32))
+            writer.writerow([k, f"u{k}", 1.0, 0.5, 2.5, f"#C C picks the green box {k}"])
+    build_egoclip(ego4d, root / "egoclip")
+    save_tiny_model(str(root / "base"))
+    return root
+
+
+def init_data_args(root, **overrides):
+    from train.pipeline import DataArguments
+
+    values = dict(exo_dataset_path=str(root / "web-captions"), exo_video_root=str(root / "web"),
+                  ego_dataset_path=str(root / "egoclip"), ego_video_root=str(root / "ego4d"), num_frames=4)
+    values.update(overrides)
+    return DataArguments(**values)
+
+
+def test_init_mixes_both_sources_per_item_and_visits_every_row(init_sources):
+    from train.pipeline import build_caption_sources, check_data_arguments
+
+    check_data_arguments("init", init_data_args(init_sources))
+    dataset = build_caption_sources(init_data_args(init_sources, init_mix="1:2"), num_frames=4, seed=0)
+    assert len(dataset) == 4  # max(ceil(4 web / 1), ceil(3 ego / 2))
+    for epoch in range(2):
+        dataset.set_epoch(epoch)
+        exo_rows = [row for index in range(len(dataset)) for row in dataset.rows(index, "exo")]
+        ego_rows = [row for index in range(len(dataset)) for row in dataset.rows(index, "ego")]
+        assert sorted(exo_rows) == [0, 1, 2, 3] and set(ego_rows) == {0, 1, 2} and len(ego_rows) == 8
+    item = dataset[0]
+    assert len(item["exo"]) == 1 and len(item["ego"]) == 2
+    assert item["exo"][0]["sample_id"].startswith("videollama2/") and "exo_frames" in item["exo"][0]
+    assert all(s["sample_id"].startswith("egoclip/") and s["ego_frames"].shape[0] == 4 for s in item["ego"])
+    image_row = next(i for i in range(4) if dataset.sources["exo"][0].table[i]["media_type"] == "image")
+    frames = dataset.sources["exo"][0][image_row]["exo_frames"]
+    assert frames.shape == (4, 20, 28, 3) and (frames == frames[0]).all()  # an image fills every frame
+
+    with pytest.raises(ValueError, match="not both"):
+        check_data_arguments("init", init_data_args(init_sources, dataset_path="x"))
+    with pytest.raises(ValueError, match="needs --ego_dataset_path"):
+        check_data_arguments("init", init_data_args(init_sources, ego_dataset_path=None))
+    with pytest.raises(ValueError, match="init's two sources"):
+        check_data_arguments("stage1", init_data_args(init_sources))
+    with pytest.raises(ValueError, match="init_mix must be"):
+        check_data_arguments("init", init_data_args(init_sources, init_mix="2"))
+
+
+def test_init_trains_each_tower_only_on_its_own_source(init_sources):
+    """Exo-tower gradients depend only on the web rows of the batch, ego-tower gradients only on the EgoClip rows."""
+    from modeling_exo2ego import Exo2EgoForConditionalGeneration, Exo2EgoProcessor
+    from train.collator import Exo2EgoCollator
+    from train.pipeline import StageArguments, build_caption_sources, prepare_model
+    from train.stages import resolve_stage
+    from train.trainer import Exo2EgoTrainer, Exo2EgoTrainingArguments
+
+    torch.manual_seed(0)
+    dataset = build_caption_sources(init_data_args(init_sources), num_frames=4, seed=0)
+    model = Exo2EgoForConditionalGeneration.from_pretrained(init_sources / "base", attn_implementation="eager")
+    processor = Exo2EgoProcessor.from_pretrained(init_sources / "base")
+    resolved = resolve_stage("init")
+    model = prepare_model(model, resolved, StageArguments())
+    args = Exo2EgoTrainingArguments(output_dir=str(init_sources / "out"), use_cpu=True, report_to="none")
+    collator = Exo2EgoCollator(processor, resolved.branches)
+    trainer = Exo2EgoTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
+                             processing_class=processor, stage=resolved)
+
+    def tower_grads(web_row, ego_row):
+        exo, ego = dataset.sources["exo"][0], dataset.sources["ego"][0]
+        item = {"exo": [exo[web_row]], "ego": [ego[ego_row]], "failed_videos": 0}
+        model.zero_grad()
+        trainer.compute_loss(model.train(), collator([item])).backward()
+        return {
+            tower: torch.cat([p.grad.flatten() for n, p in model.named_parameters()
+                              if n.startswith(f"model.{tower}.") and p.grad is not None])
+            for tower in ("exo_vision_tower", "ego_vision_tower")
+        }
+
+    base = tower_grads(0, 0)
+    other_ego = tower_grads(0, 1)  # same web row, another EgoClip row
+    other_web = tower_grads(1, 0)  # another web row, same EgoClip row
+    assert torch.equal(base["exo_vision_tower"], other_ego["exo_vision_tower"])
+    assert not torch.equal(base["ego_vision_tower"], other_ego["ego_vision_tower"])
+    assert torch.equal(base["ego_vision_tower"], other_web["ego_vision_tower"])
+    assert not torch.equal(base["exo_vision_tower"], other_web["exo_vision_tower"])
+
+
+def test_init_runs_from_the_command_line_on_two_sources(init_sources, tmp_path):
+    import json
+
+    from train.pipeline import run_stage
+
+    out = tmp_path / "init"
+    run_stage("init", [
+        "--config", os.path.join(CONFIGS, "tiny_init.yaml"), "--model_name_or_path", str(init_sources / "base"),
+        "--output_dir", str(out), "--dataset_path", "", "--exo_dataset_path", str(init_sources / "web-captions"),
+        "--exo_video_root", str(init_sources / "web"), "--ego_dataset_path", str(init_sources / "egoclip"),
+        "--ego_video_root", str(init_sources / "ego4d"), "--max_steps", "2", "--save_strategy", "no",
+    ])
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    assert {"vtg_exo_loss", "vtg_ego_loss"} <= set(history[0])
+    assert json.loads((out / "exo2ego_stage.json").read_text())["arguments"]["data"]["init_mix"] == "1:1"

@@ -264,8 +264,10 @@ def test_paper_configs_hold_table_14(stage, lr, warmup, epochs, global_batch):
     # bf16/tf32 need a GPU: this CPU box only checks the values.
     model_args, data_args, stage_args, args = parse_arguments(["--config", config, "--use_cpu", "true", "--tf32", "false"])
     assert (args.learning_rate, args.warmup_steps, args.num_train_epochs) == (lr, warmup, epochs)
-    assert args.per_device_train_batch_size == 8 and args.global_batch_size == global_batch
-    assert args.gradient_accumulation_steps * args.per_device_train_batch_size * args.world_size == global_batch
+    # Init's batch elements hold init_mix = EXO:EGO samples (one per source); Table 14 counts samples.
+    per_element = sum(map(int, data_args.init_mix.split(":"))) if data_args.exo_dataset_path else 1
+    assert args.per_device_train_batch_size * per_element == 8 and args.global_batch_size * per_element == global_batch
+    assert args.gradient_accumulation_steps * args.per_device_train_batch_size * args.world_size * per_element == global_batch
     assert (args.weight_decay, args.lr_scheduler_type, args.adam_beta1, args.adam_beta2) == (0.02, "cosine", 0.9, 0.999)
     assert args.bf16 and data_args.num_frames == 16
     if stage == "stage3":

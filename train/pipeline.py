@@ -354,7 +354,7 @@ def run_stage(stage: str, argv=None):
     check_data_arguments(stage, data_args)
     started_from = check_starting_point(model_args.model_name_or_path, stage, model_args.allow_stage_mismatch)
     per_epoch_draw = two_source_init(data_args) or (
-        resolved.spec.data == "ego_exo_clip" and data_args.exo_sampling == "random"
+        resolved.spec.data != "egoit" and data_args.exo_sampling == "random"
     )
     if training_args.dataloader_persistent_workers and per_epoch_draw:
         raise ValueError(

@@ -5,15 +5,17 @@ which input views it uses, which stage's output it starts from) and applies the 
 Tables 7-8 through :func:`resolve_stage`. The frozen and trainable sets of the whole pipeline are therefore readable
 here and nowhere else:
 
-| stage  | data          | views        | trains                                      | loss           | LoRA |
-|--------|---------------|--------------|---------------------------------------------|----------------|------|
-| init   | Ego-ExoClip   | exo, ego     | exo tower, ego tower, connector             | VTG per branch | -    |
-| stage1 | Ego-ExoClip   | exo          | exo tower, connector                        | VTG            | -    |
-| stage2 | Ego-ExoClip   | ego+exo pair | ego tower, F (ego_to_exo), G (exo_to_ego)   | VTG + KL + CCL | -    |
-| stage3 | EgoIT         | ego          | ego tower, F, connector (+ LoRA on the LLM) | VTG            | yes  |
+| stage  | data                                 | views        | trains                                      | loss           | LoRA |
+|--------|--------------------------------------|--------------|---------------------------------------------|----------------|------|
+| init   | exo: web pairs; ego: EgoClip         | exo, ego     | exo tower, ego tower, connector             | VTG per branch | -    |
+| stage1 | Ego-ExoClip, every (clip, exo cam)   | exo          | exo tower, connector                        | VTG            | -    |
+| stage2 | Ego-ExoClip, every (clip, exo cam)   | ego+exo pair | ego tower, F (ego_to_exo), G (exo_to_ego)   | VTG + KL + CCL | -    |
+| stage3 | EgoIT                                | ego          | ego tower, F, connector (+ LoRA on the LLM) | VTG            | yes  |
 
 The LLM (`language_model`, `lm_head`) is frozen everywhere (stage 3 adapts it through LoRA only). Connector
-trainability is our choice (the paper is silent) and can be overridden per run.
+trainability is our choice (the paper is silent) and can be overridden per run. Init can also read Ego-ExoClip for
+both towers (`dataset_path`, the demo's choice). Which terms apply is this table; their weights and the KL's form
+(`kl_weight`, `ccl_weight`, `kl_mode`, `kl_temperature`) are training arguments (`train/trainer.py`).
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ class StageSpec:
         name: stage id, also written into every output folder (`exo2ego_stage.json`).
         description: the paper's name for the stage.
         starts_from: stages whose output folder this stage accepts as its starting point.
-        data: `"ego_exo_clip"` (Ego-ExoClip rows) or `"egoit"` (EgoIT rows).
+        data: `"captions"` (init: web pairs for the exo branch + EgoClip for the ego branch, or Ego-ExoClip clips
+            for both), `"ego_exo_clip"` (Ego-ExoClip rows) or `"egoit"` (EgoIT rows).
         branches: input views per step; several branches mean one forward each, losses summed (init).
         trainable: modules (keys of `MODULE_PATHS`) updated in place.
         losses: loss terms, a subset of {"vtg", "kl", "ccl"}.
@@ -81,7 +84,7 @@ STAGES: dict[str, StageSpec] = {
             name="init",
             description="Initialization: each vision tower learns its own domain, LLM frozen",
             starts_from=(BASE_STAGE,),
-            data="ego_exo_clip",
+            data="captions",
             branches=("exo", "ego"),
             trainable=frozenset({"exo_vision_tower", "ego_vision_tower", "connector"}),
             losses=frozenset({"vtg"}),
