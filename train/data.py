@@ -5,11 +5,12 @@ A table is any `datasets.Dataset` with the published columns (a Hub-ready folder
 decode their frames in `__getitem__`, so decoding runs in the DataLoader workers.
 
 Exo camera choice (Ego-ExoClip rows offer 4-5 exo cameras):
-- `random` (default): one camera per row per epoch, drawn from a generator seeded by (seed, epoch, row), so the
-  draw is the same on every rank and worker and after a resume, and epochs cover different ego-exo pairs;
+- `all_pairs` (the paper's, and the default of the stage scripts' `exo_sampling` argument): every (row, camera) pair is its own sample, at a fixed index,
+  so the sampler's seeded shuffle visits each pair once per epoch, identically on every rank and after a resume;
+- `random` (this class's default): one camera per row per epoch, drawn from a generator seeded by (seed, epoch, row), so the draw is the
+  same on every rank and worker and after a resume, and epochs cover different ego-exo pairs;
 - `best_exo`: the row's `best_exo_cam` (Ego-Exo4D's best exocentric view; rows where it is null fall back to the
-  seeded draw);
-- `all_pairs`: every (row, camera) pair is its own sample.
+  seeded draw).
 
 Initialization from two sources (paper §4.1): `CaptionSamples` reads caption rows (`CAPTION_FEATURES`: web
 image/video-text pairs for the exo tower, EgoClip for the ego tower) and `MixedSourceSamples` combines them: each of

@@ -8,7 +8,9 @@ every stage here. What is left of SFTTrainer (chat-template tokenization, comple
 collator's job, so `Trainer` is the smaller, clearer base.
 
 Loss (stage 2): `VTG + kl_weight * KL + ccl_weight * CCL`; every term is logged separately into the log history
-(`vtg_loss`, `kl_loss`, `ccl_loss`; `vtg_exo_loss` / `vtg_ego_loss` in the two-branch init stage).
+(`vtg_loss`, `kl_loss`, `ccl_loss`; `vtg_exo_loss` / `vtg_ego_loss` in the two-branch init stage). The stage table
+says which terms apply; the training arguments own their weights and the KL's form (`kl_mode`, `kl_temperature`,
+`kl_gather_statistics`: Gaussian statistics over the micro-batch of all data-parallel ranks).
 
 Gradient accumulation: VTG is a token sum divided by the number of target tokens of the whole accumulated batch
 (over all ranks), and KL/CCL are per-micro-batch means divided by the accumulation steps, so `k` micro-batches of
