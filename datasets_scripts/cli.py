@@ -16,8 +16,9 @@ DATA_COMMAND_MODULES = (
 
 
 def add_parser(subparsers) -> None:
-    data_parser = subparsers.add_parser("data", help="build the data sets (synthetic world, Ego-ExoClip, EgoIT, EgoBench, EgoClip, "
-                                        "web pretraining captions)")
+    data_parser = subparsers.add_parser(
+        "data", help="build the data sets (synthetic world, Ego-ExoClip, EgoIT, EgoBench, EgoClip, web pretraining)"
+    )
     data_subparsers = data_parser.add_subparsers(dest="data_command", required=True)
     for module_name in DATA_COMMAND_MODULES:
         importlib.import_module(module_name).add_parser(data_subparsers)

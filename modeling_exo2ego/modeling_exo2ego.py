@@ -304,7 +304,9 @@ def kl_alignment_loss(
     if mode == "pooled":
         target, estimate = target.mean((2, 3)), estimate.mean((2, 3))  # (B*T, C)
     else:
-        target, estimate = target.flatten(2).transpose(1, 2).flatten(0, 1), estimate.flatten(2).transpose(1, 2).flatten(0, 1)
+        # (B*T, C, g, g) -> (B*T*g*g, C): one distribution over channels per token
+        target = target.flatten(2).transpose(1, 2).flatten(0, 1)
+        estimate = estimate.flatten(2).transpose(1, 2).flatten(0, 1)
     log_p = F.log_softmax(target / temperature, dim=-1)
     log_q = F.log_softmax(estimate / temperature, dim=-1)
     return temperature**2 * F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")

@@ -92,7 +92,8 @@ def test_egoclip_bad_rows(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
     assert run_cli(["--root", f"egoclip={root}", "--out", str(tmp_path / "out"), "--skip-bad-rows", "--max-rows", "3"]) == 0
     info = json.loads((tmp_path / "out" / "build_info.json").read_text())
-    assert info["counts"] == {"egoclip": 3, "captions": 3} and info["skips"]["by_source_field"] == {"egoclip/(columns)": 1}
+    assert info["counts"] == {"egoclip": 3, "captions": 3}
+    assert info["skips"]["by_source_field"] == {"egoclip/(columns)": 1}
     assert run_cli(["--root", f"egoclip={root}", "--out", str(tmp_path / "all"), "--skip-bad-rows"]) == 0
     info = json.loads((tmp_path / "all" / "build_info.json").read_text())
     assert info["skips"]["by_source_field"] == {"egoclip/(columns)": 1, "egoclip/clip_end": 1}

@@ -85,7 +85,8 @@ def test_gaussian_kl_is_the_same_on_one_and_two_processes(tmp_path):
     single = kl_alignment_loss(target, estimate, detach_target=False, gather_statistics=True)  # no group: local
     single.backward()
 
-    mp.spawn(_rank_kl, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    # fork: the children inherit the imported modules (spawn would re-import torch and transformers in each)
+    mp.start_processes(_rank_kl, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, start_method="fork")
     ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
     for result in ranks:
         assert result["loss"].item() == pytest.approx(single.item(), rel=1e-5)

@@ -18,10 +18,18 @@ def clip_table(cameras_per_row=(4, 5, 4, 3, 5, 3)):
     rows = []
     for k, count in enumerate(cameras_per_row):
         cams = [f"cam{c:02d}" for c in range(1, count + 1)]
-        rows.append({
-            "clip_id": f"t{k}_0", "take_uid": f"t{k}", "start_sec": 0.0, "end_sec": 1.0, "text": f"C acts {k}.",
-            "ego_video": f"takes/t{k}/ego.mp4", "exo_videos": [f"takes/t{k}/{cam}.mp4" for cam in cams], "exo_cams": cams,
-        })
+        rows.append(
+            {
+                "clip_id": f"t{k}_0",
+                "take_uid": f"t{k}",
+                "start_sec": 0.0,
+                "end_sec": 1.0,
+                "text": f"C acts {k}.",
+                "ego_video": f"takes/t{k}/ego.mp4",
+                "exo_videos": [f"takes/t{k}/{cam}.mp4" for cam in cams],
+                "exo_cams": cams,
+            }
+        )
     return Dataset.from_list(rows)
 
 
@@ -43,7 +51,9 @@ def rank_loader(samples, rank, world_size, seed=42):
     from accelerate.data_loader import prepare_data_loader
 
     loader = DataLoader(SampleIds(samples), batch_size=2, sampler=RandomSampler(SampleIds(samples)), collate_fn=list)
-    return prepare_data_loader(loader, num_processes=world_size, process_index=rank, use_seedable_sampler=True, data_seed=seed)
+    return prepare_data_loader(
+        loader, num_processes=world_size, process_index=rank, use_seedable_sampler=True, data_seed=seed
+    )
 
 
 def epoch_ids(loader, epoch):
@@ -83,7 +93,9 @@ def test_paper_configs_follow_the_paper_recipe():
     from train.pipeline import parse_arguments
 
     def config(stage, *extra):
-        return parse_arguments(["--config", os.path.join(CONFIGS, f"{stage}.yaml"), "--use_cpu", "true", "--tf32", "false", *extra])
+        return parse_arguments(
+            ["--config", os.path.join(CONFIGS, f"{stage}.yaml"), "--use_cpu", "true", "--tf32", "false", *extra]
+        )
 
     for stage in ("stage1", "stage2"):
         _, data_args, _, _ = config(stage)
@@ -93,6 +105,29 @@ def test_paper_configs_follow_the_paper_recipe():
     _, init_data, _, _ = config("init")
     assert init_data.dataset_path is None
     assert init_data.exo_dataset_path and init_data.ego_dataset_path
+    assert (init_data.exo_dataset_config, init_data.ego_dataset_config, init_data.init_mix) == (
+        "captions",
+        "captions",
+        "1:1",
+    )
+
+
+def test_stage_table_and_configs_agree():
+    """What each paper yaml reads is what the stage table says the stage reads."""
+    from train.pipeline import parse_arguments
+    from train.stages import STAGES
+
+    for stage, spec in STAGES.items():
+        _, data_args, _, _ = parse_arguments(
+            ["--config", os.path.join(CONFIGS, f"{stage}.yaml"), "--use_cpu", "true", "--tf32", "false"]
+        )
+        if spec.data == "captions":
+            assert data_args.exo_dataset_path and data_args.ego_dataset_path and spec.branches == ("exo", "ego")
+        elif spec.data == "ego_exo_clip":
+            assert data_args.dataset_config == "clips" and data_args.exo_sampling == "all_pairs"
+        else:
+            assert spec.data == "egoit" and "egoit" in data_args.dataset_path
+    assert STAGES["stage2"].losses == {"vtg", "kl", "ccl"} and "exo_tower_trainable" in STAGES["stage2"].ablations
 
 
 # ---- init on two sources: web pairs for the exo tower, EgoClip for the ego tower --------------------------------
@@ -119,12 +154,28 @@ def init_sources(tmp_path_factory):
     for k in range(2):
         (web / "panda").mkdir(parents=True, exist_ok=True)
         write_test_video(web / "panda" / f"v{k}.mp4", size=(24, 32))
-        records.append({"id": f"v{k}", "video": f"panda/v{k}.mp4", "conversations": [
-            {"from": "human", "value": "<video>\nDescribe the video."}, {"from": "gpt", "value": f"a red ball {k}"}]})
+        records.append(
+            {
+                "id": f"v{k}",
+                "video": f"panda/v{k}.mp4",
+                "conversations": [
+                    {"from": "human", "value": "<video>\nDescribe the video."},
+                    {"from": "gpt", "value": f"a red ball {k}"},
+                ],
+            }
+        )
         (web / "cc3m").mkdir(exist_ok=True)
         Image.fromarray(np.full((20, 28, 3), 40 * (k + 1), np.uint8)).save(web / "cc3m" / f"i{k}.png")
-        records.append({"id": f"i{k}", "image": f"cc3m/i{k}.png", "conversations": [
-            {"from": "human", "value": "<image>\nWhat is shown?"}, {"from": "gpt", "value": f"a blue cup {k}"}]})
+        records.append(
+            {
+                "id": f"i{k}",
+                "image": f"cc3m/i{k}.png",
+                "conversations": [
+                    {"from": "human", "value": "<image>\nWhat is shown?"},
+                    {"from": "gpt", "value": f"a blue cup {k}"},
+                ],
+            }
+        )
     (web / "pretrain.json").write_text(json.dumps(records))
     build_pretrain({"videollama2": web}, root / "web-captions", check_media=True)
 
@@ -145,8 +196,13 @@ def init_sources(tmp_path_factory):
 def init_data_args(root, **overrides):
     from train.pipeline import DataArguments
 
-    values = dict(exo_dataset_path=str(root / "web-captions"), exo_video_root=str(root / "web"),
-                  ego_dataset_path=str(root / "egoclip"), ego_video_root=str(root / "ego4d"), num_frames=4)
+    values = dict(
+        exo_dataset_path=str(root / "web-captions"),
+        exo_video_root=str(root / "web"),
+        ego_dataset_path=str(root / "egoclip"),
+        ego_video_root=str(root / "ego4d"),
+        num_frames=4,
+    )
     values.update(overrides)
     return DataArguments(**values)
 
@@ -196,8 +252,14 @@ def test_init_trains_each_tower_only_on_its_own_source(init_sources):
     model = prepare_model(model, resolved, StageArguments())
     args = Exo2EgoTrainingArguments(output_dir=str(init_sources / "out"), use_cpu=True, report_to="none")
     collator = Exo2EgoCollator(processor, resolved.branches)
-    trainer = Exo2EgoTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
-                             processing_class=processor, stage=resolved)
+    trainer = Exo2EgoTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=collator,
+        processing_class=processor,
+        stage=resolved,
+    )
 
     def tower_grads(web_row, ego_row):
         exo, ego = dataset.sources["exo"][0], dataset.sources["ego"][0]
@@ -205,8 +267,13 @@ def test_init_trains_each_tower_only_on_its_own_source(init_sources):
         model.zero_grad()
         trainer.compute_loss(model.train(), collator([item])).backward()
         return {
-            tower: torch.cat([p.grad.flatten() for n, p in model.named_parameters()
-                              if n.startswith(f"model.{tower}.") and p.grad is not None])
+            tower: torch.cat(
+                [
+                    p.grad.flatten()
+                    for n, p in model.named_parameters()
+                    if n.startswith(f"model.{tower}.") and p.grad is not None
+                ]
+            )
             for tower in ("exo_vision_tower", "ego_vision_tower")
         }
 
@@ -225,12 +292,31 @@ def test_init_runs_from_the_command_line_on_two_sources(init_sources, tmp_path):
     from train.pipeline import run_stage
 
     out = tmp_path / "init"
-    run_stage("init", [
-        "--config", os.path.join(CONFIGS, "tiny_init.yaml"), "--model_name_or_path", str(init_sources / "base"),
-        "--output_dir", str(out), "--dataset_path", "", "--exo_dataset_path", str(init_sources / "web-captions"),
-        "--exo_video_root", str(init_sources / "web"), "--ego_dataset_path", str(init_sources / "egoclip"),
-        "--ego_video_root", str(init_sources / "ego4d"), "--max_steps", "2", "--save_strategy", "no",
-    ])
+    run_stage(
+        "init",
+        [
+            "--config",
+            os.path.join(CONFIGS, "tiny_init.yaml"),
+            "--model_name_or_path",
+            str(init_sources / "base"),
+            "--output_dir",
+            str(out),
+            "--dataset_path",
+            "",
+            "--exo_dataset_path",
+            str(init_sources / "web-captions"),
+            "--exo_video_root",
+            str(init_sources / "web"),
+            "--ego_dataset_path",
+            str(init_sources / "egoclip"),
+            "--ego_video_root",
+            str(init_sources / "ego4d"),
+            "--max_steps",
+            "2",
+            "--save_strategy",
+            "no",
+        ],
+    )
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     assert {"vtg_exo_loss", "vtg_ego_loss"} <= set(history[0])
     assert json.loads((out / "exo2ego_stage.json").read_text())["arguments"]["data"]["init_mix"] == "1:1"

@@ -143,7 +143,10 @@ def test_mlp_mapping_ablation_rebuilds_f_and_g_as_identity(tiny, samples, tmp_pa
         (lambda: resolve_stage("stage2", ablations=["no_lora"]), "does not apply to stage2"),
         (lambda: resolve_stage("stage2", ablations=["no_gan"]), "unknown ablation"),
         (lambda: resolve_stage("stage4"), "unknown stage"),
-        (lambda: resolve_stage("stage2", ablations=["exo_tower_trainable", "no_g_ccl", "no_kl"]), "reached only by the KL"),
+        (
+            lambda: resolve_stage("stage2", ablations=["exo_tower_trainable", "no_g_ccl", "no_kl"]),
+            "reached only by the KL",
+        ),
         (lambda: resolve_stage("stage1", train_modules=["ego_to_exo"]), "cannot train"),
     ],
 )
@@ -267,7 +270,8 @@ def test_paper_configs_hold_table_14(stage, lr, warmup, epochs, global_batch):
     # Init's batch elements hold init_mix = EXO:EGO samples (one per source); Table 14 counts samples.
     per_element = sum(map(int, data_args.init_mix.split(":"))) if data_args.exo_dataset_path else 1
     assert args.per_device_train_batch_size * per_element == 8 and args.global_batch_size * per_element == global_batch
-    assert args.gradient_accumulation_steps * args.per_device_train_batch_size * args.world_size * per_element == global_batch
+    samples_per_step = args.gradient_accumulation_steps * args.per_device_train_batch_size * args.world_size
+    assert samples_per_step * per_element == global_batch
     assert (args.weight_decay, args.lr_scheduler_type, args.adam_beta1, args.adam_beta2) == (0.02, "cosine", 0.9, 0.999)
     assert args.bf16 and data_args.num_frames == 16
     if stage == "stage3":

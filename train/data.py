@@ -5,10 +5,11 @@ A table is any `datasets.Dataset` with the published columns (a Hub-ready folder
 decode their frames in `__getitem__`, so decoding runs in the DataLoader workers.
 
 Exo camera choice (Ego-ExoClip rows offer 4-5 exo cameras):
-- `all_pairs` (the paper's, and the default of the stage scripts' `exo_sampling` argument): every (row, camera) pair is its own sample, at a fixed index,
-  so the sampler's seeded shuffle visits each pair once per epoch, identically on every rank and after a resume;
-- `random` (this class's default): one camera per row per epoch, drawn from a generator seeded by (seed, epoch, row), so the draw is the
-  same on every rank and worker and after a resume, and epochs cover different ego-exo pairs;
+- `all_pairs` (the paper's, and the default of the stage scripts' `exo_sampling` argument): every (row, camera)
+  pair is its own sample, at a fixed index, so the sampler's seeded shuffle visits each pair once per epoch,
+  identically on every rank and after a resume;
+- `random` (this class's default): one camera per row per epoch, drawn from a generator seeded by (seed, epoch,
+  row), so the draw is the same on every rank and worker and after a resume, and epochs cover different pairs;
 - `best_exo`: the row's `best_exo_cam` (Ego-Exo4D's best exocentric view; rows where it is null fall back to the
   seeded draw).
 
@@ -302,7 +303,9 @@ class CaptionSamples(VideoSamples):
         default_prompt: the user turn of rows whose `prompt` is empty (EgoClip has none).
     """
 
-    def __init__(self, table, video_root: str, num_frames: int, view: str, default_prompt: str, where: str = "captions"):
+    def __init__(
+        self, table, video_root: str, num_frames: int, view: str, default_prompt: str, where: str = "captions"
+    ):
         super().__init__(table, video_root, num_frames)
         check_columns(table, CAPTION_COLUMNS, where)
         if view not in ("exo", "ego"):
@@ -362,7 +365,9 @@ class MixedSourceSamples(Dataset):
     its branch, so the exo tower sees only `exo` rows and the ego tower only `ego` rows.
     """
 
-    def __init__(self, exo: CaptionSamples, ego: CaptionSamples, exo_per_item: int = 1, ego_per_item: int = 1, seed: int = 0):
+    def __init__(
+        self, exo: CaptionSamples, ego: CaptionSamples, exo_per_item: int = 1, ego_per_item: int = 1, seed: int = 0
+    ):
         if not len(exo) or not len(ego):
             raise ValueError(f"both initialization sources need rows (exo: {len(exo)}, ego: {len(ego)})")
         self.sources = {"exo": (exo, exo_per_item), "ego": (ego, ego_per_item)}

@@ -48,15 +48,19 @@ class DataArguments:
                   "epoch) | random (one seeded camera per narration per epoch) | best_exo"},
     )
     exo_dataset_path: str | None = field(
-        default=None, metadata={"help": "init: exo-tower captions (exo2ego data pretrain: web image/video-text pairs)."}
+        default=None, metadata={"help": "init: exo-tower captions (exo2ego data pretrain: web image/video pairs)."}
     )
     exo_dataset_config: str = field(default="captions")
-    exo_video_root: str | None = field(default=None, metadata={"help": "Media root of the exo captions (default video_root)."})
+    exo_video_root: str | None = field(
+        default=None, metadata={"help": "Media root of the exo captions (default video_root)."}
+    )
     ego_dataset_path: str | None = field(
         default=None, metadata={"help": "init: ego-tower captions (exo2ego data egoclip, config captions)."}
     )
     ego_dataset_config: str = field(default="captions")
-    ego_video_root: str | None = field(default=None, metadata={"help": "Media root of the ego captions (default video_root)."})
+    ego_video_root: str | None = field(
+        default=None, metadata={"help": "Media root of the ego captions (default video_root)."}
+    )
     init_mix: str = field(
         default="1:1",
         metadata={"help": "init with two sources: 'EXO:EGO' samples per batch element (per_device_train_batch_size "
@@ -163,8 +167,8 @@ def check_data_arguments(stage: str, data_args: DataArguments) -> None:
         raise ValueError(f"exo_dataset_path / ego_dataset_path are init's two sources; {stage} reads --dataset_path")
     if data_args.dataset_path:
         raise ValueError(
-            "init reads either --dataset_path (Ego-ExoClip for both towers) or --exo_dataset_path + --ego_dataset_path "
-            "(web pairs + EgoClip, the paper's recipe), not both"
+            "init reads either --dataset_path (Ego-ExoClip for both towers) or --exo_dataset_path + "
+            "--ego_dataset_path (web pairs + EgoClip, the paper's recipe), not both"
         )
     for branch in ("exo", "ego"):
         if not getattr(data_args, f"{branch}_dataset_path"):

@@ -5,12 +5,12 @@ which input views it uses, which stage's output it starts from) and applies the 
 Tables 7-8 through :func:`resolve_stage`. The frozen and trainable sets of the whole pipeline are therefore readable
 here and nowhere else:
 
-| stage  | data                                 | views        | trains                                      | loss           | LoRA |
-|--------|--------------------------------------|--------------|---------------------------------------------|----------------|------|
-| init   | exo: web pairs; ego: EgoClip         | exo, ego     | exo tower, ego tower, connector             | VTG per branch | -    |
-| stage1 | Ego-ExoClip, every (clip, exo cam)   | exo          | exo tower, connector                        | VTG            | -    |
-| stage2 | Ego-ExoClip, every (clip, exo cam)   | ego+exo pair | ego tower, F (ego_to_exo), G (exo_to_ego)   | VTG + KL + CCL | -    |
-| stage3 | EgoIT                                | ego          | ego tower, F, connector (+ LoRA on the LLM) | VTG            | yes  |
+| stage  | data                         | views    | trains                                    | loss           | LoRA |
+|--------|------------------------------|----------|-------------------------------------------|----------------|------|
+| init   | exo: web pairs; ego: EgoClip | exo, ego | exo tower, ego tower, connector           | VTG per branch | -    |
+| stage1 | Ego-ExoClip, all (clip, cam) | exo      | exo tower, connector                      | VTG            | -    |
+| stage2 | Ego-ExoClip, all (clip, cam) | pair     | ego tower, F (ego_to_exo), G (exo_to_ego) | VTG + KL + CCL | -    |
+| stage3 | EgoIT                        | ego      | ego tower, F, connector (+ LLM LoRA)      | VTG            | yes  |
 
 The LLM (`language_model`, `lm_head`) is frozen everywhere (stage 3 adapts it through LoRA only). Connector
 trainability is our choice (the paper is silent) and can be overridden per run. Init can also read Ego-ExoClip for
@@ -129,8 +129,8 @@ ABLATIONS = {
     "no_g_ccl": "Table 7 #3: no inverse mapping G and no cycle-consistency loss",
     "no_kl": "Table 7 #4: no KL alignment loss",
     "exo_tower_trainable": (
-        "Table 8 #2: the exo tower also trains in stage 2; the KL then keeps the gradient of its teacher target (teacher "
-        "and student learn from each other) and the cycle loss reaches it through F(G(y)) - y"
+        "Table 8 #2: the exo tower also trains in stage 2; the KL then keeps the gradient of its teacher target "
+        "(teacher and student learn from each other) and the cycle loss reaches it through F(G(y)) - y"
     ),
     "ego_tower_frozen": "Table 8 #3: the ego tower stays frozen in stage 3",
 }

@@ -66,12 +66,12 @@ class Exo2EgoTrainingArguments(TrainingArguments):
     ccl_weight: float = field(default=1.0, metadata={"help": "Weight of the stage-2 cycle loss (0 removes it and G)."})
     kl_mode: str = field(
         default="gaussian",
-        metadata={"help": "Form of the stage-2 KL: gaussian (paper default) | token_softmax | pooled (kl_alignment_loss)."},
+        metadata={"help": "Form of the stage-2 KL: gaussian (paper default) | token_softmax | pooled."},
     )
     kl_temperature: float = field(default=1.0, metadata={"help": "Softmax temperature of token_softmax / pooled KL."})
     kl_gather_statistics: bool = field(
         default=True,
-        metadata={"help": "gaussian KL: statistics over the tokens of all data-parallel ranks (one small all-gather)."},
+        metadata={"help": "gaussian KL: statistics over the tokens of all data-parallel ranks (a small all-gather)."},
     )
     vision_tower_lr: float | None = field(default=None, metadata={"help": "LR of the vision towers (default: learning_rate)."})
     mapping_lr: float | None = field(default=None, metadata={"help": "LR of the mappings F and G (default: learning_rate)."})

@@ -20,7 +20,6 @@ the chunk (clips that cross a chunk boundary are skipped and counted).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -87,7 +86,8 @@ def build_egoclip(root: Path, out: str | Path, *, seed: int = 0, layout: str = "
                                      caption=row["answer"]))
         data_files = {CAPTIONS_CONFIG: {"train": captions.finish()}, CONFIG: {"train": egoit.finish()}}
         build_info = {"builder": "egoclip", "counts": {CONFIG: egoit.count, CAPTIONS_CONFIG: captions.count},
-                      "skips": context.bad_rows.summary(), "seed": seed, "layout": layout, "max_rows": max_rows, "templates_sha1": templates_sha1(), "args": dict(args or {})}
+                      "skips": context.bad_rows.summary(), "seed": seed, "layout": layout, "max_rows": max_rows,
+                      "templates_sha1": templates_sha1(), "args": dict(args or {})}
         card = hub_export.make_dataset_card(
             data_files, pretty_name="EgoClip (Exo2Ego initialization captions)", license="other",
             summary="EgoVLP's EgoClip clip-narration pairs as Exo2Ego initialization captions (config `captions`) and "

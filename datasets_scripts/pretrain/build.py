@@ -56,7 +56,9 @@ def annotation_files(root: Path, given: Sequence[str | Path] = ()) -> list[Path]
         return files
     files = sorted(path for path in root.iterdir() if path.suffix in (".json", ".jsonl") and path.is_file())
     if not files:
-        raise SourceFileError(f"no *.json / *.jsonl annotation file directly under {root}; pass --annotations NAME=FILE")
+        raise SourceFileError(
+            f"no *.json / *.jsonl annotation file directly under {root}; pass --annotations NAME=FILE"
+        )
     return files
 
 
@@ -89,7 +91,9 @@ def media_path(value: Any) -> str:
     return normalised
 
 
-def caption_from_record(record: Any, source: str, path: Path, row: int, root: Path, check_media: bool) -> dict[str, Any]:
+def caption_from_record(
+    record: Any, source: str, path: Path, row: int, root: Path, check_media: bool
+) -> dict[str, Any]:
     """One caption row from one JSON record, or :class:`RowError` naming file, row and field."""
     if isinstance(record, RowError):
         raise record
@@ -113,19 +117,29 @@ def caption_from_record(record: Any, source: str, path: Path, row: int, root: Pa
         raise RowError(path, row, "conversations", f"expected [human turn, gpt turn], got {count}")
     for index, expected in enumerate(("human", "gpt")):
         if not isinstance(turns[index], Mapping) or turns[index].get("from") != expected:
-            raise RowError(path, row, f"conversations.{index}.from", f"expected a {expected!r} turn, got {turns[index]!r}")
+            raise RowError(
+                path, row, f"conversations.{index}.from", f"expected a {expected!r} turn, got {turns[index]!r}"
+            )
     human = field(turns[0], "value", path, row, text, parent="conversations.0")
     tags = sum(human.count(tag) for tag in MEDIA_TAGS)
     if tags != 1:
-        raise RowError(path, row, "conversations.0.value", f"expected exactly one <video> or <image> tag, found {tags}")
+        raise RowError(
+            path, row, "conversations.0.value", f"expected exactly one <video> or <image> tag, found {tags}"
+        )
     prompt = " ".join(human.replace("<video>", " ").replace("<image>", " ").split())
     caption = field(turns[1], "value", path, row, text, parent="conversations.1")
-    return caption_row(id=f"{source}/{record_id}", source=source, media_type=media_type, media=media, prompt=prompt,
-                       caption=caption)
+    return caption_row(
+        id=f"{source}/{record_id}", source=source, media_type=media_type, media=media, prompt=prompt, caption=caption
+    )
 
 
-def iter_captions(roots: Mapping[str, Path], annotations: Mapping[str, Sequence[Path]], bad_rows: BadRows,
-                  check_media: bool = False, max_rows: int | None = None) -> Iterator[dict[str, Any]]:
+def iter_captions(
+    roots: Mapping[str, Path],
+    annotations: Mapping[str, Sequence[Path]],
+    bad_rows: BadRows,
+    check_media: bool = False,
+    max_rows: int | None = None,
+) -> Iterator[dict[str, Any]]:
     """Caption rows of every source, in source and file order; duplicate ids are bad rows too."""
     seen: set[bytes] = set()  # 8-byte id digests: about 100 bytes per row, not the id strings
     produced = 0
@@ -144,9 +158,18 @@ def iter_captions(roots: Mapping[str, Path], annotations: Mapping[str, Sequence[
                     yield caption
 
 
-def build_pretrain(roots: Mapping[str, Path], out: str | Path, *, annotations: Mapping[str, Sequence[str]] | None = None,
-                   skip_bad_rows: bool = False, check_media: bool = False, max_rows: int | None = None,
-                   shard_rows: int = 500_000, overwrite: bool = False, args: Mapping[str, Any] | None = None) -> dict:
+def build_pretrain(
+    roots: Mapping[str, Path],
+    out: str | Path,
+    *,
+    annotations: Mapping[str, Sequence[str]] | None = None,
+    skip_bad_rows: bool = False,
+    check_media: bool = False,
+    max_rows: int | None = None,
+    shard_rows: int = 500_000,
+    overwrite: bool = False,
+    args: Mapping[str, Any] | None = None,
+) -> dict:
     """Write the ``captions`` config (split ``train``) of the sources in `roots` to the Hub-ready folder `out`.
 
     Args:
@@ -156,7 +179,9 @@ def build_pretrain(roots: Mapping[str, Path], out: str | Path, *, annotations: M
     """
     if not roots:
         raise ValueError(f"pretrain: pass at least one --root NAME=DIR ({', '.join(SOURCES)})")
-    files = {source: annotation_files(Path(root), (annotations or {}).get(source, ())) for source, root in roots.items()}
+    files = {
+        source: annotation_files(Path(root), (annotations or {}).get(source, ())) for source, root in roots.items()
+    }
     bad_rows = BadRows(skip=skip_bad_rows)
     by_kind: Counter = Counter()
     with hub_export.staged_folder(out, overwrite=overwrite) as staging:
@@ -168,24 +193,31 @@ def build_pretrain(roots: Mapping[str, Path], out: str | Path, *, annotations: M
             raise ValueError("pretrain: no usable rows (every record was a bad row); see the skips above")
         data_files = {CONFIG: {"train": writer.finish()}}
         build_info = {
-            "builder": "pretrain", "counts": {CONFIG: writer.count, **dict(sorted(by_kind.items()))},
-            "skips": bad_rows.summary(), "check_media": check_media, "max_rows": max_rows,
+            "builder": "pretrain",
+            "counts": {CONFIG: writer.count, **dict(sorted(by_kind.items()))},
+            "skips": bad_rows.summary(),
+            "check_media": check_media,
+            "max_rows": max_rows,
             "annotation_files": {source: [path.name for path in paths] for source, paths in files.items()},
             "args": dict(args or {}),
         }
         card = hub_export.make_dataset_card(
-            data_files, pretty_name="Exo2Ego initialization: web image/video-text pairs", license="other",
+            data_files,
+            pretty_name="Exo2Ego initialization: web image/video-text pairs",
+            license="other",
             summary="Captions of VideoLLaMA2/LLaVA-style pretraining data as Exo2Ego initialization rows for the exo "
-                    "vision tower. No media is included; `media` is relative to the user's copy of each source.",
+            "vision tower. No media is included; `media` is relative to the user's copy of each source.",
             sections={
                 "Source and licence": "Each source (Panda-70M, WebVid-10M, VIDAL-10M, InternVid-10M, CC-3M, DCI, ...) "
-                                      "keeps its own licence and terms; re-host only what they allow.",
+                "keeps its own licence and terms; re-host only what they allow.",
                 "Loading": "```python\nfrom datasets import load_dataset\n"
-                           "captions = load_dataset(PATH, \"captions\", split=\"train\")\n```\n"
-                           "Training: `python train/init.py --config train/configs/init.yaml "
-                           "--exo_dataset_path PATH --exo_video_root MEDIA_ROOT`.",
+                'captions = load_dataset(PATH, "captions", split="train")\n```\n'
+                "Training: `python train/init.py --config train/configs/init.yaml "
+                "--exo_dataset_path PATH --exo_video_root MEDIA_ROOT`.",
             },
-            tags=["video", "image", "captioning"], task_categories=["video-text-to-text"])
+            tags=["video", "image", "captioning"],
+            task_categories=["video-text-to-text"],
+        )
         card.save(staging / hub_export.CARD_NAME)
         hub_export.write_build_info(staging, build_info)
     return build_info
