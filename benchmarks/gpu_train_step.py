@@ -119,9 +119,8 @@ def peer_loss(model, batch):
 def stage2_loss(model, batch, full_logits: bool = False):
     from modeling_exo2ego import cycle_consistency_loss, kl_alignment_loss
 
-    config = model.config
     out = model(**batch, use_cache=False, output_mapping_features=True, skip_logits=not full_logits)
-    kl = kl_alignment_loss(out.exo_features, out.ego_to_exo, mode=config.kl_mode, temperature=config.kl_temperature)
+    kl = kl_alignment_loss(out.exo_features, out.ego_to_exo, mode="gaussian")  # the stage-2 default
     ccl = cycle_consistency_loss(out.ego_features, out.ego_cycle, out.exo_features, out.exo_cycle)
     return out.loss + kl + ccl
 

@@ -133,6 +133,48 @@ def write_parquet_configs(
     return data_files
 
 
+class ShardedParquetWriter:
+    """Stream rows of one config/split into Parquet shards of ``shard_rows`` rows inside a staging folder.
+
+    For builders whose sources are too large to hold in memory (EgoClip's 3.8M rows, web pretraining sets): rows
+    go to ``add``; ``finish`` renames the shards to their final ``parquet_relpath`` names (which need the shard
+    count) and returns those paths for :func:`make_dataset_card`.
+    """
+
+    def __init__(self, staging: str | os.PathLike, config: str, split: str, features, shard_rows: int = 500_000):
+        if shard_rows < 1:
+            raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
+        self.staging, self.config, self.split = Path(staging), config, split
+        self.features, self.shard_rows = features, shard_rows
+        self.count = 0
+        self._buffer: list[Mapping[str, Any]] = []
+        self._shards: list[Path] = []
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        self._buffer.append(row)
+        self.count += 1
+        if len(self._buffer) >= self.shard_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        shard = self.staging / f"{self.config}-{self.split}-{len(self._shards):05d}.tmp.parquet"
+        write_parquet_table(shard, self._buffer, self.features)
+        self._shards.append(shard)
+        self._buffer = []
+
+    def finish(self) -> list[str]:
+        """Write the last shard (an empty split still gets one file, so the config loads) and name the shards."""
+        if self._buffer or not self._shards:
+            self._flush()
+        paths = []
+        for index, shard in enumerate(self._shards):
+            relative = parquet_relpath(self.config, self.split, index, len(self._shards))
+            (self.staging / relative).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(shard, self.staging / relative)
+            paths.append(relative)
+        return paths
+
+
 # --------------------------------------------------------------------------------------------- card
 def make_dataset_card(
     data_files: Mapping[str, Mapping[str, Sequence[str]]],

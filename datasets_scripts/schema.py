@@ -1,4 +1,8 @@
-"""Canonical row schemas of EgoIT and EgoBench, and the helpers every builder uses to fill them.
+"""Canonical row schemas of EgoIT, EgoBench and the initialization captions, and the helpers builders use to fill them.
+
+The initialization stage reads :data:`CAPTION_FEATURES` rows for each vision tower: web image/video-text pairs
+(``exo2ego data pretrain``) for the exo tower and EgoClip (``exo2ego data egoclip``, config ``captions``) for the
+ego tower.
 
 Every EgoIT source adapter and the synthetic world write rows of :data:`EGOIT_FEATURES`; every
 EgoBench task writes rows of :data:`EGOBENCH_FEATURES`. Video paths are relative to the root the
@@ -47,6 +51,20 @@ EGOIT_FEATURES = Features(
         "options": List(Value("string")),  # None unless the row is multiple choice
     }
 )
+
+CAPTION_FEATURES = Features(
+    {
+        "id": Value("string"),  # "<source>/<source id>", unique over the folder
+        "source": Value("string"),  # videollama2 | llava | egoclip
+        "media_type": Value("string"),  # video | image (an image is repeated to every frame, as VideoLLaMA2 does)
+        "media": Value("string"),  # path relative to the source root
+        "start_sec": Value("float64"),  # None: the whole file
+        "end_sec": Value("float64"),
+        "prompt": Value("string"),  # the user turn without its media tag; "" = the training's clip_prompt
+        "caption": Value("string"),  # the target text
+    }
+)
+CAPTION_MEDIA_TYPES = ("video", "image")
 
 EGOBENCH_FEATURES = Features(
     {
@@ -124,6 +142,21 @@ def dumps_meta(meta: dict[str, Any]) -> str:
 def loads_meta(meta: str | None) -> dict[str, Any]:
     """Parse a row's ``meta`` string (``None`` or ``""`` give ``{}``)."""
     return json.loads(meta) if meta else {}
+
+
+def caption_row(
+    *, id: str, source: str, media_type: str, media: str, caption: str, prompt: str = "",
+    start_sec: float | None = None, end_sec: float | None = None,
+) -> dict[str, Any]:
+    """One initialization caption row (a dict with exactly the keys of :data:`CAPTION_FEATURES`)."""
+    if media_type not in CAPTION_MEDIA_TYPES:
+        raise ValueError(f"media_type must be one of {CAPTION_MEDIA_TYPES}, got {media_type!r}")
+    return {
+        "id": id, "source": source, "media_type": media_type, "media": media,
+        "start_sec": None if start_sec is None else float(start_sec),
+        "end_sec": None if end_sec is None else float(end_sec),
+        "prompt": prompt, "caption": caption,
+    }
 
 
 def egoit_row(

@@ -12,6 +12,8 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 CONNECTOR_PADDING = {"stc": 1, "stc_v35": 0}
+# Training-only settings older configs held (now `Exo2EgoTrainingArguments.kl_mode` / `kl_temperature`).
+LEGACY_TRAINING_KEYS = ("kl_mode", "kl_temperature")
 
 # Written into every saved config.json so the Auto factories find the remote code; AutoModel gives the generating
 # class, as the model card's `AutoModel.from_pretrained("org/exo2ego", trust_remote_code=True)` promises.
@@ -67,8 +69,6 @@ class Exo2EgoConfig(PreTrainedConfig):
         mapping_ngf, mapping_n_blocks, mapping_norm, mapping_residual:
             Generator width, residual blocks, normalisation (`instance`, `group`, `none`) and the global residual
             `F(x) = x + R(x)` with a zero-initialised last conv (F starts as the identity).
-        kl_mode (`"token_softmax"`, `"gaussian"`, `"pooled"`), kl_temperature (`float`):
-            Form of the KL between real exo features and F(ego); see `kl_alignment_loss`.
         include_exo_branch (`bool`):
             False for an ego-only inference release: no exo tower and no G are built.
     """
@@ -93,12 +93,14 @@ class Exo2EgoConfig(PreTrainedConfig):
     mapping_n_blocks: int = 9
     mapping_norm: Literal["instance", "group", "none"] = "instance"
     mapping_residual: bool = True
-    kl_mode: Literal["token_softmax", "gaussian", "pooled"] = "token_softmax"
-    kl_temperature: float = 1.0
     include_exo_branch: bool = True
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
+        # Configs saved before the KL settings moved to the training arguments carry them; they do not describe the
+        # model (an inference release has no KL), so they are dropped on load.
+        for legacy_training_key in LEGACY_TRAINING_KEYS:
+            kwargs.pop(legacy_training_key, None)
         super().__post_init__(**kwargs)
         # Keys loaded from a Hub repo (e.g. "org/exo2ego--modeling_exo2ego...") win over the local defaults.
         self.auto_map = {**AUTO_MAP, **(getattr(self, "auto_map", None) or {})}

@@ -236,35 +236,77 @@ def build_mapping(config: Exo2EgoConfig) -> nn.Module:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+KL_MODES = ("gaussian", "token_softmax", "pooled")
+
+
+def _gaussian_moments(features: torch.Tensor, gather: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and (biased) variance of (B*T, C, g, g) features over all their tokens, in fp32.
+
+    With `gather` and an initialised process group of more than one rank, the statistics cover the tokens of every
+    rank: each rank's (count, mean, sum of squared deviations) is all-gathered with the autograd-aware collective and
+    merged with the parallel-variance formula (stable, unlike E[y^2] - E[y]^2). The gathered tensors are 2C + 1
+    floats per rank, so the cost is one small all-gather per call, independent of the batch size. Every rank must
+    make the call (it is a collective). The backward of the gather sums each rank's gradient of its own statistics
+    over ranks, so after DDP/FSDP average the gradients, they equal the gradient of the global-batch loss.
+    """
+    tokens = features.float().transpose(0, 1).flatten(1)  # (C, tokens)
+    count = torch.tensor(float(tokens.shape[1]), device=tokens.device)
+    variance, mean = torch.var_mean(tokens, dim=1, correction=0)
+    squared_deviations = variance * count
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if not (gather and distributed and torch.distributed.get_world_size() > 1):
+        return mean, variance
+    from torch.distributed.nn.functional import all_gather
+
+    local = torch.cat([count[None], mean, squared_deviations])
+    stacked = torch.stack(all_gather(local))  # (world, 2C + 1)
+    counts, means, deviations = stacked[:, :1], stacked[:, 1 : 1 + mean.numel()], stacked[:, 1 + mean.numel() :]
+    total = counts.sum()
+    global_mean = (counts * means).sum(0) / total
+    global_deviations = (deviations + counts * (means - global_mean) ** 2).sum(0)
+    return global_mean, global_deviations / total
+
+
 def kl_alignment_loss(
     exo_features: torch.Tensor,
     mapped_ego_features: torch.Tensor,
-    mode: Literal["token_softmax", "gaussian", "pooled"] = "token_softmax",
+    mode: Literal["gaussian", "token_softmax", "pooled"] = "gaussian",
     temperature: float = 1.0,
+    detach_target: bool = True,
+    gather_statistics: bool = False,
 ) -> torch.Tensor:
-    """KL(real exo features y || estimated exo features F(x)), computed in fp32; y is the (detached) target.
+    """KL(real exo features y || estimated exo features y_hat = F(x)), computed in fp32.
 
-    Both inputs are (B*T, C, g, g). The paper does not fix the form of the KL, so three are offered:
-    - `token_softmax` (default): per token, softmax over channels at temperature tau,
-      tau^2 * KL(softmax(y/tau) || softmax(F(x)/tau)), averaged over tokens;
-    - `gaussian`: per channel, mean and variance over all tokens of the batch, closed-form Gaussian KL averaged over
-      channels (alignment-free: ego and exo patches need not correspond);
-    - `pooled`: `token_softmax` on per-frame mean-pooled features (alignment-free).
+    Both inputs are (B*T, C, g, g). The paper cites "On the properties of KL divergence between multivariate
+    Gaussian distributions" and aligns real and estimated exo feature *distributions*, hence the default:
+    - `gaussian`: per channel c, mean m and variance v of y and of y_hat over all tokens (B*T*g*g; of all ranks with
+      `gather_statistics`, see `_gaussian_moments`), then the closed form
+      0.5 * (log(v_hat / v) + (v + (m - m_hat)^2) / v_hat - 1), averaged over channels. It does not depend on which
+      token is where, so ego and exo patches need not correspond.
+    - `token_softmax`: per token, softmax over channels at temperature tau,
+      tau^2 * KL(softmax(y/tau) || softmax(y_hat/tau)), averaged over tokens (assumes the two cameras' patches
+      correspond position by position, which they do not);
+    - `pooled`: `token_softmax` on per-frame mean-pooled features (alignment-free, per frame).
+
+    `detach_target` (default) treats y as a fixed teacher target; pass False when the exo tower trains (Table 8 #2:
+    teacher and student "learn from each other"), so y receives the KL gradient too.
     """
-    target = exo_features.detach().float()
-    estimate = mapped_ego_features.float()
+    if mode not in KL_MODES:
+        raise ValueError(f"unknown kl_mode {mode!r}; expected one of {KL_MODES}")
+    target = exo_features.detach() if detach_target else exo_features
     if mode == "gaussian":
-        target, estimate = target.transpose(0, 1).flatten(1), estimate.transpose(0, 1).flatten(1)  # (C, tokens)
-        mean_t, var_t = target.mean(1), target.var(1, unbiased=False) + 1e-6
-        mean_e, var_e = estimate.mean(1), estimate.var(1, unbiased=False) + 1e-6
+        mean_t, var_t = _gaussian_moments(target, gather_statistics)
+        mean_e, var_e = _gaussian_moments(mapped_ego_features, gather_statistics)
+        var_t, var_e = var_t + 1e-6, var_e + 1e-6
         kl = 0.5 * (torch.log(var_e / var_t) + (var_t + (mean_t - mean_e) ** 2) / var_e - 1)
         return kl.mean()
+    target, estimate = target.float(), mapped_ego_features.float()
     if mode == "pooled":
         target, estimate = target.mean((2, 3)), estimate.mean((2, 3))  # (B*T, C)
-    elif mode == "token_softmax":
-        target, estimate = target.flatten(2).transpose(1, 2).flatten(0, 1), estimate.flatten(2).transpose(1, 2).flatten(0, 1)
     else:
-        raise ValueError(f"unknown kl_mode {mode!r}; expected token_softmax, gaussian or pooled")
+        # (B*T, C, g, g) -> (B*T*g*g, C): one distribution over channels per token
+        target = target.flatten(2).transpose(1, 2).flatten(0, 1)
+        estimate = estimate.flatten(2).transpose(1, 2).flatten(0, 1)
     log_p = F.log_softmax(target / temperature, dim=-1)
     log_q = F.log_softmax(estimate / temperature, dim=-1)
     return temperature**2 * F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
@@ -660,6 +702,7 @@ __all__ = [
     "Exo2EgoForConditionalGeneration",
     "Exo2EgoModelOutput",
     "Exo2EgoCausalLMOutput",
+    "KL_MODES",
     "kl_alignment_loss",
     "cycle_consistency_loss",
 ]

@@ -58,6 +58,16 @@ def test_egoclip_rows_shards_and_layouts(tmp_path):
         "v1/full_scale/002ad105-bd9a-4858-953e-54e88dc7587e.mp4", 2.967651, 3.721266)
     assert ds[1]["answer"] == "C drops the bag" and ds[2]["answer"] == "man X opens the door"
     assert {row["task"] for row in ds} == {"captioning"} and all(0 <= i < 10 for i in ds["instruction_id"])
+    # The same rows as initialization captions, the folder's default config (what init's ego branch reads).
+    from datasets_scripts.schema import CAPTION_FEATURES
+    from train.data import CaptionSamples
+
+    captions = load(out, "captions")
+    assert captions.features == CAPTION_FEATURES and captions["id"] == ds["id"]
+    assert captions[0] == {"id": "egoclip/0", "source": "egoclip", "media_type": "video", "media": first["video"],
+                           "start_sec": 2.967651, "end_sec": 3.721266, "prompt": "",
+                           "caption": "C picks a bag of clothes from the floor"}
+    assert len(CaptionSamples(captions, str(root), 4, "ego", "Describe.")) == 4
 
     # EgoVLP's 600 s chunks: times become chunk-relative; a clip across a chunk boundary is skipped and counted.
     chunked = tmp_path / "chunked"
@@ -82,10 +92,12 @@ def test_egoclip_bad_rows(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
     assert run_cli(["--root", f"egoclip={root}", "--out", str(tmp_path / "out"), "--skip-bad-rows", "--max-rows", "3"]) == 0
     info = json.loads((tmp_path / "out" / "build_info.json").read_text())
-    assert info["counts"] == {"egoclip": 3} and info["skips"]["by_source_field"] == {"egoclip/(columns)": 1}
+    assert info["counts"] == {"egoclip": 3, "captions": 3}
+    assert info["skips"]["by_source_field"] == {"egoclip/(columns)": 1}
     assert run_cli(["--root", f"egoclip={root}", "--out", str(tmp_path / "all"), "--skip-bad-rows"]) == 0
     info = json.loads((tmp_path / "all" / "build_info.json").read_text())
-    assert info["skips"]["by_source_field"] == {"egoclip/(columns)": 1, "egoclip/clip_end": 1} and info["counts"] == {"egoclip": 4}
+    assert info["skips"]["by_source_field"] == {"egoclip/(columns)": 1, "egoclip/clip_end": 1}
+    assert info["counts"] == {"egoclip": 4, "captions": 4}
     (root / "egoclip.csv").unlink()
     assert run_cli(["--root", f"egoclip={root}", "--out", str(tmp_path / "none")]) == 2
     assert "egoclip: required file not found" in capsys.readouterr().err

@@ -118,9 +118,9 @@ def test_fresh_process_loads_identically_without_project_packages(tiny, tmp_path
 def test_config_round_trips_every_field(tmp_path):
     from exo2ego.tiny import tiny_config_kwargs
 
-    config = Exo2EgoConfig(**tiny_config_kwargs(connector_type="stc_v35", mapping_type="mlp", kl_mode="gaussian", kl_temperature=2.0))
+    config = Exo2EgoConfig(**tiny_config_kwargs(connector_type="stc_v35", mapping_type="mlp"))
     config.save_pretrained(tmp_path)
     loaded = Exo2EgoConfig.from_pretrained(tmp_path)
-    for field in ("connector_type", "mapping_type", "kl_mode", "kl_temperature", "num_frames", "video_token_id"):
+    for field in ("connector_type", "mapping_type", "num_frames", "video_token_id"):
         assert getattr(loaded, field) == getattr(config, field)
     assert loaded.ego_vision_config.image_size == 32 and loaded.text_config.hidden_size == 64

@@ -29,6 +29,8 @@ SPEC = {
     ("stage2", ("no_g_ccl",)): ({"ego_vision_tower", "ego_to_exo"}, False),
     ("stage2", ("no_kl",)): ({"ego_vision_tower", "ego_to_exo", "exo_to_ego"}, False),
     ("stage2", ("exo_tower_trainable",)): ({"ego_vision_tower", "exo_vision_tower", "ego_to_exo", "exo_to_ego"}, False),
+    # Without the cycle loss only the KL reaches the trainable exo tower: its teacher target keeps the gradient.
+    ("stage2", ("exo_tower_trainable", "no_g_ccl")): ({"ego_vision_tower", "exo_vision_tower", "ego_to_exo"}, False),
     ("stage3", ()): ({"ego_vision_tower", "ego_to_exo", "connector"}, True),
     ("stage3", ("no_lora",)): ({"ego_vision_tower", "ego_to_exo", "connector"}, False),
     ("stage3", ("ego_tower_frozen",)): ({"ego_to_exo", "connector"}, True),
@@ -141,7 +143,10 @@ def test_mlp_mapping_ablation_rebuilds_f_and_g_as_identity(tiny, samples, tmp_pa
         (lambda: resolve_stage("stage2", ablations=["no_lora"]), "does not apply to stage2"),
         (lambda: resolve_stage("stage2", ablations=["no_gan"]), "unknown ablation"),
         (lambda: resolve_stage("stage4"), "unknown stage"),
-        (lambda: resolve_stage("stage2", ablations=["exo_tower_trainable", "no_g_ccl"]), "only the cycle loss reaches"),
+        (
+            lambda: resolve_stage("stage2", ablations=["exo_tower_trainable", "no_g_ccl", "no_kl"]),
+            "reached only by the KL",
+        ),
         (lambda: resolve_stage("stage1", train_modules=["ego_to_exo"]), "cannot train"),
     ],
 )
@@ -181,8 +186,9 @@ def test_stage2_logs_each_term_and_zero_weights_do_not_move_parameters(tiny, sam
 
 def test_gradient_accumulation_matches_one_large_batch(tiny, samples, tmp_path):
     """2 micro-batches of 1 = 1 batch of 2 with SGD (whose step is proportional to the gradient); the two samples
-    have different target lengths, so per-micro-batch means would give a different step."""
-    common = dict(optim="sgd", learning_rate=0.5, max_steps=1, max_grad_norm=0.0, weight_decay=0.0)
+    have different target lengths, so per-micro-batch means would give a different step. The Gaussian KL's statistics
+    cover one micro-batch (of all ranks) and are not additive over micro-batches, so this uses the per-frame form."""
+    common = dict(optim="sgd", learning_rate=0.5, max_steps=1, max_grad_norm=0.0, weight_decay=0.0, kl_mode="pooled")
     one_batch, _ = train_and_collect(tiny, samples, tmp_path, per_device_train_batch_size=2, **common)
     accumulated, _ = train_and_collect(
         tiny, samples, tmp_path, per_device_train_batch_size=1, gradient_accumulation_steps=2, **common
@@ -261,8 +267,11 @@ def test_paper_configs_hold_table_14(stage, lr, warmup, epochs, global_batch):
     # bf16/tf32 need a GPU: this CPU box only checks the values.
     model_args, data_args, stage_args, args = parse_arguments(["--config", config, "--use_cpu", "true", "--tf32", "false"])
     assert (args.learning_rate, args.warmup_steps, args.num_train_epochs) == (lr, warmup, epochs)
-    assert args.per_device_train_batch_size == 8 and args.global_batch_size == global_batch
-    assert args.gradient_accumulation_steps * args.per_device_train_batch_size * args.world_size == global_batch
+    # Init's batch elements hold init_mix = EXO:EGO samples (one per source); Table 14 counts samples.
+    per_element = sum(map(int, data_args.init_mix.split(":"))) if data_args.exo_dataset_path else 1
+    assert args.per_device_train_batch_size * per_element == 8 and args.global_batch_size * per_element == global_batch
+    samples_per_step = args.gradient_accumulation_steps * args.per_device_train_batch_size * args.world_size
+    assert samples_per_step * per_element == global_batch
     assert (args.weight_decay, args.lr_scheduler_type, args.adam_beta1, args.adam_beta2) == (0.02, "cosine", 0.9, 0.999)
     assert args.bf16 and data_args.num_frames == 16
     if stage == "stage3":

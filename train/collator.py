@@ -23,7 +23,9 @@ class Exo2EgoCollator:
 
     One branch (stages 1-3): a flat dict `{input_ids, attention_mask, labels, pixel_values_videos and/or
     exo_pixel_values_videos, failed_videos}`. Several branches (init): `{branch: that dict, ...,
-    "failed_videos": n}`, one forward per branch.
+    "failed_videos": n}`, one forward per branch. Init items are either Ego-ExoClip samples (both views of one
+    clip) or two-source items `{"exo": [samples], "ego": [samples]}` (`train.data.MixedSourceSamples`), whose
+    lists are concatenated per branch: each tower then sees only its own source.
 
     Args:
         processor: an `Exo2EgoProcessor`.
@@ -41,7 +43,11 @@ class Exo2EgoCollator:
         failed = torch.tensor(sum(sample.get("failed_videos", 0) for sample in samples))
         if len(self.branches) == 1:
             return {**self.branch_batch(samples, self.branches[0]), "failed_videos": failed}
-        return {**{branch: self.branch_batch(samples, branch) for branch in self.branches}, "failed_videos": failed}
+        batches = {}
+        for branch in self.branches:
+            per_branch = [one for item in samples for one in item[branch]] if branch in samples[0] else samples
+            batches[branch] = self.branch_batch(per_branch, branch)
+        return {**batches, "failed_videos": failed}
 
     def branch_batch(self, samples: list[dict], branch: str) -> dict[str, torch.Tensor]:
         views = BRANCH_VIEWS[branch]

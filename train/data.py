@@ -1,15 +1,25 @@
-"""Training samples from Ego-ExoClip and EgoIT tables.
+"""Training samples from Ego-ExoClip, EgoIT and initialization caption tables.
 
 A table is any `datasets.Dataset` with the published columns (a Hub-ready folder or repo read with
 `load_dataset`); video paths are relative to `video_root`, the user's local copy of the source videos. Samples
 decode their frames in `__getitem__`, so decoding runs in the DataLoader workers.
 
 Exo camera choice (Ego-ExoClip rows offer 4-5 exo cameras):
-- `random` (default): one camera per row per epoch, drawn from a generator seeded by (seed, epoch, row), so the
-  draw is the same on every rank and worker and after a resume, and epochs cover different ego-exo pairs;
+- `all_pairs` (the paper's, and the default of the stage scripts' `exo_sampling` argument): every (row, camera)
+  pair is its own sample, at a fixed index, so the sampler's seeded shuffle visits each pair once per epoch,
+  identically on every rank and after a resume;
+- `random` (this class's default): one camera per row per epoch, drawn from a generator seeded by (seed, epoch,
+  row), so the draw is the same on every rank and worker and after a resume, and epochs cover different pairs;
 - `best_exo`: the row's `best_exo_cam` (Ego-Exo4D's best exocentric view; rows where it is null fall back to the
-  seeded draw);
-- `all_pairs`: every (row, camera) pair is its own sample.
+  seeded draw).
+
+Initialization from two sources (paper §4.1): `CaptionSamples` reads caption rows (`CAPTION_FEATURES`: web
+image/video-text pairs for the exo tower, EgoClip for the ego tower) and `MixedSourceSamples` combines them: each of
+its items holds `exo_per_item` exo samples and `ego_per_item` ego samples (the `init_mix` ratio), so every
+micro-batch trains both towers in that ratio. An epoch visits every row of both sources at least once: it has
+max(ceil(N_exo / exo_per_item), ceil(N_ego / ego_per_item)) items and the smaller source is cycled, each cycle in a
+new order from a seeded affine permutation of (seed, epoch, source, cycle) (no index array, so 100M-row sources
+cost no memory).
 
 Unreadable videos are logged, counted and replaced by a readable sample from a seeded random position; `FailureTracker` stops the run
 with a clear error once more than `max_failed_fraction` of the data failed.
@@ -35,6 +45,7 @@ EGOIT_COLUMNS = (
     "id", "source", "task", "split", "video", "video_start_sec", "video_end_sec",
     "instruction_id", "instruction", "question", "answer", "options",
 )
+CAPTION_COLUMNS = ("id", "media_type", "media", "start_sec", "end_sec", "prompt", "caption")
 EXO_SAMPLING_MODES = ("random", "best_exo", "all_pairs")
 BEST_EXO_COLUMN = "best_exo_cam"
 # Samples tried (the requested one, then seeded random replacements) before the loader gives up.
@@ -273,3 +284,121 @@ class EgoITSamples(VideoSamples):
         else:
             frames = self.read_frames(row["video"], self.timestamps(row["video_start_sec"], row["video_end_sec"]))
         return {"sample_id": row["id"], "prompt": egoit_prompt(row), "target": egoit_target(row), "ego_frames": frames}
+
+
+def read_image_frames(path: str, num_frames: int) -> np.ndarray:
+    """uint8 (T, H, W, 3): one RGB image repeated to every frame (VideoLLaMA2 expands images to its frame count)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        frame = np.asarray(image.convert("RGB"))
+    return np.repeat(frame[None], num_frames, axis=0)
+
+
+class CaptionSamples(VideoSamples):
+    """Initialization caption samples for one tower: `{"sample_id", "prompt", "target", "<view>_frames"}`.
+
+    Args:
+        view: "exo" (web pairs, fed to the exo tower) or "ego" (EgoClip, fed to the ego tower).
+        default_prompt: the user turn of rows whose `prompt` is empty (EgoClip has none).
+    """
+
+    def __init__(
+        self, table, video_root: str, num_frames: int, view: str, default_prompt: str, where: str = "captions"
+    ):
+        super().__init__(table, video_root, num_frames)
+        check_columns(table, CAPTION_COLUMNS, where)
+        if view not in ("exo", "ego"):
+            raise ValueError(f"view must be 'exo' or 'ego', got {view!r}")
+        self.view = view
+        self.default_prompt = default_prompt
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def sample_id(self, index: int) -> str:
+        return self.table[index]["id"]
+
+    def _decode(self, index: int) -> dict:
+        row = self.table[index]
+        if row["media_type"] == "image":
+            frames = read_image_frames(self.video_path(row["media"]), self.num_frames)
+        elif row["start_sec"] is None or row["end_sec"] is None:
+            from modeling_exo2ego import read_video_frames
+
+            frames = read_video_frames(self.video_path(row["media"]), self.num_frames).frames
+        else:
+            frames = self.read_frames(row["media"], self.timestamps(row["start_sec"], row["end_sec"]))
+        prompt = row["prompt"] or self.default_prompt
+        return {"sample_id": row["id"], "prompt": prompt, "target": row["caption"], f"{self.view}_frames": frames}
+
+
+def parse_mix(mix: str) -> tuple[int, int]:
+    """"EXO:EGO" (e.g. "1:1", "3:1") -> (exo samples, ego samples) per item; both at least 1."""
+    parts = str(mix).split(":")
+    try:
+        counts = tuple(int(part) for part in parts)
+    except ValueError:
+        counts = ()
+    if len(counts) != 2 or min(counts) < 1:
+        raise ValueError(f"init_mix must be 'EXO:EGO' with two integers >= 1 (e.g. '1:1'), got {mix!r}")
+    return counts
+
+
+def _affine_permutation(size: int, seed: tuple[int, ...]) -> tuple[int, int]:
+    """(step, shift) of a seeded bijection k -> (k * step + shift) mod size of range(size)."""
+    import math
+
+    if size == 1:
+        return 1, 0
+    generator = np.random.default_rng(list(seed))
+    while True:
+        step = int(generator.integers(1, size))
+        if math.gcd(step, size) == 1:
+            return step, int(generator.integers(size))
+
+
+class MixedSourceSamples(Dataset):
+    """Items of `exo_per_item` samples of `exo` and `ego_per_item` samples of `ego` (see the module docstring).
+
+    Item: `{"exo": [sample, ...], "ego": [sample, ...], "failed_videos": n}`; the collator batches each list into
+    its branch, so the exo tower sees only `exo` rows and the ego tower only `ego` rows.
+    """
+
+    def __init__(
+        self, exo: CaptionSamples, ego: CaptionSamples, exo_per_item: int = 1, ego_per_item: int = 1, seed: int = 0
+    ):
+        if not len(exo) or not len(ego):
+            raise ValueError(f"both initialization sources need rows (exo: {len(exo)}, ego: {len(ego)})")
+        self.sources = {"exo": (exo, exo_per_item), "ego": (ego, ego_per_item)}
+        self.seed = seed
+        self.epoch = 0
+        self._length = max(-(-len(exo) // exo_per_item), -(-len(ego) // ego_per_item))
+
+    def __len__(self) -> int:
+        return self._length
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        for source, _ in self.sources.values():
+            source.set_epoch(epoch)
+
+    def rows(self, index: int, branch: str) -> list[int]:
+        """Row indices of `branch`'s source in item `index` of the current epoch."""
+        source, per_item = self.sources[branch]
+        size = len(source)
+        rows = []
+        for position in range(index * per_item, (index + 1) * per_item):
+            cycle, offset = divmod(position, size)
+            step, shift = _affine_permutation(size, (self.seed, self.epoch, 0 if branch == "exo" else 1, cycle))
+            rows.append((offset * step + shift) % size)
+        return rows
+
+    def __getitem__(self, index: int) -> dict:
+        item, failed = {}, 0
+        for branch, (source, _) in self.sources.items():
+            samples = [source[row] for row in self.rows(index, branch)]
+            failed += sum(sample.pop("failed_videos", 0) for sample in samples)
+            item[branch] = samples
+        item["failed_videos"] = failed
+        return item

@@ -42,7 +42,30 @@ class DataArguments:
     dataset_config: str | None = field(default=None, metadata={"help": "Dataset config name (Ego-ExoClip: clips)."})
     dataset_split: str = field(default="train")
     num_frames: int | None = field(default=None, metadata={"help": "Frames per video (default: the model's)."})
-    exo_sampling: str = field(default="random", metadata={"help": "random | best_exo | all_pairs"})
+    exo_sampling: str = field(
+        default="all_pairs",
+        metadata={"help": "Ego-ExoClip exo camera per sample: all_pairs (paper: every (narration, camera) once per "
+                  "epoch) | random (one seeded camera per narration per epoch) | best_exo"},
+    )
+    exo_dataset_path: str | None = field(
+        default=None, metadata={"help": "init: exo-tower captions (exo2ego data pretrain: web image/video pairs)."}
+    )
+    exo_dataset_config: str = field(default="captions")
+    exo_video_root: str | None = field(
+        default=None, metadata={"help": "Media root of the exo captions (default video_root)."}
+    )
+    ego_dataset_path: str | None = field(
+        default=None, metadata={"help": "init: ego-tower captions (exo2ego data egoclip, config captions)."}
+    )
+    ego_dataset_config: str = field(default="captions")
+    ego_video_root: str | None = field(
+        default=None, metadata={"help": "Media root of the ego captions (default video_root)."}
+    )
+    init_mix: str = field(
+        default="1:1",
+        metadata={"help": "init with two sources: 'EXO:EGO' samples per batch element (per_device_train_batch_size "
+                  "counts elements, so a micro-batch holds per_device x (EXO + EGO) samples)."},
+    )
     clip_prompt: str = field(
         default="Describe what the person in the video is doing.",
         metadata={"help": "User prompt of Ego-ExoClip samples; the target is the clip's narration."},
@@ -77,11 +100,7 @@ def parse_arguments(argv=None):
 
     parser = TrlParser((ModelArguments, DataArguments, StageArguments, Exo2EgoTrainingArguments))
     model_args, data_args, stage_args, training_args = parser.parse_args_and_config(argv)
-    for name, value in (
-        ("model_name_or_path", model_args.model_name_or_path),
-        ("dataset_path", data_args.dataset_path),
-        ("video_root", data_args.video_root),
-    ):
+    for name, value in (("model_name_or_path", model_args.model_name_or_path),):
         if not value:
             raise ValueError(f"--{name} is required (in the yaml or on the command line)")
     if stage_args.save_mode not in SAVE_MODES:
@@ -130,9 +149,57 @@ def check_starting_point(folder: str, stage: str, allow_mismatch: bool = False) 
 # ---- building blocks -------------------------------------------------------------------------------------------
 
 
+def two_source_init(data_args: DataArguments) -> bool:
+    return bool(data_args.exo_dataset_path or data_args.ego_dataset_path)
+
+
+def check_data_arguments(stage: str, data_args: DataArguments) -> None:
+    """Which data arguments `stage` needs: one `dataset_path` (+ `video_root`), or in init either that (Ego-ExoClip,
+    both branches from its clips) or the two caption sources `exo_dataset_path` + `ego_dataset_path`."""
+    from train.data import parse_mix
+
+    if not two_source_init(data_args):
+        for name in ("dataset_path", "video_root"):
+            if not getattr(data_args, name):
+                raise ValueError(f"--{name} is required (in the yaml or on the command line)")
+        return
+    if stage != "init":
+        raise ValueError(f"exo_dataset_path / ego_dataset_path are init's two sources; {stage} reads --dataset_path")
+    if data_args.dataset_path:
+        raise ValueError(
+            "init reads either --dataset_path (Ego-ExoClip for both towers) or --exo_dataset_path + "
+            "--ego_dataset_path (web pairs + EgoClip, the paper's recipe), not both"
+        )
+    for branch in ("exo", "ego"):
+        if not getattr(data_args, f"{branch}_dataset_path"):
+            raise ValueError(f"init with two sources needs --{branch}_dataset_path too")
+        if not (getattr(data_args, f"{branch}_video_root") or data_args.video_root):
+            raise ValueError(f"init needs --{branch}_video_root (or --video_root) for its {branch} captions")
+    parse_mix(data_args.init_mix)
+
+
+def build_caption_sources(data_args: DataArguments, num_frames: int, seed: int):
+    """Init's two sources: exo captions for the exo tower, ego captions for the ego tower, mixed per item."""
+    from train.data import CaptionSamples, MixedSourceSamples, load_table, parse_mix
+
+    sources = {}
+    for branch in ("exo", "ego"):
+        path = getattr(data_args, f"{branch}_dataset_path")
+        table = load_table(path, getattr(data_args, f"{branch}_dataset_config"), data_args.dataset_split)
+        if data_args.max_train_samples is not None:
+            table = table.select(range(min(data_args.max_train_samples, len(table))))
+        root = getattr(data_args, f"{branch}_video_root") or data_args.video_root
+        where = f"{branch} dataset {path!r} (split {data_args.dataset_split!r})"
+        sources[branch] = CaptionSamples(table, root, num_frames, branch, data_args.clip_prompt, where=where)
+    exo_per_item, ego_per_item = parse_mix(data_args.init_mix)
+    return MixedSourceSamples(sources["exo"], sources["ego"], exo_per_item, ego_per_item, seed=seed)
+
+
 def build_dataset(resolved: ResolvedStage, data_args: DataArguments, num_frames: int, seed: int):
     from train.data import EgoExoClipSamples, EgoITSamples, load_table
 
+    if two_source_init(data_args):
+        return build_caption_sources(data_args, num_frames, seed)
     table = load_table(data_args.dataset_path, data_args.dataset_config, data_args.dataset_split)
     if data_args.max_train_samples is not None:
         table = table.select(range(min(data_args.max_train_samples, len(table))))
@@ -288,11 +355,15 @@ def run_stage(stage: str, argv=None):
         stage, stage_args.ablations, stage_args.train_modules, stage_args.freeze_modules,
         stage_args.connector_trainable, training_args.kl_weight, training_args.ccl_weight,
     )
+    check_data_arguments(stage, data_args)
     started_from = check_starting_point(model_args.model_name_or_path, stage, model_args.allow_stage_mismatch)
-    if training_args.dataloader_persistent_workers and resolved.spec.data == "ego_exo_clip" and data_args.exo_sampling == "random":
+    per_epoch_draw = two_source_init(data_args) or (
+        resolved.spec.data != "egoit" and data_args.exo_sampling == "random"
+    )
+    if training_args.dataloader_persistent_workers and per_epoch_draw:
         raise ValueError(
             "dataloader_persistent_workers keeps the workers' dataset copies of the first epoch, so the per-epoch "
-            "exo-camera draw would never change; turn it off (or use exo_sampling best_exo / all_pairs)"
+            "draw (exo camera, or init's source mixing) would never change; turn it off"
         )
     push = training_args.push_to_hub
     training_args.push_to_hub = False  # one commit of the finished folder below, not a push per checkpoint

@@ -5,15 +5,17 @@ which input views it uses, which stage's output it starts from) and applies the 
 Tables 7-8 through :func:`resolve_stage`. The frozen and trainable sets of the whole pipeline are therefore readable
 here and nowhere else:
 
-| stage  | data          | views        | trains                                      | loss           | LoRA |
-|--------|---------------|--------------|---------------------------------------------|----------------|------|
-| init   | Ego-ExoClip   | exo, ego     | exo tower, ego tower, connector             | VTG per branch | -    |
-| stage1 | Ego-ExoClip   | exo          | exo tower, connector                        | VTG            | -    |
-| stage2 | Ego-ExoClip   | ego+exo pair | ego tower, F (ego_to_exo), G (exo_to_ego)   | VTG + KL + CCL | -    |
-| stage3 | EgoIT         | ego          | ego tower, F, connector (+ LoRA on the LLM) | VTG            | yes  |
+| stage  | data                         | views    | trains                                    | loss           | LoRA |
+|--------|------------------------------|----------|-------------------------------------------|----------------|------|
+| init   | exo: web pairs; ego: EgoClip | exo, ego | exo tower, ego tower, connector           | VTG per branch | -    |
+| stage1 | Ego-ExoClip, all (clip, cam) | exo      | exo tower, connector                      | VTG            | -    |
+| stage2 | Ego-ExoClip, all (clip, cam) | pair     | ego tower, F (ego_to_exo), G (exo_to_ego) | VTG + KL + CCL | -    |
+| stage3 | EgoIT                        | ego      | ego tower, F, connector (+ LLM LoRA)      | VTG            | yes  |
 
 The LLM (`language_model`, `lm_head`) is frozen everywhere (stage 3 adapts it through LoRA only). Connector
-trainability is our choice (the paper is silent) and can be overridden per run.
+trainability is our choice (the paper is silent) and can be overridden per run. Init can also read Ego-ExoClip for
+both towers (`dataset_path`, the demo's choice). Which terms apply is this table; their weights and the KL's form
+(`kl_weight`, `ccl_weight`, `kl_mode`, `kl_temperature`) are training arguments (`train/trainer.py`).
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ class StageSpec:
         name: stage id, also written into every output folder (`exo2ego_stage.json`).
         description: the paper's name for the stage.
         starts_from: stages whose output folder this stage accepts as its starting point.
-        data: `"ego_exo_clip"` (Ego-ExoClip rows) or `"egoit"` (EgoIT rows).
+        data: `"captions"` (init: web pairs for the exo branch + EgoClip for the ego branch, or Ego-ExoClip clips
+            for both), `"ego_exo_clip"` (Ego-ExoClip rows) or `"egoit"` (EgoIT rows).
         branches: input views per step; several branches mean one forward each, losses summed (init).
         trainable: modules (keys of `MODULE_PATHS`) updated in place.
         losses: loss terms, a subset of {"vtg", "kl", "ccl"}.
@@ -81,7 +84,7 @@ STAGES: dict[str, StageSpec] = {
             name="init",
             description="Initialization: each vision tower learns its own domain, LLM frozen",
             starts_from=(BASE_STAGE,),
-            data="ego_exo_clip",
+            data="captions",
             branches=("exo", "ego"),
             trainable=frozenset({"exo_vision_tower", "ego_vision_tower", "connector"}),
             losses=frozenset({"vtg"}),
@@ -125,7 +128,10 @@ ABLATIONS = {
     "no_lora": "Table 7 #2: stage 3 without LoRA (the LLM stays frozen)",
     "no_g_ccl": "Table 7 #3: no inverse mapping G and no cycle-consistency loss",
     "no_kl": "Table 7 #4: no KL alignment loss",
-    "exo_tower_trainable": "Table 8 #2: the exo tower also trains in stage 2 (reached through the cycle loss)",
+    "exo_tower_trainable": (
+        "Table 8 #2: the exo tower also trains in stage 2; the KL then keeps the gradient of its teacher target "
+        "(teacher and student learn from each other) and the cycle loss reaches it through F(G(y)) - y"
+    ),
     "ego_tower_frozen": "Table 8 #3: the ego tower stays frozen in stage 3",
 }
 
@@ -237,8 +243,8 @@ def resolve_stage(
     if blocked:
         raise ValueError(
             f"{name} cannot train {blocked}: no loss term of this stage ({sorted(losses)}) reaches them with its "
-            f"inputs ({list(spec.branches)}); note that KL detaches the exo features, so in stage 2 only the cycle "
-            "loss reaches the exo tower"
+            f"inputs ({list(spec.branches)}); in stage 2 the exo tower is reached only by the KL (whose target keeps "
+            "its gradient when the exo tower trains) and the cycle loss"
         )
     return ResolvedStage(
         spec=spec, trainable=frozenset(trainable), losses=frozenset(losses), lora=lora, ablations=ablations,
@@ -257,6 +263,8 @@ def _reached_modules(spec: StageSpec, losses: set[str]) -> set[str]:
             reached |= {"ego_vision_tower"} if spec.name == "init" else {"ego_vision_tower", "ego_to_exo"}
         elif branch == "pair":
             reached |= {"ego_vision_tower", "ego_to_exo"}  # VTG on [x; F(x)], KL on F(x)
+            if "kl" in losses:  # y is detached unless the exo tower trains; then the KL reaches it
+                reached.add("exo_vision_tower")
             if "ccl" in losses:  # G(F(x)) and F(G(y)) - y: G and, through y, the exo tower
                 reached |= {"exo_to_ego", "exo_vision_tower"}
     return reached

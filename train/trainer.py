@@ -8,7 +8,9 @@ every stage here. What is left of SFTTrainer (chat-template tokenization, comple
 collator's job, so `Trainer` is the smaller, clearer base.
 
 Loss (stage 2): `VTG + kl_weight * KL + ccl_weight * CCL`; every term is logged separately into the log history
-(`vtg_loss`, `kl_loss`, `ccl_loss`; `vtg_exo_loss` / `vtg_ego_loss` in the two-branch init stage).
+(`vtg_loss`, `kl_loss`, `ccl_loss`; `vtg_exo_loss` / `vtg_ego_loss` in the two-branch init stage). The stage table
+says which terms apply; the training arguments own their weights and the KL's form (`kl_mode`, `kl_temperature`,
+`kl_gather_statistics`: Gaussian statistics over the micro-batch of all data-parallel ranks).
 
 Gradient accumulation: VTG is a token sum divided by the number of target tokens of the whole accumulated batch
 (over all ranks), and KL/CCL are per-micro-batch means divided by the accumulation steps, so `k` micro-batches of
@@ -62,6 +64,15 @@ class Exo2EgoTrainingArguments(TrainingArguments):
     )
     kl_weight: float = field(default=1.0, metadata={"help": "Weight of the stage-2 KL alignment loss (0 removes it)."})
     ccl_weight: float = field(default=1.0, metadata={"help": "Weight of the stage-2 cycle loss (0 removes it and G)."})
+    kl_mode: str = field(
+        default="gaussian",
+        metadata={"help": "Form of the stage-2 KL: gaussian (paper default) | token_softmax | pooled."},
+    )
+    kl_temperature: float = field(default=1.0, metadata={"help": "Softmax temperature of token_softmax / pooled KL."})
+    kl_gather_statistics: bool = field(
+        default=True,
+        metadata={"help": "gaussian KL: statistics over the tokens of all data-parallel ranks (a small all-gather)."},
+    )
     vision_tower_lr: float | None = field(default=None, metadata={"help": "LR of the vision towers (default: learning_rate)."})
     mapping_lr: float | None = field(default=None, metadata={"help": "LR of the mappings F and G (default: learning_rate)."})
     connector_lr: float | None = field(default=None, metadata={"help": "LR of the STC connector (default: learning_rate)."})
@@ -76,6 +87,12 @@ class Exo2EgoTrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
+        from modeling_exo2ego.modeling_exo2ego import KL_MODES
+
+        if self.kl_mode not in KL_MODES:
+            raise ValueError(f"kl_mode must be one of {KL_MODES}, got {self.kl_mode!r}")
+        if self.kl_temperature <= 0:
+            raise ValueError(f"kl_temperature must be > 0, got {self.kl_temperature}")
         if self.global_batch_size is not None:
             per_step = self.per_device_train_batch_size * self.world_size
             if self.global_batch_size % per_step:
@@ -158,7 +175,6 @@ class Exo2EgoTrainer(Trainer):
         # With token averaging across ranks each rank divides by the global count; DDP then averages gradients,
         # so the VTG term is scaled back by the number of processes (as Trainer does for its own loss).
         rank_scale = self.accelerator.num_processes if self.args.average_tokens_across_devices else 1
-        config = self.accelerator.unwrap_model(model).config
         multi = len(self.stage.branches) > 1
         total, outputs = 0.0, None
         for branch, batch in self.branch_inputs(inputs).items():
@@ -177,8 +193,11 @@ class Exo2EgoTrainer(Trainer):
             if not mapping:
                 continue
             if "kl" in self.stage.losses:
+                # The teacher target is fixed unless the exo tower trains (Table 8 #2), then it gets a KL gradient too.
                 kl = kl_alignment_loss(
-                    outputs.exo_features, outputs.ego_to_exo, mode=config.kl_mode, temperature=config.kl_temperature
+                    outputs.exo_features, outputs.ego_to_exo, mode=self.args.kl_mode,
+                    temperature=self.args.kl_temperature, detach_target="exo_vision_tower" not in self.stage.trainable,
+                    gather_statistics=self.args.kl_gather_statistics,
                 )
                 total = total + self.stage.loss_weights["kl"] * kl / accumulation
                 self._record("kl_loss", kl.detach())

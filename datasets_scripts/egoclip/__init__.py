@@ -1,1 +1,1 @@
-"""EgoClip (EgoVLP's ``egoclip.csv``) as EgoIT-schema captioning rows, for the ego encoder's initialization stage."""
+"""EgoClip (EgoVLP's ``egoclip.csv``) as initialization captions for the ego encoder (and EgoIT-schema rows)."""

@@ -1,9 +1,16 @@
 """Read EgoVLP's ``egoclip.csv`` (tab-separated, ~3.8M rows) and write Hub-ready Parquet shards.
 
 Columns used: ``clip_idx, video_uid, clip_start, clip_end, clip_text`` (also checked: the header has
-``narration_time``). Each row becomes a canonical EgoIT row (:data:`~datasets_scripts.schema.EGOIT_FEATURES`)
-with ``source="egoclip"``, ``task="captioning"``, the narration without its ``#C``/``#O`` tags as the
-answer and one of our ten EgoClip instruction templates. Rows are streamed to Parquet in shards, so the
+``narration_time``). Each row is written twice, as two configs of one folder:
+
+- ``captions`` (the default config): a caption row (:data:`~datasets_scripts.schema.CAPTION_FEATURES`) that the
+  initialization stage's ego branch reads directly (``--ego_dataset_path <out>``); its ``prompt`` is empty, so
+  training uses its ``clip_prompt``, as for Ego-ExoClip narrations;
+- ``egoclip``: a canonical EgoIT row (:data:`~datasets_scripts.schema.EGOIT_FEATURES`) with
+  ``source="egoclip"``, ``task="captioning"`` and one of our ten EgoClip instruction templates, for mixing EgoClip
+  into instruction data.
+
+The narration without its ``#C``/``#O`` tags is the caption/answer. Rows are streamed to Parquet in shards, so the
 whole CSV is never held in memory.
 
 Video layouts: ``full_scale`` (default): ``v1/full_scale/<video_uid>.mp4`` with absolute clip times;
@@ -13,7 +20,6 @@ the chunk (clips that cross a chunk boundary are skipped and counted).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,12 +29,13 @@ from tqdm import tqdm
 from datasets_scripts import hub_export
 from datasets_scripts.egobench.options import clean_narration
 from datasets_scripts.egoit.templates import choose_instruction, templates_sha1
-from datasets_scripts.schema import EGOIT_FEATURES, egoit_row
+from datasets_scripts.schema import CAPTION_FEATURES, EGOIT_FEATURES, caption_row, egoit_row
 from datasets_scripts.source_io import BadRows, BuildContext, RowError, field, find_file, number, read_csv, text
 
 COLUMNS = ("clip_idx", "video_uid", "narration_time", "clip_start", "clip_end", "clip_text")
 CHUNK_SEC = 600  # EgoVLP's utils/video_chunk.py
-CONFIG = "egoclip"
+CONFIG = "egoclip"  # EgoIT-schema rows
+CAPTIONS_CONFIG = "captions"  # initialization caption rows
 
 
 def iter_egoclip_rows(path: Path, context: BuildContext, layout: str = "full_scale",
@@ -65,43 +72,34 @@ def iter_egoclip_rows(path: Path, context: BuildContext, layout: str = "full_sca
 def build_egoclip(root: Path, out: str | Path, *, seed: int = 0, layout: str = "full_scale", skip_bad_rows: bool = False,
                   max_rows: int | None = None, shard_rows: int = 500_000, overwrite: bool = False,
                   args: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write the ``egoclip`` config (split ``train``) to the Hub-ready folder ``out``; return build_info."""
+    """Write the ``captions`` and ``egoclip`` configs (split ``train``) to the Hub-ready folder ``out``; return
+    build_info."""
     path = find_file(Path(root), ["egoclip.csv", "EgoClip/egoclip.csv"], "egoclip")
     context = BuildContext(bad_rows=BadRows(skip=skip_bad_rows), seed=seed)
     with hub_export.staged_folder(out, overwrite=overwrite) as staging:
-        shards: list[Path] = []
-        buffer: list[dict[str, Any]] = []
-        total = 0
-
-        def flush() -> None:
-            shard = staging / f"shard-{len(shards):05d}.tmp.parquet"
-            hub_export.write_parquet_table(shard, buffer, EGOIT_FEATURES)
-            shards.append(shard)
-            buffer.clear()
-
+        captions = hub_export.ShardedParquetWriter(staging, CAPTIONS_CONFIG, "train", CAPTION_FEATURES, shard_rows)
+        egoit = hub_export.ShardedParquetWriter(staging, CONFIG, "train", EGOIT_FEATURES, shard_rows)
         for row in iter_egoclip_rows(path, context, layout, max_rows):
-            buffer.append(row)
-            total += 1
-            if len(buffer) >= shard_rows:
-                flush()
-        if buffer or not shards:
-            flush()
-        # Shard names need the final count: rename once it is known.
-        paths = []
-        for index, shard in enumerate(shards):
-            relative = hub_export.parquet_relpath(CONFIG, "train", index, len(shards))
-            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(shard, staging / relative)
-            paths.append(relative)
-        build_info = {"builder": "egoclip", "counts": {CONFIG: total}, "skips": context.bad_rows.summary(), "seed": seed,
-                      "layout": layout, "max_rows": max_rows, "templates_sha1": templates_sha1(), "args": dict(args or {})}
+            egoit.add(row)
+            captions.add(caption_row(id=row["id"], source="egoclip", media_type="video", media=row["video"],
+                                     start_sec=row["video_start_sec"], end_sec=row["video_end_sec"],
+                                     caption=row["answer"]))
+        data_files = {CAPTIONS_CONFIG: {"train": captions.finish()}, CONFIG: {"train": egoit.finish()}}
+        build_info = {"builder": "egoclip", "counts": {CONFIG: egoit.count, CAPTIONS_CONFIG: captions.count},
+                      "skips": context.bad_rows.summary(), "seed": seed, "layout": layout, "max_rows": max_rows,
+                      "templates_sha1": templates_sha1(), "args": dict(args or {})}
         card = hub_export.make_dataset_card(
-            {CONFIG: {"train": paths}}, pretty_name="EgoClip (Exo2Ego initialization captions)", license="other",
-            summary="EgoVLP's EgoClip clip-narration pairs as Exo2Ego captioning rows (our instruction templates). "
-                    "No video is included; `video` is relative to the user's Ego4D root.",
+            data_files, pretty_name="EgoClip (Exo2Ego initialization captions)", license="other",
+            summary="EgoVLP's EgoClip clip-narration pairs as Exo2Ego initialization captions (config `captions`) and "
+                    "EgoIT captioning rows (config `egoclip`, our instruction templates). No video is included; "
+                    "paths are relative to the user's Ego4D root.",
             sections={"Source and licence": "EgoClip (showlab/EgoVLP) is derived from Ego4D narrations: the Ego4D "
                                             "licence applies. Point to the original `egoclip.csv` rather than re-hosting its text.",
-                      "Loading": "```python\nfrom datasets import load_dataset\nds = load_dataset(PATH, \"egoclip\", split=\"train\")\n```"},
+                      "Loading": "```python\nfrom datasets import load_dataset\n"
+                                 "captions = load_dataset(PATH, \"captions\", split=\"train\")  # init's ego branch\n"
+                                 "egoit = load_dataset(PATH, \"egoclip\", split=\"train\")  # EgoIT schema\n```\n"
+                                 "Training: `python train/init.py --config train/configs/init.yaml "
+                                 "--ego_dataset_path PATH --ego_video_root EGO4D_ROOT`."},
             tags=["egocentric", "video"], task_categories=["video-text-to-text"])
         card.save(staging / hub_export.CARD_NAME)
         hub_export.write_build_info(staging, build_info)
