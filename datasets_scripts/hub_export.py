@@ -89,7 +89,9 @@ def staged_folder(out: str | os.PathLike, overwrite: bool = False) -> Iterator[P
     atomic). On an exception it is deleted and ``out`` is left as it was.
     """
     out = Path(out).absolute()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} is a file, not a folder; pass a folder path as the output")
+    if out.exists() and any(out.iterdir()) and not overwrite:
         state = "a complete export" if is_complete_folder(out) else "not empty"
         raise ExportError(f"{out} already exists ({state}); pass overwrite=True (CLI: --overwrite) to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
