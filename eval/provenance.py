@@ -45,7 +45,7 @@ def weights_sha256(model) -> str:
     for name, tensor in sorted(model.state_dict().items()):
         tensor = tensor.detach()
         digest.update(f"{name}\x1f{tensor.dtype}\x1f{tuple(tensor.shape)}\n".encode())
-        digest.update(tensor.reshape(-1).contiguous().cpu().view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.reshape(-1).contiguous().cpu().view(torch.uint8).numpy())  # buffer, not copied
     return digest.hexdigest()
 
 
