@@ -159,7 +159,14 @@ def _run_eval(args: argparse.Namespace) -> int:
 def _run_report(args: argparse.Namespace) -> int:
     from .report import load_comparison, write_report
 
-    results = json.loads(Path(args.results).read_text(encoding="utf-8"))
-    path = write_report(results, args.out or Path(args.results).parent, load_comparison(args.compare))
-    print(f"wrote {path}")
+    out = Path(args.out or Path(args.results).parent)
+    try:
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out} is a file, not a folder")
+        results = json.loads(Path(args.results).read_text(encoding="utf-8"))
+        comparison = load_comparison(args.compare)
+    except (OSError, ValueError) as error:  # a missing file, invalid JSON (a ValueError) or a bad --out
+        print(f"exo2ego eval-report: error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {write_report(results, out, comparison)}")
     return 0

@@ -204,6 +204,12 @@ CLI_ROWS = [
     ("eval-out-is-a-model-folder", lambda c: c.eval(out=c.model), r"is a model folder \(config\.json\)"),
     ("eval-out-is-someone-elses-folder", lambda c: c.eval(out=c.folder_with("notes", "todo.txt")),
      r"--out .*notes is not empty \(todo\.txt\) and holds no eval run; .*--overwrite"),
+    ("eval-report-out-is-a-file", lambda c: ["eval-report", "--results", str(c.a_file()), "--out", str(c.a_file())],
+     r"--out .*a_file\.txt is a file, not a folder"),
+    ("eval-report-results-missing", lambda c: ["eval-report", "--results", str(c.tmp / "nope.json"), "--out", str(c.out)],
+     r"No such file or directory: .*nope\.json"),
+    ("eval-report-results-not-json", lambda c: ["eval-report", "--results", str(c.a_file()), "--out", str(c.out)],
+     r"Expecting value: line 1 column 1"),
     # ---- eval data
     ("eval-answer-idx-as-strings",
      lambda c: c.eval(data=_folder_with_synthetic(c.tmp / "d", _synthetic_rows(
@@ -221,6 +227,8 @@ CLI_ROWS = [
     # ---- builders: --out
     ("egobench-out-is-a-file", lambda c: c.egobench(out=c.a_file()), r"a_file\.txt is a file, not a folder"),
     ("ego-exoclip-out-is-a-file", lambda c: c.egoexoclip(c.egoexo, out=c.a_file()), r"a_file\.txt is a file"),
+    ("egoit-out-is-a-file", lambda c: c.egoit("egotimeqa", c.sources["egotimeqa"], out=c.a_file()), r"is a file"),
+    ("synth-out-is-a-file", lambda c: ["data", "synth", "--out", str(c.a_file()), "--takes", "3"], r"is a file"),
     ("egobench-out-is-an-eval-folder", lambda c: c.egobench(out=c.folder_with("run", "run_config.json")),
      r"run already exists \(not empty\); pass overwrite=True \(CLI: --overwrite\)"),
     ("egobench-out-is-a-file-even-with-overwrite", lambda c: c.egobench("--overwrite", out=c.a_file()),
