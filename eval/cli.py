@@ -56,7 +56,8 @@ def load_model_and_processor(model: str, dtype: str = "auto", trust_remote_code:
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
     try:
         processor = AutoProcessor.from_pretrained(model, trust_remote_code=trust_remote_code)
-        loaded = AutoModelForImageTextToText.from_pretrained(model, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+        loaded = AutoModelForImageTextToText.from_pretrained(model, dtype=torch_dtype,
+                                                             trust_remote_code=trust_remote_code)
     except OSError as error:  # a Hub id that is unknown, private or unreachable
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelFolderError(f"--model {model}: cannot load it as a folder or Hub id: {first_line}") from error
@@ -113,7 +114,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--no-video-check", action="store_true", help="skip the up-front check that videos exist")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--overwrite", action="store_true",
-                        help="delete an earlier run in --out (predictions, results) and start fresh instead of resuming")
+                        help="delete an earlier run in --out (predictions, results) and start fresh, not resume")
     parser.set_defaults(func=_run_eval)
 
     report = subparsers.add_parser("eval-report", help="rebuild report.md and plots from a results.json")

@@ -168,8 +168,8 @@ def _check_columns(table, required: tuple[str, ...], where: str, schema=None) ->
             continue  # an all-null column has no type to check
         expected, found = _type_kind(schema[column]), _type_kind(table.features[column])
         if found != expected:
-            raise EvalDataError(f"{where}: field {column!r} holds {found} values, the EgoBench schema stores {expected} "
-                                "(datasets_scripts/schema.py); rebuild the table with the schema's features")
+            raise EvalDataError(f"{where}: field {column!r} holds {found} values, the EgoBench schema stores "
+                                f"{expected} (datasets_scripts/schema.py); rebuild it with the schema's features")
 
 
 def default_video_root(dataset_dir: str) -> str:
@@ -314,7 +314,8 @@ def _canonical_json(value: Any) -> bytes:
     return (json.dumps(value, sort_keys=True, ensure_ascii=False, default=str) + "\n").encode("utf-8")
 
 
-def _load_class_tables(data: TaskData, dataset_dir: str, split, limit, video_roots, fallback_root: str, digest) -> None:
+def _load_class_tables(data: TaskData, dataset_dir: str, split, limit, video_roots, fallback_root: str,
+                       digest) -> None:
     spec = data.spec
     where_classes = f"{dataset_dir} config {spec.classes_config!r}"
     classes = load_table(dataset_dir, spec.classes_config, split)

@@ -98,16 +98,16 @@ class EvalConfig:
 
     def validate(self) -> None:
         """Refuse settings that cannot work before anything is loaded or written (names the CLI flag)."""
-        for name, flag, minimum, optional in (
-            ("num_frames", "--frames", 1, True), ("limit", "--limit", 1, True), ("max_new_tokens", "--max-new-tokens", 1, False),
-            ("open_max_new_tokens", "--open-max-new-tokens", 1, False), ("option_chunk_size", "--chunk-size", 1, False),
-            ("bootstrap_resamples", "--bootstrap", 1, False),
+        for name, flag, optional in (
+            ("num_frames", "--frames", True), ("limit", "--limit", True),
+            ("max_new_tokens", "--max-new-tokens", False), ("open_max_new_tokens", "--open-max-new-tokens", False),
+            ("option_chunk_size", "--chunk-size", False), ("bootstrap_resamples", "--bootstrap", False),
         ):
             value = getattr(self, name)
             if value is None and optional:
                 continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{name} ({flag}) must be an integer >= {minimum}, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} ({flag}) must be an integer >= 1, got {value!r}")
         if self.scorer not in scorers.SCORERS:
             raise ValueError(f"unknown scorer {self.scorer!r}; choose one of {scorers.SCORERS}")
         if self.option_score not in ("mean", "sum"):
@@ -213,7 +213,8 @@ def _resume_key(config: EvalConfig, template: PromptTemplate, model_info: dict,
     """What must be unchanged for a run folder's records to be reused: the record-shaping settings, the
     weights and processor, and each task's data (fingerprint of its checked rows and side tables)."""
     return {
-        "settings": {**{name: getattr(config, name) for name in RECORD_SHAPING_FIELDS}, "prompt_sha256": template.sha256},
+        "settings": {**{name: getattr(config, name) for name in RECORD_SHAPING_FIELDS},
+                     "prompt_sha256": template.sha256},
         "model": {key: model_info.get(key) for key in ("weights_sha256", "processor_sha256")},
         "data": {name: data.fingerprint for name, data in task_data.items()},
     }
@@ -324,7 +325,8 @@ def task_selection_message(names: list[str], configs: list[str]) -> str:
     found = ", ".join(f"{name} ({'+'.join(used)})" for name, used in selection["found"].items())
     message = f"tasks found: {found}"
     if selection["not_found"]:
-        message += "; not in the folder: " + ", ".join(f"{name} ({looked})" for name, looked in selection["not_found"].items())
+        missing = selection["not_found"].items()
+        message += "; not in the folder: " + ", ".join(f"{name} ({looked})" for name, looked in missing)
     if selection["unrecognized_configs"]:
         message += f"; configs of no task (ignored): {', '.join(selection['unrecognized_configs'])}"
     return message

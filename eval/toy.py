@@ -92,8 +92,8 @@ def toy_tables(videos: list[str]) -> tuple[dict, dict]:
     ]
     # Config names as the builders write them (the registry in datasets_scripts/schema.py).
     tables = {
-        "synthetic": synthetic, "egoschema_full": egoschema, "qaego4d_closed": qaego4d[:2], "qaego4d_open": qaego4d[2:],
-        "charades_ego": charades,
+        "synthetic": synthetic, "egoschema_full": egoschema, "qaego4d_closed": qaego4d[:2],
+        "qaego4d_open": qaego4d[2:], "charades_ego": charades,
         "charades_ego_labels": labels, "charades_ego_classes": classes, "epic_mir": mir,
         "epic_mir_sentences": sentences, "epic_mir_relevance": relevance, "egomcq": egomcq,
     }

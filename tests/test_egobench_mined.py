@@ -233,7 +233,8 @@ def test_egomcq_bad_type_and_determinism(tmp_path, encoder):
     # grow the remaining question to 10 candidates, which is a counted skip too, not a short question. With
     # every question skipped there is nothing to build: an error, not an empty config.
     with pytest.raises(SourceFileError, match=r"egomcq: config egomcq would have no rows .*2 bad rows skipped"):
-        build_egobench({"egomcq": root}, tmp_path / "skip", options=EgoBenchOptions(encoder=encoder), skip_bad_rows=True)
+        build_egobench({"egomcq": root}, tmp_path / "skip", options=EgoBenchOptions(encoder=encoder),
+                       skip_bad_rows=True)
     assert not (tmp_path / "skip").exists()
     # Two builds (mined options included) are byte-identical.
     write_egoclip_pool(root / "egoclip.csv")

@@ -230,7 +230,8 @@ def resolve_cameras(take: Mapping[str, Any], takes_file: Path) -> TakeCameras | 
         try:
             inside_root(path)
         except PathOutsideRootError as error:
-            raise RowError(takes_file, row, f"root_dir / frame_aligned_videos.{cam}.relative_path", str(error)) from None
+            raise RowError(takes_file, row, f"root_dir / frame_aligned_videos.{cam}.relative_path",
+                           str(error)) from None
     return TakeCameras(ego_cam, tuple(exo_cams), paths[ego_cam], tuple(paths[cam] for cam in exo_cams))
 
 

@@ -12,7 +12,7 @@ from datasets_scripts.egobench.mined_tasks import read_charades_ego, read_egomcq
 from datasets_scripts.egobench.options import EgoBenchOptions, TaskTables
 from datasets_scripts.egobench.qa_tasks import read_egoplan, read_egoschema, read_qaego4d, read_vlnqa
 from datasets_scripts.leakage import bench_ids, folder_train_ids, leakage_report, load_clip_to_video, report_markdown
-from datasets_scripts.schema import EGOBENCH_BUILDER_TASKS, EGOBENCH_TASK_CONFIGS, check_egobench_config
+from datasets_scripts.schema import EGOBENCH_TASK_CONFIGS, check_egobench_config
 from datasets_scripts.source_io import BadRows, BuildContext, SourceFileError, check_videos, write_hub_folder
 
 # One adapter per builder task of the shared registry (datasets_scripts.schema.EGOBENCH_TASK_CONFIGS).
