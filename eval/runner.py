@@ -324,6 +324,8 @@ def task_selection_message(names: list[str], configs: list[str]) -> str:
     selection = describe_selection(names, configs)
     found = ", ".join(f"{name} ({'+'.join(used)})" for name, used in selection["found"].items())
     message = f"tasks found: {found}"
+    if selection["not_requested"]:
+        message += f"; in the folder but not requested: {', '.join(selection['not_requested'])}"
     if selection["not_found"]:
         missing = selection["not_found"].items()
         message += "; not in the folder: " + ", ".join(f"{name} ({looked})" for name, looked in missing)

@@ -168,12 +168,14 @@ def _looked_for(name: str) -> str:
 
 
 def describe_selection(names: list[str], available: list[str]) -> dict[str, object]:
-    """What ``--tasks`` found in a folder: ``{"found": {task: [configs]}, "not_found": {task: "configs looked
-    for"}, "unrecognized_configs": [...]}`` (configs that belong to no task: neither read nor scored)."""
-    found = {name: list(TASKS[name].configs.present_row_configs(available)) for name in names}
+    """What ``--tasks`` found in a folder: ``{"found": {task: [configs read]}, "not_requested": [tasks in the
+    folder left out], "not_found": {task: "configs looked for"}, "unrecognized_configs": [...]}`` (configs that
+    belong to no task: neither read nor scored)."""
+    present = {name: list(TASKS[name].configs.present_row_configs(available)) for name in TASKS}
     return {
-        "found": found,
-        "not_found": {name: _looked_for(name) for name in TASKS if name not in found},
+        "found": {name: present[name] for name in names},
+        "not_requested": [name for name in TASKS if present[name] and name not in names],
+        "not_found": {name: _looked_for(name) for name in TASKS if not present[name]},
         "unrecognized_configs": [config for config in available if config not in EGOBENCH_CONFIG_TASK],
     }
 

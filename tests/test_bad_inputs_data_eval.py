@@ -17,7 +17,8 @@ import pytest
 
 from datasets_scripts.hub_export import load_folder, parquet_relpath, write_parquet_table
 from datasets_scripts.schema import EGOBENCH_FEATURES
-from eval.runner import EvalConfig, RunConfigError, evaluate, prepare_tasks
+from eval.data import available_configs
+from eval.runner import EvalConfig, RunConfigError, evaluate, prepare_tasks, task_selection_message
 from eval.toy import toy_tables, write_toy_egobench
 from exo2ego.cli import main
 # Fixture writers of the sibling test modules (pytest puts tests/ on the import path).
@@ -425,6 +426,9 @@ def test_eval_finds_every_task_the_builder_wrote(tmp_path, sources, capsys):
     assert {row["subset"] for row in task_data["qaego4d"].rows} == {"closed", "open"}
     for name in ("egoschema", "qaego4d"):
         assert list(prepare_tasks(str(out), EvalConfig(tasks=name, check_videos=False))) == [name]
+    message = task_selection_message(["qaego4d"], available_configs(str(out)))
+    assert message.startswith("tasks found: qaego4d (qaego4d_closed+qaego4d_open); in the folder but not requested: "
+                              "egoschema, vlnqa; not in the folder: egotaskqa")
 
     # `--tasks all` says what it found and what it did not (the run then stops at the missing videos).
     assert main(["eval", "--model", "unused", "--data", str(out), "--tasks", "all", "--out", str(tmp_path / "run"),
