@@ -368,7 +368,9 @@ def test_resume_with_other_data_weights_or_settings_is_refused(tmp_path, toy, ti
         evaluate(other_model, processor, str(other_data), str(out), other_config, show_progress=False)
     assert "--overwrite" in str(error.value)
     assert (out / "predictions" / "synthetic" / "shard-00000-of-00001.jsonl").read_bytes() == records
-    # Starting fresh gives what a new folder gives.
+    if other_data is toy:
+        return
+    # Starting fresh gives what a new folder gives (checked once, on the row with other data).
     fresh = evaluate(other_model, processor, str(other_data), str(out), other_config, show_progress=False,
                      overwrite=True)
     reference = evaluate(other_model, processor, str(other_data), str(tmp_path / "fresh"), other_config,
