@@ -23,7 +23,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field as dataclass_field
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 MAX_EXAMPLES = 20  # bad-row messages kept in build_info.json
@@ -41,7 +41,29 @@ class RowError(ValueError):
         super().__init__(f"{self.file}: row {row}: field {field!r}: {problem}")
 
 
+class PathOutsideRootError(ValueError):
+    """A path from a data row that is absolute or climbs out of its root with ``..``."""
+
+    field = "video"
+
+
 # --------------------------------------------------------------------------------------------- files
+def inside_root(path: str, what: str = "video") -> str:
+    """``path`` unchanged when it is relative and stays inside its root, else :class:`PathOutsideRootError`.
+
+    Rows store video paths relative to the root of the user's download; an absolute path (``/etc/passwd``,
+    ``C:\\x``) or a ``..`` component (also written with backslashes) would point readers and the exported
+    Parquet outside it.
+    """
+    parts = path.replace("\\", "/").split("/")
+    if path.startswith(("/", "\\")) or PureWindowsPath(path).drive or ".." in parts:
+        error = PathOutsideRootError(f"{what} path {path!r} leaves its root (absolute or with '..'); rows may only "
+                                     "name files under the source root")
+        error.field = what
+        raise error
+    return path
+
+
 def find_file(root: Path, candidates: Sequence[str], source: str) -> Path:
     """The first of ``candidates`` (paths relative to ``root``) that exists, else :class:`SourceFileError`."""
     for candidate in candidates:
@@ -179,10 +201,11 @@ class BadRows:
 
     @contextlib.contextmanager
     def guard(self, source: str) -> Iterator[None]:
-        """Wrap the conversion of one row: a :class:`RowError` inside is raised or counted."""
+        """Wrap the conversion of one row: a :class:`RowError` (or :class:`PathOutsideRootError`) inside is raised
+        or counted."""
         try:
             yield
-        except RowError as error:
+        except (RowError, PathOutsideRootError) as error:
             if not self.skip:
                 raise
             self.counts[f"{source}/{error.field}"] += 1

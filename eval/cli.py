@@ -17,11 +17,17 @@ class ModelFolderError(ValueError):
 
 
 def check_model_folder(model: str) -> None:
-    """Fail early when a local model folder lacks its processor or tokenizer files (Hub ids pass)."""
+    """Fail early when a local model folder lacks its processor or tokenizer files, or when ``model`` is no
+    folder and, offline, no Hub id in the local cache either."""
     folder = Path(model)
     if not folder.is_dir():
-        if folder.exists() or model.startswith((".", "/")):
+        if folder.exists() or model.startswith((".", "/", "~")):
             raise ModelFolderError(f"--model {model}: not a model folder")
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(model, "config.json"), str):
+            raise ModelFolderError(f"--model {model}: no such folder (from {os.getcwd()}), and no Hub model of that "
+                                   "id in the local cache (HF_HUB_OFFLINE is set); check the path")
         return
     if not (folder / "config.json").is_file():
         raise ModelFolderError(f"--model {model}: no config.json (not a saved model folder)")
@@ -47,9 +53,14 @@ def load_model_and_processor(model: str, dtype: str = "auto", trust_remote_code:
     from .runner import process_state
 
     check_model_folder(model)
-    processor = AutoProcessor.from_pretrained(model, trust_remote_code=trust_remote_code)
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
-    loaded = AutoModelForImageTextToText.from_pretrained(model, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    try:
+        processor = AutoProcessor.from_pretrained(model, trust_remote_code=trust_remote_code)
+        loaded = AutoModelForImageTextToText.from_pretrained(model, dtype=torch_dtype,
+                                                             trust_remote_code=trust_remote_code)
+    except OSError as error:  # a Hub id that is unknown, private or unreachable
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelFolderError(f"--model {model}: cannot load it as a folder or Hub id: {first_line}") from error
     return loaded.to(process_state().device).eval(), processor
 
 
@@ -102,6 +113,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--trust-remote-code", action="store_true", help="allow the Hub checkpoint's own code")
     parser.add_argument("--no-video-check", action="store_true", help="skip the up-front check that videos exist")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete an earlier run in --out (predictions, results) and start fresh, not resume")
     parser.set_defaults(func=_run_eval)
 
     report = subparsers.add_parser("eval-report", help="rebuild report.md and plots from a results.json")
@@ -112,8 +125,9 @@ def add_parser(subparsers) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from .data import EvalDataError
-    from .runner import EvalConfig, RunConfigError, evaluate, prepare_tasks
+    from .data import EvalDataError, available_configs
+    from .runner import (EvalConfig, RunConfigError, check_output_folder, evaluate, prepare_tasks,
+                         task_selection_message)
 
     config = EvalConfig(
         tasks=args.tasks, scorer=args.scorer, prompt=args.prompt, num_frames=args.frames, limit=args.limit,
@@ -125,11 +139,13 @@ def _run_eval(args: argparse.Namespace) -> int:
     )
     try:
         config.validate()
-        check_model_folder(args.model)
+        check_output_folder(args.out, args.overwrite)
         task_data = prepare_tasks(args.data, config)  # bad data fails before the model is loaded
+        print(f"{args.data}: {task_selection_message(list(task_data), available_configs(args.data))}")
+        check_model_folder(args.model)
         model, processor = load_model_and_processor(args.model, args.dtype, args.trust_remote_code)
         results = evaluate(model, processor, args.data, args.out, config, show_progress=not args.no_progress,
-                           task_data=task_data)
+                           task_data=task_data, overwrite=args.overwrite)
     except (EvalDataError, RunConfigError, ModelFolderError, ValueError) as error:
         print(f"exo2ego eval: error: {error}", file=sys.stderr)
         return 2
@@ -144,7 +160,14 @@ def _run_eval(args: argparse.Namespace) -> int:
 def _run_report(args: argparse.Namespace) -> int:
     from .report import load_comparison, write_report
 
-    results = json.loads(Path(args.results).read_text(encoding="utf-8"))
-    path = write_report(results, args.out or Path(args.results).parent, load_comparison(args.compare))
-    print(f"wrote {path}")
+    out = Path(args.out or Path(args.results).parent)
+    try:
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out} is a file, not a folder")
+        results = json.loads(Path(args.results).read_text(encoding="utf-8"))
+        comparison = load_comparison(args.compare)
+    except (OSError, ValueError) as error:  # a missing file, invalid JSON (a ValueError) or a bad --out
+        print(f"exo2ego eval-report: error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {write_report(results, out, comparison)}")
     return 0

@@ -9,6 +9,7 @@ nothing is scored until all requested tasks have passed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -19,16 +20,19 @@ from typing import Any
 
 import numpy as np
 
+from datasets_scripts.schema import (CHARADES_CLASS_FEATURES, CHARADES_LABEL_FEATURES, EGOBENCH_FEATURES,
+                                     MIR_RELEVANCE_FEATURES, MIR_SENTENCE_FEATURES)
+
 from .tasks import TaskSpec
 
-REQUIRED_COLUMNS = (
-    "sample_id", "task", "subset", "video", "start_sec", "end_sec",
-    "question", "options", "answer_idx", "answer_text", "meta",
-)
+# The columns (and types) come from the schema the builders write with: one module for both sides.
+REQUIRED_COLUMNS = tuple(EGOBENCH_FEATURES)
 LABEL_COLUMNS = ("video_id", "video", "positive_classes")
 CLASS_COLUMNS = ("class_idx", "name")
 SENTENCE_COLUMNS = ("sentence_index", "sentence")
 RELEVANCE_COLUMNS = ("video_index", "sentence_index", "relevance")
+SIDE_FEATURES = {"labels": CHARADES_LABEL_FEATURES, "classes": CHARADES_CLASS_FEATURES,
+                 "sentences": MIR_SENTENCE_FEATURES, "relevance": MIR_RELEVANCE_FEATURES}
 
 
 class EvalDataError(ValueError):
@@ -46,7 +50,8 @@ class TaskData:
         class_names: Charades-Ego class names indexed by class index.
         sentences: EK-100 MIR sentences indexed by sentence index.
         relevance: EK-100 MIR relevance ``(len(rows), len(sentences))`` for the selected video rows.
-        dataset_revision: what identifies the data version (build_info hash or Hub commit).
+        fingerprint: SHA-256 of every checked row and side table of the task before ``limit`` (what a
+            resumed run must find unchanged).
     """
 
     spec: TaskSpec
@@ -56,6 +61,7 @@ class TaskData:
     class_names: list[str] | None = None
     sentences: list[str] | None = None
     relevance: np.ndarray | None = None
+    fingerprint: str = ""
 
     @property
     def has_class_scores(self) -> bool:
@@ -72,14 +78,31 @@ def available_configs(dataset_dir: str) -> list[str]:
         raise EvalDataError(f"cannot read the configs of EgoBench data {dataset_dir!r}: {error}") from error
 
 
-def _data_files(dataset_dir: str, config: str) -> str:
+def _data_file_list(dataset_dir: str, config: str) -> list[str]:
     import datasets
 
+    files = datasets.load_dataset_builder(str(dataset_dir), config).config.data_files or {}
+    return [str(path) for paths in files.values() for path in paths]
+
+
+def _data_files(dataset_dir: str, config: str) -> str:
     try:
-        files = datasets.load_dataset_builder(str(dataset_dir), config).config.data_files or {}
-        return ", ".join(str(path) for paths in files.values() for path in paths)
+        return ", ".join(_data_file_list(dataset_dir, config))
     except Exception:  # the description is best effort; the load error itself is raised elsewhere
         return "?"
+
+
+def _parquet_rows(dataset_dir: str, config: str) -> int | None:
+    """Rows in a local config's Parquet files (from their footers), None when not local Parquet."""
+    import pyarrow.parquet as pq
+
+    try:
+        files = _data_file_list(dataset_dir, config)
+        if not files or not all(path.endswith(".parquet") and os.path.isfile(path) for path in files):
+            return None
+        return sum(pq.ParquetFile(path).metadata.num_rows for path in files)
+    except Exception:  # only used to explain a failed load
+        return None
 
 
 def load_table(dataset_dir: str, config: str, split: str | None = None):
@@ -98,6 +121,9 @@ def load_table(dataset_dir: str, config: str, split: str | None = None):
         else:
             loaded = datasets.load_dataset(str(dataset_dir), config, split=split)
     except Exception as error:
+        if _parquet_rows(dataset_dir, config) == 0:  # `datasets` fails on a table without rows
+            raise EvalDataError(f"{dataset_dir} config {config!r} [{_data_files(dataset_dir, config)}]: no rows "
+                                "(an empty config); rebuild it, or leave the task out of --tasks") from None
         raise EvalDataError(f"cannot load config {config!r} of {dataset_dir}: {error}") from error
     finally:
         if was_enabled:
@@ -112,10 +138,38 @@ def load_table(dataset_dir: str, config: str, split: str | None = None):
     return loaded
 
 
-def _check_columns(table, required: tuple[str, ...], where: str) -> None:
+def _type_kind(feature) -> str:
+    """``int``/``float``/``string``/``bool``/``list of ...``: what a column holds, ignoring widths (int32/int64)."""
+    import datasets
+
+    if isinstance(feature, (datasets.List, datasets.LargeList, list)):
+        inner = feature.feature if not isinstance(feature, list) else feature[0]
+        return f"list of {_type_kind(inner)}"
+    if isinstance(feature, datasets.Sequence):
+        return f"list of {_type_kind(feature.feature)}"
+    dtype = getattr(feature, "dtype", "")
+    if dtype.startswith(("int", "uint")):
+        return "int"
+    if dtype.startswith("float"):
+        return "float"
+    if dtype in ("string", "large_string"):
+        return "string"
+    return dtype or type(feature).__name__
+
+
+def _check_columns(table, required: tuple[str, ...], where: str, schema=None) -> None:
+    """Every ``required`` column is present and, when ``schema`` (``datasets.Features``) is given, holds the
+    schema's kind of value (a string ``answer_idx`` fails here, naming the column, not in the scorer)."""
     missing = [column for column in required if column not in table.column_names]
     if missing:
         raise EvalDataError(f"{where}: missing required column(s) {missing} (has {table.column_names})")
+    for column in required:
+        if schema is None or column not in schema or getattr(table.features[column], "dtype", None) == "null":
+            continue  # an all-null column has no type to check
+        expected, found = _type_kind(schema[column]), _type_kind(table.features[column])
+        if found != expected:
+            raise EvalDataError(f"{where}: field {column!r} holds {found} values, the EgoBench schema stores "
+                                f"{expected} (datasets_scripts/schema.py); rebuild it with the schema's features")
 
 
 def default_video_root(dataset_dir: str) -> str:
@@ -191,6 +245,29 @@ def _check_videos(paths: list[tuple[str, str]], where: str) -> None:
         )
 
 
+def _load_rows_table(spec: TaskSpec, dataset_dir: str, configs: list[str], split: str | None):
+    """The task's rows: every present config of its first registered group, concatenated; and a description."""
+    import datasets
+
+    names = spec.configs.present_row_configs(configs)
+    if not names:
+        looked_for = " or ".join("+".join(group) for group in spec.configs.row_configs)
+        raise EvalDataError(f"{dataset_dir}: task {spec.name!r} has none of its configs ({looked_for}); "
+                            f"the folder has {configs}")
+    where = f"{dataset_dir} config {'+'.join(names)!r} [{', '.join(_data_files(dataset_dir, name) for name in names)}]"
+    tables = []
+    for name in names:
+        table = load_table(dataset_dir, name, split)
+        _check_columns(table, REQUIRED_COLUMNS, f"{dataset_dir} config {name!r} [{_data_files(dataset_dir, name)}]",
+                       EGOBENCH_FEATURES)
+        tables.append(table)
+    if len(tables) == 1:
+        return tables[0], where
+    # Same columns and widths (int32/int64 may differ between configs written by other tools) to concatenate.
+    return datasets.concatenate_datasets([table.select_columns(list(REQUIRED_COLUMNS)).cast(EGOBENCH_FEATURES)
+                                          for table in tables]), where
+
+
 def load_task(
     spec: TaskSpec,
     dataset_dir: str,
@@ -203,28 +280,29 @@ def load_task(
 ) -> TaskData:
     """Load, check and trim (``limit`` rows / videos) one task. Raises :class:`EvalDataError`."""
     configs = available_configs(dataset_dir) if configs is None else configs
-    where = f"{dataset_dir} config {spec.name!r} [{_data_files(dataset_dir, spec.name)}]"
-    table = load_table(dataset_dir, spec.name, split)
-    _check_columns(table, REQUIRED_COLUMNS, where)
+    table, where = _load_rows_table(spec, dataset_dir, configs, split)
+    if not len(table):
+        raise EvalDataError(f"{where}: no rows (an empty config); rebuild it, or leave the task out of --tasks")
     fallback_root = default_video_root(dataset_dir)
     rows = []
     seen: dict[str, int] = {}
+    digest = hashlib.sha256()
     for index, row in enumerate(table):
         checked = _check_row(spec, row, index, where)
         if checked["sample_id"] in seen:
             raise EvalDataError(f"{where}: row {index}: field 'sample_id': {checked['sample_id']!r} repeats row {seen[checked['sample_id']]}")
         seen[checked["sample_id"]] = index
+        digest.update(_canonical_json(checked))
         checked["video_path"] = resolve_video(checked["video"], spec.name, fallback_root, video_roots)
         rows.append(checked)
-    if not rows:
-        raise EvalDataError(f"{where}: no rows")
     rows = rows[:limit] if limit else rows
     data = TaskData(spec=spec, rows=rows, source=where)
 
     if spec.labels_config and spec.classes_config and spec.labels_config in configs and spec.classes_config in configs:
-        _load_class_tables(data, dataset_dir, split, limit, video_roots, fallback_root)
+        _load_class_tables(data, dataset_dir, split, limit, video_roots, fallback_root, digest)
     if spec.retrieval:
-        _load_retrieval_tables(data, dataset_dir, split)
+        _load_retrieval_tables(data, dataset_dir, split, digest)
+    data.fingerprint = digest.hexdigest()
     if check_videos:
         paths = [(row["sample_id"], row["video_path"]) for row in data.rows]
         paths += [(row["video_id"], row["video_path"]) for row in data.class_videos]
@@ -232,11 +310,17 @@ def load_task(
     return data
 
 
-def _load_class_tables(data: TaskData, dataset_dir: str, split, limit, video_roots, fallback_root: str) -> None:
+def _canonical_json(value: Any) -> bytes:
+    return (json.dumps(value, sort_keys=True, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+
+
+def _load_class_tables(data: TaskData, dataset_dir: str, split, limit, video_roots, fallback_root: str,
+                       digest) -> None:
     spec = data.spec
     where_classes = f"{dataset_dir} config {spec.classes_config!r}"
     classes = load_table(dataset_dir, spec.classes_config, split)
-    _check_columns(classes, CLASS_COLUMNS, where_classes)
+    _check_columns(classes, CLASS_COLUMNS, where_classes, SIDE_FEATURES["classes"])
+    digest.update(_canonical_json(classes.to_list()))
     names: dict[int, str] = {}
     for index, row in enumerate(classes):
         if row["class_idx"] in names:
@@ -246,7 +330,8 @@ def _load_class_tables(data: TaskData, dataset_dir: str, split, limit, video_roo
         raise EvalDataError(f"{where_classes}: field 'class_idx' must cover 0..{len(names) - 1} exactly")
     where_labels = f"{dataset_dir} config {spec.labels_config!r}"
     labels = load_table(dataset_dir, spec.labels_config, split)
-    _check_columns(labels, LABEL_COLUMNS, where_labels)
+    _check_columns(labels, LABEL_COLUMNS, where_labels, SIDE_FEATURES["labels"])
+    digest.update(_canonical_json(labels.to_list()))
     videos = []
     for index, row in enumerate(labels):
         positives = list(row["positive_classes"] or [])
@@ -266,17 +351,19 @@ def _load_class_tables(data: TaskData, dataset_dir: str, split, limit, video_roo
     data.class_videos = videos[:limit] if limit else videos
 
 
-def _load_retrieval_tables(data: TaskData, dataset_dir: str, split) -> None:
+def _load_retrieval_tables(data: TaskData, dataset_dir: str, split, digest) -> None:
     spec = data.spec
     where_sentences = f"{dataset_dir} config {spec.sentences_config!r}"
     sentences = load_table(dataset_dir, spec.sentences_config, split)
-    _check_columns(sentences, SENTENCE_COLUMNS, where_sentences)
+    _check_columns(sentences, SENTENCE_COLUMNS, where_sentences, SIDE_FEATURES["sentences"])
+    digest.update(_canonical_json(sentences.to_list()))
     texts: dict[int, str] = {int(row["sentence_index"]): row["sentence"] for row in sentences}
     if sorted(texts) != list(range(len(texts))):
         raise EvalDataError(f"{where_sentences}: field 'sentence_index' must cover 0..{len(texts) - 1} exactly")
     where_relevance = f"{dataset_dir} config {spec.relevance_config!r}"
     relevance_table = load_table(dataset_dir, spec.relevance_config, split)
-    _check_columns(relevance_table, RELEVANCE_COLUMNS, where_relevance)
+    _check_columns(relevance_table, RELEVANCE_COLUMNS, where_relevance, SIDE_FEATURES["relevance"])
+    digest.update(_canonical_json(relevance_table.to_list()))
     row_of_video = {int(row["meta"]["video_index"]): position for position, row in enumerate(data.rows)}
     relevance = np.zeros((len(data.rows), len(texts)), dtype=np.float32)
     columns = relevance_table.with_format("numpy")[:]

@@ -36,8 +36,30 @@ def git_revision(path: str | os.PathLike | None = None) -> dict[str, Any]:
     return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
 
 
-def model_revision(model) -> dict[str, Any]:
-    """Name or path of a loaded model, its Hub commit when it came from the Hub, and its weight files."""
+def weights_sha256(model) -> str:
+    """SHA-256 over every tensor of ``model.state_dict()`` (name, dtype, shape, bytes): changes when the weights
+    are retrained or loaded in another dtype. Copies one tensor at a time to the CPU."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach()
+        digest.update(f"{name}\x1f{tensor.dtype}\x1f{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).contiguous().cpu().view(torch.uint8).numpy())  # buffer, not copied
+    return digest.hexdigest()
+
+
+def processor_sha256(processor) -> str | None:
+    """SHA-256 of a processor's saved settings and chat template (frames, image size, prompt format)."""
+    if processor is None or not hasattr(processor, "to_json_string"):
+        return None
+    text = processor.to_json_string() + "\x1f" + str(getattr(processor, "chat_template", None))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def model_revision(model, processor=None) -> dict[str, Any]:
+    """Name or path of a loaded model, its Hub commit when it came from the Hub, its weight files, and hashes of
+    its weights and processor (what a resumed run checks)."""
     config = model.config
     name = getattr(config, "_name_or_path", None) or getattr(model, "name_or_path", None)
     info: dict[str, Any] = {"name_or_path": name, "commit_hash": getattr(config, "_commit_hash", None),
@@ -47,6 +69,8 @@ def model_revision(model) -> dict[str, Any]:
             path.name: path.stat().st_size for path in sorted(Path(name).glob("*.safetensors"))
         }
     info["num_parameters"] = int(sum(parameter.numel() for parameter in model.parameters()))
+    info["weights_sha256"] = weights_sha256(model)
+    info["processor_sha256"] = processor_sha256(processor)
     return info
 
 

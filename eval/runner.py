@@ -15,7 +15,9 @@ import dataclasses
 import datetime
 import hashlib
 import json
+import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,16 +32,25 @@ from .prompts import DEFAULT_PROMPT, PromptTemplate, build_messages, get_prompt,
 from .provenance import dataset_revision, environment_versions, git_revision, model_revision
 from .records import JsonlAppender, shard_path, task_records
 from .task_metrics import class_item_id, compute_task_metrics
-from .tasks import get_task, resolve_task_names
+from .tasks import describe_selection, get_task, resolve_task_names
+
+logger = logging.getLogger(__name__)
 
 RESULTS_SCHEMA_VERSION = 1
-# Settings that change what a record contains: a resumed run must use the same values.
+# Settings that change what a record contains: a resumed run must use the same values (with the same data and
+# weights, see _resume_key).
 RECORD_SHAPING_FIELDS = ("scorer", "prompt", "num_frames", "option_score", "max_new_tokens", "open_max_new_tokens",
-                         "judge_model")
+                         "judge_model", "split", "video_roots")
+# What an evaluation writes into its folder (all of it is removed by overwrite=True / --overwrite).
+RUN_FOLDER_ENTRIES = ("run_config.json", "predictions", "results.json", "report.md", "plots", "exports")
+# Files that mark a folder as another command's output, never written into by eval.
+FOREIGN_FOLDER_MARKERS = {"build_info.json": "a built dataset folder", "exo2ego_stage.json": "a training stage folder",
+                          "config.json": "a model folder", "trainer_state.json": "a training folder"}
 
 
 class RunConfigError(ValueError):
-    """The output folder holds a run made with different record-shaping settings."""
+    """The output folder cannot hold this run: another command's folder, or a run of other data, weights or
+    record-shaping settings."""
 
 
 @dataclass
@@ -86,14 +97,23 @@ class EvalConfig:
     compare: str | None = None
 
     def validate(self) -> None:
+        """Refuse settings that cannot work before anything is loaded or written (names the CLI flag)."""
+        for name, flag, optional in (
+            ("num_frames", "--frames", True), ("limit", "--limit", True),
+            ("max_new_tokens", "--max-new-tokens", False), ("open_max_new_tokens", "--open-max-new-tokens", False),
+            ("option_chunk_size", "--chunk-size", False), ("bootstrap_resamples", "--bootstrap", False),
+        ):
+            value = getattr(self, name)
+            if value is None and optional:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} ({flag}) must be an integer >= 1, got {value!r}")
         if self.scorer not in scorers.SCORERS:
             raise ValueError(f"unknown scorer {self.scorer!r}; choose one of {scorers.SCORERS}")
         if self.option_score not in ("mean", "sum"):
             raise ValueError(f"option_score must be 'mean' or 'sum', not {self.option_score!r}")
         if (self.judge_url is None) != (self.judge_model is None):
             raise ValueError("a judge needs both judge_url and judge_model (the pinned model id)")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit must be positive, got {self.limit}")
         get_prompt(self.prompt)
 
 
@@ -188,30 +208,83 @@ class _ItemScorer:
                 **dataclasses.asdict(scores)}
 
 
-def _record_shaping(config: EvalConfig, template: PromptTemplate, model_info: dict) -> dict[str, Any]:
-    shaping = {name: getattr(config, name) for name in RECORD_SHAPING_FIELDS}
-    shaping["prompt_sha256"] = template.sha256
-    shaping["model"] = model_info.get("name_or_path")
-    return shaping
+def _resume_key(config: EvalConfig, template: PromptTemplate, model_info: dict,
+                task_data: dict[str, TaskData]) -> dict[str, Any]:
+    """What must be unchanged for a run folder's records to be reused: the record-shaping settings, the
+    weights and processor, and each task's data (fingerprint of its checked rows and side tables)."""
+    return {
+        "settings": {**{name: getattr(config, name) for name in RECORD_SHAPING_FIELDS},
+                     "prompt_sha256": template.sha256},
+        "model": {key: model_info.get(key) for key in ("weights_sha256", "processor_sha256")},
+        "data": {name: data.fingerprint for name, data in task_data.items()},
+    }
 
 
-def _check_run_folder(out_dir: Path, shaping: dict[str, Any], write: bool) -> None:
-    """Refuse to resume a run made with other record-shaping settings; ``write`` records them when new.
+def _flatten(key: dict[str, Any]) -> dict[str, Any]:
+    return {f"{group}.{name}": value for group, values in key.items() if isinstance(values, dict)
+            for name, value in values.items()}
+
+
+def check_output_folder(out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Refuse an ``out_dir`` that is a file or another command's folder (dataset, model, training stage), or a
+    non-empty folder that is not an eval run unless ``overwrite``. Returns the path."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise RunConfigError(f"--out {out} is a file, not a run folder; pass a folder path")
+    if not out.is_dir() or (out / "run_config.json").is_file():
+        return out
+    for marker, kind in FOREIGN_FOLDER_MARKERS.items():
+        if (out / marker).exists():
+            raise RunConfigError(f"--out {out} is {kind} ({marker}); eval never writes into it: pass another --out")
+    others = sorted(path.name for path in out.iterdir() if path.name not in RUN_FOLDER_ENTRIES)
+    if others and not overwrite:
+        raise RunConfigError(f"--out {out} is not empty ({', '.join(others[:5])}) and holds no eval run; pass another "
+                             "--out, or --overwrite to write the run there")
+    return out
+
+
+def _clear_run_folder(out_dir: Path) -> None:
+    """Remove what an earlier run wrote (``RUN_FOLDER_ENTRIES``), nothing else."""
+    for name in RUN_FOLDER_ENTRIES:
+        path = out_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def _has_records(out_dir: Path) -> bool:
+    folder = out_dir / "predictions"
+    return folder.is_dir() and any(path.stat().st_size for path in folder.rglob("shard-*.jsonl"))
+
+
+def _check_run_folder(out_dir: Path, key: dict[str, Any], write: bool) -> None:
+    """Refuse to resume a run whose records came from other settings, weights or data; ``write`` records the
+    key when new (or extended by new tasks, or when the folder holds no record yet).
 
     Every process checks (so none waits for a main process that failed); only the main one writes.
     """
     path = out_dir / "run_config.json"
-    if path.is_file():
+    recorded = key
+    if path.is_file() and _has_records(out_dir):
         previous = json.loads(path.read_text(encoding="utf-8"))
-        different = {key: (previous.get(key), value) for key, value in shaping.items() if previous.get(key) != value}
+        before, now = _flatten(previous), _flatten(key)
+        # A task first evaluated now has no records to mix in: only keys recorded before must match.
+        different = {name: (before.get(name), value) for name, value in now.items()
+                     if before.get(name) != value and (name in before or not name.startswith("data."))}
         if different:
+            lines = "; ".join(f"{name}: was {was!r}, now {value!r}" for name, (was, value) in different.items())
             raise RunConfigError(
-                f"{out_dir} holds a run with other settings {different} (was, now); "
-                "use another --out folder or delete it to start over"
+                f"{out_dir} holds predictions made from other inputs, which a resume would mix in ({lines}); "
+                "start fresh with --overwrite (evaluate(..., overwrite=True)), which deletes that run's "
+                "predictions and results, or pass another --out"
             )
-    elif write:
+        recorded = {**previous, "data": {**previous.get("data", {}), **key["data"]}}
+        if recorded == previous:
+            return
+    if write:
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, shaping)
+        write_json_atomic(path, recorded)
 
 
 def _check_scorable(adapter: scorers.ModelAdapter, template: PromptTemplate, config: EvalConfig,
@@ -245,6 +318,22 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+def task_selection_message(names: list[str], configs: list[str]) -> str:
+    """One line saying which tasks a folder has (and from which configs), which it has not, and which of its
+    configs belong to no task."""
+    selection = describe_selection(names, configs)
+    found = ", ".join(f"{name} ({'+'.join(used)})" for name, used in selection["found"].items())
+    message = f"tasks found: {found}"
+    if selection["not_requested"]:
+        message += f"; in the folder but not requested: {', '.join(selection['not_requested'])}"
+    if selection["not_found"]:
+        missing = selection["not_found"].items()
+        message += "; not in the folder: " + ", ".join(f"{name} ({looked})" for name, looked in missing)
+    if selection["unrecognized_configs"]:
+        message += f"; configs of no task (ignored): {', '.join(selection['unrecognized_configs'])}"
+    return message
+
+
 def prepare_tasks(dataset_dir: str, config: EvalConfig) -> dict[str, TaskData]:
     """Load and check every requested task (raises before any model work; see :mod:`eval.data`)."""
     configs = available_configs(dataset_dir)
@@ -252,6 +341,7 @@ def prepare_tasks(dataset_dir: str, config: EvalConfig) -> dict[str, TaskData]:
         names = resolve_task_names(config.tasks, configs)
     except ValueError as error:
         raise EvalDataError(str(error)) from None
+    logger.info("%s: %s", dataset_dir, task_selection_message(names, configs))
     return {
         name: load_task(get_task(name), dataset_dir, split=config.split, limit=config.limit,
                         video_roots=config.video_roots, check_videos=config.check_videos, configs=configs)
@@ -269,6 +359,7 @@ def evaluate(
     shard: tuple[int, int] | None = None,
     show_progress: bool = True,
     task_data: dict[str, TaskData] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any] | None:
     """Evaluate an already-loaded ``model`` + ``processor`` on an EgoBench folder; resumable.
 
@@ -282,6 +373,9 @@ def evaluate(
         show_progress: tqdm bars per task.
         task_data: the result of :func:`prepare_tasks` for the same ``dataset_dir`` and ``config``, when
             the caller checked the data already.
+        overwrite: delete an earlier run in ``out_dir`` (its predictions and results) instead of resuming it.
+            Without it, a folder whose records came from other data, weights or settings raises
+            :class:`RunConfigError` saying what differs.
 
     Returns the ``results.json`` content on the main process, ``None`` on the others.
     """
@@ -293,17 +387,20 @@ def evaluate(
     template = get_prompt(config.prompt)
     state = process_state()
     rank, world = shard or (state.process_index, state.num_processes)
-    out = Path(out_dir)
+    out = check_output_folder(out_dir, overwrite)
     created_at, started = _now(), time.perf_counter()
 
     task_data = task_data if task_data is not None else prepare_tasks(dataset_dir, config)
     adapter = scorers.ModelAdapter(model, processor, config.num_frames)
     _check_scorable(adapter, template, config, task_data)
-    model_info = model_revision(model)
+    model_info = model_revision(model, processor)
     judge = JudgeConfig(config.judge_url, config.judge_model) if config.judge_url else None
     if judge is not None:
         check_loopback(judge.url)
-    _check_run_folder(out, _record_shaping(config, template, model_info), write=rank == 0)
+    if overwrite and rank == 0:
+        _clear_run_folder(out)
+    state.wait_for_everyone()
+    _check_run_folder(out, _resume_key(config, template, model_info, task_data), write=rank == 0)
     state.wait_for_everyone()
 
     torch.manual_seed(config.seed)

@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from datasets_scripts.schema import EGOBENCH_CONFIG_TASK, EGOBENCH_TASK_CONFIGS, EgoBenchTaskConfigs
+
 from .metrics import egomcq_type
 
 
@@ -69,7 +71,8 @@ class TaskSpec:
     """One EgoBench task.
 
     Attributes:
-        name: Parquet config name in the EgoBench folder and value of the rows' ``task`` column.
+        name: the task name: value of the rows' ``task`` column, key of the shared config registry
+            (:data:`datasets_scripts.schema.EGOBENCH_TASK_CONFIGS`, which says which Parquet configs hold it).
         display_name: name used in reports (``"EgoSchema"``).
         option_counts: allowed ``len(options)`` for multiple-choice rows.
         allow_open: rows with ``options == []`` are open-ended QA (reference in ``answer_text``).
@@ -107,6 +110,11 @@ class TaskSpec:
 
     def headline_keys(self) -> list[str]:
         return [metric.key for metric in self.headline]
+
+    @property
+    def configs(self) -> EgoBenchTaskConfigs:
+        """Where the builders put this task (the shared registry entry)."""
+        return EGOBENCH_TASK_CONFIGS[self.name]
 
 
 TASKS: dict[str, TaskSpec] = {
@@ -148,8 +156,8 @@ TASKS: dict[str, TaskSpec] = {
             name="charades_ego",
             display_name="Charades-Ego",
             option_counts=(5,),
-            labels_config="charades_ego_labels",
-            classes_config="charades_ego_classes",
+            labels_config=EGOBENCH_TASK_CONFIGS["charades_ego"].side_configs["labels"],
+            classes_config=EGOBENCH_TASK_CONFIGS["charades_ego"].side_configs["classes"],
             mcq_metric_key="mcq_accuracy",  # MCQ accuracy and class mAP are different numbers
             headline=(CLASS_MAP, MCQ_ACCURACY),
             paper_table="Table 4",
@@ -158,8 +166,8 @@ TASKS: dict[str, TaskSpec] = {
             name="epic_mir",
             display_name="EK-100 MIR",
             retrieval=True,
-            sentences_config="epic_mir_sentences",
-            relevance_config="epic_mir_relevance",
+            sentences_config=EGOBENCH_TASK_CONFIGS["epic_mir"].side_configs["sentences"],
+            relevance_config=EGOBENCH_TASK_CONFIGS["epic_mir"].side_configs["relevance"],
             headline=(RETRIEVAL_MAP, RETRIEVAL_NDCG),
             paper_table="Table 4",
         ),
@@ -187,13 +195,8 @@ TASKS: dict[str, TaskSpec] = {
     )
 }
 
-# Configs of an EgoBench folder that are side tables of a task, not tasks.
-SIDE_TABLES = {
-    config: spec.name
-    for spec in TASKS.values()
-    for config in (spec.labels_config, spec.classes_config, spec.sentences_config, spec.relevance_config)
-    if config
-}
+if set(TASKS) != set(EGOBENCH_TASK_CONFIGS):
+    raise ImportError("eval.tasks.TASKS and datasets_scripts.schema.EGOBENCH_TASK_CONFIGS name different tasks")
 
 
 def get_task(name: str) -> TaskSpec:
@@ -204,19 +207,40 @@ def get_task(name: str) -> TaskSpec:
         raise ValueError(f"unknown EgoBench task {name!r}; known tasks: {sorted(TASKS)}") from None
 
 
-def resolve_task_names(requested: str | list[str], available: list[str]) -> list[str]:
-    """Expand ``"all"`` (every known task among ``available`` configs) or check a comma list.
+def _looked_for(name: str) -> str:
+    return " or ".join("+".join(group) for group in TASKS[name].configs.row_configs)
 
-    Raises ``ValueError`` for an unknown task or one whose config is missing from the folder.
+
+def describe_selection(names: list[str], available: list[str]) -> dict[str, object]:
+    """What ``--tasks`` found in a folder: ``{"found": {task: [configs read]}, "not_requested": [tasks in the
+    folder left out], "not_found": {task: "configs looked for"}, "unrecognized_configs": [...]}`` (configs that
+    belong to no task: neither read nor scored)."""
+    present = {name: list(TASKS[name].configs.present_row_configs(available)) for name in TASKS}
+    return {
+        "found": {name: present[name] for name in names},
+        "not_requested": [name for name in TASKS if present[name] and name not in names],
+        "not_found": {name: _looked_for(name) for name in TASKS if not present[name]},
+        "unrecognized_configs": [config for config in available if config not in EGOBENCH_CONFIG_TASK],
+    }
+
+
+def resolve_task_names(requested: str | list[str], available: list[str]) -> list[str]:
+    """Expand ``"all"`` (every known task with configs among ``available``) or check a comma list.
+
+    A task is present when one of its registered row configs is (``egoschema_full``/``egoschema_subset``,
+    ``qaego4d_closed``+``qaego4d_open``, ...). Raises ``ValueError`` for an unknown task or one whose configs
+    are missing from the folder; the message lists what was looked for.
     """
     if requested == "all" or requested == ["all"]:
-        names = [name for name in TASKS if name in available]
+        names = [name for name in TASKS if TASKS[name].configs.present_row_configs(available)]
         if not names:
-            raise ValueError(f"the EgoBench folder has no known task config (configs: {available}; known: {sorted(TASKS)})")
+            raise ValueError(f"the EgoBench folder has no known task config (its configs: {available}; looked for: "
+                             + "; ".join(f"{name}: {_looked_for(name)}" for name in TASKS) + ")")
         return names
     names = [name.strip() for name in (requested.split(",") if isinstance(requested, str) else requested) if name.strip()]
     for name in names:
         get_task(name)
-        if name not in available:
-            raise ValueError(f"task {name!r} is not in the EgoBench folder (its configs: {available})")
+        if not TASKS[name].configs.present_row_configs(available):
+            raise ValueError(f"task {name!r} is not in the EgoBench folder: looked for config {_looked_for(name)} "
+                             f"(its configs: {available})")
     return names

@@ -90,12 +90,14 @@ def toy_tables(videos: list[str]) -> tuple[dict, dict]:
              [f"C does thing {j}" for j in range(10)], (3 * i) % 10, meta={"types": 1 + i % 2})
         for i in range(4)
     ]
+    # Config names as the builders write them (the registry in datasets_scripts/schema.py).
     tables = {
-        "synthetic": synthetic, "egoschema": egoschema, "qaego4d": qaego4d, "charades_ego": charades,
+        "synthetic": synthetic, "egoschema_full": egoschema, "qaego4d_closed": qaego4d[:2],
+        "qaego4d_open": qaego4d[2:], "charades_ego": charades,
         "charades_ego_labels": labels, "charades_ego_classes": classes, "epic_mir": mir,
         "epic_mir_sentences": sentences, "epic_mir_relevance": relevance, "egomcq": egomcq,
     }
-    features = {name: EGOBENCH_FEATURES for name in ("synthetic", "egoschema", "qaego4d", "charades_ego", "epic_mir", "egomcq")}
+    features = dict.fromkeys(tables, EGOBENCH_FEATURES)
     features.update(charades_ego_labels=CHARADES_LABEL_FEATURES, charades_ego_classes=CHARADES_CLASS_FEATURES,
                     epic_mir_sentences=MIR_SENTENCE_FEATURES, epic_mir_relevance=MIR_RELEVANCE_FEATURES)
     return {name: {"test": rows} for name, rows in tables.items()}, features

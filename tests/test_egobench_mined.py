@@ -14,7 +14,7 @@ from datasets_scripts.distractors import load_text_encoder, normalize_text
 from datasets_scripts.egobench.build import build_egobench
 from datasets_scripts.egobench.options import EgoBenchOptions, clean_narration
 from datasets_scripts.schema import CHARADES_LABEL_FEATURES, loads_meta
-from datasets_scripts.source_io import RowError
+from datasets_scripts.source_io import RowError, SourceFileError
 from test_egobench import load  # cache-isolated load_dataset (sibling test module)
 
 ANSWER_SET = ["cup", "knife", "plate", "fridge", "drawer", "table", "sink", "microwave", "open", "closed", "2", "3",
@@ -230,9 +230,12 @@ def test_egomcq_bad_type_and_determinism(tmp_path, encoder):
     with pytest.raises(RowError, match=r"egomcq.json: row 1: field 'types': 3 is not 1 \(inter-video\) or 2"):
         build_egobench({"egomcq": root}, tmp_path / "bad", options=EgoBenchOptions(encoder=encoder))
     # With --skip-bad-rows the bad question is counted; the default pool (EgoMCQ's own 5 texts) cannot
-    # grow the remaining question to 10 candidates, which is a counted skip too, not a short question.
-    info = build_egobench({"egomcq": root}, tmp_path / "skip", options=EgoBenchOptions(encoder=encoder), skip_bad_rows=True)
-    assert info["skips"]["by_source_field"] == {"egomcq/choices": 1, "egomcq/types": 1} and info["counts"] == {"egomcq": 0}
+    # grow the remaining question to 10 candidates, which is a counted skip too, not a short question. With
+    # every question skipped there is nothing to build: an error, not an empty config.
+    with pytest.raises(SourceFileError, match=r"egomcq: config egomcq would have no rows .*2 bad rows skipped"):
+        build_egobench({"egomcq": root}, tmp_path / "skip", options=EgoBenchOptions(encoder=encoder),
+                       skip_bad_rows=True)
+    assert not (tmp_path / "skip").exists()
     # Two builds (mined options included) are byte-identical.
     write_egoclip_pool(root / "egoclip.csv")
     for name in ("a", "b"):

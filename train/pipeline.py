@@ -334,7 +334,7 @@ def stage_metadata(resolved, started_from, model_args, data_args, stage_args, tr
         "save_mode": stage_args.save_mode if resolved.lora else "full",
         "seed": training_args.seed,
         "global_step": trainer.state.global_step,
-        "failed_videos": trainer.failures.failed,
+        "failed_videos": trainer.failed_videos_total,  # all processes, including before a resume
         "versions": environment_versions(),
         "arguments": {
             "model": asdict(model_args), "data": asdict(data_args), "stage": asdict(stage_args),

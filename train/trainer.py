@@ -20,6 +20,7 @@ again).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -32,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
+from exo2ego.provenance import write_json_atomic
 from train.data import FailureTracker
 from train.stages import ResolvedStage
 
@@ -39,6 +41,8 @@ from train.stages import ResolvedStage
 NON_LORA_WEIGHTS_NAME = "non_lora_trainables.safetensors"
 # Checkpoints are written here first and renamed into place when complete.
 STAGING_DIR_NAME = ".staging"
+# Unreadable-video counts per process at the checkpoint, so a resumed run keeps its count and its budget.
+FAILED_VIDEOS_NAME = "failed_videos.json"
 
 # Learning-rate groups: argument name -> parameter-name pattern (checked in this order; the rest uses learning_rate).
 LR_GROUP_PATTERNS = (
@@ -134,6 +138,7 @@ class Exo2EgoTrainer(Trainer):
             self.args.max_failed_fraction, len(self.train_dataset) if self.train_dataset is not None else 0,
             self.args.world_size,
         )
+        self.failed_videos_total: int | None = None  # over all processes, set when train() returns
         if hasattr(self.train_dataset, "set_epoch"):
             self.add_callback(_DatasetEpochCallback(self.train_dataset))
 
@@ -258,6 +263,16 @@ class Exo2EgoTrainer(Trainer):
 
     # ---- checkpoints ---------------------------------------------------------------------------------------------
 
+    def _failed_per_process(self) -> list[int]:
+        """Every process's unreadable-video count (a collective: all processes call it)."""
+        failed = torch.tensor([self.failures.failed], device=self.args.device)
+        return [int(value) for value in self.accelerator.gather(failed).tolist()]
+
+    def train(self, *args, **kwargs):
+        output = super().train(*args, **kwargs)
+        self.failed_videos_total = sum(self._failed_per_process())
+        return output
+
     def _get_output_dir(self, trial) -> str:
         return self._staging_run_dir or super()._get_output_dir(trial)
 
@@ -270,6 +285,7 @@ class Exo2EgoTrainer(Trainer):
         if self.args.should_save:
             shutil.rmtree(staging, ignore_errors=True)  # leftovers of a save that was killed
         self.accelerator.wait_for_everyone()
+        failed = self._failed_per_process()
         self._staging_run_dir = staging
         try:
             super()._save_checkpoint(model, trial)
@@ -277,6 +293,8 @@ class Exo2EgoTrainer(Trainer):
             self._staging_run_dir = None
         self.accelerator.wait_for_everyone()  # every rank has written its RNG state
         if self.args.should_save:
+            write_json_atomic(os.path.join(staging, name, FAILED_VIDEOS_NAME),
+                              {"per_process": failed, "total": sum(failed)})
             final = os.path.join(run_dir, name)
             if os.path.exists(final):
                 shutil.rmtree(final)
@@ -301,9 +319,25 @@ class Exo2EgoTrainer(Trainer):
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         super()._load_from_checkpoint(resume_from_checkpoint, model)
+        self._restore_failures(resume_from_checkpoint)
         path = os.path.join(resume_from_checkpoint, NON_LORA_WEIGHTS_NAME)
         if os.path.isfile(path):
             target = model if model is not None else self.model
             result = target.load_state_dict(load_file(path), strict=False)
             if result.unexpected_keys:
                 raise ValueError(f"{path} holds parameters this model does not have: {result.unexpected_keys[:5]}")
+
+    def _restore_failures(self, checkpoint: str) -> None:
+        """This process's unreadable-video count at the checkpoint (the total split evenly when the number of
+        processes changed), so the count and the `max_failed_fraction` budget continue instead of restarting."""
+        path = os.path.join(checkpoint, FAILED_VIDEOS_NAME)
+        if not os.path.isfile(path):
+            return
+        with open(path, encoding="utf-8") as handle:
+            saved = json.load(handle)
+        per_process, world, rank = saved["per_process"], self.args.world_size, self.args.process_index
+        if len(per_process) == world:
+            self.failures.failed = int(per_process[rank])
+        else:
+            total = int(saved["total"])
+            self.failures.failed = total // world + (rank < total % world)

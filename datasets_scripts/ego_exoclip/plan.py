@@ -122,7 +122,12 @@ def _sequences(annotations: Sequence[source.Annotation], duration: float, mode: 
 
 
 def probe_video(path: str) -> str | None:
-    """None if ``path`` exists and its first video frame decodes, else "missing_video"/"unreadable_video"."""
+    """None if ``path`` exists and decodes at its start and at its end, else "missing_video"/"unreadable_video".
+
+    The end is checked by seeking to the last keyframe and decoding to the last frame the index promises: a
+    download cut short with its index at the front (``faststart`` mp4) opens and decodes its first frame, but
+    not its last. This reads a few packets at each end, not the whole file.
+    """
     import av
 
     if not os.path.isfile(path):
@@ -131,11 +136,21 @@ def probe_video(path: str) -> str | None:
         with av.open(path) as container:
             if not container.streams.video:
                 return "unreadable_video"
-            for _ in container.decode(video=0):
-                return None
+            stream = container.streams.video[0]
+            if next(iter(container.decode(stream)), None) is None:
+                return "unreadable_video"
+            if not (stream.duration and stream.frames):
+                return None  # no index to check the end against
+            start = stream.start_time or 0
+            last_expected = start + stream.duration - stream.duration / stream.frames
+            container.seek(start + stream.duration - 1, stream=stream, backward=True)
+            last = max((frame.pts for frame in container.decode(stream) if frame.pts is not None), default=None)
+            # Half a frame of slack for rounding in the index.
+            if last is None or last < last_expected - 0.5 * stream.duration / stream.frames:
+                return "unreadable_video"
     except (av.error.FFmpegError, OSError, ValueError):
         return "unreadable_video"
-    return "unreadable_video"
+    return None
 
 
 def _probe_take(paths: Sequence[str]) -> tuple[str, str] | None:
@@ -253,6 +268,10 @@ def plan_ego_exoclip(options: EgoExoClipOptions) -> BuildPlan:
             drops.takes[reason] += 1
             drops.narrations[reason] += sum(len(seq) for seq in take.sequences[options.sequence])
         kept = still
+    if not kept:
+        dropped = {reason: n for reason, n in drops.as_dict()["takes"].items() if n}
+        raise ValueError(f"Ego-ExoClip: no take of {root} is left to build (takes dropped by reason: {dropped}; "
+                         f"skipped rows: {bad_rows.summary()['by_source_field']}); check the download and the options")
 
     clips, take_rows, words, widened = [], [], [], 0
     for k in kept:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..source_io import BadRows, RowError, SourceFileError, read_json
+from ..source_io import BadRows, PathOutsideRootError, RowError, SourceFileError, inside_root, read_json
 
 PSEUDO_CAMERAS = ("collage", "best_exo")
 EGO_STREAM = "rgb"
@@ -224,8 +224,15 @@ def resolve_cameras(take: Mapping[str, Any], takes_file: Path) -> TakeCameras | 
                       and _relative_path(videos[cam], EXO_STREAM))
     if not exo_cams:
         return "no_exo_camera"
-    return TakeCameras(ego_cam, tuple(exo_cams), f"{root_dir}/{_relative_path(videos[ego_cam], EGO_STREAM)}",
-                       tuple(f"{root_dir}/{_relative_path(videos[cam], EXO_STREAM)}" for cam in exo_cams))
+    paths = {cam: f"{root_dir}/{_relative_path(videos[cam], EGO_STREAM if cam == ego_cam else EXO_STREAM)}"
+             for cam in (ego_cam, *exo_cams)}
+    for cam, path in paths.items():
+        try:
+            inside_root(path)
+        except PathOutsideRootError as error:
+            raise RowError(takes_file, row, f"root_dir / frame_aligned_videos.{cam}.relative_path",
+                           str(error)) from None
+    return TakeCameras(ego_cam, tuple(exo_cams), paths[ego_cam], tuple(paths[cam] for cam in exo_cams))
 
 
 def _relative_path(streams: Any, stream: str) -> str | None:

@@ -12,8 +12,10 @@ from datasets_scripts.egobench.mined_tasks import read_charades_ego, read_egomcq
 from datasets_scripts.egobench.options import EgoBenchOptions, TaskTables
 from datasets_scripts.egobench.qa_tasks import read_egoplan, read_egoschema, read_qaego4d, read_vlnqa
 from datasets_scripts.leakage import bench_ids, folder_train_ids, leakage_report, load_clip_to_video, report_markdown
-from datasets_scripts.source_io import BadRows, BuildContext, check_videos, write_hub_folder
+from datasets_scripts.schema import EGOBENCH_TASK_CONFIGS, check_egobench_config
+from datasets_scripts.source_io import BadRows, BuildContext, SourceFileError, check_videos, write_hub_folder
 
+# One adapter per builder task of the shared registry (datasets_scripts.schema.EGOBENCH_TASK_CONFIGS).
 TASKS: dict[str, Callable[[Path, BuildContext, EgoBenchOptions], TaskTables]] = {
     "egoschema": read_egoschema,
     "qaego4d": read_qaego4d,
@@ -55,7 +57,14 @@ def collect_egobench(roots: Mapping[str, Path], context: BuildContext, options: 
             continue
         if task not in roots:
             continue
+        skipped_before = context.bad_rows.total(task)
         for config, table in adapter(Path(roots[task]), context, options).items():
+            check_egobench_config(task, config)
+            if not len(table[1]) and config not in EGOBENCH_TASK_CONFIGS[task].side_configs.values():
+                skipped = context.bad_rows.total(task) - skipped_before
+                raise SourceFileError(f"{task}: config {config} would have no rows (source {roots[task]}"
+                                      + (f"; {skipped} bad rows skipped" if skipped else "; the source lists nothing")
+                                      + "); check the download, or leave the task out with --tasks")
             tables[config] = table
             config_task[config] = task
             context.note(f"{config}: {len(table[1])} rows")

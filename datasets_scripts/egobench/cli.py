@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-TASK_NAMES = ("egoschema", "qaego4d", "egotaskqa", "charades_ego", "epic_mir", "egoplan", "vlnqa", "egomcq")
+from datasets_scripts.schema import EGOBENCH_BUILDER_TASKS as TASK_NAMES  # noqa: F401  (the shared registry)
 
 
 def add_parser(data_subparsers) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from datasets_scripts.distractors import DEFAULT_NEAR_DUPLICATE, TextEncoder, load_text_encoder
 from datasets_scripts.schema import egobench_row
-from datasets_scripts.source_io import RowError
+from datasets_scripts.source_io import PathOutsideRootError, RowError
 
 # {config name: (datasets.Features, rows)}: what one task adapter produces.
 TaskTables = dict[str, tuple[Any, list[dict[str, Any]]]]
@@ -53,9 +53,11 @@ def clean_narration(value: str) -> str:
 
 
 def checked_row(file, row, **values: Any) -> dict[str, Any]:
-    """:func:`~datasets_scripts.schema.egobench_row`; bad options (duplicates, answer out of range) raise
-    :class:`~datasets_scripts.source_io.RowError` naming the file and row."""
+    """:func:`~datasets_scripts.schema.egobench_row`; bad options (duplicates, answer out of range) or a video
+    path outside the root raise :class:`~datasets_scripts.source_io.RowError` naming the file and row."""
     try:
         return egobench_row(**values)
+    except PathOutsideRootError as error:
+        raise RowError(file, row, error.field, str(error)) from error
     except ValueError as error:
         raise RowError(file, row, "options", str(error)) from error

@@ -37,8 +37,12 @@ def read_egoschema(root: Path, context: BuildContext, options: EgoBenchOptions) 
         context.note("egoschema: no subset_answers.json; only egoschema_full (answers unknown) is built")
     ego4d_file = root / "uid_to_ego4d.json"
     ego4d = read_json(ego4d_file) if ego4d_file.is_file() else {}
+    questions = read_json(questions_file)
+    if not isinstance(questions, list):
+        raise RowError(questions_file, "(json)", "(top level)",
+                       f"expected the list of questions, got {type(questions).__name__} {str(questions)[:40]}")
     full, subset = [], []
-    for index, record in enumerate(read_json(questions_file)):
+    for index, record in enumerate(questions):
         with context.bad_rows.guard("egoschema"):
             q_uid = field(record, "q_uid", questions_file, index)
             choices = [field(record, f"option {k}", questions_file, index) for k in range(5)]
