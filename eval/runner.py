@@ -163,16 +163,10 @@ class _ItemScorer:
 
     def _mcq(self, row, video) -> dict[str, Any]:
         options, scorer = row["options"], self.config.scorer
-        if scorer == "letter_logprob":
-            result = scorers.letter_logprob(self.adapter, self._messages(row["question"], options, "letters"), video, len(options))
-        elif scorer == "generate_parse":
-            result = scorers.generate_parse(self.adapter, self._messages(row["question"], options, "letters"), video,
-                                            options, self.config.max_new_tokens)
-        else:
-            scores = scorers.option_loglik(self.adapter, self._messages(row["question"], None, "continuation"), video,
-                                           options, self.config.option_chunk_size)
-            prediction, values = scorers.choose_option(scores, self.config.option_score)
-            result = scorers.ChoiceResult(prediction, values, extra=dataclasses.asdict(scores))
+        choice = scorers.MCQ_SCORERS[scorer]
+        shown = options if choice.prompt_mode == "letters" else None
+        messages = self._messages(row["question"], shown, choice.prompt_mode)
+        result = choice.score(self.adapter, messages, video, options, self.config)
         answer = row["answer_idx"]
         return {
             "sample_id": row["sample_id"], "subset": row["subset"], "scorer": scorer,
