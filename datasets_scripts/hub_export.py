@@ -40,7 +40,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from exo2ego.provenance import package_versions, write_json_atomic
+from exo2ego.provenance import package_versions, push_files_to_hub, write_json_atomic
 
 BUILD_INFO_NAME = "build_info.json"
 CARD_NAME = "README.md"
@@ -77,13 +77,14 @@ def is_complete_folder(path: str | os.PathLike) -> bool:
 
 
 @contextlib.contextmanager
-def staged_folder(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+def staged_folder(out: str | os.PathLike, overwrite: bool = False, marker: str = BUILD_INFO_NAME) -> Iterator[Path]:
     """Yield an empty staging folder that replaces ``out`` only if the block finishes without error.
 
     Args:
         out: the final folder.
         overwrite: replace an existing non-empty ``out``. Without it, an existing non-empty ``out``
             raises :class:`ExportError` before any work is done.
+        marker: the file the block writes last; a staging folder without it is discarded.
 
     The staging folder is ``<out>.tmp-<pid>`` next to ``out`` (same file system, so the final rename is
     atomic). On an exception it is deleted and ``out`` is left as it was.
@@ -102,9 +103,9 @@ def staged_folder(out: str | os.PathLike, overwrite: bool = False) -> Iterator[P
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if not is_complete_folder(staging):
+    if not (staging / marker).is_file():
         shutil.rmtree(staging, ignore_errors=True)
-        raise ExportError(f"export to {out} did not write {BUILD_INFO_NAME} (call write_build_info last)")
+        raise ExportError(f"export to {out} did not write {marker} (write it last)")
     if out.exists():
         # Move the old folder aside first: a crash between the two renames leaves no half folder at out.
         retired = out.parent / f"{out.name}.old-{os.getpid()}"
@@ -296,22 +297,16 @@ def push_folder_to_hub(
     ``allow_media``, folders holding video/frame/pack files (``MEDIA_SUFFIXES``): licences forbid
     re-hosting source videos. Returns the ``CommitInfo`` of ``HfApi.create_commit``.
     """
-    from huggingface_hub import CommitOperationAdd, HfApi
-
     folder = Path(folder)
     if not is_complete_folder(folder):
         raise ExportError(f"{folder} is not a complete export folder (no {BUILD_INFO_NAME}); nothing pushed")
-    files = sorted(path for path in folder.rglob("*") if path.is_file())
-    media = [path.relative_to(folder).as_posix() for path in files if path.suffix.lower() in MEDIA_SUFFIXES]
+    files = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
+    media = [path for path in files if Path(path).suffix.lower() in MEDIA_SUFFIXES]
     if media and not allow_media:
         raise ExportError(f"{folder} holds media files {media[:5]} (... {len(media)} in all); refusing to upload "
                           "videos or frames (pass allow_media=True only for data you may redistribute)")
-    api = api or HfApi(token=token)
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    operations = [CommitOperationAdd(path_in_repo=path.relative_to(folder).as_posix(), path_or_fileobj=str(path))
-                  for path in files]
-    return api.create_commit(repo_id, operations, repo_type="dataset",
-                             commit_message=commit_message or f"Upload {folder.name} ({len(operations)} files)")
+    return push_files_to_hub(folder, repo_id, files, repo_type="dataset", private=private, token=token, api=api,
+                             commit_message=commit_message or f"Upload {folder.name} ({len(files)} files)")
 
 
 def add_push_to_hub_arguments(parser: argparse.ArgumentParser) -> None:
