@@ -131,6 +131,8 @@ REFUSED_RUNS = [
      ["--resume_from_checkpoint", "last", "--learning_rate", "5e-4"], r"learning_rate: 0\.001 .* now 0\.0005"),
     ("resume-leftover-checkpoints-other-arguments", "stage1", leftover_checkpoints,
      ["--resume_from_checkpoint", "last", "--learning_rate", "5e-4"], r"learning_rate: 0\.001 .* now 0\.0005"),
+    ("resume-checkpoints-of-another-stage", "init", leftover_checkpoints, ["--resume_from_checkpoint", "last"],
+     r"cannot resume the run in .*out as init: it trains stage1"),
     ("leftover-checkpoints-without-resume", "stage1", leftover_checkpoints, [],
      r"checkpoints of an unfinished run .*--resume_from_checkpoint last .*--overwrite_output_dir true"),
 ]
@@ -153,6 +155,15 @@ def test_resuming_a_finished_stage_reports_it_finished_and_trains_nothing(world,
         assert run_stage("stage1", stage_argv(world, "stage1", out, "--resume_from_checkpoint", "last")) is None
     assert snapshot(out) == before
     assert "already finished" in caplog.text and "global_step 2" in caplog.text
+
+
+def test_resuming_a_finished_stage_with_push_to_hub_pushes_it_without_training(world, finished, tmp_path, monkeypatch):
+    out = finished_copy(tmp_path, finished)
+    commits = intercept_hub(monkeypatch)
+    run_stage("stage1", stage_argv(world, "stage1", out, "--resume_from_checkpoint", "last", "--push_to_hub", "true",
+                                   "--hub_model_id", "org/tiny-stage1"))
+    assert json.loads((out / STAGE_METADATA_NAME).read_text())["global_step"] == 2
+    assert len(commits) == 1 and "model.safetensors" in commits[0]
 
 
 def test_resuming_a_run_killed_after_its_last_checkpoint_trains_no_extra_step(world, finished, tmp_path):

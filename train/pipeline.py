@@ -243,8 +243,9 @@ def _checkpoints(folder: str) -> list[str]:
     return sorted(name for name in os.listdir(folder) if name.startswith(CHECKPOINT_PREFIX))
 
 
-def _check_same_run(folder: str, arguments: dict) -> None:
-    """Refuse to resume the checkpoints in `folder` when they were trained with other arguments than `arguments`."""
+def _check_same_run(folder: str, stage: str, arguments: dict) -> None:
+    """Refuse to resume the checkpoints in `folder` when they were trained for another stage or with other arguments
+    than `arguments`."""
     path = os.path.join(folder, RUN_RECORD_NAME)
     if not os.path.isfile(path):
         if _checkpoints(folder):
@@ -254,7 +255,10 @@ def _check_same_run(folder: str, arguments: dict) -> None:
             )
         return  # nothing to resume: Trainer reports the missing checkpoint
     with open(path) as handle:
-        before = _resumable_arguments(json.load(handle)["arguments"])
+        record = json.load(handle)
+    if record["stage"] != stage:
+        raise ValueError(f"cannot resume the run in {folder} as {stage}: it trains {record['stage']}")
+    before = _resumable_arguments(record["arguments"])
     now = _resumable_arguments(arguments)
     unset = "<unset>"
     differences = [
@@ -269,7 +273,7 @@ def _check_same_run(folder: str, arguments: dict) -> None:
         )
 
 
-def check_output_dir(output_dir: str, arguments: dict, resume, overwrite: bool) -> dict | None:
+def check_output_dir(output_dir: str, stage: str, arguments: dict, resume, overwrite: bool) -> dict | None:
     """Check that this run may train into `output_dir` (nothing is changed). Returns the folder's stage metadata
     when a resumed run finds its stage already finished there (nothing left to train), else None.
 
@@ -283,7 +287,7 @@ def check_output_dir(output_dir: str, arguments: dict, resume, overwrite: bool) 
             raise ValueError("--resume_from_checkpoint continues the run in output_dir, --overwrite_output_dir "
                              "replaces it: pass only one")
         checkpoint_dir = output_dir if resume is True else os.path.dirname(os.path.normpath(resume))
-        _check_same_run(checkpoint_dir, arguments)
+        _check_same_run(checkpoint_dir, stage, arguments)
         return read_stage_metadata(output_dir)
     contents = sorted(os.listdir(output_dir)) if os.path.isdir(output_dir) else []
     if overwrite or not contents:
@@ -558,12 +562,14 @@ def run_stage(stage: str, argv=None):
         resume = True
     arguments = recorded_arguments(model_args, data_args, stage_args, training_args, unused)
     output_dir = training_args.output_dir
-    finished = check_output_dir(output_dir, arguments, resume, stage_args.overwrite_output_dir)
+    finished = check_output_dir(output_dir, stage, arguments, resume, stage_args.overwrite_output_dir)
+    push = training_args.push_to_hub
     if finished is not None:
         logger.info("%s in %s is already finished (global_step %s, %s); nothing to train",
                     finished.get("stage"), output_dir, finished.get("global_step"), STAGE_METADATA_NAME)
+        if push and training_args.should_save:
+            _push(output_dir, training_args, stage_args)
         return None
-    push = training_args.push_to_hub
     training_args.push_to_hub = False  # one commit of the finished folder below, not a push per checkpoint
 
     from accelerate import PartialState
@@ -601,14 +607,18 @@ def run_stage(stage: str, argv=None):
         )
         write_json_atomic(os.path.join(output_dir, STAGE_METADATA_NAME), metadata, default=str)  # last: marks the folder complete
         if push:
-            from train.hub import push_stage_output
-
-            push_stage_output(
-                output_dir, training_args.hub_model_id, private=training_args.hub_private_repo,
-                token=training_args.hub_token, eval_results=stage_args.card_eval_results,
-            )
+            _push(output_dir, training_args, stage_args)
     trainer.accelerator.wait_for_everyone()
     return trainer
+
+
+def _push(output_dir: str, training_args, stage_args: StageArguments) -> None:
+    from train.hub import push_stage_output
+
+    push_stage_output(
+        output_dir, training_args.hub_model_id, private=training_args.hub_private_repo,
+        token=training_args.hub_token, eval_results=stage_args.card_eval_results,
+    )
 
 
 def main(stage: str, argv=None) -> int:
