@@ -588,8 +588,8 @@ def run_stage(stage: str, argv=None):
 
     trainer = build_trainer(model, processor, dataset, resolved, training_args, data_args)
     PartialState().wait_for_everyone()  # every process has checked output_dir before it changes
-    if training_args.should_save and not resume:
-        if stage_args.overwrite_output_dir:
+    if training_args.should_save:
+        if stage_args.overwrite_output_dir:  # never together with a resume (check_output_dir)
             clear_previous_run(output_dir)
         write_json_atomic(os.path.join(output_dir, RUN_RECORD_NAME), {"stage": stage, "arguments": arguments})
     completed = completed_checkpoint(output_dir, resume)
