@@ -166,20 +166,28 @@ def test_resuming_a_finished_stage_with_push_to_hub_pushes_it_without_training(w
     assert len(commits) == 1 and "model.safetensors" in commits[0]
 
 
-def test_resuming_a_run_killed_after_its_last_checkpoint_trains_no_extra_step(world, finished, tmp_path):
+@pytest.mark.parametrize("stage", ["stage1", "stage3"])
+def test_resuming_a_run_killed_after_its_last_checkpoint_trains_no_extra_step(world, finished, tmp_path, stage):
     """Killed after checkpoint-2 (= max_steps) but before the stage output was saved: Trainer alone would train a
-    third step; the stage saves checkpoint-2's weights instead."""
+    third step; the stage saves checkpoint-2's weights (stage 3: LoRA adapter + non-LoRA trainables, merged) instead,
+    identical to those of the run that was not killed."""
     from safetensors.torch import load_file
 
-    out = leftover_checkpoints(tmp_path, finished)
+    if stage == "stage1":
+        out = leftover_checkpoints(tmp_path, finished)
+    else:
+        out = tmp_path / "out"
+        run_stage(stage, stage_argv(world, stage, out))
+        (out / STAGE_METADATA_NAME).unlink()
+    uninterrupted = load_file(out / "model.safetensors")
     (out / "model.safetensors").unlink()
-    run_stage("stage1", stage_argv(world, "stage1", out, "--resume_from_checkpoint", "last"))
+    run_stage(stage, stage_argv(world, stage, out, "--resume_from_checkpoint", "last"))
     metadata = json.loads((out / STAGE_METADATA_NAME).read_text())
     state = json.loads((out / "trainer_state.json").read_text())
     assert metadata["global_step"] == state["global_step"] == 2
     assert checkpoint_names(out) == ["checkpoint-1", "checkpoint-2"]
-    saved, checkpoint = load_file(out / "model.safetensors"), load_file(out / "checkpoint-2" / "model.safetensors")
-    assert saved.keys() == checkpoint.keys() and all((saved[k] == checkpoint[k]).all() for k in saved)
+    resumed = load_file(out / "model.safetensors")
+    assert resumed.keys() == uninterrupted.keys() and all((resumed[k] == uninterrupted[k]).all() for k in resumed)
 
 
 def test_stage_records_the_arguments_it_does_not_use_as_unused(finished):
