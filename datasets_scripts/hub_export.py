@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from exo2ego import provenance
+from exo2ego.provenance import push_files_to_hub
 
 BUILD_INFO_NAME = "build_info.json"
 CARD_NAME = "README.md"
@@ -300,22 +301,16 @@ def push_folder_to_hub(
     ``allow_media``, folders holding video/frame/pack files (``MEDIA_SUFFIXES``): licences forbid
     re-hosting source videos. Returns the ``CommitInfo`` of ``HfApi.create_commit``.
     """
-    from huggingface_hub import CommitOperationAdd, HfApi
-
     folder = Path(folder)
     if not is_complete_folder(folder):
         raise ExportError(f"{folder} is not a complete export folder (no {BUILD_INFO_NAME}); nothing pushed")
-    files = sorted(path for path in folder.rglob("*") if path.is_file())
-    media = [path.relative_to(folder).as_posix() for path in files if path.suffix.lower() in MEDIA_SUFFIXES]
+    files = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
+    media = [path for path in files if Path(path).suffix.lower() in MEDIA_SUFFIXES]
     if media and not allow_media:
         raise ExportError(f"{folder} holds media files {media[:5]} (... {len(media)} in all); refusing to upload "
                           "videos or frames (pass allow_media=True only for data you may redistribute)")
-    api = api or HfApi(token=token)
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    operations = [CommitOperationAdd(path_in_repo=path.relative_to(folder).as_posix(), path_or_fileobj=str(path))
-                  for path in files]
-    return api.create_commit(repo_id, operations, repo_type="dataset",
-                             commit_message=commit_message or f"Upload {folder.name} ({len(operations)} files)")
+    return push_files_to_hub(folder, repo_id, files, repo_type="dataset", private=private, token=token, api=api,
+                             commit_message=commit_message or f"Upload {folder.name} ({len(files)} files)")
 
 
 def add_push_to_hub_arguments(parser: argparse.ArgumentParser) -> None:

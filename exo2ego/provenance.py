@@ -1,4 +1,5 @@
-"""Helpers every area records its results with: package versions, and files and folders written atomically."""
+"""Helpers every area records and publishes its results with: package versions, files and folders written
+atomically, and the one Hub upload (an explicit list of files in one commit) that model and dataset pushes share."""
 
 from __future__ import annotations
 
@@ -135,3 +136,38 @@ def staged_folder(
         shutil.rmtree(retired, ignore_errors=True)
     else:
         os.replace(staging, out)
+
+
+def push_files_to_hub(
+    folder: str | os.PathLike,
+    repo_id: str,
+    paths: Iterable[str],
+    *,
+    repo_type: str = "model",
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str,
+    api=None,
+):
+    """Create the Hub repo ``repo_id`` if needed and upload exactly ``paths`` (relative to ``folder``, nothing else
+    that lies there) in ONE commit; returns the ``CommitInfo`` of ``HfApi.create_commit``.
+
+    Raises ``ValueError`` before anything is uploaded for a path that leaves ``folder`` or is not a file.
+    """
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    root = Path(folder).resolve()
+    operations = []
+    for relative in sorted(set(paths)):
+        path = (root / relative).resolve()
+        if not path.is_relative_to(root) or path == root:
+            raise ValueError(f"{relative!r} is outside {root}; only files inside the folder are pushed")
+        if not path.is_file():
+            raise ValueError(f"{path} is listed for the push but is not a file")
+        relative_path = path.relative_to(root).as_posix()
+        operations.append(CommitOperationAdd(path_in_repo=relative_path, path_or_fileobj=str(path)))
+    api = api or HfApi(token=token)
+    api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+    return api.create_commit(
+        repo_id=repo_id, operations=operations, repo_type=repo_type, commit_message=commit_message
+    )

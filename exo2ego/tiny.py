@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
+import sys
 
 VIDEO_TOKEN = "<video>"
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", VIDEO_TOKEN]
@@ -144,15 +146,35 @@ def build_tiny_model(seed: int = 0, attn_implementation: str = "sdpa", **config_
     return model, build_processor(config, tokenizer)
 
 
-def save_tiny_model(out_dir: str, seed: int = 0, **config_overrides) -> None:
+def save_tiny_model(out_dir: str, seed: int = 0, overwrite: bool = False, **config_overrides) -> None:
+    """Write a tiny checkpoint (weights, config, processor) to `out_dir`.
+
+    The folder is written next to `out_dir` and renamed into place when complete. An existing non-empty `out_dir`
+    (e.g. a trained stage output) is refused unless `overwrite`, which replaces the whole folder; a file is always
+    refused.
+    """
+    from datasets_scripts.hub_export import staged_folder
+    from train.pipeline import read_stage_metadata
+
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"--out {out_dir!r} is a file, not a folder; choose another --out")
+    contents = sorted(os.listdir(out_dir)) if os.path.isdir(out_dir) else []
+    if contents and not overwrite:
+        metadata = read_stage_metadata(out_dir)
+        state = (f"holds a finished {metadata.get('stage')} output with trained weights" if metadata is not None
+                 else f"is not empty ({', '.join(contents[:5])}{', ...' if len(contents) > 5 else ''})")
+        raise ValueError(f"--out {out_dir!r} {state}; choose another --out, or pass --overwrite to replace the "
+                         "whole folder")
     model, processor = build_tiny_model(seed=seed, **config_overrides)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
+    with staged_folder(out_dir, overwrite=overwrite, marker="config.json") as staging:
+        processor.save_pretrained(staging)
+        model.save_pretrained(staging)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("tiny-model", help="write a tiny random-weight Exo2Ego checkpoint with its processor")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--out", required=True, help="output folder (new or empty)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--frames", type=int, default=4, help="frames per video")
     parser.add_argument("--connector", choices=["stc", "stc_v35"], default="stc")
@@ -161,12 +183,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    save_tiny_model(
-        args.out,
-        seed=args.seed,
-        num_frames=args.frames,
-        connector_type=args.connector,
-        include_exo_branch=not args.ego_only,
-    )
+    try:
+        save_tiny_model(
+            args.out,
+            seed=args.seed,
+            overwrite=args.overwrite,
+            num_frames=args.frames,
+            connector_type=args.connector,
+            include_exo_branch=not args.ego_only,
+        )
+    except ValueError as error:
+        print(f"exo2ego tiny-model: error: {error}", file=sys.stderr)
+        return 2
     print(f"wrote a tiny Exo2Ego checkpoint to {args.out}")
     return 0

@@ -70,6 +70,9 @@ def main(argv=None) -> int:
     parser.add_argument("--connector", choices=["stc", "stc_v35"], default="stc")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     args = parser.parse_args(argv)
+    if os.path.exists(args.out):  # before anything large is loaded
+        kind = "folder" if os.path.isdir(args.out) else "file, not a folder"
+        parser.error(f"--out {args.out!r} already exists (a {kind}); choose a new output folder")
     build_base(args.vision, args.text, args.out, args.dtype, num_frames=args.num_frames, connector_type=args.connector)
     print(f"wrote an Exo2Ego base checkpoint to {args.out}")
     return 0

@@ -208,6 +208,9 @@ def main(argv=None) -> int:
     parser.add_argument("--num-frames", type=int, help="frames per video (default: the checkpoint's num_frames)")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     args = parser.parse_args(argv)
+    if os.path.exists(args.out):  # before anything large is loaded
+        kind = "folder" if os.path.isdir(args.out) else "file, not a folder"
+        parser.error(f"--out {args.out!r} already exists (a {kind}); choose a new output folder")
     convert(
         args.src, args.out, load_vision_config(args.vision_config) if args.vision_config else None,
         args.num_frames, args.dtype,

@@ -8,19 +8,56 @@ overrides them (TRL's `TrlParser`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import re
+import shutil
 from dataclasses import asdict, dataclass, field
 
 from exo2ego.provenance import package_versions, write_json_atomic
-from train.stages import BASE_STAGE, DEFAULT_LORA_TARGET_REGEX, STAGES, ResolvedStage, apply_trainable, resolve_stage
+from train.stages import (
+    BASE_STAGE, DEFAULT_LORA_TARGET_REGEX, STAGES, VISION_TOWERS, ResolvedStage, apply_trainable, resolve_stage,
+)
 
 logger = logging.getLogger(__name__)
 
 STAGE_METADATA_NAME = "exo2ego_stage.json"
+# The arguments of the run training in a folder, written before its first step: resuming checks them.
+RUN_RECORD_NAME = "exo2ego_run.json"
 SAVE_MODES = ("merged", "adapter")
 ADAPTER_DIR_NAME = "adapter"
+CHECKPOINT_PREFIX = "checkpoint-"
+# Where the final weights are written before they are moved into the output folder (so the stage knows its files).
+OUTPUT_STAGING_DIR = os.path.join(".staging", "output")
+# Written by the stage but never part of its release: pickled arguments.
+LOCAL_ONLY_FILES = ("training_args.bin",)
+
+# Arguments only some stages use, and whether a resolved stage (before zero loss weights drop terms) uses them. A
+# value other than the default on a stage that does not use it is refused; the stage output records the others as
+# unused, never as used. Each name is looked up in whichever argument dataclass defines it.
+STAGE_SPECIFIC_ARGUMENTS = {
+    **dict.fromkeys(
+        ("lora_r", "lora_alpha", "lora_dropout", "lora_target_regex", "save_mode", "lora_lr"), lambda stage: stage.lora
+    ),
+    "kl_weight": lambda stage: "kl" in stage.losses,
+    "ccl_weight": lambda stage: "ccl" in stage.losses,
+    "mapping_lr": lambda stage: bool(stage.trainable & {"ego_to_exo", "exo_to_ego"}),
+    "vision_tower_lr": lambda stage: bool(stage.trainable & set(VISION_TOWERS)),
+    "connector_lr": lambda stage: "connector" in stage.trainable,
+    "exo_sampling": lambda stage: stage.spec.data == "ego_exo_clip",
+    "clip_prompt": lambda stage: stage.spec.data == "ego_exo_clip",
+}
+
+# Arguments a resumed run may change: where and how it logs, saves, pushes and loads data, not what it trains.
+RESUME_MAY_DIFFER = {
+    "output_dir", "resume_from_checkpoint", "overwrite_output_dir", "local_rank", "push_to_hub", "card_eval_results",
+    "report_to", "disable_tqdm", "run_name", "project", "save_strategy", "save_steps", "save_total_limit",
+    "save_on_each_node", "save_only_model", "dataloader_num_workers", "dataloader_prefetch_factor",
+    "dataloader_persistent_workers", "dataloader_pin_memory", "skip_memory_metrics",
+}
+RESUME_MAY_DIFFER_PREFIXES = ("hub_", "logging_", "log_", "trackio_")
 
 
 @dataclass
@@ -71,7 +108,7 @@ class DataArguments:
         metadata={"help": "User prompt of Ego-ExoClip samples; the target is the clip's narration."},
     )
     max_length: int | None = field(default=None, metadata={"help": "Cap on tokens per sample (target truncated)."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N rows."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N rows (N >= 1)."})
 
 
 @dataclass
@@ -91,6 +128,11 @@ class StageArguments:
     card_eval_results: str | None = field(
         default=None, metadata={"help": "EgoBench results.json for the pushed model card (model-index results)."}
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Train into a non-empty output_dir: a finished or unfinished earlier run there is replaced "
+                          "(its outputs and checkpoints removed); other files are kept and never pushed."},
+    )
 
 
 def parse_arguments(argv=None):
@@ -98,14 +140,56 @@ def parse_arguments(argv=None):
 
     from train.trainer import Exo2EgoTrainingArguments
 
-    parser = TrlParser((ModelArguments, DataArguments, StageArguments, Exo2EgoTrainingArguments))
+    # No abbreviations: `--learning_rat 5e-4` is a typo, not `--learning_rate` (the yaml refuses it too).
+    parser = TrlParser((ModelArguments, DataArguments, StageArguments, Exo2EgoTrainingArguments), allow_abbrev=False)
     model_args, data_args, stage_args, training_args = parser.parse_args_and_config(argv)
     for name, value in (("model_name_or_path", model_args.model_name_or_path),):
         if not value:
             raise ValueError(f"--{name} is required (in the yaml or on the command line)")
     if stage_args.save_mode not in SAVE_MODES:
         raise ValueError(f"save_mode must be one of {SAVE_MODES}, got {stage_args.save_mode!r}")
+    if data_args.max_train_samples is not None and data_args.max_train_samples < 1:
+        raise ValueError(
+            f"max_train_samples must be >= 1, got {data_args.max_train_samples} (leave it unset for all rows)"
+        )
     return model_args, data_args, stage_args, training_args
+
+
+def _field_default(dataclass_type, name: str):
+    spec = dataclass_type.__dataclass_fields__[name]
+    return spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default
+
+
+def check_stage_arguments(stage: str, model_args, data_args, stage_args, training_args) -> list[str]:
+    """Refuse stage-specific arguments (`STAGE_SPECIFIC_ARGUMENTS`) set to a non-default value on a stage that does
+    not use them, and an invalid LoRA target regex; returns the names of the stage-specific arguments this run does
+    not use (recorded as such in the stage output)."""
+    # The stage's loss terms before zero weights drop them: a weight of 0 is a used setting.
+    resolved = resolve_stage(
+        stage, stage_args.ablations, stage_args.train_modules, stage_args.freeze_modules,
+        stage_args.connector_trainable,
+    )
+    unused, refused = [], []
+    for name, uses in STAGE_SPECIFIC_ARGUMENTS.items():
+        groups = (model_args, data_args, stage_args, training_args)
+        group = next((group for group in groups if name in type(group).__dataclass_fields__), None)
+        if group is None or uses(resolved):
+            continue
+        unused.append(name)
+        value = getattr(group, name)
+        if value != _field_default(type(group), name):
+            ablations = f" with ablations {list(resolved.ablations)}" if resolved.ablations else ""
+            refused.append(f"{name}={value!r} is set, but {stage}{ablations} does not use it")
+    if refused:
+        raise ValueError("; ".join(refused) + " (remove it from the yaml and the command line)")
+    if resolved.lora:
+        try:
+            re.compile(stage_args.lora_target_regex)
+        except re.error as error:
+            raise ValueError(
+                f"lora_target_regex {stage_args.lora_target_regex!r} is not a valid regular expression: {error}"
+            ) from None
+    return sorted(unused)
 
 
 # ---- stage chain -----------------------------------------------------------------------------------------------
@@ -144,6 +228,124 @@ def check_starting_point(folder: str, stage: str, allow_mismatch: bool = False) 
             "--allow_stage_mismatch true"
         )
     return found
+
+
+# ---- output folder ---------------------------------------------------------------------------------------------
+
+
+def recorded_arguments(model_args, data_args, stage_args, training_args, unused=()) -> dict:
+    """{group: {name: value}} as JSON values, without the stage-specific arguments the stage does not use."""
+    groups = {
+        "model": asdict(model_args), "data": asdict(data_args), "stage": asdict(stage_args),
+        "training": json.loads(training_args.to_json_string()),
+    }
+    groups = json.loads(json.dumps(groups, default=str))
+    return {group: {k: v for k, v in values.items() if k not in unused} for group, values in groups.items()}
+
+
+def _resumable_arguments(arguments: dict) -> dict:
+    """The recorded arguments that decide what a run trains (local paths made absolute)."""
+    flat = {}
+    for group, values in arguments.items():
+        for name, value in values.items():
+            if name in RESUME_MAY_DIFFER or name.startswith(RESUME_MAY_DIFFER_PREFIXES):
+                continue
+            if name in ("model_name_or_path", "dataset_path", "video_root") and value and os.path.exists(value):
+                value = os.path.abspath(value)
+            flat[f"{group}.{name}"] = value
+    return flat
+
+
+def _checkpoints(folder: str) -> list[str]:
+    if not os.path.isdir(folder):
+        return []
+    return sorted(name for name in os.listdir(folder) if name.startswith(CHECKPOINT_PREFIX))
+
+
+def _check_same_run(folder: str, stage: str, arguments: dict) -> None:
+    """Refuse to resume the checkpoints in `folder` when they were trained for another stage or with other arguments
+    than `arguments`."""
+    path = os.path.join(folder, RUN_RECORD_NAME)
+    if not os.path.isfile(path):
+        if _checkpoints(folder):
+            raise ValueError(
+                f"{folder} holds checkpoints but no {RUN_RECORD_NAME}, so the arguments they were trained with are "
+                "unknown; start over with --overwrite_output_dir true"
+            )
+        return  # nothing to resume: Trainer reports the missing checkpoint
+    with open(path) as handle:
+        record = json.load(handle)
+    if record["stage"] != stage:
+        raise ValueError(f"cannot resume the run in {folder} as {stage}: it trains {record['stage']}")
+    before = _resumable_arguments(record["arguments"])
+    now = _resumable_arguments(arguments)
+    unset = "<unset>"
+    differences = [
+        f"{name.split('.', 1)[1]}: {before.get(name, unset)!r} in the earlier run, now {now.get(name, unset)!r}"
+        for name in sorted(before.keys() | now.keys())
+        if before.get(name, unset) != now.get(name, unset)
+    ]
+    if differences:
+        raise ValueError(
+            f"cannot resume the run in {folder}: it was trained with other arguments ({'; '.join(differences)}); "
+            "resume with the same arguments, or start over with --overwrite_output_dir true (or another output_dir)"
+        )
+
+
+def check_output_dir(output_dir: str, stage: str, arguments: dict, resume, overwrite: bool) -> dict | None:
+    """Check that this run may train into `output_dir` (nothing is changed). Returns the folder's stage metadata
+    when a resumed run finds its stage already finished there (nothing left to train), else None.
+
+    A file, a finished stage output, checkpoints of an unfinished run and any other file refuse a new run unless
+    `overwrite`; a resumed run (`resume`: True or a checkpoint path) must have the arguments of the run it resumes.
+    """
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise ValueError(f"output_dir {output_dir!r} is a file, not a folder; choose another output_dir")
+    if resume:
+        if overwrite:
+            raise ValueError("--resume_from_checkpoint continues the run in output_dir, --overwrite_output_dir "
+                             "replaces it: pass only one")
+        checkpoint_dir = output_dir if resume is True else os.path.dirname(os.path.normpath(resume))
+        _check_same_run(checkpoint_dir, stage, arguments)
+        return read_stage_metadata(output_dir)
+    contents = sorted(os.listdir(output_dir)) if os.path.isdir(output_dir) else []
+    if overwrite or not contents:
+        return None
+    metadata = read_stage_metadata(output_dir)
+    if metadata is not None:
+        raise ValueError(
+            f"output_dir {output_dir!r} holds a finished {metadata.get('stage')} output ({STAGE_METADATA_NAME}); "
+            "choose another output_dir, or pass --overwrite_output_dir true to replace it"
+        )
+    checkpoints = _checkpoints(output_dir)
+    if checkpoints:
+        raise ValueError(
+            f"output_dir {output_dir!r} holds checkpoints of an unfinished run ({', '.join(checkpoints)}); "
+            "continue it with --resume_from_checkpoint last (and the same arguments), or start over with "
+            "--overwrite_output_dir true"
+        )
+    raise ValueError(
+        f"output_dir {output_dir!r} is not empty ({', '.join(contents[:5])}{', ...' if len(contents) > 5 else ''}); "
+        "choose a new or empty folder, or pass --overwrite_output_dir true to train there anyway (files the stage "
+        "did not write are kept and never pushed)"
+    )
+
+
+def clear_previous_run(output_dir: str) -> None:
+    """Remove what an earlier run left in `output_dir` (its stage marker first, then the files it lists, its
+    checkpoints and records); files it did not write stay."""
+    metadata = read_stage_metadata(output_dir)
+    paths = [STAGE_METADATA_NAME, RUN_RECORD_NAME, *(metadata or {}).get("files", []), *_checkpoints(output_dir),
+             os.path.dirname(OUTPUT_STAGING_DIR)]
+    root = os.path.realpath(output_dir)
+    for relative in paths:
+        path = os.path.realpath(os.path.join(output_dir, relative))
+        if os.path.commonpath([root, path]) != root or path == root:
+            continue  # a file list naming paths outside the folder is not ours to delete
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
 
 
 # ---- building blocks -------------------------------------------------------------------------------------------
@@ -242,6 +444,14 @@ def rebuild_mappings(model, mapping_type: str) -> None:
 def add_lora(model, stage_args: StageArguments):
     from peft import LoraConfig, get_peft_model
 
+    # PEFT matches a regex against full module names with re.fullmatch; one that matches nothing is a raw PEFT error.
+    pattern = re.compile(stage_args.lora_target_regex)
+    if not any(pattern.fullmatch(name) for name, _ in model.named_modules()):
+        example = next((name for name, _ in model.named_modules() if ".language_model.layers." in name), "")
+        raise ValueError(
+            f"lora_target_regex {stage_args.lora_target_regex!r} matches no linear layer of the model (it must match "
+            f"full module names such as {example!r}; the default is {DEFAULT_LORA_TARGET_REGEX!r})"
+        )
     config = LoraConfig(
         r=stage_args.lora_r,
         lora_alpha=stage_args.lora_alpha,
@@ -288,28 +498,80 @@ def build_trainer(model, processor, dataset, resolved: ResolvedStage, training_a
     )
 
 
+def completed_checkpoint(output_dir: str, resume) -> str | None:
+    """The checkpoint a resumed run starts from when it already reached max_steps (a run killed after its last
+    checkpoint, before its output was saved), else None. Trainer would train one step past max_steps from it."""
+    from transformers.trainer_callback import TrainerState
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not resume:
+        return None
+    checkpoint = get_last_checkpoint(output_dir) if resume is True else resume
+    path = os.path.join(checkpoint or "", "trainer_state.json")
+    if not os.path.isfile(path):
+        return None
+    state = TrainerState.load_from_json(path)
+    return checkpoint if state.max_steps > 0 and state.global_step >= state.max_steps else None
+
+
+def finish_from_checkpoint(trainer, checkpoint: str) -> None:
+    """Load a checkpoint that already reached max_steps (weights, LoRA adapter, trainer state) without a step."""
+    from transformers.trainer_callback import TrainerState
+
+    if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
+        raise ValueError(
+            f"{checkpoint} already reached max_steps, and resuming it under DeepSpeed/FSDP would train a step past "
+            "it (a Trainer limitation); use the weights in that checkpoint, or start over with "
+            "--overwrite_output_dir true"
+        )
+    logger.info("%s already reached max_steps: saving its weights as the stage output without training", checkpoint)
+    trainer._load_from_checkpoint(checkpoint)
+    trainer.state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
+
+
 # ---- outputs ---------------------------------------------------------------------------------------------------
 
 
-def save_stage_output(trainer, resolved: ResolvedStage, stage_args: StageArguments, output_dir: str) -> None:
-    """Weights + processor (+ LoRA adapter) into `output_dir`; stage 3 merges LoRA unless save_mode is adapter."""
+def save_stage_output(trainer, resolved: ResolvedStage, stage_args: StageArguments, output_dir: str) -> list[str]:
+    """Weights + processor (+ LoRA adapter) into `output_dir`; stage 3 merges LoRA unless save_mode is adapter.
+
+    Everything is written into a staging folder first and then moved into place, so the stage knows exactly which
+    files it wrote: returns their paths relative to `output_dir` (on the saving process; [] elsewhere), the files
+    `--push_to_hub` may upload.
+    """
+    staging = os.path.join(output_dir, OUTPUT_STAGING_DIR)
+    if trainer.args.should_save:
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
     model = trainer.model
     if not resolved.lora:
-        trainer.save_model(output_dir)
-        return
+        trainer.save_model(staging)
+    elif trainer.args.should_save:
+        processor = trainer.processing_class
+        if stage_args.save_mode == "adapter":
+            adapter_dir = os.path.join(staging, ADAPTER_DIR_NAME)
+            model.save_pretrained(adapter_dir)
+            base = model.unload()  # LoRA removed, the in-place trained ego tower, F and connector kept
+            base.save_pretrained(staging)
+            _point_adapter_at_base(adapter_dir)
+        else:
+            merged = model.merge_and_unload()
+            merged.save_pretrained(staging)
+        processor.save_pretrained(staging)
+    trainer.accelerator.wait_for_everyone()
     if not trainer.args.should_save:
-        return
-    processor = trainer.processing_class
-    if stage_args.save_mode == "adapter":
-        adapter_dir = os.path.join(output_dir, ADAPTER_DIR_NAME)
-        model.save_pretrained(adapter_dir)
-        base = model.unload()  # LoRA removed, the in-place trained ego tower, F and connector kept
-        base.save_pretrained(output_dir)
-        _point_adapter_at_base(adapter_dir)
-    else:
-        merged = model.merge_and_unload()
-        merged.save_pretrained(output_dir)
-    processor.save_pretrained(output_dir)
+        return []
+    written = []
+    for directory, _, files in os.walk(staging):
+        for name in files:
+            relative = os.path.relpath(os.path.join(directory, name), staging)
+            target = os.path.join(output_dir, relative)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.replace(os.path.join(directory, name), target)
+            if name not in LOCAL_ONLY_FILES:
+                written.append(relative.replace(os.sep, "/"))
+    shutil.rmtree(os.path.dirname(staging), ignore_errors=True)
+    return sorted(written)
 
 
 def _point_adapter_at_base(adapter_dir: str) -> None:
@@ -326,20 +588,19 @@ def environment_versions() -> dict[str, str]:
     return package_versions(("torch", "transformers", "accelerate", "peft", "trl", "datasets"))
 
 
-def stage_metadata(resolved, started_from, model_args, data_args, stage_args, training_args, trainer) -> dict:
+def stage_metadata(resolved, started_from, model_args, training_args, trainer, arguments, unused, files) -> dict:
     return {
         "stage": resolved.name,
         **resolved.to_dict(),
         "started_from": {"path": os.path.abspath(model_args.model_name_or_path), "stage": started_from},
-        "save_mode": stage_args.save_mode if resolved.lora else "full",
+        "save_mode": arguments["stage"]["save_mode"] if resolved.lora else "full",
         "seed": training_args.seed,
         "global_step": trainer.state.global_step,
         "failed_videos": trainer.failed_videos_total,  # all processes, including before a resume
         "versions": environment_versions(),
-        "arguments": {
-            "model": asdict(model_args), "data": asdict(data_args), "stage": asdict(stage_args),
-            "training": json.loads(training_args.to_json_string()),
-        },
+        "arguments": arguments,
+        "unused_arguments": list(unused),  # stage-specific arguments this stage ignores (at their defaults)
+        "files": sorted(files),  # what the stage wrote; the only files `--push_to_hub` uploads (with the card)
     }
 
 
@@ -347,7 +608,8 @@ def stage_metadata(resolved, started_from, model_args, data_args, stage_args, tr
 
 
 def run_stage(stage: str, argv=None):
-    """Run one stage of the table from command-line arguments; returns the finished trainer."""
+    """Run one stage of the table from command-line arguments; returns the finished trainer, or None when a resumed
+    run finds its stage already finished in output_dir (nothing is trained)."""
     model_args, data_args, stage_args, training_args = parse_arguments(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level())
     # Everything that can be wrong with the inputs is checked before the model is loaded.
@@ -356,6 +618,7 @@ def run_stage(stage: str, argv=None):
         stage_args.connector_trainable, training_args.kl_weight, training_args.ccl_weight,
     )
     check_data_arguments(stage, data_args)
+    unused = check_stage_arguments(stage, model_args, data_args, stage_args, training_args)
     started_from = check_starting_point(model_args.model_name_or_path, stage, model_args.allow_stage_mismatch)
     per_epoch_draw = two_source_init(data_args) or (
         resolved.spec.data != "egoit" and data_args.exo_sampling == "random"
@@ -365,9 +628,22 @@ def run_stage(stage: str, argv=None):
             "dataloader_persistent_workers keeps the workers' dataset copies of the first epoch, so the per-epoch "
             "draw (exo camera, or init's source mixing) would never change; turn it off"
         )
+    resume = training_args.resume_from_checkpoint
+    if resume in ("last", "true", "True"):
+        resume = True
+    arguments = recorded_arguments(model_args, data_args, stage_args, training_args, unused)
+    output_dir = training_args.output_dir
+    finished = check_output_dir(output_dir, stage, arguments, resume, stage_args.overwrite_output_dir)
     push = training_args.push_to_hub
+    if finished is not None:
+        logger.info("%s in %s is already finished (global_step %s, %s); nothing to train",
+                    finished.get("stage"), output_dir, finished.get("global_step"), STAGE_METADATA_NAME)
+        if push and training_args.should_save:
+            _push(output_dir, training_args, stage_args)
+        return None
     training_args.push_to_hub = False  # one commit of the finished folder below, not a push per checkpoint
 
+    from accelerate import PartialState
     from transformers import set_seed
 
     from modeling_exo2ego import Exo2EgoConfig
@@ -382,26 +658,38 @@ def run_stage(stage: str, argv=None):
     logger.info("%s: %s; %d trainable parameters", stage, json.dumps(resolved.to_dict()), trainable)
 
     trainer = build_trainer(model, processor, dataset, resolved, training_args, data_args)
-    resume = training_args.resume_from_checkpoint
-    if resume in ("last", "true", "True"):
-        resume = True
-    trainer.train(resume_from_checkpoint=resume)
+    PartialState().wait_for_everyone()  # every process has checked output_dir before it changes
+    if training_args.should_save:
+        if stage_args.overwrite_output_dir:  # never together with a resume (check_output_dir)
+            clear_previous_run(output_dir)
+        write_json_atomic(os.path.join(output_dir, RUN_RECORD_NAME), {"stage": stage, "arguments": arguments})
+    completed = completed_checkpoint(output_dir, resume)
+    if completed is None:
+        trainer.train(resume_from_checkpoint=resume)
+    else:
+        finish_from_checkpoint(trainer, completed)
 
-    output_dir = training_args.output_dir
-    save_stage_output(trainer, resolved, stage_args, output_dir)
+    files = save_stage_output(trainer, resolved, stage_args, output_dir)
     trainer.save_state()
     if trainer.args.should_save:
-        metadata = stage_metadata(resolved, started_from, model_args, data_args, stage_args, training_args, trainer)
+        metadata = stage_metadata(
+            resolved, started_from, model_args, training_args, trainer, arguments, unused,
+            [*files, "trainer_state.json"],
+        )
         write_json_atomic(os.path.join(output_dir, STAGE_METADATA_NAME), metadata, default=str)  # last: marks the folder complete
         if push:
-            from train.hub import push_stage_output
-
-            push_stage_output(
-                output_dir, training_args.hub_model_id, private=training_args.hub_private_repo,
-                token=training_args.hub_token, eval_results=stage_args.card_eval_results,
-            )
+            _push(output_dir, training_args, stage_args)
     trainer.accelerator.wait_for_everyone()
     return trainer
+
+
+def _push(output_dir: str, training_args, stage_args: StageArguments) -> None:
+    from train.hub import push_stage_output
+
+    push_stage_output(
+        output_dir, training_args.hub_model_id, private=training_args.hub_private_repo,
+        token=training_args.hub_token, eval_results=stage_args.card_eval_results,
+    )
 
 
 def main(stage: str, argv=None) -> int:
