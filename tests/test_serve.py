@@ -42,7 +42,7 @@ def reference(served):
 
     import modeling_exo2ego  # noqa: F401  (registers the Auto classes)
 
-    folder = served[3].serve_args[1]
+    folder = served[3].args[1]
     model = AutoModel.from_pretrained(folder).eval()
     processor = AutoProcessor.from_pretrained(folder)
 

@@ -1,4 +1,4 @@
-"""Run `exo2ego serve` in a child process on a free loopback port (for tests, benchmarks and scripts)."""
+"""Run `exo2ego serve` or `exo2ego app` in a child process on a free loopback port (tests, benchmarks, scripts)."""
 
 from __future__ import annotations
 
@@ -21,16 +21,22 @@ def free_loopback_port() -> int:
 
 
 class ServerProcess:
-    """`with ServerProcess(["--model", DIR, "--media-root", ROOT]) as server:` starts `exo2ego serve` on
-    127.0.0.1 at a free port, waits until `/health` answers and stops the server on exit.
+    """`with ServerProcess(["--model", DIR, "--media-root", ROOT]) as server:` starts `exo2ego serve` (or the
+    `command` given, e.g. "app") on 127.0.0.1 at a free port, waits until `ready_path` answers and stops the
+    server on exit.
 
-    `server.base_url` is `http://127.0.0.1:PORT/v1`; the server's output goes to `server.log_path`.
+    `server.url` is `http://127.0.0.1:PORT`, `server.base_url` the OpenAI base URL `http://127.0.0.1:PORT/v1`;
+    the server's output goes to `server.log_path`.
     """
 
-    def __init__(self, serve_args: list[str], startup_timeout_s: float = 180.0, env: dict | None = None):
+    def __init__(self, args: list[str], command: str = "serve", ready_path: str = "/health",
+                 startup_timeout_s: float = 180.0, env: dict | None = None):
         self.port = free_loopback_port()
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        self.serve_args = list(serve_args)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.base_url = f"{self.url}/v1"
+        self.args = list(args)
+        self.command = command
+        self.ready_path = ready_path
         self.startup_timeout_s = startup_timeout_s
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen | None = None
@@ -39,8 +45,8 @@ class ServerProcess:
     def __enter__(self) -> "ServerProcess":
         log = tempfile.NamedTemporaryFile("w", prefix="exo2ego-serve-", suffix=".log", delete=False)
         self.log_path = log.name
-        command = [sys.executable, "-m", "exo2ego", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                   *self.serve_args]
+        command = [sys.executable, "-m", "exo2ego", self.command, "--host", "127.0.0.1", "--port", str(self.port),
+                   *self.args]
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self.env)
         log.close()
         try:
@@ -54,7 +60,8 @@ class ServerProcess:
         self.stop()
 
     def health(self) -> dict:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=5) as response:
+        """`exo2ego serve`'s /health: queue depth and batch counts."""
+        with urllib.request.urlopen(f"{self.url}/health", timeout=5) as response:
             return json.loads(response.read())
 
     def log(self) -> str:
@@ -65,13 +72,13 @@ class ServerProcess:
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"exo2ego serve exited with code {self.process.returncode}:\n{self.log()[-4000:]}")
+                raise RuntimeError(f"exo2ego {self.command} exited with code {self.process.returncode}:\n{self.log()[-4000:]}")
             try:
-                self.health()
+                urllib.request.urlopen(f"{self.url}{self.ready_path}", timeout=5).close()
                 return
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 time.sleep(0.2)
-        raise TimeoutError(f"exo2ego serve did not answer within {self.startup_timeout_s}s:\n{self.log()[-4000:]}")
+        raise TimeoutError(f"exo2ego {self.command} did not answer within {self.startup_timeout_s}s:\n{self.log()[-4000:]}")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
