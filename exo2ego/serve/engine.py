@@ -106,15 +106,12 @@ class GenerationEngine:
         self._thread.start()
 
     def close(self) -> None:
-        """Stop after the current batch; requests still waiting get an error event."""
+        """Take no more requests, answer those already waiting, then stop the worker."""
         with self._condition:
             self._closed = True
             self._condition.notify_all()
         if self._thread.is_alive():
             self._thread.join()
-        for job in self._waiting:
-            job.on_event("error", RuntimeError("the server is shutting down"))
-        self._waiting.clear()
 
     @property
     def queue_depth(self) -> int:
@@ -142,11 +139,12 @@ class GenerationEngine:
                     job.on_event("error", error)
 
     def _next_batch(self) -> list[GenerationJob] | None:
-        """The oldest waiting request and those that can join it; None once closed; [] if all were cancelled."""
+        """The oldest waiting request and those that can join it; None once closed and drained; [] if all were
+        cancelled."""
         with self._condition:
             while not self._waiting and not self._closed:
                 self._condition.wait()
-            if self._closed:
+            if not self._waiting:
                 return None
             key = self._waiting[0].batch_key()
             deadline = time.monotonic() + self.batch_wait_s

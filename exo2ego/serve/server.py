@@ -139,7 +139,8 @@ def _parse(body: bytes) -> ChatCompletionRequest:
 
 
 def _sampling_params(chat: ChatCompletionRequest, generation_config, settings: ServerSettings) -> SamplingParams:
-    max_tokens = chat.max_completion_tokens or chat.max_tokens or settings.default_max_tokens
+    max_tokens = chat.max_completion_tokens or chat.max_tokens or min(settings.default_max_tokens,
+                                                                      settings.max_tokens_limit)
     if max_tokens > settings.max_tokens_limit:
         raise ApiError(f"max_tokens {max_tokens} exceeds this server's limit of {settings.max_tokens_limit}",
                        param="max_tokens")

@@ -73,19 +73,26 @@ class VideoChat:
         streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
         kwargs = dict(**inputs, max_new_tokens=int(max_new_tokens or self.max_new_tokens), do_sample=False,
                       streamer=streamer)
+        failures: list[Exception] = []
         with self._lock:
-            worker = threading.Thread(target=self._generate, kwargs=kwargs, daemon=True)
+            worker = threading.Thread(target=self._generate, args=(kwargs, failures), daemon=True)
             worker.start()
             text = ""
             for piece in streamer:
                 text += piece
                 yield text
             worker.join()
+        if failures:
+            raise gr.Error(f"Generation failed: {failures[0]}")
         yield text
 
-    def _generate(self, **kwargs) -> None:
-        with torch.inference_mode():
-            self.model.generate(**kwargs)
+    def _generate(self, kwargs: dict, failures: list[Exception]) -> None:
+        try:
+            with torch.inference_mode():
+                self.model.generate(**kwargs)
+        except Exception as error:  # shown to the visitor; the streamer must still end or the page waits forever
+            failures.append(error)
+            kwargs["streamer"].end()
 
 
 def build_demo(chat: VideoChat, examples: list[dict] | None = None) -> gr.Blocks:
