@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import os
 import statistics
 import tempfile
 import time
@@ -88,7 +89,8 @@ def through_server(model_dir: str, media_root: str, requests, clients: int, max_
         def ask(request) -> float:
             video, question, start, end = request
             video_url = {"url": f"file://{video}"}
-            video_url.update({key: value for key, value in (("start_sec", start), ("end_sec", end)) if value is not None})
+            video_url.update({key: value for key, value in (("start_sec", start), ("end_sec", end))
+                              if value is not None})
             messages = [{"role": "user", "content": [{"type": "video_url", "video_url": video_url},
                                                      {"type": "text", "text": question}]}]
             began = time.perf_counter()
@@ -124,6 +126,7 @@ def main() -> None:
     from exo2ego.examples import write_synthetic_examples
     from exo2ego.tiny import save_tiny_model
 
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="exo2ego-bench-serve-") as scratch:
         model_dir = args.model
         if model_dir is None:
@@ -144,7 +147,8 @@ def main() -> None:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     baseline = rows["generate, one at a time"]["requests_per_s"]
     print(f"exo2ego serve, {len(requests)} requests, {args.max_tokens} new tokens, model "
-          f"{args.model or 'tiny random'}, CPU: {cpu_name()}" + (f", GPU: {gpu}" if gpu else ""))
+          f"{args.model or 'tiny random'}, CPU: {cpu_name()}" + (f", GPU: {gpu}" if gpu else "")
+          + f", load average {os.getloadavg()[0]:.1f}")
     print(f"{'mode':<36} {'p50 ms':>8} {'p95 ms':>8} {'req/s':>7} {'x generate':>10} {'mean batch':>10}")
     for name, row in rows.items():
         batch = f"{row['mean_batch_size']:.1f}" if "mean_batch_size" in row else "-"
@@ -155,6 +159,8 @@ def main() -> None:
         "cpu": cpu_name(),
         "gpu": gpu,
         "threads": torch.get_num_threads(),
+        # other work on the machine slows every mode; the ratios between modes are the result to read
+        "load_average_1m": {"start": load_before[0], "end": os.getloadavg()[0]},
         "versions": package_versions(["torch", "transformers", "fastapi", "uvicorn", "openai"]),
         "results": rows,
     })

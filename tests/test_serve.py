@@ -48,7 +48,7 @@ def reference(served):
 
     def answer(video, question, start_sec=None, end_sec=None, max_tokens=MAX_TOKENS):
         item = {"type": "video", "path": video}
-        item.update({key: value for key, value in (("start_sec", start_sec), ("end_sec", end_sec)) if value is not None})
+        item.update(window(start_sec, end_sec))
         messages = [{"role": "user", "content": [item, {"type": "text", "text": question}]}]
         inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         with torch.inference_mode():
@@ -58,9 +58,13 @@ def reference(served):
     return answer
 
 
+def window(start_sec, end_sec) -> dict:
+    return {key: value for key, value in (("start_sec", start_sec), ("end_sec", end_sec)) if value is not None}
+
+
 def video_message(video, question, start_sec=None, end_sec=None):
     video_url = {"url": f"file://{video}"}
-    video_url.update({key: value for key, value in (("start_sec", start_sec), ("end_sec", end_sec)) if value is not None})
+    video_url.update(window(start_sec, end_sec))
     return [{"role": "user", "content": [{"type": "video_url", "video_url": video_url},
                                          {"type": "text", "text": question}]}]
 
@@ -131,6 +135,20 @@ def test_eight_concurrent_clients_are_all_answered(served, reference):
     assert health["batches"] > batches_before and health["queue_depth"] == 0
 
 
+def test_sampling_and_greedy_requests_together(served, reference):
+    client, examples = served[0], served[1]
+    example = examples[0]
+    messages = video_message(example.video, example.question)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        sampled = [pool.submit(ask, client, messages, temperature=1.5, top_p=0.9, max_tokens=8) for _ in range(3)]
+        greedy = pool.submit(ask, client, messages)
+        completions = [future.result() for future in sampled]
+    assert greedy.result().choices[0].message.content == reference(example.video, example.question)
+    for completion in completions:
+        assert 0 < completion.usage.completion_tokens <= 8
+        assert completion.choices[0].finish_reason in ("stop", "length")
+
+
 def _bad_requests(examples, media):
     good = examples[0]
     return {
@@ -138,8 +156,9 @@ def _bad_requests(examples, media):
         "path outside the media root": (video_message(media.parent / "outside.mp4", "What?"), {}, 403,
                                         "outside --media-root"),
         "dot-dot escape": (video_message(f"{media}/../outside.mp4", "What?"), {}, 403, "outside --media-root"),
-        "remote URL": ([{"role": "user", "content": [{"type": "video_url", "video_url": {"url": "https://example.com/v.mp4"}},
-                                                    {"type": "text", "text": "What?"}]}], {}, 400, "--allow-remote-media"),
+        "remote URL": ([{"role": "user", "content": [
+            {"type": "video_url", "video_url": {"url": "https://example.com/v.mp4"}},
+            {"type": "text", "text": "What?"}]}], {}, 400, "--allow-remote-media"),
         "malformed message": ([{"role": "user", "content": [{"type": "video_url", "url": str(good.video)}]}], {}, 400,
                               "messages.0.content.0"),
         "unknown role": ([{"role": "robot", "content": "hi"}], {}, 400, "messages.0.role"),

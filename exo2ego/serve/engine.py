@@ -166,7 +166,8 @@ class GenerationEngine:
         for key in jobs[0].inputs:
             if key not in TEXT_KEYS:
                 inputs[key] = torch.cat([job.inputs[key] for job in jobs])
-        inputs = {key: value.to(device, dtype=dtype if value.is_floating_point() else None) for key, value in inputs.items()}
+        inputs = {key: value.to(device, dtype=dtype if value.is_floating_point() else None)
+                  for key, value in inputs.items()}
         prompt_length = inputs["input_ids"].shape[1]
         streamer = _RowStreamer(jobs, self.tokenizer, self.eos_token_ids)
         limits = _RowLimits(jobs, prompt_length)

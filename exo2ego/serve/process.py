@@ -72,13 +72,15 @@ class ServerProcess:
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"exo2ego {self.command} exited with code {self.process.returncode}:\n{self.log()[-4000:]}")
+                raise RuntimeError(f"exo2ego {self.command} exited with code {self.process.returncode}:\n"
+                                   f"{self.log()[-4000:]}")
             try:
                 urllib.request.urlopen(f"{self.url}{self.ready_path}", timeout=5).close()
                 return
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 time.sleep(0.2)
-        raise TimeoutError(f"exo2ego {self.command} did not answer within {self.startup_timeout_s}s:\n{self.log()[-4000:]}")
+        raise TimeoutError(f"exo2ego {self.command} did not answer within {self.startup_timeout_s}s:\n"
+                           f"{self.log()[-4000:]}")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

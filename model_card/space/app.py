@@ -144,6 +144,6 @@ if __name__ == "__main__":  # the Hub Space
     settings = json.loads(settings_file.read_text(encoding="utf-8")) if settings_file.is_file() else {}
     model_id = os.environ.get("EXO2EGO_MODEL") or settings.get("model")
     if not model_id:
-        raise SystemExit("set EXO2EGO_MODEL to the model's Hub id (or write space.json with exo2ego app --write-space)")
+        raise SystemExit("set EXO2EGO_MODEL to the model's Hub id (or write space.json: exo2ego app --write-space)")
     launch(build_demo(VideoChat.from_pretrained(model_id), load_examples(HERE / "examples")),
            allowed_paths=[str(HERE / "examples")])
