@@ -56,6 +56,7 @@ def build_app(args: argparse.Namespace):
 
 def _run(args: argparse.Namespace) -> int:
     try:
+        import fastapi  # noqa: F401
         import uvicorn
     except ImportError as error:
         raise SystemExit(f"exo2ego serve needs the serve extra: pip install -e '.[serve]' ({error})") from error

@@ -26,7 +26,7 @@ class ServerProcess:
     server on exit.
 
     `server.url` is `http://127.0.0.1:PORT`, `server.base_url` the OpenAI base URL `http://127.0.0.1:PORT/v1`;
-    the server's output goes to `server.log_path`.
+    the server's output goes to `server.log_path`, deleted on a clean exit.
     """
 
     def __init__(self, args: list[str], command: str = "serve", ready_path: str = "/health",
@@ -56,8 +56,10 @@ class ServerProcess:
             raise
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, exc_type, *exc_info) -> None:
         self.stop()
+        if exc_type is None:  # keep the log only when something went wrong
+            os.unlink(self.log_path)
 
     def health(self) -> dict:
         """`exo2ego serve`'s /health: queue depth and batch counts."""
