@@ -30,7 +30,7 @@ class ServerProcess:
     """
 
     def __init__(self, args: list[str], command: str = "serve", ready_path: str = "/health",
-                 startup_timeout_s: float = 180.0, env: dict | None = None):
+                 startup_timeout_s: float = 300.0, env: dict | None = None):
         self.port = free_loopback_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.base_url = f"{self.url}/v1"
