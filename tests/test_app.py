@@ -86,6 +86,9 @@ def page(app_server):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        # Everything the page loads must come from the app itself (no web fonts, CDNs or analytics).
+        page.requested = []
+        page.on("request", lambda request: page.requested.append(request.url))
         page.goto(app_server[0].url)
         page.wait_for_selector("#ask", timeout=60_000)
         yield page
@@ -119,6 +122,8 @@ def test_pick_an_example_ask_and_read_the_answer(app_server, reference, page, tm
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app_example_answered.png"), full_page=True)
     assert answer == expected
+    local = (app_server[0].url, "data:", "blob:")
+    assert len(page.requested) > 3 and [url for url in page.requested if not url.startswith(local)] == []
 
 
 def test_upload_trim_and_ask(app_server, reference, page, tmp_path):
