@@ -17,6 +17,8 @@ COMMAND_MODULES = (
     "eval.cli",
     "model_card.cli",
     "exo2ego.demo",
+    "exo2ego.serve.cli",
+    "exo2ego.app",
 )
 
 

@@ -1,0 +1,115 @@
+"""The server's parts without HTTP: which video URLs the media policy reads, and the engine's queue and batching."""
+
+import http.server
+import os
+import threading
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the server needs the serve extra: pip install -e '.[serve]'")
+
+from exo2ego.serve.engine import GenerationEngine, GenerationJob, QueueFullError, SamplingParams  # noqa: E402
+from exo2ego.serve.media import MediaError, MediaPolicy  # noqa: E402
+
+
+@pytest.fixture
+def media(tmp_path):
+    root = tmp_path / "media"
+    root.mkdir()
+    (root / "clip.mp4").write_bytes(b"inside")
+    (tmp_path / "secret.mp4").write_bytes(b"outside")
+    return root
+
+
+def test_local_files_under_the_root_only(media):
+    policy = MediaPolicy(media)
+    assert policy.local_path(f"file://{media}/clip.mp4") == (str(media / "clip.mp4"), False)
+    assert policy.local_path(f"file://localhost{media}/clip.mp4")[0] == str(media / "clip.mp4")
+    (media / "link.mp4").symlink_to(media.parent / "secret.mp4")  # a link out of the root is outside it
+    for url in (f"file://{media.parent}/secret.mp4", f"file://{media}/../secret.mp4", f"file://{media}/link.mp4"):
+        with pytest.raises(MediaError, match="outside --media-root") as raised:
+            policy.local_path(url)
+        assert raised.value.status_code == 403
+    with pytest.raises(MediaError, match="not found") as raised:
+        policy.local_path(f"file://{media}/missing.mp4")
+    assert raised.value.status_code == 404
+    for url, message in ((f"file://otherhost{media}/clip.mp4", "names host 'otherhost'"),
+                         ("data:video/mp4;base64,AAAA", "unsupported video URL"),
+                         ("clip.mp4", "unsupported video URL"),
+                         ("http://127.0.0.1:9/clip.mp4", "--allow-remote-media")):
+        with pytest.raises(MediaError, match=message):
+            policy.local_path(url)
+    with pytest.raises(NotADirectoryError, match="--media-root"):
+        MediaPolicy(media / "clip.mp4")
+
+
+@pytest.fixture
+def loopback_http(media):
+    """A static file server on a free loopback port, serving the media root."""
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(media), **kwargs)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_remote_media_is_fetched_only_when_allowed(media, loopback_http):
+    path, temporary = MediaPolicy(media, allow_remote_media=True).local_path(f"{loopback_http}/clip.mp4")
+    assert temporary and open(path, "rb").read() == b"inside"
+    os.unlink(path)
+    with pytest.raises(MediaError, match="larger than 3 bytes") as raised:
+        MediaPolicy(media, allow_remote_media=True, max_remote_bytes=3).local_path(f"{loopback_http}/clip.mp4")
+    assert raised.value.status_code == 413
+    with pytest.raises(MediaError, match="cannot fetch"):
+        MediaPolicy(media, allow_remote_media=True).local_path(f"{loopback_http}/missing.mp4")
+
+
+def _job(processor, video, question, max_new_tokens, events):
+    messages = [{"role": "user", "content": [{"type": "video", "path": video}, {"type": "text", "text": question}]}]
+    inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    return GenerationJob(inputs, SamplingParams(max_new_tokens), lambda *event: events.append(event))
+
+
+def test_engine_queue_is_bounded(tiny, sample_video):
+    model, processor = tiny
+    engine = GenerationEngine(model, processor, max_queue=2)  # not started: jobs stay queued
+    for _ in range(2):
+        engine.submit(_job(processor, sample_video, "What?", 2, []))
+    with pytest.raises(QueueFullError, match="queue is full \\(2 requests waiting\\)"):
+        engine.submit(_job(processor, sample_video, "What?", 2, []))
+    assert engine.queue_depth == 2
+
+
+def test_engine_batches_waiting_requests_with_the_answers_of_single_generate(tiny, sample_video):
+    import torch
+
+    model, processor = tiny
+    engine = GenerationEngine(model, processor, max_batch_size=8)
+    questions = ["What?", "What did I do with the red cube in my left hand?", "Which object did I pick up?"]
+    limits = [6, 3, 9]  # each row stops at its own max_tokens
+    events = [[] for _ in questions]
+    for question, limit, sink in zip(questions, limits, events):
+        engine.submit(_job(processor, sample_video, question, limit, sink))
+    engine.start()  # the three were waiting: one batch
+    engine.close()  # waits for the batch
+    assert engine.batch_sizes == [3]
+    for question, limit, sink in zip(questions, limits, events):
+        job = _job(processor, sample_video, question, limit, [])
+        with torch.inference_mode():
+            output = model.generate(**job.inputs, max_new_tokens=limit, do_sample=False)
+        tokens = output[0, job.prompt_tokens:]
+        expected = processor.decode(tokens, skip_special_tokens=True)
+        kind, reason, text, count = sink[-1]
+        assert kind == "finish" and text == expected
+        assert "".join(event[1] for event in sink if event[0] == "delta") == expected
+        assert count == len(tokens) - int(tokens[-1] == processor.tokenizer.eos_token_id)
+        assert reason == ("stop" if count < limit else "length")
