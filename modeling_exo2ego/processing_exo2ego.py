@@ -454,10 +454,15 @@ class Exo2EgoProcessor(ProcessorMixin):
 
     def _refuse_unknown_kwargs(self, kwargs: dict) -> None:
         """Raise for call keywords no modality knows (transformers only logs them), so typos do not pass silently."""
-        known = set(Exo2EgoProcessorKwargs.__annotations__) | {"common_kwargs"}
-        for annotation in Exo2EgoProcessorKwargs.__annotations__.values():
-            known |= set(getattr(annotation, "__annotations__", {}))
+        annotations = Exo2EgoProcessorKwargs.__annotations__
+        modality_keys = {name: set(getattr(kind, "__annotations__", {})) for name, kind in annotations.items()}
+        known = set(annotations) | {"common_kwargs"}
+        for keys in modality_keys.values():
+            known |= keys
         unknown = sorted(set(kwargs) - known)
+        for name, value in kwargs.items():
+            if modality_keys.get(name) and isinstance(value, dict):
+                unknown += [f"{name}[{key!r}]" for key in sorted(set(value) - modality_keys[name])]
         if unknown:
             raise TypeError(f"Exo2EgoProcessor got unexpected keyword argument(s) {unknown}")
 
