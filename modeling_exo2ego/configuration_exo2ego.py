@@ -91,8 +91,8 @@ class Exo2EgoConfig(PreTrainedConfig):
     # Defaults are the paper's model: CLIP ViT-L/14-336 towers (24x24 patch grid) and Mistral-7B, whose vocabulary
     # gains the `<video>` token as id 32000.
     sub_configs_defaults = {
-        "ego_vision_config": SubConfigSpec(config_class=AutoConfig, model_type="clip_vision_model", init_kwargs=CLIP_L14_336),
-        "exo_vision_config": SubConfigSpec(config_class=AutoConfig, model_type="clip_vision_model", init_kwargs=CLIP_L14_336),
+        "ego_vision_config": SubConfigSpec(AutoConfig, model_type="clip_vision_model", init_kwargs=CLIP_L14_336),
+        "exo_vision_config": SubConfigSpec(AutoConfig, model_type="clip_vision_model", init_kwargs=CLIP_L14_336),
         "text_config": SubConfigSpec(config_class=AutoConfig, model_type="mistral", init_kwargs={"vocab_size": 32001}),
     }
 

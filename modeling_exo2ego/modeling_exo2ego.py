@@ -437,7 +437,9 @@ class Exo2EgoModel(Exo2EgoPreTrainedModel):
             )
         size = tower.config.image_size
         if pixel_values_videos.shape[-2:] != (size, size):
-            raise ValueError(f"video frames must be {size}x{size} for this model, got {tuple(pixel_values_videos.shape[-2:])}")
+            raise ValueError(
+                f"video frames must be {size}x{size} for this model, got {tuple(pixel_values_videos.shape[-2:])}"
+            )
         frames = pixel_values_videos.flatten(0, 1).to(tower.dtype)
         kwargs["output_hidden_states"] = True  # the feature layer is a hidden state
         tower_outputs = tower(pixel_values=frames, return_dict=True, **kwargs)
@@ -467,12 +469,14 @@ class Exo2EgoModel(Exo2EgoPreTrainedModel):
           Without that flag the exo pixels are not encoded at all.
         `output_hidden_states` / `output_attentions` return the encoded tower's (ego, or exo alone).
         """
-        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
         tower_kwargs = {"output_attentions": output_attentions} if output_attentions is not None else {}
 
         def output(features: torch.Tensor, tower_outputs, tokens: torch.Tensor, **mapping) -> Exo2EgoVideoOutput:
+            patches = features.flatten(2).transpose(1, 2)  # (B*T, g*g, C)
             return Exo2EgoVideoOutput(
-                last_hidden_state=features.flatten(2).transpose(1, 2).unflatten(0, (tokens.shape[0], -1)).flatten(1, 2),
+                last_hidden_state=patches.unflatten(0, (tokens.shape[0], -1)).flatten(1, 2),  # (B, T*g*g, C)
                 pooler_output=tokens,
                 hidden_states=tower_outputs.hidden_states if output_hidden_states else None,
                 attentions=tower_outputs.attentions,

@@ -158,8 +158,8 @@ def read_video_frames(
     if past_end.any():
         # Timestamps after the last frame (an exo view read at a longer ego window) would show the last frame again.
         message = (
-            f"{path}: its last frame is at {max(frame_times):.3f}s, but frames at {timestamps[past_end].round(3).tolist()}s "
-            "were requested"
+            f"{path}: its last frame is at {max(frame_times):.3f}s, but frames at "
+            f"{timestamps[past_end].round(3).tolist()}s were requested"
         )
         if short_video == "error":
             raise ValueError(message + " (short_video='error')")
@@ -258,7 +258,9 @@ def _frames_array(frames, argument: str = "videos") -> np.ndarray:
         return np.round(frames * 255).astype(np.uint8)
     if np.issubdtype(frames.dtype, np.integer):
         if frames.min() < 0 or frames.max() > 255:
-            raise ValueError(f"{argument}: integer frames must hold values in [0, 255], got [{frames.min()}, {frames.max()}]")
+            raise ValueError(
+                f"{argument}: integer frames must hold values in [0, 255], got [{frames.min()}, {frames.max()}]"
+            )
         return frames.astype(np.uint8)
     raise ValueError(f"{argument}: frames of dtype {frames.dtype} are not supported; use uint8 or float in [0, 1]")
 
@@ -355,7 +357,9 @@ class Exo2EgoProcessor(ProcessorMixin):
         num_frames = check_num_frames(num_frames)
         source, start_sec, end_sec = _video_source(video)
         if isinstance(source, (str, os.PathLike)):
-            return read_video_frames(source, num_frames, start_sec, end_sec, timestamps=timestamps, short_video=short_video)
+            return read_video_frames(
+                source, num_frames, start_sec, end_sec, timestamps=timestamps, short_video=short_video
+            )
         frames = _frames_array(source, argument)
         if len(frames) < num_frames:
             message = f"{argument}: the decoded video has {len(frames)} frames but {num_frames} were requested"
@@ -394,7 +398,9 @@ class Exo2EgoProcessor(ProcessorMixin):
         if text is None:
             raise ValueError("Exo2EgoProcessor needs text with a <video> placeholder per video")
         self._refuse_unknown_kwargs(kwargs)
-        merged = self._merge_kwargs(Exo2EgoProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs)
+        merged = self._merge_kwargs(
+            Exo2EgoProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs
+        )
         text_kwargs, videos_kwargs = merged["text_kwargs"], merged["videos_kwargs"]
         return_tensors = text_kwargs.pop("return_tensors", None)
         return_offsets = text_kwargs.pop("return_text_replacement_offsets", merged["return_text_replacement_offsets"])
@@ -411,7 +417,8 @@ class Exo2EgoProcessor(ProcessorMixin):
         image_kwargs = {key: videos_kwargs[key] for key in IMAGE_PROCESSOR_KEYS if videos_kwargs.get(key) is not None}
 
         texts = [text] if isinstance(text, str) else list(text)
-        ego_list, exo_list = self._as_batch(videos, len(texts), "videos"), self._as_batch(exo_videos, len(texts), "exo_videos")
+        ego_list = self._as_batch(videos, len(texts), "videos")
+        exo_list = self._as_batch(exo_videos, len(texts), "exo_videos")
         if ego_list is None and exo_list is None:
             if any(self.video_token in sample for sample in texts):
                 raise ValueError(f"the text contains {self.video_token} but no video was given")
@@ -444,7 +451,9 @@ class Exo2EgoProcessor(ProcessorMixin):
         for index, sample in enumerate(texts):
             count = sample.count(self.video_token)
             if count != 1:
-                raise ValueError(f"text {index} has {count} {self.video_token} placeholders; exactly one per video is expected")
+                raise ValueError(
+                    f"text {index} has {count} {self.video_token} placeholders; exactly one per video is expected"
+                )
         placeholders = self.video_token * self.num_video_tokens(num_frames, "ego" if ego_list is not None else "exo")
         expanded, offsets = self.get_text_with_replacements(texts, videos_replacements=[placeholders] * len(texts))
         data.update(self.tokenizer(expanded, **text_kwargs))
@@ -490,7 +499,9 @@ class Exo2EgoProcessor(ProcessorMixin):
         `return_dict=True` the processor's `BatchFeature` (and `assistant_masks` with
         `return_assistant_tokens_mask=True`)."""
         batched = bool(conversation) and isinstance(conversation[0], (list, tuple))
-        conversations = [[_with_video_window(message) for message in messages] for messages in (conversation if batched else [conversation])]
+        conversations = [[_with_video_window(message) for message in messages] for messages in (
+            conversation if batched else [conversation]
+        )]
         return super().apply_chat_template(conversations if batched else conversations[0], chat_template, **kwargs)
 
     def batch_decode(self, *args, **kwargs):
@@ -508,12 +519,12 @@ def _is_frame(item) -> bool:
 def _with_video_window(message: dict) -> dict:
     """A copy of a chat message whose windowed video items carry the window inside their "video" value, which is
     what transformers hands to the processor call."""
-    content = message.get("content")
+    content = message.get("content") if isinstance(message, dict) else None
     if isinstance(content, str) or not content:
         return message
     items = []
     for item in content:
-        if item.get("type") == "video" and ("start_sec" in item or "end_sec" in item):
+        if isinstance(item, dict) and item.get("type") == "video" and ("start_sec" in item or "end_sec" in item):
             source = item.get("path", item.get("video", item.get("url")))
             window = {"path": source, "start_sec": item.get("start_sec"), "end_sec": item.get("end_sec")}
             item = {"type": "video", "video": window}
