@@ -404,7 +404,7 @@ class Exo2EgoProcessor(ProcessorMixin):
         text_kwargs, videos_kwargs = merged["text_kwargs"], merged["videos_kwargs"]
         return_tensors = text_kwargs.pop("return_tensors", None)
         return_offsets = text_kwargs.pop("return_text_replacement_offsets", merged["return_text_replacement_offsets"])
-        text_kwargs.pop("return_mm_token_type_ids", None)
+        return_types = text_kwargs.pop("return_mm_token_type_ids", merged["return_mm_token_type_ids"])
         num_frames = videos_kwargs.get("num_frames")
         num_frames = check_num_frames(self.num_frames if num_frames is None else num_frames)
         short_video = videos_kwargs.get("short_video")
@@ -425,6 +425,8 @@ class Exo2EgoProcessor(ProcessorMixin):
             data = dict(self.tokenizer(texts, **text_kwargs))
             if return_offsets:
                 data["text_replacement_offsets"] = [[] for _ in texts]
+            if return_types:
+                data["mm_token_type_ids"] = self.create_mm_token_type_ids(data["input_ids"])
             return BatchFeature(data, tensor_type=return_tensors, skip_tensor_conversion=self.skip_tensor_conversion)
 
         data = {}
@@ -459,6 +461,8 @@ class Exo2EgoProcessor(ProcessorMixin):
         data.update(self.tokenizer(expanded, **text_kwargs))
         if return_offsets:
             data["text_replacement_offsets"] = offsets
+        if return_types:  # 2 at `<video>` placeholders, 0 elsewhere
+            data["mm_token_type_ids"] = self.create_mm_token_type_ids(data["input_ids"])
         return BatchFeature(data, tensor_type=return_tensors, skip_tensor_conversion=self.skip_tensor_conversion)
 
     def _refuse_unknown_kwargs(self, kwargs: dict) -> None:

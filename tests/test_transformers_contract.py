@@ -156,6 +156,8 @@ def test_processor_kwargs_follow_processing_kwargs_with_call_time_overrides(tiny
         processor(text=[QUESTION], videos=[window], num_frames=4, videos_kwargs={"short_video": "error"})
     as_numpy = processor(text=[QUESTION], videos=[frames()], num_frames=4, text_kwargs={"return_tensors": "np"})
     assert isinstance(as_numpy["input_ids"], np.ndarray)
+    typed = processor(text=[QUESTION], videos=[frames()], num_frames=4, return_mm_token_type_ids=True)
+    assert torch.equal(typed["mm_token_type_ids"] == 2, typed["input_ids"] == processor.video_token_id)
 
 
 def test_chat_template_marks_assistant_tokens_and_returns_like_transformers(tiny, tmp_path):
