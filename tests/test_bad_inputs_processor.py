@@ -3,7 +3,6 @@ argument, or is handled as documented. The next bad input is one more row."""
 
 import numpy as np
 import pytest
-
 from conftest import write_test_video
 
 QUESTION = "<video>\nWhat did I pick up?"

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import write_test_video
+
 from exo2ego.tiny import build_tiny_model, save_tiny_model
 
 QUESTION = "<video>\nWhat did I pick up?"
@@ -181,9 +181,9 @@ def test_chat_template_marks_assistant_tokens_and_returns_like_transformers(tiny
 def test_readme_using_the_model_snippet_runs(tmp_path, monkeypatch):
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     section = readme.split("## Using the model", 1)[1]
-    snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    snippet = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
     save_tiny_model(str(tmp_path / "exo2ego"))
     write_test_video(tmp_path / "kitchen.mp4", num_frames=200)  # 25 s, the snippet asks for 12-20 s
     monkeypatch.chdir(tmp_path)
     snippet = snippet.replace('"org/exo2ego"', '"./exo2ego"')  # the only edit: a local tiny model for the Hub id
-    exec(compile(snippet, "README.md", "exec"), {})
+    exec(compile(snippet, "README.md", "exec"), {})  # noqa: S102 - running the README is the test
