@@ -134,6 +134,29 @@ def test_static_cache_generation_and_compile_flag(tiny):
     assert torch.equal(dynamic, static)
 
 
+def test_a_decoding_step_compiles_as_one_graph(tiny):
+    """What `_can_compile_fullgraph` promises: a static-cache decoding step (no pixels) traces without graph breaks."""
+    import copy
+
+    from transformers import StaticCache
+
+    model, processor = tiny
+    batch = processor(text=[QUESTION], videos=[frames()], num_frames=4)
+    length = batch["input_ids"].shape[1]
+    cache = StaticCache(config=model.config, max_cache_len=length + 2)
+    with torch.no_grad():
+        next_token = model(**batch, cache=cache, use_cache=True).logits[:, -1:].argmax(-1)
+        step = {
+            "input_ids": next_token,
+            "attention_mask": torch.ones(1, length + 1, dtype=torch.long),
+            "position_ids": torch.tensor([[length]]),
+            "use_cache": True,
+        }
+        eager = model(**step, cache=copy.deepcopy(cache)).logits
+        compiled = torch.compile(model.forward, fullgraph=True, backend="eager")(**step, cache=cache).logits
+    assert torch.allclose(compiled, eager, atol=1e-6)
+
+
 def test_tensor_parallel_plan_covers_the_llm_and_the_tied_head(tiny):
     model, _ = tiny
     plan = model.tp_plan
