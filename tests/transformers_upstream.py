@@ -43,7 +43,8 @@ def fetch_tests_dir() -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as work:
-        command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-binary", ":all:", "--no-deps",
+        command = [sys.executable, "-m", "pip", "download", "--quiet", "--retries", "1", "--timeout", "30",
+                   "--no-binary", ":all:", "--no-deps",
                    f"transformers=={VERSION}", "--dest", work]
         done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
         archives = list(Path(work).glob("transformers-*.tar.gz"))
