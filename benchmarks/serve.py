@@ -62,7 +62,7 @@ def generate_one_at_a_time(model_dir: str, requests, max_tokens: int) -> dict:
         item = {"type": "video", "path": video}
         item.update({key: value for key, value in (("start_sec", start), ("end_sec", end)) if value is not None})
         messages = [{"role": "user", "content": [item, {"type": "text", "text": question}]}]
-        inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True).to(device)
+        inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True).to(device)
         with torch.inference_mode():
             model.generate(**inputs, max_new_tokens=max_tokens, do_sample=False)
 

@@ -218,7 +218,7 @@ RELOAD_SCRIPT = textwrap.dedent(
     messages = [{"role": "user", "content": [
         {"type": "video", "path": question["video"], "start_sec": question["start_sec"], "end_sec": question["end_sec"]},
         {"type": "text", "text": question["question"]}]}]
-    inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
     output = model.generate(**inputs, max_new_tokens=12, do_sample=False)
     answer = processor.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
     print(f"Q: {question['question']}\\nmodel ({type(model).__name__}, reloaded with trust_remote_code): {answer}\\n"

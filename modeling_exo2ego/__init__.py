@@ -14,6 +14,7 @@ from .modeling_exo2ego import (
     Exo2EgoModel,
     Exo2EgoModelOutput,
     Exo2EgoPreTrainedModel,
+    Exo2EgoVideoOutput,
     cycle_consistency_loss,
     kl_alignment_loss,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "Exo2EgoForConditionalGeneration",
     "Exo2EgoModelOutput",
     "Exo2EgoCausalLMOutput",
+    "Exo2EgoVideoOutput",
     "Exo2EgoProcessor",
     "VideoClip",
     "kl_alignment_loss",

@@ -15,6 +15,18 @@ CONNECTOR_PADDING = {"stc": 1, "stc_v35": 0}
 # Training-only settings older configs held (now `Exo2EgoTrainingArguments.kl_mode` / `kl_temperature`).
 LEGACY_TRAINING_KEYS = ("kl_mode", "kl_temperature")
 
+# openai/clip-vit-large-patch14-336, the paper's vision encoder.
+CLIP_L14_336 = {
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "projection_dim": 768,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "image_size": 336,
+    "patch_size": 14,
+    "hidden_act": "quick_gelu",
+}
+
 # Written into every saved config.json so the Auto factories find the remote code; AutoModel gives the generating
 # class, as the model card's `AutoModel.from_pretrained("org/exo2ego", trust_remote_code=True)` promises.
 AUTO_MAP = {
@@ -52,8 +64,10 @@ class Exo2EgoConfig(PreTrainedConfig):
     Args:
         ego_vision_config / exo_vision_config (`CLIPVisionConfig` or dict):
             The two vision towers (same architecture; the ego tower is the student, the exo tower the teacher).
-        text_config (any causal-LM config or dict, Mistral by default):
+        text_config (any causal-LM config or dict, Mistral-7B by default):
             The language model.
+        With no arguments, `Exo2EgoConfig()` is the paper's model: CLIP ViT-L/14-336 towers, 16 frames, Mistral-7B
+        (vocabulary 32001 with `<video>` = 32000), the `stc` connector.
         video_token_id (`int`):
             Id of the `<video>` placeholder token; the processor repeats it once per inserted visual token.
         num_frames (`int`):
@@ -74,10 +88,12 @@ class Exo2EgoConfig(PreTrainedConfig):
     """
 
     model_type = "exo2ego"
+    # Defaults are the paper's model: CLIP ViT-L/14-336 towers (24x24 patch grid) and Mistral-7B, whose vocabulary
+    # gains the `<video>` token as id 32000.
     sub_configs_defaults = {
-        "ego_vision_config": SubConfigSpec(config_class=AutoConfig, model_type="clip_vision_model"),
-        "exo_vision_config": SubConfigSpec(config_class=AutoConfig, model_type="clip_vision_model"),
-        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="mistral"),
+        "ego_vision_config": SubConfigSpec(AutoConfig, model_type="clip_vision_model", init_kwargs=CLIP_L14_336),
+        "exo_vision_config": SubConfigSpec(AutoConfig, model_type="clip_vision_model", init_kwargs=CLIP_L14_336),
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="mistral", init_kwargs={"vocab_size": 32001}),
     }
 
     ego_vision_config: dict | PreTrainedConfig | None = None

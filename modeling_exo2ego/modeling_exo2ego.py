@@ -18,8 +18,9 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, Generation
 from transformers import initialization as init
 from transformers.cache_utils import Cache
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import ModelOutput
+from transformers.modeling_outputs import BaseModelOutputWithPooling, ModelOutput
 from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.generic import can_return_tuple
 
 from .configuration_exo2ego import CONNECTOR_PADDING, Exo2EgoConfig
 
@@ -324,12 +325,38 @@ def cycle_consistency_loss(
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+MAPPING_FEATURE_NAMES = ("ego_features", "exo_features", "ego_to_exo", "exo_to_ego", "ego_cycle", "exo_cycle")
+
+
+@dataclass
+class Exo2EgoVideoOutput(BaseModelOutputWithPooling):
+    """
+    Output of `get_video_features`.
+
+    last_hidden_state (B, T*g*g, C): patch features of `config.vision_feature_layer` (CLS dropped) of the tower that
+        was run: the ego tower for ego pixels, the exo tower for exo pixels alone.
+    pooler_output (B, M, D): the visual tokens the LLM receives, M = 2N for ego input ([x; F(x)]), N for exo alone.
+    hidden_states / attentions: that tower's, per frame (B*T, 1+g*g, C), when `output_hidden_states` /
+        `output_attentions` are asked.
+    ego_features ... exo_cycle: with `output_mapping_features=True` (paired ego+exo pixels), the per-frame feature
+        grids (B*T, C, g, g) of the stage-2 losses: x, y, F(x), G(y), G(F(x)), F(G(y)); otherwise None.
+    """
+
+    ego_features: torch.FloatTensor | None = None
+    exo_features: torch.FloatTensor | None = None
+    ego_to_exo: torch.FloatTensor | None = None
+    exo_to_ego: torch.FloatTensor | None = None
+    ego_cycle: torch.FloatTensor | None = None
+    exo_cycle: torch.FloatTensor | None = None
+
+
 @dataclass
 class Exo2EgoModelOutput(ModelOutput):
     """
     last_hidden_state (B, L, D); cache; hidden_states/attentions of the LLM when requested; and, with
     `output_mapping_features=True` and both views given, per-frame feature grids (B*T, C, g, g):
     ego_features x, exo_features y, ego_to_exo F(x), exo_to_ego G(y), ego_cycle G(F(x)), exo_cycle F(G(y)).
+    Field order follows transformers' multimodal outputs, so `outputs[0]` is the last hidden state.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
@@ -345,12 +372,24 @@ class Exo2EgoModelOutput(ModelOutput):
 
 
 @dataclass
-class Exo2EgoCausalLMOutput(Exo2EgoModelOutput):
-    """`Exo2EgoModelOutput` plus `loss` (token cross-entropy where labels != -100) and `logits` (B, L, V)."""
+class Exo2EgoCausalLMOutput(ModelOutput):
+    """
+    loss (token cross-entropy where labels != -100) and logits (B, L, V) first, as in transformers' causal-LM and
+    VLM outputs (`outputs[0]` is the loss when labels are given, else the logits), then the fields of
+    `Exo2EgoModelOutput` except `last_hidden_state`.
+    """
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
-
+    cache: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    ego_features: torch.FloatTensor | None = None
+    exo_features: torch.FloatTensor | None = None
+    ego_to_exo: torch.FloatTensor | None = None
+    exo_to_ego: torch.FloatTensor | None = None
+    ego_cycle: torch.FloatTensor | None = None
+    exo_cycle: torch.FloatTensor | None = None
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -368,6 +407,8 @@ class Exo2EgoPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    # Decoding steps carry no pixels and no data-dependent branches, so static-cache generation may compile them.
+    _can_compile_fullgraph = True
 
     def post_init(self):
         super().post_init()
@@ -426,49 +467,78 @@ class Exo2EgoModel(Exo2EgoPreTrainedModel):
     def set_input_embeddings(self, value):
         self.language_model.set_input_embeddings(value)
 
-    def encode_frames(self, pixel_values_videos: torch.Tensor, tower: nn.Module) -> torch.Tensor:
-        """(B, T, 3, S, S) pixels -> (B*T, C, g, g) patch features of `config.vision_feature_layer`, CLS dropped."""
+    def encode_frames(
+        self, pixel_values_videos: torch.Tensor, tower: nn.Module, **kwargs
+    ) -> tuple[torch.Tensor, BaseModelOutputWithPooling]:
+        """(B, T, 3, S, S) pixels -> (B*T, C, g, g) patch features of `config.vision_feature_layer` (CLS dropped),
+        and the tower's own output (its hidden states and attentions when `kwargs` ask for them)."""
         if pixel_values_videos.ndim != 5 or pixel_values_videos.shape[2] != 3:
-            raise ValueError(f"video pixels must be (batch, frames, 3, height, width), got {tuple(pixel_values_videos.shape)}")
+            raise ValueError(
+                "pixel_values_videos / exo_pixel_values_videos must be (batch, frames, 3, height, width), got "
+                f"{tuple(pixel_values_videos.shape)}"
+            )
         size = tower.config.image_size
         if pixel_values_videos.shape[-2:] != (size, size):
-            raise ValueError(f"video frames must be {size}x{size} for this model, got {tuple(pixel_values_videos.shape[-2:])}")
+            raise ValueError(
+                f"video frames must be {size}x{size} for this model, got {tuple(pixel_values_videos.shape[-2:])}"
+            )
         frames = pixel_values_videos.flatten(0, 1).to(tower.dtype)
-        hidden = tower(pixel_values=frames, output_hidden_states=True).hidden_states[self.config.vision_feature_layer]
+        kwargs["output_hidden_states"] = True  # the feature layer is a hidden state
+        tower_outputs = tower(pixel_values=frames, return_dict=True, **kwargs)
+        hidden = tower_outputs.hidden_states[self.config.vision_feature_layer]
         grid = self.config.grid_size
-        return hidden[:, 1:].transpose(1, 2).unflatten(2, (grid, grid))
+        return hidden[:, 1:].transpose(1, 2).unflatten(2, (grid, grid)), tower_outputs
 
     def connect(self, features: torch.Tensor, batch_size: int) -> torch.Tensor:
         """(B*T, C, g, g) -> (B, N, D) visual tokens."""
         return self.connector(features.unflatten(0, (batch_size, -1)))
 
+    @can_return_tuple
     def get_video_features(
         self,
         pixel_values_videos: torch.Tensor | None = None,
         exo_pixel_values_videos: torch.Tensor | None = None,
         output_mapping_features: bool = False,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Visual tokens for the LLM and, on request, the feature grids the stage-2 losses need.
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        **kwargs,
+    ) -> Exo2EgoVideoOutput:
+        """Visual tokens for the LLM (`pooler_output`) and, on request, the feature grids the stage-2 losses need.
 
         - ego pixels (inference, stages 2-3): tokens [connector(x); connector(F(x))], (B, 2N, D);
         - exo pixels alone (stage 1): tokens connector(y), (B, N, D);
         - both with `output_mapping_features` (stage 2): the ego tokens plus x, y, F(x), G(y), G(F(x)), F(G(y)).
           Without that flag the exo pixels are not encoded at all.
+        `output_hidden_states` / `output_attentions` return the encoded tower's (ego, or exo alone).
         """
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        tower_kwargs = {"output_attentions": output_attentions} if output_attentions is not None else {}
+
+        def output(features: torch.Tensor, tower_outputs, tokens: torch.Tensor, **mapping) -> Exo2EgoVideoOutput:
+            patches = features.flatten(2).transpose(1, 2)  # (B*T, g*g, C)
+            return Exo2EgoVideoOutput(
+                last_hidden_state=patches.unflatten(0, (tokens.shape[0], -1)).flatten(1, 2),  # (B, T*g*g, C)
+                pooler_output=tokens,
+                hidden_states=tower_outputs.hidden_states if output_hidden_states else None,
+                attentions=tower_outputs.attentions,
+                **mapping,
+            )
+
         if pixel_values_videos is None:
             if exo_pixel_values_videos is None:
                 raise ValueError("get_video_features needs pixel_values_videos and/or exo_pixel_values_videos")
             self._require_exo_branch()
-            exo = self.encode_frames(exo_pixel_values_videos, self.exo_vision_tower)
-            return self.connect(exo, exo_pixel_values_videos.shape[0]), {}
+            exo, tower_outputs = self.encode_frames(exo_pixel_values_videos, self.exo_vision_tower, **tower_kwargs)
+            return output(exo, tower_outputs, self.connect(exo, exo_pixel_values_videos.shape[0]))
 
         batch_size = pixel_values_videos.shape[0]
-        ego = self.encode_frames(pixel_values_videos, self.ego_vision_tower)
+        ego, tower_outputs = self.encode_frames(pixel_values_videos, self.ego_vision_tower, **tower_kwargs)
         ego_to_exo = self.ego_to_exo(ego)
         tokens = self.connect(torch.cat([ego, ego_to_exo]), 2 * batch_size)  # one connector call for both streams
         tokens = torch.cat([tokens[:batch_size], tokens[batch_size:]], dim=1)
         if not output_mapping_features:
-            return tokens, {}
+            return output(ego, tower_outputs, tokens)
         if exo_pixel_values_videos is None:
             raise ValueError("output_mapping_features=True needs exo_pixel_values_videos (paired ego+exo clips)")
         self._require_exo_branch()
@@ -477,35 +547,51 @@ class Exo2EgoModel(Exo2EgoPreTrainedModel):
                 f"ego and exo videos must have the same (batch, frames): {tuple(pixel_values_videos.shape[:2])} vs "
                 f"{tuple(exo_pixel_values_videos.shape[:2])}"
             )
-        exo = self.encode_frames(exo_pixel_values_videos, self.exo_vision_tower)
+        exo, _ = self.encode_frames(exo_pixel_values_videos, self.exo_vision_tower)
         exo_to_ego = self.exo_to_ego(exo)
-        features = {
-            "ego_features": ego,
-            "exo_features": exo,
-            "ego_to_exo": ego_to_exo,
-            "exo_to_ego": exo_to_ego,
-            "ego_cycle": self.exo_to_ego(ego_to_exo),
-            "exo_cycle": self.ego_to_exo(exo_to_ego),
-        }
-        return tokens, features
+        return output(
+            ego,
+            tower_outputs,
+            tokens,
+            ego_features=ego,
+            exo_features=exo,
+            ego_to_exo=ego_to_exo,
+            exo_to_ego=exo_to_ego,
+            ego_cycle=self.exo_to_ego(ego_to_exo),
+            exo_cycle=self.ego_to_exo(exo_to_ego),
+        )
 
     def _require_exo_branch(self):
         if not self.config.include_exo_branch:
             raise ValueError("this is an ego-only release (include_exo_branch=False): it has no exo tower or G")
 
-    def get_placeholder_mask(self, input_ids: torch.LongTensor, video_tokens: torch.Tensor) -> torch.Tensor:
-        """Boolean (B, L, 1) mask of `<video>` positions; each sample must hold exactly one video's tokens."""
-        mask = input_ids == self.config.video_token_id
-        per_sample = mask.sum(1)
-        expected = video_tokens.shape[1]
-        if mask.shape[0] != video_tokens.shape[0] or (per_sample != expected).any():
+    def get_placeholder_mask(
+        self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor, video_tokens: torch.Tensor
+    ) -> torch.Tensor:
+        """Boolean (B, L, 1) mask of `<video>` positions, found in `input_ids` or, without them, as the positions whose
+        embedding equals the `<video>` token's (as transformers' VLMs do).
+
+        The i-th video's M tokens fill the i-th run of M placeholders in reading order, so a row may hold several
+        videos (packed, padding-free batches) as long as each row holds whole videos.
+        """
+        if input_ids is None:
+            video_embedding = self.get_input_embeddings()(
+                torch.tensor(self.config.video_token_id, dtype=torch.long, device=inputs_embeds.device)
+            )
+            mask = (inputs_embeds == video_embedding).all(-1)
+        else:
+            mask = input_ids == self.config.video_token_id
+        per_row = mask.sum(1)
+        num_videos, per_video = video_tokens.shape[:2]
+        if int(per_row.sum()) != num_videos * per_video or (per_row % per_video != 0).any():
             raise ValueError(
-                f"video placeholder tokens per sample {per_sample.tolist()} do not match the {expected} visual tokens "
-                f"the model inserts per video for {video_tokens.shape[0]} video(s); build inputs with Exo2EgoProcessor "
+                f"video placeholder tokens per sample {per_row.tolist()} do not match the {per_video} visual tokens "
+                f"the model inserts per video for {num_videos} video(s); build inputs with Exo2EgoProcessor "
                 "using the same frame count and input mode (ego, or exo alone)"
             )
         return mask.unsqueeze(-1)
 
+    @can_return_tuple
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
@@ -521,30 +607,37 @@ class Exo2EgoModel(Exo2EgoPreTrainedModel):
         **kwargs,
     ) -> Exo2EgoModelOutput:
         """
-        input_ids (B, L) with `<video>` placeholders; pixel_values_videos / exo_pixel_values_videos (B, T, 3, S, S).
-        Returns `Exo2EgoModelOutput`; see `get_video_features` for which views are encoded in which mode.
+        input_ids (B, L) with `<video>` placeholders, or inputs_embeds (B, L, D) holding the `<video>` token's
+        embedding at those positions; pixel_values_videos / exo_pixel_values_videos (V, T, 3, S, S), one video per
+        run of placeholders (V = B, or more in a packed row with `position_ids`).
+        Returns `Exo2EgoModelOutput` (a tuple with `return_dict=False`); see `get_video_features` for which views are
+        encoded in which mode.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
         has_video = pixel_values_videos is not None or exo_pixel_values_videos is not None
-        is_prefill = cache is None or cache.get_seq_length() == 0
-        if is_prefill and not has_video and input_ids is not None and (input_ids == self.config.video_token_id).any():
-            raise ValueError("the text holds <video> placeholders but no video pixels were given")
+        if not has_video and input_ids is not None and not torch.compiler.is_compiling():
+            is_prefill = cache is None or cache.get_seq_length() == 0
+            if is_prefill and (input_ids == self.config.video_token_id).any():
+                raise ValueError("the text holds <video> placeholders but no video pixels were given")
         features = {}
         if has_video:
-            if input_ids is None:
-                raise ValueError("video inputs need input_ids to locate the <video> placeholders")
-            video_tokens, features = self.get_video_features(pixel_values_videos, exo_pixel_values_videos, output_mapping_features)
-            mask = self.get_placeholder_mask(input_ids, video_tokens)
+            video_outputs = self.get_video_features(
+                pixel_values_videos, exo_pixel_values_videos, output_mapping_features, return_dict=True
+            )
+            video_tokens = video_outputs.pooler_output
+            mask = self.get_placeholder_mask(input_ids, inputs_embeds, video_tokens)
             inputs_embeds = inputs_embeds.masked_scatter(mask, video_tokens.to(inputs_embeds.dtype))
+            features = {name: getattr(video_outputs, name) for name in MAPPING_FEATURE_NAMES}
         outputs = self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
             cache=cache,
             use_cache=use_cache,
+            return_dict=True,
             **kwargs,
         )
         return Exo2EgoModelOutput(
@@ -560,6 +653,9 @@ class Exo2EgoForConditionalGeneration(Exo2EgoPreTrainedModel, GenerationMixin):
     """Exo2Ego with a language-modelling head: answers questions about (egocentric) videos."""
 
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+    # The LLM's layers come with its config's base plan (prefixed `model.language_model.`); the head gathers its
+    # vocabulary shards, tied to the embeddings or not.
+    _tp_plan = {"lm_head": "colwise_gather_output"}
 
     def __init__(self, config: Exo2EgoConfig):
         super().__init__(config)
@@ -576,6 +672,11 @@ class Exo2EgoForConditionalGeneration(Exo2EgoPreTrainedModel, GenerationMixin):
     def get_output_embeddings(self):
         return self.lm_head
 
+    def get_video_features(self, *args, **kwargs) -> Exo2EgoVideoOutput:
+        """See `Exo2EgoModel.get_video_features`."""
+        return self.model.get_video_features(*args, **kwargs)
+
+    @can_return_tuple
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
@@ -609,6 +710,7 @@ class Exo2EgoForConditionalGeneration(Exo2EgoPreTrainedModel, GenerationMixin):
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             output_mapping_features=output_mapping_features,
+            return_dict=True,
             **kwargs,
         )
         hidden = outputs.last_hidden_state
@@ -654,7 +756,21 @@ class Exo2EgoForConditionalGeneration(Exo2EgoPreTrainedModel, GenerationMixin):
         inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
         if is_first_iteration or not kwargs.get("use_cache", True):
             inputs["exo_pixel_values_videos"] = exo_pixels
+        elif self._is_draft_prefill(inputs):
+            # As the draft of assisted decoding, `generate` never hands this model the pixels (the main model's cache
+            # holds the video): the draft reads the placeholders as the `<video>` token's embedding, like plain text.
+            inputs["inputs_embeds"] = self.get_input_embeddings()(inputs.pop("input_ids"))
         return inputs
+
+    def _is_draft_prefill(self, inputs: dict) -> bool:
+        """True for a first forward over a prompt with `<video>` placeholders that comes without pixels and without
+        a filled cache: what an assistant model gets from `generate(assistant_model=...)`."""
+        input_ids, cache = inputs.get("input_ids"), inputs.get("cache")
+        if input_ids is None or input_ids.shape[1] < 2 or inputs.get("pixel_values_videos") is not None:
+            return False
+        if cache is not None and cache.get_seq_length() > 0:
+            return False
+        return bool((input_ids == self.config.video_token_id).any())
 
     @classmethod
     def from_vision_text_pretrained(
@@ -702,6 +818,7 @@ __all__ = [
     "Exo2EgoForConditionalGeneration",
     "Exo2EgoModelOutput",
     "Exo2EgoCausalLMOutput",
+    "Exo2EgoVideoOutput",
     "KL_MODES",
     "kl_alignment_loss",
     "cycle_consistency_loss",

@@ -7,6 +7,8 @@ from typing import Literal, Union
 import numpy as np
 from PIL import Image
 from transformers import BatchFeature, ProcessorMixin
+from transformers.processing_utils import ProcessingKwargs, Unpack, VideosKwargs
+from transformers.utils import logging
 
 from .configuration_exo2ego import num_connector_tokens
 
@@ -15,9 +17,53 @@ try:  # PyAV is needed only to decode video files; decoded frames work without i
 except ImportError:  # pragma: no cover - exercised only where av is missing
     av = None
 
-VideoInput = Union[str, os.PathLike, dict, tuple, np.ndarray, list]
+logger = logging.get_logger(__name__)
 
-# Mistral-instruct style; video items render as the `<video>` placeholder the processor expands.
+VideoInput = Union[str, os.PathLike, dict, tuple, np.ndarray, list]
+SHORT_VIDEO_MODES = ("repeat", "error")
+# Video kwargs handed to the CLIP image processor for every frame.
+IMAGE_PROCESSOR_KEYS = (
+    "do_convert_rgb",
+    "do_resize",
+    "size",
+    "resample",
+    "do_rescale",
+    "rescale_factor",
+    "do_normalize",
+    "image_mean",
+    "image_std",
+    "do_center_crop",
+    "crop_size",
+)
+# Known to transformers' VideosKwargs, but meaningless for this processor's fixed midpoint sampling.
+UNSUPPORTED_VIDEO_KEYS = ("fps", "video_metadata", "return_metadata", "device", "do_pad", "default_to_square")
+
+
+class Exo2EgoVideosKwargs(VideosKwargs, total=False):
+    """`num_frames` (frames per video) from `VideosKwargs`, plus `short_video` ("repeat" or "error")."""
+
+    short_video: Literal["repeat", "error"]
+
+
+class Exo2EgoProcessorKwargs(ProcessingKwargs, total=False):
+    videos_kwargs: Exo2EgoVideosKwargs
+    _defaults = {"common_kwargs": {"return_tensors": "pt"}}
+
+
+def check_num_frames(num_frames, argument: str = "num_frames") -> int:
+    """`num_frames` as an int >= 1, or a ValueError naming `argument`."""
+    if isinstance(num_frames, (bool, np.bool_)) or not isinstance(num_frames, (int, np.integer)) or num_frames < 1:
+        raise ValueError(f"{argument} must be a positive integer (frames sampled per video), got {num_frames!r}")
+    return int(num_frames)
+
+
+def check_short_video(short_video, argument: str = "short_video") -> str:
+    if short_video not in SHORT_VIDEO_MODES:
+        raise ValueError(f"{argument} must be one of {SHORT_VIDEO_MODES}, got {short_video!r}")
+    return short_video
+
+# Mistral-instruct style; video items render as the `<video>` placeholder the processor expands. Assistant turns sit in
+# `{% generation %}` blocks, so `return_assistant_tokens_mask=True` marks them (assistant-only loss).
 DEFAULT_CHAT_TEMPLATE = (
     "{%- macro render(content) -%}"
     "{%- if content is string -%}{{- content -}}"
@@ -34,7 +80,7 @@ DEFAULT_CHAT_TEMPLATE = (
     "{{- '[INST] ' -}}{%- if loop.first and system -%}{{- system + '\n\n' -}}{%- endif -%}"
     "{{- render(message['content']) -}}{{- ' [/INST]' -}}"
     "{%- elif message['role'] == 'assistant' -%}"
-    "{{- ' ' + render(message['content']) + eos_token -}}"
+    "{{- ' ' -}}{%- generation -%}{{- render(message['content']) + eos_token -}}{%- endgeneration -%}"
     "{%- endif -%}"
     "{%- endfor -%}"
 )
@@ -103,9 +149,21 @@ def read_video_frames(
             raise ValueError(f"cannot decode video {path}: {error}") from error
     if not frames:
         raise ValueError(f"no frame could be decoded from {path}")
+    check_short_video(short_video)
     distinct = len(set(frame_times))
     if short_video == "error" and distinct < len(timestamps):
         raise ValueError(f"{path}: the window holds {distinct} distinct frames but {len(timestamps)} were requested")
+    frame_step = 1 / float(stream.average_rate) if stream.average_rate else 0.0
+    past_end = timestamps > max(frame_times) + frame_step + 1e-6
+    if past_end.any():
+        # Timestamps after the last frame (an exo view read at a longer ego window) would show the last frame again.
+        message = (
+            f"{path}: its last frame is at {max(frame_times):.3f}s, but frames at "
+            f"{timestamps[past_end].round(3).tolist()}s were requested"
+        )
+        if short_video == "error":
+            raise ValueError(message + " (short_video='error')")
+        logger.warning(message + "; repeating its last frame (short_video='repeat')")
     return VideoClip(np.stack(frames), timestamps, np.asarray(frame_times))
 
 
@@ -166,14 +224,55 @@ def _video_source(video: VideoInput) -> tuple[object, float | None, float | None
     return video, None, None
 
 
-def _frames_array(frames) -> np.ndarray:
-    """Decoded frames (T,H,W,3) uint8 array, or a list of PIL images / (H,W,3) arrays, as one array."""
+def _frames_array(frames, argument: str = "videos") -> np.ndarray:
+    """Decoded frames as one (T, H, W, 3) uint8 array.
+
+    Accepted: an array or tensor (T, H, W, 3) or (T, 3, H, W) (channels last whenever the last axis has 3 entries),
+    or a list of PIL images / (H, W, 3) or (3, H, W) arrays; integer values in [0, 255], float values in [0, 1]
+    (scaled by 255 and rounded). Anything else raises a ValueError naming `argument`.
+    """
     if isinstance(frames, list):
-        frames = np.stack([np.asarray(frame.convert("RGB") if isinstance(frame, Image.Image) else frame) for frame in frames])
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"decoded video frames must be (frames, height, width, 3), got shape {frames.shape}")
-    return frames
+        if not frames:
+            raise ValueError(f"{argument}: an empty list of frames")
+        frames = [frame.convert("RGB") if isinstance(frame, Image.Image) else _as_numpy(frame) for frame in frames]
+        shapes = {np.asarray(frame).shape for frame in frames}
+        if len(shapes) > 1:
+            raise ValueError(f"{argument}: all frames of a video must have one shape, got {sorted(shapes)}")
+        frames = np.stack([np.asarray(frame) for frame in frames])
+    frames = _as_numpy(frames)
+    if frames.ndim == 4 and frames.shape[-1] != 3 and frames.shape[1] == 3:
+        frames = frames.transpose(0, 2, 3, 1)  # (T, 3, H, W) -> (T, H, W, 3)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or 0 in frames.shape:
+        raise ValueError(
+            f"{argument}: decoded video frames must be (frames, height, width, 3) or (frames, 3, height, width), "
+            f"got shape {frames.shape}"
+        )
+    if frames.dtype == np.uint8:
+        return frames
+    if np.issubdtype(frames.dtype, np.floating):
+        if not np.isfinite(frames).all() or frames.min() < 0 or frames.max() > 1:
+            raise ValueError(
+                f"{argument}: float frames must hold values in [0, 1], got [{frames.min()}, {frames.max()}]; pass "
+                "uint8 (or integer) frames for values in [0, 255]"
+            )
+        return np.round(frames * 255).astype(np.uint8)
+    if np.issubdtype(frames.dtype, np.integer):
+        if frames.min() < 0 or frames.max() > 255:
+            raise ValueError(
+                f"{argument}: integer frames must hold values in [0, 255], got [{frames.min()}, {frames.max()}]"
+            )
+        return frames.astype(np.uint8)
+    raise ValueError(f"{argument}: frames of dtype {frames.dtype} are not supported; use uint8 or float in [0, 1]")
+
+
+def _as_numpy(frames) -> np.ndarray:
+    """A numpy view of an array, a torch tensor (without importing torch) or nested lists."""
+    if hasattr(frames, "detach") and hasattr(frames, "cpu"):
+        frames = frames.detach().cpu()
+        if str(frames.dtype) == "torch.bfloat16":
+            frames = frames.float()
+        frames = frames.numpy()
+    return np.asarray(frames)
 
 
 def _expand_to_square(frame: np.ndarray, fill: tuple[int, int, int]) -> Image.Image:
@@ -191,12 +290,18 @@ class Exo2EgoProcessor(ProcessorMixin):
     r"""
     Tokenizer + CLIP image processor (Pillow backend) for Exo2Ego.
 
-    `processor(text=..., videos=..., exo_videos=..., return_tensors="pt")`: a video is a file path, a dict
-    `{"path", "start_sec", "end_sec"}`, a `(path, start_sec, end_sec)` tuple, or decoded frames ((T, H, W, 3)
-    uint8 array or list of images). Frames are taken at the midpoints of T equal segments of the window; an exo
-    video of a sample is read at the ego video's exact timestamps. Frames are padded to square with the mean colour
-    and normalised by the CLIP image processor. Each `<video>` in the text becomes as many placeholders as the model
-    inserts: 2N for ego input ([x; F(x)]), N for exo input alone (stage 1), N from `num_connector_tokens`.
+    `processor(text=..., videos=..., exo_videos=...)`: a video is a file path, a dict `{"path", "start_sec",
+    "end_sec"}`, a `(path, start_sec, end_sec)` tuple, or decoded frames: an array or tensor (T, H, W, 3) or
+    (T, 3, H, W) (read as channels-last whenever the last axis has 3 entries) or a list of images, with integer
+    values in [0, 255] or float values in [0, 1]. Frames are taken at the midpoints of T equal segments of the
+    window; an exo video of a sample is read at the ego video's exact timestamps. Frames are padded to square with
+    the mean colour and normalised by the CLIP image processor. Each `<video>` in the text becomes as many
+    placeholders as the model inserts: 2N for ego input ([x; F(x)]), N for exo input alone (stage 1), N from
+    `num_connector_tokens`.
+
+    Keyword arguments follow transformers' `ProcessingKwargs`: `videos_kwargs={"num_frames": 8, "short_video":
+    "error"}` (or the same keys flat), `text_kwargs={...}` for the tokenizer, `return_tensors` ("pt" by default).
+    An unknown keyword raises a TypeError.
 
     Args:
         image_processor: a CLIP image processor (`CLIPImageProcessorPil` works without torchvision).
@@ -204,10 +309,12 @@ class Exo2EgoProcessor(ProcessorMixin):
         num_frames (`int`): frames per video unless a call passes `num_frames`.
         grid_size (`int`): the vision towers' patch grid side (image_size // patch_size).
         connector_type (`str`): `stc` or `stc_v35`, as in the model config.
-        short_video (`str`): "repeat" (default) or "error" when a window has fewer distinct frames than requested.
+        short_video (`str`): "repeat" (default) or "error" when a window has fewer distinct frames than requested,
+            or asks for times after a video's last frame; a call may override it.
     """
 
     attributes = ["image_processor", "tokenizer"]
+    valid_processor_kwargs = Exo2EgoProcessorKwargs
 
     def __init__(
         self,
@@ -222,10 +329,10 @@ class Exo2EgoProcessor(ProcessorMixin):
         **kwargs,
     ):
         self.video_token = video_token
-        self.num_frames = num_frames
+        self.num_frames = check_num_frames(num_frames)
         self.grid_size = grid_size
         self.connector_type = connector_type
-        self.short_video = short_video
+        self.short_video = check_short_video(short_video)
         super().__init__(image_processor, tokenizer, chat_template=chat_template or DEFAULT_CHAT_TEMPLATE, **kwargs)
         self.video_token_id = self.tokenizer.convert_tokens_to_ids(video_token)
         if self.video_token_id is None or self.video_token_id == self.tokenizer.unk_token_id:
@@ -233,27 +340,43 @@ class Exo2EgoProcessor(ProcessorMixin):
 
     def num_video_tokens(self, num_frames: int | None = None, mode: Literal["ego", "exo"] = "ego") -> int:
         """Placeholders one `<video>` expands to: 2N for ego input ([x; F(x)]), N for exo input alone."""
-        per_stream = num_connector_tokens(num_frames or self.num_frames, self.grid_size, self.connector_type)
+        num_frames = check_num_frames(self.num_frames if num_frames is None else num_frames)
+        per_stream = num_connector_tokens(num_frames, self.grid_size, self.connector_type)
         return 2 * per_stream if mode == "ego" else per_stream
 
-    def load_video(self, video: VideoInput, num_frames: int, timestamps: np.ndarray | None = None) -> VideoClip:
+    def load_video(
+        self,
+        video: VideoInput,
+        num_frames: int,
+        timestamps: np.ndarray | None = None,
+        short_video: str | None = None,
+        argument: str = "videos",
+    ) -> VideoClip:
         """Sample `num_frames` frames (or the frames at `timestamps`) from one video input."""
+        short_video = check_short_video(self.short_video if short_video is None else short_video)
+        num_frames = check_num_frames(num_frames)
         source, start_sec, end_sec = _video_source(video)
         if isinstance(source, (str, os.PathLike)):
-            return read_video_frames(source, num_frames, start_sec, end_sec, timestamps=timestamps, short_video=self.short_video)
-        frames = _frames_array(source)
-        if self.short_video == "error" and len(frames) < num_frames:
-            raise ValueError(f"decoded video has {len(frames)} frames but {num_frames} were requested")
+            return read_video_frames(
+                source, num_frames, start_sec, end_sec, timestamps=timestamps, short_video=short_video
+            )
+        frames = _frames_array(source, argument)
+        if len(frames) < num_frames:
+            message = f"{argument}: the decoded video has {len(frames)} frames but {num_frames} were requested"
+            if short_video == "error":
+                raise ValueError(message + " (short_video='error')")
+            logger.warning_once(message + "; repeating frames (short_video='repeat')")
         # Decoded frames carry no clock: sample frame indices at segment midpoints instead.
         indices = np.floor(sample_timestamps(0, len(frames), num_frames)).astype(int)
         return VideoClip(frames[indices], indices.astype(np.float64), indices.astype(np.float64))
 
-    def _pixel_values(self, clips: list[VideoClip]):
-        fill = tuple(int(255 * mean) for mean in self.image_processor.image_mean)
+    def _pixel_values(self, clips: list[VideoClip], **image_kwargs):
+        mean = image_kwargs.get("image_mean", self.image_processor.image_mean)
+        fill = tuple(int(255 * value) for value in np.broadcast_to(mean, (3,)))
         videos = []
         for clip in clips:
             squares = [_expand_to_square(frame, fill) for frame in clip.frames]
-            videos.append(self.image_processor(images=squares, return_tensors="np")["pixel_values"])
+            videos.append(self.image_processor(images=squares, return_tensors="np", **image_kwargs)["pixel_values"])
         return np.stack(videos)  # (B, T, 3, S, S)
 
     def __call__(
@@ -261,83 +384,129 @@ class Exo2EgoProcessor(ProcessorMixin):
         text: str | list[str] | None = None,
         videos: VideoInput | list[VideoInput] | None = None,
         exo_videos: VideoInput | list[VideoInput] | None = None,
-        num_frames: int | None = None,
-        return_tensors: str | None = "pt",
-        **tokenizer_kwargs,
+        images=None,
+        audio=None,
+        **kwargs: Unpack[Exo2EgoProcessorKwargs],
     ) -> BatchFeature:
         """
         Returns a `BatchFeature` with `input_ids`, `attention_mask`, and `pixel_values_videos` (B, T, 3, S, S) for ego
         videos and/or `exo_pixel_values_videos` (B, T, 3, S, S) for exo videos. Exactly one `<video>` per text when
-        videos are given.
+        videos are given. `images` and `audio` exist for transformers' generic callers and must stay None.
         """
+        if images is not None or audio is not None:
+            raise ValueError("Exo2EgoProcessor reads videos only: pass frames or files as `videos=`, not images/audio")
         if text is None:
             raise ValueError("Exo2EgoProcessor needs text with a <video> placeholder per video")
+        self._refuse_unknown_kwargs(kwargs)
+        merged = self._merge_kwargs(
+            Exo2EgoProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs
+        )
+        text_kwargs, videos_kwargs = merged["text_kwargs"], merged["videos_kwargs"]
+        return_tensors = text_kwargs.pop("return_tensors", None)
+        return_offsets = text_kwargs.pop("return_text_replacement_offsets", merged["return_text_replacement_offsets"])
+        return_types = text_kwargs.pop("return_mm_token_type_ids", merged["return_mm_token_type_ids"])
+        num_frames = videos_kwargs.get("num_frames")
+        num_frames = check_num_frames(self.num_frames if num_frames is None else num_frames)
+        short_video = videos_kwargs.get("short_video")
+        short_video = check_short_video(self.short_video if short_video is None else short_video)
+        for key in UNSUPPORTED_VIDEO_KEYS:
+            if videos_kwargs.get(key) is not None:
+                raise ValueError(f"{key} is not supported: Exo2Ego takes num_frames frames at segment midpoints")
+        if videos_kwargs.get("do_sample_frames") is False:
+            raise ValueError("do_sample_frames=False is not supported: Exo2Ego always samples num_frames frames")
+        image_kwargs = {key: videos_kwargs[key] for key in IMAGE_PROCESSOR_KEYS if videos_kwargs.get(key) is not None}
+
         texts = [text] if isinstance(text, str) else list(text)
-        num_frames = num_frames or self.num_frames
-        ego_list, exo_list = self._as_batch(videos, len(texts), "videos"), self._as_batch(exo_videos, len(texts), "exo_videos")
+        ego_list = self._as_batch(videos, len(texts), "videos")
+        exo_list = self._as_batch(exo_videos, len(texts), "exo_videos")
         if ego_list is None and exo_list is None:
             if any(self.video_token in sample for sample in texts):
                 raise ValueError(f"the text contains {self.video_token} but no video was given")
-            return BatchFeature(dict(self.tokenizer(texts, **tokenizer_kwargs)), tensor_type=return_tensors)
+            data = dict(self.tokenizer(texts, **text_kwargs))
+            if return_offsets:
+                data["text_replacement_offsets"] = [[] for _ in texts]
+            if return_types:
+                data["mm_token_type_ids"] = self.create_mm_token_type_ids(data["input_ids"])
+            return BatchFeature(data, tensor_type=return_tensors, skip_tensor_conversion=self.skip_tensor_conversion)
 
         data = {}
         ego_clips = None
         if ego_list is not None:
-            ego_clips = [self.load_video(video, num_frames) for video in ego_list]
-            data["pixel_values_videos"] = self._pixel_values(ego_clips)
+            ego_clips = [
+                self.load_video(video, num_frames, short_video=short_video, argument=f"videos[{index}]")
+                for index, video in enumerate(ego_list)
+            ]
+            data["pixel_values_videos"] = self._pixel_values(ego_clips, **image_kwargs)
         if exo_list is not None:
             exo_clips = [
-                self.load_video(video, num_frames, timestamps=None if ego_clips is None else ego_clips[i].timestamps)
-                for i, video in enumerate(exo_list)
+                self.load_video(
+                    video,
+                    num_frames,
+                    timestamps=None if ego_clips is None else ego_clips[index].timestamps,
+                    short_video=short_video,
+                    argument=f"exo_videos[{index}]",
+                )
+                for index, video in enumerate(exo_list)
             ]
-            data["exo_pixel_values_videos"] = self._pixel_values(exo_clips)
+            data["exo_pixel_values_videos"] = self._pixel_values(exo_clips, **image_kwargs)
 
-        placeholders = self.video_token * self.num_video_tokens(num_frames, "ego" if ego_list is not None else "exo")
-        expanded = []
         for index, sample in enumerate(texts):
             count = sample.count(self.video_token)
             if count != 1:
-                raise ValueError(f"text {index} has {count} {self.video_token} placeholders; exactly one per video is expected")
-            expanded.append(sample.replace(self.video_token, placeholders))
-        data.update(self.tokenizer(expanded, **tokenizer_kwargs))
-        return BatchFeature(data, tensor_type=return_tensors)
+                raise ValueError(
+                    f"text {index} has {count} {self.video_token} placeholders; exactly one per video is expected"
+                )
+        placeholders = self.video_token * self.num_video_tokens(num_frames, "ego" if ego_list is not None else "exo")
+        expanded, offsets = self.get_text_with_replacements(texts, videos_replacements=[placeholders] * len(texts))
+        data.update(self.tokenizer(expanded, **text_kwargs))
+        if return_offsets:
+            data["text_replacement_offsets"] = offsets
+        if return_types:  # 2 at `<video>` placeholders, 0 elsewhere
+            data["mm_token_type_ids"] = self.create_mm_token_type_ids(data["input_ids"])
+        return BatchFeature(data, tensor_type=return_tensors, skip_tensor_conversion=self.skip_tensor_conversion)
+
+    def _refuse_unknown_kwargs(self, kwargs: dict) -> None:
+        """Raise for call keywords no modality knows (transformers only logs them), so typos do not pass silently."""
+        annotations = Exo2EgoProcessorKwargs.__annotations__
+        modality_keys = {name: set(getattr(kind, "__annotations__", {})) for name, kind in annotations.items()}
+        known = set(annotations) | {"common_kwargs"}
+        for keys in modality_keys.values():
+            known |= keys
+        unknown = sorted(set(kwargs) - known)
+        for name, value in kwargs.items():
+            if modality_keys.get(name) and isinstance(value, dict):
+                unknown += [f"{name}[{key!r}]" for key in sorted(set(value) - modality_keys[name])]
+        if unknown:
+            raise TypeError(f"Exo2EgoProcessor got unexpected keyword argument(s) {unknown}")
 
     @staticmethod
     def _as_batch(videos, batch_size: int, name: str) -> list | None:
         if videos is None:
             return None
-        single = isinstance(videos, (str, os.PathLike, dict, tuple)) or (isinstance(videos, np.ndarray) and videos.ndim == 4)
+        single = isinstance(videos, (str, os.PathLike, dict, tuple)) or (getattr(videos, "ndim", 0) == 4)
         videos = [videos] if single else list(videos)
-        if len(videos) != batch_size:
-            raise ValueError(f"got {len(videos)} {name} for {batch_size} texts; pass one video per text")
-        return videos
+        # apply_chat_template passes one list of videos per conversation.
+        flat = []
+        for index, video in enumerate(videos):
+            if isinstance(video, list) and video and not _is_frame(video[0]):
+                if len(video) != 1:
+                    raise ValueError(f"{name}[{index}] holds {len(video)} videos; Exo2Ego takes one video per text")
+                video = video[0]
+            flat.append(video)
+        if len(flat) != batch_size:
+            raise ValueError(f"got {len(flat)} {name} for {batch_size} texts; pass one video per text")
+        return flat
 
-    def apply_chat_template(self, conversation, chat_template=None, tokenize: bool = False, **kwargs):
-        """Render the chat template; with `tokenize=True`, also load the `{"type": "video", "path"|"video", "start_sec",
-        "end_sec"}` items of each conversation and return the processor's `BatchFeature`."""
+    def apply_chat_template(self, conversation, chat_template=None, **kwargs):
+        """transformers' `apply_chat_template`, with video items that may carry a window: `{"type": "video",
+        "path"|"video": ..., "start_sec": ..., "end_sec": ...}`. `tokenize=True` returns the input ids, with
+        `return_dict=True` the processor's `BatchFeature` (and `assistant_masks` with
+        `return_assistant_tokens_mask=True`)."""
         batched = bool(conversation) and isinstance(conversation[0], (list, tuple))
-        conversations = conversation if batched else [conversation]
-        rendered = [
-            super(Exo2EgoProcessor, self).apply_chat_template(messages, chat_template=chat_template, tokenize=False, **kwargs)
-            for messages in conversations
-        ]
-        if not tokenize:
-            return rendered if batched else rendered[0]
-        videos = []
-        for messages in conversations:
-            items = [
-                item
-                for message in messages
-                if not isinstance(message["content"], str)
-                for item in message["content"]
-                if item.get("type") == "video"
-            ]
-            if len(items) > 1:
-                raise ValueError("Exo2Ego takes one video per conversation")
-            videos.extend(items)
-        videos = videos or None
-        # The template already wrote the BOS token.
-        return self(text=rendered, videos=videos, add_special_tokens=False, return_tensors=kwargs.get("return_tensors", "pt"))
+        conversations = [[_with_video_window(message) for message in messages] for messages in (
+            conversation if batched else [conversation]
+        )]
+        return super().apply_chat_template(conversations if batched else conversations[0], chat_template, **kwargs)
 
     def batch_decode(self, *args, **kwargs):
         return self.tokenizer.batch_decode(*args, **kwargs)
@@ -346,4 +515,32 @@ class Exo2EgoProcessor(ProcessorMixin):
         return self.tokenizer.decode(*args, **kwargs)
 
 
-__all__ = ["Exo2EgoProcessor", "VideoClip", "read_video_frames", "sample_timestamps"]
+def _is_frame(item) -> bool:
+    """One frame (an image or a 3-D array) rather than one video."""
+    return isinstance(item, Image.Image) or getattr(item, "ndim", 0) == 3
+
+
+def _with_video_window(message: dict) -> dict:
+    """A copy of a chat message whose windowed video items carry the window inside their "video" value, which is
+    what transformers hands to the processor call."""
+    content = message.get("content") if isinstance(message, dict) else None
+    if isinstance(content, str) or not content:
+        return message
+    items = []
+    for item in content:
+        if isinstance(item, dict) and item.get("type") == "video" and ("start_sec" in item or "end_sec" in item):
+            source = item.get("path", item.get("video", item.get("url")))
+            window = {"path": source, "start_sec": item.get("start_sec"), "end_sec": item.get("end_sec")}
+            item = {"type": "video", "video": window}
+        items.append(item)
+    return {**message, "content": items}
+
+
+__all__ = [
+    "Exo2EgoProcessor",
+    "Exo2EgoProcessorKwargs",
+    "Exo2EgoVideosKwargs",
+    "VideoClip",
+    "read_video_frames",
+    "sample_timestamps",
+]

@@ -71,7 +71,7 @@ def reference(app_server):
         item = {"type": "video", "path": str(video)}
         item.update({key: value for key, value in (("start_sec", start_sec), ("end_sec", end_sec)) if value})
         messages = [{"role": "user", "content": [item, {"type": "text", "text": question}]}]
-        inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
         with torch.inference_mode():
             output = model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
         return processor.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)

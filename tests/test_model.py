@@ -271,7 +271,7 @@ def test_random_connector_passes_the_video_through():
     torch.manual_seed(1)
     first, second = torch.randn(2, 2, 4, 3, 32, 32).unbind(0)
     with torch.no_grad():
-        tokens_first, _ = model.model.get_video_features(first)
-        tokens_second, _ = model.model.get_video_features(second)
+        tokens_first = model.model.get_video_features(first).pooler_output
+        tokens_second = model.model.get_video_features(second).pooler_output
     video_dependent = (tokens_first - tokens_second).std()
     assert video_dependent > 0.5 * tokens_first.std()

@@ -50,7 +50,7 @@ def reference(served):
         item = {"type": "video", "path": video}
         item.update(window(start_sec, end_sec))
         messages = [{"role": "user", "content": [item, {"type": "text", "text": question}]}]
-        inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
         with torch.inference_mode():
             output = model.generate(**inputs, max_new_tokens=max_tokens, do_sample=False)
         return processor.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)

@@ -75,7 +75,7 @@ def test_remote_media_is_fetched_only_when_allowed(media, loopback_http):
 
 def _job(processor, video, question, max_new_tokens, events):
     messages = [{"role": "user", "content": [{"type": "video", "path": video}, {"type": "text", "text": question}]}]
-    inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
     return GenerationJob(inputs, SamplingParams(max_new_tokens), lambda *event: events.append(event))
 
 

@@ -66,7 +66,8 @@ class VideoChat:
             raise gr.Error(f"The window's end ({end_sec} s) must come after its start ({start_sec} s).")
         try:
             inputs = self.processor.apply_chat_template(self.conversation(video, question.strip(), start_sec, end_sec),
-                                                        add_generation_prompt=True, tokenize=True)
+                                                        add_generation_prompt=True, tokenize=True,
+                                                        return_dict=True)
         except (ValueError, OSError) as error:
             raise gr.Error(f"Cannot read this video: {error}") from error
         inputs = inputs.to(self.model.device)

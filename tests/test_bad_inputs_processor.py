@@ -1,0 +1,70 @@
+"""Bad processor inputs (issue 14, "Processor/eval/training"): one row each; each gets a clear error naming the
+argument, or is handled as documented. The next bad input is one more row."""
+
+import numpy as np
+import pytest
+from conftest import write_test_video
+
+QUESTION = "<video>\nWhat did I pick up?"
+FRAMES = np.random.default_rng(0).integers(0, 256, (6, 24, 32, 3), dtype=np.uint8)
+
+# (row id, call keyword arguments, expected exception, message pattern)
+REFUSED = [
+    ("num_frames zero", {"num_frames": 0}, ValueError, r"num_frames must be a positive integer.*got 0"),
+    ("num_frames negative", {"num_frames": -3}, ValueError, r"num_frames must be a positive integer.*got -3"),
+    ("num_frames fractional", {"num_frames": 2.5}, ValueError, r"num_frames must be a positive integer.*got 2.5"),
+    ("num_frames zero in videos_kwargs", {"videos_kwargs": {"num_frames": 0}}, ValueError, r"num_frames.*got 0"),
+    ("unknown keyword", {"num_frame": 4}, TypeError, r"unexpected keyword.*num_frame"),
+    ("unknown videos_kwargs key", {"videos_kwargs": {"num_frame": 4}}, TypeError, r"num_frame"),
+    ("short_video unknown mode", {"short_video": "sometimes"}, ValueError, r"short_video must be one of"),
+    ("fps sampling", {"fps": 2}, ValueError, r"fps is not supported"),
+    ("images instead of videos", {"images": FRAMES[0]}, ValueError, r"videos only"),
+    (
+        "float frames in 0-255",
+        {"videos": [FRAMES.astype(np.float32)]},
+        ValueError,
+        r"videos\[0\]: float frames must hold values in \[0, 1\]",
+    ),
+    ("int64 frames above 255", {"videos": [FRAMES.astype(np.int64) * 2]}, ValueError, r"videos\[0\]: integer frames"),
+    ("float frames with NaN", {"videos": [np.full((4, 8, 8, 3), np.nan)]}, ValueError, r"videos\[0\]: float frames"),
+    ("frames of strings", {"videos": [np.full((4, 8, 8, 3), "x")]}, ValueError, r"videos\[0\]: frames of dtype"),
+    ("too few decoded frames, strict", {"num_frames": 8, "short_video": "error"}, ValueError, r"6 frames but 8"),
+]
+
+
+@pytest.mark.parametrize("row, kwargs, error, pattern", REFUSED, ids=[row[0] for row in REFUSED])
+def test_bad_processor_input_is_refused_with_a_clear_error(tiny, row, kwargs, error, pattern):
+    _, processor = tiny
+    kwargs = {"videos": [FRAMES], **kwargs}
+    with pytest.raises(error, match=pattern):
+        processor(text=[QUESTION], **kwargs)
+
+
+# (row id, frames, frames that must give the same pixels)
+CONVERTED = [
+    ("int64 frames in 0-255", FRAMES.astype(np.int64), FRAMES),
+    ("float frames in 0-1", FRAMES.astype(np.float64) / 255, FRAMES),
+    ("(T, C, H, W) frames", FRAMES.transpose(0, 3, 1, 2), FRAMES),
+    ("list of (3, H, W) frames", list(FRAMES.transpose(0, 3, 1, 2)), FRAMES),
+]
+
+
+@pytest.mark.parametrize("row, frames, reference", CONVERTED, ids=[row[0] for row in CONVERTED])
+def test_other_frame_layouts_and_dtypes_follow_the_documented_convention(tiny, row, frames, reference):
+    _, processor = tiny
+    got = processor(text=[QUESTION], videos=[frames], num_frames=4)["pixel_values_videos"]
+    expected = processor(text=[QUESTION], videos=[reference], num_frames=4)["pixel_values_videos"]
+    assert np.allclose(got.numpy(), expected.numpy(), atol=1e-5)
+
+
+def test_exo_video_shorter_than_the_ego_window_follows_short_video(tiny, tmp_path):
+    """The exo view is read at the ego view's timestamps; times after its last frame used to repeat that frame
+    silently even with short_video='error'."""
+    _, processor = tiny
+    ego = write_test_video(tmp_path / "ego.mp4", num_frames=40)  # 5 s at 8 fps
+    exo = write_test_video(tmp_path / "exo.mp4", num_frames=26)  # ends at 3.125 s
+    window = {"path": ego, "start_sec": 0.0, "end_sec": 4.0}  # frames at 0.5, 1.5, 2.5, 3.5 s
+    with pytest.raises(ValueError, match=r"exo\.mp4: its last frame is at 3\.125s.*short_video='error'"):
+        processor(text=[QUESTION], videos=[window], exo_videos=[exo], num_frames=4, short_video="error")
+    batch = processor(text=[QUESTION], videos=[window], exo_videos=[exo], num_frames=4)  # "repeat", the default
+    assert batch["exo_pixel_values_videos"].shape[1] == 4
