@@ -14,6 +14,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from exo2ego.provenance import package_versions, write_json_atomic
+from train.distributed import check_launch_config, distributed_setup
 from train.stages import BASE_STAGE, DEFAULT_LORA_TARGET_REGEX, STAGES, ResolvedStage, apply_trainable, resolve_stage
 
 logger = logging.getLogger(__name__)
@@ -224,10 +225,24 @@ def build_trainer(model, processor, dataset, resolved: ResolvedStage, training_a
 # ---- outputs ---------------------------------------------------------------------------------------------------
 
 
-def save_stage_output(trainer, resolved: ResolvedStage, stage_args: StageArguments, output_dir: str) -> None:
-    """Weights + processor (+ LoRA adapter) into `output_dir`; stage 3 merges LoRA unless save_mode is adapter."""
+def save_stage_output(
+    trainer, resolved: ResolvedStage, stage_args: StageArguments, output_dir: str, build_model=None
+) -> None:
+    """Weights + processor (+ LoRA adapter) into `output_dir`; stage 3 merges LoRA unless save_mode is adapter.
+
+    Under FSDP the sharded weights are first gathered into one state dict (every rank takes part); a LoRA model is
+    then rebuilt unsharded on the main process by `build_model()` to be merged or split into adapter + base."""
     model = trainer.model
-    if not resolved.lora:
+    if trainer.is_fsdp_enabled:
+        state_dict = trainer.accelerator.get_state_dict(trainer.model)
+        if not trainer.args.should_save:
+            return
+        if not resolved.lora:
+            trainer._save(output_dir, state_dict=state_dict)
+            return
+        model = build_model()
+        model.load_state_dict(state_dict)
+    elif not resolved.lora:
         trainer.save_model(output_dir)
         return
     if not trainer.args.should_save:
@@ -269,6 +284,7 @@ def stage_metadata(resolved, started_from, model_args, data_args, stage_args, tr
         "global_step": trainer.state.global_step,
         "failed_videos": trainer.failures.failed,
         "versions": environment_versions(),
+        "distributed": distributed_setup(trainer.accelerator, trainer.model_wrapped),
         "arguments": {
             "model": asdict(model_args), "data": asdict(data_args), "stage": asdict(stage_args),
             "training": json.loads(training_args.to_json_string()),
@@ -289,6 +305,7 @@ def run_stage(stage: str, argv=None):
         stage_args.connector_trainable, training_args.kl_weight, training_args.ccl_weight,
     )
     started_from = check_starting_point(model_args.model_name_or_path, stage, model_args.allow_stage_mismatch)
+    check_launch_config(resolved.lora, training_args.use_cpu)
     if training_args.dataloader_persistent_workers and resolved.spec.data == "ego_exo_clip" and data_args.exo_sampling == "random":
         raise ValueError(
             "dataloader_persistent_workers keeps the workers' dataset copies of the first epoch, so the per-epoch "
@@ -317,7 +334,10 @@ def run_stage(stage: str, argv=None):
     trainer.train(resume_from_checkpoint=resume)
 
     output_dir = training_args.output_dir
-    save_stage_output(trainer, resolved, stage_args, output_dir)
+    save_stage_output(
+        trainer, resolved, stage_args, output_dir,
+        build_model=lambda: prepare_model(load_model(model_args)[0], resolved, stage_args),
+    )
     trainer.save_state()
     if trainer.args.should_save:
         metadata = stage_metadata(resolved, started_from, model_args, data_args, stage_args, training_args, trainer)
