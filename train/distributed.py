@@ -123,7 +123,7 @@ FSDP1_ONLY_SETTINGS = (
 )
 
 
-def check_launch_config(lora: bool, use_cpu: bool) -> None:
+def check_launch_config(lora: bool) -> None:
     """Refuse an accelerate launch configuration the stage cannot use, naming its yaml key; call before the model
     loads. The launcher hands the config to the script as environment variables (`ACCELERATE_USE_FSDP`, `FSDP_*`).
 
@@ -132,10 +132,8 @@ def check_launch_config(lora: bool, use_cpu: bool) -> None:
     - FSDP1-only keys in an FSDP2 config would be silently ignored, so they are errors.
     - CPU offload of parameters is refused with LoRA (stage 3): unverified here, and the merged save re-gathers the
       whole model on rank 0 anyway.
-    - DeepSpeed needs GPUs.
+    (World sizes that do not divide `global_batch_size` are refused by `Exo2EgoTrainingArguments` while parsing.)
     """
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true" and use_cpu:
-        raise ValueError("distributed_type: DEEPSPEED (the accelerate config) needs GPUs; this run has use_cpu true")
     if not fsdp_requested():
         return
     version = os.environ.get("FSDP_VERSION", "1")
