@@ -250,3 +250,50 @@ def test_world_size_that_does_not_divide_the_global_batch_is_refused(world, tmp_
     assert "global_batch_size=6 is not a multiple of per_device_train_batch_size (2) x processes (2)" in result.stderr
     assert "Loading weights" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+# ---- configs that cannot run here (DeepSpeed needs GPUs) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, zero_stage", [("zero2.yaml", 2), ("zero3.yaml", 3)])
+def test_deepspeed_configs_parse_into_the_plugin_the_stages_need(name, zero_stage):
+    """What can be checked without DeepSpeed: accelerate parses the yaml into the DeepSpeed plugin it would build,
+    with bf16 and no offload, and ZeRO-3 gathers a 16-bit model on save (the consolidated final folder needs it)."""
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.utils import DeepSpeedPlugin, DistributedType
+
+    config = load_config_from_file(str(REPO / "train" / "accelerate" / name))
+    assert config.distributed_type == DistributedType.DEEPSPEED and config.mixed_precision == "bf16"
+    settings = config.deepspeed_config
+    plugin = DeepSpeedPlugin(
+        zero_stage=settings["zero_stage"], zero3_init_flag=settings["zero3_init_flag"],
+        zero3_save_16bit_model=settings.get("zero3_save_16bit_model", False),
+        offload_optimizer_device=settings["offload_optimizer_device"], offload_param_device=settings["offload_param_device"],
+    )
+    zero = plugin.deepspeed_config["zero_optimization"]
+    assert zero["stage"] == zero_stage
+    assert zero["offload_param"]["device"] == zero["offload_optimizer"]["device"] == "none"
+    assert plugin.deepspeed_config["gradient_accumulation_steps"] == "auto"  # Trainer sets it from global_batch_size
+    if zero_stage == 3:
+        assert zero["stage3_gather_16bit_weights_on_model_save"] is True
+
+
+def test_fsdp2_wrap_classes_are_the_paper_scale_layers():
+    """The FSDP yamls wrap by `_no_split_modules`; at paper scale those are both towers' CLIP layers and Mistral's
+    decoder layers, every name present in the model (accelerate refuses an absent one)."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    from modeling_exo2ego import Exo2EgoForConditionalGeneration
+    from train.memory_plan import ModelSize, build_model
+
+    for name in ("fsdp2.yaml", "multi_node_fsdp2.yaml"):
+        fsdp = load_config_from_file(str(REPO / "train" / "accelerate" / name)).fsdp_config
+        assert fsdp["fsdp_version"] == 2 and fsdp["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+        assert "fsdp_transformer_layer_cls_to_wrap" not in fsdp and fsdp["fsdp_state_dict_type"] == "SHARDED_STATE_DICT"
+    model = build_model(Exo2EgoForConditionalGeneration, ModelSize("paper").exo2ego_config(16), torch.device("meta"),
+                        torch.bfloat16, "sdpa")
+    present = {type(module).__name__: 0 for module in model.modules()}
+    for module in model.modules():
+        present[type(module).__name__] += 1
+    assert set(model._no_split_modules) == {"CLIPEncoderLayer", "CLIPVisionEmbeddings", "MistralDecoderLayer"}
+    assert present["MistralDecoderLayer"] == 32 and present["CLIPEncoderLayer"] >= 2 * 23
