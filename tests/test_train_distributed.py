@@ -170,7 +170,7 @@ def test_fsdp2_matches_one_process(world, tmp_path, stage, extra):
         assert fsdp_adapter.keys() == single_adapter.keys() and fsdp_adapter
         for name, value in single_adapter.items():
             torch.testing.assert_close(fsdp_adapter[name], value, rtol=0, atol=WEIGHT_ATOL, msg=name)
-        assert_loads_and_generates(tmp_path / "fsdp", adapter, expected="PeftModel")
+        assert_loads_and_generates(tmp_path / "fsdp", adapter, expected="PeftModelForCausalLM")
     else:
         assert_loads_and_generates(tmp_path / "fsdp")
 
@@ -197,6 +197,8 @@ def test_killed_fsdp2_run_resumes_to_the_uninterrupted_weights(world, tmp_path, 
     assert checkpoints
     for name in checkpoints:
         assert_sharded_checkpoint(interrupted / name)
+        # the adapter is in the shards; the in-place trained ego tower, F, connector and lm_head next to them
+        assert (interrupted / name / "non_lora_trainables.safetensors").exists() == (stage == "stage3")
 
     run(fsdp2_command(world, stage, interrupted, *steps, "--resume_from_checkpoint", "last"))
     expected, resumed = load_file(reference / "model.safetensors"), load_file(interrupted / "model.safetensors")

@@ -150,3 +150,27 @@ def check_launch_config(lora: bool) -> None:
         raise ValueError(
             "fsdp_offload_params: true in the accelerate config is not supported with LoRA (stage 3); set it to false"
         )
+
+
+def is_sharded(model) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def gather_trainable_state(model) -> dict:
+    """Full tensors (on CPU, main process; empty elsewhere) of the trainable parameters of an FSDP2 model; every
+    rank must call it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+    return get_model_state_dict(model, options=options)
+
+
+def load_full_state(model, state: dict):
+    """Load full tensors into `model`, sharding them when it is an FSDP2 model; returns (missing, unexpected) keys."""
+    if not is_sharded(model):
+        return model.load_state_dict(state, strict=False)
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    return set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, strict=False))

@@ -30,6 +30,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from train.data import FailureTracker
+from train.distributed import enable_fsdp_on_cpu, gather_trainable_state, load_full_state, plain_class
 from train.stages import ResolvedStage
 
 # Trainable parameters outside the LoRA adapter of a PEFT model (ego tower, F, connector in stage 3).
@@ -121,8 +122,6 @@ class Exo2EgoTrainer(Trainer):
 
     def create_accelerator_and_postprocess(self) -> None:
         super().create_accelerator_and_postprocess()
-        from train.distributed import enable_fsdp_on_cpu
-
         if enable_fsdp_on_cpu(self.accelerator):  # accelerate enables FSDP on accelerators only
             self.is_fsdp_enabled = True
 
@@ -266,6 +265,9 @@ class Exo2EgoTrainer(Trainer):
         self._staging_run_dir = staging
         try:
             super()._save_checkpoint(model, trial)
+            if self.is_fsdp_enabled and hasattr(self.model, "peft_config"):
+                # Trainer's sharded FSDP checkpoint of a PEFT model holds the adapter only (accelerate's adapter_only).
+                self._save_non_lora_trainables(os.path.join(staging, name), gather_trainable_state(self.model))
         finally:
             self._staging_run_dir = None
         self.accelerator.wait_for_everyone()  # every rank has written its RNG state
@@ -284,13 +286,14 @@ class Exo2EgoTrainer(Trainer):
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """Trainer's save, plus the in-place trained non-LoRA parameters of a PEFT model (PEFT saves only the
         adapter)."""
-        from train.distributed import plain_class
-
         with plain_class(self.accelerator.unwrap_model(self.model)):
             super()._save(output_dir, state_dict)
-        if not self.args.should_save or not hasattr(self.model, "peft_config"):
+        if hasattr(self.model, "peft_config"):
+            self._save_non_lora_trainables(output_dir or self.args.output_dir, state_dict)
+
+    def _save_non_lora_trainables(self, output_dir: str, state_dict: dict | None) -> None:
+        if not self.args.should_save:
             return
-        output_dir = output_dir or self.args.output_dir
         source = state_dict if state_dict is not None else self.model.state_dict()
         names = [name for name, p in self.model.named_parameters() if p.requires_grad and "lora_" not in name]
         save_file({name: source[name].detach().cpu().contiguous() for name in names}, os.path.join(output_dir, NON_LORA_WEIGHTS_NAME))
@@ -300,6 +303,6 @@ class Exo2EgoTrainer(Trainer):
         path = os.path.join(resume_from_checkpoint, NON_LORA_WEIGHTS_NAME)
         if os.path.isfile(path):
             target = model if model is not None else self.model
-            result = target.load_state_dict(load_file(path), strict=False)
+            result = load_full_state(target, load_file(path))
             if result.unexpected_keys:
                 raise ValueError(f"{path} holds parameters this model does not have: {result.unexpected_keys[:5]}")
