@@ -107,6 +107,7 @@ def assert_fsdp2_ran(folder, wrapped_root):
     assert distributed["backend"] == "gloo" and distributed["mixed_precision"] == "no"
     fsdp = distributed["fsdp"]
     assert fsdp["version"] == 2 and fsdp["reshard_after_forward"] is True and fsdp["state_dict_type"] == "SHARDED_STATE_DICT"
+    assert fsdp["auto_wrap_policy"] == "transformer_auto_wrap_policy" and fsdp["cpu_offload"] is False
     # Both towers' layers and the LLM's layers are their own shard units; the rest (connector, F, G) is the root's.
     units = fsdp["sharded_units"]
     assert units["CLIPEncoderLayer"] >= 2 and units["MistralDecoderLayer"] == 2 and units[wrapped_root] == 1

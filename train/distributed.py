@@ -90,9 +90,11 @@ def distributed_setup(accelerator, model=None) -> dict:
             "version": plugin.fsdp_version,
             "reshard_after_forward": _plain(plugin.reshard_after_forward),
             "state_dict_type": _plain(plugin.state_dict_type),
-            "cpu_offload": _plain(plugin.cpu_offload),
+            "cpu_offload": type(plugin.cpu_offload).__name__ == "CPUOffloadPolicy",
             "mixed_precision_policy": _plain(plugin.mixed_precision_policy),
-            "auto_wrap_policy": getattr(plugin.auto_wrap_policy, "__name__", _plain(plugin.auto_wrap_policy)),
+            # a functools.partial of torch's policy function once accelerate has set it up
+            "auto_wrap_policy": getattr(getattr(plugin.auto_wrap_policy, "func", plugin.auto_wrap_policy), "__name__",
+                                        _plain(plugin.auto_wrap_policy)),
             "transformer_cls_names_to_wrap": _plain(plugin.transformer_cls_names_to_wrap),
             "activation_checkpointing": plugin.activation_checkpointing,
             "cpu_ram_efficient_loading": plugin.cpu_ram_efficient_loading,
