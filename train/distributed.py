@@ -147,7 +147,9 @@ def check_launch_config(lora: bool) -> None:
     for variable, key, default, instead in FSDP1_ONLY_SETTINGS:
         value = os.environ.get(variable)
         if value is not None and value != default:
-            raise ValueError(f"{key}: {value} in the accelerate config is an FSDP1 setting; with fsdp_version: 2 use {instead}")
+            raise ValueError(
+                f"{key}: {value} in the accelerate config is an FSDP1 setting; with fsdp_version: 2 use {instead}"
+            )
     if lora and os.environ.get("FSDP_OFFLOAD_PARAMS", "false").lower() == "true":
         raise ValueError(
             "fsdp_offload_params: true in the accelerate config is not supported with LoRA (stage 3); set it to false"
@@ -163,7 +165,10 @@ def is_sharded(model) -> bool:
 def gather_trainable_state(model) -> dict:
     """Full tensors (on CPU, main process; empty elsewhere) of the trainable parameters of an FSDP2 model; every
     rank must call it."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+    )
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
     return get_model_state_dict(model, options=options)
@@ -173,6 +178,9 @@ def load_full_state(model, state: dict):
     """Load full tensors into `model`, sharding them when it is an FSDP2 model; returns (missing, unexpected) keys."""
     if not is_sharded(model):
         return model.load_state_dict(state, strict=False)
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+    )
 
     return set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, strict=False))

@@ -30,7 +30,12 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from train.data import FailureTracker
-from train.distributed import enable_fsdp_on_cpu, gather_trainable_state, load_full_state, plain_class
+from train.distributed import (
+    enable_fsdp_on_cpu,
+    gather_trainable_state,
+    load_full_state,
+    plain_class,
+)
 from train.stages import ResolvedStage
 
 # Trainable parameters outside the LoRA adapter of a PEFT model (ego tower, F, connector in stage 3).
