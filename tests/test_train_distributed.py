@@ -238,6 +238,8 @@ def no_model_loading(monkeypatch):
          "fsdp_sharding_strategy: SHARD_GRAD_OP .* fsdp_reshard_after_forward"),
         ("stage2", {"FSDP_USE_ORIG_PARAMS": "false"}, "fsdp_use_orig_params: false"),
         ("stage3", {"FSDP_OFFLOAD_PARAMS": "true"}, "fsdp_offload_params: true .* not supported with LoRA"),
+        ("stage2 --activation_checkpointing true", {"FSDP_ACTIVATION_CHECKPOINTING": "true"},
+         "fsdp_activation_checkpointing: true .* activation_checkpointing: true"),
     ],
 )
 def test_unusable_fsdp_config_is_refused_naming_the_key(
@@ -247,7 +249,8 @@ def test_unusable_fsdp_config_is_refused_naming_the_key(
     monkeypatch.setenv("FSDP_VERSION", "2")
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
-    arguments = stage_arguments(world, stage, tmp_path / "out", "--allow_stage_mismatch", "true")[1:]
+    stage, *extra = stage.split()
+    arguments = stage_arguments(world, stage, tmp_path / "out", "--allow_stage_mismatch", "true", *extra)[1:]
     with pytest.raises(ValueError, match=message):
         run_stage(stage, arguments)
     assert not (tmp_path / "out").exists()

@@ -125,7 +125,7 @@ FSDP1_ONLY_SETTINGS = (
 )
 
 
-def check_launch_config(lora: bool) -> None:
+def check_launch_config(lora: bool, activation_checkpointing: bool = False) -> None:
     """Refuse an accelerate launch configuration the stage cannot use, naming its yaml key; call before the model
     loads. The launcher hands the config to the script as environment variables (`ACCELERATE_USE_FSDP`, `FSDP_*`).
 
@@ -134,6 +134,8 @@ def check_launch_config(lora: bool) -> None:
     - FSDP1-only keys in an FSDP2 config would be silently ignored, so they are errors.
     - CPU offload of parameters is refused with LoRA (stage 3): unverified here, and the merged save re-gathers the
       whole model on rank 0 anyway.
+    - FSDP's own activation checkpointing and the stage's `activation_checkpointing` exclude each other (Trainer
+      says so too, but only once the model is loaded).
     (World sizes that do not divide `global_batch_size` are refused by `Exo2EgoTrainingArguments` while parsing.)
     """
     if not fsdp_requested():
@@ -150,6 +152,11 @@ def check_launch_config(lora: bool) -> None:
             raise ValueError(
                 f"{key}: {value} in the accelerate config is an FSDP1 setting; with fsdp_version: 2 use {instead}"
             )
+    if activation_checkpointing and os.environ.get("FSDP_ACTIVATION_CHECKPOINTING", "false").lower() == "true":
+        raise ValueError(
+            "fsdp_activation_checkpointing: true in the accelerate config and activation_checkpointing: true in the "
+            "stage arguments both checkpoint the layers; keep one (the stage's also covers the conv blocks)"
+        )
     if lora and os.environ.get("FSDP_OFFLOAD_PARAMS", "false").lower() == "true":
         raise ValueError(
             "fsdp_offload_params: true in the accelerate config is not supported with LoRA (stage 3); set it to false"

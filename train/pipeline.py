@@ -305,7 +305,7 @@ def run_stage(stage: str, argv=None):
         stage_args.connector_trainable, training_args.kl_weight, training_args.ccl_weight,
     )
     started_from = check_starting_point(model_args.model_name_or_path, stage, model_args.allow_stage_mismatch)
-    check_launch_config(resolved.lora)
+    check_launch_config(resolved.lora, training_args.activation_checkpointing)
     if training_args.dataloader_persistent_workers and resolved.spec.data == "ego_exo_clip" and data_args.exo_sampling == "random":
         raise ValueError(
             "dataloader_persistent_workers keeps the workers' dataset copies of the first epoch, so the per-epoch "
