@@ -48,9 +48,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-# Tokens before the video placeholder in the synthetic training sequences (chat prefix); every text token after the
-# video is a target, as in the peer script (`labels[:, :4 + video_tokens] = -100`).
-PROMPT_TOKENS = 4
+from train.memory_plan import PROMPT_TOKENS
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,9 @@ The sum is a floor for the allocator's peak: backward transients (one checkpoint
 buffers of the largest layer), cuBLAS/cuDNN workspaces and fragmentation come on top (a few GiB). Compare with
 `peak_mem_gib` from `gpu_train_step.py` on the card.
 
+The counting lives in `train/memory_plan.py` (shared with `exo2ego plan-memory`); this script adds the peer
+(LLaVA-NeXT-Video + LoRA) and prints the breakdown.
+
     python -m benchmarks.gpu_memory [--workload stage3] [--batch 8] [--frames 16] [--checkpointing full]
                                     [--checkpoint-convnets] [--reduced | --tiny]
 """
@@ -24,163 +27,37 @@ buffers of the largest layer), cuBLAS/cuDNN workspaces and fragmentation come on
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
-import gc
-import weakref
-from unittest import mock
 
 import torch
 
-from benchmarks.flops import PROMPT_TOKENS, peer_video_tokens
-from benchmarks.gpu_setup import (
-    CHECKPOINTING_MODES,
-    PRECISIONS,
-    ModelSize,
-    add_scale_arguments,
-    apply_peer_training,
-    apply_stage,
-    build_model,
-    configure_checkpointing,
-    synthetic_batch,
-)
+from benchmarks.flops import peer_video_tokens
+from benchmarks.gpu_setup import add_scale_arguments, apply_peer_training
 from exo2ego.provenance import write_json_atomic
-
-GIB = 2**30
-WORKLOADS = ("peer", "stage2", "stage3")
-# Top-level submodules the activation bytes are attributed to (innermost active one wins).
-COMPONENTS = (
-    "ego_vision_tower", "exo_vision_tower", "ego_to_exo", "exo_to_ego", "connector", "language_model", "lm_head",
-    "vision_tower", "multi_modal_projector",
+from train import memory_plan
+from train.memory_plan import (  # noqa: F401  (GIB, SavedActivationCounter: used by the other GPU benchmarks)
+    CHECKPOINTING_MODES,
+    GIB,
+    PRECISIONS,
+    MetaSetup,
+    ModelSize,
+    SavedActivationCounter,
+    build_model,
 )
 
-
-class SavedActivationCounter:
-    """Bytes of the distinct storages autograd saves for backward during a forward, parameters excluded.
-
-    Tensors saved inside non-reentrant checkpointed regions are not kept (the checkpoint's own hooks take them) and
-    are not seen; the inputs a checkpointed layer keeps for its recompute are counted through a forward pre-hook on
-    that layer. A storage counts only while something still refers to it (graphs of discarded outputs free theirs).
-    Attribution: each storage goes to the innermost `COMPONENTS` module running when it was first saved.
-    """
-
-    def __init__(self, model: torch.nn.Module):
-        self.model = model
-        self.parameter_storages = {p.untyped_storage()._cdata for p in model.parameters()}
-        self.parameter_storages |= {b.untyped_storage()._cdata for b in model.buffers()}
-        self.entries: dict[int, tuple[int, str, list]] = {}
-        self.stack: list[str] = []
-        self.handles = []
-        self.hooks = None
-
-    def _record(self, tensor: torch.Tensor) -> None:
-        if not isinstance(tensor, torch.Tensor) or tensor.is_sparse:
-            return
-        storage = tensor.untyped_storage()
-        key = storage._cdata
-        if key in self.parameter_storages:
-            return
-        entry = self.entries.get(key)
-        if entry is None or not any(ref() is not None for ref in entry[2]):
-            # A new storage (an address is reused once the storage it named is freed).
-            self.entries[key] = (storage.nbytes(), self.stack[-1] if self.stack else "other", [])
-        self.entries[key][2].append(weakref.ref(tensor))
-
-    def _pack(self, tensor):
-        self._record(tensor)
-        return tensor
-
-    def __enter__(self):
-        for name, module in self.model.named_modules():
-            leaf = name.rsplit(".", 1)[-1]
-            if leaf in COMPONENTS:
-                self.handles.append(module.register_forward_pre_hook(functools.partial(self._enter, leaf)))
-                self.handles.append(module.register_forward_hook(self._leave))
-            if getattr(module, "gradient_checkpointing", False) is True:
-                self.handles.append(module.register_forward_pre_hook(self._checkpoint_inputs, with_kwargs=True))
-        self.hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda tensor: tensor)
-        self.hooks.__enter__()
-        return self
-
-    def _enter(self, component: str, module, args) -> None:
-        self.stack.append(component)
-
-    def _leave(self, module, args, output) -> None:
-        self.stack.pop()
-
-    def _checkpoint_inputs(self, module, args, kwargs):
-        if module.training and torch.is_grad_enabled():
-            for value in list(args) + list(kwargs.values()):
-                if isinstance(value, torch.Tensor) and value.requires_grad:
-                    self._record(value)
-
-    def __exit__(self, *exc):
-        self.hooks.__exit__(*exc)
-        for handle in self.handles:
-            handle.remove()
-        self.handles.clear()
-        return False
-
-    def live_bytes(self) -> dict[str, int]:
-        """{component: bytes} of saved storages still referred to (read while the loss is alive; reference cycles,
-        e.g. checkpoint frames of layers whose outputs need no grad, are collected first)."""
-        gc.collect()
-        totals: dict[str, int] = {}
-        for nbytes, component, refs in self.entries.values():
-            if any(ref() is not None for ref in refs):
-                totals[component] = totals.get(component, 0) + nbytes
-        return totals
+WORKLOADS = ("peer", *memory_plan.WORKLOADS)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Meta-device forward
-# ---------------------------------------------------------------------------------------------------------------------
+def peer_setup(frames: int, scale: str, lora_r: int, lora_alpha: int, lora_dropout: float, dtype: torch.dtype) -> MetaSetup:
+    """The peer on the meta device with the peer script's LoRA set-up."""
+    from transformers import LlavaNextVideoForConditionalGeneration
 
-
-def _flash_like_sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
-    """Meta-device stand-in for `F.scaled_dot_product_attention` that saves what the flash kernel saves on a GPU
-    (the math fallback on meta would save the full attention matrix). With GQA (`enable_gqa`) the kernel reads the
-    shared k/v heads, so only the unexpanded k/v are kept."""
-    if attn_mask is not None:
-        raise ValueError("the memory estimate assumes no attention mask (unpadded batches), as flash attention needs")
-    return torch.ops.aten._scaled_dot_product_flash_attention(query, key, value, dropout_p, is_causal, scale=scale)[0]
-
-
-@contextlib.contextmanager
-def meta_forward_patches(model):
-    """What a forward on meta tensors needs: no data-dependent checks (placeholder count, packed-sequence search in
-    transformers' mask code: the synthetic batches are one unpadded sequence per row), flash-like attention."""
-    from transformers import masking_utils
-
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    core = getattr(inner, "model", inner)
-    patches = [
-        mock.patch.object(torch.nn.functional, "scaled_dot_product_attention", _flash_like_sdpa),
-        mock.patch.object(masking_utils, "find_packed_sequence_indices", lambda position_ids: None),
-    ]
-    config = core.config
-    if hasattr(config, "mapping_type"):  # Exo2Ego
-
-        def placeholder_mask(input_ids, video_tokens):
-            return (input_ids == config.video_token_id).unsqueeze(-1)
-
-    else:  # LLaVA-NeXT-Video: (image mask, video mask)
-
-        def placeholder_mask(input_ids, inputs_embeds, image_features=None, video_features=None):
-            return (input_ids == config.image_token_id).unsqueeze(-1), (input_ids == config.video_token_id).unsqueeze(-1)
-
-    patches.append(mock.patch.object(core, "get_placeholder_mask", placeholder_mask))
-    with contextlib.ExitStack() as stack:
-        for patch in patches:
-            stack.enter_context(patch)
-        yield
-
-
-def _labelled_suffix_loss(hidden: torch.Tensor, lm_head: torch.nn.Module, labels: torch.Tensor, targets: int) -> torch.Tensor:
-    """Cross-entropy on the last `targets` positions (the synthetic batches label exactly that suffix), the same
-    computation as the model's `loss_on_labels` without its boolean indexing (data-dependent on meta)."""
-    logits = lm_head(hidden[:, -targets - 1 : -1])
-    return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), labels[:, -targets:].flatten())
+    config = ModelSize(scale).peer_config()
+    meta = torch.device("meta")
+    model = build_model(LlavaNextVideoForConditionalGeneration, config, meta, dtype, "sdpa")
+    with torch.device(meta):
+        model = apply_peer_training(model, lora_r, lora_alpha, lora_dropout)
+    return MetaSetup(model, peer_video_tokens(config, frames), config.text_config.vocab_size, config.video_token_index,
+                     config.vision_config.image_size)
 
 
 def estimate(
@@ -188,90 +65,12 @@ def estimate(
     checkpoint_convnets: bool = False, precision: str = "mixed", scale: str = "paper", lora_r: int = 128,
     lora_alpha: int = 256, lora_dropout: float = 0.1, hf_input_grads: bool = False, dtype: torch.dtype = torch.bfloat16,
 ) -> dict:
-    """Memory of one training step of `workload` at this size (see the module docstring); bytes in GiB."""
-    from transformers import LlavaNextVideoForConditionalGeneration
-
-    from modeling_exo2ego import Exo2EgoForConditionalGeneration, cycle_consistency_loss, kl_alignment_loss
-
+    """`train.memory_plan.estimate` for `workload`, the peer included; bytes in GiB."""
     if workload not in WORKLOADS:
         raise ValueError(f"workload must be one of {WORKLOADS}, got {workload!r}")
-    size = ModelSize(scale)
-    meta = torch.device("meta")
-    if workload == "peer":
-        config = size.peer_config()
-        model = build_model(LlavaNextVideoForConditionalGeneration, config, meta, dtype, "sdpa")
-        with torch.device(meta):
-            model = apply_peer_training(model, lora_r, lora_alpha, lora_dropout)
-        video_tokens, vocab, video_id = peer_video_tokens(config, frames), config.text_config.vocab_size, config.video_token_index
-        image_size = config.vision_config.image_size
-        stage_losses = frozenset()
-    else:
-        config = size.exo2ego_config(frames)
-        model = build_model(Exo2EgoForConditionalGeneration, config, meta, dtype, "sdpa")
-        with torch.device(meta):
-            model, resolved = apply_stage(model, workload, lora_r, lora_alpha, lora_dropout)
-        video_tokens, vocab, video_id = 2 * config.tokens_per_stream(frames), config.text_config.vocab_size, config.video_token_id
-        image_size = config.ego_vision_config.image_size
-        stage_losses = resolved.losses
-    model.train()
-    for name, parameter in model.named_parameters():
-        if "lora_" in name:  # bf16 LoRA matmuls, as under autocast on the card (the fp32 masters are counted below)
-            parameter.data = parameter.data.to(dtype)
-    summary = configure_checkpointing(model, checkpointing, checkpoint_every, checkpoint_convnets, hf_input_grads)
-
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
-    trainable_count = sum(p.numel() for p in trainable)
-    frozen_count = sum(p.numel() for p in model.parameters() if not p.requires_grad)
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}")
-    # PEFT keeps LoRA adapters in fp32 in both modes; `mixed` also keeps the other trainables in fp32.
-    trainable_bytes = 4 * trainable_count if precision == "mixed" else 4 * lora + 2 * (trainable_count - lora)
-    static = {
-        "weights_frozen_bf16": 2 * frozen_count,
-        "weights_trainable": trainable_bytes,
-        "grads": trainable_bytes,
-        "adamw_states": 2 * trainable_bytes,
-        # Autocast keeps a bf16 copy of every fp32 weight a matmul uses until the forward ends (the LoRA adapters in
-        # both modes).
-        "autocast_weight_copies": 2 * trainable_count if precision == "mixed" else 2 * lora,
-    }
-
-    inputs = synthetic_batch(vocab, video_id, video_tokens, batch, frames, image_size, text_tokens, torch.device("cpu"), dtype,
-                             exo=workload == "stage2")
-    inputs = {k: torch.empty_like(v, device=meta) for k, v in inputs.items()}
-    inputs.pop("attention_mask")  # all ones: transformers drops it anyway, and flash attention needs none
-    labels = inputs.pop("labels")
-    targets = text_tokens - PROMPT_TOKENS
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    with meta_forward_patches(model), SavedActivationCounter(model) as counter:
-        if workload == "peer":
-            hidden = base.model(**inputs, use_cache=False).last_hidden_state
-        else:
-            outputs = base.model(**inputs, use_cache=False, output_mapping_features=bool(stage_losses & {"kl", "ccl"}))
-            hidden = outputs.last_hidden_state
-        loss = _labelled_suffix_loss(hidden, base.lm_head, labels, targets)
-        if "kl" in stage_losses:
-            loss = loss + kl_alignment_loss(outputs.exo_features, outputs.ego_to_exo)
-        if "ccl" in stage_losses:
-            loss = loss + cycle_consistency_loss(outputs.ego_features, outputs.ego_cycle, outputs.exo_features, outputs.exo_cycle)
-        del hidden
-        activations = counter.live_bytes()
-    del loss
-    total = sum(static.values()) + sum(activations.values())
-    return {
-        "workload": workload,
-        "batch": batch,
-        "frames": frames,
-        "seq_len": video_tokens + text_tokens,
-        "precision": precision,
-        "checkpointing": summary,
-        "params_m": {"trainable": trainable_count / 1e6, "lora": lora / 1e6, "frozen": frozen_count / 1e6},
-        "static_gib": {k: v / GIB for k, v in static.items()},
-        "activations_gib": {k: v / GIB for k, v in sorted(activations.items(), key=lambda kv: -kv[1])},
-        "activations_total_gib": sum(activations.values()) / GIB,
-        "total_gib": total / GIB,
-    }
+    setup = peer_setup(frames, scale, lora_r, lora_alpha, lora_dropout, dtype) if workload == "peer" else None
+    return memory_plan.estimate(workload, batch, frames, text_tokens, checkpointing, checkpoint_every, checkpoint_convnets,
+                                precision, scale, lora_r, lora_alpha, lora_dropout, hf_input_grads, dtype, setup=setup)
 
 
 def print_estimate(result: dict) -> None:

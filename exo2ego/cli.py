@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "exo2ego.tiny",
     "datasets_scripts.cli",
     "eval.cli",
+    "train.cli",
     "model_card.cli",
     "exo2ego.demo",
     "exo2ego.serve.cli",

@@ -178,6 +178,9 @@ def test_two_process_cpu_data_parallel_keeps_ranks_identical(world, chain, tmp_p
     ranks = [load_file(tmp_path / f"rank{rank}.safetensors") for rank in (0, 1)]
     with safe_open(tmp_path / "rank0.safetensors", "pt") as handle:
         assert handle.metadata() == {"world_size": "2", "distributed": "DistributedType.MULTI_CPU"}
+    distributed = json.loads((tmp_path / "out" / STAGE_METADATA_NAME).read_text())["distributed"]
+    ran = (distributed["distributed_type"], distributed["num_processes"], distributed["backend"])
+    assert ran == ("MULTI_CPU", 2, "gloo")
     assert ranks[0].keys() == ranks[1].keys()
     assert all(torch.equal(ranks[0][name], ranks[1][name]) for name in ranks[0])
     before = weights(start)

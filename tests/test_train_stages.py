@@ -200,6 +200,17 @@ def test_gradient_accumulation_matches_one_large_batch(tiny, samples, tmp_path):
         torch.testing.assert_close(accumulated[name], one_batch[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
+def test_logged_vtg_is_the_token_mean_of_the_whole_batch(tiny, samples, tmp_path):
+    """Logged terms are weighted means summed over micro-batches (and ranks) before dividing, so 2 micro-batches of
+    1 log the VTG of 1 batch of 2 although the two targets differ in length (a mean of micro-batch means would not)."""
+    common = dict(optim="sgd", learning_rate=0.5, max_steps=1, max_grad_norm=0.0, weight_decay=0.0)
+    _, one_batch = train_and_collect(tiny, samples, tmp_path, per_device_train_batch_size=2, **common)
+    _, accumulated = train_and_collect(
+        tiny, samples, tmp_path, per_device_train_batch_size=1, gradient_accumulation_steps=2, **common
+    )
+    assert accumulated[0]["vtg_loss"] == pytest.approx(one_batch[0]["vtg_loss"], rel=1e-5)
+
+
 def test_learning_rate_groups_weight_decay_and_schedule(tiny, samples, tmp_path):
     trainer = make_trainer(
         tiny, samples, tmp_path, "stage3", vision_tower_lr=1e-4, mapping_lr=3e-4, lora_lr=5e-4, learning_rate=2e-5,

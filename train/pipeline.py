@@ -17,6 +17,7 @@ import shutil
 from dataclasses import asdict, dataclass, field
 
 from exo2ego.provenance import package_versions, write_json_atomic
+from train.distributed import check_launch_config, distributed_setup
 from train.stages import (
     BASE_STAGE, DEFAULT_LORA_TARGET_REGEX, STAGES, VISION_TOWERS, ResolvedStage, apply_trainable, resolve_stage,
 )
@@ -532,21 +533,32 @@ def finish_from_checkpoint(trainer, checkpoint: str) -> None:
 # ---- outputs ---------------------------------------------------------------------------------------------------
 
 
-def save_stage_output(trainer, resolved: ResolvedStage, stage_args: StageArguments, output_dir: str) -> list[str]:
+def save_stage_output(
+    trainer, resolved: ResolvedStage, stage_args: StageArguments, output_dir: str, build_model=None
+) -> list[str]:
     """Weights + processor (+ LoRA adapter) into `output_dir`; stage 3 merges LoRA unless save_mode is adapter.
 
     Everything is written into a staging folder first and then moved into place, so the stage knows exactly which
     files it wrote: returns their paths relative to `output_dir` (on the saving process; [] elsewhere), the files
-    `--push_to_hub` may upload.
+    `--push_to_hub` may upload. Under FSDP the sharded weights are first gathered into one state dict (every rank
+    takes part); a LoRA model is then rebuilt unsharded on the main process by `build_model()` to be merged or split
+    into adapter + base.
     """
     staging = os.path.join(output_dir, OUTPUT_STAGING_DIR)
     if trainer.args.should_save:
         shutil.rmtree(staging, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     model = trainer.model
-    if not resolved.lora:
+    if trainer.is_fsdp_enabled:
+        state_dict = trainer.accelerator.get_state_dict(trainer.model)
+        if trainer.args.should_save and not resolved.lora:
+            trainer._save(staging, state_dict=state_dict)
+        elif trainer.args.should_save:
+            model = build_model()
+            model.load_state_dict(state_dict)
+    elif not resolved.lora:
         trainer.save_model(staging)
-    elif trainer.args.should_save:
+    if resolved.lora and trainer.args.should_save:
         processor = trainer.processing_class
         if stage_args.save_mode == "adapter":
             adapter_dir = os.path.join(staging, ADAPTER_DIR_NAME)
@@ -598,6 +610,7 @@ def stage_metadata(resolved, started_from, model_args, training_args, trainer, a
         "global_step": trainer.state.global_step,
         "failed_videos": trainer.failed_videos_total,  # all processes, including before a resume
         "versions": environment_versions(),
+        "distributed": distributed_setup(trainer.accelerator, trainer.model_wrapped),
         "arguments": arguments,
         "unused_arguments": list(unused),  # stage-specific arguments this stage ignores (at their defaults)
         "files": sorted(files),  # what the stage wrote; the only files `--push_to_hub` uploads (with the card)
@@ -620,6 +633,7 @@ def run_stage(stage: str, argv=None):
     check_data_arguments(stage, data_args)
     unused = check_stage_arguments(stage, model_args, data_args, stage_args, training_args)
     started_from = check_starting_point(model_args.model_name_or_path, stage, model_args.allow_stage_mismatch)
+    check_launch_config(resolved.lora, training_args.activation_checkpointing)
     per_epoch_draw = two_source_init(data_args) or (
         resolved.spec.data != "egoit" and data_args.exo_sampling == "random"
     )
@@ -669,7 +683,10 @@ def run_stage(stage: str, argv=None):
     else:
         finish_from_checkpoint(trainer, completed)
 
-    files = save_stage_output(trainer, resolved, stage_args, output_dir)
+    files = save_stage_output(
+        trainer, resolved, stage_args, output_dir,
+        build_model=lambda: prepare_model(load_model(model_args)[0], resolved, stage_args),
+    )
     trainer.save_state()
     if trainer.args.should_save:
         metadata = stage_metadata(

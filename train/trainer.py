@@ -25,7 +25,6 @@ import math
 import os
 import re
 import shutil
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 import torch
@@ -35,6 +34,12 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from exo2ego.provenance import write_json_atomic
 from train.data import FailureTracker
+from train.distributed import (
+    enable_fsdp_on_cpu,
+    gather_trainable_state,
+    load_full_state,
+    plain_class,
+)
 from train.stages import ResolvedStage
 
 # Trainable parameters outside the LoRA adapter of a PEFT model (ego tower, F, connector in stage 3).
@@ -132,7 +137,7 @@ class Exo2EgoTrainer(Trainer):
         self.stage = stage
         super().__init__(*args, **kwargs)
         self._term_sums: dict[str, torch.Tensor] = {}
-        self._term_counts: dict[str, int] = defaultdict(int)
+        self._term_weights: dict[str, torch.Tensor] = {}
         self._staging_run_dir: str | None = None
         self.failures = FailureTracker(
             self.args.max_failed_fraction, len(self.train_dataset) if self.train_dataset is not None else 0,
@@ -141,6 +146,11 @@ class Exo2EgoTrainer(Trainer):
         self.failed_videos_total: int | None = None  # over all processes, set when train() returns
         if hasattr(self.train_dataset, "set_epoch"):
             self.add_callback(_DatasetEpochCallback(self.train_dataset))
+
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        if enable_fsdp_on_cpu(self.accelerator):  # accelerate enables FSDP on accelerators only
+            self.is_fsdp_enabled = True
 
     # ---- batches -------------------------------------------------------------------------------------------------
 
@@ -187,14 +197,16 @@ class Exo2EgoTrainer(Trainer):
             extra = {"num_items_in_batch": counts[branch]} if branch in counts else {}
             outputs = model(**batch, use_cache=False, output_mapping_features=mapping, **extra)
             vtg = outputs.loss
+            # Logged as a token-weighted mean over micro-batches and ranks: the token mean of the whole batch.
+            local_tokens = batch["labels"][..., 1:].ne(-100).sum().clamp(min=1)
             if branch in counts:
                 total = total + vtg * rank_scale
-                # Log this micro-batch's own token mean, not its share of the accumulated sum.
-                local_tokens = batch["labels"][..., 1:].ne(-100).sum().clamp(min=1)
-                self._record(f"vtg_{branch}_loss" if multi else "vtg_loss", vtg.detach() * counts[branch] / local_tokens)
+                # This micro-batch's own token mean, not its share of the accumulated sum.
+                local_mean = vtg.detach() * counts[branch] / local_tokens
             else:
                 total = total + vtg
-                self._record(f"vtg_{branch}_loss" if multi else "vtg_loss", vtg.detach())
+                local_mean = vtg.detach()
+            self._record(f"vtg_{branch}_loss" if multi else "vtg_loss", local_mean, weight=local_tokens)
             if not mapping:
                 continue
             if "kl" in self.stage.losses:
@@ -214,22 +226,26 @@ class Exo2EgoTrainer(Trainer):
                 self._record("ccl_loss", ccl.detach())
         return (total, outputs) if return_outputs else total
 
-    def _record(self, name: str, value: torch.Tensor) -> None:
+    def _record(self, name: str, value: torch.Tensor, weight: torch.Tensor | float = 1.0) -> None:
+        """Add one micro-batch's loss term with its weight (target tokens for VTG, 1 for the per-batch means)."""
         if not self.model.training:
             return
-        value = value.float()
-        self._term_sums[name] = self._term_sums[name] + value if name in self._term_sums else value
-        self._term_counts[name] += 1
+        weight = torch.as_tensor(weight, dtype=torch.float32, device=value.device)
+        self._term_sums[name] = self._term_sums.get(name, 0) + value.float() * weight
+        self._term_weights[name] = self._term_weights.get(name, 0) + weight
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Merge the per-term means since the last log (averaged over ranks) into training logs."""
+        """Merge the weighted per-term means since the last log into training logs. Sums and weights are summed
+        over ranks before dividing (the same reduction under DDP, FSDP and DeepSpeed), so with the same global batch
+        a multi-process run logs what one process would."""
         if "loss" in logs and self._term_sums:
             names = sorted(self._term_sums)
-            means = torch.stack([self._term_sums[name] / self._term_counts[name] for name in names])
-            means = self.accelerator.reduce(means.to(self.args.device), reduction="mean")
+            sums = torch.stack([self._term_sums[name] for name in names] + [self._term_weights[name] for name in names])
+            sums = self.accelerator.reduce(sums.to(self.args.device), reduction="sum")
+            means = sums[: len(names)] / sums[len(names):]
             logs.update({name: round(value, 6) for name, value in zip(names, means.tolist())})
             self._term_sums.clear()
-            self._term_counts.clear()
+            self._term_weights.clear()
             failed = torch.tensor(self.failures.failed, device=self.args.device)
             logs["failed_videos"] = int(self.accelerator.reduce(failed, reduction="sum"))  # all ranks, so far
         super().log(logs, start_time)
@@ -289,6 +305,9 @@ class Exo2EgoTrainer(Trainer):
         self._staging_run_dir = staging
         try:
             super()._save_checkpoint(model, trial)
+            if self.is_fsdp_enabled and hasattr(self.model, "peft_config"):
+                # Trainer's sharded FSDP checkpoint of a PEFT model holds the adapter only (accelerate's adapter_only).
+                self._save_non_lora_trainables(os.path.join(staging, name), gather_trainable_state(self.model))
         finally:
             self._staging_run_dir = None
         self.accelerator.wait_for_everyone()  # every rank has written its RNG state
@@ -309,10 +328,14 @@ class Exo2EgoTrainer(Trainer):
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """Trainer's save, plus the in-place trained non-LoRA parameters of a PEFT model (PEFT saves only the
         adapter)."""
-        super()._save(output_dir, state_dict)
-        if not self.args.should_save or not hasattr(self.model, "peft_config"):
+        with plain_class(self.accelerator.unwrap_model(self.model)):
+            super()._save(output_dir, state_dict)
+        if hasattr(self.model, "peft_config"):
+            self._save_non_lora_trainables(output_dir or self.args.output_dir, state_dict)
+
+    def _save_non_lora_trainables(self, output_dir: str, state_dict: dict | None) -> None:
+        if not self.args.should_save:
             return
-        output_dir = output_dir or self.args.output_dir
         source = state_dict if state_dict is not None else self.model.state_dict()
         names = [name for name, p in self.model.named_parameters() if p.requires_grad and "lora_" not in name]
         save_file({name: source[name].detach().cpu().contiguous() for name in names}, os.path.join(output_dir, NON_LORA_WEIGHTS_NAME))
@@ -323,7 +346,7 @@ class Exo2EgoTrainer(Trainer):
         path = os.path.join(resume_from_checkpoint, NON_LORA_WEIGHTS_NAME)
         if os.path.isfile(path):
             target = model if model is not None else self.model
-            result = target.load_state_dict(load_file(path), strict=False)
+            result = load_full_state(target, load_file(path))
             if result.unexpected_keys:
                 raise ValueError(f"{path} holds parameters this model does not have: {result.unexpected_keys[:5]}")
 
