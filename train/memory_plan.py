@@ -418,7 +418,7 @@ def meta_forward_patches(model):
     config = core.config
     if hasattr(config, "mapping_type"):  # Exo2Ego
 
-        def placeholder_mask(input_ids, video_tokens):
+        def placeholder_mask(input_ids, inputs_embeds, video_tokens):
             return (input_ids == config.video_token_id).unsqueeze(-1)
 
     else:  # LLaVA-NeXT-Video: (image mask, video mask)
