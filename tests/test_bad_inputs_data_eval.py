@@ -237,7 +237,7 @@ CLI_ROWS = [
     ("egoit-out-is-a-file", lambda c: c.egoit("egotimeqa", c.sources["egotimeqa"], out=c.a_file()), r"is a file"),
     ("synth-out-is-a-file", lambda c: ["data", "synth", "--out", str(c.a_file()), "--takes", "3"], r"is a file"),
     ("egobench-out-is-an-eval-folder", lambda c: c.egobench(out=c.folder_with("run", "run_config.json")),
-     r"run already exists \(not empty\); pass overwrite=True \(CLI: --overwrite\)"),
+     r"run already exists \(not empty\); .*pass overwrite=True \(CLI: --overwrite\)"),
     ("egobench-out-is-a-file-even-with-overwrite", lambda c: c.egobench("--overwrite", out=c.a_file()),
      r"is a file, not a folder"),
     # ---- builders: rows
