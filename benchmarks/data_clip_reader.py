@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import cpu_name
-from exo2ego.provenance import write_json_atomic
+from exo2ego_base.provenance import write_json_atomic
 
 
 def render_long_take(folder: Path, minutes: float, fps: float, height: int, exo_views: int, gop: int, seed: int):

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import cpu_name
-from exo2ego.provenance import write_json_atomic
+from exo2ego_base.provenance import write_json_atomic
 
 EGOMCQ_QUESTIONS = 39_751  # released egomcq.json
 TARGET_SECONDS = 600

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import cpu_name
-from exo2ego.provenance import write_json_atomic
+from exo2ego_base.provenance import write_json_atomic
 
 
 def time_scorer(run, questions: int, warmup: int = 2) -> float:

@@ -41,7 +41,7 @@ from benchmarks.gpu_setup import (
     start_run,
     synchronize,
 )
-from exo2ego.provenance import write_json_atomic
+from exo2ego_base.provenance import write_json_atomic
 
 # Words of the synthetic questions and options (all in the tiny tokenizer's corpus, so they tokenize compactly).
 OBJECTS = ["cup", "bowl", "knife", "spoon", "bottle", "jar", "pan", "plate", "box", "lid"]

@@ -32,7 +32,7 @@ import torch
 
 from benchmarks.flops import peer_video_tokens
 from benchmarks.gpu_setup import add_scale_arguments, apply_peer_training
-from exo2ego.provenance import write_json_atomic
+from exo2ego_base.provenance import write_json_atomic
 from train import memory_plan
 from train.memory_plan import (  # noqa: F401  (GIB, SavedActivationCounter: used by the other GPU benchmarks)
     CHECKPOINTING_MODES,

@@ -51,7 +51,7 @@ from benchmarks.gpu_setup import (
     synchronize,
     synthetic_batch,
 )
-from exo2ego.provenance import write_json_atomic
+from exo2ego_base.provenance import write_json_atomic
 
 WORKLOADS = ("peer", "stage2", "stage3", "stage3_full_logits")
 DESCRIPTIONS = {

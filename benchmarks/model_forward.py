@@ -16,7 +16,7 @@ import statistics
 import time
 
 from benchmarks.common import cpu_name
-from exo2ego.provenance import write_json_atomic
+from exo2ego_base.provenance import write_json_atomic
 
 MODES = {
     "ego inference (no grad)": dict(paired=False, train=False),

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import cpu_name
-from exo2ego.provenance import package_versions, write_json_atomic
+from exo2ego_base.provenance import package_versions, write_json_atomic
 
 
 def percentile(values: list[float], fraction: float) -> float:

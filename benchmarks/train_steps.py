@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.common import cpu_name
-from exo2ego.provenance import write_json_atomic
+from exo2ego_base.provenance import write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("init", "stage1", "stage2", "stage3")

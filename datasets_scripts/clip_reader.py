@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from exo2ego.provenance import atomic_path, write_json_atomic
+from exo2ego_base.provenance import atomic_path, write_json_atomic
 
 PACK_INDEX = "pack_index.json"
 

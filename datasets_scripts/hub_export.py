@@ -39,8 +39,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from exo2ego import provenance
-from exo2ego.provenance import push_files_to_hub
+from exo2ego_base import provenance
+from exo2ego_base.provenance import push_files_to_hub
 
 BUILD_INFO_NAME = "build_info.json"
 CARD_NAME = "README.md"
@@ -62,7 +62,7 @@ def staged_folder(
     out: str | os.PathLike, overwrite: bool = False, marker: str = BUILD_INFO_NAME
 ) -> contextlib.AbstractContextManager[Path]:
     """Yield an empty staging folder that replaces ``out`` only if the block finishes without error and wrote
-    ``marker`` (:func:`exo2ego.provenance.staged_folder`; its failures raise :class:`ExportError`).
+    ``marker`` (:func:`exo2ego_base.provenance.staged_folder`; its failures raise :class:`ExportError`).
 
     Args:
         out: the final folder.

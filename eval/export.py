@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from exo2ego.provenance import write_json_atomic, write_text_atomic
+from exo2ego_base.provenance import write_json_atomic, write_text_atomic
 
 from .data import TaskData
 from .records import task_records

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from exo2ego.provenance import package_versions
+from exo2ego_base.provenance import package_versions
 
 PACKAGES = (
     "exo2ego", "torch", "transformers", "accelerate", "datasets", "huggingface_hub", "safetensors",

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from exo2ego.provenance import atomic_path, write_text_atomic
+from exo2ego_base.provenance import atomic_path, write_text_atomic
 
 PAPER_RESULTS = Path(__file__).with_name("reference") / "paper_exo2ego.json"
 

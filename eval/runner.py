@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exo2ego.provenance import write_json_atomic
+from exo2ego_base.provenance import write_json_atomic
 
 from . import scorers
 from .data import EvalDataError, TaskData, available_configs, load_task

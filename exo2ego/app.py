@@ -15,7 +15,7 @@ from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 
-from exo2ego.provenance import write_json_atomic
+from exo2ego_base.provenance import write_json_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -150,7 +150,7 @@ class Demo:
 
     def write_report(self) -> dict:
         from exo2ego.demo_report import loss_series, plot_accuracy, plot_losses, write_report
-        from exo2ego.provenance import package_versions
+        from exo2ego_base.provenance import package_versions
 
         plots = self.out / "plots"
         plots.mkdir(exist_ok=True)
@@ -230,7 +230,7 @@ RELOAD_SCRIPT = textwrap.dedent(
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from exo2ego.provenance import write_json_atomic
+    from exo2ego_base.provenance import write_json_atomic
 
     plan = PLANS["quick" if args.quick else "full"]
     out = Path(args.out)

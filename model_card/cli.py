@@ -22,7 +22,7 @@ def add_parser(subparsers) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from eval.report import load_comparison
-    from exo2ego.provenance import atomic_path
+    from exo2ego_base.provenance import atomic_path
 
     from .card import CardInfo, build_model_card
 

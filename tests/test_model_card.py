@@ -72,7 +72,7 @@ def test_dataset_card_reuses_the_source_sections(tmp_path):
 
 @pytest.mark.parametrize("save_mode", ["adapter", "merged"])
 def test_stage_output_without_results_gets_the_short_card_from_the_same_generator(tmp_path, save_mode):
-    from exo2ego.provenance import write_json_atomic
+    from exo2ego_base.provenance import write_json_atomic
     from train.hub import write_model_card
     from train.pipeline import ADAPTER_DIR_NAME, STAGE_METADATA_NAME
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from exo2ego.provenance import (
+from exo2ego_base.provenance import (
     atomic_path,
     atomic_write,
     package_versions,

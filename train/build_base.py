@@ -29,8 +29,8 @@ def add_video_token(tokenizer) -> int:
 
 def save_base_checkpoint(model, processor, out: str, metadata: dict) -> None:
     """Write model, processor and `exo2ego_stage.json` (stage "base", written last) into a staging folder that
-    becomes `out` once complete (`exo2ego.provenance.staged_folder`); an existing non-empty `out` is refused."""
-    from exo2ego.provenance import staged_folder, write_json_atomic
+    becomes `out` once complete (`exo2ego_base.provenance.staged_folder`); an existing non-empty `out` is refused."""
+    from exo2ego_base.provenance import staged_folder, write_json_atomic
     from train.pipeline import STAGE_METADATA_NAME, environment_versions
 
     with staged_folder(out, marker=STAGE_METADATA_NAME) as staging:

@@ -34,7 +34,7 @@ def add_parser(subparsers) -> None:
 
 
 def run_plan_memory(args) -> int:
-    from exo2ego.provenance import write_json_atomic
+    from exo2ego_base.provenance import write_json_atomic
     from train.memory_plan import MemoryPlanner
 
     planner = MemoryPlanner(args.stage, args.frames, args.text_tokens, scale="tiny" if args.tiny else "paper")

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import os
 
-from exo2ego.provenance import atomic_path, push_files_to_hub
-from train.pipeline import ADAPTER_DIR_NAME, STAGE_METADATA_NAME, read_stage_metadata
+from exo2ego_base.provenance import atomic_path, push_files_to_hub
+from train.stage_folder import ADAPTER_DIR_NAME, STAGE_METADATA_NAME, read_stage_metadata
 
 CARD_NAME = "README.md"
 

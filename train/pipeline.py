@@ -16,19 +16,19 @@ import re
 import shutil
 from dataclasses import asdict, dataclass, field
 
-from exo2ego.provenance import package_versions, write_json_atomic
+from exo2ego_base.provenance import package_versions, write_json_atomic
 from train.distributed import check_launch_config, distributed_setup
+from train.hub import push_stage_output
+from train.stage_folder import ADAPTER_DIR_NAME, STAGE_METADATA_NAME, read_stage_metadata
 from train.stages import (
     BASE_STAGE, DEFAULT_LORA_TARGET_REGEX, STAGES, VISION_TOWERS, ResolvedStage, apply_trainable, resolve_stage,
 )
 
 logger = logging.getLogger(__name__)
 
-STAGE_METADATA_NAME = "exo2ego_stage.json"
 # The arguments of the run training in a folder, written before its first step: resuming checks them.
 RUN_RECORD_NAME = "exo2ego_run.json"
 SAVE_MODES = ("merged", "adapter")
-ADAPTER_DIR_NAME = "adapter"
 CHECKPOINT_PREFIX = "checkpoint-"
 # Where the final weights are written before they are moved into the output folder (so the stage knows its files).
 OUTPUT_STAGING_DIR = os.path.join(".staging", "output")
@@ -194,14 +194,6 @@ def check_stage_arguments(stage: str, model_args, data_args, stage_args, trainin
 
 
 # ---- stage chain -----------------------------------------------------------------------------------------------
-
-
-def read_stage_metadata(folder: str) -> dict | None:
-    path = os.path.join(folder, STAGE_METADATA_NAME)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as handle:
-        return json.load(handle)
 
 
 def check_starting_point(folder: str, stage: str, allow_mismatch: bool = False) -> str:
@@ -701,8 +693,6 @@ def run_stage(stage: str, argv=None):
 
 
 def _push(output_dir: str, training_args, stage_args: StageArguments) -> None:
-    from train.hub import push_stage_output
-
     push_stage_output(
         output_dir, training_args.hub_model_id, private=training_args.hub_private_repo,
         token=training_args.hub_token, eval_results=stage_args.card_eval_results,

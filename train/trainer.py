@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save_file
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-from exo2ego.provenance import write_json_atomic
+from exo2ego_base.provenance import write_json_atomic
 from train.data import FailureTracker
 from train.distributed import (
     enable_fsdp_on_cpu,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exo2ego.provenance import atomic_path
+from exo2ego_base.provenance import atomic_path
 
 
 def frames_to_video(frames: Sequence[Path], out_path: str | os.PathLike, fps: float = 30.0,

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from datasets_scripts.schema import format_options
-from exo2ego.provenance import write_text_atomic
+from exo2ego_base.provenance import write_text_atomic
 
 VIDEO_TOKEN = "<video>"
 
