@@ -18,6 +18,7 @@ import ast
 import contextlib
 import csv
 import json
+import logging
 import math
 import os
 from collections import Counter
@@ -25,6 +26,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path, PureWindowsPath
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 MAX_EXAMPLES = 20  # bad-row messages kept in build_info.json
 
@@ -268,12 +271,12 @@ class BuildContext:
     """What every adapter gets besides its root: the bad-row policy, a place for notes, the seed."""
 
     bad_rows: BadRows = dataclass_field(default_factory=BadRows)
-    notes: list[str] = dataclass_field(default_factory=list)  # printed and stored in build_info.json
+    notes: list[str] = dataclass_field(default_factory=list)  # logged and stored in build_info.json
     seed: int = 0
 
     def note(self, message: str) -> None:
         self.notes.append(message)
-        print(message)
+        logger.info(message)
 
 
 def write_hub_folder(out: str | os.PathLike, tables: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]],

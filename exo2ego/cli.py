@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import sys
 
 # Modules that define ``add_parser(subparsers)``, in the order their commands appear in --help.
 COMMAND_MODULES = (
@@ -31,8 +33,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The project's packages log their progress notes (skipped sources, written files) at INFO; the command shows them.
+PROJECT_LOGGERS = ("datasets_scripts", "eval", "exo2ego", "exo2ego_base", "model_card", "train")
+
+
+def show_project_logs() -> None:
+    """Print the project's INFO log lines as plain lines on stdout (the stream in use now, so tests capture them)."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for name in PROJECT_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers = [handler]
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    show_project_logs()
     return args.func(args) or 0
 
 

@@ -83,8 +83,8 @@ class SqueezeExcite(nn.Module):
 class RegNetBottleneck(GradientCheckpointingLayer):
     """RegNet bottleneck: 1x1 conv, 3x3 depthwise conv, squeeze-excite, 1x1 conv, residual, SiLU.
 
-    A checkpointing layer: at paper scale the connector's activations dominate a step's memory (about 55 GiB of a
-    stage-3 batch of 8), so activation checkpointing must cover these blocks too.
+    A checkpointing layer: at paper scale the connector's activations dominate a step's memory (BENCHMARKS.md has
+    the measured share), so activation checkpointing must cover these blocks too.
     """
 
     def __init__(self, in_channels: int, out_channels: int):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .clips import PAPER_ALPHA_SEC
+
 
 def _alpha(value: str):
     if value == "auto":
@@ -22,8 +24,9 @@ def add_parser(data_subparsers) -> None:
         "ego-exoclip", help="build Ego-ExoClip (clips + takes, Hub-ready) from an egoexo download", description=__doc__)
     parser.add_argument("--egoexo-root", required=True, help="root of the egoexo download (holds takes.json)")
     parser.add_argument("--out", required=True, help="output folder (Parquet configs clips/takes, README.md, ...)")
-    parser.add_argument("--alpha", type=_alpha, default=1.92,
-                        help="eq. 1 alpha in seconds, or 'auto' to use the value recomputed from the data (default 1.92)")
+    parser.add_argument("--alpha", type=_alpha, default=PAPER_ALPHA_SEC,
+                        help="eq. 1 alpha in seconds, or 'auto' to use the value recomputed from the data "
+                             f"(default {PAPER_ALPHA_SEC}, the paper's)")
     parser.add_argument("--sequence", choices=("take", "annotation"), default="take",
                         help="narration sequence of eq. 1: both annotators merged per take (default) or one per annotator")
     parser.add_argument("--variant", choices=("full", "448"), default="full", help="video paths: full resolution or downscaled/448")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from datasets_scripts.egoit.sources import ADAPTERS, LICENCE_NOTES, EgoITOptions
 from datasets_scripts.egoit.templates import TEMPLATES_PATH, templates_sha1
 from datasets_scripts.schema import EGOIT_FEATURES
 from datasets_scripts.source_io import BadRows, BuildContext, check_videos, write_hub_folder
+
+logger = logging.getLogger(__name__)
 
 SOURCES = tuple(ADAPTERS)
 
@@ -76,7 +79,7 @@ def build_egoit(roots: Mapping[str, Path], out: str | Path, *, options: EgoITOpt
                      overwrite=overwrite, extra_configs={"all": list(tables)}, extra_files=extra_files)
     if llava_json:
         count = export_llava_json((row for rows in tables.values() for row in rows), llava_json)
-        print(f"wrote {count} conversations to {llava_json}")
+        logger.info("wrote %d conversations to %s", count, llava_json)
     return build_info
 
 
