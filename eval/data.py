@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from datasets_scripts.hub_export import load_folder
 from datasets_scripts.schema import (CHARADES_CLASS_FEATURES, CHARADES_LABEL_FEATURES, EGOBENCH_FEATURES,
                                      MIR_RELEVANCE_FEATURES, MIR_SENTENCE_FEATURES)
 
@@ -113,11 +113,7 @@ def load_table(dataset_dir: str, config: str, split: str | None = None):
     datasets.disable_progress_bars()  # "Generating test split" bars for a few small tables are noise
     try:
         if Path(dataset_dir).is_dir():
-            # A local folder is read into memory through a private cache: the shared datasets cache keys
-            # local files by folder name and modification time, so a rebuilt folder could come back stale.
-            with tempfile.TemporaryDirectory(prefix="egobench-cache-") as cache_dir:
-                loaded = datasets.load_dataset(str(dataset_dir), config, split=split, cache_dir=cache_dir,
-                                               keep_in_memory=True)
+            loaded = load_folder(dataset_dir, config, split=split)  # never a stale cache of a rebuilt folder
         else:
             loaded = datasets.load_dataset(str(dataset_dir), config, split=split)
     except Exception as error:
