@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "eval.cli",
     "model_card.cli",
     "exo2ego.demo",
+    "exo2ego.ablate",
 )
 
 

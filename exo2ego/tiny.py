@@ -144,8 +144,15 @@ def build_tiny_model(seed: int = 0, attn_implementation: str = "sdpa", **config_
     return model, build_processor(config, tokenizer)
 
 
-def save_tiny_model(out_dir: str, seed: int = 0, **config_overrides) -> None:
+def save_tiny_model(out_dir: str, seed: int = 0, language_data: dict | None = None, **config_overrides) -> None:
+    """Write a tiny model; `language_data` (`egoit`, `clips` folders, `steps`) pretrains its LLM on their text first
+    (`exo2ego.tiny_language`)."""
     model, processor = build_tiny_model(seed=seed, **config_overrides)
+    if language_data and language_data.get("steps"):
+        from exo2ego.tiny_language import language_corpus, pretrain_language
+
+        texts = language_corpus(processor, language_data.get("egoit"), language_data.get("clips"))
+        pretrain_language(model, processor, texts, steps=language_data["steps"], seed=seed)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
 
@@ -157,6 +164,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--frames", type=int, default=4, help="frames per video")
     parser.add_argument("--connector", choices=["stc", "stc_v35"], default="stc")
     parser.add_argument("--ego-only", action="store_true", help="inference release without the exo tower and G")
+    parser.add_argument("--language-egoit", help="EgoIT folder whose text the LLM is pretrained on (no video)")
+    parser.add_argument("--language-clips", help="Ego-ExoClip folder whose narrations the LLM is pretrained on")
+    parser.add_argument("--language-steps", type=int, default=0,
+                        help="steps of text-only LLM pretraining on the folders above (0: the LLM stays random)")
     parser.set_defaults(func=_run)
 
 
@@ -167,6 +178,7 @@ def _run(args: argparse.Namespace) -> int:
         num_frames=args.frames,
         connector_type=args.connector,
         include_exo_branch=not args.ego_only,
+        language_data={"egoit": args.language_egoit, "clips": args.language_clips, "steps": args.language_steps},
     )
     print(f"wrote a tiny Exo2Ego checkpoint to {args.out}")
     return 0
