@@ -102,6 +102,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS_BY_NAME), help="default: all")
     parser.add_argument("--egoit-fractions", type=float, nargs="+", help="EgoIT fractions (default: 1.0 0.1)")
     parser.add_argument("--world-seed", type=int, default=0, help="seed of the synthetic world every run shares")
+    parser.add_argument("--stage3-steps", type=int, help="stage-3 budget of every variant (default: the demo plan's)")
     parser.add_argument("--results", help="also copy results.json here (e.g. benchmarks/results/ablation.json)")
     parser.set_defaults(func=run)
 
@@ -164,11 +165,13 @@ def setting_name(fraction: float) -> str:
 class Ablation:
     """Runs (or reuses) every training and evaluation one seed needs, inside a `Demo` of that seed."""
 
-    def __init__(self, out: Path, plan: AblationPlan, world_seed: int):
+    def __init__(self, out: Path, plan: AblationPlan, world_seed: int, stage3_steps: int | None = None):
         from exo2ego.demo import PLANS as DEMO_PLANS
 
         self.out, self.plan, self.world_seed = out, plan, world_seed
         self.demo_plan = DEMO_PLANS[plan.demo]
+        if stage3_steps:
+            self.demo_plan = replace(self.demo_plan, steps={**self.demo_plan.steps, "stage3": stage3_steps})
         self.shared = out / "shared"
 
     def demo(self, seed: int):
@@ -352,7 +355,13 @@ def run(args: argparse.Namespace) -> int:
         variants = (VARIANTS_BY_NAME[FULL],) + tuple(v for v in variants if v.name != FULL)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    ablation = Ablation(out, plan, args.world_seed)
+    ablation = Ablation(out, plan, args.world_seed, args.stage3_steps)
+    # Finished runs are reused, so they must come from the same sizes: the first run records them.
+    sizes = {"demo_plan": asdict(ablation.demo_plan), "world_seed": args.world_seed}
+    sizes_path = out / "ablation_sizes.json"
+    if sizes_path.is_file() and json.loads(sizes_path.read_text()) != json.loads(json.dumps(sizes)):
+        raise SystemExit(f"{out} holds runs of other sizes ({sizes_path}); use another --out")
+    write_json_atomic(sizes_path, sizes)
     start = time.perf_counter()
     ablation.build_world()
     eval_dirs = {seed: ablation.run_seed(seed, variants, plan.egoit_fractions) for seed in plan.seeds}

@@ -62,7 +62,8 @@ PLANS = {
         # Stages 1-2 at a tenth of the init rate, as in the paper's Table 14; stage 3 is where the tiny model learns.
         learning_rate={"init": 1e-3, "stage1": 1e-4, "stage2": 1e-4, "stage3": 2e-3},
     ),
-    "quick": DemoPlan(takes=6, steps={"init": 4, "stage1": 4, "stage2": 4, "stage3": 6}, batch_size=4, eval_limit=12),
+    "quick": DemoPlan(takes=6, steps={"init": 4, "stage1": 4, "stage2": 4, "stage3": 6}, batch_size=4, eval_limit=12,
+                      language_steps=4),
 }
 
 
