@@ -58,9 +58,11 @@ class DemoPlan:
 PLANS = {
     "full": DemoPlan(
         takes=200,
-        steps={"init": 300, "stage1": 100, "stage2": 100, "stage3": 2000},
-        # Stages 1-2 at a tenth of the init rate, as in the paper's Table 14; stage 3 is where the tiny model learns.
+        steps={"init": 200, "stage1": 100, "stage2": 100, "stage3": 1000},
+        # The LLM learns the world's language first (text only) and stays frozen until stage 3, as in the paper;
+        # stages 1-2 at a tenth of the init rate, as in the paper's Table 14.
         learning_rate={"init": 1e-3, "stage1": 1e-4, "stage2": 1e-4, "stage3": 2e-3},
+        language_steps=300,
     ),
     "quick": DemoPlan(takes=6, steps={"init": 4, "stage1": 4, "stage2": 4, "stage3": 6}, batch_size=4, eval_limit=12,
                       language_steps=4),
