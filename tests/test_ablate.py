@@ -108,6 +108,7 @@ def test_run_graph_shares_prefixes_and_applies_each_variant(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_quick_ablation_end_to_end(tmp_path):
     out = tmp_path / "ablation"
     results = tmp_path / "copy" / "ablation.json"

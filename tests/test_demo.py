@@ -69,6 +69,7 @@ def test_same_seed_gives_the_same_numbers(quick_demo, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_full_demo_meets_its_learning_target(tmp_path, seed):
     """The README's claims, for two seeds: after stage 3, at least 40% and twice the untrained model; every stage's
