@@ -257,6 +257,20 @@ class Ablation:
             (start / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
         return self.train(demo, "stage2", start, output, variant.stage2)
 
+    def mapping_distances(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Per seed and stage-2 run: where the connector puts F(x) relative to y (`exo2ego.mapping_probe`)."""
+        from exo2ego.mapping_probe import probe_folder
+
+        distances = {}
+        for seed in self.plan.seeds:
+            models = self.out / f"seed{seed}" / "models"
+            distances[f"seed{seed}"] = {
+                folder.name: probe_folder(folder, str(self.shared / "ego-exoclip"), str(self.shared / "world"),
+                                          self.demo_plan.frames, seed=seed)
+                for folder in sorted(models.glob("stage2_*")) if (folder / "exo2ego_stage.json").is_file()
+            }
+        return distances
+
     def egoit_rows(self) -> int:
         info = json.loads((self.shared / "world" / "egoit" / "build_info.json").read_text())
         return int(info["counts"]["rows"])
@@ -323,7 +337,17 @@ def write_report(path: Path, summary: dict, command: str) -> None:
             lines.append(f"| {name} | {row['accuracy']:.1f} | [{row['ci'][0]:.1f}, {row['ci'][1]:.1f}] | {per_seed} | "
                          f"{row['diff']:+.1f} | [{row['diff_ci'][0]:+.1f}, {row['diff_ci'][1]:+.1f}] |")
         lines.append("")
-    lines += ["![paired differences](ablation.png)", "", "## Variants", ""]
+    lines += ["![paired differences](ablation.png)", "",
+              "## Where the connector puts F(x) (`exo2ego.mapping_probe`)", "",
+              "Relative distances on 64 Ego-ExoClip pairs: c(F(x)) to c(y) of the same clip, c(x) to c(y), c(F(x)) to "
+              "another clip's c(y), and how far F moves x.", "",
+              "| seed | stage 2 | c(F(x))-c(y) | c(x)-c(y) | c(F(x))-other c(y) | ||F(x)-x|| / ||x|| |",
+              "|---|---|---:|---:|---:|---:|"]
+    for seed, runs in summary["mapping_distances"].items():
+        for name, d in runs.items():
+            lines.append(f"| {seed} | {name} | {d['fx_to_y']:.3f} | {d['x_to_y']:.3f} | {d['fx_to_other_y']:.3f} | "
+                         f"{d['f_moves_x']:.3f} |")
+    lines += ["", "## Variants", ""]
     lines += [f"- `{variant['name']}`: {variant['description']}" for variant in summary["variants"]]
     path.write_text("\n".join(lines) + "\n")
 
@@ -374,6 +398,7 @@ def run(args: argparse.Namespace) -> int:
         "machine": machine_name(),
         "variants": [asdict(variant) for variant in variants],
         "results": summarise(eval_dirs, variants, plan.egoit_fractions),
+        "mapping_distances": ablation.mapping_distances(),
         "total_sec": round(time.perf_counter() - start, 1),
     }
     plot(summary["results"], out / "ablation.png")

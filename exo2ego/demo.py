@@ -52,7 +52,7 @@ class DemoPlan:
     frames: int = 4
     learning_rate: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 1e-3))
     eval_limit: int | None = None
-    language_steps: int = 0  # text-only pretraining of the tiny LLM on EgoIT and Ego-ExoClip text (exo2ego.tiny_language)
+    language_steps: int = 0  # text-only pretraining of the tiny LLM on EgoIT and Ego-ExoClip text (tiny_language)
 
 
 PLANS = {

@@ -72,7 +72,8 @@ def pretrain_language(model, processor, texts: list[str], steps: int, learning_r
         )
         collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
         trainer = Trainer(model=model, args=arguments, train_dataset=dataset, data_collator=collator)
-        padding_side, tokenizer.padding_side = tokenizer.padding_side, "right"  # positions count from 0, as in training
+        # Right padding: positions count from 0, as in the stages' batches.
+        padding_side, tokenizer.padding_side = tokenizer.padding_side, "right"
         try:
             trainer.train()
         finally:

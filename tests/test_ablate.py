@@ -130,3 +130,24 @@ def test_quick_ablation_end_to_end(tmp_path):
         _, correct = correctness_matrix(dirs)
         assert rows["no_stages_1_2"]["accuracy"] == pytest.approx(100 * correct.mean())
         assert f"| no_stages_1_2 | {rows['no_stages_1_2']['accuracy']:.1f} |" in report
+
+
+def test_mapping_probe_of_a_fresh_model_sees_f_as_the_identity():
+    """F starts as the identity: c(F(x)) sits exactly where c(x) does, and F moves x by nothing."""
+    import torch
+
+    from exo2ego.mapping_probe import mapping_distances
+    from exo2ego.tiny import build_tiny_model
+
+    model, _ = build_tiny_model(seed=0)
+    size = model.config.ego_vision_config.image_size
+    generator = torch.Generator().manual_seed(0)
+    batch = {key: torch.randn(3, model.config.num_frames, 3, size, size, generator=generator)
+             for key in ("pixel_values_videos", "exo_pixel_values_videos")}
+    distances = mapping_distances(model, [batch])
+    assert distances["f_moves_x"] == 0.0
+    assert distances["fx_to_y"] == pytest.approx(distances["x_to_y"]) and distances["fx_to_y"] > 0
+    with torch.no_grad():
+        model.model.ego_to_exo.apply(lambda module: module.weight.add_(0.1) if isinstance(module, torch.nn.Conv2d)
+                                     else None)
+    assert mapping_distances(model, [batch])["f_moves_x"] > 0
