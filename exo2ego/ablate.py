@@ -213,7 +213,9 @@ class Ablation:
         demo = self.demo(seed)
         models = demo.models
         base = models / "untrained"
-        if not (base / "config.json").is_file():
+        if not (base / "tokenizer.json").is_file():  # written last by `exo2ego tiny-model`
+            if base.exists():
+                shutil.rmtree(base)
             demo.build_model()
         init = self.train(demo, "init", base, models / "init")
         stage1 = None

@@ -59,6 +59,7 @@ class RecordingDemo:
         self.calls.append(("build_model",))
         (self.models / "untrained").mkdir(parents=True)
         (self.models / "untrained" / "config.json").write_text(json.dumps({"kl_mode": "token_softmax"}))
+        (self.models / "untrained" / "tokenizer.json").write_text("{}")
 
     def train(self, stage, start, output, extra, phase):
         self.calls.append(("train", stage, start.name, output.name, extra))
