@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from eval import scorers
     from eval.prompts import build_messages, get_prompt, user_text
     from eval.toy import write_video
-    from exo2ego.tiny import build_tiny_model
+    from exo2ego_base.tiny import build_tiny_model
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -13,7 +13,7 @@ Scores synthetic 5-option questions about 16-frame ego videos with the project's
 and the time to first token of a 16-frame ego question (processor + prefill + one decoding step, from decoded
 frames). Questions/s count the processor (CLIP preprocessing of the frames) but not video decoding: frames are
 random uint8 arrays already at 336x336. The model is the ego-only inference release (no exo tower, no G), random
-weights, bf16, sdpa; the tokenizer is the offline tiny BPE tokenizer of `exo2ego.tiny` (its ids fit Mistral's
+weights, bf16, sdpa; the tokenizer is the offline tiny BPE tokenizer of `exo2ego_base.tiny` (its ids fit Mistral's
 vocabulary), so prompts are a little longer in tokens than with Mistral's tokenizer.
 
     python -m benchmarks.gpu_eval                   # paper scale on a GPU
@@ -69,7 +69,7 @@ def synthetic_questions(count: int, num_options: int, seed: int) -> list[dict]:
 
 def build_eval_model(size: ModelSize, frames: int, device: torch.device, dtype: torch.dtype, attn: str):
     """Ego-only Exo2Ego (inference release) + processor around the offline tiny tokenizer."""
-    from exo2ego.tiny import VIDEO_TOKEN, build_processor, build_tiny_tokenizer
+    from exo2ego_base.tiny import VIDEO_TOKEN, build_processor, build_tiny_tokenizer
     from modeling_exo2ego import Exo2EgoForConditionalGeneration
 
     tokenizer = build_tiny_tokenizer()

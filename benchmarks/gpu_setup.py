@@ -18,7 +18,7 @@ import sys
 import torch
 
 from benchmarks.common import cpu_name
-from train.memory_plan import (  # the model set-up the benchmarks share with the planner (re-exported)
+from train.memory_plan import (  # noqa: F401  (the model set-up the benchmarks share with the planner, re-exported)
     CHECKPOINTING_MODES,
     PRECISIONS,
     SCALES,

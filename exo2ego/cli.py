@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "exo2ego.demo",
     "exo2ego.serve.cli",
     "exo2ego.app",
+    "exo2ego.ablate",
 )
 
 

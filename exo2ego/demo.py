@@ -52,16 +52,20 @@ class DemoPlan:
     frames: int = 4
     learning_rate: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 1e-3))
     eval_limit: int | None = None
+    language_steps: int = 0  # text-only pretraining of the tiny LLM on EgoIT and Ego-ExoClip text (tiny_language)
 
 
 PLANS = {
     "full": DemoPlan(
         takes=200,
-        steps={"init": 300, "stage1": 100, "stage2": 100, "stage3": 2000},
-        # Stages 1-2 at a tenth of the init rate, as in the paper's Table 14; stage 3 is where the tiny model learns.
+        steps={"init": 200, "stage1": 100, "stage2": 100, "stage3": 1000},
+        # The LLM learns the world's language first (text only) and stays frozen until stage 3, as in the paper;
+        # stages 1-2 at a tenth of the init rate, as in the paper's Table 14.
         learning_rate={"init": 1e-3, "stage1": 1e-4, "stage2": 1e-4, "stage3": 2e-3},
+        language_steps=300,
     ),
-    "quick": DemoPlan(takes=6, steps={"init": 4, "stage1": 4, "stage2": 4, "stage3": 6}, batch_size=4, eval_limit=12),
+    "quick": DemoPlan(takes=6, steps={"init": 4, "stage1": 4, "stage2": 4, "stage3": 6}, batch_size=4, eval_limit=12,
+                      language_steps=4),
 }
 
 
@@ -92,7 +96,7 @@ class Demo:
 
     def script(self, phase: str, *argv: str) -> None:
         """Run a training script in a child process, as `accelerate launch` would on one CPU process."""
-        log = self.out / "logs" / f"{phase}.log"
+        log = self.out / "logs" / f"{phase.replace('/', '_')}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
 
         def launch():
@@ -119,28 +123,35 @@ class Demo:
 
     def build_model(self) -> None:
         self.cli("tiny model", "tiny-model", "--out", str(self.models / "untrained"), "--seed", str(self.seed),
-                 "--frames", str(self.plan.frames))
+                 "--frames", str(self.plan.frames), "--language-egoit", str(self.world / "egoit"),
+                 "--language-clips", str(self.clips), "--language-steps", str(self.plan.language_steps))
 
-    def evaluate(self, point: str) -> None:
-        argv = ["eval", "--model", str(self.models / point), "--data", str(self.world / "egobench"), "--tasks",
-                "synthetic", "--scorer", "option_loglik", "--option-score", "mean", "--out", str(self.evals / point),
+    def evaluate(self, point: str, model: Path | None = None, out: Path | None = None) -> None:
+        """EgoBench on `model` (default: `models/<point>`) into `out` (default: `eval/<point>`)."""
+        model, out = model or self.models / point, out or self.evals / point
+        argv = ["eval", "--model", str(model), "--data", str(self.world / "egobench"), "--tasks",
+                "synthetic", "--scorer", "option_loglik", "--option-score", "mean", "--out", str(out),
                 "--frames", str(self.plan.frames), "--seed", str(self.seed), "--no-progress", "--prompt", "none"]
         if self.plan.eval_limit:
             argv += ["--limit", str(self.plan.eval_limit)]
         self.cli(f"EgoBench ({point})", *argv)
 
-    def train(self, stage: str, previous: str) -> None:
+    def train(self, stage: str, previous: str | Path, output: Path | None = None, extra: tuple[str, ...] = (),
+              phase: str | None = None) -> None:
+        """Train `stage` from `models/<previous>` (or the folder `previous`) into `output` (default: `models/<stage>`);
+        `extra` arguments come last, so they override the config and the plan."""
+        start = previous if isinstance(previous, Path) else self.models / previous
         data = (["--dataset_path", str(self.clips), "--dataset_config", "clips"] if stage != "stage3"
                 else ["--dataset_path", str(self.world / "egoit")])
         argv = [
             str(self.train_dir / f"{stage}.py"), "--config", str(self.train_dir / "configs" / f"tiny_{stage}.yaml"),
-            "--model_name_or_path", str(self.models / previous), "--output_dir", str(self.models / stage),
+            "--model_name_or_path", str(start), "--output_dir", str(output or self.models / stage),
             "--video_root", str(self.world), *data, "--max_steps", str(self.plan.steps[stage]),
             "--per_device_train_batch_size", str(self.plan.batch_size), "--learning_rate",
             str(self.plan.learning_rate[stage]), "--num_frames", str(self.plan.frames), "--seed", str(self.seed),
-            "--save_strategy", "no", "--logging_steps", str(max(1, self.plan.steps[stage] // 25)),
+            "--save_strategy", "no", "--logging_steps", str(max(1, self.plan.steps[stage] // 25)), *extra,
         ]
-        self.script(f"train {stage}", *argv)
+        self.script(phase or f"train {stage}", *argv)
 
     # -- outputs --------------------------------------------------------------------------------------------------
     def accuracy(self, point: str) -> dict:

@@ -35,7 +35,7 @@ def frame_index(frame: np.ndarray) -> int:
 @pytest.fixture(scope="session")
 def tiny():
     """(model, processor) of the tiny random Exo2Ego, eager attention for exact comparisons."""
-    from exo2ego.tiny import build_tiny_model
+    from exo2ego_base.tiny import build_tiny_model
 
     return build_tiny_model(seed=0, attn_implementation="eager")
 

@@ -448,7 +448,7 @@ def test_failed_video_count_and_budget_survive_resume(tmp_path):
     import numpy as np
     import torch
 
-    from exo2ego.tiny import build_tiny_model
+    from exo2ego_base.tiny import build_tiny_model
     from train.collator import Exo2EgoCollator
     from train.pipeline import StageArguments, prepare_model
     from train.stages import resolve_stage

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from exo2ego.tiny import build_tiny_model
+from exo2ego_base.tiny import build_tiny_model
 from modeling_exo2ego import Exo2EgoForConditionalGeneration, kl_alignment_loss, num_connector_tokens
 
 QUESTION = "<video>\nWhat did I pick up?"

@@ -118,7 +118,7 @@ def test_fresh_process_loads_identically_without_project_packages(tiny, tmp_path
 
 
 def test_config_round_trips_every_field(tmp_path):
-    from exo2ego.tiny import tiny_config_kwargs
+    from exo2ego_base.tiny import tiny_config_kwargs
 
     config = Exo2EgoConfig(**tiny_config_kwargs(connector_type="stc_v35", mapping_type="mlp"))
     config.save_pretrained(tmp_path)

@@ -46,7 +46,7 @@ def videollama2_folder(tmp_path_factory):
     """A tiny VideoLLaMA2-layout folder: config.json, tokenizer, and weights in two safetensors shards."""
     from transformers import CLIPVisionConfig, CLIPVisionModel, MistralConfig, MistralForCausalLM
 
-    from exo2ego.tiny import build_tiny_model, build_tiny_tokenizer
+    from exo2ego_base.tiny import build_tiny_model, build_tiny_tokenizer
 
     folder = tmp_path_factory.mktemp("videollama2")
     tokenizer = build_tiny_tokenizer()
@@ -136,7 +136,7 @@ def test_bin_weights_are_read_with_weights_only(videollama2_folder, tmp_path):
 def test_base_checkpoint_from_clip_and_llm_starts_the_init_stage(tmp_path):
     from transformers import AutoModel, CLIPVisionConfig, CLIPVisionModel, MistralConfig, MistralForCausalLM
 
-    from exo2ego.tiny import build_tiny_tokenizer
+    from exo2ego_base.tiny import build_tiny_tokenizer
     from train.build_base import build_base
     from train.pipeline import check_starting_point
 

@@ -59,7 +59,7 @@ def world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def processor():
-    from exo2ego.tiny import build_tiny_model
+    from exo2ego_base.tiny import build_tiny_model
 
     return build_tiny_model()[1]
 

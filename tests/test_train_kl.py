@@ -101,7 +101,7 @@ def test_gaussian_kl_is_the_same_on_one_and_two_processes(tmp_path):
 
 
 def test_kl_settings_are_training_arguments_and_old_configs_still_load(tmp_path):
-    from exo2ego.tiny import tiny_config_kwargs
+    from exo2ego_base.tiny import tiny_config_kwargs
     from train.trainer import Exo2EgoTrainingArguments
 
     args = Exo2EgoTrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none")

@@ -48,7 +48,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def tiny():
-    from exo2ego.tiny import build_tiny_model
+    from exo2ego_base.tiny import build_tiny_model
 
     return build_tiny_model(seed=0)
 

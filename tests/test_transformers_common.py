@@ -19,7 +19,7 @@ import unittest
 import pytest
 import torch
 
-from exo2ego.tiny import build_tiny_tokenizer
+from exo2ego_base.tiny import build_tiny_tokenizer
 from modeling_exo2ego import (
     Exo2EgoConfig,
     Exo2EgoForConditionalGeneration,

@@ -8,7 +8,8 @@ import pytest
 import torch
 from conftest import write_test_video
 
-from exo2ego.tiny import build_tiny_model, save_tiny_model
+from exo2ego_base.tiny import build_tiny_model
+from exo2ego.tiny import save_tiny_model
 
 QUESTION = "<video>\nWhat did I pick up?"
 

@@ -45,7 +45,7 @@ def build_base(vision: str, text: str, out: str, dtype: str = "bfloat16", **conf
     import torch
     from transformers import AutoTokenizer
 
-    from exo2ego.tiny import build_processor
+    from exo2ego_base.tiny import build_processor
     from modeling_exo2ego import Exo2EgoForConditionalGeneration
 
     tokenizer = AutoTokenizer.from_pretrained(text)

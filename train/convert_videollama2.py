@@ -169,7 +169,7 @@ def convert(
     `config_overrides` set other `Exo2EgoConfig` fields (e.g. the mapping's `mapping_ngf`)."""
     from transformers import AutoTokenizer
 
-    from exo2ego.tiny import build_processor
+    from exo2ego_base.tiny import build_processor
     from modeling_exo2ego import Exo2EgoForConditionalGeneration
     from train.build_base import add_video_token, save_base_checkpoint
 

@@ -50,7 +50,7 @@ REDUCED_TEXT = dict(
     hidden_size=256, intermediate_size=768, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2,
     vocab_size=4096, max_position_embeddings=4096,
 )
-# Tiny: the sizes of `exo2ego.tiny` (tests): 32 px on patch 4, one connector block, two mapping blocks.
+# Tiny: the sizes of `exo2ego_base.tiny` (tests): 32 px on patch 4, one connector block, two mapping blocks.
 TINY_VISION = dict(
     hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2, image_size=32, patch_size=4,
     projection_dim=32,

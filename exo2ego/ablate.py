@@ -1,0 +1,417 @@
+"""`exo2ego ablate`: the synthetic-world analogue of the paper's Tables 7-8 and 15.
+
+Every variant of :data:`VARIANTS` runs the demo's pipeline (same world, same tiny base model, same step counts and
+the same stage-3 budget) with one change, over several seeds and two EgoIT sizes (all instructions, and a limited
+fraction of them: the first rows, i.e. the first takes). Runs share what they have in common: per seed, one base
+model, one init and one stage 1; one stage 2 per distinct stage-2 setting; one stage 3 and one EgoBench run per
+variant and EgoIT size. Finished folders are kept, so an interrupted ablation resumes where it stopped.
+
+Statistics (:func:`paired_summary`), all on the same EgoBench questions:
+
+- a variant's accuracy is the mean over seeds and questions; its 95% interval is a percentile bootstrap over
+  questions of the per-question accuracy averaged over seeds;
+- its paired difference to the full pipeline is the mean over questions of (variant - full), each side averaged
+  over seeds; its 95% interval bootstraps those per-question differences (a paired bootstrap).
+
+Outputs in `--out`: `results.json`, `report.md` (tables, exact commands) and `ablation.png`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+FULL = "full"
+TASK = "synthetic"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the ablation table: what changes relative to the full pipeline.
+
+    Attributes:
+        name: id used in folder names and reports.
+        description: what the row tests, and where the paper has it.
+        stage2: extra arguments of `train/stage2.py` (the last word wins over config and plan).
+        stage3: extra arguments of `train/stage3.py`.
+        model_config: `config.json` keys set on stage 1's output before stage 2 (the KL form is a model setting
+            today; if it becomes a training argument, it moves to `stage2`).
+        skip_stages_1_2: stage 3 starts from the init stage's output.
+    """
+
+    name: str
+    description: str
+    stage2: tuple[str, ...] = ()
+    stage3: tuple[str, ...] = ()
+    model_config: dict = field(default_factory=dict)
+    skip_stages_1_2: bool = False
+
+    def stage2_key(self) -> str:
+        """Variants with equal keys share one stage-2 run."""
+        return json.dumps([self.stage2, sorted(self.model_config.items())])
+
+
+# The whole ablation in one table. The full pipeline's KL form is the model's default (`kl_mode` in config.json).
+VARIANTS = (
+    Variant(FULL, "init -> stage 1 -> stage 2 (VTG + KL + CCL) -> stage 3 (LoRA), as in the paper"),
+    Variant("no_stages_1_2", "Table 15: init -> stage 3, without the exo teacher and the mapping training",
+            skip_stages_1_2=True),
+    Variant("no_kl", "Table 7 #4: stage 2 without the KL alignment loss", stage2=("--ablations", "no_kl")),
+    Variant("no_g_ccl", "Table 7 #3: stage 2 without G and the cycle-consistency loss",
+            stage2=("--ablations", "no_g_ccl")),
+    Variant("mlp_mapping", "Table 7: F and G as MLPs instead of ResNet blocks", stage2=("--mapping_type", "mlp")),
+    Variant("no_lora", "Table 7 #2: stage 3 without LoRA on the LLM", stage3=("--ablations", "no_lora")),
+    Variant("kl_gaussian", "KL form: per-channel Gaussian (alignment-free)", model_config={"kl_mode": "gaussian"}),
+    Variant("kl_pooled", "KL form: softmax over channels of frame-pooled features",
+            model_config={"kl_mode": "pooled"}),
+)
+VARIANTS_BY_NAME = {variant.name: variant for variant in VARIANTS}
+
+
+@dataclass(frozen=True)
+class AblationPlan:
+    """Sizes of an ablation: the demo plan it runs, its seeds and the limited EgoIT fraction."""
+
+    demo: str
+    seeds: tuple[int, ...]
+    egoit_fractions: tuple[float, ...]
+
+
+PLANS = {
+    "full": AblationPlan(demo="full", seeds=(0, 1, 2), egoit_fractions=(1.0, 0.1)),
+    "quick": AblationPlan(demo="quick", seeds=(0, 1), egoit_fractions=(1.0, 0.5)),
+}
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("ablate", help="the paper's ablations (Tables 7-8, 15) on the synthetic world")
+    parser.add_argument("--out", default="ablation_out", help="output folder (finished runs in it are reused)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes that only prove the wiring")
+    parser.add_argument("--seeds", type=int, nargs="+", help="training seeds (default: the plan's)")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS_BY_NAME), help="default: all")
+    parser.add_argument("--egoit-fractions", type=float, nargs="+", help="EgoIT fractions (default: 1.0 0.1)")
+    parser.add_argument("--world-seed", type=int, default=0, help="seed of the synthetic world every run shares")
+    parser.add_argument("--stage3-steps", type=int, help="stage-3 budget of every variant (default: the demo plan's)")
+    parser.add_argument("--results", help="also copy results.json here (e.g. benchmarks/results/ablation.json)")
+    parser.set_defaults(func=run)
+
+
+# ---- statistics -----------------------------------------------------------------------------------------------
+
+
+def correctness_matrix(eval_dirs: list[Path], question_ids: list[str] | None = None) -> tuple[list[str], np.ndarray]:
+    """(question ids, correct (seeds, questions) as 0/1) from EgoBench run folders, one per seed."""
+    from eval.records import task_records
+
+    rows = []
+    for folder in eval_dirs:
+        records = task_records(folder, TASK)
+        if question_ids is None:
+            question_ids = sorted(records)
+        missing = [qid for qid in question_ids if qid not in records]
+        if missing:
+            raise ValueError(f"{folder} has no prediction for {len(missing)} question(s), e.g. {missing[:3]}")
+        rows.append([float(bool(records[qid]["correct"])) for qid in question_ids])
+    return question_ids, np.array(rows)
+
+
+def paired_summary(variant: np.ndarray, full: np.ndarray, resamples: int = 2000, seed: int = 0) -> dict:
+    """Accuracy of `variant` and its paired difference to `full`, in percent.
+
+    Args:
+        variant, full: correctness (seeds, questions), 0/1, the same questions in the same order; seeds may differ
+            in number.
+    Returns:
+        `accuracy`, `ci` (bootstrap over questions of the seed-averaged correctness), `per_seed`, `diff`
+        (variant - full) and `diff_ci` (paired bootstrap of the per-question differences).
+    """
+    from eval.metrics import bootstrap_mean_ci
+
+    if variant.shape[1] != full.shape[1]:
+        raise ValueError(f"{variant.shape[1]} questions against {full.shape[1]}: a paired difference needs the same")
+    per_question = variant.mean(0)
+    differences = per_question - full.mean(0)
+    accuracy_ci = bootstrap_mean_ci(per_question, resamples=resamples, seed=seed)
+    diff_ci = bootstrap_mean_ci(differences, resamples=resamples, seed=seed)
+    return {
+        "accuracy": 100 * float(per_question.mean()),
+        "ci": [100 * accuracy_ci.low, 100 * accuracy_ci.high],
+        "per_seed": [100 * float(row.mean()) for row in variant],
+        "diff": 100 * float(differences.mean()),
+        "diff_ci": [100 * diff_ci.low, 100 * diff_ci.high],
+        "n_questions": int(variant.shape[1]),
+        "n_seeds": int(variant.shape[0]),
+    }
+
+
+# ---- runs -----------------------------------------------------------------------------------------------------
+
+
+def setting_name(fraction: float) -> str:
+    return "egoit_all" if fraction >= 1.0 else f"egoit_{round(100 * fraction)}pct"
+
+
+class Ablation:
+    """Runs (or reuses) every training and evaluation one seed needs, inside a `Demo` of that seed."""
+
+    def __init__(self, out: Path, plan: AblationPlan, world_seed: int, stage3_steps: int | None = None):
+        from exo2ego.demo import PLANS as DEMO_PLANS
+
+        self.out, self.plan, self.world_seed = out, plan, world_seed
+        self.demo_plan = DEMO_PLANS[plan.demo]
+        if stage3_steps:
+            self.demo_plan = replace(self.demo_plan, steps={**self.demo_plan.steps, "stage3": stage3_steps})
+        self.shared = out / "shared"
+
+    def demo(self, seed: int):
+        from exo2ego.demo import Demo
+
+        demo = Demo(self.out / f"seed{seed}", self.demo_plan, seed)
+        demo.world, demo.clips = self.shared / "world", self.shared / "ego-exoclip"
+        demo.out.mkdir(parents=True, exist_ok=True)
+        return demo
+
+    def build_world(self) -> None:
+        if (self.shared / "world" / "egobench").is_dir() and (self.shared / "ego-exoclip" / "README.md").is_file():
+            return
+        if self.shared.exists():
+            shutil.rmtree(self.shared)
+        self.shared.mkdir(parents=True)
+        builder = self.demo(self.world_seed)
+        builder.out = self.shared
+        builder.build_data()
+
+    @staticmethod
+    def finished(folder: Path, marker: str) -> bool:
+        return (folder / marker).is_file()
+
+    def train(self, demo, stage: str, start: Path, output: Path, extra: tuple[str, ...] = ()) -> Path:
+        if not self.finished(output, "exo2ego_stage.json"):
+            if output.exists():
+                shutil.rmtree(output)  # an interrupted run: start it again
+            demo.train(stage, start, output=output, extra=extra, phase=f"{output.relative_to(self.out)}")
+        return output
+
+    def evaluate(self, demo, model: Path, out: Path) -> Path:
+        if not self.finished(out, "results.json"):
+            demo.evaluate(str(out.relative_to(self.out)), model=model, out=out)
+        return out
+
+    def run_seed(self, seed: int, variants: tuple[Variant, ...], fractions: tuple[float, ...]) -> dict:
+        """EgoBench folders of every (setting, variant) for one seed."""
+        demo = self.demo(seed)
+        models = demo.models
+        base = models / "untrained"
+        if not (base / "tokenizer.json").is_file():  # written last by `exo2ego tiny-model`
+            if base.exists():
+                shutil.rmtree(base)
+            demo.build_model()
+        init = self.train(demo, "init", base, models / "init")
+        stage1 = None
+        stage2 = {}
+        evals = {}
+        egoit_rows = self.egoit_rows()
+        for variant in variants:
+            if variant.skip_stages_1_2:
+                start, stage3_extra = init, ("--allow_stage_mismatch", "true")
+            else:
+                stage1 = stage1 or self.train(demo, "stage1", init, models / "stage1")
+                key = variant.stage2_key()
+                if key not in stage2:
+                    stage2[key] = self.stage2(demo, stage1, variant)
+                start, stage3_extra = stage2[key], ()
+            for fraction in fractions:
+                setting = setting_name(fraction)
+                extra = stage3_extra + variant.stage3
+                if fraction < 1.0:
+                    extra += ("--max_train_samples", str(max(1, round(fraction * egoit_rows))))
+                stage3 = self.train(demo, "stage3", start, models / f"stage3_{setting}_{variant.name}", extra)
+                evals[(setting, variant.name)] = self.evaluate(demo, stage3, demo.evals / f"{setting}_{variant.name}")
+        return evals
+
+    def stage2(self, demo, stage1: Path, variant: Variant) -> Path:
+        name = "stage2_full" if not (variant.stage2 or variant.model_config) else f"stage2_{variant.name}"
+        output = demo.models / name
+        if self.finished(output, "exo2ego_stage.json"):
+            return output
+        start = stage1
+        if variant.model_config:  # stage 1's output with the variant's model settings
+            start = demo.models / f"stage1_{variant.name}"
+            if start.exists():
+                shutil.rmtree(start)
+            shutil.copytree(stage1, start)
+            config = json.loads((start / "config.json").read_text())
+            unknown = sorted(set(variant.model_config) - set(config))
+            if unknown:
+                raise ValueError(f"variant {variant.name}: {unknown} are not keys of the model config")
+            config.update(variant.model_config)
+            (start / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+        return self.train(demo, "stage2", start, output, variant.stage2)
+
+    def mapping_distances(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Per seed and stage-2 run: where the connector puts F(x) relative to y (`exo2ego.mapping_probe`)."""
+        from exo2ego.mapping_probe import probe_folder
+
+        distances = {}
+        for seed in self.plan.seeds:
+            models = self.out / f"seed{seed}" / "models"
+            distances[f"seed{seed}"] = {
+                folder.name: probe_folder(folder, str(self.shared / "ego-exoclip"), str(self.shared / "world"),
+                                          self.demo_plan.frames, seed=seed)
+                for folder in sorted(models.glob("stage2_*")) if (folder / "exo2ego_stage.json").is_file()
+            }
+        return distances
+
+    def egoit_rows(self) -> int:
+        info = json.loads((self.shared / "world" / "egoit" / "build_info.json").read_text())
+        return int(info["counts"]["rows"])
+
+
+def summarise(eval_dirs: dict[int, dict[tuple[str, str], Path]], variants, fractions) -> dict:
+    """Per setting and variant: accuracy, CI and paired difference to the full pipeline (see `paired_summary`)."""
+    seeds = sorted(eval_dirs)
+    results = {}
+    for fraction in fractions:
+        setting = setting_name(fraction)
+        question_ids, full = correctness_matrix([eval_dirs[seed][(setting, FULL)] for seed in seeds])
+        rows = {}
+        for variant in variants:
+            _, correct = correctness_matrix([eval_dirs[seed][(setting, variant.name)] for seed in seeds], question_ids)
+            rows[variant.name] = paired_summary(correct, full)
+        results[setting] = {"egoit_fraction": fraction, "variants": rows}
+    return results
+
+
+def plot(results: dict, path: Path) -> None:
+    """One panel per EgoIT setting: each variant's paired difference to the full pipeline with its 95% interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = list(results)
+    figure, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings), 3.8), squeeze=False, sharey=True)
+    for axis, setting in zip(axes[0], settings):
+        rows = results[setting]["variants"]
+        names = [name for name in rows if name != FULL]
+        diffs = [rows[name]["diff"] for name in names]
+        errors = [[diff - rows[name]["diff_ci"][0] for name, diff in zip(names, diffs)],
+                  [rows[name]["diff_ci"][1] - diff for name, diff in zip(names, diffs)]]
+        axis.barh(names, diffs, xerr=errors, capsize=3, color=["tab:red" if d < 0 else "tab:blue" for d in diffs])
+        axis.axvline(0, color="black", linewidth=1)
+        full = rows[FULL]
+        axis.set_title(f"{setting}: full pipeline {full['accuracy']:.1f}%")
+        axis.set_xlabel("accuracy - full pipeline (points; paired 95% CI)")
+    axes[0][0].invert_yaxis()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def write_report(path: Path, summary: dict, command: str) -> None:
+    lines = [
+        "# Exo2Ego ablations on the synthetic Ego-Exo world (paper Tables 7-8, 15)", "",
+        f"Command: `{command}`", "",
+        f"Seeds {summary['seeds']}, world seed {summary['world_seed']}, demo plan `{summary['plan']['demo']}` "
+        f"(`{json.dumps(summary['demo_plan'])}`); every variant has the same stage-3 budget. Machine: "
+        f"{summary['machine']}.", "",
+        "Accuracy: mean over seeds and EgoBench questions; CI: percentile bootstrap over questions of the "
+        "seed-averaged correctness. Difference: variant - full pipeline on the same questions, with a paired "
+        "bootstrap 95% CI.", "",
+    ]
+    for setting, block in summary["results"].items():
+        lines += [f"## {setting} (EgoIT fraction {block['egoit_fraction']})", "",
+                  "| variant | accuracy (%) | 95% CI | per seed | diff to full (points) | paired 95% CI |",
+                  "|---|---:|---|---|---:|---|"]
+        for name, row in block["variants"].items():
+            per_seed = ", ".join(f"{value:.1f}" for value in row["per_seed"])
+            lines.append(f"| {name} | {row['accuracy']:.1f} | [{row['ci'][0]:.1f}, {row['ci'][1]:.1f}] | {per_seed} | "
+                         f"{row['diff']:+.1f} | [{row['diff_ci'][0]:+.1f}, {row['diff_ci'][1]:+.1f}] |")
+        lines.append("")
+    lines += ["![paired differences](ablation.png)", "",
+              "## Where the connector puts F(x) (`exo2ego.mapping_probe`)", "",
+              "Relative distances on 64 Ego-ExoClip pairs: c(F(x)) to c(y) of the same clip, c(x) to c(y), c(F(x)) to "
+              "another clip's c(y), and how far F moves x.", "",
+              "| seed | stage 2 | c(F(x))-c(y) | c(x)-c(y) | c(F(x))-other c(y) | ||F(x)-x|| / ||x|| |",
+              "|---|---|---:|---:|---:|---:|"]
+    for seed, runs in summary["mapping_distances"].items():
+        for name, d in runs.items():
+            lines.append(f"| {seed} | {name} | {d['fx_to_y']:.3f} | {d['x_to_y']:.3f} | {d['fx_to_other_y']:.3f} | "
+                         f"{d['f_moves_x']:.3f} |")
+    lines += ["", "## Variants", ""]
+    lines += [f"- `{variant['name']}`: {variant['description']}" for variant in summary["variants"]]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def machine_name() -> str:
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run(args: argparse.Namespace) -> int:
+    from exo2ego.provenance import write_json_atomic
+
+    plan = PLANS["quick" if args.quick else "full"]
+    if args.seeds:
+        plan = replace(plan, seeds=tuple(args.seeds))
+    if args.egoit_fractions:
+        if any(not 0 < fraction <= 1 for fraction in args.egoit_fractions):
+            raise SystemExit(f"--egoit-fractions must lie in (0, 1], got {args.egoit_fractions}")
+        plan = replace(plan, egoit_fractions=tuple(args.egoit_fractions))
+    variants = tuple(VARIANTS_BY_NAME[name] for name in args.variants) if args.variants else VARIANTS
+    if variants[0].name != FULL:
+        variants = (VARIANTS_BY_NAME[FULL],) + tuple(v for v in variants if v.name != FULL)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ablation = Ablation(out, plan, args.world_seed, args.stage3_steps)
+    # Finished runs are reused, so they must come from the same sizes: the first run records them.
+    sizes = {"demo_plan": asdict(ablation.demo_plan), "world_seed": args.world_seed}
+    sizes_path = out / "ablation_sizes.json"
+    if sizes_path.is_file() and json.loads(sizes_path.read_text()) != json.loads(json.dumps(sizes)):
+        raise SystemExit(f"{out} holds runs of other sizes ({sizes_path}); use another --out")
+    write_json_atomic(sizes_path, sizes)
+    start = time.perf_counter()
+    ablation.build_world()
+    eval_dirs = {seed: ablation.run_seed(seed, variants, plan.egoit_fractions) for seed in plan.seeds}
+    summary = {
+        "command": "exo2ego " + " ".join(shlex.quote(word) for word in sys.argv[1:]),
+        "plan": asdict(plan),
+        "demo_plan": asdict(ablation.demo_plan),
+        "seeds": list(plan.seeds),
+        "world_seed": args.world_seed,
+        "machine": machine_name(),
+        "variants": [asdict(variant) for variant in variants],
+        "results": summarise(eval_dirs, variants, plan.egoit_fractions),
+        "mapping_distances": ablation.mapping_distances(),
+        "total_sec": round(time.perf_counter() - start, 1),
+    }
+    plot(summary["results"], out / "ablation.png")
+    write_report(out / "report.md", summary, summary["command"])
+    write_json_atomic(out / "results.json", summary)
+    if args.results:
+        write_json_atomic(Path(args.results), summary)
+    for setting, block in summary["results"].items():
+        print(f"\n{setting}")
+        for name, row in block["variants"].items():
+            print(f"  {name:<14} {row['accuracy']:5.1f}%  diff {row['diff']:+5.1f} "
+                  f"[{row['diff_ci'][0]:+.1f}, {row['diff_ci'][1]:+.1f}]")
+    print(f"\nreport: {out / 'report.md'}")
+    return 0
