@@ -25,7 +25,7 @@ import shlex
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,8 +45,6 @@ class Variant:
         description: what the row tests, and where the paper has it.
         stage2: extra arguments of `train/stage2.py` (the last word wins over config and plan).
         stage3: extra arguments of `train/stage3.py`.
-        model_config: `config.json` keys set on stage 1's output before stage 2 (the KL form is a model setting
-            today; if it becomes a training argument, it moves to `stage2`).
         skip_stages_1_2: stage 3 starts from the init stage's output.
     """
 
@@ -54,15 +52,14 @@ class Variant:
     description: str
     stage2: tuple[str, ...] = ()
     stage3: tuple[str, ...] = ()
-    model_config: dict = field(default_factory=dict)
     skip_stages_1_2: bool = False
 
     def stage2_key(self) -> str:
         """Variants with equal keys share one stage-2 run."""
-        return json.dumps([self.stage2, sorted(self.model_config.items())])
+        return json.dumps(self.stage2)
 
 
-# The whole ablation in one table. The full pipeline's KL form is the model's default (`kl_mode` in config.json).
+# The whole ablation in one table. The full pipeline's KL form is stage 2's default (`kl_mode: gaussian`, the paper's).
 VARIANTS = (
     Variant(FULL, "init -> stage 1 -> stage 2 (VTG + KL + CCL) -> stage 3 (LoRA), as in the paper"),
     Variant("no_stages_1_2", "Table 15: init -> stage 3, without the exo teacher and the mapping training",
@@ -72,9 +69,9 @@ VARIANTS = (
             stage2=("--ablations", "no_g_ccl")),
     Variant("mlp_mapping", "Table 7: F and G as MLPs instead of ResNet blocks", stage2=("--mapping_type", "mlp")),
     Variant("no_lora", "Table 7 #2: stage 3 without LoRA on the LLM", stage3=("--ablations", "no_lora")),
-    Variant("kl_gaussian", "KL form: per-channel Gaussian (alignment-free)", model_config={"kl_mode": "gaussian"}),
-    Variant("kl_pooled", "KL form: softmax over channels of frame-pooled features",
-            model_config={"kl_mode": "pooled"}),
+    Variant("kl_token_softmax", "KL form: per-token softmax over channels (assumes ego and exo patches correspond)",
+            stage2=("--kl_mode", "token_softmax")),
+    Variant("kl_pooled", "KL form: softmax over channels of frame-pooled features", stage2=("--kl_mode", "pooled")),
 )
 VARIANTS_BY_NAME = {variant.name: variant for variant in VARIANTS}
 
@@ -241,23 +238,11 @@ class Ablation:
         return evals
 
     def stage2(self, demo, stage1: Path, variant: Variant) -> Path:
-        name = "stage2_full" if not (variant.stage2 or variant.model_config) else f"stage2_{variant.name}"
+        name = "stage2_full" if not variant.stage2 else f"stage2_{variant.name}"
         output = demo.models / name
         if self.finished(output, "exo2ego_stage.json"):
             return output
-        start = stage1
-        if variant.model_config:  # stage 1's output with the variant's model settings
-            start = demo.models / f"stage1_{variant.name}"
-            if start.exists():
-                shutil.rmtree(start)
-            shutil.copytree(stage1, start)
-            config = json.loads((start / "config.json").read_text())
-            unknown = sorted(set(variant.model_config) - set(config))
-            if unknown:
-                raise ValueError(f"variant {variant.name}: {unknown} are not keys of the model config")
-            config.update(variant.model_config)
-            (start / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
-        return self.train(demo, "stage2", start, output, variant.stage2)
+        return self.train(demo, "stage2", stage1, output, variant.stage2)
 
     def mapping_distances(self) -> dict[str, dict[str, dict[str, float]]]:
         """Per seed and stage-2 run: where the connector puts F(x) relative to y (`exo2ego.mapping_probe`)."""

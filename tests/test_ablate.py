@@ -58,7 +58,7 @@ class RecordingDemo:
     def build_model(self):
         self.calls.append(("build_model",))
         (self.models / "untrained").mkdir(parents=True)
-        (self.models / "untrained" / "config.json").write_text(json.dumps({"kl_mode": "token_softmax"}))
+        (self.models / "untrained" / "config.json").write_text("{}")
         (self.models / "untrained" / "tokenizer.json").write_text("{}")
 
     def train(self, stage, start, output, extra, phase):
@@ -88,12 +88,11 @@ def test_run_graph_shares_prefixes_and_applies_each_variant(tmp_path):
     stage2 = {output: (start, extra) for stage, start, output, extra in trains if stage == "stage2"}
     # full and no_lora share one stage 2; every other stage-2 setting has its own
     assert set(stage2) == {"stage2_full", "stage2_no_kl", "stage2_no_g_ccl", "stage2_mlp_mapping",
-                           "stage2_kl_gaussian", "stage2_kl_pooled"}
+                           "stage2_kl_token_softmax", "stage2_kl_pooled"}
     assert stage2["stage2_no_kl"] == ("stage1", ("--ablations", "no_kl"))
     assert stage2["stage2_mlp_mapping"] == ("stage1", ("--mapping_type", "mlp"))
-    assert stage2["stage2_kl_gaussian"][0] == "stage1_kl_gaussian"
-    assert json.loads((tmp_path / "seed0/models/stage1_kl_gaussian/config.json").read_text())["kl_mode"] == "gaussian"
-    assert json.loads((tmp_path / "seed0/models/stage1/config.json").read_text())["kl_mode"] == "token_softmax"
+    assert stage2["stage2_kl_token_softmax"] == ("stage1", ("--kl_mode", "token_softmax"))
+    assert stage2["stage2_kl_pooled"] == ("stage1", ("--kl_mode", "pooled"))
 
     stage3 = {output: (start, extra) for stage, start, output, extra in trains if stage == "stage3"}
     assert len(stage3) == 2 * len(VARIANTS)

@@ -36,8 +36,8 @@ OUTPUT_STAGING_DIR = os.path.join(".staging", "output")
 LOCAL_ONLY_FILES = ("training_args.bin",)
 
 # Arguments only some stages use, and whether a resolved stage (before zero loss weights drop terms) uses them. A
-# value other than the default on a stage that does not use it is refused; the stage output records the others as
-# unused, never as used. Each name is looked up in whichever argument dataclass defines it.
+# value other than the default on a stage that does not use it is refused (only logged when an ablation switched its
+# use off); the stage output records them as unused, never as used. Each name is looked up in whichever argument dataclass defines it.
 STAGE_SPECIFIC_ARGUMENTS = {
     **dict.fromkeys(
         ("lora_r", "lora_alpha", "lora_dropout", "lora_target_regex", "save_mode", "lora_lr"), lambda stage: stage.lora
@@ -164,12 +164,18 @@ def _field_default(dataclass_type, name: str):
 def check_stage_arguments(stage: str, model_args, data_args, stage_args, training_args) -> list[str]:
     """Refuse stage-specific arguments (`STAGE_SPECIFIC_ARGUMENTS`) set to a non-default value on a stage that does
     not use them, and an invalid LoRA target regex; returns the names of the stage-specific arguments this run does
-    not use (recorded as such in the stage output)."""
-    # The stage's loss terms before zero weights drop them: a weight of 0 is a used setting.
-    resolved = resolve_stage(
-        stage, stage_args.ablations, stage_args.train_modules, stage_args.freeze_modules,
-        stage_args.connector_trainable,
-    )
+    not use (recorded as such in the stage output).
+
+    An argument that only an ablation switches off (LoRA settings under `no_lora`, `kl_weight` under `no_kl`) is
+    logged as unused instead of refused, so one yaml serves a stage and its ablations."""
+
+    def resolved_with(ablations):
+        # The stage's loss terms before zero weights drop them: a weight of 0 is a used setting.
+        return resolve_stage(
+            stage, ablations, stage_args.train_modules, stage_args.freeze_modules, stage_args.connector_trainable
+        )
+
+    resolved, without_ablations = resolved_with(stage_args.ablations), resolved_with(())
     unused, refused = [], []
     for name, uses in STAGE_SPECIFIC_ARGUMENTS.items():
         groups = (model_args, data_args, stage_args, training_args)
@@ -178,9 +184,13 @@ def check_stage_arguments(stage: str, model_args, data_args, stage_args, trainin
             continue
         unused.append(name)
         value = getattr(group, name)
-        if value != _field_default(type(group), name):
-            ablations = f" with ablations {list(resolved.ablations)}" if resolved.ablations else ""
-            refused.append(f"{name}={value!r} is set, but {stage}{ablations} does not use it")
+        if value == _field_default(type(group), name):
+            continue
+        if uses(without_ablations):
+            logger.warning("%s=%r is unused: ablations %s switch off what it sets", name, value,
+                           list(resolved.ablations))
+        else:
+            refused.append(f"{name}={value!r} is set, but {stage} does not use it")
     if refused:
         raise ValueError("; ".join(refused) + " (remove it from the yaml and the command line)")
     if resolved.lora:
