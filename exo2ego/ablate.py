@@ -308,12 +308,12 @@ def write_report(path: Path, summary: dict, command: str) -> None:
     lines = [
         "# Exo2Ego ablations on the synthetic Ego-Exo world (paper Tables 7-8, 15)", "",
         f"Command: `{command}`", "",
-        f"Seeds {summary['seeds']}, world seed {summary['world_seed']}, demo plan `{summary['plan']['demo']}` "
-        f"(`{json.dumps(summary['demo_plan'])}`); every variant has the same stage-3 budget. Machine: "
-        f"{summary['machine']}.", "",
-        "Accuracy: mean over seeds and EgoBench questions; CI: percentile bootstrap over questions of the "
-        "seed-averaged correctness. Difference: variant - full pipeline on the same questions, with a paired "
-        "bootstrap 95% CI.", "",
+        (f"Seeds {summary['seeds']}, world seed {summary['world_seed']}, demo plan `{summary['plan']['demo']}` "
+         f"(`{json.dumps(summary['demo_plan'])}`); every variant has the same stage-3 budget. Machine: "
+         f"{summary['machine']}."), "",
+        ("Accuracy: mean over seeds and EgoBench questions; CI: percentile bootstrap over questions of the "
+         "seed-averaged correctness. Difference: variant - full pipeline on the same questions, with a paired "
+         "bootstrap 95% CI (questions are resampled, seeds are not: read the per-seed column too)."), "",
     ]
     for setting, block in summary["results"].items():
         lines += [f"## {setting} (EgoIT fraction {block['egoit_fraction']})", "",
@@ -326,8 +326,8 @@ def write_report(path: Path, summary: dict, command: str) -> None:
         lines.append("")
     lines += ["![paired differences](ablation.png)", "",
               "## Where the connector puts F(x) (`exo2ego.mapping_probe`)", "",
-              "Relative distances on 64 Ego-ExoClip pairs: c(F(x)) to c(y) of the same clip, c(x) to c(y), c(F(x)) to "
-              "another clip's c(y), and how far F moves x.", "",
+              ("Relative distances on 64 Ego-ExoClip pairs: c(F(x)) to c(y) of the same clip, c(x) to c(y), "
+               "c(F(x)) to another clip's c(y), and how far F moves x."), "",
               "| seed | stage 2 | c(F(x))-c(y) | c(x)-c(y) | c(F(x))-other c(y) | ||F(x)-x|| / ||x|| |",
               "|---|---|---:|---:|---:|---:|"]
     for seed, runs in summary["mapping_distances"].items():

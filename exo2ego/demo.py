@@ -4,7 +4,7 @@ Phases, each through the command or script a user runs on real data (only the si
 
 1. `exo2ego data synth` renders the synthetic Ego-Exo world in the Ego-Exo4D layout, with EgoIT and EgoBench;
 2. `exo2ego data ego-exoclip` builds Ego-ExoClip from it (paper eq. 1);
-3. `exo2ego tiny-model` builds a random tiny Exo2Ego with an offline tokenizer;
+3. `exo2ego tiny-model` builds a tiny Exo2Ego with an offline tokenizer, its LLM pretrained on the world's text;
 4. `train/init.py`, `stage1.py`, `stage2.py`, `stage3.py` (what `accelerate launch` runs) train the initialization
    and the three stages, each from the previous stage's folder, on `train/configs/tiny_*.yaml` with the plan's step
    counts;
@@ -17,10 +17,11 @@ EgoBench is scored with `option_loglik` (mean log-probability of each option's t
 prefill per question): it needs the model to describe what the video shows, not to point at option letters, which
 a tiny model trained for minutes does not learn (`letter_logprob` stays at chance). The prompt variant is `none` (no
 system prompt): the tiny LLM knows only the synthetic EgoIT and Ego-ExoClip text, and the default system prompt is
-made of words it never saw in training (README, "The demo", has the measured difference).
+made of words it never saw in training.
 
-The full plan spends most of its steps in stage 3 (LoRA): init only has to teach the random tiny LLM the caption
-words; after a 1000-step init on Ego-ExoClip's half-second clips, stage 3 reached less than from a random model.
+Before the pipeline, `exo2ego tiny-model --language-*` pretrains the tiny LLM on the text of EgoIT and Ego-ExoClip
+(`exo2ego.tiny_language`), so that, as Mistral in the paper, it knows the world's language and stays frozen in init
+and stages 1-2; stage 3 (LoRA + lm_head) spends most of the plan's steps. README "The demo" has the measured seeds.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ EVAL_POINTS = ("untrained",) + STAGES
 
 @dataclass(frozen=True)
 class DemoPlan:
-    """Sizes of one demo run. `full` is the learning run (under 10 minutes on 2 cores); `quick` only proves the wiring."""
+    """Sizes of one demo run. `full` is the learning run (about 8.3 CPU-minutes); `quick` only proves the wiring."""
 
     takes: int
     steps: dict[str, int]

@@ -7,7 +7,15 @@ import sys
 import numpy as np
 import pytest
 
-from exo2ego.ablate import FULL, VARIANTS, Ablation, correctness_matrix, paired_summary, PLANS, setting_name
+from exo2ego.ablate import (
+    FULL,
+    PLANS,
+    VARIANTS,
+    Ablation,
+    correctness_matrix,
+    paired_summary,
+    setting_name,
+)
 
 
 def test_paired_difference_of_identical_answers_is_exactly_zero():
@@ -16,7 +24,7 @@ def test_paired_difference_of_identical_answers_is_exactly_zero():
     row = paired_summary(correct, correct.copy())
     assert row["accuracy"] == 50.0 and row["per_seed"] == [50.0, 50.0]
     assert row["diff"] == 0.0 and row["diff_ci"] == [0.0, 0.0]
-    assert row["ci"][0] < 45.0 < 55.0 < row["ci"][1]  # questions vary, so the accuracy itself is uncertain
+    assert row["ci"][0] < 45.0 and row["ci"][1] > 55.0  # questions vary, so the accuracy itself is uncertain
 
 
 def test_paired_difference_counts_seed_averaged_wins_and_losses():
@@ -114,7 +122,7 @@ def test_quick_ablation_end_to_end(tmp_path):
     results = tmp_path / "copy" / "ablation.json"
     completed = subprocess.run(
         [sys.executable, "-m", "exo2ego", "ablate", "--quick", "--out", str(out), "--variants", FULL, "no_stages_1_2",
-         "kl_pooled", "--results", str(results)], capture_output=True, text=True, timeout=1800,
+         "kl_pooled", "--results", str(results)], check=False, capture_output=True, text=True, timeout=1800,
     )
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-3000:]
     summary = json.loads((out / "results.json").read_text())

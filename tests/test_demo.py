@@ -76,7 +76,7 @@ def test_full_demo_meets_its_learning_target(tmp_path, seed):
     training loss falls (mean of its last quarter of logged values below that of its first quarter)."""
     out = tmp_path / f"full{seed}"
     completed = subprocess.run([sys.executable, "-m", "exo2ego", "demo", "--out", str(out), "--seed", str(seed)],
-                               capture_output=True, text=True, timeout=3600)
+                               check=False, capture_output=True, text=True, timeout=3600)
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     untrained, trained = (summary["accuracy"][point]["accuracy"] for point in ("untrained", "stage3"))
