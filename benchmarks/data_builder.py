@@ -49,8 +49,13 @@ def main(argv=None) -> int:
 
     narrations = info["counts"]["narrations_kept"]
     report = {
-        "benchmark": "data_builder", "cpu": cpu_name(), "python": platform.python_version(), "args": vars(args),
-        "narrations": narrations, "takes": info["counts"]["takes_kept"], "metadata_write_sec": metadata_sec,
+        "benchmark": "data_builder",
+        "cpu": cpu_name(),
+        "python": platform.python_version(),
+        "args": vars(args),
+        "narrations": narrations,
+        "takes": info["counts"]["takes_kept"],
+        "metadata_write_sec": metadata_sec,
         "narrations_per_sec": {"plan": len(plan.clips) / plan_sec, "full_export": narrations / build_sec},
         "seconds": {"plan": plan_sec, "full_export": build_sec},
         "estimated_full_ego_exoclip_sec": 261_300 / (narrations / build_sec),
@@ -58,7 +63,9 @@ def main(argv=None) -> int:
     print(f"CPU: {report['cpu']}; {report['takes']} takes, {narrations} narrations kept")
     print(f"{'step':<34}{'seconds':>10}{'narrations/s':>15}")
     print(f"{'plan (parse, drops, eq. 1)':<34}{plan_sec:>10.2f}{report['narrations_per_sec']['plan']:>15.0f}")
-    print(f"{'full annotations-only export':<34}{build_sec:>10.2f}{report['narrations_per_sec']['full_export']:>15.0f}")
+    print(
+        f"{'full annotations-only export':<34}{build_sec:>10.2f}{report['narrations_per_sec']['full_export']:>15.0f}"
+    )
     print(f"full Ego-ExoClip (261.3K narrations) at this rate: {report['estimated_full_ego_exoclip_sec']:.0f} s")
     write_json_atomic(args.json, report)
     print(f"wrote {args.json}")

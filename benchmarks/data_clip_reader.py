@@ -40,8 +40,10 @@ def render_long_take(folder: Path, minutes: float, fps: float, height: int, exo_
     script = make_script(random.Random(seed), num_actions=actions)
     cameras = [scaled(EGO_CAMERA, height)] + [scaled(camera, height) for camera in EXO_CAMERAS[:exo_views]]
     names = ["ego"] + [f"exo{i + 1}" for i in range(exo_views)]
-    writers = [VideoWriter(folder / f"{name}.mp4", cam.width, cam.height, fps, gop=gop, crf=23)
-               for name, cam in zip(names, cameras)]
+    writers = [
+        VideoWriter(folder / f"{name}.mp4", cam.width, cam.height, fps, gop=gop, crf=23)
+        for name, cam in zip(names, cameras)
+    ]
     total = int(script.duration * fps) + 1
     for frames in tqdm(render_views(script, cameras, fps), total=total, desc="rendering the long take", unit="frame"):
         for writer, frame in zip(writers, frames):
@@ -90,7 +92,9 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         started = time.perf_counter()
-        paths, duration = render_long_take(folder, args.minutes, args.fps, args.height, args.exo_views, args.gop, args.seed)
+        paths, duration = render_long_take(
+            folder, args.minutes, args.fps, args.height, args.exo_views, args.gop, args.seed
+        )
         render_sec = time.perf_counter() - started
         windows = []
         for _ in range(args.samples):
@@ -117,9 +121,19 @@ def main(argv=None) -> int:
             naive_read(paths, sample_timestamps(window[0], window[1], args.frames))
         naive_sec = time.perf_counter() - started
 
-        rows = [{"clip_id": f"clip{i:04d}", "take_uid": "bench", "start_sec": s, "end_sec": e, "ego_cam": "ego",
-                 "exo_cams": [p.stem for p in paths[1:]], "ego_video": paths[0].name,
-                 "exo_videos": [p.name for p in paths[1:]]} for i, (s, e) in enumerate(windows)]
+        rows = [
+            {
+                "clip_id": f"clip{i:04d}",
+                "take_uid": "bench",
+                "start_sec": s,
+                "end_sec": e,
+                "ego_cam": "ego",
+                "exo_cams": [p.stem for p in paths[1:]],
+                "ego_video": paths[0].name,
+                "exo_videos": [p.name for p in paths[1:]],
+            }
+            for i, (s, e) in enumerate(windows)
+        ]
         started = time.perf_counter()
         pack_clips(rows, folder, folder / "pack", PackConfig(num_frames=args.frames, clips_per_shard=20))
         pack_write_sec = time.perf_counter() - started
@@ -131,20 +145,32 @@ def main(argv=None) -> int:
     naive_rate = args.naive_samples / naive_sec
     pack_rate = packed / pack_read_sec
     report = {
-        "benchmark": "data_clip_reader", "cpu": cpu_name(), "python": platform.python_version(),
-        "args": vars(args), "take_duration_sec": duration, "render_sec": render_sec,
+        "benchmark": "data_clip_reader",
+        "cpu": cpu_name(),
+        "python": platform.python_version(),
+        "args": vars(args),
+        "take_duration_sec": duration,
+        "render_sec": render_sec,
         "paired_samples_per_sec": {"synced": synced_rate, "naive_whole_video": naive_rate, "pack": pack_rate},
-        "speedup_synced_vs_naive": synced_rate / naive_rate, "speedup_pack_vs_synced": pack_rate / synced_rate,
+        "speedup_synced_vs_naive": synced_rate / naive_rate,
+        "speedup_pack_vs_synced": pack_rate / synced_rate,
         "pack_write_sec": pack_write_sec,
     }
-    print(f"CPU: {report['cpu']}; take {duration:.0f} s at {args.fps:g} fps, {args.height}p, 1 ego + "
-          f"{args.exo_views} exo, GOP {args.gop}, {args.frames} frames per view")
+    print(
+        f"CPU: {report['cpu']}; take {duration:.0f} s at {args.fps:g} fps, {args.height}p, 1 ego + "
+        f"{args.exo_views} exo, GOP {args.gop}, {args.frames} frames per view"
+    )
     print(f"{'reader':<22}{'samples':>9}{'seconds':>10}{'samples/s':>12}")
-    for name, count, seconds in (("synced (seeking)", args.samples, synced_sec),
-                                 ("naive (whole video)", args.naive_samples, naive_sec),
-                                 ("local pack (JPEG)", packed, pack_read_sec)):
+    for name, count, seconds in (
+        ("synced (seeking)", args.samples, synced_sec),
+        ("naive (whole video)", args.naive_samples, naive_sec),
+        ("local pack (JPEG)", packed, pack_read_sec),
+    ):
         print(f"{name:<22}{count:>9}{seconds:>10.2f}{count / seconds:>12.2f}")
-    print(f"synced / naive: {report['speedup_synced_vs_naive']:.1f}x   pack / synced: {report['speedup_pack_vs_synced']:.1f}x")
+    print(
+        f"synced / naive: {report['speedup_synced_vs_naive']:.1f}x   "
+        f"pack / synced: {report['speedup_pack_vs_synced']:.1f}x"
+    )
     write_json_atomic(args.json, report)
     print(f"wrote {args.json}")
     return 0

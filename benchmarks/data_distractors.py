@@ -30,13 +30,90 @@ from exo2ego_base.provenance import write_json_atomic
 EGOMCQ_QUESTIONS = 39_751  # released egomcq.json
 TARGET_SECONDS = 600
 
-VERBS = ["picks", "puts", "holds", "opens", "closes", "cuts", "washes", "moves", "drops", "lifts", "turns", "pours",
-         "wipes", "folds", "throws", "touches", "adjusts", "removes", "places", "stirs", "pushes", "pulls", "rinses", "checks"]
-ADJECTIVES = ["", "small", "red", "wooden", "plastic", "metal", "white", "black", "green", "empty", "wet", "big", "old"]
-NOUNS = ["cup", "knife", "plate", "bowl", "spoon", "board", "onion", "tomato", "door", "drawer", "bag", "box", "phone",
-         "towel", "shirt", "bottle", "lid", "pan", "pot", "brush", "screw", "wheel", "book", "paper", "card", "tap", "sponge"]
-PLACES = ["", "on the table", "from the floor", "in the sink", "into the bag", "with his left hand", "with her right hand",
-          "on the shelf", "in the fridge", "near the stove", "on the counter", "from the drawer"]
+VERBS = [
+    "picks",
+    "puts",
+    "holds",
+    "opens",
+    "closes",
+    "cuts",
+    "washes",
+    "moves",
+    "drops",
+    "lifts",
+    "turns",
+    "pours",
+    "wipes",
+    "folds",
+    "throws",
+    "touches",
+    "adjusts",
+    "removes",
+    "places",
+    "stirs",
+    "pushes",
+    "pulls",
+    "rinses",
+    "checks",
+]
+ADJECTIVES = [
+    "",
+    "small",
+    "red",
+    "wooden",
+    "plastic",
+    "metal",
+    "white",
+    "black",
+    "green",
+    "empty",
+    "wet",
+    "big",
+    "old",
+]
+NOUNS = [
+    "cup",
+    "knife",
+    "plate",
+    "bowl",
+    "spoon",
+    "board",
+    "onion",
+    "tomato",
+    "door",
+    "drawer",
+    "bag",
+    "box",
+    "phone",
+    "towel",
+    "shirt",
+    "bottle",
+    "lid",
+    "pan",
+    "pot",
+    "brush",
+    "screw",
+    "wheel",
+    "book",
+    "paper",
+    "card",
+    "tap",
+    "sponge",
+]
+PLACES = [
+    "",
+    "on the table",
+    "from the floor",
+    "in the sink",
+    "into the bag",
+    "with his left hand",
+    "with her right hand",
+    "on the shelf",
+    "in the fridge",
+    "near the stove",
+    "on the counter",
+    "from the drawer",
+]
 
 
 def narration(rng: random.Random) -> str:
@@ -56,9 +133,14 @@ def write_egomcq(path: Path, queries: int, seed: int = 0) -> int:
             text = narration(rng)
             texts.add(text)
             start = rng.uniform(0, 1800)
-            clips[str(choice)] = {"video_uid": video if index % 2 else f"video-{rng.randrange(10**6):06d}",
-                                  "clip_start": start, "clip_end": start + 1.0, "clip_text": text,
-                                  "tag_verb": "[1]", "tag_noun": "[2]"}
+            clips[str(choice)] = {
+                "video_uid": video if index % 2 else f"video-{rng.randrange(10**6):06d}",
+                "clip_start": start,
+                "clip_end": start + 1.0,
+                "clip_text": text,
+                "tag_verb": "[1]",
+                "tag_noun": "[2]",
+            }
         answer = rng.randrange(5)
         payload[str(index)] = {"query": clips[str(answer)], "choices": clips, "answer": answer, "types": 1 + index % 2}
     path.write_text(json.dumps(payload))
@@ -87,8 +169,16 @@ def main() -> None:
         load_start = time.perf_counter()
         encoder = TextEncoder(batch_size=args.batch_size)
         load_seconds = time.perf_counter() - load_start
-        texts = sorted({clean_narration(t) for t in
-                        (c["clip_text"] for q in json.loads((root / "egomcq.json").read_text()).values() for c in q["choices"].values())})
+        texts = sorted(
+            {
+                clean_narration(t)
+                for t in (
+                    c["clip_text"]
+                    for q in json.loads((root / "egomcq.json").read_text()).values()
+                    for c in q["choices"].values()
+                )
+            }
+        )
         start = time.perf_counter()
         encoder.embed(texts)
         embed_seconds = time.perf_counter() - start
@@ -99,27 +189,47 @@ def main() -> None:
     build_seconds = embed_seconds + mine_seconds
     full_estimate = build_seconds * EGOMCQ_QUESTIONS / args.queries
     result = {
-        "benchmark": "data_distractors", "cpu": cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "benchmark": "data_distractors",
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
         "load_average_1min": {"start": round(load_before, 2), "end": round(os.getloadavg()[0], 2)},
-        "encoder": encoder.encoder_id, "batch_size": args.batch_size, "queries": args.queries, "rows_built": len(rows),
-        "unique_texts": len(texts), "model_load_s": round(load_seconds, 2),
-        "embed_s": round(embed_seconds, 2), "embed_texts_per_s": round(len(texts) / embed_seconds, 1),
-        "mine_s": round(mine_seconds, 2), "mine_questions_per_s": round(args.queries / mine_seconds, 1),
-        "build_s": round(build_seconds, 2), "build_questions_per_s": round(args.queries / build_seconds, 1),
+        "encoder": encoder.encoder_id,
+        "batch_size": args.batch_size,
+        "queries": args.queries,
+        "rows_built": len(rows),
+        "unique_texts": len(texts),
+        "model_load_s": round(load_seconds, 2),
+        "embed_s": round(embed_seconds, 2),
+        "embed_texts_per_s": round(len(texts) / embed_seconds, 1),
+        "mine_s": round(mine_seconds, 2),
+        "mine_questions_per_s": round(args.queries / mine_seconds, 1),
+        "build_s": round(build_seconds, 2),
+        "build_questions_per_s": round(args.queries / build_seconds, 1),
         "embed_share_of_build": round(embed_seconds / build_seconds, 3),
-        "full_egomcq_estimate_s": round(full_estimate, 1), "target_s": TARGET_SECONDS,
-        "meets_target": full_estimate < TARGET_SECONDS, "generated_texts_distinct_raw": unique_texts,
-        "versions": {"torch": torch.__version__, "sentence_transformers": __import__("sentence_transformers").__version__},
+        "full_egomcq_estimate_s": round(full_estimate, 1),
+        "target_s": TARGET_SECONDS,
+        "meets_target": full_estimate < TARGET_SECONDS,
+        "generated_texts_distinct_raw": unique_texts,
+        "versions": {
+            "torch": torch.__version__,
+            "sentence_transformers": __import__("sentence_transformers").__version__,
+        },
     }
-    print(f"EgoMCQ distractor construction, {result['cpu']} ({result['cpu_count']} CPUs, {result['torch_threads']} torch threads, "
-          f"1-min load average {load_before:.1f} -> {os.getloadavg()[0]:.1f})")
+    print(
+        f"EgoMCQ distractor construction, {result['cpu']} ({result['cpu_count']} CPUs, "
+        f"{result['torch_threads']} torch threads, "
+        f"1-min load average {load_before:.1f} -> {os.getloadavg()[0]:.1f})"
+    )
     print(f"{'phase':<10} {'seconds':>9} {'throughput':>26}")
     print(f"{'load':<10} {load_seconds:>9.1f} {'':>26}")
     print(f"{'embed':<10} {embed_seconds:>9.1f} {result['embed_texts_per_s']:>17.1f} texts/s")
     print(f"{'mine':<10} {mine_seconds:>9.1f} {result['mine_questions_per_s']:>13.1f} questions/s")
     print(f"{'build':<10} {build_seconds:>9.1f} {result['build_questions_per_s']:>13.1f} questions/s")
-    print(f"embedding is {result['embed_share_of_build']:.0%} of the build; full EgoMCQ ({EGOMCQ_QUESTIONS} questions) "
-          f"~ {full_estimate:.0f} s (target < {TARGET_SECONDS} s: {'met' if result['meets_target'] else 'NOT met'})")
+    print(
+        f"embedding is {result['embed_share_of_build']:.0%} of the build; full EgoMCQ ({EGOMCQ_QUESTIONS} questions) "
+        f"~ {full_estimate:.0f} s (target < {TARGET_SECONDS} s: {'met' if result['meets_target'] else 'NOT met'})"
+    )
     write_json_atomic(args.out, result)
     print(f"wrote {args.out}")
 

@@ -52,35 +52,58 @@ def main(argv: list[str] | None = None) -> int:
     template = get_prompt("egocentric")
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        video = {"path": str(write_video(Path(folder) / "clip.mp4", seed=0, num_frames=16, size=64)),
-                 "start_sec": 0.0, "end_sec": 4.0}
+        video = {
+            "path": str(write_video(Path(folder) / "clip.mp4", seed=0, num_frames=16, size=64)),
+            "start_sec": 0.0,
+            "end_sec": 4.0,
+        }
         for num_options in (5, 10):
-            options = [f"I pick up the {colour} cube and put it on the shelf" for colour in
-                       ("red", "green", "blue", "yellow", "white", "black", "pink", "cyan", "brown", "gray")][:num_options]
+            options = [
+                f"I pick up the {colour} cube and put it on the shelf"
+                for colour in ("red", "green", "blue", "yellow", "white", "black", "pink", "cyan", "brown", "gray")
+            ][:num_options]
             letters = build_messages(template, user_text(template, "What did I do?", options, "letters"))
             continuation = build_messages(template, user_text(template, "What did I do?", None, "continuation"))
             measured = {
-                "letter_logprob": time_scorer(lambda _: scorers.letter_logprob(adapter, letters, video, num_options),
-                                              args.questions),
+                "letter_logprob": time_scorer(
+                    lambda _: scorers.letter_logprob(adapter, letters, video, num_options), args.questions
+                ),
                 "option_loglik (cached prefix)": time_scorer(
-                    lambda _: scorers.option_loglik(adapter, continuation, video, options), args.questions),
+                    lambda _: scorers.option_loglik(adapter, continuation, video, options), args.questions
+                ),
                 "per-option re-encoding": time_scorer(
-                    lambda _: scorers.option_loglik_uncached(adapter, continuation, video, options), args.questions),
+                    lambda _: scorers.option_loglik_uncached(adapter, continuation, video, options), args.questions
+                ),
             }
             baseline = measured["per-option re-encoding"]
-            rows += [{"options": num_options, "scorer": name, "questions_per_s": value, "speedup_vs_reencoding": value / baseline}
-                     for name, value in measured.items()]
+            rows += [
+                {
+                    "options": num_options,
+                    "scorer": name,
+                    "questions_per_s": value,
+                    "speedup_vs_reencoding": value / baseline,
+                }
+                for name, value in measured.items()
+            ]
 
-    print(f"CPU: {cpu_name()}, torch threads {torch.get_num_threads()}, tiny Exo2Ego ({args.frames} frames, "
-          f"{processor.num_video_tokens(args.frames)} visual tokens), {args.questions} questions each")
+    print(
+        f"CPU: {cpu_name()}, torch threads {torch.get_num_threads()}, tiny Exo2Ego ({args.frames} frames, "
+        f"{processor.num_video_tokens(args.frames)} visual tokens), {args.questions} questions each"
+    )
     print(f"{'options':>7}  {'scorer':<30} {'questions/s':>12} {'vs re-encoding':>15}")
     for row in rows:
-        print(f"{row['options']:>7}  {row['scorer']:<30} {row['questions_per_s']:>12.2f} {row['speedup_vs_reencoding']:>14.2f}x")
+        print(
+            f"{row['options']:>7}  {row['scorer']:<30} {row['questions_per_s']:>12.2f} "
+            f"{row['speedup_vs_reencoding']:>14.2f}x"
+        )
     if args.out:
         payload = {
-            "benchmark": "eval_scorers", "cpu": cpu_name(), "torch_threads": torch.get_num_threads(),
+            "benchmark": "eval_scorers",
+            "cpu": cpu_name(),
+            "torch_threads": torch.get_num_threads(),
             "versions": {"torch": torch.__version__, "python": platform.python_version()},
-            "config": vars(args), "rows": rows,
+            "config": vars(args),
+            "rows": rows,
         }
         write_json_atomic(args.out, payload)
         print(f"wrote {args.out}")

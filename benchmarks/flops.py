@@ -63,16 +63,23 @@ class Flops:
     def total(self) -> float:
         return self.forward + self.input_grad + self.weight_grad
 
-    def __add__(self, other: "Flops") -> "Flops":
-        return Flops(self.forward + other.forward, self.input_grad + other.input_grad, self.weight_grad + other.weight_grad)
+    def __add__(self, other: Flops) -> Flops:
+        return Flops(
+            self.forward + other.forward, self.input_grad + other.input_grad, self.weight_grad + other.weight_grad
+        )
 
-    def __mul__(self, factor: float) -> "Flops":
+    def __mul__(self, factor: float) -> Flops:
         return Flops(self.forward * factor, self.input_grad * factor, self.weight_grad * factor)
 
     __rmul__ = __mul__
 
     def as_dict(self) -> dict[str, float]:
-        return {"forward": self.forward, "input_grad": self.input_grad, "weight_grad": self.weight_grad, "total": self.total}
+        return {
+            "forward": self.forward,
+            "input_grad": self.input_grad,
+            "weight_grad": self.weight_grad,
+            "total": self.total,
+        }
 
 
 @dataclass(frozen=True)
@@ -108,7 +115,11 @@ def used_vision_layers(vision_config, feature_layer: int) -> int:
 
 
 def clip_tower_flops(
-    vision_config, feature_layer: int, frames: int, trainable: bool, embeddings_require_grad: bool = False,
+    vision_config,
+    feature_layer: int,
+    frames: int,
+    trainable: bool,
+    embeddings_require_grad: bool = False,
     include_waste: bool = False,
 ) -> Flops:
     """A CLIP vision tower on `frames` images of P = (S/p)^2 patches + CLS, t = P + 1 tokens, width d, MLP width f.
@@ -129,7 +140,9 @@ def clip_tower_flops(
     layer_attention = 4 * tokens * tokens * d
     used = used_vision_layers(vision_config, feature_layer)
     flops = Flops(forward=patch_embed, weight_grad=patch_embed if trainable else 0.0)
-    flops = flops + linear_use(used * layer_weights, used * layer_attention, Use(trainable, trainable or embeddings_require_grad))
+    flops = flops + linear_use(
+        used * layer_weights, used * layer_attention, Use(trainable, trainable or embeddings_require_grad)
+    )
     if include_waste:
         unused = vision_config.num_hidden_layers - used
         flops = flops + Flops(forward=unused * (layer_weights + layer_attention))
@@ -215,7 +228,11 @@ def conv_net_flops(module: nn.Module, input_shape: tuple[int, ...], use: Use) ->
         if weight.requires_grad:
             totals["weight_grad"] += layer_flops
 
-    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (nn.Linear, *_CONV_TYPES, *_TRANSPOSED_TYPES))]
+    handles = [
+        m.register_forward_hook(hook)
+        for m in module.modules()
+        if isinstance(m, (nn.Linear, *_CONV_TYPES, *_TRANSPOSED_TYPES))
+    ]
     try:
         with torch.enable_grad():
             module(torch.empty(input_shape, device="meta", requires_grad=use.input_requires_grad))
@@ -273,7 +290,8 @@ class StepFlops:
             "per_sample_tflop": self.per_sample / 1e12,
             "step_tflop": self.total / 1e12,
             "components_per_sample_gflop": {
-                name: {key: value / 1e9 for key, value in flops.as_dict().items()} for name, flops in self.components.items()
+                name: {key: value / 1e9 for key, value in flops.as_dict().items()}
+                for name, flops in self.components.items()
             },
         }
 
@@ -309,12 +327,17 @@ def exo2ego_step_flops(
     mapping_features = bool(set(losses) & {"kl", "ccl"})
 
     ego_trained = "ego_vision_tower" in trainable
-    result.add("ego_tower", clip_tower_flops(vision, config.vision_feature_layer, frames, ego_trained, include_waste=include_waste))
+    result.add(
+        "ego_tower",
+        clip_tower_flops(vision, config.vision_feature_layer, frames, ego_trained, include_waste=include_waste),
+    )
     x_grad = ego_trained
 
     with torch.device("meta"):
         mapping = build_mapping(config)
-        connector = Exo2EgoSTCConnector(channels, text.hidden_size, config.connector_depth, CONNECTOR_PADDING[config.connector_type])
+        connector = Exo2EgoSTCConnector(
+            channels, text.hidden_size, config.connector_depth, CONNECTOR_PADDING[config.connector_type]
+        )
     frame_shape = (frames, channels, grid, grid)  # one sample's frames through a mapping
     f_trained = "ego_to_exo" in trainable
     result.add("F", conv_net_flops(mapping, frame_shape, Use(f_trained, x_grad)))
@@ -328,8 +351,17 @@ def exo2ego_step_flops(
 
     if mapping_features:
         exo_trained = "exo_vision_tower" in trainable
-        result.add("exo_tower", clip_tower_flops(config.exo_vision_config, config.vision_feature_layer, frames, exo_trained,
-                                                 embeddings_require_grad=hf_input_grads, include_waste=include_waste))
+        result.add(
+            "exo_tower",
+            clip_tower_flops(
+                config.exo_vision_config,
+                config.vision_feature_layer,
+                frames,
+                exo_trained,
+                embeddings_require_grad=hf_input_grads,
+                include_waste=include_waste,
+            ),
+        )
         y_grad = exo_trained or hf_input_grads
         if "ccl" in losses:
             g_trained = "exo_to_ego" in trainable
@@ -345,7 +377,9 @@ def exo2ego_step_flops(
         result.add("llm_lora", lora)
     result.add("lm_head", lm_head_flops(text, shape.loss_positions, Use(False, tokens_grad or bool(lora_rank))))
     if include_waste and full_logits:
-        result.add("lm_head", lm_head_flops(text, seq_len - shape.loss_positions, Use(False, tokens_grad or bool(lora_rank))))
+        result.add(
+            "lm_head", lm_head_flops(text, seq_len - shape.loss_positions, Use(False, tokens_grad or bool(lora_rank)))
+        )
     return result
 
 
@@ -356,7 +390,9 @@ def peer_video_tokens(peer_config, frames: int) -> int:
     return frames * pooled * pooled
 
 
-def peer_step_flops(peer_config, lora_rank: int, shape: StepShape, include_waste: bool = False, causal: bool = True) -> StepFlops:
+def peer_step_flops(
+    peer_config, lora_rank: int, shape: StepShape, include_waste: bool = False, causal: bool = True
+) -> StepFlops:
     """Model FLOPs of the peer step (LLaVA-NeXT-Video, LoRA on the LLM, vision tower and projector trainable).
 
     Vision tower: as `clip_tower_flops`, trainable. Projector: two linears (C -> D, D -> D) on the pooled tokens,
@@ -367,7 +403,10 @@ def peer_step_flops(peer_config, lora_rank: int, shape: StepShape, include_waste
     video_tokens = peer_video_tokens(peer_config, shape.frames)
     seq_len = video_tokens + shape.text_tokens
     result = StepFlops(batch=shape.batch, seq_len=seq_len)
-    result.add("vision_tower", clip_tower_flops(vision, peer_config.vision_feature_layer, shape.frames, True, include_waste=include_waste))
+    result.add(
+        "vision_tower",
+        clip_tower_flops(vision, peer_config.vision_feature_layer, shape.frames, True, include_waste=include_waste),
+    )
     projector = 2 * video_tokens * (vision.hidden_size * text.hidden_size + text.hidden_size * text.hidden_size)
     result.add("projector", linear_use(projector, 0.0, Use(True, True)))
     base, lora = decoder_flops(text, seq_len, Use(False, True), lora_rank, causal)
@@ -380,7 +419,9 @@ def peer_step_flops(peer_config, lora_rank: int, shape: StepShape, include_waste
     return result
 
 
-def peer_script_formula(n_llm_params: int, n_vision_params: int, text_config, shape: StepShape, seq_len: int, patches: int) -> float:
+def peer_script_formula(
+    n_llm_params: int, n_vision_params: int, text_config, shape: StepShape, seq_len: int, patches: int
+) -> float:
     """The peer script's own formula (`../shared/bench/peer_llava_video_step.py`), kept to compare with its 28%:
     4 * N_llm * T_llm + 1.5 * (4 L H s^2 B) + 6 * N_vis * T_vis, with N_llm counting the embedding table and the head
     at every position, N_vis all 24 layers, and no vision attention."""

@@ -57,13 +57,17 @@ def synthetic_questions(count: int, num_options: int, seed: int) -> list[dict]:
         obj = OBJECTS[rng.integers(len(OBJECTS))]
         options = set()
         while len(options) < num_options:
-            options.add(f"C {ACTIONS[rng.integers(len(ACTIONS))]} the {OBJECTS[rng.integers(len(OBJECTS))]} "
-                        f"on the {PLACES[rng.integers(len(PLACES))]}")
-        questions.append({
-            "question": f"What did I do with the {obj} after I opened the drawer?",
-            "options": sorted(options),
-            "answer_idx": int(rng.integers(num_options)),
-        })
+            options.add(
+                f"C {ACTIONS[rng.integers(len(ACTIONS))]} the {OBJECTS[rng.integers(len(OBJECTS))]} "
+                f"on the {PLACES[rng.integers(len(PLACES))]}"
+            )
+        questions.append(
+            {
+                "question": f"What did I do with the {obj} after I opened the drawer?",
+                "options": sorted(options),
+                "answer_idx": int(rng.integers(num_options)),
+            }
+        )
     return questions
 
 
@@ -73,7 +77,9 @@ def build_eval_model(size: ModelSize, frames: int, device: torch.device, dtype: 
     from modeling_exo2ego import Exo2EgoForConditionalGeneration
 
     tokenizer = build_tiny_tokenizer()
-    config = size.exo2ego_config(frames, include_exo_branch=False, video_token_id=tokenizer.convert_tokens_to_ids(VIDEO_TOKEN))
+    config = size.exo2ego_config(
+        frames, include_exo_branch=False, video_token_id=tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)
+    )
     for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
         setattr(config.text_config, name, getattr(tokenizer, name))
     if len(tokenizer) > config.text_config.vocab_size:
@@ -95,21 +101,33 @@ def time_questions(run_one, items: list, device: torch.device, warmup: int) -> d
         run_one(item)
         synchronize(device)
         times.append(time.perf_counter() - start)
-    return {"questions": len(times), "seconds_total": sum(times), "seconds_median": statistics.median(times),
-            "questions_per_s": len(times) / sum(times)}
+    return {
+        "questions": len(times),
+        "seconds_total": sum(times),
+        "seconds_median": statistics.median(times),
+        "questions_per_s": len(times) / sum(times),
+    }
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_scale_arguments(parser)
     parser.add_argument("--device", default=None)
-    parser.add_argument("--questions", type=int, default=None, help="timed questions per scorer (default 10; reduced 3; tiny 2)")
+    parser.add_argument(
+        "--questions", type=int, default=None, help="timed questions per scorer (default 10; reduced 3; tiny 2)"
+    )
     parser.add_argument("--options", type=int, default=5, help="options per question (EgoSchema: 5)")
     parser.add_argument("--frames", type=int, default=None, help="frames per video (default 16; reduced 8; tiny 4)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed questions first (default 2; tiny 1)")
-    parser.add_argument("--ttft-repeats", type=int, default=None, help="time-to-first-token repeats (default 10; reduced 3; tiny 1)")
+    parser.add_argument(
+        "--ttft-repeats", type=int, default=None, help="time-to-first-token repeats (default 10; reduced 3; tiny 1)"
+    )
     parser.add_argument("--generate-tokens", type=int, default=16, help="new tokens of generate_parse")
-    parser.add_argument("--compile", choices=["none", "vision"], default="none", help="torch.compile ego tower, F, connector")
+    parser.add_argument(
+        "--compile", choices=["none", "vision"], default="none", help="torch.compile ego tower, F, connector"
+    )
     parser.add_argument("--compile-backend", default="inductor")
     parser.add_argument("--attn", default="sdpa", choices=["sdpa", "flash_attention_2", "eager"])
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
@@ -141,39 +159,54 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(args.seed)
     items = []
     for question in synthetic_questions(args.questions, args.options, args.seed):
-        items.append({
-            **question,
-            "video": rng.integers(0, 256, (args.frames, image_size, image_size, 3), dtype=np.uint8),
-            "letter_messages": build_messages(template, user_text(template, question["question"], question["options"], "letters")),
-            "continuation_messages": build_messages(template, user_text(template, question["question"], None, "continuation")),
-        })
+        items.append(
+            {
+                **question,
+                "video": rng.integers(0, 256, (args.frames, image_size, image_size, 3), dtype=np.uint8),
+                "letter_messages": build_messages(
+                    template, user_text(template, question["question"], question["options"], "letters")
+                ),
+                "continuation_messages": build_messages(
+                    template, user_text(template, question["question"], None, "continuation")
+                ),
+            }
+        )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
     first = items[0]
     prompt_tokens = {
-        "letters": adapter.encode(adapter.render_prompt(first["letter_messages"]), first["video"])["input_ids"].shape[1],
-        "continuation": adapter.encode(adapter.render_prompt(first["continuation_messages"]), first["video"])["input_ids"].shape[1],
+        "letters": adapter.encode(adapter.render_prompt(first["letter_messages"]), first["video"])["input_ids"].shape[
+            1
+        ],
+        "continuation": adapter.encode(adapter.render_prompt(first["continuation_messages"]), first["video"])[
+            "input_ids"
+        ].shape[1],
     }
-    print(f"{args.scale}-scale ego-only Exo2Ego on {facts['device_name']} ({device.type}), "
-          f"{args.frames} frames, {args.options} options, prompt {prompt_tokens['letters']} tokens (letters)")
+    print(
+        f"{args.scale}-scale ego-only Exo2Ego on {facts['device_name']} ({device.type}), "
+        f"{args.frames} frames, {args.options} options, prompt {prompt_tokens['letters']} tokens (letters)"
+    )
 
     cached_scores: list[list[float]] = []
     uncached_scores: list[list[float]] = []
     scorers = {
         "letter_logprob": lambda item: letter_logprob(adapter, item["letter_messages"], item["video"], args.options),
         "option_loglik (cached prefix)": lambda item: cached_scores.append(
-            option_loglik(adapter, item["continuation_messages"], item["video"], item["options"]).mean_logprob),
+            option_loglik(adapter, item["continuation_messages"], item["video"], item["options"]).mean_logprob
+        ),
         "per-option re-encoding": lambda item: uncached_scores.append(
-            option_loglik_uncached(adapter, item["continuation_messages"], item["video"], item["options"]).mean_logprob),
+            option_loglik_uncached(adapter, item["continuation_messages"], item["video"], item["options"]).mean_logprob
+        ),
         f"generate_parse ({args.generate_tokens} tokens)": lambda item: generate_parse(
-            adapter, item["letter_messages"], item["video"], item["options"], max_new_tokens=args.generate_tokens),
+            adapter, item["letter_messages"], item["video"], item["options"], max_new_tokens=args.generate_tokens
+        ),
     }
     results = {}
     for name, run_one in scorers.items():
         results[name] = time_questions(run_one, items, device, args.warmup)
     # The warm-up questions appended scores too: the timed ones are the last len(items) of each list.
-    cached, uncached = cached_scores[-len(items):], uncached_scores[-len(items):]
+    cached, uncached = cached_scores[-len(items) :], uncached_scores[-len(items) :]
     max_difference = max(abs(a - b) for row_a, row_b in zip(cached, uncached) for a, b in zip(row_a, row_b))
 
     # Time to first token: decoded frames -> processor -> prefill -> first generated token.
@@ -210,11 +243,15 @@ def main(argv=None) -> int:
     }
     print(f"{'scorer':<32} {'questions/s':>11} {'median s':>9} {'x re-encoding':>13}")
     for name, row in results.items():
-        print(f"{name:<32} {row['questions_per_s']:>11.3f} {row['seconds_median']:>9.3f} "
-              f"{row['questions_per_s'] / rate['per-option re-encoding']:>13.2f}")
-    print(f"time to first token ({args.frames}-frame question: processor + prefill + 1 token): "
-          f"{time_to_first_token['ttft_s_median']:.3f} s (processor {time_to_first_token['preprocess_s_median']:.3f} s, "
-          f"prefill forward {time_to_first_token['prefill_forward_s_median']:.3f} s)")
+        print(
+            f"{name:<32} {row['questions_per_s']:>11.3f} {row['seconds_median']:>9.3f} "
+            f"{row['questions_per_s'] / rate['per-option re-encoding']:>13.2f}"
+        )
+    print(
+        f"time to first token ({args.frames}-frame question: processor + prefill + 1 token): "
+        f"{time_to_first_token['ttft_s_median']:.3f} s (processor {time_to_first_token['preprocess_s_median']:.3f} s, "
+        f"prefill forward {time_to_first_token['prefill_forward_s_median']:.3f} s)"
+    )
     print(f"cached vs re-encoded option scores: max |difference| of mean log-prob {max_difference:.2e}")
     payload = {
         "benchmark": "gpu_eval",

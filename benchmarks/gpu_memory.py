@@ -47,7 +47,9 @@ from train.memory_plan import (  # noqa: F401  (GIB, SavedActivationCounter: use
 WORKLOADS = ("peer", *memory_plan.WORKLOADS)
 
 
-def peer_setup(frames: int, scale: str, lora_r: int, lora_alpha: int, lora_dropout: float, dtype: torch.dtype) -> MetaSetup:
+def peer_setup(
+    frames: int, scale: str, lora_r: int, lora_alpha: int, lora_dropout: float, dtype: torch.dtype
+) -> MetaSetup:
     """The peer on the meta device with the peer script's LoRA set-up."""
     from transformers import LlavaNextVideoForConditionalGeneration
 
@@ -56,26 +58,59 @@ def peer_setup(frames: int, scale: str, lora_r: int, lora_alpha: int, lora_dropo
     model = build_model(LlavaNextVideoForConditionalGeneration, config, meta, dtype, "sdpa")
     with torch.device(meta):
         model = apply_peer_training(model, lora_r, lora_alpha, lora_dropout)
-    return MetaSetup(model, peer_video_tokens(config, frames), config.text_config.vocab_size, config.video_token_index,
-                     config.vision_config.image_size)
+    return MetaSetup(
+        model,
+        peer_video_tokens(config, frames),
+        config.text_config.vocab_size,
+        config.video_token_index,
+        config.vision_config.image_size,
+    )
 
 
 def estimate(
-    workload: str, batch: int, frames: int, text_tokens: int, checkpointing: str, checkpoint_every: int = 1,
-    checkpoint_convnets: bool = False, precision: str = "mixed", scale: str = "paper", lora_r: int = 128,
-    lora_alpha: int = 256, lora_dropout: float = 0.1, hf_input_grads: bool = False, dtype: torch.dtype = torch.bfloat16,
+    workload: str,
+    batch: int,
+    frames: int,
+    text_tokens: int,
+    checkpointing: str,
+    checkpoint_every: int = 1,
+    checkpoint_convnets: bool = False,
+    precision: str = "mixed",
+    scale: str = "paper",
+    lora_r: int = 128,
+    lora_alpha: int = 256,
+    lora_dropout: float = 0.1,
+    hf_input_grads: bool = False,
+    dtype: torch.dtype = torch.bfloat16,
 ) -> dict:
     """`train.memory_plan.estimate` for `workload`, the peer included; bytes in GiB."""
     if workload not in WORKLOADS:
         raise ValueError(f"workload must be one of {WORKLOADS}, got {workload!r}")
     setup = peer_setup(frames, scale, lora_r, lora_alpha, lora_dropout, dtype) if workload == "peer" else None
-    return memory_plan.estimate(workload, batch, frames, text_tokens, checkpointing, checkpoint_every, checkpoint_convnets,
-                                precision, scale, lora_r, lora_alpha, lora_dropout, hf_input_grads, dtype, setup=setup)
+    return memory_plan.estimate(
+        workload,
+        batch,
+        frames,
+        text_tokens,
+        checkpointing,
+        checkpoint_every,
+        checkpoint_convnets,
+        precision,
+        scale,
+        lora_r,
+        lora_alpha,
+        lora_dropout,
+        hf_input_grads,
+        dtype,
+        setup=setup,
+    )
 
 
 def print_estimate(result: dict) -> None:
-    print(f"{result['workload']}: batch {result['batch']}, {result['frames']} frames, seq {result['seq_len']}, "
-          f"{result['precision']} precision, checkpointing {result['checkpointing']}")
+    print(
+        f"{result['workload']}: batch {result['batch']}, {result['frames']} frames, seq {result['seq_len']}, "
+        f"{result['precision']} precision, checkpointing {result['checkpointing']}"
+    )
     for key, value in result["static_gib"].items():
         print(f"  {key:<28} {value:8.2f} GiB")
     for key, value in result["activations_gib"].items():
@@ -92,8 +127,11 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpointing", choices=CHECKPOINTING_MODES, nargs="+", default=["full", "llm", "none"])
     parser.add_argument("--checkpoint-every", type=int, default=1)
     parser.add_argument("--checkpoint-convnets", action="store_true")
-    parser.add_argument("--hf-input-grads", action="store_true",
-                        help="keep transformers' input-grad hooks on the towers' patch embeddings (today's Trainer behaviour)")
+    parser.add_argument(
+        "--hf-input-grads",
+        action="store_true",
+        help="keep transformers' input-grad hooks on the towers' patch embeddings (today's Trainer behaviour)",
+    )
     parser.add_argument("--precision", choices=PRECISIONS, default="mixed")
     parser.add_argument("--lora-dropout", type=float, default=0.1, help="LoRA dropout (paper: 0.1; 0 keeps no copies)")
     add_scale_arguments(parser)
@@ -103,13 +141,28 @@ def main(argv=None) -> int:
     results = []
     for workload in args.workload:
         for mode in args.checkpointing:
-            result = estimate(workload, args.batch, args.frames, args.text_tokens, mode, args.checkpoint_every,
-                              args.checkpoint_convnets, args.precision, args.scale,
-                              lora_dropout=args.lora_dropout, hf_input_grads=args.hf_input_grads)
+            result = estimate(
+                workload,
+                args.batch,
+                args.frames,
+                args.text_tokens,
+                mode,
+                args.checkpoint_every,
+                args.checkpoint_convnets,
+                args.precision,
+                args.scale,
+                lora_dropout=args.lora_dropout,
+                hf_input_grads=args.hf_input_grads,
+            )
             print_estimate(result)
             results.append(result)
     if args.out:
-        payload = {"benchmark": "gpu_memory", "settings": vars(args), "versions": {"torch": torch.__version__}, "results": results}
+        payload = {
+            "benchmark": "gpu_memory",
+            "settings": vars(args),
+            "versions": {"torch": torch.__version__},
+            "results": results,
+        }
         write_json_atomic(args.out, payload)
     return 0
 

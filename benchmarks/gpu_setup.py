@@ -44,8 +44,13 @@ PEER_VISION_MODULES = ("vision_tower", "multi_modal_projector")
 def add_scale_arguments(parser) -> None:
     """`--reduced` / `--tiny` (default: the paper's scale)."""
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--reduced", dest="scale", action="store_const", const="reduced",
-                       help="CPU-sized configs: every module type at paper depth, small widths")
+    group.add_argument(
+        "--reduced",
+        dest="scale",
+        action="store_const",
+        const="reduced",
+        help="CPU-sized configs: every module type at paper depth, small widths",
+    )
     group.add_argument("--tiny", dest="scale", action="store_const", const="tiny", help="test-sized configs")
     parser.set_defaults(scale="paper")
 
@@ -157,7 +162,9 @@ def apply_peer_training(model, lora_r: int, lora_alpha: int, lora_dropout: float
     from peft import LoraConfig, get_peft_model
 
     lora = LoraConfig(
-        r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+        r=lora_r,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
         target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
     )
     model = get_peft_model(model, lora)

@@ -63,39 +63,73 @@ DESCRIPTIONS = {
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_scale_arguments(parser)
     parser.add_argument("--device", default=None, help="cuda | cpu (default: cuda when available)")
     parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
     parser.add_argument("--batch", type=int, default=None, help="local batch (default 8; reduced 2; tiny 1)")
     parser.add_argument("--frames", type=int, default=None, help="frames per video (default 16; reduced 8; tiny 4)")
-    parser.add_argument("--text-tokens", type=int, default=None,
-                        help="text tokens per sample, 4 prompt + targets (default 128; tiny 24)")
+    parser.add_argument(
+        "--text-tokens",
+        type=int,
+        default=None,
+        help="text tokens per sample, 4 prompt + targets (default 128; tiny 24)",
+    )
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 5; reduced 3; tiny 1)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 2; 3 with --compile)")
-    parser.add_argument("--checkpointing", nargs="+", choices=CHECKPOINTING_MODES, default=["full"],
-                        help="activation checkpointing modes to measure, each one a row per workload")
+    parser.add_argument(
+        "--checkpointing",
+        nargs="+",
+        choices=CHECKPOINTING_MODES,
+        default=["full"],
+        help="activation checkpointing modes to measure, each one a row per workload",
+    )
     parser.add_argument("--checkpoint-every", type=int, default=1, help="checkpoint every k-th layer (selective)")
-    parser.add_argument("--checkpoint-convnets", action=argparse.BooleanOptionalAction, default=True,
-                        help="also checkpoint the connector's and mappings' blocks (needed to fit batch 8 in 80 GB)")
-    parser.add_argument("--hf-input-grads", action="store_true",
-                        help="keep transformers' input-grad hooks on the towers' patch embeddings (today's Trainer "
-                             "behaviour: the frozen exo tower then runs a backward)")
-    parser.add_argument("--compile", choices=["none", "vision", "all"], default="none",
-                        help="torch.compile the towers/mappings/connector (vision) and also the decoder layers (all)")
+    parser.add_argument(
+        "--checkpoint-convnets",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also checkpoint the connector's and mappings' blocks (needed to fit batch 8 in 80 GB)",
+    )
+    parser.add_argument(
+        "--hf-input-grads",
+        action="store_true",
+        help="keep transformers' input-grad hooks on the towers' patch embeddings (today's Trainer "
+        "behaviour: the frozen exo tower then runs a backward)",
+    )
+    parser.add_argument(
+        "--compile",
+        choices=["none", "vision", "all"],
+        default="none",
+        help="torch.compile the towers/mappings/connector (vision) and also the decoder layers (all)",
+    )
     parser.add_argument("--compile-backend", default="inductor")
-    parser.add_argument("--precision", choices=PRECISIONS, default="mixed",
-                        help="mixed: fp32 trainables + bf16 autocast; bf16: all bf16 (the peer script's)")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="mixed",
+        help="mixed: fp32 trainables + bf16 autocast; bf16: all bf16 (the peer script's)",
+    )
     parser.add_argument("--attn", default="sdpa", choices=["sdpa", "flash_attention_2", "eager"])
     parser.add_argument("--lora-r", type=int, default=128)
     parser.add_argument("--lora-alpha", type=int, default=256)
     parser.add_argument("--lora-dropout", type=float, default=0.1)
     parser.add_argument("--no-activation-count", action="store_true", help="skip the saved-activation counting pass")
-    parser.add_argument("--peak-size", type=int, default=None, help="matmul size for the peak (default 8192 GPU, 1024 CPU)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads (torch.set_num_threads); 1 gives steadier CPU timings on a shared machine")
+    parser.add_argument(
+        "--peak-size", type=int, default=None, help="matmul size for the peak (default 8192 GPU, 1024 CPU)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads (torch.set_num_threads); 1 gives steadier CPU timings on a shared machine",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/gpu_train_step[_reduced].json)")
+    parser.add_argument(
+        "--out", default=None, help="JSON path (default benchmarks/results/gpu_train_step[_reduced].json)"
+    )
     args = parser.parse_args(argv)
     args.batch = args.batch or scale_default(args.scale, 8, 2, 1)
     args.frames = args.frames or scale_default(args.scale, 16, 8, 4)
@@ -103,7 +137,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.steps = args.steps or scale_default(args.scale, 5, 3, 1)
     if args.warmup is None:
         args.warmup = 3 if args.compile != "none" else scale_default(args.scale, 2, 2, 1)
-    args.out = args.out or f"benchmarks/results/gpu_train_step{scale_default(args.scale, '', '_reduced', '_tiny')}.json"
+    args.out = (
+        args.out or f"benchmarks/results/gpu_train_step{scale_default(args.scale, '', '_reduced', '_tiny')}.json"
+    )
     return args
 
 
@@ -173,7 +209,9 @@ def measure(model, batch, loss_fn, device: torch.device, warmup: int, steps: int
                 saved = counter.live_bytes()
             del loss
             result["saved_activations_gib"] = sum(saved.values()) / GIB
-            result["saved_activations_by_module_gib"] = {k: v / GIB for k, v in sorted(saved.items(), key=lambda kv: -kv[1])}
+            result["saved_activations_by_module_gib"] = {
+                k: v / GIB for k, v in sorted(saved.items(), key=lambda kv: -kv[1])
+            }
         return result
     except (RuntimeError, MemoryError) as error:
         if not is_out_of_memory(error):
@@ -212,8 +250,18 @@ def run_peer(args, size: ModelSize, device, dtype, peak_tflops: float) -> list[d
     compiled = compile_modules(model, args.compile, args.compile_backend)
     shape = StepShape(args.batch, args.frames, args.text_tokens)
     video_tokens = peer_video_tokens(config, args.frames)
-    batch = synthetic_batch(config.text_config.vocab_size, config.video_token_index, video_tokens, args.batch, args.frames,
-                            config.vision_config.image_size, args.text_tokens, device, dtype, seed=args.seed)
+    batch = synthetic_batch(
+        config.text_config.vocab_size,
+        config.video_token_index,
+        video_tokens,
+        args.batch,
+        args.frames,
+        config.vision_config.image_size,
+        args.text_tokens,
+        device,
+        dtype,
+        seed=args.seed,
+    )
     step_flops = peer_step_flops(config, args.lora_r, shape)
     executed = peer_step_flops(config, args.lora_r, shape, include_waste=True)
     patches = (config.vision_config.image_size // config.vision_config.patch_size) ** 2
@@ -221,9 +269,17 @@ def run_peer(args, size: ModelSize, device, dtype, peak_tflops: float) -> list[d
     rows = []
     for mode in args.checkpointing:
         summary = configure_checkpointing(model, mode, args.checkpoint_every, False, args.hf_input_grads)
-        row = {"workload": "peer", "description": DESCRIPTIONS["peer"], "checkpointing": summary, "batch": args.batch,
-               "frames": args.frames, "seq_len": step_flops.seq_len, "params_m": parameter_counts(model),
-               "build_s": build_s, "compiled": compiled}
+        row = {
+            "workload": "peer",
+            "description": DESCRIPTIONS["peer"],
+            "checkpointing": summary,
+            "batch": args.batch,
+            "frames": args.frames,
+            "seq_len": step_flops.seq_len,
+            "params_m": parameter_counts(model),
+            "build_s": build_s,
+            "compiled": compiled,
+        }
         row.update(measure(model, batch, peer_loss, device, args.warmup, args.steps, not args.no_activation_count))
         row["executed_tflop_per_step"] = executed.total / 1e12
         row["peer_script_formula_tflop_per_step"] = script_flops / 1e12
@@ -248,7 +304,11 @@ def run_exo2ego(args, size: ModelSize, device, dtype, peak_tflops: float) -> lis
     image_size = config.ego_vision_config.image_size
     rows = []
     stages = [("stage2", "stage2", False)] if "stage2" in args.workloads else []
-    stages += [(name, "stage3", name.endswith("full_logits")) for name in ("stage3", "stage3_full_logits") if name in args.workloads]
+    stages += [
+        (name, "stage3", name.endswith("full_logits"))
+        for name in ("stage3", "stage3_full_logits")
+        if name in args.workloads
+    ]
     compiled = compile_modules(model, args.compile, args.compile_backend)
     current_stage = None
     for workload, stage, full_logits in stages:
@@ -258,23 +318,56 @@ def run_exo2ego(args, size: ModelSize, device, dtype, peak_tflops: float) -> lis
             apply_precision(model, args.precision, device)
             model.train()
             current_stage = stage
-        batch = synthetic_batch(config.text_config.vocab_size, config.video_token_id, video_tokens, args.batch, args.frames,
-                                image_size, args.text_tokens, device, dtype, exo=stage == "stage2", seed=args.seed)
+        batch = synthetic_batch(
+            config.text_config.vocab_size,
+            config.video_token_id,
+            video_tokens,
+            args.batch,
+            args.frames,
+            image_size,
+            args.text_tokens,
+            device,
+            dtype,
+            exo=stage == "stage2",
+            seed=args.seed,
+        )
         lora_r = args.lora_r if resolved.lora else 0
-        step_flops = exo2ego_step_flops(config, resolved.trainable, resolved.losses, lora_r, shape, full_logits=full_logits)
-        executed = exo2ego_step_flops(config, resolved.trainable, resolved.losses, lora_r, shape, full_logits=full_logits,
-                                      include_waste=True, hf_input_grads=args.hf_input_grads)
+        step_flops = exo2ego_step_flops(
+            config, resolved.trainable, resolved.losses, lora_r, shape, full_logits=full_logits
+        )
+        executed = exo2ego_step_flops(
+            config,
+            resolved.trainable,
+            resolved.losses,
+            lora_r,
+            shape,
+            full_logits=full_logits,
+            include_waste=True,
+            hf_input_grads=args.hf_input_grads,
+        )
         loss_fn = stage2_loss if stage == "stage2" else stage3_loss
 
         def loss(model, batch, loss_fn=loss_fn, full_logits=full_logits):
             return loss_fn(model, batch, full_logits=full_logits)
 
         for mode in args.checkpointing:
-            summary = configure_checkpointing(model, mode, args.checkpoint_every, args.checkpoint_convnets, args.hf_input_grads)
-            row = {"workload": workload, "description": DESCRIPTIONS[workload], "checkpointing": summary,
-                   "batch": args.batch, "frames": args.frames, "seq_len": step_flops.seq_len,
-                   "trainable_modules": sorted(resolved.trainable), "losses": sorted(resolved.losses),
-                   "lora": resolved.lora, "params_m": parameter_counts(model), "build_s": build_s, "compiled": compiled}
+            summary = configure_checkpointing(
+                model, mode, args.checkpoint_every, args.checkpoint_convnets, args.hf_input_grads
+            )
+            row = {
+                "workload": workload,
+                "description": DESCRIPTIONS[workload],
+                "checkpointing": summary,
+                "batch": args.batch,
+                "frames": args.frames,
+                "seq_len": step_flops.seq_len,
+                "trainable_modules": sorted(resolved.trainable),
+                "losses": sorted(resolved.losses),
+                "lora": resolved.lora,
+                "params_m": parameter_counts(model),
+                "build_s": build_s,
+                "compiled": compiled,
+            }
             row.update(measure(model, batch, loss, device, args.warmup, args.steps, not args.no_activation_count))
             row["executed_tflop_per_step"] = executed.total / 1e12
             rows.append(finish_row(row, step_flops, peak_tflops))
@@ -289,8 +382,10 @@ def run_exo2ego(args, size: ModelSize, device, dtype, peak_tflops: float) -> lis
 # Report
 # ---------------------------------------------------------------------------------------------------------------------
 
-HEADER = (f"{'workload':<32} {'ckpt':<5} {'batch':>5} {'seq':>5} {'step s':>8} {'samples/s':>9} {'TFLOP/s':>8} {'MFU':>6} "
-          f"{'peak GiB':>8} {'saved GiB':>9}")
+HEADER = (
+    f"{'workload':<32} {'ckpt':<5} {'batch':>5} {'seq':>5} {'step s':>8} {'samples/s':>9} {'TFLOP/s':>8} {'MFU':>6} "
+    f"{'peak GiB':>8} {'saved GiB':>9}"
+)
 
 
 def _fmt(value, spec: str) -> str:
@@ -302,9 +397,11 @@ def print_row(row: dict) -> None:
     if row["status"] != "ok":
         print(f"{row['description']:<32} {mode:<5} {row['batch']:>5} {row['seq_len']:>5} {row['status'].upper():>8}")
         return
-    print(f"{row['description']:<32} {mode:<5} {row['batch']:>5} {row['seq_len']:>5} {row['step_s']:>8.3f} "
-          f"{row['samples_per_s']:>9.2f} {row['model_tflops']:>8.2f} {_fmt(100 * row['mfu'], '5.1f'):>5}% "
-          f"{_fmt(row.get('peak_mem_gib'), '8.1f'):>8} {_fmt(row.get('saved_activations_gib'), '9.3f'):>9}")
+    print(
+        f"{row['description']:<32} {mode:<5} {row['batch']:>5} {row['seq_len']:>5} {row['step_s']:>8.3f} "
+        f"{row['samples_per_s']:>9.2f} {row['model_tflops']:>8.2f} {_fmt(100 * row['mfu'], '5.1f'):>5}% "
+        f"{_fmt(row.get('peak_mem_gib'), '8.1f'):>8} {_fmt(row.get('saved_activations_gib'), '9.3f'):>9}"
+    )
 
 
 def ratios(rows: list[dict]) -> dict:
@@ -334,8 +431,10 @@ def main(argv=None) -> int:
     size = ModelSize(args.scale)
     facts = device_facts(device)
     peak = matmul_peak_tflops(device, dtype, args.peak_size)
-    print(f"{args.scale}-scale configs on {facts['device_name']} ({device.type}); "
-          f"measured {str(dtype).removeprefix('torch.')} matmul peak {peak:.2f} TFLOP/s")
+    print(
+        f"{args.scale}-scale configs on {facts['device_name']} ({device.type}); "
+        f"measured {str(dtype).removeprefix('torch.')} matmul peak {peak:.2f} TFLOP/s"
+    )
     print(HEADER)
     rows = []
     if "peer" in args.workloads:

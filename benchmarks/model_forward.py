@@ -4,7 +4,8 @@ Each mode runs in its own spawned process so the peak resident set size (ru_maxr
 the table reports the peak above the process's footprint after building the model. Prints a table and writes
 JSON (with the CPU, versions and settings) to --out.
 
-    python -m benchmarks.model_forward [--frames 8] [--batch 2] [--repeats 10] [--out benchmarks/results/model_forward.json]
+    python -m benchmarks.model_forward [--frames 8] [--batch 2] [--repeats 10] \
+        [--out benchmarks/results/model_forward.json]
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ def measure(mode: dict, frames: int, batch: int, repeats: int, queue) -> None:
     size = model.config.ego_vision_config.image_size
     pixels = torch.randn(batch, frames, 3, size, size)
     tokens = processor.num_video_tokens(frames, "ego")
-    input_ids = torch.cat([torch.full((batch, tokens), processor.video_token_id), torch.randint(10, 400, (batch, 32))], 1)
+    input_ids = torch.cat(
+        [torch.full((batch, tokens), processor.video_token_id), torch.randint(10, 400, (batch, 32))], 1
+    )
     labels = input_ids.masked_fill(input_ids == processor.video_token_id, -100)
     baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
@@ -89,7 +92,9 @@ def main() -> None:
     print(f"tiny Exo2Ego, batch {args.batch}, {args.frames} frames, CPU: {cpu_name()}")
     print(f"{'mode':<50} {'median ms':>10} {'x ego':>7} {'peak MiB':>9}")
     for name, row in rows.items():
-        print(f"{name:<50} {row['median_ms']:>10.1f} {row['median_ms'] / reference:>7.2f} {row['peak_extra_mib']:>9.1f}")
+        print(
+            f"{name:<50} {row['median_ms']:>10.1f} {row['median_ms'] / reference:>7.2f} {row['peak_extra_mib']:>9.1f}"
+        )
     result = {
         "settings": vars(args),
         "cpu": cpu_name(),

@@ -35,16 +35,23 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def summarize(latencies: list[float], wall_s: float) -> dict:
-    return {"requests": len(latencies), "p50_ms": 1000 * statistics.median(latencies),
-            "p95_ms": 1000 * percentile(latencies, 0.95), "requests_per_s": len(latencies) / wall_s, "wall_s": wall_s}
+    return {
+        "requests": len(latencies),
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p95_ms": 1000 * percentile(latencies, 0.95),
+        "requests_per_s": len(latencies) / wall_s,
+        "wall_s": wall_s,
+    }
 
 
 def request_set(examples) -> list[tuple[str, str, float | None, float | None]]:
     """Eight different requests: two videos, two questions, whole video or the question's window."""
-    return [(example.video, question, *window)
-            for example in examples
-            for question in (example.question, "What did I do with the cube?")
-            for window in ((None, None), (example.start_sec, example.end_sec))]
+    return [
+        (example.video, question, *window)
+        for example in examples
+        for question in (example.question, "What did I do with the cube?")
+        for window in ((None, None), (example.start_sec, example.end_sec))
+    ]
 
 
 def generate_one_at_a_time(model_dir: str, requests, max_tokens: int) -> dict:
@@ -62,7 +69,9 @@ def generate_one_at_a_time(model_dir: str, requests, max_tokens: int) -> dict:
         item = {"type": "video", "path": video}
         item.update({key: value for key, value in (("start_sec", start), ("end_sec", end)) if value is not None})
         messages = [{"role": "user", "content": [item, {"type": "text", "text": question}]}]
-        inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True).to(device)
+        inputs = processor.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=True
+        ).to(device)
         with torch.inference_mode():
             model.generate(**inputs, max_new_tokens=max_tokens, do_sample=False)
 
@@ -75,24 +84,38 @@ def generate_one_at_a_time(model_dir: str, requests, max_tokens: int) -> dict:
     return summarize(latencies, time.perf_counter() - start)
 
 
-def through_server(model_dir: str, media_root: str, requests, clients: int, max_tokens: int,
-                   max_batch_size: int) -> dict:
+def through_server(
+    model_dir: str, media_root: str, requests, clients: int, max_tokens: int, max_batch_size: int
+) -> dict:
     import openai
 
     from exo2ego.serve.process import ServerProcess
 
-    args = ["--model", model_dir, "--media-root", media_root, "--served-model-name", "bench",
-            "--max-batch-size", str(max_batch_size)]
+    args = [
+        "--model",
+        model_dir,
+        "--media-root",
+        media_root,
+        "--served-model-name",
+        "bench",
+        "--max-batch-size",
+        str(max_batch_size),
+    ]
     with ServerProcess(args) as server:
         client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=600)
 
         def ask(request) -> float:
             video, question, start, end = request
             video_url = {"url": f"file://{video}"}
-            video_url.update({key: value for key, value in (("start_sec", start), ("end_sec", end))
-                              if value is not None})
-            messages = [{"role": "user", "content": [{"type": "video_url", "video_url": video_url},
-                                                     {"type": "text", "text": question}]}]
+            video_url.update(
+                {key: value for key, value in (("start_sec", start), ("end_sec", end)) if value is not None}
+            )
+            messages = [
+                {
+                    "role": "user",
+                    "content": [{"type": "video_url", "video_url": video_url}, {"type": "text", "text": question}],
+                }
+            ]
             began = time.perf_counter()
             client.chat.completions.create(model="bench", messages=messages, max_tokens=max_tokens, temperature=0)
             return time.perf_counter() - began
@@ -135,35 +158,47 @@ def main() -> None:
         media = Path(scratch) / "media"
         requests = request_set(write_synthetic_examples(media, count=2))
         requests = (requests * (args.clients * args.requests_per_client // len(requests) + 1))[
-            : args.clients * args.requests_per_client]
+            : args.clients * args.requests_per_client
+        ]
         rows = {"generate, one at a time": generate_one_at_a_time(model_dir, requests, args.max_tokens)}
-        rows["server, 1 client"] = through_server(model_dir, str(media), requests, 1, args.max_tokens,
-                                                  args.max_batch_size)
-        rows[f"server, {args.clients} clients"] = through_server(model_dir, str(media), requests, args.clients,
-                                                                 args.max_tokens, args.max_batch_size)
-        rows[f"server, {args.clients} clients, no batching"] = through_server(model_dir, str(media), requests,
-                                                                              args.clients, args.max_tokens, 1)
+        rows["server, 1 client"] = through_server(
+            model_dir, str(media), requests, 1, args.max_tokens, args.max_batch_size
+        )
+        rows[f"server, {args.clients} clients"] = through_server(
+            model_dir, str(media), requests, args.clients, args.max_tokens, args.max_batch_size
+        )
+        rows[f"server, {args.clients} clients, no batching"] = through_server(
+            model_dir, str(media), requests, args.clients, args.max_tokens, 1
+        )
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     baseline = rows["generate, one at a time"]["requests_per_s"]
-    print(f"exo2ego serve, {len(requests)} requests, {args.max_tokens} new tokens, model "
-          f"{args.model or 'tiny random'}, CPU: {cpu_name()}" + (f", GPU: {gpu}" if gpu else "")
-          + f", load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"exo2ego serve, {len(requests)} requests, {args.max_tokens} new tokens, model "
+        f"{args.model or 'tiny random'}, CPU: {cpu_name()}"
+        + (f", GPU: {gpu}" if gpu else "")
+        + f", load average {os.getloadavg()[0]:.1f}"
+    )
     print(f"{'mode':<36} {'p50 ms':>8} {'p95 ms':>8} {'req/s':>7} {'x generate':>10} {'mean batch':>10}")
     for name, row in rows.items():
         batch = f"{row['mean_batch_size']:.1f}" if "mean_batch_size" in row else "-"
-        print(f"{name:<36} {row['p50_ms']:>8.0f} {row['p95_ms']:>8.0f} {row['requests_per_s']:>7.2f} "
-              f"{row['requests_per_s'] / baseline:>10.2f} {batch:>10}")
-    write_json_atomic(args.out, {
-        "settings": vars(args),
-        "cpu": cpu_name(),
-        "gpu": gpu,
-        "threads": torch.get_num_threads(),
-        # other work on the machine slows every mode; the ratios between modes are the result to read
-        "load_average_1m": {"start": load_before[0], "end": os.getloadavg()[0]},
-        "versions": package_versions(["torch", "transformers", "fastapi", "uvicorn", "openai"]),
-        "results": rows,
-    })
+        print(
+            f"{name:<36} {row['p50_ms']:>8.0f} {row['p95_ms']:>8.0f} {row['requests_per_s']:>7.2f} "
+            f"{row['requests_per_s'] / baseline:>10.2f} {batch:>10}"
+        )
+    write_json_atomic(
+        args.out,
+        {
+            "settings": vars(args),
+            "cpu": cpu_name(),
+            "gpu": gpu,
+            "threads": torch.get_num_threads(),
+            # other work on the machine slows every mode; the ratios between modes are the result to read
+            "load_average_1m": {"start": load_before[0], "end": os.getloadavg()[0]},
+            "versions": package_versions(["torch", "transformers", "fastapi", "uvicorn", "openai"]),
+            "results": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

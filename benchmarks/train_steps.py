@@ -50,32 +50,60 @@ def main(argv=None) -> int:
         start = root / "base"
         for stage in STAGES:
             data = (
-                ["--dataset_path", str(root / "synth" / "egoit")] if stage == "stage3" else ["--dataset_path", str(root / "clips")]
+                ["--dataset_path", str(root / "synth" / "egoit")]
+                if stage == "stage3"
+                else ["--dataset_path", str(root / "clips")]
             )
-            trainer = run_stage(stage, [
-                "--config", str(REPO / "train" / "configs" / f"tiny_{stage}.yaml"), "--model_name_or_path", str(start),
-                "--output_dir", str(root / stage), "--video_root", str(root / "synth"), *data,
-                "--max_steps", str(args.steps), "--per_device_train_batch_size", str(args.batch),
-                "--save_strategy", "no", "--logging_steps", str(args.steps),
-            ])
+            trainer = run_stage(
+                stage,
+                [
+                    "--config",
+                    str(REPO / "train" / "configs" / f"tiny_{stage}.yaml"),
+                    "--model_name_or_path",
+                    str(start),
+                    "--output_dir",
+                    str(root / stage),
+                    "--video_root",
+                    str(root / "synth"),
+                    *data,
+                    "--max_steps",
+                    str(args.steps),
+                    "--per_device_train_batch_size",
+                    str(args.batch),
+                    "--save_strategy",
+                    "no",
+                    "--logging_steps",
+                    str(args.steps),
+                ],
+            )
             summary = trainer.state.log_history[-1]
-            rows.append({
-                "stage": stage, "steps": trainer.state.global_step, "runtime_sec": summary["train_runtime"],
-                "steps_per_sec": summary["train_steps_per_second"],
-                "samples_per_sec": summary["train_samples_per_second"],
-                "failed_videos": trainer.failures.failed,
-            })
+            rows.append(
+                {
+                    "stage": stage,
+                    "steps": trainer.state.global_step,
+                    "runtime_sec": summary["train_runtime"],
+                    "steps_per_sec": summary["train_steps_per_second"],
+                    "samples_per_sec": summary["train_samples_per_second"],
+                    "failed_videos": trainer.failures.failed,
+                }
+            )
             start = root / stage
 
     print(f"tiny Exo2Ego, CPU: {cpu_name()}, torch threads {torch.get_num_threads()}, batch {args.batch}")
     print(f"{'stage':8} {'steps':>5} {'steps/s':>8} {'samples/s':>10} {'vs stage1':>9}")
     reference = next(row["steps_per_sec"] for row in rows if row["stage"] == "stage1")
     for row in rows:
-        print(f"{row['stage']:8} {row['steps']:5d} {row['steps_per_sec']:8.2f} {row['samples_per_sec']:10.2f} "
-              f"{row['steps_per_sec'] / reference:9.2f}")
+        print(
+            f"{row['stage']:8} {row['steps']:5d} {row['steps_per_sec']:8.2f} {row['samples_per_sec']:10.2f} "
+            f"{row['steps_per_sec'] / reference:9.2f}"
+        )
     report = {
-        "benchmark": "train_steps", "cpu": cpu_name(), "torch_threads": torch.get_num_threads(),
-        "args": vars(args), "versions": environment_versions(), "stages": rows,
+        "benchmark": "train_steps",
+        "cpu": cpu_name(),
+        "torch_threads": torch.get_num_threads(),
+        "args": vars(args),
+        "versions": environment_versions(),
+        "stages": rows,
     }
     write_json_atomic(args.json, report)
     print(f"wrote {args.json}")

@@ -52,9 +52,15 @@ def _resolve(path: str | os.PathLike, root: str | os.PathLike | None) -> str:
     return os.fspath(Path(root) / path) if root is not None and not os.path.isabs(path) else os.fspath(path)
 
 
-def read_synced_clip(ego_path: str | os.PathLike | None, exo_paths: Sequence[str | os.PathLike],
-                     start_sec: float, end_sec: float, num_frames: int, root: str | os.PathLike | None = None,
-                     seek_gap_sec: float = 2.0) -> SyncedClip:
+def read_synced_clip(
+    ego_path: str | os.PathLike | None,
+    exo_paths: Sequence[str | os.PathLike],
+    start_sec: float,
+    end_sec: float,
+    num_frames: int,
+    root: str | os.PathLike | None = None,
+    seek_gap_sec: float = 2.0,
+) -> SyncedClip:
     """Read ``num_frames`` frames of every view at identical timestamps inside [start_sec, end_sec].
 
     Args:
@@ -72,15 +78,18 @@ def read_synced_clip(ego_path: str | os.PathLike | None, exo_paths: Sequence[str
         raise ValueError("read_synced_clip needs an ego path or at least one exo path")
     timestamps = sample_timestamps(float(start_sec), float(end_sec), num_frames)
     views = ([] if ego_path is None else [ego_path]) + list(exo_paths)
-    clips = [read_video_frames(_resolve(path, root), num_frames, timestamps=timestamps, seek_gap_sec=seek_gap_sec)
-             for path in views]
+    clips = [
+        read_video_frames(_resolve(path, root), num_frames, timestamps=timestamps, seek_gap_sec=seek_gap_sec)
+        for path in views
+    ]
     ego = None if ego_path is None else clips[0].frames
-    exo = [clip.frames for clip in clips[0 if ego_path is None else 1:]]
+    exo = [clip.frames for clip in clips[0 if ego_path is None else 1 :]]
     return SyncedClip(timestamps, ego, exo, [clip.frame_times for clip in clips])
 
 
-def read_clip_row(row: Mapping[str, Any], num_frames: int, root: str | os.PathLike | None = None,
-                  views: str = "ego+exo") -> SyncedClip:
+def read_clip_row(
+    row: Mapping[str, Any], num_frames: int, root: str | os.PathLike | None = None, views: str = "ego+exo"
+) -> SyncedClip:
     """:func:`read_synced_clip` for an Ego-ExoClip ``clips`` row; ``views``: "ego+exo", "ego" or "exo"."""
     if views not in ("ego+exo", "ego", "exo"):
         raise ValueError(f"views must be 'ego+exo', 'ego' or 'exo', got {views!r}")
@@ -128,20 +137,34 @@ def _write_shard(path: str, rows: list[dict[str, Any]], root: str, config: PackC
             clip = read_clip_row(row, config.num_frames, root=root, views=config.views)
             names = ([row["ego_cam"]] if clip.ego is not None else []) + (list(row["exo_cams"]) if clip.exo else [])
             frames = ([clip.ego] if clip.ego is not None else []) + clip.exo
-            meta = {"clip_id": row["clip_id"], "take_uid": row["take_uid"], "text": row.get("text"),
-                    "start_sec": row["start_sec"], "end_sec": row["end_sec"],
-                    "timestamps": clip.timestamps.tolist(), "views": names,
-                    "ego_view": row["ego_cam"] if clip.ego is not None else None}
+            meta = {
+                "clip_id": row["clip_id"],
+                "take_uid": row["take_uid"],
+                "text": row.get("text"),
+                "start_sec": row["start_sec"],
+                "end_sec": row["end_sec"],
+                "timestamps": clip.timestamps.tolist(),
+                "views": names,
+                "ego_view": row["ego_cam"] if clip.ego is not None else None,
+            }
             _add(tar, f"{row['clip_id']}.json", json.dumps(meta, sort_keys=True).encode())
             for name, view_frames in zip(names, frames):
                 for index, frame in enumerate(view_frames):
-                    _add(tar, f"{row['clip_id']}.{name}.{index:03d}.jpg",
-                         _jpeg(frame, config.short_side, config.jpeg_quality))
+                    _add(
+                        tar,
+                        f"{row['clip_id']}.{name}.{index:03d}.jpg",
+                        _jpeg(frame, config.short_side, config.jpeg_quality),
+                    )
     return len(rows)
 
 
-def pack_clips(rows: Sequence[Mapping[str, Any]], egoexo_root: str | os.PathLike, out_dir: str | os.PathLike,
-               config: PackConfig | None = None, num_proc: int = 1) -> dict[str, Any]:
+def pack_clips(
+    rows: Sequence[Mapping[str, Any]],
+    egoexo_root: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    config: PackConfig | None = None,
+    num_proc: int = 1,
+) -> dict[str, Any]:
     """Pre-cut every clip (all views at the same seconds) into ``out_dir/pack-NNNNN.tar`` shards.
 
     Resumable: shards are fixed slices of ``rows`` and a finished shard (renamed from its temp file)
@@ -164,8 +187,10 @@ def pack_clips(rows: Sequence[Mapping[str, Any]], egoexo_root: str | os.PathLike
     progress = tqdm(total=num_shards, initial=num_shards - len(jobs), desc="packing clips", unit="shard")
     if num_proc > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(num_proc) as pool:
-            futures = [pool.submit(_write_shard, path, shard_rows, os.fspath(egoexo_root), config)
-                       for path, shard_rows in jobs]
+            futures = [
+                pool.submit(_write_shard, path, shard_rows, os.fspath(egoexo_root), config)
+                for path, shard_rows in jobs
+            ]
             for future in futures:
                 future.result()
                 progress.update()
@@ -174,8 +199,11 @@ def pack_clips(rows: Sequence[Mapping[str, Any]], egoexo_root: str | os.PathLike
             _write_shard(path, shard_rows, os.fspath(egoexo_root), config)
             progress.update()
     progress.close()
-    index = {"config": config.__dict__, "shards": [f"pack-{s:05d}.tar" for s in range(num_shards)],
-             "clips": {row["clip_id"]: f"pack-{i // config.clips_per_shard:05d}.tar" for i, row in enumerate(rows)}}
+    index = {
+        "config": config.__dict__,
+        "shards": [f"pack-{s:05d}.tar" for s in range(num_shards)],
+        "clips": {row["clip_id"]: f"pack-{i // config.clips_per_shard:05d}.tar" for i, row in enumerate(rows)},
+    }
     write_json_atomic(out_dir / PACK_INDEX, index)
     return index
 
@@ -210,15 +238,17 @@ def _decode_sample(key: str, files: dict[str, bytes], image_module) -> SyncedCli
     views = []
     for view in meta["views"]:
         frame_names = sorted(name for name in files if name.startswith(f"{view}.") and name.endswith(".jpg"))
-        views.append(np.stack([np.asarray(image_module.open(io.BytesIO(files[name])).convert("RGB"))
-                               for name in frame_names]))
+        views.append(
+            np.stack([np.asarray(image_module.open(io.BytesIO(files[name])).convert("RGB")) for name in frame_names])
+        )
     timestamps = np.asarray(meta["timestamps"], dtype=np.float64)
     has_ego = meta["ego_view"] is not None
     return SyncedClip(timestamps, views[0] if has_ego else None, views[1:] if has_ego else views, [], key)
 
 
-def iter_synced_clips(rows: Iterable[Mapping[str, Any]], num_frames: int, root: str | os.PathLike | None = None,
-                      views: str = "ego+exo") -> Iterator[SyncedClip]:
+def iter_synced_clips(
+    rows: Iterable[Mapping[str, Any]], num_frames: int, root: str | os.PathLike | None = None, views: str = "ego+exo"
+) -> Iterator[SyncedClip]:
     """:func:`read_clip_row` over many rows (e.g. a ``load_dataset(..., "clips")`` split)."""
     for row in rows:
         yield read_clip_row(row, num_frames, root=root, views=views)

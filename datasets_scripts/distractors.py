@@ -51,8 +51,9 @@ class TextEncoder:
         show_progress: tqdm bar while embedding new texts.
     """
 
-    def __init__(self, model: str | Path | None = None, device: str = "cpu", batch_size: int = 256,
-                 show_progress: bool = True):
+    def __init__(
+        self, model: str | Path | None = None, device: str = "cpu", batch_size: int = 256, show_progress: bool = True
+    ):
         from sentence_transformers import SentenceTransformer
 
         if model is None:
@@ -77,8 +78,13 @@ class TextEncoder:
         """Unit-norm embeddings, float32 ``(len(texts), D)``; only texts not seen before are encoded."""
         new = sorted({text for text in texts if text not in self._cache})
         if new:
-            vectors = self.model.encode(new, batch_size=self.batch_size, normalize_embeddings=True,
-                                        convert_to_numpy=True, show_progress_bar=self.show_progress and len(new) > self.batch_size)
+            vectors = self.model.encode(
+                new,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=self.show_progress and len(new) > self.batch_size,
+            )
             self._cache.update(zip(new, vectors.astype(np.float32)))
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
@@ -150,13 +156,31 @@ def mine_distractors(
             banned.update(normalize_text(text) for text in keep[question])
             guard_texts = [text for text in list(protect[question]) + list(keep[question])]
             guard_vectors = encoder.embed(guard_texts) if guard_texts else None
-            results.append(_pick(similarities[offset], pool_texts, pool_norm, pool_vectors, wanted[question],
-                                 banned, guard_vectors, near_duplicate))
+            results.append(
+                _pick(
+                    similarities[offset],
+                    pool_texts,
+                    pool_norm,
+                    pool_vectors,
+                    wanted[question],
+                    banned,
+                    guard_vectors,
+                    near_duplicate,
+                )
+            )
     return results
 
 
-def _pick(similarity_row: np.ndarray, pool_texts: list[str], pool_norm: list[str], pool_vectors: np.ndarray,
-          k: int, banned: set[str], guard_vectors: np.ndarray | None, near_duplicate: float | None) -> list[MinedOption]:
+def _pick(
+    similarity_row: np.ndarray,
+    pool_texts: list[str],
+    pool_norm: list[str],
+    pool_vectors: np.ndarray,
+    k: int,
+    banned: set[str],
+    guard_vectors: np.ndarray | None,
+    near_duplicate: float | None,
+) -> list[MinedOption]:
     """Greedy walk down the ranking of one question (see :func:`mine_distractors`)."""
     chosen: list[MinedOption] = []
     chosen_vectors: list[np.ndarray] = []
@@ -204,8 +228,15 @@ def _ranking(similarity_row: np.ndarray, depth: int) -> np.ndarray:
     return head[order]
 
 
-def provenance(encoder_id: str, rule: str, mined: Sequence[MinedOption], *, excluded: Sequence[str] = (),
-               near_duplicate: float | None = DEFAULT_NEAR_DUPLICATE, **extra) -> dict:
+def provenance(
+    encoder_id: str,
+    rule: str,
+    mined: Sequence[MinedOption],
+    *,
+    excluded: Sequence[str] = (),
+    near_duplicate: float | None = DEFAULT_NEAR_DUPLICATE,
+    **extra,
+) -> dict:
     """The ``meta["distractors"]`` record of one question (similarities rounded for stable bytes)."""
     return {
         "encoder": encoder_id,

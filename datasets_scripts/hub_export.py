@@ -307,10 +307,20 @@ def push_folder_to_hub(
     files = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
     media = [path for path in files if Path(path).suffix.lower() in MEDIA_SUFFIXES]
     if media and not allow_media:
-        raise ExportError(f"{folder} holds media files {media[:5]} (... {len(media)} in all); refusing to upload "
-                          "videos or frames (pass allow_media=True only for data you may redistribute)")
-    return push_files_to_hub(folder, repo_id, files, repo_type="dataset", private=private, token=token, api=api,
-                             commit_message=commit_message or f"Upload {folder.name} ({len(files)} files)")
+        raise ExportError(
+            f"{folder} holds media files {media[:5]} (... {len(media)} in all); refusing to upload "
+            "videos or frames (pass allow_media=True only for data you may redistribute)"
+        )
+    return push_files_to_hub(
+        folder,
+        repo_id,
+        files,
+        repo_type="dataset",
+        private=private,
+        token=token,
+        api=api,
+        commit_message=commit_message or f"Upload {folder.name} ({len(files)} files)",
+    )
 
 
 def add_push_to_hub_arguments(parser: argparse.ArgumentParser) -> None:
@@ -318,8 +328,12 @@ def add_push_to_hub_arguments(parser: argparse.ArgumentParser) -> None:
 
     The token comes from ``HF_TOKEN`` or ``huggingface-cli login``, never from the command line.
     """
-    parser.add_argument("--push-to-hub", metavar="REPO", default=None,
-                        help="after building, upload the folder to this Hub dataset repo in one commit")
+    parser.add_argument(
+        "--push-to-hub",
+        metavar="REPO",
+        default=None,
+        help="after building, upload the folder to this Hub dataset repo in one commit",
+    )
     parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
 

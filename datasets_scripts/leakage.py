@@ -18,11 +18,26 @@ from typing import Any
 from datasets_scripts.schema import loads_meta
 
 # EgoIT/EgoClip ``source`` -> namespace of the id in its ``video`` path stem.
-TRAIN_NAMESPACES = {"egotimeqa": "ego4d_clip", "egoclip": "ego4d_video", "egtea": "egtea", "ssv2": "ssv2",
-                    "openeqa": "openeqa", "egoexolearn": "egoexolearn", "synthetic": "synthetic"}
+TRAIN_NAMESPACES = {
+    "egotimeqa": "ego4d_clip",
+    "egoclip": "ego4d_video",
+    "egtea": "egtea",
+    "ssv2": "ssv2",
+    "openeqa": "openeqa",
+    "egoexolearn": "egoexolearn",
+    "synthetic": "synthetic",
+}
 # EgoBench ``task`` -> namespace of ``meta["video_id"]``.
-BENCH_NAMESPACES = {"egoschema": "egoschema", "qaego4d": "ego4d_clip", "egomcq": "ego4d_video", "epic_mir": "epic",
-                    "charades_ego": "charades", "egotaskqa": "lemma", "vlnqa": "vlnqa", "synthetic": "synthetic"}
+BENCH_NAMESPACES = {
+    "egoschema": "egoschema",
+    "qaego4d": "ego4d_clip",
+    "egomcq": "ego4d_video",
+    "epic_mir": "epic",
+    "charades_ego": "charades",
+    "egotaskqa": "lemma",
+    "vlnqa": "vlnqa",
+    "synthetic": "synthetic",
+}
 MAX_LISTED = 200  # ids listed per overlapping pair
 
 
@@ -76,7 +91,11 @@ def load_clip_to_video(ego4d_json: str | os.PathLike) -> dict[str, str]:
     """``{clip_uid: video_uid}`` from Ego4D's ``ego4d.json`` (its ``clips`` list)."""
     with open(ego4d_json, encoding="utf-8") as handle:
         payload = json.load(handle)
-    return {clip["clip_uid"]: clip["video_uid"] for clip in payload.get("clips", []) if clip.get("clip_uid") and clip.get("video_uid")}
+    return {
+        clip["clip_uid"]: clip["video_uid"]
+        for clip in payload.get("clips", [])
+        if clip.get("clip_uid") and clip.get("video_uid")
+    }
 
 
 def _with_videos(ids: dict[str, set[str]], clip_to_video: Mapping[str, str]) -> dict[str, set[str]]:
@@ -86,8 +105,11 @@ def _with_videos(ids: dict[str, set[str]], clip_to_video: Mapping[str, str]) -> 
     return {**ids, "ego4d_video": ids.get("ego4d_video", set()) | mapped}
 
 
-def leakage_report(train: Mapping[str, Mapping[str, set[str]]], bench: Mapping[str, Mapping[str, set[str]]],
-                   clip_to_video: Mapping[str, str] | None = None) -> dict[str, Any]:
+def leakage_report(
+    train: Mapping[str, Mapping[str, set[str]]],
+    bench: Mapping[str, Mapping[str, set[str]]],
+    clip_to_video: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """Overlaps between every training table and every benchmark table, namespace by namespace.
 
     Args:
@@ -104,21 +126,44 @@ def leakage_report(train: Mapping[str, Mapping[str, set[str]]], bench: Mapping[s
             for namespace in sorted(set(train_table) & set(bench_table)):
                 shared = sorted(train_table[namespace] & bench_table[namespace])
                 if shared:
-                    pairs.append({"train": train_name, "bench": bench_name, "namespace": namespace,
-                                  "overlap": len(shared), "bench_ids": len(bench_table[namespace]),
-                                  "ids": shared[:MAX_LISTED]})
-    return {"pairs": pairs, "clip_to_video_map": len(clip_to_video),
-            "train_tables": {name: {ns: len(ids) for ns, ids in sorted(table.items())} for name, table in sorted(train.items())},
-            "bench_tables": {name: {ns: len(ids) for ns, ids in sorted(table.items())} for name, table in sorted(bench.items())}}
+                    pairs.append(
+                        {
+                            "train": train_name,
+                            "bench": bench_name,
+                            "namespace": namespace,
+                            "overlap": len(shared),
+                            "bench_ids": len(bench_table[namespace]),
+                            "ids": shared[:MAX_LISTED],
+                        }
+                    )
+    return {
+        "pairs": pairs,
+        "clip_to_video_map": len(clip_to_video),
+        "train_tables": {
+            name: {ns: len(ids) for ns, ids in sorted(table.items())} for name, table in sorted(train.items())
+        },
+        "bench_tables": {
+            name: {ns: len(ids) for ns, ids in sorted(table.items())} for name, table in sorted(bench.items())
+        },
+    }
 
 
 def report_markdown(report: Mapping[str, Any]) -> str:
     """A short Markdown table of the overlapping pairs (for the dataset card)."""
     if not report["pairs"]:
-        return "No training video id occurs in a benchmark table (namespaces compared: " + \
-            ", ".join(sorted({ns for table in report["train_tables"].values() for ns in table})) + ")."
-    lines = ["| training table | benchmark table | id namespace | shared ids | benchmark ids |", "|---|---|---|---|---|"]
-    lines += [f"| {p['train']} | {p['bench']} | {p['namespace']} | {p['overlap']} | {p['bench_ids']} |" for p in report["pairs"]]
+        return (
+            "No training video id occurs in a benchmark table (namespaces compared: "
+            + ", ".join(sorted({ns for table in report["train_tables"].values() for ns in table}))
+            + ")."
+        )
+    lines = [
+        "| training table | benchmark table | id namespace | shared ids | benchmark ids |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {p['train']} | {p['bench']} | {p['namespace']} | {p['overlap']} | {p['bench_ids']} |"
+        for p in report["pairs"]
+    ]
     return "\n".join(lines) + "\n\nThe shared ids are listed in `leakage_report.json`."
 
 

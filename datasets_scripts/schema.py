@@ -29,7 +29,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field as dataclass_field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any
 
 from datasets import Features, List, Value
@@ -72,7 +73,9 @@ CAPTION_MEDIA_TYPES = ("video", "image")
 EGOBENCH_FEATURES = Features(
     {
         "sample_id": Value("string"),  # "<task>/<source id>", unique over EgoBench
-        "task": Value("string"),  # egoschema | qaego4d | egotaskqa | charades_ego | epic_mir | egoplan | vlnqa | egomcq | synthetic
+        "task": Value(
+            "string"
+        ),  # egoschema | qaego4d | egotaskqa | charades_ego | epic_mir | egoplan | vlnqa | egomcq | synthetic
         "subset": Value("string"),  # e.g. subset/full, closed/open, direct/indirect, inter/intra, video
         "video": Value("string"),  # path relative to the task's source root
         "start_sec": Value("float64"),  # None: from the start of the file
@@ -84,6 +87,7 @@ EGOBENCH_FEATURES = Features(
         "meta": Value("string"),  # JSON object, see module docstring
     }
 )
+
 
 # --------------------------------------------------------------------------------------------- EgoBench configs
 # The one registry of EgoBench tasks and the Parquet configs that hold them: ``exo2ego data egobench`` (and the
@@ -147,8 +151,10 @@ EGOBENCH_CONFIG_TASK = {config: spec.task for spec in EGOBENCH_TASK_CONFIGS.valu
 def check_egobench_config(task: str, config: str) -> None:
     """Raise ``ValueError`` when ``config`` is not one of ``task``'s registered configs (a builder bug)."""
     if EGOBENCH_CONFIG_TASK.get(config) != task:
-        raise ValueError(f"config {config!r} is not a registered config of EgoBench task {task!r} "
-                         f"(datasets_scripts/schema.py EGOBENCH_TASK_CONFIGS: {EGOBENCH_TASK_CONFIGS[task].configs})")
+        raise ValueError(
+            f"config {config!r} is not a registered config of EgoBench task {task!r} "
+            f"(datasets_scripts/schema.py EGOBENCH_TASK_CONFIGS: {EGOBENCH_TASK_CONFIGS[task].configs})"
+        )
 
 
 # Side tables of the EgoBench tasks that are not multiple choice.
@@ -160,9 +166,7 @@ CHARADES_LABEL_FEATURES = Features(
         "multi_hot": List(Value("int8")),  # length = number of classes (157)
     }
 )
-CHARADES_CLASS_FEATURES = Features(
-    {"class_idx": Value("int32"), "class_id": Value("string"), "name": Value("string")}
-)
+CHARADES_CLASS_FEATURES = Features({"class_idx": Value("int32"), "class_id": Value("string"), "name": Value("string")})
 MIR_SENTENCE_FEATURES = Features(
     {
         "sentence_index": Value("int32"),  # column of the relevance matrix
@@ -214,17 +218,28 @@ def loads_meta(meta: str | None) -> dict[str, Any]:
 
 
 def caption_row(
-    *, id: str, source: str, media_type: str, media: str, caption: str, prompt: str = "",
-    start_sec: float | None = None, end_sec: float | None = None,
+    *,
+    id: str,
+    source: str,
+    media_type: str,
+    media: str,
+    caption: str,
+    prompt: str = "",
+    start_sec: float | None = None,
+    end_sec: float | None = None,
 ) -> dict[str, Any]:
     """One initialization caption row (a dict with exactly the keys of :data:`CAPTION_FEATURES`)."""
     if media_type not in CAPTION_MEDIA_TYPES:
         raise ValueError(f"media_type must be one of {CAPTION_MEDIA_TYPES}, got {media_type!r}")
     return {
-        "id": id, "source": source, "media_type": media_type, "media": media,
+        "id": id,
+        "source": source,
+        "media_type": media_type,
+        "media": media,
         "start_sec": None if start_sec is None else float(start_sec),
         "end_sec": None if end_sec is None else float(end_sec),
-        "prompt": prompt, "caption": caption,
+        "prompt": prompt,
+        "caption": caption,
     }
 
 

@@ -23,7 +23,8 @@ import math
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field as dataclass_field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path, PureWindowsPath
 from typing import Any
 
@@ -60,8 +61,10 @@ def inside_root(path: str, what: str = "video") -> str:
     """
     parts = path.replace("\\", "/").split("/")
     if path.startswith(("/", "\\")) or PureWindowsPath(path).drive or ".." in parts:
-        error = PathOutsideRootError(f"{what} path {path!r} leaves its root (absolute or with '..'); rows may only "
-                                     "name files under the source root")
+        error = PathOutsideRootError(
+            f"{what} path {path!r} leaves its root (absolute or with '..'); rows may only "
+            "name files under the source root"
+        )
         error.field = what
         raise error
     return path
@@ -85,7 +88,9 @@ def read_json(path: Path) -> Any:
     except FileNotFoundError as error:
         raise SourceFileError(f"required file not found: {path}") from error
     except json.JSONDecodeError as error:
-        raise RowError(path, f"line {error.lineno}", "(json)", f"not valid JSON: {error.msg} at column {error.colno}") from error
+        raise RowError(
+            path, f"line {error.lineno}", "(json)", f"not valid JSON: {error.msg} at column {error.colno}"
+        ) from error
 
 
 def read_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -122,7 +127,10 @@ def read_csv(path: Path, required: Sequence[str], delimiter: str = ",") -> Itera
                 continue
             if len(values) != len(header):
                 # Yielded, not raised: the caller's first field() call raises it inside its bad-row guard.
-                yield line_number, RowError(path, line_number, "(columns)", f"expected {len(header)} fields, got {len(values)}")
+                yield (
+                    line_number,
+                    RowError(path, line_number, "(columns)", f"expected {len(header)} fields, got {len(values)}"),
+                )
                 continue
             yield line_number, dict(zip(header, values))
 
@@ -170,8 +178,16 @@ def int_list(value: Any) -> list[int]:
     return [integer(item) for item in value]
 
 
-def field(record: Any, name: str, file: str | os.PathLike, row: Any, convert: Callable[[Any], Any] = text,
-          *, optional: bool = False, parent: str | None = None) -> Any:
+def field(
+    record: Any,
+    name: str,
+    file: str | os.PathLike,
+    row: Any,
+    convert: Callable[[Any], Any] = text,
+    *,
+    optional: bool = False,
+    parent: str | None = None,
+) -> Any:
     """``convert(record[name])``; a missing, null or unconvertible value raises :class:`RowError`.
 
     With ``optional=True`` a missing/null/empty value gives ``None`` instead. ``parent`` prefixes the
@@ -220,13 +236,17 @@ class BadRows:
 
     def summary(self) -> dict[str, Any]:
         """``{"skipped_rows": n, "by_source_field": {...}, "examples": [...]}`` for build_info.json."""
-        return {"skipped_rows": self.total(), "by_source_field": dict(sorted(self.counts.items())),
-                "examples": list(self.examples)}
+        return {
+            "skipped_rows": self.total(),
+            "by_source_field": dict(sorted(self.counts.items())),
+            "examples": list(self.examples),
+        }
 
 
 # --------------------------------------------------------------------------------------------- roots
-def parse_roots(root_args: Sequence[str] | None, data_root: str | os.PathLike | None,
-                known: Sequence[str]) -> tuple[dict[str, Path], list[str]]:
+def parse_roots(
+    root_args: Sequence[str] | None, data_root: str | os.PathLike | None, known: Sequence[str]
+) -> tuple[dict[str, Path], list[str]]:
     """Resolve source roots from ``--root name=DIR`` (repeatable) and ``--data-root DIR``.
 
     ``--data-root`` adds ``DIR/<name>`` for every known source that exists there. Returns
@@ -262,8 +282,11 @@ def parse_roots(root_args: Sequence[str] | None, data_root: str | os.PathLike | 
 def check_videos(rows: Sequence[Mapping[str, Any]], root: Path, column: str = "video") -> dict[str, Any]:
     """Count the rows whose ``root/<row[column]>`` (file or frame folder) does not exist."""
     missing = sorted({row[column] for row in rows if row.get(column) and not (root / row[column]).exists()})
-    return {"checked_videos": len({row[column] for row in rows if row.get(column)}), "missing": len(missing),
-            "missing_paths": missing}
+    return {
+        "checked_videos": len({row[column] for row in rows if row.get(column)}),
+        "missing": len(missing),
+        "missing_paths": missing,
+    }
 
 
 @dataclass
@@ -279,10 +302,18 @@ class BuildContext:
         logger.info(message)
 
 
-def write_hub_folder(out: str | os.PathLike, tables: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]],
-                     features: Mapping[str, Any], *, card: Mapping[str, Any], build_info: Mapping[str, Any],
-                     overwrite: bool = False, extra_configs: Mapping[str, Sequence[str]] | None = None,
-                     extra_files: Mapping[str, str] | None = None, max_rows_per_shard: int | None = None) -> dict:
+def write_hub_folder(
+    out: str | os.PathLike,
+    tables: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]],
+    features: Mapping[str, Any],
+    *,
+    card: Mapping[str, Any],
+    build_info: Mapping[str, Any],
+    overwrite: bool = False,
+    extra_configs: Mapping[str, Sequence[str]] | None = None,
+    extra_files: Mapping[str, str] | None = None,
+    max_rows_per_shard: int | None = None,
+) -> dict:
     """Write tables, dataset card, extra text files and build_info.json atomically (see ``hub_export``).
 
     Args:
@@ -320,16 +351,31 @@ def add_source_arguments(parser, known: Sequence[str]) -> None:
     """The options every source builder shares: roots, output, seed, bad rows, video check, Hub push."""
     from datasets_scripts import hub_export
 
-    parser.add_argument("--root", action="append", default=[], metavar="NAME=DIR",
-                        help=f"root of one downloaded source (repeatable); NAME is one of: {', '.join(known)}")
-    parser.add_argument("--data-root", default=None, metavar="DIR",
-                        help="folder holding one sub-folder per source (DIR/<name>); missing ones are skipped")
+    parser.add_argument(
+        "--root",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help=f"root of one downloaded source (repeatable); NAME is one of: {', '.join(known)}",
+    )
+    parser.add_argument(
+        "--data-root",
+        default=None,
+        metavar="DIR",
+        help="folder holding one sub-folder per source (DIR/<name>); missing ones are skipped",
+    )
     parser.add_argument("--out", required=True, help="output folder (Hub-ready: Parquet, README.md, build_info.json)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every hashed choice (templates, option order)")
-    parser.add_argument("--skip-bad-rows", action="store_true",
-                        help="skip malformed rows instead of failing; skips are counted in build_info.json")
-    parser.add_argument("--check-videos", action="store_true",
-                        help="count (and list under missing_videos/) the videos not found under each root")
+    parser.add_argument(
+        "--skip-bad-rows",
+        action="store_true",
+        help="skip malformed rows instead of failing; skips are counted in build_info.json",
+    )
+    parser.add_argument(
+        "--check-videos",
+        action="store_true",
+        help="count (and list under missing_videos/) the videos not found under each root",
+    )
     hub_export.add_push_to_hub_arguments(parser)
 
 

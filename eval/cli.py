@@ -26,8 +26,10 @@ def check_model_folder(model: str) -> None:
         from huggingface_hub import constants, try_to_load_from_cache
 
         if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(model, "config.json"), str):
-            raise ModelFolderError(f"--model {model}: no such folder (from {os.getcwd()}), and no Hub model of that "
-                                   "id in the local cache (HF_HUB_OFFLINE is set); check the path")
+            raise ModelFolderError(
+                f"--model {model}: no such folder (from {os.getcwd()}), and no Hub model of that "
+                "id in the local cache (HF_HUB_OFFLINE is set); check the path"
+            )
         return
     if not (folder / "config.json").is_file():
         raise ModelFolderError(f"--model {model}: no config.json (not a saved model folder)")
@@ -56,8 +58,9 @@ def load_model_and_processor(model: str, dtype: str = "auto", trust_remote_code:
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
     try:
         processor = AutoProcessor.from_pretrained(model, trust_remote_code=trust_remote_code)
-        loaded = AutoModelForImageTextToText.from_pretrained(model, dtype=torch_dtype,
-                                                             trust_remote_code=trust_remote_code)
+        loaded = AutoModelForImageTextToText.from_pretrained(
+            model, dtype=torch_dtype, trust_remote_code=trust_remote_code
+        )
     except OSError as error:  # a Hub id that is unknown, private or unreachable
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelFolderError(f"--model {model}: cannot load it as a folder or Hub id: {first_line}") from error
@@ -83,38 +86,58 @@ def add_parser(subparsers) -> None:
     from .scorers import SCORERS
 
     parser = subparsers.add_parser(
-        "eval", help="evaluate a model on EgoBench (resumable; results.json, report.md, plots)",
+        "eval",
+        help="evaluate a model on EgoBench (resumable; results.json, report.md, plots)",
         description="Evaluate a model folder or Hub id on an EgoBench folder. Re-running the same command "
-                    "resumes a killed run. Multi-GPU: accelerate launch -m exo2ego eval ...",
+        "resumes a killed run. Multi-GPU: accelerate launch -m exo2ego eval ...",
     )
     parser.add_argument("--model", required=True, help="model folder or Hub id (with its processor)")
-    parser.add_argument("--data", required=True, help="EgoBench folder (one Parquet config per task) or Hub dataset id")
-    parser.add_argument("--tasks", default="all", help="'all' or comma-separated task names (e.g. synthetic,egoschema)")
-    parser.add_argument("--scorer", choices=SCORERS, default="letter_logprob", help="how multiple-choice rows are scored")
+    parser.add_argument(
+        "--data", required=True, help="EgoBench folder (one Parquet config per task) or Hub dataset id"
+    )
+    parser.add_argument(
+        "--tasks", default="all", help="'all' or comma-separated task names (e.g. synthetic,egoschema)"
+    )
+    parser.add_argument(
+        "--scorer", choices=SCORERS, default="letter_logprob", help="how multiple-choice rows are scored"
+    )
     parser.add_argument("--out", required=True, help="run folder (predictions/, results.json, report.md, plots/)")
     parser.add_argument("--limit", type=int, default=None, help="first N rows (and side-table videos) per task")
     parser.add_argument("--frames", type=int, default=None, help="frames per video (default: the processor's)")
     parser.add_argument("--prompt", choices=sorted(PROMPTS), default=DEFAULT_PROMPT, help="system prompt variant")
-    parser.add_argument("--video-root", action="append", metavar="[TASK=]DIR",
-                        help="where relative video paths live (default: the data folder); repeatable per task")
+    parser.add_argument(
+        "--video-root",
+        action="append",
+        metavar="[TASK=]DIR",
+        help="where relative video paths live (default: the data folder); repeatable per task",
+    )
     parser.add_argument("--split", default=None, help="dataset split (default: the only one, or 'test')")
     parser.add_argument("--max-new-tokens", type=int, default=16, help="generate_parse budget")
     parser.add_argument("--open-max-new-tokens", type=int, default=64, help="open-ended answer budget")
-    parser.add_argument("--option-score", choices=["mean", "sum"], default="mean",
-                        help="option_loglik ranking: mean or summed token log-prob")
+    parser.add_argument(
+        "--option-score",
+        choices=["mean", "sum"],
+        default="mean",
+        help="option_loglik ranking: mean or summed token log-prob",
+    )
     parser.add_argument("--chunk-size", type=int, default=64, help="continuations per batch from one cached prefix")
     parser.add_argument("--compare", default=None, help="comparison column: another results.json or 'paper'")
     parser.add_argument("--judge-url", default=None, help="OpenAI-compatible chat endpoint on loopback (open QA)")
     parser.add_argument("--judge-model", default=None, help="pinned judge model id (required with --judge-url)")
-    parser.add_argument("--sentence-encoder", default=None, help="sentence-transformers path (default: offline MiniLM)")
+    parser.add_argument(
+        "--sentence-encoder", default=None, help="sentence-transformers path (default: offline MiniLM)"
+    )
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow the Hub checkpoint's own code")
     parser.add_argument("--no-video-check", action="store_true", help="skip the up-front check that videos exist")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="delete an earlier run in --out (predictions, results) and start fresh, not resume")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete an earlier run in --out (predictions, results) and start fresh, not resume",
+    )
     parser.set_defaults(func=_run_eval)
 
     report = subparsers.add_parser("eval-report", help="rebuild report.md and plots from a results.json")
@@ -126,16 +149,34 @@ def add_parser(subparsers) -> None:
 
 def _run_eval(args: argparse.Namespace) -> int:
     from .data import EvalDataError, available_configs
-    from .runner import (EvalConfig, RunConfigError, check_output_folder, evaluate, prepare_tasks,
-                         task_selection_message)
+    from .runner import (
+        EvalConfig,
+        RunConfigError,
+        check_output_folder,
+        evaluate,
+        prepare_tasks,
+        task_selection_message,
+    )
 
     config = EvalConfig(
-        tasks=args.tasks, scorer=args.scorer, prompt=args.prompt, num_frames=args.frames, limit=args.limit,
-        split=args.split, video_roots=parse_video_roots(args.video_root), max_new_tokens=args.max_new_tokens,
-        open_max_new_tokens=args.open_max_new_tokens, option_score=args.option_score,
-        option_chunk_size=args.chunk_size, bootstrap_resamples=args.bootstrap, seed=args.seed,
-        judge_url=args.judge_url, judge_model=args.judge_model, sentence_encoder=args.sentence_encoder,
-        check_videos=not args.no_video_check, compare=args.compare,
+        tasks=args.tasks,
+        scorer=args.scorer,
+        prompt=args.prompt,
+        num_frames=args.frames,
+        limit=args.limit,
+        split=args.split,
+        video_roots=parse_video_roots(args.video_root),
+        max_new_tokens=args.max_new_tokens,
+        open_max_new_tokens=args.open_max_new_tokens,
+        option_score=args.option_score,
+        option_chunk_size=args.chunk_size,
+        bootstrap_resamples=args.bootstrap,
+        seed=args.seed,
+        judge_url=args.judge_url,
+        judge_model=args.judge_model,
+        sentence_encoder=args.sentence_encoder,
+        check_videos=not args.no_video_check,
+        compare=args.compare,
     )
     try:
         config.validate()
@@ -144,8 +185,16 @@ def _run_eval(args: argparse.Namespace) -> int:
         print(f"{args.data}: {task_selection_message(list(task_data), available_configs(args.data))}")
         check_model_folder(args.model)
         model, processor = load_model_and_processor(args.model, args.dtype, args.trust_remote_code)
-        results = evaluate(model, processor, args.data, args.out, config, show_progress=not args.no_progress,
-                           task_data=task_data, overwrite=args.overwrite)
+        results = evaluate(
+            model,
+            processor,
+            args.data,
+            args.out,
+            config,
+            show_progress=not args.no_progress,
+            task_data=task_data,
+            overwrite=args.overwrite,
+        )
     except (EvalDataError, RunConfigError, ModelFolderError, ValueError) as error:
         print(f"exo2ego eval: error: {error}", file=sys.stderr)
         return 2

@@ -20,8 +20,13 @@ from typing import Any
 import numpy as np
 
 from datasets_scripts.hub_export import load_folder
-from datasets_scripts.schema import (CHARADES_CLASS_FEATURES, CHARADES_LABEL_FEATURES, EGOBENCH_FEATURES,
-                                     MIR_RELEVANCE_FEATURES, MIR_SENTENCE_FEATURES)
+from datasets_scripts.schema import (
+    CHARADES_CLASS_FEATURES,
+    CHARADES_LABEL_FEATURES,
+    EGOBENCH_FEATURES,
+    MIR_RELEVANCE_FEATURES,
+    MIR_SENTENCE_FEATURES,
+)
 
 from .tasks import TaskSpec
 
@@ -31,8 +36,12 @@ LABEL_COLUMNS = ("video_id", "video", "positive_classes")
 CLASS_COLUMNS = ("class_idx", "name")
 SENTENCE_COLUMNS = ("sentence_index", "sentence")
 RELEVANCE_COLUMNS = ("video_index", "sentence_index", "relevance")
-SIDE_FEATURES = {"labels": CHARADES_LABEL_FEATURES, "classes": CHARADES_CLASS_FEATURES,
-                 "sentences": MIR_SENTENCE_FEATURES, "relevance": MIR_RELEVANCE_FEATURES}
+SIDE_FEATURES = {
+    "labels": CHARADES_LABEL_FEATURES,
+    "classes": CHARADES_CLASS_FEATURES,
+    "sentences": MIR_SENTENCE_FEATURES,
+    "relevance": MIR_RELEVANCE_FEATURES,
+}
 
 
 class EvalDataError(ValueError):
@@ -118,8 +127,10 @@ def load_table(dataset_dir: str, config: str, split: str | None = None):
             loaded = datasets.load_dataset(str(dataset_dir), config, split=split)
     except Exception as error:
         if _parquet_rows(dataset_dir, config) == 0:  # `datasets` fails on a table without rows
-            raise EvalDataError(f"{dataset_dir} config {config!r} [{_data_files(dataset_dir, config)}]: no rows "
-                                "(an empty config); rebuild it, or leave the task out of --tasks") from None
+            raise EvalDataError(
+                f"{dataset_dir} config {config!r} [{_data_files(dataset_dir, config)}]: no rows "
+                "(an empty config); rebuild it, or leave the task out of --tasks"
+            ) from None
         raise EvalDataError(f"cannot load config {config!r} of {dataset_dir}: {error}") from error
     finally:
         if was_enabled:
@@ -164,8 +175,10 @@ def _check_columns(table, required: tuple[str, ...], where: str, schema=None) ->
             continue  # an all-null column has no type to check
         expected, found = _type_kind(schema[column]), _type_kind(table.features[column])
         if found != expected:
-            raise EvalDataError(f"{where}: field {column!r} holds {found} values, the EgoBench schema stores "
-                                f"{expected} (datasets_scripts/schema.py); rebuild it with the schema's features")
+            raise EvalDataError(
+                f"{where}: field {column!r} holds {found} values, the EgoBench schema stores "
+                f"{expected} (datasets_scripts/schema.py); rebuild it with the schema's features"
+            )
 
 
 def default_video_root(dataset_dir: str) -> str:
@@ -191,7 +204,9 @@ def resolve_video(video: str, task: str, fallback_root: str, video_roots: Mappin
 
 def _check_row(spec: TaskSpec, row: dict[str, Any], index: int, where: str) -> dict[str, Any]:
     def fail(field_name: str, problem: str):
-        raise EvalDataError(f"{where}: row {index} (sample_id {row.get('sample_id')!r}): field {field_name!r}: {problem}")
+        raise EvalDataError(
+            f"{where}: row {index} (sample_id {row.get('sample_id')!r}): field {field_name!r}: {problem}"
+        )
 
     if not row["sample_id"]:
         fail("sample_id", "empty")
@@ -217,7 +232,10 @@ def _check_row(spec: TaskSpec, row: dict[str, Any], index: int, where: str) -> d
             fail("answer_text", "open-ended rows need a reference answer")
     else:
         if spec.option_counts and len(options) not in spec.option_counts:
-            fail("options", f"{len(options)} options, but task {spec.name!r} takes {' or '.join(map(str, spec.option_counts))}")
+            fail(
+                "options",
+                f"{len(options)} options, but task {spec.name!r} takes {' or '.join(map(str, spec.option_counts))}",
+            )
         if len(set(options)) != len(options):
             fail("options", "duplicate option texts")
         if answer_idx is None:
@@ -248,20 +266,26 @@ def _load_rows_table(spec: TaskSpec, dataset_dir: str, configs: list[str], split
     names = spec.configs.present_row_configs(configs)
     if not names:
         looked_for = " or ".join("+".join(group) for group in spec.configs.row_configs)
-        raise EvalDataError(f"{dataset_dir}: task {spec.name!r} has none of its configs ({looked_for}); "
-                            f"the folder has {configs}")
+        raise EvalDataError(
+            f"{dataset_dir}: task {spec.name!r} has none of its configs ({looked_for}); the folder has {configs}"
+        )
     where = f"{dataset_dir} config {'+'.join(names)!r} [{', '.join(_data_files(dataset_dir, name) for name in names)}]"
     tables = []
     for name in names:
         table = load_table(dataset_dir, name, split)
-        _check_columns(table, REQUIRED_COLUMNS, f"{dataset_dir} config {name!r} [{_data_files(dataset_dir, name)}]",
-                       EGOBENCH_FEATURES)
+        _check_columns(
+            table,
+            REQUIRED_COLUMNS,
+            f"{dataset_dir} config {name!r} [{_data_files(dataset_dir, name)}]",
+            EGOBENCH_FEATURES,
+        )
         tables.append(table)
     if len(tables) == 1:
         return tables[0], where
     # Same columns and widths (int32/int64 may differ between configs written by other tools) to concatenate.
-    return datasets.concatenate_datasets([table.select_columns(list(REQUIRED_COLUMNS)).cast(EGOBENCH_FEATURES)
-                                          for table in tables]), where
+    return datasets.concatenate_datasets(
+        [table.select_columns(list(REQUIRED_COLUMNS)).cast(EGOBENCH_FEATURES) for table in tables]
+    ), where
 
 
 def load_task(
@@ -286,7 +310,10 @@ def load_task(
     for index, row in enumerate(table):
         checked = _check_row(spec, row, index, where)
         if checked["sample_id"] in seen:
-            raise EvalDataError(f"{where}: row {index}: field 'sample_id': {checked['sample_id']!r} repeats row {seen[checked['sample_id']]}")
+            raise EvalDataError(
+                f"{where}: row {index}: field 'sample_id': {checked['sample_id']!r} repeats row "
+                f"{seen[checked['sample_id']]}"
+            )
         seen[checked["sample_id"]] = index
         digest.update(_canonical_json(checked))
         checked["video_path"] = resolve_video(checked["video"], spec.name, fallback_root, video_roots)
@@ -310,8 +337,9 @@ def _canonical_json(value: Any) -> bytes:
     return (json.dumps(value, sort_keys=True, ensure_ascii=False, default=str) + "\n").encode("utf-8")
 
 
-def _load_class_tables(data: TaskData, dataset_dir: str, split, limit, video_roots, fallback_root: str,
-                       digest) -> None:
+def _load_class_tables(
+    data: TaskData, dataset_dir: str, split, limit, video_roots, fallback_root: str, digest
+) -> None:
     spec = data.spec
     where_classes = f"{dataset_dir} config {spec.classes_config!r}"
     classes = load_table(dataset_dir, spec.classes_config, split)
@@ -333,16 +361,20 @@ def _load_class_tables(data: TaskData, dataset_dir: str, split, limit, video_roo
         positives = list(row["positive_classes"] or [])
         bad = [value for value in positives if not 0 <= value < len(names)]
         if bad:
-            raise EvalDataError(f"{where_labels}: row {index} (video_id {row['video_id']!r}): field 'positive_classes': "
-                                f"{bad} outside the {len(names)} classes")
-        videos.append({
-            "video_id": row["video_id"],
-            "video": row["video"],
-            "video_path": resolve_video(row["video"], spec.name, fallback_root, video_roots),
-            "positive_classes": positives,
-            "start_sec": row.get("start_sec"),
-            "end_sec": row.get("end_sec"),
-        })
+            raise EvalDataError(
+                f"{where_labels}: row {index} (video_id {row['video_id']!r}): field 'positive_classes': "
+                f"{bad} outside the {len(names)} classes"
+            )
+        videos.append(
+            {
+                "video_id": row["video_id"],
+                "video": row["video"],
+                "video_path": resolve_video(row["video"], spec.name, fallback_root, video_roots),
+                "positive_classes": positives,
+                "start_sec": row.get("start_sec"),
+                "end_sec": row.get("end_sec"),
+            }
+        )
     data.class_names = [names[index] for index in range(len(names))]
     data.class_videos = videos[:limit] if limit else videos
 
@@ -363,9 +395,13 @@ def _load_retrieval_tables(data: TaskData, dataset_dir: str, split, digest) -> N
     row_of_video = {int(row["meta"]["video_index"]): position for position, row in enumerate(data.rows)}
     relevance = np.zeros((len(data.rows), len(texts)), dtype=np.float32)
     columns = relevance_table.with_format("numpy")[:]
-    for video_index, sentence_index, value in zip(columns["video_index"], columns["sentence_index"], columns["relevance"]):
+    for video_index, sentence_index, value in zip(
+        columns["video_index"], columns["sentence_index"], columns["relevance"]
+    ):
         if not 0 <= sentence_index < len(texts):
-            raise EvalDataError(f"{where_relevance}: field 'sentence_index': {sentence_index} outside {len(texts)} sentences")
+            raise EvalDataError(
+                f"{where_relevance}: field 'sentence_index': {sentence_index} outside {len(texts)} sentences"
+            )
         position = row_of_video.get(int(video_index))
         if position is not None:
             relevance[position, sentence_index] = value

@@ -43,12 +43,15 @@ def export_egoschema_submission(out_dir: str | os.PathLike, data: TaskData) -> l
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["q_uid", "answer"])
     writer.writerows(answers.items())
-    written = [write_text_atomic(folder / "egoschema_submission.csv", buffer.getvalue()),
-               write_json_atomic(folder / "egoschema_submission.json", answers)]
+    written = [
+        write_text_atomic(folder / "egoschema_submission.csv", buffer.getvalue()),
+        write_json_atomic(folder / "egoschema_submission.json", answers),
+    ]
     missing = sum(value == -1 for value in answers.values())
     if missing:
-        logger.warning("%s: %d of %d questions had no valid prediction (written as -1)", data.spec.name, missing,
-                       len(answers))
+        logger.warning(
+            "%s: %d of %d questions had no valid prediction (written as -1)", data.spec.name, missing, len(answers)
+        )
     return written
 
 

@@ -111,7 +111,10 @@ def judge_answer(config: JudgeConfig, question: str, reference: str, prediction:
         "max_tokens": config.max_tokens,
         "messages": [
             {"role": "system", "content": JUDGE_SYSTEM},
-            {"role": "user", "content": JUDGE_USER.format(question=question, reference=reference, prediction=prediction)},
+            {
+                "role": "user",
+                "content": JUDGE_USER.format(question=question, reference=reference, prediction=prediction),
+            },
         ],
     }
     request = urllib.request.Request(
@@ -125,5 +128,7 @@ def judge_answer(config: JudgeConfig, question: str, reference: str, prediction:
     try:
         text = reply["choices"][0]["message"]["content"]
     except (KeyError, IndexError, TypeError) as error:
-        raise RuntimeError(f"judge at {config.url} returned no choices[0].message.content: {str(reply)[:200]}") from error
+        raise RuntimeError(
+            f"judge at {config.url} returned no choices[0].message.content: {str(reply)[:200]}"
+        ) from error
     return parse_verdict(text)

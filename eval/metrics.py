@@ -63,8 +63,9 @@ def egomcq_accuracy(
     """
     correct = correctness(predictions, answers)
     names_array = np.array([egomcq_type(value) for value in types])
-    return {name: float(correct[names_array == name].mean())
-            for name in ("inter", "intra") if (names_array == name).any()}
+    return {
+        name: float(correct[names_array == name].mean()) for name in ("inter", "intra") if (names_array == name).any()
+    }
 
 
 # ----------------------------------------------------------------------------------------- rankings

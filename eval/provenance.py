@@ -11,8 +11,18 @@ from typing import Any
 from exo2ego_base.provenance import package_versions
 
 PACKAGES = (
-    "exo2ego", "torch", "transformers", "accelerate", "datasets", "huggingface_hub", "safetensors",
-    "numpy", "av", "pillow", "sentence-transformers", "rouge-score",
+    "exo2ego",
+    "torch",
+    "transformers",
+    "accelerate",
+    "datasets",
+    "huggingface_hub",
+    "safetensors",
+    "numpy",
+    "av",
+    "pillow",
+    "sentence-transformers",
+    "rouge-score",
 )
 
 
@@ -28,7 +38,9 @@ def git_revision(path: str | os.PathLike | None = None) -> dict[str, Any]:
     where = where if where.is_dir() else where.parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
-        status = subprocess.run(["git", "status", "--porcelain"], cwd=where, capture_output=True, text=True, timeout=10)
+        status = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=where, capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.TimeoutExpired):
         return {"commit": None, "dirty": None}
     if commit.returncode != 0:
@@ -62,12 +74,14 @@ def model_revision(model, processor=None) -> dict[str, Any]:
     its weights and processor (what a resumed run checks)."""
     config = model.config
     name = getattr(config, "_name_or_path", None) or getattr(model, "name_or_path", None)
-    info: dict[str, Any] = {"name_or_path": name, "commit_hash": getattr(config, "_commit_hash", None),
-                            "class": type(model).__name__, "dtype": str(getattr(model, "dtype", ""))}
+    info: dict[str, Any] = {
+        "name_or_path": name,
+        "commit_hash": getattr(config, "_commit_hash", None),
+        "class": type(model).__name__,
+        "dtype": str(getattr(model, "dtype", "")),
+    }
     if name and os.path.isdir(name):
-        info["weights"] = {
-            path.name: path.stat().st_size for path in sorted(Path(name).glob("*.safetensors"))
-        }
+        info["weights"] = {path.name: path.stat().st_size for path in sorted(Path(name).glob("*.safetensors"))}
     info["num_parameters"] = int(sum(parameter.numel() for parameter in model.parameters()))
     info["weights_sha256"] = weights_sha256(model)
     info["processor_sha256"] = processor_sha256(processor)

@@ -87,7 +87,7 @@ class JsonlAppender:
             os.fsync(self._handle.fileno())
             self._handle.close()
 
-    def __enter__(self) -> "JsonlAppender":
+    def __enter__(self) -> JsonlAppender:
         return self
 
     def __exit__(self, *exc) -> None:

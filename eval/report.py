@@ -46,8 +46,9 @@ def table_rows(results: dict[str, Any], compare: dict[str, Any] | None = None) -
         for key in keys:
             metric = entry["metrics"][key]
             other = (((compare or {}).get("tasks", {}).get(task) or {}).get("metrics", {}).get(key) or {}).get("value")
-            rows.append({"task": task, "display_name": entry.get("display_name", task), "key": key, **metric,
-                         "compare": other})
+            rows.append(
+                {"task": task, "display_name": entry.get("display_name", task), "key": key, **metric, "compare": other}
+            )
     return rows
 
 
@@ -112,8 +113,14 @@ def plot_radar(rows: list[dict[str, Any]], path: Path, title: str, compare_name:
     ax.fill(closed, np.concatenate([values, values[:1]]), color="#3b7dd8", alpha=0.2)
     if compare_name is not None and any(row["compare"] is not None for row in rows):
         others = np.array([np.nan if row["compare"] is None else row["compare"] for row in rows])
-        ax.plot(closed, np.concatenate([others, others[:1]]), color="#888888", linewidth=1.5, linestyle="--",
-                label=compare_name)
+        ax.plot(
+            closed,
+            np.concatenate([others, others[:1]]),
+            color="#888888",
+            linewidth=1.5,
+            linestyle="--",
+            label=compare_name,
+        )
     ax.set_xticks(angles, [f"{row['display_name']}\n{row['label']}" for row in rows], fontsize=7)
     ax.set_ylim(0, 100)
     ax.set_title(title, fontsize=10, pad=20)
@@ -132,12 +139,20 @@ def write_report(results: dict[str, Any], out_dir: str | os.PathLike, compare: d
     compare_name = None if compare is None else compare.get("name", "comparison")
     rows = table_rows(results, compare)
     title = f"EgoBench · {_run_name(results)}"
-    bars = plot_task_bars(rows, out / "plots" / "per_task.png", title, compare_name) if any(
-        row["unit"] == "percent" for row in rows) else None
-    radar_rows = rows if sum(row["unit"] == "percent" for row in rows) >= 3 else [
-        {"display_name": entry.get("display_name", task), **metric, "compare": None}
-        for task, entry in results["tasks"].items() for metric in entry["metrics"].values()
-    ]
+    bars = (
+        plot_task_bars(rows, out / "plots" / "per_task.png", title, compare_name)
+        if any(row["unit"] == "percent" for row in rows)
+        else None
+    )
+    radar_rows = (
+        rows
+        if sum(row["unit"] == "percent" for row in rows) >= 3
+        else [
+            {"display_name": entry.get("display_name", task), **metric, "compare": None}
+            for task, entry in results["tasks"].items()
+            for metric in entry["metrics"].values()
+        ]
+    )
     radar = plot_radar(radar_rows, out / "plots" / "radar.png", title, compare_name)
 
     config = results.get("config", {})
@@ -156,13 +171,18 @@ def write_report(results: dict[str, Any], out_dir: str | os.PathLike, compare: d
     ]
     for row in rows:
         unit = row["unit"]
-        line = (f"| {row['display_name']} | {row['label']} | {_fmt(row['value'], unit)} | "
-                f"[{_fmt(row['ci_low'], unit)}, {_fmt(row['ci_high'], unit)}] | {row['n']} |")
+        line = (
+            f"| {row['display_name']} | {row['label']} | {_fmt(row['value'], unit)} | "
+            f"[{_fmt(row['ci_low'], unit)}, {_fmt(row['ci_high'], unit)}] | {row['n']} |"
+        )
         if compare_name:
             line += f" {_fmt(row['compare'], unit)} |"
         lines.append(line)
-    lines += ["", "Percentages except judge scores (0-5). Intervals: percentile bootstrap over items "
-              f"({config.get('bootstrap_resamples')} resamples, seed {config.get('seed')})."]
+    lines += [
+        "",
+        "Percentages except judge scores (0-5). Intervals: percentile bootstrap over items "
+        f"({config.get('bootstrap_resamples')} resamples, seed {config.get('seed')}).",
+    ]
     if compare is not None and compare.get("source"):
         lines += [f"Comparison column: {compare['source']}."]
     lines.append("")
@@ -173,7 +193,11 @@ def write_report(results: dict[str, Any], out_dir: str | os.PathLike, compare: d
     lines += ["## All metrics and counts", ""]
     for task, entry in results["tasks"].items():
         counts = ", ".join(f"{key}={value}" for key, value in entry.get("counts", {}).items())
-        lines.append(f"- **{entry.get('display_name', task)}** ({counts}): " + "; ".join(
-            f"{metric['label']} {_fmt(metric['value'], metric['unit'])}" for metric in entry["metrics"].values()))
+        lines.append(
+            f"- **{entry.get('display_name', task)}** ({counts}): "
+            + "; ".join(
+                f"{metric['label']} {_fmt(metric['value'], metric['unit'])}" for metric in entry["metrics"].values()
+            )
+        )
     path = out / "report.md"
     return write_text_atomic(path, "\n".join(lines) + "\n")

@@ -39,13 +39,26 @@ logger = logging.getLogger(__name__)
 RESULTS_SCHEMA_VERSION = 1
 # Settings that change what a record contains: a resumed run must use the same values (with the same data and
 # weights, see _resume_key).
-RECORD_SHAPING_FIELDS = ("scorer", "prompt", "num_frames", "option_score", "max_new_tokens", "open_max_new_tokens",
-                         "judge_model", "split", "video_roots")
+RECORD_SHAPING_FIELDS = (
+    "scorer",
+    "prompt",
+    "num_frames",
+    "option_score",
+    "max_new_tokens",
+    "open_max_new_tokens",
+    "judge_model",
+    "split",
+    "video_roots",
+)
 # What an evaluation writes into its folder (all of it is removed by overwrite=True / --overwrite).
 RUN_FOLDER_ENTRIES = ("run_config.json", "predictions", "results.json", "report.md", "plots", "exports")
 # Files that mark a folder as another command's output, never written into by eval.
-FOREIGN_FOLDER_MARKERS = {"build_info.json": "a built dataset folder", "exo2ego_stage.json": "a training stage folder",
-                          "config.json": "a model folder", "trainer_state.json": "a training folder"}
+FOREIGN_FOLDER_MARKERS = {
+    "build_info.json": "a built dataset folder",
+    "exo2ego_stage.json": "a training stage folder",
+    "config.json": "a model folder",
+    "trainer_state.json": "a training folder",
+}
 
 
 class RunConfigError(ValueError):
@@ -99,9 +112,12 @@ class EvalConfig:
     def validate(self) -> None:
         """Refuse settings that cannot work before anything is loaded or written (names the CLI flag)."""
         for name, flag, optional in (
-            ("num_frames", "--frames", True), ("limit", "--limit", True),
-            ("max_new_tokens", "--max-new-tokens", False), ("open_max_new_tokens", "--open-max-new-tokens", False),
-            ("option_chunk_size", "--chunk-size", False), ("bootstrap_resamples", "--bootstrap", False),
+            ("num_frames", "--frames", True),
+            ("limit", "--limit", True),
+            ("max_new_tokens", "--max-new-tokens", False),
+            ("open_max_new_tokens", "--open-max-new-tokens", False),
+            ("option_chunk_size", "--chunk-size", False),
+            ("bootstrap_resamples", "--bootstrap", False),
         ):
             value = getattr(self, name)
             if value is None and optional:
@@ -133,7 +149,9 @@ def work_items(data: TaskData) -> list[WorkItem]:
         part = "retrieval" if data.spec.retrieval else ("mcq" if row["options"] else "open")
         items.append(WorkItem(row["sample_id"], part, row))
     if data.has_class_scores:
-        items += [WorkItem(class_item_id(data.spec.name, video["video_id"]), "classes", video) for video in data.class_videos]
+        items += [
+            WorkItem(class_item_id(data.spec.name, video["video_id"]), "classes", video) for video in data.class_videos
+        ]
     return items
 
 
@@ -145,15 +163,26 @@ def shard_of(item_id: str, num_shards: int) -> int:
 class _ItemScorer:
     """Scores work items with one model; holds the prompt template and the settings."""
 
-    def __init__(self, adapter: scorers.ModelAdapter, template: PromptTemplate, config: EvalConfig,
-                 data: TaskData, judge: JudgeConfig | None):
+    def __init__(
+        self,
+        adapter: scorers.ModelAdapter,
+        template: PromptTemplate,
+        config: EvalConfig,
+        data: TaskData,
+        judge: JudgeConfig | None,
+    ):
         self.adapter, self.template, self.config, self.data, self.judge = adapter, template, config, data, judge
 
     def __call__(self, item: WorkItem) -> dict[str, Any]:
         row = item.row
         video = {"path": row["video_path"], "start_sec": row.get("start_sec"), "end_sec": row.get("end_sec")}
-        record = {"id": item.id, "task": self.data.spec.name, "part": item.part,
-                  "prompt": self.template.name, "prompt_sha256": self.template.sha256}
+        record = {
+            "id": item.id,
+            "task": self.data.spec.name,
+            "part": item.part,
+            "prompt": self.template.name,
+            "prompt_sha256": self.template.sha256,
+        }
         handler = getattr(self, f"_{item.part}")
         record.update(handler(row, video))
         return record
@@ -169,54 +198,90 @@ class _ItemScorer:
         result = choice.score(self.adapter, messages, video, options, self.config)
         answer = row["answer_idx"]
         return {
-            "sample_id": row["sample_id"], "subset": row["subset"], "scorer": scorer,
-            "options": options, "answer_idx": answer,
-            "option_scores": result.option_scores, "prediction": result.prediction,
+            "sample_id": row["sample_id"],
+            "subset": row["subset"],
+            "scorer": scorer,
+            "options": options,
+            "answer_idx": answer,
+            "option_scores": result.option_scores,
+            "prediction": result.prediction,
             "predicted_letter": None if result.prediction is None else scorers.OPTION_LETTERS[result.prediction],
-            "raw_output": result.raw_output, "parse_rule": result.parse_rule,
+            "raw_output": result.raw_output,
+            "parse_rule": result.parse_rule,
             "invalid": result.prediction is None,
             "correct": None if answer is None else result.prediction == answer,
             **result.extra,
         }
 
     def _open(self, row, video) -> dict[str, Any]:
-        text = scorers.generate_text(self.adapter, self._messages(row["question"], None, "open"), video,
-                                     self.config.open_max_new_tokens)
-        record = {"sample_id": row["sample_id"], "subset": row["subset"], "scorer": "generate",
-                  "prediction_text": text, "answer_text": row["answer_text"]}
+        text = scorers.generate_text(
+            self.adapter, self._messages(row["question"], None, "open"), video, self.config.open_max_new_tokens
+        )
+        record = {
+            "sample_id": row["sample_id"],
+            "subset": row["subset"],
+            "scorer": "generate",
+            "prediction_text": text,
+            "answer_text": row["answer_text"],
+        }
         if self.judge is not None:
             verdict = judge_answer(self.judge, row["question"], row["answer_text"], text)
-            record.update(judge_correct=verdict.correct, judge_score=verdict.score, judge_raw=verdict.raw,
-                          judge_parsed=verdict.parsed)
+            record.update(
+                judge_correct=verdict.correct,
+                judge_score=verdict.score,
+                judge_raw=verdict.raw,
+                judge_parsed=verdict.parsed,
+            )
         return record
 
     def _classes(self, row, video) -> dict[str, Any]:
-        scores = scorers.option_loglik(self.adapter, self._messages(self.template.class_question, None, "continuation"),
-                                       video, self.data.class_names, self.config.option_chunk_size)
+        scores = scorers.option_loglik(
+            self.adapter,
+            self._messages(self.template.class_question, None, "continuation"),
+            video,
+            self.data.class_names,
+            self.config.option_chunk_size,
+        )
         return {"video_id": row["video_id"], "scorer": "option_loglik", **dataclasses.asdict(scores)}
 
     def _retrieval(self, row, video) -> dict[str, Any]:
-        scores = scorers.option_loglik(self.adapter, self._messages(self.template.retrieval_question, None, "continuation"),
-                                       video, self.data.sentences, self.config.option_chunk_size)
-        return {"sample_id": row["sample_id"], "video_index": row["meta"]["video_index"], "scorer": "option_loglik",
-                **dataclasses.asdict(scores)}
+        scores = scorers.option_loglik(
+            self.adapter,
+            self._messages(self.template.retrieval_question, None, "continuation"),
+            video,
+            self.data.sentences,
+            self.config.option_chunk_size,
+        )
+        return {
+            "sample_id": row["sample_id"],
+            "video_index": row["meta"]["video_index"],
+            "scorer": "option_loglik",
+            **dataclasses.asdict(scores),
+        }
 
 
-def _resume_key(config: EvalConfig, template: PromptTemplate, model_info: dict,
-                task_data: dict[str, TaskData]) -> dict[str, Any]:
+def _resume_key(
+    config: EvalConfig, template: PromptTemplate, model_info: dict, task_data: dict[str, TaskData]
+) -> dict[str, Any]:
     """What must be unchanged for a run folder's records to be reused: the record-shaping settings, the
     weights and processor, and each task's data (fingerprint of its checked rows and side tables)."""
     return {
-        "settings": {**{name: getattr(config, name) for name in RECORD_SHAPING_FIELDS},
-                     "prompt_sha256": template.sha256},
+        "settings": {
+            **{name: getattr(config, name) for name in RECORD_SHAPING_FIELDS},
+            "prompt_sha256": template.sha256,
+        },
         "model": {key: model_info.get(key) for key in ("weights_sha256", "processor_sha256")},
         "data": {name: data.fingerprint for name, data in task_data.items()},
     }
 
 
 def _flatten(key: dict[str, Any]) -> dict[str, Any]:
-    return {f"{group}.{name}": value for group, values in key.items() if isinstance(values, dict)
-            for name, value in values.items()}
+    return {
+        f"{group}.{name}": value
+        for group, values in key.items()
+        if isinstance(values, dict)
+        for name, value in values.items()
+    }
 
 
 def check_output_folder(out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -232,8 +297,10 @@ def check_output_folder(out_dir: str | os.PathLike, overwrite: bool = False) -> 
             raise RunConfigError(f"--out {out} is {kind} ({marker}); eval never writes into it: pass another --out")
     others = sorted(path.name for path in out.iterdir() if path.name not in RUN_FOLDER_ENTRIES)
     if others and not overwrite:
-        raise RunConfigError(f"--out {out} is not empty ({', '.join(others[:5])}) and holds no eval run; pass another "
-                             "--out, or --overwrite to write the run there")
+        raise RunConfigError(
+            f"--out {out} is not empty ({', '.join(others[:5])}) and holds no eval run; pass another "
+            "--out, or --overwrite to write the run there"
+        )
     return out
 
 
@@ -264,8 +331,11 @@ def _check_run_folder(out_dir: Path, key: dict[str, Any], write: bool) -> None:
         previous = json.loads(path.read_text(encoding="utf-8"))
         before, now = _flatten(previous), _flatten(key)
         # A task first evaluated now has no records to mix in: only keys recorded before must match.
-        different = {name: (before.get(name), value) for name, value in now.items()
-                     if before.get(name) != value and (name in before or not name.startswith("data."))}
+        different = {
+            name: (before.get(name), value)
+            for name, value in now.items()
+            if before.get(name) != value and (name in before or not name.startswith("data."))
+        }
         if different:
             lines = "; ".join(f"{name}: was {was!r}, now {value!r}" for name, (was, value) in different.items())
             raise RunConfigError(
@@ -281,8 +351,9 @@ def _check_run_folder(out_dir: Path, key: dict[str, Any], write: bool) -> None:
         write_json_atomic(path, recorded)
 
 
-def _check_scorable(adapter: scorers.ModelAdapter, template: PromptTemplate, config: EvalConfig,
-                    task_data: dict[str, TaskData]) -> None:
+def _check_scorable(
+    adapter: scorers.ModelAdapter, template: PromptTemplate, config: EvalConfig, task_data: dict[str, TaskData]
+) -> None:
     """Fail before scoring when the tokenizer cannot spell the option letters or the template cannot
     take a cached answer (cheap text-only checks on the first row of each task)."""
     for data in task_data.values():
@@ -337,8 +408,15 @@ def prepare_tasks(dataset_dir: str, config: EvalConfig) -> dict[str, TaskData]:
         raise EvalDataError(str(error)) from None
     logger.info("%s: %s", dataset_dir, task_selection_message(names, configs))
     return {
-        name: load_task(get_task(name), dataset_dir, split=config.split, limit=config.limit,
-                        video_roots=config.video_roots, check_videos=config.check_videos, configs=configs)
+        name: load_task(
+            get_task(name),
+            dataset_dir,
+            split=config.split,
+            limit=config.limit,
+            video_roots=config.video_roots,
+            check_videos=config.check_videos,
+            configs=configs,
+        )
         for name in names
     }
 
@@ -421,9 +499,14 @@ def evaluate(
         encoder = load_sentence_encoder(config.sentence_encoder)
     tasks_out = {}
     for name, data in task_data.items():
-        computed = compute_task_metrics(data, task_records(out, name), option_score=config.option_score,
-                                        resamples=config.bootstrap_resamples, seed=config.seed,
-                                        sentence_encoder=encoder)
+        computed = compute_task_metrics(
+            data,
+            task_records(out, name),
+            option_score=config.option_score,
+            resamples=config.bootstrap_resamples,
+            seed=config.seed,
+            sentence_encoder=encoder,
+        )
         tasks_out[name] = {
             "display_name": data.spec.display_name,
             "paper_table": data.spec.paper_table,

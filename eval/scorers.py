@@ -84,9 +84,11 @@ class ModelAdapter:
         answered = messages + [{"role": "assistant", "content": [{"type": "text", "text": _SENTINEL}]}]
         full = self.processor.apply_chat_template(answered, tokenize=False, add_generation_prompt=False)
         if not full.startswith(prompt):
-            raise ValueError("the chat template renders an answered conversation that does not start with the prompt; "
-                             "continuations cannot be scored from a cached prompt with this template")
-        before, after = full[len(prompt):].split(_SENTINEL, 1)
+            raise ValueError(
+                "the chat template renders an answered conversation that does not start with the prompt; "
+                "continuations cannot be scored from a cached prompt with this template"
+            )
+        before, after = full[len(prompt) :].split(_SENTINEL, 1)
         eos = self.tokenizer.eos_token
         if eos and eos in after:  # the end of turn is not part of the answer
             after = after[: after.index(eos)]
@@ -103,7 +105,7 @@ class ModelAdapter:
                 ids = prompt_ids + self.tokenizer(text, add_special_tokens=False)["input_ids"]
             if len(ids) == len(prompt_ids):
                 raise ValueError(f"continuation {text!r} is empty after tokenization")
-            result.append(ids[len(prompt_ids):])
+            result.append(ids[len(prompt_ids) :])
         return result
 
     # ----------------------------------------------------------------------------------- model
@@ -113,8 +115,9 @@ class ModelAdapter:
 
     def encode(self, prompt: str, video) -> dict[str, torch.Tensor]:
         """Processor inputs for one (prompt, video) pair, on the model's device and dtype."""
-        batch = self.processor(text=[prompt], videos=[video], num_frames=self.num_frames,
-                               add_special_tokens=False, return_tensors="pt")
+        batch = self.processor(
+            text=[prompt], videos=[video], num_frames=self.num_frames, add_special_tokens=False, return_tensors="pt"
+        )
         return batch.to(self.device, dtype=self.model.dtype)
 
     def forward(self, batch: dict[str, torch.Tensor], **kwargs):
@@ -178,8 +181,10 @@ def letter_logprob(adapter: ModelAdapter, messages: list[dict], video, num_optio
     prefix_logprob = sum(float(logprobs[position, token]) for position, token in enumerate(plan.shared_prefix))
     scores = []
     for spellings in plan.spellings:
-        values = [prefix_logprob + float(logprobs[-1, token]) if uses_prefix else float(logprobs[0, token])
-                  for uses_prefix, token in spellings]
+        values = [
+            prefix_logprob + float(logprobs[-1, token]) if uses_prefix else float(logprobs[0, token])
+            for uses_prefix, token in spellings
+        ]
         scores.append(float(torch.logsumexp(torch.tensor(values, dtype=torch.float64), dim=0)))
     prediction = max(range(num_options), key=lambda index: (scores[index], -index))
     return ChoiceResult(prediction=prediction, option_scores=scores)
@@ -192,12 +197,13 @@ def generate_text(adapter: ModelAdapter, messages: list[dict], video, max_new_to
     prompt = adapter.render_prompt(messages)
     batch = adapter.encode(prompt, video)
     output = adapter.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
-    new_tokens = output[0, batch["input_ids"].shape[1]:]
+    new_tokens = output[0, batch["input_ids"].shape[1] :]
     return adapter.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
 
 
-def generate_parse(adapter: ModelAdapter, messages: list[dict], video, options: Sequence[str],
-                   max_new_tokens: int = 16) -> ChoiceResult:
+def generate_parse(
+    adapter: ModelAdapter, messages: list[dict], video, options: Sequence[str], max_new_tokens: int = 16
+) -> ChoiceResult:
     """Generate greedily, then parse the answer; an unparsable answer has ``prediction=None``."""
     text = generate_text(adapter, messages, video, max_new_tokens)
     parsed = parse_choice(text, options)
@@ -205,8 +211,9 @@ def generate_parse(adapter: ModelAdapter, messages: list[dict], video, options: 
 
 
 # ----------------------------------------------------------------------------------------- option_loglik
-def _gather_scores(first_logprobs: torch.Tensor, rest_logprobs: torch.Tensor | None,
-                   ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _gather_scores(
+    first_logprobs: torch.Tensor, rest_logprobs: torch.Tensor | None, ids: torch.Tensor, lengths: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum and mean log-prob of right-padded continuations ``ids`` (K, L) with true ``lengths`` (K,).
 
     ``first_logprobs`` (K, V) predicts token 0; ``rest_logprobs`` (K, L-1, V) predicts tokens 1..L-1.
@@ -239,8 +246,9 @@ def continuations_for(
 
 
 @torch.inference_mode()
-def option_loglik(adapter: ModelAdapter, messages: list[dict], video, answers: Sequence[str],
-                  chunk_size: int = 64) -> ContinuationScores:
+def option_loglik(
+    adapter: ModelAdapter, messages: list[dict], video, answers: Sequence[str], chunk_size: int = 64
+) -> ContinuationScores:
     """Log-likelihood of each answer after one cached prefill of (video, question).
 
     The prefill's KV cache is copied and repeated along the batch for up to ``chunk_size`` answers at a

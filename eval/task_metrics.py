@@ -67,14 +67,16 @@ class _MetricTable:
         interval = metrics.bootstrap_mean_ci(finite, resamples=self.resamples, seed=self.seed)
         self._add(metric, key, float(finite.mean()), interval, finite.size, scorer)
 
-    def add_statistic(self, metric: MetricSpec, statistic: Callable[[np.ndarray], float], num_items: int,
-                      scorer: str) -> None:
+    def add_statistic(
+        self, metric: MetricSpec, statistic: Callable[[np.ndarray], float], num_items: int, scorer: str
+    ) -> None:
         """A metric computed on the whole item set (e.g. mAP over classes), bootstrapped over items."""
         interval = metrics.bootstrap_ci(statistic, num_items, resamples=self.resamples, seed=self.seed)
         self._add(metric, None, statistic(np.arange(num_items)), interval, num_items, scorer)
 
-    def _add(self, metric: MetricSpec, key: str | None, value: float, interval: metrics.Interval, n: int,
-             scorer: str) -> None:
+    def _add(
+        self, metric: MetricSpec, key: str | None, value: float, interval: metrics.Interval, n: int, scorer: str
+    ) -> None:
         key = key or metric.key
         self.entries[key] = _entry(value, interval, n, self.known.get(key, metric), scorer)
 
@@ -110,8 +112,9 @@ def compute_task_metrics(
         labeled = [(row, record) for row, record in zip(mcq_rows, mcq_records) if row["answer_idx"] is not None]
         counts["unlabeled"] = len(mcq_rows) - len(labeled)
         if labeled:
-            correct = metrics.correctness([record["prediction"] for _, record in labeled],
-                                          [row["answer_idx"] for row, _ in labeled])
+            correct = metrics.correctness(
+                [record["prediction"] for _, record in labeled], [row["answer_idx"] for row, _ in labeled]
+            )
             scorer = mcq_records[0].get("scorer", "")
             table.add_mean(ACCURACY, correct, scorer, key=spec.mcq_metric_key)
             if spec.subset_metrics:
@@ -144,8 +147,9 @@ def compute_task_metrics(
 
     score_key = "mean_logprob" if option_score == "mean" else "sum_logprob"
     if data.has_class_scores:
-        class_records = [_record_for(records, class_item_id(spec.name, video["video_id"]), spec.name)
-                         for video in data.class_videos]
+        class_records = [
+            _record_for(records, class_item_id(spec.name, video["video_id"]), spec.name) for video in data.class_videos
+        ]
         scores = np.array([record[score_key] for record in class_records], dtype=np.float64)
         labels = np.zeros_like(scores, dtype=np.int8)
         for position, video in enumerate(data.class_videos):

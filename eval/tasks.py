@@ -234,13 +234,20 @@ def resolve_task_names(requested: str | list[str], available: list[str]) -> list
     if requested == "all" or requested == ["all"]:
         names = [name for name in TASKS if TASKS[name].configs.present_row_configs(available)]
         if not names:
-            raise ValueError(f"the EgoBench folder has no known task config (its configs: {available}; looked for: "
-                             + "; ".join(f"{name}: {_looked_for(name)}" for name in TASKS) + ")")
+            raise ValueError(
+                f"the EgoBench folder has no known task config (its configs: {available}; looked for: "
+                + "; ".join(f"{name}: {_looked_for(name)}" for name in TASKS)
+                + ")"
+            )
         return names
-    names = [name.strip() for name in (requested.split(",") if isinstance(requested, str) else requested) if name.strip()]
+    names = [
+        name.strip() for name in (requested.split(",") if isinstance(requested, str) else requested) if name.strip()
+    ]
     for name in names:
         get_task(name)
         if not TASKS[name].configs.present_row_configs(available):
-            raise ValueError(f"task {name!r} is not in the EgoBench folder: looked for config {_looked_for(name)} "
-                             f"(its configs: {available})")
+            raise ValueError(
+                f"task {name!r} is not in the EgoBench folder: looked for config {_looked_for(name)} "
+                f"(its configs: {available})"
+            )
     return names

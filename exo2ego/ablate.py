@@ -62,15 +62,22 @@ class Variant:
 # The whole ablation in one table. The full pipeline's KL form is stage 2's default (`kl_mode: gaussian`, the paper's).
 VARIANTS = (
     Variant(FULL, "init -> stage 1 -> stage 2 (VTG + KL + CCL) -> stage 3 (LoRA), as in the paper"),
-    Variant("no_stages_1_2", "Table 15: init -> stage 3, without the exo teacher and the mapping training",
-            skip_stages_1_2=True),
+    Variant(
+        "no_stages_1_2",
+        "Table 15: init -> stage 3, without the exo teacher and the mapping training",
+        skip_stages_1_2=True,
+    ),
     Variant("no_kl", "Table 7 #4: stage 2 without the KL alignment loss", stage2=("--ablations", "no_kl")),
-    Variant("no_g_ccl", "Table 7 #3: stage 2 without G and the cycle-consistency loss",
-            stage2=("--ablations", "no_g_ccl")),
+    Variant(
+        "no_g_ccl", "Table 7 #3: stage 2 without G and the cycle-consistency loss", stage2=("--ablations", "no_g_ccl")
+    ),
     Variant("mlp_mapping", "Table 7: F and G as MLPs instead of ResNet blocks", stage2=("--mapping_type", "mlp")),
     Variant("no_lora", "Table 7 #2: stage 3 without LoRA on the LLM", stage3=("--ablations", "no_lora")),
-    Variant("kl_token_softmax", "KL form: per-token softmax over channels (assumes ego and exo patches correspond)",
-            stage2=("--kl_mode", "token_softmax")),
+    Variant(
+        "kl_token_softmax",
+        "KL form: per-token softmax over channels (assumes ego and exo patches correspond)",
+        stage2=("--kl_mode", "token_softmax"),
+    ),
     Variant("kl_pooled", "KL form: softmax over channels of frame-pooled features", stage2=("--kl_mode", "pooled")),
 )
 VARIANTS_BY_NAME = {variant.name: variant for variant in VARIANTS}
@@ -252,9 +259,15 @@ class Ablation:
         for seed in self.plan.seeds:
             models = self.out / f"seed{seed}" / "models"
             distances[f"seed{seed}"] = {
-                folder.name: probe_folder(folder, str(self.shared / "ego-exoclip"), str(self.shared / "world"),
-                                          self.demo_plan.frames, seed=seed)
-                for folder in sorted(models.glob("stage2_*")) if (folder / "exo2ego_stage.json").is_file()
+                folder.name: probe_folder(
+                    folder,
+                    str(self.shared / "ego-exoclip"),
+                    str(self.shared / "world"),
+                    self.demo_plan.frames,
+                    seed=seed,
+                )
+                for folder in sorted(models.glob("stage2_*"))
+                if (folder / "exo2ego_stage.json").is_file()
             }
         return distances
 
@@ -291,8 +304,10 @@ def plot(results: dict, path: Path) -> None:
         rows = results[setting]["variants"]
         names = [name for name in rows if name != FULL]
         diffs = [rows[name]["diff"] for name in names]
-        errors = [[diff - rows[name]["diff_ci"][0] for name, diff in zip(names, diffs)],
-                  [rows[name]["diff_ci"][1] - diff for name, diff in zip(names, diffs)]]
+        errors = [
+            [diff - rows[name]["diff_ci"][0] for name, diff in zip(names, diffs)],
+            [rows[name]["diff_ci"][1] - diff for name, diff in zip(names, diffs)],
+        ]
         axis.barh(names, diffs, xerr=errors, capsize=3, color=["tab:red" if d < 0 else "tab:blue" for d in diffs])
         axis.axvline(0, color="black", linewidth=1)
         full = rows[FULL]
@@ -306,34 +321,56 @@ def plot(results: dict, path: Path) -> None:
 
 def write_report(path: Path, summary: dict, command: str) -> None:
     lines = [
-        "# Exo2Ego ablations on the synthetic Ego-Exo world (paper Tables 7-8, 15)", "",
-        f"Command: `{command}`", "",
-        (f"Seeds {summary['seeds']}, world seed {summary['world_seed']}, demo plan `{summary['plan']['demo']}` "
-         f"(`{json.dumps(summary['demo_plan'])}`); every variant has the same stage-3 budget. Machine: "
-         f"{summary['machine']}."), "",
-        ("Accuracy: mean over seeds and EgoBench questions; CI: percentile bootstrap over questions of the "
-         "seed-averaged correctness. Difference: variant - full pipeline on the same questions, with a paired "
-         "bootstrap 95% CI (questions are resampled, seeds are not: read the per-seed column too)."), "",
+        "# Exo2Ego ablations on the synthetic Ego-Exo world (paper Tables 7-8, 15)",
+        "",
+        f"Command: `{command}`",
+        "",
+        (
+            f"Seeds {summary['seeds']}, world seed {summary['world_seed']}, demo plan `{summary['plan']['demo']}` "
+            f"(`{json.dumps(summary['demo_plan'])}`); every variant has the same stage-3 budget. Machine: "
+            f"{summary['machine']}."
+        ),
+        "",
+        (
+            "Accuracy: mean over seeds and EgoBench questions; CI: percentile bootstrap over questions of the "
+            "seed-averaged correctness. Difference: variant - full pipeline on the same questions, with a paired "
+            "bootstrap 95% CI (questions are resampled, seeds are not: read the per-seed column too)."
+        ),
+        "",
     ]
     for setting, block in summary["results"].items():
-        lines += [f"## {setting} (EgoIT fraction {block['egoit_fraction']})", "",
-                  "| variant | accuracy (%) | 95% CI | per seed | diff to full (points) | paired 95% CI |",
-                  "|---|---:|---|---|---:|---|"]
+        lines += [
+            f"## {setting} (EgoIT fraction {block['egoit_fraction']})",
+            "",
+            "| variant | accuracy (%) | 95% CI | per seed | diff to full (points) | paired 95% CI |",
+            "|---|---:|---|---|---:|---|",
+        ]
         for name, row in block["variants"].items():
             per_seed = ", ".join(f"{value:.1f}" for value in row["per_seed"])
-            lines.append(f"| {name} | {row['accuracy']:.1f} | [{row['ci'][0]:.1f}, {row['ci'][1]:.1f}] | {per_seed} | "
-                         f"{row['diff']:+.1f} | [{row['diff_ci'][0]:+.1f}, {row['diff_ci'][1]:+.1f}] |")
+            lines.append(
+                f"| {name} | {row['accuracy']:.1f} | [{row['ci'][0]:.1f}, {row['ci'][1]:.1f}] | {per_seed} | "
+                f"{row['diff']:+.1f} | [{row['diff_ci'][0]:+.1f}, {row['diff_ci'][1]:+.1f}] |"
+            )
         lines.append("")
-    lines += ["![paired differences](ablation.png)", "",
-              "## Where the connector puts F(x) (`exo2ego.mapping_probe`)", "",
-              ("Relative distances on 64 Ego-ExoClip pairs: c(F(x)) to c(y) of the same clip, c(x) to c(y), "
-               "c(F(x)) to another clip's c(y), and how far F moves x."), "",
-              "| seed | stage 2 | c(F(x))-c(y) | c(x)-c(y) | c(F(x))-other c(y) | ||F(x)-x|| / ||x|| |",
-              "|---|---|---:|---:|---:|---:|"]
+    lines += [
+        "![paired differences](ablation.png)",
+        "",
+        "## Where the connector puts F(x) (`exo2ego.mapping_probe`)",
+        "",
+        (
+            "Relative distances on 64 Ego-ExoClip pairs: c(F(x)) to c(y) of the same clip, c(x) to c(y), "
+            "c(F(x)) to another clip's c(y), and how far F moves x."
+        ),
+        "",
+        "| seed | stage 2 | c(F(x))-c(y) | c(x)-c(y) | c(F(x))-other c(y) | ||F(x)-x|| / ||x|| |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for seed, runs in summary["mapping_distances"].items():
         for name, d in runs.items():
-            lines.append(f"| {seed} | {name} | {d['fx_to_y']:.3f} | {d['x_to_y']:.3f} | {d['fx_to_other_y']:.3f} | "
-                         f"{d['f_moves_x']:.3f} |")
+            lines.append(
+                f"| {seed} | {name} | {d['fx_to_y']:.3f} | {d['x_to_y']:.3f} | {d['fx_to_other_y']:.3f} | "
+                f"{d['f_moves_x']:.3f} |"
+            )
     lines += ["", "## Variants", ""]
     lines += [f"- `{variant['name']}`: {variant['description']}" for variant in summary["variants"]]
     path.write_text("\n".join(lines) + "\n")
@@ -396,7 +433,9 @@ def run(args: argparse.Namespace) -> int:
     for setting, block in summary["results"].items():
         print(f"\n{setting}")
         for name, row in block["variants"].items():
-            print(f"  {name:<14} {row['accuracy']:5.1f}%  diff {row['diff']:+5.1f} "
-                  f"[{row['diff_ci'][0]:+.1f}, {row['diff_ci'][1]:+.1f}]")
+            print(
+                f"  {name:<14} {row['accuracy']:5.1f}%  diff {row['diff']:+5.1f} "
+                f"[{row['diff_ci'][0]:+.1f}, {row['diff_ci'][1]:+.1f}]"
+            )
     print(f"\nreport: {out / 'report.md'}")
     return 0

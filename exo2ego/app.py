@@ -91,6 +91,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.examples:
             write_examples(folder, args.examples)
         examples = app.load_examples(folder)
-        app.launch(app.build_demo(chat, examples), allowed_paths=[folder], server_name=args.host,
-                   server_port=args.port)
+        app.launch(
+            app.build_demo(chat, examples), allowed_paths=[folder], server_name=args.host, server_port=args.port
+        )
     return 0

@@ -65,8 +65,13 @@ PLANS = {
         learning_rate={"init": 1e-3, "stage1": 1e-4, "stage2": 1e-4, "stage3": 2e-3},
         language_steps=300,
     ),
-    "quick": DemoPlan(takes=6, steps={"init": 4, "stage1": 4, "stage2": 4, "stage3": 6}, batch_size=4, eval_limit=12,
-                      language_steps=4),
+    "quick": DemoPlan(
+        takes=6,
+        steps={"init": 4, "stage1": 4, "stage2": 4, "stage3": 6},
+        batch_size=4,
+        eval_limit=12,
+        language_steps=4,
+    ),
 }
 
 
@@ -117,40 +122,122 @@ class Demo:
         self.timings[phase] = time.perf_counter() - start
 
     def build_data(self) -> None:
-        self.cli("synthetic world", "data", "synth", "--out", str(self.world), "--takes", str(self.plan.takes),
-                 "--seed", str(self.seed), "--objects-per-take", str(self.plan.objects_per_take), "--num-proc", "2")
-        self.cli("Ego-ExoClip", "data", "ego-exoclip", "--egoexo-root", str(self.world), "--out", str(self.clips),
-                 "--variant", "448")
+        self.cli(
+            "synthetic world",
+            "data",
+            "synth",
+            "--out",
+            str(self.world),
+            "--takes",
+            str(self.plan.takes),
+            "--seed",
+            str(self.seed),
+            "--objects-per-take",
+            str(self.plan.objects_per_take),
+            "--num-proc",
+            "2",
+        )
+        self.cli(
+            "Ego-ExoClip",
+            "data",
+            "ego-exoclip",
+            "--egoexo-root",
+            str(self.world),
+            "--out",
+            str(self.clips),
+            "--variant",
+            "448",
+        )
 
     def build_model(self) -> None:
-        self.cli("tiny model", "tiny-model", "--out", str(self.models / "untrained"), "--seed", str(self.seed),
-                 "--frames", str(self.plan.frames), "--language-egoit", str(self.world / "egoit"),
-                 "--language-clips", str(self.clips), "--language-steps", str(self.plan.language_steps))
+        self.cli(
+            "tiny model",
+            "tiny-model",
+            "--out",
+            str(self.models / "untrained"),
+            "--seed",
+            str(self.seed),
+            "--frames",
+            str(self.plan.frames),
+            "--language-egoit",
+            str(self.world / "egoit"),
+            "--language-clips",
+            str(self.clips),
+            "--language-steps",
+            str(self.plan.language_steps),
+        )
 
     def evaluate(self, point: str, model: Path | None = None, out: Path | None = None) -> None:
         """EgoBench on `model` (default: `models/<point>`) into `out` (default: `eval/<point>`)."""
         model, out = model or self.models / point, out or self.evals / point
-        argv = ["eval", "--model", str(model), "--data", str(self.world / "egobench"), "--tasks",
-                "synthetic", "--scorer", "option_loglik", "--option-score", "mean", "--out", str(out),
-                "--frames", str(self.plan.frames), "--seed", str(self.seed), "--no-progress", "--prompt", "none"]
+        argv = [
+            "eval",
+            "--model",
+            str(model),
+            "--data",
+            str(self.world / "egobench"),
+            "--tasks",
+            "synthetic",
+            "--scorer",
+            "option_loglik",
+            "--option-score",
+            "mean",
+            "--out",
+            str(out),
+            "--frames",
+            str(self.plan.frames),
+            "--seed",
+            str(self.seed),
+            "--no-progress",
+            "--prompt",
+            "none",
+        ]
         if self.plan.eval_limit:
             argv += ["--limit", str(self.plan.eval_limit)]
         self.cli(f"EgoBench ({point})", *argv)
 
-    def train(self, stage: str, previous: str | Path, output: Path | None = None, extra: tuple[str, ...] = (),
-              phase: str | None = None) -> None:
+    def train(
+        self,
+        stage: str,
+        previous: str | Path,
+        output: Path | None = None,
+        extra: tuple[str, ...] = (),
+        phase: str | None = None,
+    ) -> None:
         """Train `stage` from `models/<previous>` (or the folder `previous`) into `output` (default: `models/<stage>`);
         `extra` arguments come last, so they override the config and the plan."""
         start = previous if isinstance(previous, Path) else self.models / previous
-        data = (["--dataset_path", str(self.clips), "--dataset_config", "clips"] if stage != "stage3"
-                else ["--dataset_path", str(self.world / "egoit")])
+        data = (
+            ["--dataset_path", str(self.clips), "--dataset_config", "clips"]
+            if stage != "stage3"
+            else ["--dataset_path", str(self.world / "egoit")]
+        )
         argv = [
-            str(self.train_dir / f"{stage}.py"), "--config", str(self.train_dir / "configs" / f"tiny_{stage}.yaml"),
-            "--model_name_or_path", str(start), "--output_dir", str(output or self.models / stage),
-            "--video_root", str(self.world), *data, "--max_steps", str(self.plan.steps[stage]),
-            "--per_device_train_batch_size", str(self.plan.batch_size), "--learning_rate",
-            str(self.plan.learning_rate[stage]), "--num_frames", str(self.plan.frames), "--seed", str(self.seed),
-            "--save_strategy", "no", "--logging_steps", str(max(1, self.plan.steps[stage] // 25)), *extra,
+            str(self.train_dir / f"{stage}.py"),
+            "--config",
+            str(self.train_dir / "configs" / f"tiny_{stage}.yaml"),
+            "--model_name_or_path",
+            str(start),
+            "--output_dir",
+            str(output or self.models / stage),
+            "--video_root",
+            str(self.world),
+            *data,
+            "--max_steps",
+            str(self.plan.steps[stage]),
+            "--per_device_train_batch_size",
+            str(self.plan.batch_size),
+            "--learning_rate",
+            str(self.plan.learning_rate[stage]),
+            "--num_frames",
+            str(self.plan.frames),
+            "--seed",
+            str(self.seed),
+            "--save_strategy",
+            "no",
+            "--logging_steps",
+            str(max(1, self.plan.steps[stage] // 25)),
+            *extra,
         ]
         self.script(phase or f"train {stage}", *argv)
 
@@ -168,7 +255,8 @@ class Demo:
         plots.mkdir(exist_ok=True)
         accuracies = {point: self.accuracy(point) for point in EVAL_POINTS}
         histories = {
-            stage: json.loads((self.models / stage / "trainer_state.json").read_text())["log_history"] for stage in STAGES
+            stage: json.loads((self.models / stage / "trainer_state.json").read_text())["log_history"]
+            for stage in STAGES
         }
         plot_losses(histories, plots / "losses.png")
         plot_accuracy(accuracies, plots / "accuracy_per_stage.png")
@@ -199,7 +287,9 @@ class Demo:
         AutoProcessor.from_pretrained(self.models / "stage3").save_pretrained(release)
         shutil.copy(self.evals / "stage3" / "results.json", release / "results.json")
         results = json.loads((release / "results.json").read_text())
-        card = build_model_card(results, CardInfo(model_id="org/exo2ego-tiny-synthetic", base_models=(), sources=("Ego-Exo4D",)))
+        card = build_model_card(
+            results, CardInfo(model_id="org/exo2ego-tiny-synthetic", base_models=(), sources=("Ego-Exo4D",))
+        )
         card.save(release / "README.md")
         return release
 
@@ -209,11 +299,18 @@ class Demo:
 
         bench = pd.read_parquet(next((self.world / "egobench" / "data" / "synthetic").glob("*.parquet")))
         row = bench.iloc[0]
-        question = {"video": str(self.world / row["video"]), "start_sec": float(row["start_sec"]),
-                    "end_sec": float(row["end_sec"]), "question": row["question"], "truth": row["answer_text"]}
+        question = {
+            "video": str(self.world / row["video"]),
+            "start_sec": float(row["start_sec"]),
+            "end_sec": float(row["end_sec"]),
+            "question": row["question"],
+            "truth": row["answer_text"],
+        }
         completed = subprocess.run(
             [sys.executable, "-c", RELOAD_SCRIPT, str(release), json.dumps(question)],
-            capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            capture_output=True,
+            text=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
         )
         if completed.returncode:
             raise RuntimeError(f"reloading the release failed:\n{completed.stderr[-3000:]}")
@@ -227,9 +324,9 @@ RELOAD_SCRIPT = textwrap.dedent(
     release, question = sys.argv[1], json.loads(sys.argv[2])
     model = AutoModel.from_pretrained(release, trust_remote_code=True).eval()
     processor = AutoProcessor.from_pretrained(release, trust_remote_code=True)
-    messages = [{"role": "user", "content": [
-        {"type": "video", "path": question["video"], "start_sec": question["start_sec"], "end_sec": question["end_sec"]},
-        {"type": "text", "text": question["question"]}]}]
+    video = {"type": "video", "path": question["video"], "start_sec": question["start_sec"]}
+    video["end_sec"] = question["end_sec"]
+    messages = [{"role": "user", "content": [video, {"type": "text", "text": question["question"]}]}]
     inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
     output = model.generate(**inputs, max_new_tokens=12, do_sample=False)
     answer = processor.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
@@ -257,7 +354,10 @@ def run(args: argparse.Namespace) -> int:
     steps = [demo.build_data, demo.build_model, lambda: demo.evaluate("untrained")]
     previous = "untrained"
     for stage in STAGES:
-        steps += [lambda stage=stage, previous=previous: demo.train(stage, previous), lambda stage=stage: demo.evaluate(stage)]
+        steps += [
+            lambda stage=stage, previous=previous: demo.train(stage, previous),
+            lambda stage=stage: demo.evaluate(stage),
+        ]
         previous = stage
     for step in tqdm(steps, desc="demo phases", unit="phase"):
         step()

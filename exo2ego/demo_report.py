@@ -55,8 +55,10 @@ def plot_accuracy(accuracies: dict[str, dict], path: Path) -> None:
 
     names = list(accuracies)
     values = [accuracies[name]["accuracy"] for name in names]
-    errors = [[value - accuracies[name]["ci"][0] for name, value in zip(names, values)],
-              [accuracies[name]["ci"][1] - value for name, value in zip(names, values)]]
+    errors = [
+        [value - accuracies[name]["ci"][0] for name, value in zip(names, values)],
+        [accuracies[name]["ci"][1] - value for name, value in zip(names, values)],
+    ]
     figure, axis = plt.subplots(figsize=(6, 3.6))
     colours = plt.cm.Blues([0.35 + 0.6 * index / max(1, len(names) - 1) for index in range(len(names))])
     axis.bar(names, values, yerr=errors, capsize=4, color=colours)
@@ -82,7 +84,7 @@ def write_report(path: Path, summary: dict, histories: dict[str, list[dict]]) ->
     path.write_text(
         f"""# Exo2Ego demo on the synthetic Ego-Exo world
 
-Seed {summary['seed']}; plan `{json.dumps(summary['plan'])}`.
+Seed {summary["seed"]}; plan `{json.dumps(summary["plan"])}`.
 
 ## EgoBench (synthetic, 5-way, `option_loglik`)
 

@@ -53,8 +53,15 @@ def mapping_distances(model, batches) -> dict[str, float]:
     return {key: value / count for key, value in totals.items()}
 
 
-def probe_folder(model_dir, clips_path: str, video_root: str, num_frames: int, num_pairs: int = 64,
-                 batch_size: int = 16, seed: int = 0) -> dict[str, float]:
+def probe_folder(
+    model_dir,
+    clips_path: str,
+    video_root: str,
+    num_frames: int,
+    num_pairs: int = 64,
+    batch_size: int = 16,
+    seed: int = 0,
+) -> dict[str, float]:
     """`mapping_distances` of the checkpoint in `model_dir` on the first `num_pairs` Ego-ExoClip pairs (exo camera
     drawn per clip with `seed`)."""
     from modeling_exo2ego import Exo2EgoForConditionalGeneration, Exo2EgoProcessor
@@ -67,6 +74,8 @@ def probe_folder(model_dir, clips_path: str, video_root: str, num_frames: int, n
     table = table.select(range(min(num_pairs, len(table))))
     samples = EgoExoClipSamples(table, video_root, num_frames, ("pair",), prompt="", seed=seed)
     collator = Exo2EgoCollator(processor, ("pair",))
-    batches = (collator([samples[i] for i in range(start, min(start + batch_size, len(samples)))])
-               for start in range(0, len(samples), batch_size))
+    batches = (
+        collator([samples[i] for i in range(start, min(start + batch_size, len(samples)))])
+        for start in range(0, len(samples), batch_size)
+    )
     return mapping_distances(model, batches)

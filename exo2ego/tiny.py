@@ -27,10 +27,14 @@ def save_tiny_model(
     contents = sorted(os.listdir(out_dir)) if os.path.isdir(out_dir) else []
     if contents and not overwrite:
         metadata = read_stage_metadata(out_dir)
-        state = (f"holds a finished {metadata.get('stage')} output with trained weights" if metadata is not None
-                 else f"is not empty ({', '.join(contents[:5])}{', ...' if len(contents) > 5 else ''})")
-        raise ValueError(f"--out {out_dir!r} {state}; choose another --out, or pass --overwrite to replace the "
-                         "whole folder")
+        state = (
+            f"holds a finished {metadata.get('stage')} output with trained weights"
+            if metadata is not None
+            else f"is not empty ({', '.join(contents[:5])}{', ...' if len(contents) > 5 else ''})"
+        )
+        raise ValueError(
+            f"--out {out_dir!r} {state}; choose another --out, or pass --overwrite to replace the whole folder"
+        )
     model, processor = build_tiny_model(seed=seed, **config_overrides)
     if language_data and language_data.get("steps"):
         from exo2ego.tiny_language import language_corpus, pretrain_language
@@ -43,7 +47,9 @@ def save_tiny_model(
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("tiny-model", help="write a tiny random-weight Exo2Ego checkpoint with its processor")
+    parser = subparsers.add_parser(
+        "tiny-model", help="write a tiny random-weight Exo2Ego checkpoint with its processor"
+    )
     parser.add_argument("--out", required=True, help="output folder (new or empty)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
     parser.add_argument("--seed", type=int, default=0)
@@ -52,8 +58,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--ego-only", action="store_true", help="inference release without the exo tower and G")
     parser.add_argument("--language-egoit", help="EgoIT folder whose text the LLM is pretrained on (no video)")
     parser.add_argument("--language-clips", help="Ego-ExoClip folder whose narrations the LLM is pretrained on")
-    parser.add_argument("--language-steps", type=int, default=0,
-                        help="steps of text-only LLM pretraining on the folders above (0: the LLM stays random)")
+    parser.add_argument(
+        "--language-steps",
+        type=int,
+        default=0,
+        help="steps of text-only LLM pretraining on the folders above (0: the LLM stays random)",
+    )
     parser.set_defaults(func=_run)
 
 

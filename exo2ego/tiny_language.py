@@ -47,8 +47,9 @@ def language_corpus(processor, egoit_path: str | None = None, clips_path: str | 
     return texts
 
 
-def pretrain_language(model, processor, texts: list[str], steps: int, learning_rate: float = 3e-3,
-                      batch_size: int = 32, seed: int = 0):
+def pretrain_language(
+    model, processor, texts: list[str], steps: int, learning_rate: float = 3e-3, batch_size: int = 32, seed: int = 0
+):
     """Train the LLM (`language_model`, and `lm_head` tied to its embeddings) on `texts` with next-token CE.
 
     Everything else (vision towers, connector, mappings) keeps its random initialization. Returns the log history.
@@ -65,9 +66,19 @@ def pretrain_language(model, processor, texts: list[str], steps: int, learning_r
     model.train()
     with tempfile.TemporaryDirectory() as scratch:
         arguments = TrainingArguments(
-            output_dir=scratch, max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=learning_rate,
-            lr_scheduler_type="cosine", warmup_steps=max(1, steps // 20), weight_decay=0.0, seed=seed, use_cpu=True,
-            save_strategy="no", report_to="none", logging_steps=max(1, steps // 10), disable_tqdm=True,
+            output_dir=scratch,
+            max_steps=steps,
+            per_device_train_batch_size=batch_size,
+            learning_rate=learning_rate,
+            lr_scheduler_type="cosine",
+            warmup_steps=max(1, steps // 20),
+            weight_decay=0.0,
+            seed=seed,
+            use_cpu=True,
+            save_strategy="no",
+            report_to="none",
+            logging_steps=max(1, steps // 10),
+            disable_tqdm=True,
             dataloader_num_workers=0,
         )
         collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)

@@ -112,8 +112,10 @@ def staged_folder(
         raise error(f"{out} is a file, not a folder; pass a folder path as the output")
     if out.exists() and any(out.iterdir()) and not overwrite:
         state = f"complete: it has {marker}" if (out / marker).is_file() else "not empty"
-        raise error(f"{out} already exists ({state}); remove it, choose another folder or pass overwrite=True "
-                    "(CLI: --overwrite) to replace it")
+        raise error(
+            f"{out} already exists ({state}); remove it, choose another folder or pass overwrite=True "
+            "(CLI: --overwrite) to replace it"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_staging(out)
     staging = out.parent / f"{out.name}.tmp-{os.getpid()}"

@@ -4,5 +4,15 @@
 from .card import CardInfo, build_model_card, build_stage_card, eval_results, training_summary
 from .dataset_card import SOURCES, DataSource, dataset_card, licence_table, source_sections
 
-__all__ = ["CardInfo", "build_model_card", "build_stage_card", "eval_results", "training_summary", "SOURCES",
-           "DataSource", "dataset_card", "licence_table", "source_sections"]
+__all__ = [
+    "CardInfo",
+    "build_model_card",
+    "build_stage_card",
+    "eval_results",
+    "training_summary",
+    "SOURCES",
+    "DataSource",
+    "dataset_card",
+    "licence_table",
+    "source_sections",
+]

@@ -23,9 +23,23 @@ TRAINING_STAGES = (
     ("2 teacher-student guidance", "Ego-ExoClip ego+exo pairs", "ego tower, F, G", "VTG + KL + CCL"),
     ("3 student self-practice", "EgoIT", "ego tower, connector, F, LoRA on the LLM", "VTG"),
 )
-DEFAULT_SOURCES = ("Ego-Exo4D", "EgoClip", "EGTEA Gaze+", "Something-Something-V2", "EgoTimeQA", "OpenEQA",
-                   "EgoExoLearn", "EgoSchema", "QAEgo4D", "EgoTaskQA", "Charades-Ego", "EPIC-KITCHENS-100", "EgoPlan",
-                   "VLN-QA", "EgoMCQ")
+DEFAULT_SOURCES = (
+    "Ego-Exo4D",
+    "EgoClip",
+    "EGTEA Gaze+",
+    "Something-Something-V2",
+    "EgoTimeQA",
+    "OpenEQA",
+    "EgoExoLearn",
+    "EgoSchema",
+    "QAEgo4D",
+    "EgoTaskQA",
+    "Charades-Ego",
+    "EPIC-KITCHENS-100",
+    "EgoPlan",
+    "VLN-QA",
+    "EgoMCQ",
+)
 
 
 @dataclass
@@ -64,21 +78,25 @@ def eval_results(results: Mapping[str, Any], info: CardInfo) -> list:
     for task, entry in results["tasks"].items():
         for key in entry.get("headline") or list(entry["metrics"]):
             metric = entry["metrics"][key]
-            entries.append(EvalResult(
-                task_type="video-text-to-text",
-                task_name="Egocentric video understanding",
-                dataset_type=info.eval_dataset or f"egobench-{task}",
-                dataset_name=f"EgoBench {entry.get('display_name', task)}",
-                dataset_config=task,
-                dataset_split=(results.get("config") or {}).get("split") or "test",
-                metric_type=metric.get("metric_type", "accuracy"),
-                metric_name=metric.get("label", key),
-                metric_value=round(float(metric["value"]), 2),
-                metric_config=key,
-                metric_args={"scorer": metric.get("scorer", results.get("scorer")),
-                             "prompt_sha256": results["prompt"]["sha256"],
-                             "num_frames": (results.get("config") or {}).get("num_frames")},
-            ))
+            entries.append(
+                EvalResult(
+                    task_type="video-text-to-text",
+                    task_name="Egocentric video understanding",
+                    dataset_type=info.eval_dataset or f"egobench-{task}",
+                    dataset_name=f"EgoBench {entry.get('display_name', task)}",
+                    dataset_config=task,
+                    dataset_split=(results.get("config") or {}).get("split") or "test",
+                    metric_type=metric.get("metric_type", "accuracy"),
+                    metric_name=metric.get("label", key),
+                    metric_value=round(float(metric["value"]), 2),
+                    metric_config=key,
+                    metric_args={
+                        "scorer": metric.get("scorer", results.get("scorer")),
+                        "prompt_sha256": results["prompt"]["sha256"],
+                        "num_frames": (results.get("config") or {}).get("num_frames"),
+                    },
+                )
+            )
     return entries
 
 
@@ -90,8 +108,10 @@ def _results_table(results: Mapping[str, Any], compare: Mapping[str, Any] | None
     lines = [header, "|---|---|---:|---|---:|" + ("---:|" if compare_name else "")]
     for row in table_rows(dict(results), dict(compare) if compare else None):
         digits = 2 if row["unit"] == "score" else 1
-        line = (f"| {row['display_name']} | {row['label']} | {row['value']:.{digits}f} | "
-                f"[{row['ci_low']:.{digits}f}, {row['ci_high']:.{digits}f}] | {row['n']} |")
+        line = (
+            f"| {row['display_name']} | {row['label']} | {row['value']:.{digits}f} | "
+            f"[{row['ci_low']:.{digits}f}, {row['ci_high']:.{digits}f}] | {row['n']} |"
+        )
         if compare_name:
             line += " – |" if row["compare"] is None else f" {row['compare']:.{digits}f} |"
         lines.append(line)
@@ -152,9 +172,7 @@ def build_model_card(
             "```\n\n"
             f"Evaluate: `exo2ego eval --model {info.model_id} --data EGOBENCH_DIR --tasks all --out OUT`."
         ),
-        "Training": (
-            "| Stage | Data | Trained | Loss |\n|---|---|---|---|\n" + stages
-        ),
+        "Training": ("| Stage | Data | Trained | Loss |\n|---|---|---|---|\n" + stages),
         "Evaluation": (
             f"EgoBench, scorer `{results.get('scorer')}`, prompt `{results['prompt']['name']}` "
             f"(sha256 `{results['prompt']['sha256'][:12]}`), frames {config.get('num_frames') or 'processor default'}"
@@ -218,5 +236,6 @@ def build_stage_card(metadata: Mapping[str, Any], model_id: str, adapter_subfold
         ]
     )
     summary = f"Exo2Ego checkpoint after **{metadata['stage']}**: {metadata['description']}.\n\n{usage}"
-    return render_card(ModelCard, card_data, model_id.split("/")[-1], {"Training run": training_summary(metadata)},
-                       summary)
+    return render_card(
+        ModelCard, card_data, model_id.split("/")[-1], {"Training run": training_summary(metadata)}, summary
+    )

@@ -26,8 +26,9 @@ def _run(args: argparse.Namespace) -> int:
 
     from .card import CardInfo, build_model_card
 
-    info = CardInfo(model_id=args.model_id, datasets=args.dataset or (), eval_dataset=args.eval_dataset,
-                    license=args.license)
+    info = CardInfo(
+        model_id=args.model_id, datasets=args.dataset or (), eval_dataset=args.eval_dataset, license=args.license
+    )
     if args.base_model:
         info.base_models = args.base_model
     results = json.loads(Path(args.results).read_text(encoding="utf-8"))

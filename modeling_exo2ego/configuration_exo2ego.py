@@ -122,7 +122,9 @@ class Exo2EgoConfig(PreTrainedConfig):
         self.auto_map = {**AUTO_MAP, **(getattr(self, "auto_map", None) or {})}
         ego, exo = self.ego_vision_config, self.exo_vision_config
         if (ego.image_size, ego.patch_size, ego.hidden_size) != (exo.image_size, exo.patch_size, exo.hidden_size):
-            raise ValueError("ego_vision_config and exo_vision_config must share image_size, patch_size and hidden_size")
+            raise ValueError(
+                "ego_vision_config and exo_vision_config must share image_size, patch_size and hidden_size"
+            )
         if ego.image_size % ego.patch_size:
             raise ValueError(f"image_size {ego.image_size} is not a multiple of patch_size {ego.patch_size}")
         if self.mapping_type == "resnet" and (self.grid_size % 4 or self.grid_size < 8):

@@ -41,9 +41,9 @@ def use_fan_in_init(module: nn.Module) -> None:
             layer.fan_in_init = True
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # STC connector (VideoLLaMA2), plain torch. Submodule names follow VideoLLaMA2/timm so checkpoints convert by prefix.
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -58,7 +58,9 @@ class ConvNormAct(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, groups: int = 1, act: bool = True):
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, groups=groups, bias=False)
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, kernel_size, padding=kernel_size // 2, groups=groups, bias=False
+        )
         self.bn = LayerNorm2d(out_channels)
         self.act = nn.SiLU() if act else nn.Identity()
 
@@ -108,7 +110,9 @@ class RegStage(nn.Module):
     def __init__(self, depth: int, in_channels: int, out_channels: int):
         super().__init__()
         for index in range(depth):
-            self.add_module(f"b{index + 1}", RegNetBottleneck(in_channels if index == 0 else out_channels, out_channels))
+            self.add_module(
+                f"b{index + 1}", RegNetBottleneck(in_channels if index == 0 else out_channels, out_channels)
+            )
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         for block in self.children():
@@ -129,7 +133,9 @@ class Exo2EgoSTCConnector(nn.Module):
         self.sampler = nn.Conv3d(hidden_size, hidden_size, kernel_size=2, stride=2, padding=padding)
         self.sampler_act = nn.SiLU()
         self.s2 = RegStage(depth, hidden_size, hidden_size)
-        self.readout = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.GELU(), nn.Linear(hidden_size, hidden_size))
+        self.readout = nn.Sequential(
+            nn.Linear(hidden_size, hidden_size), nn.GELU(), nn.Linear(hidden_size, hidden_size)
+        )
         use_fan_in_init(self)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -142,9 +148,9 @@ class Exo2EgoSTCConnector(nn.Module):
         return self.readout(hidden)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Mapping networks F (ego -> exo) and G (exo -> ego)
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 
 
 def _norm_2d(kind: str, channels: int) -> nn.Module:
@@ -161,7 +167,9 @@ class ResnetBlock(GradientCheckpointingLayer):
 
     def __init__(self, channels: int, norm: str):
         super().__init__()
-        self.conv1 = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), _norm_2d(norm, channels), nn.ReLU())
+        self.conv1 = nn.Sequential(
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), _norm_2d(norm, channels), nn.ReLU()
+        )
         self.conv2 = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), _norm_2d(norm, channels))
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -183,7 +191,11 @@ class Exo2EgoResnetMapping(nn.Module):
         self.stem = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(channels, ngf, 7), _norm_2d(norm, ngf), nn.ReLU())
         self.down = nn.Sequential(
             *(
-                nn.Sequential(nn.Conv2d(ngf * 2**i, ngf * 2 ** (i + 1), 3, stride=2, padding=1), _norm_2d(norm, ngf * 2 ** (i + 1)), nn.ReLU())
+                nn.Sequential(
+                    nn.Conv2d(ngf * 2**i, ngf * 2 ** (i + 1), 3, stride=2, padding=1),
+                    _norm_2d(norm, ngf * 2 ** (i + 1)),
+                    nn.ReLU(),
+                )
                 for i in range(2)
             )
         )
@@ -191,7 +203,9 @@ class Exo2EgoResnetMapping(nn.Module):
         self.up = nn.Sequential(
             *(
                 nn.Sequential(
-                    nn.ConvTranspose2d(ngf * 2 ** (2 - i), ngf * 2 ** (1 - i), 3, stride=2, padding=1, output_padding=1),
+                    nn.ConvTranspose2d(
+                        ngf * 2 ** (2 - i), ngf * 2 ** (1 - i), 3, stride=2, padding=1, output_padding=1
+                    ),
                     _norm_2d(norm, ngf * 2 ** (1 - i)),
                     nn.ReLU(),
                 )
@@ -229,12 +243,14 @@ def build_mapping(config: Exo2EgoConfig) -> nn.Module:
     channels = config.ego_vision_config.hidden_size
     if config.mapping_type == "mlp":
         return Exo2EgoMlpMapping(channels, 4 * config.mapping_ngf, config.mapping_residual)
-    return Exo2EgoResnetMapping(channels, config.mapping_ngf, config.mapping_n_blocks, config.mapping_norm, config.mapping_residual)
+    return Exo2EgoResnetMapping(
+        channels, config.mapping_ngf, config.mapping_n_blocks, config.mapping_norm, config.mapping_residual
+    )
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Stage-2 losses
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 
 
 KL_MODES = ("gaussian", "token_softmax", "pooled")
@@ -320,9 +336,9 @@ def cycle_consistency_loss(
     return F.l1_loss(ego_cycle.float(), ego_features.float()) + F.l1_loss(exo_cycle.float(), exo_features.float())
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Outputs
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 
 
 MAPPING_FEATURE_NAMES = ("ego_features", "exo_features", "ego_to_exo", "exo_to_ego", "ego_cycle", "exo_cycle")
@@ -392,9 +408,9 @@ class Exo2EgoCausalLMOutput(ModelOutput):
     exo_cycle: torch.FloatTensor | None = None
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Models
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 
 
 class Exo2EgoPreTrainedModel(PreTrainedModel):
@@ -729,7 +745,9 @@ class Exo2EgoForConditionalGeneration(Exo2EgoPreTrainedModel, GenerationMixin):
         logits = self.lm_head(hidden)
         loss = None
         if labels is not None:
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs)
+            loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
+            )
         return Exo2EgoCausalLMOutput(loss=loss, logits=logits, **extras)
 
     def loss_on_labels(
@@ -789,7 +807,9 @@ class Exo2EgoForConditionalGeneration(Exo2EgoPreTrainedModel, GenerationMixin):
         when the id is outside it). `config_kwargs` set any other `Exo2EgoConfig` field.
         """
         vision_config = AutoConfig.from_pretrained(vision_model_name_or_path)
-        vision_config = getattr(vision_config, "vision_config", vision_config)  # a full CLIPConfig or a vision-only one
+        vision_config = getattr(
+            vision_config, "vision_config", vision_config
+        )  # a full CLIPConfig or a vision-only one
         text_model = AutoModelForCausalLM.from_pretrained(text_model_name_or_path, dtype=torch_dtype)
         config = Exo2EgoConfig(
             ego_vision_config=vision_config.to_dict(),

@@ -2,7 +2,7 @@
 
 import os
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 import numpy as np
 from PIL import Image
@@ -19,7 +19,7 @@ except ImportError:  # pragma: no cover - exercised only where av is missing
 
 logger = logging.get_logger(__name__)
 
-VideoInput = Union[str, os.PathLike, dict, tuple, np.ndarray, list]
+VideoInput = str | os.PathLike | dict | tuple | np.ndarray | list
 SHORT_VIDEO_MODES = ("repeat", "error")
 # Video kwargs handed to the CLIP image processor for every frame.
 IMAGE_PROCESSOR_KEYS = (
@@ -62,13 +62,15 @@ def check_short_video(short_video, argument: str = "short_video") -> str:
         raise ValueError(f"{argument} must be one of {SHORT_VIDEO_MODES}, got {short_video!r}")
     return short_video
 
+
 # Mistral-instruct style; video items render as the `<video>` placeholder the processor expands. Assistant turns sit in
 # `{% generation %}` blocks, so `return_assistant_tokens_mask=True` marks them (assistant-only loss).
 DEFAULT_CHAT_TEMPLATE = (
     "{%- macro render(content) -%}"
     "{%- if content is string -%}{{- content -}}"
     "{%- else -%}{%- for item in content -%}"
-    "{%- if item['type'] == 'video' -%}{{- '<video>\n' -}}{%- elif item['type'] == 'text' -%}{{- item['text'] -}}{%- endif -%}"
+    "{%- if item['type'] == 'video' -%}{{- '<video>\n' -}}"
+    "{%- elif item['type'] == 'text' -%}{{- item['text'] -}}{%- endif -%}"
     "{%- endfor -%}{%- endif -%}"
     "{%- endmacro -%}"
     "{%- if messages[0]['role'] == 'system' -%}{%- set system = render(messages[0]['content']) -%}"
@@ -140,7 +142,9 @@ def read_video_frames(
             if duration > 0:  # containers that report no duration leave the window as asked
                 end = min(end, duration)
             if not end > start:
-                raise ValueError(f"{path}: window [{start_sec}, {end_sec}] is outside the video (duration {duration:.3f}s)")
+                raise ValueError(
+                    f"{path}: window [{start_sec}, {end_sec}] is outside the video (duration {duration:.3f}s)"
+                )
             timestamps = sample_timestamps(start, end, num_frames)
         timestamps = np.asarray(timestamps, dtype=np.float64)
         try:
@@ -188,7 +192,9 @@ def _decode_at(container, stream, timestamps: np.ndarray, seek_gap_sec: float) -
         frontier = ahead or shown
         if decoded is None or (frontier is not None and target - frontier[0] > seek_gap_sec):
             container.seek(max(0, int(target / time_base)), stream=stream, backward=True, any_frame=False)
-            decoded = ((float(frame.pts * time_base), frame) for frame in container.decode(stream) if frame.pts is not None)
+            decoded = (
+                (float(frame.pts * time_base), frame) for frame in container.decode(stream) if frame.pts is not None
+            )
             shown, ahead = None, None
         if ahead is not None and ahead[0] <= target + 1e-6:
             shown, ahead = ahead, None
@@ -398,9 +404,7 @@ class Exo2EgoProcessor(ProcessorMixin):
         if text is None:
             raise ValueError("Exo2EgoProcessor needs text with a <video> placeholder per video")
         self._refuse_unknown_kwargs(kwargs)
-        merged = self._merge_kwargs(
-            Exo2EgoProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs
-        )
+        merged = self._merge_kwargs(Exo2EgoProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs)
         text_kwargs, videos_kwargs = merged["text_kwargs"], merged["videos_kwargs"]
         return_tensors = text_kwargs.pop("return_tensors", None)
         return_offsets = text_kwargs.pop("return_text_replacement_offsets", merged["return_text_replacement_offsets"])
@@ -503,9 +507,10 @@ class Exo2EgoProcessor(ProcessorMixin):
         `return_dict=True` the processor's `BatchFeature` (and `assistant_masks` with
         `return_assistant_tokens_mask=True`)."""
         batched = bool(conversation) and isinstance(conversation[0], (list, tuple))
-        conversations = [[_with_video_window(message) for message in messages] for messages in (
-            conversation if batched else [conversation]
-        )]
+        conversations = [
+            [_with_video_window(message) for message in messages]
+            for messages in (conversation if batched else [conversation])
+        ]
         return super().apply_chat_template(conversations if batched else conversations[0], chat_template, **kwargs)
 
     def batch_decode(self, *args, **kwargs):

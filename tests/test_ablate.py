@@ -95,8 +95,14 @@ def test_run_graph_shares_prefixes_and_applies_each_variant(tmp_path):
     assert sum(stage == "init" for stage, *_ in trains) == 1 and sum(stage == "stage1" for stage, *_ in trains) == 1
     stage2 = {output: (start, extra) for stage, start, output, extra in trains if stage == "stage2"}
     # full and no_lora share one stage 2; every other stage-2 setting has its own
-    assert set(stage2) == {"stage2_full", "stage2_no_kl", "stage2_no_g_ccl", "stage2_mlp_mapping",
-                           "stage2_kl_token_softmax", "stage2_kl_pooled"}
+    assert set(stage2) == {
+        "stage2_full",
+        "stage2_no_kl",
+        "stage2_no_g_ccl",
+        "stage2_mlp_mapping",
+        "stage2_kl_token_softmax",
+        "stage2_kl_pooled",
+    }
     assert stage2["stage2_no_kl"] == ("stage1", ("--ablations", "no_kl"))
     assert stage2["stage2_mlp_mapping"] == ("stage1", ("--mapping_type", "mlp"))
     assert stage2["stage2_kl_token_softmax"] == ("stage1", ("--kl_mode", "token_softmax"))
@@ -121,8 +127,25 @@ def test_quick_ablation_end_to_end(tmp_path):
     out = tmp_path / "ablation"
     results = tmp_path / "copy" / "ablation.json"
     completed = subprocess.run(
-        [sys.executable, "-m", "exo2ego", "ablate", "--quick", "--out", str(out), "--variants", FULL, "no_stages_1_2",
-         "kl_pooled", "--results", str(results)], check=False, capture_output=True, text=True, timeout=1800,
+        [
+            sys.executable,
+            "-m",
+            "exo2ego",
+            "ablate",
+            "--quick",
+            "--out",
+            str(out),
+            "--variants",
+            FULL,
+            "no_stages_1_2",
+            "kl_pooled",
+            "--results",
+            str(results),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-3000:]
     summary = json.loads((out / "results.json").read_text())
@@ -152,12 +175,15 @@ def test_mapping_probe_of_a_fresh_model_sees_f_as_the_identity():
     model, _ = build_tiny_model(seed=0)
     size = model.config.ego_vision_config.image_size
     generator = torch.Generator().manual_seed(0)
-    batch = {key: torch.randn(3, model.config.num_frames, 3, size, size, generator=generator)
-             for key in ("pixel_values_videos", "exo_pixel_values_videos")}
+    batch = {
+        key: torch.randn(3, model.config.num_frames, 3, size, size, generator=generator)
+        for key in ("pixel_values_videos", "exo_pixel_values_videos")
+    }
     distances = mapping_distances(model, [batch])
     assert distances["f_moves_x"] == 0.0
     assert distances["fx_to_y"] == pytest.approx(distances["x_to_y"]) and distances["fx_to_y"] > 0
     with torch.no_grad():
-        model.model.ego_to_exo.apply(lambda module: module.weight.add_(0.1) if isinstance(module, torch.nn.Conv2d)
-                                     else None)
+        model.model.ego_to_exo.apply(
+            lambda module: module.weight.add_(0.1) if isinstance(module, torch.nn.Conv2d) else None
+        )
     assert mapping_distances(model, [batch])["f_moves_x"] > 0

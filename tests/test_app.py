@@ -17,8 +17,16 @@ from exo2ego.tiny import save_tiny_model
 
 CHROMIUM = "/usr/bin/chromium"
 # As root on a closed network: no sandbox, no GPU, and none of Chromium's calls home (they are refused here).
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 MAX_NEW_TOKENS = 12
 ARTIFACTS = Path(os.environ.get("EXO2EGO_TEST_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
 
@@ -74,7 +82,7 @@ def reference(app_server):
         inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
         with torch.inference_mode():
             output = model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
-        return processor.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        return processor.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
     return answer
 
@@ -100,8 +108,9 @@ def read_answer(page, expected: str) -> str:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     try:
-        page.wait_for_function("expected => document.querySelector('#answer textarea').value === expected",
-                               arg=expected, timeout=60_000)
+        page.wait_for_function(
+            "expected => document.querySelector('#answer textarea').value === expected", arg=expected, timeout=60_000
+        )
     except PlaywrightTimeout:
         pass  # the assertion below shows what the page says instead
     return page.input_value("#answer textarea")

@@ -15,15 +15,16 @@ from pathlib import Path
 import datasets
 import pytest
 
+# Fixture writers of the sibling test modules (pytest puts tests/ on the import path).
+from test_egobench import write_egoschema, write_qaego4d, write_vlnqa
+from test_egoit import write_egoexolearn, write_egotimeqa
+
 from datasets_scripts.hub_export import load_folder, parquet_relpath, write_parquet_table
 from datasets_scripts.schema import EGOBENCH_FEATURES
 from eval.data import available_configs
 from eval.runner import EvalConfig, RunConfigError, evaluate, prepare_tasks, task_selection_message
 from eval.toy import toy_tables, write_toy_egobench
 from exo2ego.cli import main
-# Fixture writers of the sibling test modules (pytest puts tests/ on the import path).
-from test_egobench import write_egoschema, write_qaego4d, write_vlnqa
-from test_egoit import write_egoexolearn, write_egotimeqa
 
 FAST = dict(bootstrap_resamples=20, max_new_tokens=4, open_max_new_tokens=4)
 
@@ -57,8 +58,13 @@ def egoexo(tmp_path_factory):
 def sources(tmp_path_factory):
     """EgoBench (egoschema, qaego4d, vlnqa) and EgoIT (egotimeqa) sources as released."""
     base = tmp_path_factory.mktemp("sources")
-    roots = {"egoschema": base / "egoschema", "qaego4d": base / "qaego4d", "vlnqa": base / "vlnqa",
-             "egotimeqa": base / "egotimeqa", "egoexolearn": base / "egoexolearn"}
+    roots = {
+        "egoschema": base / "egoschema",
+        "qaego4d": base / "qaego4d",
+        "vlnqa": base / "vlnqa",
+        "egotimeqa": base / "egotimeqa",
+        "egoexolearn": base / "egoexolearn",
+    }
     write_egoschema(roots["egoschema"])
     write_qaego4d(roots["qaego4d"])
     write_vlnqa(roots["vlnqa"])
@@ -105,13 +111,32 @@ class Context:
         self.out = tmp_path / "out"
 
     def eval(self, *extra, model=None, data=None, out=None, tasks="synthetic"):
-        return ["eval", "--model", str(model or self.model), "--data", str(data or self.toy), "--tasks", tasks,
-                "--out", str(out or self.out), "--bootstrap", "20", "--no-progress", *extra]
+        return [
+            "eval",
+            "--model",
+            str(model or self.model),
+            "--data",
+            str(data or self.toy),
+            "--tasks",
+            tasks,
+            "--out",
+            str(out or self.out),
+            "--bootstrap",
+            "20",
+            "--no-progress",
+            *extra,
+        ]
 
     def egobench(self, *extra, roots=None, out=None):
         roots = roots or {name: self.sources[name] for name in ("egoschema",)}
-        return ["data", "egobench", *[f"--root={name}={path}" for name, path in roots.items()],
-                "--out", str(out or self.out), *extra]
+        return [
+            "data",
+            "egobench",
+            *[f"--root={name}={path}" for name, path in roots.items()],
+            "--out",
+            str(out or self.out),
+            *extra,
+        ]
 
     def egoexoclip(self, root, *extra, out=None):
         return ["data", "ego-exoclip", "--egoexo-root", str(root), "--out", str(out or self.out), *extra]
@@ -177,6 +202,7 @@ def _skip_every_take(root: Path) -> None:
 def _vlnqa_video(value: str):
     def edit(root: Path) -> None:
         _edit_json(root / "json" / "egocentric_navigation.json", lambda rows: [{**rows[0], "video": value}, rows[1]])
+
     return edit
 
 
@@ -184,6 +210,7 @@ def _egoexolearn_video_uid(value: str):
     def edit(root: Path) -> None:
         path = root / "annotations" / "fine_annotation_trainval_en.csv"
         path.write_text(path.read_text().replace("bee9d8dc-ac78-11ee-819f-80615f12b59e", value, 1))
+
     return edit
 
 
@@ -191,6 +218,7 @@ def _egotimeqa_video_id(value: str):
     def edit(root: Path) -> None:
         path = root / "data" / "unified" / "annotations.EgoTimeQA.json"
         _edit_json(path, lambda rows: [{**rows[0], "video_id": value}, rows[1]])
+
     return edit
 
 
@@ -203,79 +231,152 @@ CLI_ROWS = [
     ("eval-max-new-tokens-0", lambda c: c.eval("--max-new-tokens", "0"), r"max_new_tokens \(--max-new-tokens\)"),
     ("eval-open-max-new-tokens-0", lambda c: c.eval("--open-max-new-tokens", "0"), r"--open-max-new-tokens"),
     ("eval-bootstrap-0", lambda c: c.eval("--bootstrap", "0"), r"bootstrap_resamples \(--bootstrap\)"),
-    ("eval-model-relative-path-offline", lambda c: c.eval(model="nomodel"),
-     r"--model nomodel: no such folder .*no Hub model of that id in the local cache"),
+    (
+        "eval-model-relative-path-offline",
+        lambda c: c.eval(model="nomodel"),
+        r"--model nomodel: no such folder .*no Hub model of that id in the local cache",
+    ),
     ("eval-out-is-a-file", lambda c: c.eval(out=c.a_file()), r"--out .*a_file\.txt is a file, not a run folder"),
     ("eval-out-is-a-dataset-folder", lambda c: c.eval(out=c.toy), r"is a built dataset folder \(build_info\.json\)"),
     ("eval-out-is-a-model-folder", lambda c: c.eval(out=c.model), r"is a model folder \(config\.json\)"),
-    ("eval-out-is-someone-elses-folder", lambda c: c.eval(out=c.folder_with("notes", "todo.txt")),
-     r"--out .*notes is not empty \(todo\.txt\) and holds no eval run; .*--overwrite"),
-    ("eval-report-out-is-a-file", lambda c: ["eval-report", "--results", str(c.a_file()), "--out", str(c.a_file())],
-     r"--out .*a_file\.txt is a file, not a folder"),
-    ("eval-report-results-missing",
-     lambda c: ["eval-report", "--results", str(c.tmp / "nope.json"), "--out", str(c.out)],
-     r"No such file or directory: .*nope\.json"),
-    ("eval-report-results-not-json", lambda c: ["eval-report", "--results", str(c.a_file()), "--out", str(c.out)],
-     r"Expecting value: line 1 column 1"),
+    (
+        "eval-out-is-someone-elses-folder",
+        lambda c: c.eval(out=c.folder_with("notes", "todo.txt")),
+        r"--out .*notes is not empty \(todo\.txt\) and holds no eval run; .*--overwrite",
+    ),
+    (
+        "eval-report-out-is-a-file",
+        lambda c: ["eval-report", "--results", str(c.a_file()), "--out", str(c.a_file())],
+        r"--out .*a_file\.txt is a file, not a folder",
+    ),
+    (
+        "eval-report-results-missing",
+        lambda c: ["eval-report", "--results", str(c.tmp / "nope.json"), "--out", str(c.out)],
+        r"No such file or directory: .*nope\.json",
+    ),
+    (
+        "eval-report-results-not-json",
+        lambda c: ["eval-report", "--results", str(c.a_file()), "--out", str(c.out)],
+        r"Expecting value: line 1 column 1",
+    ),
     # ---- eval data
-    ("eval-answer-idx-as-strings",
-     lambda c: c.eval(data=_folder_with_synthetic(c.tmp / "d", _synthetic_rows(
-         lambda rows: [row.update(answer_idx=str(row["answer_idx"])) for row in rows]))),
-     r"config 'synthetic' .*field 'answer_idx' holds string values, the EgoBench schema stores int"),
-    ("eval-start-sec-as-strings",
-     lambda c: c.eval(data=_folder_with_synthetic(c.tmp / "d", _synthetic_rows(
-         lambda rows: [row.update(start_sec=str(row["start_sec"])) for row in rows]))),
-     r"field 'start_sec' holds string values, the EgoBench schema stores float"),
-    ("eval-empty-config",
-     lambda c: c.eval(data=_folder_with_synthetic(c.tmp / "d", [], EGOBENCH_FEATURES)),
-     r"config 'synthetic' .*: no rows \(an empty config\)"),
-    ("eval-task-not-built", lambda c: c.eval(tasks="egotaskqa"),
-     r"task 'egotaskqa' is not in the EgoBench folder: looked for config egotaskqa_direct\+egotaskqa_indirect"),
+    (
+        "eval-answer-idx-as-strings",
+        lambda c: c.eval(
+            data=_folder_with_synthetic(
+                c.tmp / "d",
+                _synthetic_rows(lambda rows: [row.update(answer_idx=str(row["answer_idx"])) for row in rows]),
+            )
+        ),
+        r"config 'synthetic' .*field 'answer_idx' holds string values, the EgoBench schema stores int",
+    ),
+    (
+        "eval-start-sec-as-strings",
+        lambda c: c.eval(
+            data=_folder_with_synthetic(
+                c.tmp / "d",
+                _synthetic_rows(lambda rows: [row.update(start_sec=str(row["start_sec"])) for row in rows]),
+            )
+        ),
+        r"field 'start_sec' holds string values, the EgoBench schema stores float",
+    ),
+    (
+        "eval-empty-config",
+        lambda c: c.eval(data=_folder_with_synthetic(c.tmp / "d", [], EGOBENCH_FEATURES)),
+        r"config 'synthetic' .*: no rows \(an empty config\)",
+    ),
+    (
+        "eval-task-not-built",
+        lambda c: c.eval(tasks="egotaskqa"),
+        r"task 'egotaskqa' is not in the EgoBench folder: looked for config egotaskqa_direct\+egotaskqa_indirect",
+    ),
     # ---- builders: --out
     ("egobench-out-is-a-file", lambda c: c.egobench(out=c.a_file()), r"a_file\.txt is a file, not a folder"),
     ("ego-exoclip-out-is-a-file", lambda c: c.egoexoclip(c.egoexo, out=c.a_file()), r"a_file\.txt is a file"),
     ("egoit-out-is-a-file", lambda c: c.egoit("egotimeqa", c.sources["egotimeqa"], out=c.a_file()), r"is a file"),
     ("synth-out-is-a-file", lambda c: ["data", "synth", "--out", str(c.a_file()), "--takes", "3"], r"is a file"),
-    ("egobench-out-is-an-eval-folder", lambda c: c.egobench(out=c.folder_with("run", "run_config.json")),
-     r"run already exists \(not empty\); .*pass overwrite=True \(CLI: --overwrite\)"),
-    ("egobench-out-is-a-file-even-with-overwrite", lambda c: c.egobench("--overwrite", out=c.a_file()),
-     r"is a file, not a folder"),
+    (
+        "egobench-out-is-an-eval-folder",
+        lambda c: c.egobench(out=c.folder_with("run", "run_config.json")),
+        r"run already exists \(not empty\); .*pass overwrite=True \(CLI: --overwrite\)",
+    ),
+    (
+        "egobench-out-is-a-file-even-with-overwrite",
+        lambda c: c.egobench("--overwrite", out=c.a_file()),
+        r"is a file, not a folder",
+    ),
     # ---- builders: rows
-    ("egoschema-questions-json-is-an-object",
-     lambda c: c.egobench(roots={"egoschema": _copy_with(c.tmp, c.sources["egoschema"], lambda root: (
-         root / "questions.json").write_text("{}"))}),
-     r"questions\.json: row \(json\): field '\(top level\)': expected the list of questions, got dict"),
-    ("egoschema-questions-json-is-empty",
-     lambda c: c.egobench(roots={"egoschema": _copy_with(c.tmp, c.sources["egoschema"], lambda root: (
-         root / "questions.json").write_text("[]"))}),
-     r"egoschema: config egoschema_full would have no rows .*the source lists nothing"),
-    ("egobench-every-row-skipped",
-     lambda c: c.egobench("--skip-bad-rows", roots={"vlnqa": _copy_with(c.tmp, c.sources["vlnqa"], _no_answer)}),
-     r"vlnqa: config vlnqa would have no rows .*2 bad rows skipped"),
-    ("vlnqa-video-climbs-out", lambda c: c.egobench(roots={"vlnqa": _copy_with(c.tmp, c.sources["vlnqa"],
-                                                                              _vlnqa_video("../../../secret.mp4"))}),
-     r"egocentric_navigation\.json: row 0: field 'video': .*'video/vlnqa/\.\./\.\./\.\./secret\.mp4' leaves its root"),
-    ("egoit-video-absolute", lambda c: c.egoit("egoexolearn", _copy_with(c.tmp, c.sources["egoexolearn"],
-                                                                       _egoexolearn_video_uid("/etc/passwd"))),
-     r"egoexolearn/a-001: video path '/etc/passwd\.mp4' leaves its root"),
-    ("egoit-video-climbs-out", lambda c: c.egoit("egotimeqa", _copy_with(c.tmp, c.sources["egotimeqa"],
-                                                                       _egotimeqa_video_id("../../../../etc/passwd"))),
-     r"egotimeqa/.*: video path 'v1/clips/\.\./\.\./\.\./\.\./etc/passwd\.mp4' leaves its root"),
-    ("ego-exoclip-relative-path-climbs-out",
-     lambda c: c.egoexoclip(_copy_with(c.tmp, c.egoexo, lambda root: _set_relative_paths(root, "../../../etc/x"))),
-     r"takes\.json: row .*: field 'root_dir / frame_aligned_videos\.gp\d+\.relative_path': .*leaves its root"),
-    ("ego-exoclip-truncated-video-with-index-in-front",
-     lambda c: c.egoexoclip(_copy_with(c.tmp, c.egoexo, _truncate_first_take)),
-     r"unreadable video: .*/frame_aligned_videos/aria[\w-]*\.mp4"),
-    ("ego-exoclip-every-take-skipped",
-     lambda c: c.egoexoclip(_copy_with(c.tmp, c.egoexo, _skip_every_take), "--skip-bad-rows"),
-     r"Ego-ExoClip: no take of .* is left to build \(takes dropped by reason: \{'missing_video': 2, "),
+    (
+        "egoschema-questions-json-is-an-object",
+        lambda c: c.egobench(
+            roots={
+                "egoschema": _copy_with(
+                    c.tmp, c.sources["egoschema"], lambda root: (root / "questions.json").write_text("{}")
+                )
+            }
+        ),
+        r"questions\.json: row \(json\): field '\(top level\)': expected the list of questions, got dict",
+    ),
+    (
+        "egoschema-questions-json-is-empty",
+        lambda c: c.egobench(
+            roots={
+                "egoschema": _copy_with(
+                    c.tmp, c.sources["egoschema"], lambda root: (root / "questions.json").write_text("[]")
+                )
+            }
+        ),
+        r"egoschema: config egoschema_full would have no rows .*the source lists nothing",
+    ),
+    (
+        "egobench-every-row-skipped",
+        lambda c: c.egobench("--skip-bad-rows", roots={"vlnqa": _copy_with(c.tmp, c.sources["vlnqa"], _no_answer)}),
+        r"vlnqa: config vlnqa would have no rows .*2 bad rows skipped",
+    ),
+    (
+        "vlnqa-video-climbs-out",
+        lambda c: c.egobench(
+            roots={"vlnqa": _copy_with(c.tmp, c.sources["vlnqa"], _vlnqa_video("../../../secret.mp4"))}
+        ),
+        r"egocentric_navigation\.json: row 0: field 'video': "
+        r".*'video/vlnqa/\.\./\.\./\.\./secret\.mp4' leaves its root",
+    ),
+    (
+        "egoit-video-absolute",
+        lambda c: c.egoit(
+            "egoexolearn", _copy_with(c.tmp, c.sources["egoexolearn"], _egoexolearn_video_uid("/etc/passwd"))
+        ),
+        r"egoexolearn/a-001: video path '/etc/passwd\.mp4' leaves its root",
+    ),
+    (
+        "egoit-video-climbs-out",
+        lambda c: c.egoit(
+            "egotimeqa", _copy_with(c.tmp, c.sources["egotimeqa"], _egotimeqa_video_id("../../../../etc/passwd"))
+        ),
+        r"egotimeqa/.*: video path 'v1/clips/\.\./\.\./\.\./\.\./etc/passwd\.mp4' leaves its root",
+    ),
+    (
+        "ego-exoclip-relative-path-climbs-out",
+        lambda c: c.egoexoclip(_copy_with(c.tmp, c.egoexo, lambda root: _set_relative_paths(root, "../../../etc/x"))),
+        r"takes\.json: row .*: field 'root_dir / frame_aligned_videos\.gp\d+\.relative_path': .*leaves its root",
+    ),
+    (
+        "ego-exoclip-truncated-video-with-index-in-front",
+        lambda c: c.egoexoclip(_copy_with(c.tmp, c.egoexo, _truncate_first_take)),
+        r"unreadable video: .*/frame_aligned_videos/aria[\w-]*\.mp4",
+    ),
+    (
+        "ego-exoclip-every-take-skipped",
+        lambda c: c.egoexoclip(_copy_with(c.tmp, c.egoexo, _skip_every_take), "--skip-bad-rows"),
+        r"Ego-ExoClip: no take of .* is left to build \(takes dropped by reason: \{'missing_video': 2, ",
+    ),
 ]
 
 
 @pytest.mark.parametrize("build_argv, message", [row[1:] for row in CLI_ROWS], ids=[row[0] for row in CLI_ROWS])
-def test_bad_input_is_refused_with_a_clear_message(tmp_path, toy, saved_model, egoexo, sources, capsys,
-                                                   build_argv, message):
+def test_bad_input_is_refused_with_a_clear_message(
+    tmp_path, toy, saved_model, egoexo, sources, capsys, build_argv, message
+):
     context = Context(tmp_path, toy, saved_model, egoexo, sources)
     argv = build_argv(context)
     out = Path(argv[argv.index("--out") + 1])
@@ -297,14 +398,21 @@ SKIPPABLE_ROWS = [
 ]
 
 
-@pytest.mark.parametrize("source, edit, counted_as, rows_left", [row[1:] for row in SKIPPABLE_ROWS],
-                         ids=[row[0] for row in SKIPPABLE_ROWS])
+@pytest.mark.parametrize(
+    "source, edit, counted_as, rows_left", [row[1:] for row in SKIPPABLE_ROWS], ids=[row[0] for row in SKIPPABLE_ROWS]
+)
 def test_paths_outside_the_root_are_counted_when_skipping(tmp_path, sources, source, edit, counted_as, rows_left):
     root = _copy_with(tmp_path, sources[source], edit)
     out = tmp_path / "out"
     egoit = source in ("egotimeqa", "egoexolearn")
-    command = ["data", "egoit" if egoit else "egobench", f"--root={source}={root}", "--out", str(out),
-               "--skip-bad-rows"]
+    command = [
+        "data",
+        "egoit" if egoit else "egobench",
+        f"--root={source}={root}",
+        "--out",
+        str(out),
+        "--skip-bad-rows",
+    ]
     assert main(command) == 0
     info = json.loads((out / "build_info.json").read_text())
     assert info["skips"]["by_source_field"] == {counted_as: 1}
@@ -347,12 +455,21 @@ def _other_world(tmp_path):
 RESUME_ROWS = [
     ("other-data", lambda m, d, c, tmp: (m, _other_world(tmp), c), r"data\.synthetic: was '[0-9a-f]{64}', now"),
     ("retrained-weights", lambda m, d, c, tmp: (_retrained(m), d, c), r"model\.weights_sha256: was"),
-    ("other-scorer", lambda m, d, c, tmp: (m, d, EvalConfig(**{**vars(c), "scorer": "option_loglik"})),
-     r"settings\.scorer: was 'letter_logprob', now 'option_loglik'"),
-    ("other-frames", lambda m, d, c, tmp: (m, d, EvalConfig(**{**vars(c), "num_frames": 2})),
-     r"settings\.num_frames: was None, now 2"),
-    ("other-video-root", lambda m, d, c, tmp: (m, d, EvalConfig(**{**vars(c), "video_roots": {"": str(d)}})),
-     r"settings\.video_roots"),
+    (
+        "other-scorer",
+        lambda m, d, c, tmp: (m, d, EvalConfig(**{**vars(c), "scorer": "option_loglik"})),
+        r"settings\.scorer: was 'letter_logprob', now 'option_loglik'",
+    ),
+    (
+        "other-frames",
+        lambda m, d, c, tmp: (m, d, EvalConfig(**{**vars(c), "num_frames": 2})),
+        r"settings\.num_frames: was None, now 2",
+    ),
+    (
+        "other-video-root",
+        lambda m, d, c, tmp: (m, d, EvalConfig(**{**vars(c), "video_roots": {"": str(d)}})),
+        r"settings\.video_roots",
+    ),
 ]
 
 
@@ -371,10 +488,12 @@ def test_resume_with_other_data_weights_or_settings_is_refused(tmp_path, toy, ti
     if other_data is toy:
         return
     # Starting fresh gives what a new folder gives (checked once, on the row with other data).
-    fresh = evaluate(other_model, processor, str(other_data), str(out), other_config, show_progress=False,
-                     overwrite=True)
-    reference = evaluate(other_model, processor, str(other_data), str(tmp_path / "fresh"), other_config,
-                         show_progress=False)
+    fresh = evaluate(
+        other_model, processor, str(other_data), str(out), other_config, show_progress=False, overwrite=True
+    )
+    reference = evaluate(
+        other_model, processor, str(other_data), str(tmp_path / "fresh"), other_config, show_progress=False
+    )
     assert fresh["tasks"] == reference["tasks"]
 
 
@@ -392,8 +511,24 @@ def test_resume_with_the_same_inputs_and_a_new_task_is_accepted(tmp_path, toy, t
 def test_a_refused_setting_leaves_the_folder_usable(tmp_path, toy, saved_model, capsys):
     """`--max-new-tokens 0` used to fail after writing run_config.json, and the corrected rerun was refused."""
     out = tmp_path / "run"
-    base = ["eval", "--model", str(saved_model), "--data", str(toy), "--tasks", "synthetic", "--out", str(out),
-            "--limit", "2", "--bootstrap", "20", "--no-progress", "--scorer", "generate_parse"]
+    base = [
+        "eval",
+        "--model",
+        str(saved_model),
+        "--data",
+        str(toy),
+        "--tasks",
+        "synthetic",
+        "--out",
+        str(out),
+        "--limit",
+        "2",
+        "--bootstrap",
+        "20",
+        "--no-progress",
+        "--scorer",
+        "generate_parse",
+    ]
     assert main([*base, "--max-new-tokens", "0"]) == 2
     assert not out.exists()
     assert main([*base, "--max-new-tokens", "2"]) == 0
@@ -429,12 +564,36 @@ def test_eval_finds_every_task_the_builder_wrote(tmp_path, sources, capsys):
     for name in ("egoschema", "qaego4d"):
         assert list(prepare_tasks(str(out), EvalConfig(tasks=name, check_videos=False))) == [name]
     message = task_selection_message(["qaego4d"], available_configs(str(out)))
-    assert message.startswith("tasks found: qaego4d (qaego4d_closed+qaego4d_open); in the folder but not requested: "
-                              "egoschema, vlnqa; not in the folder: egotaskqa")
+    assert message.startswith(
+        "tasks found: qaego4d (qaego4d_closed+qaego4d_open); in the folder but not requested: "
+        "egoschema, vlnqa; not in the folder: egotaskqa"
+    )
 
     # `--tasks all` says what it found and what it did not (the run then stops at the missing videos).
-    assert main(["eval", "--model", "unused", "--data", str(out), "--tasks", "all", "--out", str(tmp_path / "run"),
-                 "--no-video-check", "--limit", "1", "--frames", "1", "--bootstrap", "20", "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                "unused",
+                "--data",
+                str(out),
+                "--tasks",
+                "all",
+                "--out",
+                str(tmp_path / "run"),
+                "--no-video-check",
+                "--limit",
+                "1",
+                "--frames",
+                "1",
+                "--bootstrap",
+                "20",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     said = capsys.readouterr()
     assert "tasks found: egoschema (egoschema_full), qaego4d (qaego4d_closed+qaego4d_open), vlnqa (vlnqa)" in said.out
     assert "not in the folder: egotaskqa (egotaskqa_direct+egotaskqa_indirect), charades_ego" in said.out
@@ -458,18 +617,44 @@ def test_failed_video_count_and_budget_survive_resume(tmp_path):
     rng = np.random.default_rng(0)
     frames = lambda: rng.integers(0, 256, (4, 24, 32, 3), dtype=np.uint8)  # noqa: E731
     # Every sample was produced after skipping one unreadable video.
-    samples = [{"sample_id": f"s{i}", "prompt": "Describe.", "target": "C picks up the cube.", "ego_frames": frames(),
-                "exo_frames": frames(), "failed_videos": 1} for i in range(8)]
+    samples = [
+        {
+            "sample_id": f"s{i}",
+            "prompt": "Describe.",
+            "target": "C picks up the cube.",
+            "ego_frames": frames(),
+            "exo_frames": frames(),
+            "failed_videos": 1,
+        }
+        for i in range(8)
+    ]
     resolved = resolve_stage("stage1")
 
     def trainer(max_failed_fraction):
         args = Exo2EgoTrainingArguments(
-            output_dir=str(tmp_path / "out"), use_cpu=True, per_device_train_batch_size=2, max_steps=4,
-            learning_rate=1e-3, warmup_steps=0, lr_scheduler_type="constant", save_strategy="steps", save_steps=2,
-            logging_steps=1, report_to="none", disable_tqdm=True, seed=0, max_failed_fraction=max_failed_fraction)
+            output_dir=str(tmp_path / "out"),
+            use_cpu=True,
+            per_device_train_batch_size=2,
+            max_steps=4,
+            learning_rate=1e-3,
+            warmup_steps=0,
+            lr_scheduler_type="constant",
+            save_strategy="steps",
+            save_steps=2,
+            logging_steps=1,
+            report_to="none",
+            disable_tqdm=True,
+            seed=0,
+            max_failed_fraction=max_failed_fraction,
+        )
         model = prepare_model(copy.deepcopy(base), resolved, StageArguments())
-        return Exo2EgoTrainer(model=model, args=args, train_dataset=samples,
-                              data_collator=Exo2EgoCollator(processor, resolved.branches), stage=resolved)
+        return Exo2EgoTrainer(
+            model=model,
+            args=args,
+            train_dataset=samples,
+            data_collator=Exo2EgoCollator(processor, resolved.branches),
+            stage=resolved,
+        )
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

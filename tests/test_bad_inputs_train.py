@@ -22,8 +22,17 @@ DECOYS = (".env", "notes.txt", "private/.env")
 
 def stage_argv(world, stage, out, *extra):
     return [
-        "--config", str(CONFIGS / f"tiny_{stage}.yaml"), "--model_name_or_path", str(world / "base"),
-        "--allow_stage_mismatch", "true", "--output_dir", str(out), *data_args(world, stage), *STEPS, *extra,
+        "--config",
+        str(CONFIGS / f"tiny_{stage}.yaml"),
+        "--model_name_or_path",
+        str(world / "base"),
+        "--allow_stage_mismatch",
+        "true",
+        "--output_dir",
+        str(out),
+        *data_args(world, stage),
+        *STEPS,
+        *extra,
     ]
 
 
@@ -113,31 +122,67 @@ REFUSED_RUNS = [
     ("abbreviated-argument", "stage1", fresh, ["--learning_rat", "5e-4"], r"--learning_rat"),
     ("zero-train-samples", "stage1", fresh, ["--max_train_samples", "0"], r"max_train_samples must be >= 1, got 0"),
     ("negative-train-samples", "stage1", fresh, ["--max_train_samples", "-3"], r"max_train_samples must be >= 1"),
-    ("lora-regex-matches-nothing", "stage3", fresh, ["--lora_target_regex", r".*no_such_layer"],
-     r"lora_target_regex '\.\*no_such_layer' matches no linear layer"),
-    ("lora-regex-invalid", "stage3", fresh, ["--lora_target_regex", "(q_proj"],
-     r"lora_target_regex '\(q_proj' is not a valid regular expression"),
+    (
+        "lora-regex-matches-nothing",
+        "stage3",
+        fresh,
+        ["--lora_target_regex", r".*no_such_layer"],
+        r"lora_target_regex '\.\*no_such_layer' matches no linear layer",
+    ),
+    (
+        "lora-regex-invalid",
+        "stage3",
+        fresh,
+        ["--lora_target_regex", "(q_proj"],
+        r"lora_target_regex '\(q_proj' is not a valid regular expression",
+    ),
     ("lora-r-without-lora", "stage1", fresh, ["--lora_r", "8"], r"lora_r=8 .*stage1 does not use it"),
     ("save-mode-without-lora", "stage2", fresh, ["--save_mode", "adapter"], r"save_mode='adapter' .*stage2 does not"),
     ("kl-weight-without-kl", "stage1", fresh, ["--kl_weight", "0.5"], r"kl_weight=0\.5 .*stage1 does not use it"),
     ("mapping-lr-without-mappings", "stage1", fresh, ["--mapping_lr", "1e-4"], r"mapping_lr=0\.0001 .*stage1"),
     ("output-dir-is-a-file", "stage1", a_file, [], r"output_dir .*out' is a file"),
     ("output-dir-not-empty", "stage1", with_decoys, [], r"output_dir .*out' is not empty .*--overwrite_output_dir"),
-    ("retrain-finished-stage", "stage1", finished_copy, [],
-     r"holds a finished stage1 output .*--overwrite_output_dir true"),
-    ("resume-finished-stage-other-arguments", "stage1", finished_copy,
-     ["--resume_from_checkpoint", "last", "--learning_rate", "5e-4"], r"learning_rate: 0\.001 .* now 0\.0005"),
-    ("resume-leftover-checkpoints-other-arguments", "stage1", leftover_checkpoints,
-     ["--resume_from_checkpoint", "last", "--learning_rate", "5e-4"], r"learning_rate: 0\.001 .* now 0\.0005"),
-    ("resume-checkpoints-of-another-stage", "init", leftover_checkpoints, ["--resume_from_checkpoint", "last"],
-     r"cannot resume the run in .*out as init: it trains stage1"),
-    ("leftover-checkpoints-without-resume", "stage1", leftover_checkpoints, [],
-     r"checkpoints of an unfinished run .*--resume_from_checkpoint last .*--overwrite_output_dir true"),
+    (
+        "retrain-finished-stage",
+        "stage1",
+        finished_copy,
+        [],
+        r"holds a finished stage1 output .*--overwrite_output_dir true",
+    ),
+    (
+        "resume-finished-stage-other-arguments",
+        "stage1",
+        finished_copy,
+        ["--resume_from_checkpoint", "last", "--learning_rate", "5e-4"],
+        r"learning_rate: 0\.001 .* now 0\.0005",
+    ),
+    (
+        "resume-leftover-checkpoints-other-arguments",
+        "stage1",
+        leftover_checkpoints,
+        ["--resume_from_checkpoint", "last", "--learning_rate", "5e-4"],
+        r"learning_rate: 0\.001 .* now 0\.0005",
+    ),
+    (
+        "resume-checkpoints-of-another-stage",
+        "init",
+        leftover_checkpoints,
+        ["--resume_from_checkpoint", "last"],
+        r"cannot resume the run in .*out as init: it trains stage1",
+    ),
+    (
+        "leftover-checkpoints-without-resume",
+        "stage1",
+        leftover_checkpoints,
+        [],
+        r"checkpoints of an unfinished run .*--resume_from_checkpoint last .*--overwrite_output_dir true",
+    ),
 ]
 
 
-@pytest.mark.parametrize("stage, make_output, extra, message", [row[1:] for row in REFUSED_RUNS],
-                         ids=[row[0] for row in REFUSED_RUNS])
+@pytest.mark.parametrize(
+    "stage, make_output, extra, message", [row[1:] for row in REFUSED_RUNS], ids=[row[0] for row in REFUSED_RUNS]
+)
 def test_bad_training_input_is_refused_before_any_step(world, finished, tmp_path, stage, make_output, extra, message):
     out = make_output(tmp_path, finished)
     before = snapshot(out)
@@ -158,8 +203,20 @@ def test_resuming_a_finished_stage_reports_it_finished_and_trains_nothing(world,
 def test_resuming_a_finished_stage_with_push_to_hub_pushes_it_without_training(world, finished, tmp_path, monkeypatch):
     out = finished_copy(tmp_path, finished)
     commits = intercept_hub(monkeypatch)
-    run_stage("stage1", stage_argv(world, "stage1", out, "--resume_from_checkpoint", "last", "--push_to_hub", "true",
-                                   "--hub_model_id", "org/tiny-stage1"))
+    run_stage(
+        "stage1",
+        stage_argv(
+            world,
+            "stage1",
+            out,
+            "--resume_from_checkpoint",
+            "last",
+            "--push_to_hub",
+            "true",
+            "--hub_model_id",
+            "org/tiny-stage1",
+        ),
+    )
     assert json.loads((out / STAGE_METADATA_NAME).read_text())["global_step"] == 2
     assert len(commits) == 1 and "model.safetensors" in commits[0]
 
@@ -191,8 +248,17 @@ def test_resuming_a_run_killed_after_its_last_checkpoint_trains_no_extra_step(wo
 def test_stage_records_the_arguments_it_does_not_use_as_unused(finished):
     metadata = json.loads((finished / STAGE_METADATA_NAME).read_text())
     unused = set(metadata["unused_arguments"])
-    assert {"lora_r", "lora_alpha", "lora_dropout", "lora_target_regex", "save_mode", "kl_weight", "ccl_weight",
-            "mapping_lr", "lora_lr"} <= unused
+    assert {
+        "lora_r",
+        "lora_alpha",
+        "lora_dropout",
+        "lora_target_regex",
+        "save_mode",
+        "kl_weight",
+        "ccl_weight",
+        "mapping_lr",
+        "lora_lr",
+    } <= unused
     assert not unused & {"learning_rate", "vision_tower_lr", "connector_lr", "exo_sampling"}
     recorded = {name for group in metadata["arguments"].values() for name in group}
     assert not unused & recorded and "learning_rate" in recorded
@@ -202,8 +268,13 @@ def intercept_hub(monkeypatch):
     """Record the commits instead of sending them."""
     commits = []
     monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kwargs: repo_id)
-    monkeypatch.setattr(HfApi, "create_commit", lambda self, repo_id, operations, **kwargs: commits.append(
-        sorted(op.path_in_repo for op in operations)) or "committed")
+    monkeypatch.setattr(
+        HfApi,
+        "create_commit",
+        lambda self, repo_id, operations, **kwargs: (
+            commits.append(sorted(op.path_in_repo for op in operations)) or "committed"
+        ),
+    )
     return commits
 
 
@@ -221,8 +292,15 @@ def test_push_uploads_only_the_files_the_stage_wrote(world, finished, tmp_path, 
     pushed = set(commits[0])
     assert not pushed & {*DECOYS, "later-notes.txt", "training_args.bin"}
     assert not [path for path in pushed if path.startswith("checkpoint-")]
-    assert {"model.safetensors", "config.json", "tokenizer.json", "modeling_exo2ego.py", "README.md",
-            STAGE_METADATA_NAME, "trainer_state.json"} <= pushed
+    assert {
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "modeling_exo2ego.py",
+        "README.md",
+        STAGE_METADATA_NAME,
+        "trainer_state.json",
+    } <= pushed
     assert pushed == set(files_to_push(str(out)))
 
 
@@ -251,8 +329,11 @@ REFUSED_TINY_MODELS = [
 ]
 
 
-@pytest.mark.parametrize("make_output, extra, message", [row[1:] for row in REFUSED_TINY_MODELS],
-                         ids=[row[0] for row in REFUSED_TINY_MODELS])
+@pytest.mark.parametrize(
+    "make_output, extra, message",
+    [row[1:] for row in REFUSED_TINY_MODELS],
+    ids=[row[0] for row in REFUSED_TINY_MODELS],
+)
 def test_tiny_model_refuses_to_overwrite(finished, tmp_path, capsys, make_output, extra, message):
     out = make_output(tmp_path, finished)
     before = snapshot(out)
@@ -281,16 +362,21 @@ REFUSED_BASE_WRITERS = [
 ]
 
 
-@pytest.mark.parametrize("module, make_output, message", [row[1:] for row in REFUSED_BASE_WRITERS],
-                         ids=[row[0] for row in REFUSED_BASE_WRITERS])
+@pytest.mark.parametrize(
+    "module, make_output, message",
+    [row[1:] for row in REFUSED_BASE_WRITERS],
+    ids=[row[0] for row in REFUSED_BASE_WRITERS],
+)
 def test_base_writers_refuse_an_existing_out_before_loading(finished, tmp_path, capsys, module, make_output, message):
     import importlib
     import re
 
     out = make_output(tmp_path, finished)
     before = snapshot(out)
-    sources = {"train.build_base": ["--vision", str(tmp_path / "no-clip"), "--text", str(tmp_path / "no-llm")],
-               "train.convert_videollama2": ["--src", str(tmp_path / "no-videollama2")]}[module]
+    sources = {
+        "train.build_base": ["--vision", str(tmp_path / "no-clip"), "--text", str(tmp_path / "no-llm")],
+        "train.convert_videollama2": ["--src", str(tmp_path / "no-videollama2")],
+    }[module]
     with pytest.raises(SystemExit) as exit_info:
         importlib.import_module(module).main([*sources, "--out", str(out)])
     assert exit_info.value.code == 2
@@ -306,8 +392,13 @@ def test_settings_an_ablation_switches_off_are_logged_as_unused_not_refused(capl
 
     def check(stage, ablations=()):
         stage_args = StageArguments(ablations=list(ablations), lora_r=8, lora_dropout=0.0)
-        return check_stage_arguments(stage, ModelArguments(model_name_or_path="m"), DataArguments(dataset_path="d"),
-                                     stage_args, Exo2EgoTrainingArguments(output_dir="o"))
+        return check_stage_arguments(
+            stage,
+            ModelArguments(model_name_or_path="m"),
+            DataArguments(dataset_path="d"),
+            stage_args,
+            Exo2EgoTrainingArguments(output_dir="o"),
+        )
 
     assert "lora_r" not in check("stage3")
     with caplog.at_level("WARNING", logger="train.pipeline"):

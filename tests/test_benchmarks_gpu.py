@@ -30,11 +30,26 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def conv_backward_flops(grad_out_shape, x_shape, w_shape, bias, stride, padding, dilation, transposed, output_padding,
-                        groups, output_mask, out_shape=None, **kwargs):
+def conv_backward_flops(
+    grad_out_shape,
+    x_shape,
+    w_shape,
+    bias,
+    stride,
+    padding,
+    dilation,
+    transposed,
+    output_padding,
+    groups,
+    output_mask,
+    out_shape=None,
+    **kwargs,
+):
     """torch's conv-backward FLOP formula ignores `groups` for the weight gradient (a depthwise conv's would count
     C times too much); both gradients cost what the forward costs: 2 * weight.numel() * positions."""
-    positions = math.prod(x_shape if transposed else grad_out_shape) // (x_shape[1] if transposed else grad_out_shape[1])
+    positions = math.prod(x_shape if transposed else grad_out_shape) // (
+        x_shape[1] if transposed else grad_out_shape[1]
+    )
     forward = 2 * math.prod(w_shape) * positions
     return forward * (int(output_mask[0]) + int(output_mask[1]))
 
@@ -42,7 +57,9 @@ def conv_backward_flops(grad_out_shape, x_shape, w_shape, bias, stride, padding,
 def counted_step_flops(model, batch, loss_fn) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flops}) as counter:
+    with FlopCounterMode(
+        display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flops}
+    ) as counter:
         loss_fn(model, batch).backward()
     return counter.get_total_flops()
 
@@ -55,9 +72,18 @@ def tiny_exo2ego(stage: str, attn: str = "eager", lora_r: int = 8):
     model = build_model(Exo2EgoForConditionalGeneration, config, CPU, torch.float32, attn)
     model, resolved = apply_stage(model, stage, lora_r, 2 * lora_r, 0.0)
     model.train()
-    batch = synthetic_batch(config.text_config.vocab_size, config.video_token_id, 2 * config.tokens_per_stream(SHAPE.frames),
-                            SHAPE.batch, SHAPE.frames, config.ego_vision_config.image_size, SHAPE.text_tokens, CPU,
-                            torch.float32, exo=stage == "stage2")
+    batch = synthetic_batch(
+        config.text_config.vocab_size,
+        config.video_token_id,
+        2 * config.tokens_per_stream(SHAPE.frames),
+        SHAPE.batch,
+        SHAPE.frames,
+        config.ego_vision_config.image_size,
+        SHAPE.text_tokens,
+        CPU,
+        torch.float32,
+        exo=stage == "stage2",
+    )
     return model, config, resolved, batch
 
 
@@ -69,8 +95,9 @@ def test_exo2ego_flop_formula_equals_torch_flop_counter(stage):
 
     model, config, resolved, batch = tiny_exo2ego(stage)
     counted = counted_step_flops(model, batch, stage2_loss if stage == "stage2" else stage3_loss)
-    formula = exo2ego_step_flops(config, resolved.trainable, resolved.losses, 8 if resolved.lora else 0, SHAPE,
-                                 include_waste=True, causal=False)
+    formula = exo2ego_step_flops(
+        config, resolved.trainable, resolved.losses, 8 if resolved.lora else 0, SHAPE, include_waste=True, causal=False
+    )
     assert formula.total == counted
     useful = exo2ego_step_flops(config, resolved.trainable, resolved.losses, 8 if resolved.lora else 0, SHAPE)
     assert useful.total < counted  # causal attention and the unused tower layer are not model FLOPs
@@ -83,10 +110,21 @@ def test_peer_flop_formula_equals_torch_flop_counter():
 
     config = ModelSize("tiny").peer_config()
     torch.manual_seed(0)
-    model = apply_peer_training(build_model(LlavaNextVideoForConditionalGeneration, config, CPU, torch.float32, "eager"), 8, 16, 0.0)
+    model = apply_peer_training(
+        build_model(LlavaNextVideoForConditionalGeneration, config, CPU, torch.float32, "eager"), 8, 16, 0.0
+    )
     model.train()
-    batch = synthetic_batch(config.text_config.vocab_size, config.video_token_index, peer_video_tokens(config, SHAPE.frames),
-                            SHAPE.batch, SHAPE.frames, config.vision_config.image_size, SHAPE.text_tokens, CPU, torch.float32)
+    batch = synthetic_batch(
+        config.text_config.vocab_size,
+        config.video_token_index,
+        peer_video_tokens(config, SHAPE.frames),
+        SHAPE.batch,
+        SHAPE.frames,
+        config.vision_config.image_size,
+        SHAPE.text_tokens,
+        CPU,
+        torch.float32,
+    )
     counted = counted_step_flops(model, batch, peer_loss)
     assert peer_step_flops(config, 8, SHAPE, include_waste=True, causal=False).total == counted
 
@@ -112,7 +150,9 @@ def test_stage_roles_in_the_flop_breakdown():
 
 def test_checkpointing_modes_and_input_grad_fix():
     model, config, _, batch = tiny_exo2ego("stage2", attn="sdpa")
-    assert configure_checkpointing(model, "full")["layers"] == 3 + 2  # ego tower + LLM; the frozen exo tower runs no backward
+    assert (
+        configure_checkpointing(model, "full")["layers"] == 3 + 2
+    )  # ego tower + LLM; the frozen exo tower runs no backward
     assert configure_checkpointing(model, "llm")["layers"] == 2
     assert configure_checkpointing(model, "full", every=2)["layers"] == 2 + 1
     assert configure_checkpointing(model, "full", hf_input_grads=True)["layers"] == 3 + 3 + 2
@@ -128,7 +168,8 @@ def test_checkpointing_modes_and_input_grad_fix():
 
 
 def test_executed_flops_with_transformers_input_grad_hooks():
-    """What the hooks make autograd run (the frozen exo tower's and G(y)'s input gradients) is what the formula adds."""
+    """What the hooks make autograd run (the frozen exo tower's and G(y)'s input gradients) is what the formula
+    adds."""
     from benchmarks.gpu_train_step import stage2_loss
 
     model, config, resolved, batch = tiny_exo2ego("stage2")
@@ -137,8 +178,9 @@ def test_executed_flops_with_transformers_input_grad_hooks():
         if getattr(module, "gradient_checkpointing", False):
             module.gradient_checkpointing = False
     counted = counted_step_flops(model, batch, stage2_loss)
-    hooked = exo2ego_step_flops(config, resolved.trainable, resolved.losses, 0, SHAPE, include_waste=True, causal=False,
-                                hf_input_grads=True)
+    hooked = exo2ego_step_flops(
+        config, resolved.trainable, resolved.losses, 0, SHAPE, include_waste=True, causal=False, hf_input_grads=True
+    )
     clean = exo2ego_step_flops(config, resolved.trainable, resolved.losses, 0, SHAPE, include_waste=True, causal=False)
     assert hooked.total == counted > clean.total
 
@@ -151,7 +193,8 @@ def test_saved_activation_counter_on_a_known_graph():
     with SavedActivationCounter(model) as counter:
         out = model(x.requires_grad_())
         saved = sum(counter.live_bytes().values())
-    # x (for the first weight grad), the ReLU output (for its own backward and the second weight grad); weights excluded.
+    # x (for the first weight grad), the ReLU output (for its own backward and the second weight grad); weights
+    # excluded.
     assert saved == (4 * 16 + 4 * 32) * 4
     del out
 
@@ -161,8 +204,19 @@ def test_meta_memory_estimate_matches_a_real_forward():
     from benchmarks.gpu_memory import SavedActivationCounter, estimate
     from benchmarks.gpu_train_step import stage3_loss
 
-    estimated = estimate("stage3", SHAPE.batch, SHAPE.frames, SHAPE.text_tokens, "full", checkpoint_convnets=True,
-                         scale="tiny", lora_r=8, lora_alpha=16, lora_dropout=0.0, dtype=torch.float32)
+    estimated = estimate(
+        "stage3",
+        SHAPE.batch,
+        SHAPE.frames,
+        SHAPE.text_tokens,
+        "full",
+        checkpoint_convnets=True,
+        scale="tiny",
+        lora_r=8,
+        lora_alpha=16,
+        lora_dropout=0.0,
+        dtype=torch.float32,
+    )
     model, _, _, batch = tiny_exo2ego("stage3", attn="sdpa")
     configure_checkpointing(model, "full", convnets=True)
     with SavedActivationCounter(model) as counter:
@@ -190,8 +244,16 @@ def test_gpu_train_step_tiny_writes_a_complete_json(tmp_path):
     assert set(rows) == set(WORKLOADS)
     for row in rows.values():
         assert row["status"] == "ok"
-        for key in ("step_s", "samples_per_s", "model_tflops", "mfu", "last_loss", "saved_activations_gib",
-                    "model_tflop_per_step", "executed_tflop_per_step"):
+        for key in (
+            "step_s",
+            "samples_per_s",
+            "model_tflops",
+            "mfu",
+            "last_loss",
+            "saved_activations_gib",
+            "model_tflop_per_step",
+            "executed_tflop_per_step",
+        ):
             assert _finite(row[key]) and row[key] > 0, (row["workload"], key)
         assert row["executed_tflop_per_step"] >= row["model_tflop_per_step"]
     assert rows["stage2"]["trainable_modules"] == ["ego_to_exo", "ego_vision_tower", "exo_to_ego"]
@@ -207,11 +269,31 @@ def test_gpu_eval_tiny_writes_a_complete_json(tmp_path):
     from benchmarks.gpu_eval import main
 
     out = tmp_path / "eval.json"
-    assert main(["--tiny", "--threads", "1", "--questions", "1", "--warmup", "0", "--generate-tokens", "2",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--tiny",
+                "--threads",
+                "1",
+                "--questions",
+                "1",
+                "--warmup",
+                "0",
+                "--generate-tokens",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
-    assert set(result["scorers"]) == {"letter_logprob", "option_loglik (cached prefix)", "per-option re-encoding",
-                                      "generate_parse (2 tokens)"}
+    assert set(result["scorers"]) == {
+        "letter_logprob",
+        "option_loglik (cached prefix)",
+        "per-option re-encoding",
+        "generate_parse (2 tokens)",
+    }
     for row in result["scorers"].values():
         assert row["questions"] == 1 and _finite(row["questions_per_s"]) and row["questions_per_s"] > 0
     assert all(_finite(v) and v > 0 for v in result["time_to_first_token"].values())

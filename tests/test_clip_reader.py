@@ -38,8 +38,11 @@ def test_views_share_timestamps(world, rows, variant):
     from datasets_scripts.ego_exoclip.export import to_variant
 
     for row in (rows[0], rows[len(rows) // 2], rows[-1]):
-        row = dict(row, ego_video=to_variant(row["ego_video"], variant),
-                   exo_videos=[to_variant(p, variant) for p in row["exo_videos"]])
+        row = dict(
+            row,
+            ego_video=to_variant(row["ego_video"], variant),
+            exo_videos=[to_variant(p, variant) for p in row["exo_videos"]],
+        )
         clip = read_clip_row(row, num_frames=4, root=world)
         expected = _expected_index(clip.timestamps)
         assert np.all(clip.timestamps > row["start_sec"]) and np.all(clip.timestamps < row["end_sec"])
@@ -91,4 +94,7 @@ def test_pack_round_trip_and_resume(world, rows, tmp_path):
     (tmp_path / "pack/pack_index.json").unlink()
     pack_clips(selected, world, tmp_path / "pack", config)
     assert first.stat().st_mtime_ns == before and second.is_file()
-    assert json.loads((tmp_path / "pack/pack_index.json").read_text())["clips"][selected[4]["clip_id"]] == "pack-00002.tar"
+    assert (
+        json.loads((tmp_path / "pack/pack_index.json").read_text())["clips"][selected[4]["clip_id"]]
+        == "pack-00002.tar"
+    )

@@ -11,7 +11,10 @@ from exo2ego.demo import EVAL_POINTS, STAGES
 
 def run_quick_demo(out) -> dict:
     completed = subprocess.run(
-        [sys.executable, "-m", "exo2ego", "demo", "--quick", "--out", str(out)], capture_output=True, text=True, timeout=900
+        [sys.executable, "-m", "exo2ego", "demo", "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-3000:]
     assert "ground truth:" in completed.stdout  # the reloaded release answered a held-out question
@@ -55,8 +58,12 @@ def test_quick_demo_release_is_ego_only_and_self_described(quick_demo):
 
 def test_demo_refuses_to_replace_a_folder_it_did_not_write(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    completed = subprocess.run([sys.executable, "-m", "exo2ego", "demo", "--quick", "--out", str(tmp_path)],
-                               capture_output=True, text=True, timeout=300)
+    completed = subprocess.run(
+        [sys.executable, "-m", "exo2ego", "demo", "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert completed.returncode != 0 and "is not an earlier demo output" in completed.stderr
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
@@ -75,8 +82,13 @@ def test_full_demo_meets_its_learning_target(tmp_path, seed):
     """The README's claims, for two seeds: after stage 3, at least 40% and twice the untrained model; every stage's
     training loss falls (mean of its last quarter of logged values below that of its first quarter)."""
     out = tmp_path / f"full{seed}"
-    completed = subprocess.run([sys.executable, "-m", "exo2ego", "demo", "--out", str(out), "--seed", str(seed)],
-                               check=False, capture_output=True, text=True, timeout=3600)
+    completed = subprocess.run(
+        [sys.executable, "-m", "exo2ego", "demo", "--out", str(out), "--seed", str(seed)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     untrained, trained = (summary["accuracy"][point]["accuracy"] for point in ("untrained", "stage3"))

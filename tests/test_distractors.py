@@ -7,8 +7,20 @@ import pytest
 
 from datasets_scripts.distractors import default_model_path, load_text_encoder, mine_distractors, normalize_text
 
-POOL = ["open the fridge", "Open the fridge.", "close the fridge", "open the cupboard", "take a cup", "wash a cup",
-        "cut an onion", "peel a potato", "stir the soup", "walk to the door", "open the fridge door", "pour milk"]
+POOL = [
+    "open the fridge",
+    "Open the fridge.",
+    "close the fridge",
+    "open the cupboard",
+    "take a cup",
+    "wash a cup",
+    "cut an onion",
+    "peel a potato",
+    "stir the soup",
+    "walk to the door",
+    "open the fridge door",
+    "pour milk",
+]
 
 
 @pytest.fixture(scope="session")
@@ -35,8 +47,15 @@ def test_default_model_is_the_offline_package_and_embeddings_are_cached(encoder)
 
 
 def test_mining_excludes_answer_positives_and_near_duplicates(encoder):
-    [found] = mine_distractors(encoder, ["open the fridge"], POOL, 4, exclude=[["open the cupboard"]],
-                               protect=[["take a cup"]], near_duplicate=0.9)
+    [found] = mine_distractors(
+        encoder,
+        ["open the fridge"],
+        POOL,
+        4,
+        exclude=[["open the cupboard"]],
+        protect=[["take a cup"]],
+        near_duplicate=0.9,
+    )
     texts = [option.text for option in found]
     assert len(texts) == 4 and "open the cupboard" not in texts and "take a cup" not in texts
     assert not {normalize_text(t) for t in texts} & {"open the fridge"}  # "Open the fridge." is the same text
@@ -59,8 +78,9 @@ def test_mining_excludes_answer_positives_and_near_duplicates(encoder):
 
 
 def test_keep_and_per_question_k_and_pool_exhaustion(encoder):
-    results = mine_distractors(encoder, ["take a cup", "stir the soup"], POOL, [2, 30],
-                               keep=[["wash a cup"], []], near_duplicate=0.95)
+    results = mine_distractors(
+        encoder, ["take a cup", "stir the soup"], POOL, [2, 30], keep=[["wash a cup"], []], near_duplicate=0.95
+    )
     assert len(results[0]) == 2 and "wash a cup" not in [o.text for o in results[0]]
     # 12 pool texts, 11 unique after normalisation, minus the answer: the pool runs out below 30.
     assert len(results[1]) == 10 and len({o.text for o in results[1]}) == 10

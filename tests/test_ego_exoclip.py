@@ -12,16 +12,39 @@ import datasets
 import pytest
 import yaml
 
-from datasets_scripts.hub_export import load_folder
-from datasets_scripts.ego_exoclip import (CLIP_FEATURES, EgoExoClipOptions, build_ego_exoclip, clip_bounds,
-                                          plan_ego_exoclip, restore_text)
+from datasets_scripts.ego_exoclip import (
+    CLIP_FEATURES,
+    EgoExoClipOptions,
+    build_ego_exoclip,
+    clip_bounds,
+    plan_ego_exoclip,
+    restore_text,
+)
 from datasets_scripts.ego_exoclip.source import resolve_cameras
+from datasets_scripts.hub_export import load_folder
 from datasets_scripts.source_io import RowError, SourceFileError
 from datasets_scripts.synthetic import WorldConfig, generate_world
 
-REQUIRED_COLUMNS = {"clip_id", "take_uid", "take_name", "annotation_uid", "timestamp_sec", "start_sec", "end_sec",
-                    "beta_sec", "alpha_sec", "text", "text_sha1", "ego_cam", "exo_cams", "ego_video", "exo_videos",
-                    "parent_task_name", "task_name", "split"}
+REQUIRED_COLUMNS = {
+    "clip_id",
+    "take_uid",
+    "take_name",
+    "annotation_uid",
+    "timestamp_sec",
+    "start_sec",
+    "end_sec",
+    "beta_sec",
+    "alpha_sec",
+    "text",
+    "text_sha1",
+    "ego_cam",
+    "exo_cams",
+    "ego_video",
+    "exo_videos",
+    "parent_task_name",
+    "task_name",
+    "split",
+}
 
 
 @pytest.fixture(scope="module")
@@ -53,15 +76,17 @@ def test_clip_bounds_hand_computed():
     beta, bounds = clip_bounds([1.0, 2.0, 2.0, 2.0, 4.0], duration=5.0, alpha=2.0)
     assert beta == 0.75
     got = [(round(b.start_sec, 6), round(b.end_sec, 6), b.widened) for b in bounds]
-    assert got == [(0.8125, 1.1875, False),              # first: t_(-1) = 0 does not bind
-                   (1.8125, 2.0, False),                 # end clamped to the equal next timestamp
-                   (round(2 - 1 / 60, 6), round(2 + 1 / 60, 6), True),  # [2, 2] widened to one frame
-                   (2.0, 2.1875, False),
-                   (3.8125, 4.1875, False)]              # last: t_n = duration does not bind
+    assert got == [
+        (0.8125, 1.1875, False),  # first: t_(-1) = 0 does not bind
+        (1.8125, 2.0, False),  # end clamped to the equal next timestamp
+        (round(2 - 1 / 60, 6), round(2 + 1 / 60, 6), True),  # [2, 2] widened to one frame
+        (2.0, 2.1875, False),
+        (3.8125, 4.1875, False),
+    ]  # last: t_n = duration does not bind
     # First and last narrations where the boundary neighbours 0 and the duration bind.
-    _, bounds = clip_bounds([0.05, 4.95], duration=5.0, alpha=2.0)   # half = 4.9 / 4 = 1.225
+    _, bounds = clip_bounds([0.05, 4.95], duration=5.0, alpha=2.0)  # half = 4.9 / 4 = 1.225
     assert [(round(b.start_sec, 6), round(b.end_sec, 6)) for b in bounds] == [(0.0, 1.275), (3.725, 5.0)]
-    _, [single] = clip_bounds([3.0], duration=10.0, alpha=1.92)      # beta := alpha: half = 0.5 s
+    _, [single] = clip_bounds([3.0], duration=10.0, alpha=1.92)  # beta := alpha: half = 0.5 s
     assert (single.start_sec, single.end_sec) == (2.5, 3.5)
     with pytest.raises(ValueError, match="sorted"):
         clip_bounds([2.0, 1.0], duration=5.0, alpha=1.0)
@@ -124,13 +149,25 @@ def test_camera_resolution_with_quirks(built, truth):
     plain = takes[_uid(truth, "duplicate_timestamps")]
     assert plain["ego_cam"] == "aria01" and plain["exo_cams"] == ["cam01", "cam02", "cam03", "cam04"]
     # Unit cases: string is_ego, two ego devices (prefer the Aria), no exo camera.
-    videos = {"head": {"rgb": {"relative_path": "frame_aligned_videos/head.mp4"}},
-              "aria03": {"rgb": {"relative_path": "frame_aligned_videos/aria03_214-1.mp4"}},
-              "cam01": {"0": {"relative_path": "frame_aligned_videos/cam01.mp4"}},
-              "collage": {"0": {"relative_path": "x.mp4"}}, "best_exo": {"0": {"relative_path": None}}}
-    take = {"take_name": "t", "root_dir": "takes/t", "frame_aligned_videos": videos,
-            "capture": {"cameras": [{"cam_id": "head", "is_ego": "1"}, {"cam_id": "aria03", "is_ego": "TRUE"},
-                                    {"cam_id": "cam01", "is_ego": "false"}]}}
+    videos = {
+        "head": {"rgb": {"relative_path": "frame_aligned_videos/head.mp4"}},
+        "aria03": {"rgb": {"relative_path": "frame_aligned_videos/aria03_214-1.mp4"}},
+        "cam01": {"0": {"relative_path": "frame_aligned_videos/cam01.mp4"}},
+        "collage": {"0": {"relative_path": "x.mp4"}},
+        "best_exo": {"0": {"relative_path": None}},
+    }
+    take = {
+        "take_name": "t",
+        "root_dir": "takes/t",
+        "frame_aligned_videos": videos,
+        "capture": {
+            "cameras": [
+                {"cam_id": "head", "is_ego": "1"},
+                {"cam_id": "aria03", "is_ego": "TRUE"},
+                {"cam_id": "cam01", "is_ego": "false"},
+            ]
+        },
+    }
     cameras = resolve_cameras(take, "takes.json")
     assert (cameras.ego_cam, cameras.exo_cams) == ("aria03", ("cam01",))
     del videos["cam01"]
@@ -148,7 +185,9 @@ def test_hub_folder_round_trip(built, world):
     assert REQUIRED_COLUMNS <= set(clips.column_names) and clips.features == CLIP_FEATURES
     assert len(clips) == info["counts"]["narrations_kept"] and len(set(clips["clip_id"])) == len(clips)
     assert all(r["text"] and hashlib.sha1(r["text"].encode()).hexdigest() == r["text_sha1"] for r in clips)
-    assert all((world / r["ego_video"]).is_file() and all((world / p).is_file() for p in r["exo_videos"]) for r in clips)
+    assert all(
+        (world / r["ego_video"]).is_file() and all((world / p).is_file() for p in r["exo_videos"]) for r in clips
+    )
     assert load_folder(out, "takes", split="train").num_rows == 3
     uids = (out / "ego_exoclip_take_uids.txt").read_text().split()
     assert uids == sorted(set(clips["take_uid"]))
@@ -167,8 +206,11 @@ def test_hub_folder_round_trip(built, world):
 
 def test_options_auto_alpha_annotation_sequence_and_448(built, world, tmp_path):
     _, info = built
-    plan = plan_ego_exoclip(EgoExoClipOptions(egoexo_root=str(world), alpha="auto", sequence="annotation",
-                                              variant="448", check_videos=False))
+    plan = plan_ego_exoclip(
+        EgoExoClipOptions(
+            egoexo_root=str(world), alpha="auto", sequence="annotation", variant="448", check_videos=False
+        )
+    )
     assert plan.alpha["used"] == pytest.approx(info["alpha"]["recomputed"]["annotation"])
     assert "duplicate_description" not in plan.drops.as_dict()["narrations"]  # duplicates across annotators stay
     assert len(plan.clips) == info["counts"]["narrations_kept"] + 1
@@ -199,8 +241,9 @@ def test_annotations_only_then_restore(built, world, tmp_path):
     assert set(clips["text"]) == {None} and all(len(h) == 40 for h in clips["text_sha1"])
     assert not info["text_included"]
 
-    restored_info = restore_text(str(published), EgoExoClipOptions(egoexo_root=str(world), variant="448"),
-                                 tmp_path / "local")
+    restored_info = restore_text(
+        str(published), EgoExoClipOptions(egoexo_root=str(world), variant="448"), tmp_path / "local"
+    )
     restored = load_folder(tmp_path / "local", "clips", split="train")
     full = load_folder(out, "clips", split="train")
     assert restored["text"] == full["text"] and restored["start_sec"] == full["start_sec"]
@@ -247,7 +290,10 @@ def test_bad_input_errors_and_counted_skips(world, truth, tmp_path):
     uid = _uid(truth, "duplicate_timestamps")
     payload["annotations"][uid][0]["descriptions"][2]["timestamp"] = "soon"
     path.write_text(json.dumps(payload))
-    with pytest.raises(RowError, match=rf"atomic_descriptions_train\.json: row take {uid} annotation 0 description 2: field 'timestamp'"):
+    with pytest.raises(
+        RowError,
+        match=rf"atomic_descriptions_train\.json: row take {uid} annotation 0 description 2: field 'timestamp'",
+    ):
         build_ego_exoclip(EgoExoClipOptions(egoexo_root=str(root)), out)
     info = build_ego_exoclip(EgoExoClipOptions(egoexo_root=str(root), skip_bad=True), out)
     assert info["drops"]["narrations"]["malformed"] == 1 and info["bad_rows"]["skipped_rows"] == 1
@@ -277,21 +323,53 @@ def test_cli_push_to_hub_one_commit(world, tmp_path, monkeypatch):
 
     commits = []
     monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: None)
-    monkeypatch.setattr(HfApi, "create_commit", lambda self, repo_id, operations, **kw:
-                        commits.append((repo_id, sorted(op.path_in_repo for op in operations))) or "url")
+    monkeypatch.setattr(
+        HfApi,
+        "create_commit",
+        lambda self, repo_id, operations, **kw: (
+            commits.append((repo_id, sorted(op.path_in_repo for op in operations))) or "url"
+        ),
+    )
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers())
     out = tmp_path / "pub"
-    args = parser.parse_args(["ego-exoclip", "--egoexo-root", str(world), "--out", str(out), "--push-to-hub",
-                              "org/ego-exoclip", "--alpha", "auto"])
+    args = parser.parse_args(
+        [
+            "ego-exoclip",
+            "--egoexo-root",
+            str(world),
+            "--out",
+            str(out),
+            "--push-to-hub",
+            "org/ego-exoclip",
+            "--alpha",
+            "auto",
+        ]
+    )
     assert args.func(args) == 2 and not out.exists() and commits == []  # text would be uploaded: refused
-    args = parser.parse_args(["ego-exoclip", "--egoexo-root", str(world), "--out", str(out), "--annotations-only",
-                              "--push-to-hub", "org/ego-exoclip"])
+    args = parser.parse_args(
+        [
+            "ego-exoclip",
+            "--egoexo-root",
+            str(world),
+            "--out",
+            str(out),
+            "--annotations-only",
+            "--push-to-hub",
+            "org/ego-exoclip",
+        ]
+    )
     assert args.func(args) == 0
     [(repo, files)] = commits
     assert repo == "org/ego-exoclip"
-    assert {"README.md", "build_info.json", "ego_exoclip_take_uids.txt", "data/clips/train-00000-of-00001.parquet",
-            "data/takes/train-00000-of-00001.parquet", "stats/clip_durations.png"} <= set(files)
+    assert {
+        "README.md",
+        "build_info.json",
+        "ego_exoclip_take_uids.txt",
+        "data/clips/train-00000-of-00001.parquet",
+        "data/takes/train-00000-of-00001.parquet",
+        "stats/clip_durations.png",
+    } <= set(files)
     assert not any(name.endswith(".mp4") for name in files)
     args = parser.parse_args(["ego-exoclip", "--egoexo-root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")])
     assert args.func(args) == 2

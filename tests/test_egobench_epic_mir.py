@@ -7,28 +7,43 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_egobench import load  # cache-isolated load_dataset (sibling test module)
 
 from datasets_scripts.egobench.build import build_egobench
 from datasets_scripts.egobench.epic_mir import dense_relevance, relevance_matrix
 from datasets_scripts.schema import loads_meta
 from datasets_scripts.source_io import RowError
-from test_egobench import load  # cache-isolated load_dataset (sibling test module)
 
-HEADER = ["narration_id", "participant_id", "video_id", "narration_timestamp", "start_timestamp", "stop_timestamp",
-          "start_frame", "stop_frame", "narration", "verb", "verb_class", "noun", "noun_class", "all_nouns", "all_noun_classes"]
+HEADER = [
+    "narration_id",
+    "participant_id",
+    "video_id",
+    "narration_timestamp",
+    "start_timestamp",
+    "stop_timestamp",
+    "start_frame",
+    "stop_frame",
+    "narration",
+    "verb",
+    "verb_class",
+    "noun",
+    "noun_class",
+    "all_nouns",
+    "all_noun_classes",
+]
 # (narration_id, narration, verb, verb_class, nouns, noun_classes)
-CLIPS = [("P01_01_0", "open fridge", "open", 1, ["fridge"], [10]),
-         ("P01_01_1", "open fridge door", "open", 1, ["fridge", "door"], [10, 20]),
-         ("P01_01_2", "take cup", "take", 2, ["cup"], [30]),
-         ("P02_03_7", "take cup and lid", "take", 2, ["cup", "lid"], [30, 40]),
-         ("P02_03_8", "wash cup", "wash", 3, ["cup"], [30])]
+CLIPS = [
+    ("P01_01_0", "open fridge", "open", 1, ["fridge"], [10]),
+    ("P01_01_1", "open fridge door", "open", 1, ["fridge", "door"], [10, 20]),
+    ("P01_01_2", "take cup", "take", 2, ["cup"], [30]),
+    ("P02_03_7", "take cup and lid", "take", 2, ["cup", "lid"], [30, 40]),
+    ("P02_03_8", "wash cup", "wash", 3, ["cup"], [30]),
+]
 SENTENCES = ["P01_01_0", "P01_01_2", "P02_03_8"]  # one representative narration per unique sentence
 # R = (verb match + noun-set IoU) / 2, by hand.
-EXPECTED = np.array([[1.0, 0.0, 0.0],
-                     [0.75, 0.0, 0.0],
-                     [0.0, 1.0, 0.5],
-                     [0.0, 0.75, 0.25],
-                     [0.0, 0.5, 1.0]], dtype=np.float32)
+EXPECTED = np.array(
+    [[1.0, 0.0, 0.0], [0.75, 0.0, 0.0], [0.0, 1.0, 0.5], [0.0, 0.75, 0.25], [0.0, 0.5, 1.0]], dtype=np.float32
+)
 
 
 def write_epic(root: Path, noun_classes_override: str | None = None, extra_sentence: str | None = None) -> None:
@@ -40,9 +55,25 @@ def write_epic(root: Path, noun_classes_override: str | None = None, extra_sente
         for index, (narration_id, narration, verb, verb_class, nouns, noun_classes) in enumerate(CLIPS):
             participant, video = narration_id.split("_")[0], "_".join(narration_id.split("_")[:2])
             classes = str(noun_classes) if noun_classes_override is None or index != 3 else noun_classes_override
-            writer.writerow([narration_id, participant, video, "00:00:01.000", f"00:01:0{index}.50", f"00:01:1{index}.25",
-                             100 * index, 100 * index + 50, narration, verb, verb_class, nouns[0], noun_classes[0],
-                             str(nouns), classes])
+            writer.writerow(
+                [
+                    narration_id,
+                    participant,
+                    video,
+                    "00:00:01.000",
+                    f"00:01:0{index}.50",
+                    f"00:01:1{index}.25",
+                    100 * index,
+                    100 * index + 50,
+                    narration,
+                    verb,
+                    verb_class,
+                    nouns[0],
+                    noun_classes[0],
+                    str(nouns),
+                    classes,
+                ]
+            )
     with open(folder / "EPIC_100_retrieval_test_sentence.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["narration_id", "narration"])
@@ -70,8 +101,13 @@ def test_relevance_matrix_shape_and_values(tmp_path):
     assert meta["video_index"] == 3 and meta["noun_classes"] == [30, 40] and meta["relevance_shape"] == [5, 3]
     assert (first["video"], first["start_sec"], first["end_sec"]) == ("P02/videos/P02_03.MP4", 63.5, 73.25)
     assert first["answer_text"] == "take cup and lid" and first["options"] == [] and first["answer_idx"] is None
-    assert sentences[1] == {"sentence_index": 1, "narration_id": "P01_01_2", "sentence": "take cup", "verb_class": 2,
-                            "noun_classes": [30]}
+    assert sentences[1] == {
+        "sentence_index": 1,
+        "narration_id": "P01_01_2",
+        "sentence": "take cup",
+        "verb_class": 2,
+        "noun_classes": [30],
+    }
 
 
 def test_relevance_matrix_function_matches_official_definition():
@@ -90,11 +126,17 @@ def test_relevance_matrix_function_matches_official_definition():
 def test_bad_rows_name_file_row_field(tmp_path):
     root = tmp_path / "epic"
     write_epic(root, noun_classes_override="[30, 40")
-    with pytest.raises(RowError, match=r"EPIC_100_retrieval_test.csv: row 5: field 'all_noun_classes': bad value '\[30, 40'"):
+    with pytest.raises(
+        RowError, match=r"EPIC_100_retrieval_test.csv: row 5: field 'all_noun_classes': bad value '\[30, 40'"
+    ):
         build_egobench({"epic_mir": root}, tmp_path / "out")
     root2 = tmp_path / "epic2"
     write_epic(root2, extra_sentence="P09_99_1")
-    with pytest.raises(RowError, match=r"EPIC_100_retrieval_test_sentence.csv: row 5: field 'narration_id': P09_99_1 is not"):
+    with pytest.raises(
+        RowError, match=r"EPIC_100_retrieval_test_sentence.csv: row 5: field 'narration_id': P09_99_1 is not"
+    ):
         build_egobench({"epic_mir": root2}, tmp_path / "out")
     info = build_egobench({"epic_mir": root2}, tmp_path / "out", skip_bad_rows=True)
-    assert info["skips"]["by_source_field"] == {"epic_mir/narration_id": 1} and info["counts"]["epic_mir_sentences"] == 3
+    assert (
+        info["skips"]["by_source_field"] == {"epic_mir/narration_id": 1} and info["counts"]["epic_mir_sentences"] == 3
+    )

@@ -9,16 +9,36 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_egobench import load  # cache-isolated load_dataset (sibling test module)
 
 from datasets_scripts.distractors import load_text_encoder, normalize_text
 from datasets_scripts.egobench.build import build_egobench
 from datasets_scripts.egobench.options import EgoBenchOptions, clean_narration
 from datasets_scripts.schema import CHARADES_LABEL_FEATURES, loads_meta
 from datasets_scripts.source_io import RowError, SourceFileError
-from test_egobench import load  # cache-isolated load_dataset (sibling test module)
 
-ANSWER_SET = ["cup", "knife", "plate", "fridge", "drawer", "table", "sink", "microwave", "open", "closed", "2", "3",
-              "pick up cup", "put down cup", "wash plate", "cut apple", "open fridge", "close drawer", "yes", "no"]
+ANSWER_SET = [
+    "cup",
+    "knife",
+    "plate",
+    "fridge",
+    "drawer",
+    "table",
+    "sink",
+    "microwave",
+    "open",
+    "closed",
+    "2",
+    "3",
+    "pick up cup",
+    "put down cup",
+    "wash plate",
+    "cut apple",
+    "open fridge",
+    "close drawer",
+    "yes",
+    "no",
+]
 
 
 @pytest.fixture(scope="session")
@@ -30,18 +50,63 @@ def encoder():
 def write_egotaskqa(root: Path, frames: bool = False) -> None:
     root.mkdir(parents=True)
     (root / "answer_set.txt").write_text("\n".join(ANSWER_SET) + "\n")
-    base = {"type": ["descriptive"], "category": ["object"], "semantic": "object", "structural": "query",
-            "program": "query([obj], ...)", "reasoning_type": "descriptive$object$object$query$direct"}
-    direct = [{**base, "question": "What did the person pick up first?", "answer": "cup", "interval": "s1_1|fpv1|10|14",
-               "video_id": "s1_1|fpv1|10|14", "question_id": "d-1", "reference": "direct"},
-              {**base, "question": "Is the fridge open after the action?", "answer": "yes", "interval": "s1_1|fpv1|14|30",
-               "video_id": "s1_1|fpv1|14|30", "question_id": "d-2", "reference": "direct"},
-              {**base, "question": "What action did the person do after opening the fridge?", "answer": "pick up cup",
-               "interval": "s2_3|fpv2|0|50", "video_id": "s2_3|fpv2|0|50", "question_id": "d-3", "reference": "direct"}]
-    indirect = [{**base, "question": "How many plates are washed?", "answer": "2", "interval": "s2_3|fpv2|50|90",
-                 "video_id": "s2_3|fpv2|50|90", "question_id": "i-1", "reference": "indirect"},
-                {**base, "question": "Is the drawer closed at the end?", "answer": "no", "interval": "s2_3|fpv2|90|99",
-                 "video_id": "s2_3|fpv2|90|99", "question_id": "i-2", "reference": "indirect"}]
+    base = {
+        "type": ["descriptive"],
+        "category": ["object"],
+        "semantic": "object",
+        "structural": "query",
+        "program": "query([obj], ...)",
+        "reasoning_type": "descriptive$object$object$query$direct",
+    }
+    direct = [
+        {
+            **base,
+            "question": "What did the person pick up first?",
+            "answer": "cup",
+            "interval": "s1_1|fpv1|10|14",
+            "video_id": "s1_1|fpv1|10|14",
+            "question_id": "d-1",
+            "reference": "direct",
+        },
+        {
+            **base,
+            "question": "Is the fridge open after the action?",
+            "answer": "yes",
+            "interval": "s1_1|fpv1|14|30",
+            "video_id": "s1_1|fpv1|14|30",
+            "question_id": "d-2",
+            "reference": "direct",
+        },
+        {
+            **base,
+            "question": "What action did the person do after opening the fridge?",
+            "answer": "pick up cup",
+            "interval": "s2_3|fpv2|0|50",
+            "video_id": "s2_3|fpv2|0|50",
+            "question_id": "d-3",
+            "reference": "direct",
+        },
+    ]
+    indirect = [
+        {
+            **base,
+            "question": "How many plates are washed?",
+            "answer": "2",
+            "interval": "s2_3|fpv2|50|90",
+            "video_id": "s2_3|fpv2|50|90",
+            "question_id": "i-1",
+            "reference": "indirect",
+        },
+        {
+            **base,
+            "question": "Is the drawer closed at the end?",
+            "answer": "no",
+            "interval": "s2_3|fpv2|90|99",
+            "video_id": "s2_3|fpv2|90|99",
+            "question_id": "i-2",
+            "reference": "indirect",
+        },
+    ]
     for subset, records in (("direct", direct), ("indirect", indirect)):
         (root / subset).mkdir()
         (root / subset / "test_qas.json").write_text(json.dumps(records))
@@ -54,12 +119,51 @@ def write_egotaskqa(root: Path, frames: bool = False) -> None:
             Image.fromarray(np.full((24, 32, 3), number * 5, dtype=np.uint8)).save(folder / f"img_{number:05d}.jpg")
 
 
-VERBS = ["Holding", "Opening", "Closing", "Putting", "Taking", "Throwing", "Tidying", "Washing", "Sitting on",
-         "Walking through", "Pouring", "Eating", "Drinking from"]
-OBJECTS = ["a book", "a door", "a cup", "a laptop", "some clothes", "a towel", "a box", "a phone", "a blanket",
-           "a pillow", "a sandwich", "a window", "a broom"]
-CHARADES_HEADER = ["id", "subject", "scene", "quality", "relevance", "verified", "script", "objects", "descriptions",
-                   "actions", "length", "egocentric", "charades_video"]
+VERBS = [
+    "Holding",
+    "Opening",
+    "Closing",
+    "Putting",
+    "Taking",
+    "Throwing",
+    "Tidying",
+    "Washing",
+    "Sitting on",
+    "Walking through",
+    "Pouring",
+    "Eating",
+    "Drinking from",
+]
+OBJECTS = [
+    "a book",
+    "a door",
+    "a cup",
+    "a laptop",
+    "some clothes",
+    "a towel",
+    "a box",
+    "a phone",
+    "a blanket",
+    "a pillow",
+    "a sandwich",
+    "a window",
+    "a broom",
+]
+CHARADES_HEADER = [
+    "id",
+    "subject",
+    "scene",
+    "quality",
+    "relevance",
+    "verified",
+    "script",
+    "objects",
+    "descriptions",
+    "actions",
+    "length",
+    "egocentric",
+    "charades_video",
+]
 
 
 def charades_names() -> list[str]:
@@ -68,12 +172,56 @@ def charades_names() -> list[str]:
 
 def write_charades(root: Path) -> None:
     root.mkdir(parents=True)
-    (root / "Charades_v1_classes.txt").write_text("".join(f"c{index:03d} {name}\n" for index, name in enumerate(charades_names())))
-    rows = [["46GP8", "HR43", "Kitchen", "6", "7", "Yes", "A person holds a cup, then drinks.", "cup;table",
-             "A person is holding a cup, drinking from it.", "c002 0.00 3.10;c148 1.00 2.00", "30.03", "Yes", "46GP8"],
-            ["N11GT", "CP09", "Bedroom", "5", "7", "Yes", "A person opens a door.", "door", "Opening the door.",
-             "c014 2.00 9.50;c001 0.50 2.50;c015 1.0 3.0", "12.00", "Yes", "N11GT"],
-            ["ZZ0EM", "AB12", "Garage", "7", "6", "Yes", "Nothing happens.", "", "A still scene.", "", "8.00", "Yes", "ZZ0EM"]]
+    (root / "Charades_v1_classes.txt").write_text(
+        "".join(f"c{index:03d} {name}\n" for index, name in enumerate(charades_names()))
+    )
+    rows = [
+        [
+            "46GP8",
+            "HR43",
+            "Kitchen",
+            "6",
+            "7",
+            "Yes",
+            "A person holds a cup, then drinks.",
+            "cup;table",
+            "A person is holding a cup, drinking from it.",
+            "c002 0.00 3.10;c148 1.00 2.00",
+            "30.03",
+            "Yes",
+            "46GP8",
+        ],
+        [
+            "N11GT",
+            "CP09",
+            "Bedroom",
+            "5",
+            "7",
+            "Yes",
+            "A person opens a door.",
+            "door",
+            "Opening the door.",
+            "c014 2.00 9.50;c001 0.50 2.50;c015 1.0 3.0",
+            "12.00",
+            "Yes",
+            "N11GT",
+        ],
+        [
+            "ZZ0EM",
+            "AB12",
+            "Garage",
+            "7",
+            "6",
+            "Yes",
+            "Nothing happens.",
+            "",
+            "A still scene.",
+            "",
+            "8.00",
+            "Yes",
+            "ZZ0EM",
+        ],
+    ]
     with open(root / "CharadesEgo_v1_test_only1st.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(CHARADES_HEADER)
@@ -81,51 +229,113 @@ def write_charades(root: Path) -> None:
 
 
 def clip(video_uid: str, start: float, text: str) -> dict:
-    return {"video_uid": video_uid, "video_dur": 600.0, "narration_source": "narration_pass_1", "narration_ind": 1,
-            "narration_time": start + 0.4, "clip_start": start, "clip_end": start + 0.8, "clip_text": text,
-            "tag_verb": "[3]", "tag_noun": "[10]"}
+    return {
+        "video_uid": video_uid,
+        "video_dur": 600.0,
+        "narration_source": "narration_pass_1",
+        "narration_ind": 1,
+        "narration_time": start + 0.4,
+        "clip_start": start,
+        "clip_end": start + 0.8,
+        "clip_text": text,
+        "tag_verb": "[3]",
+        "tag_noun": "[10]",
+    }
 
 
 def write_egomcq(root: Path, bad_type: bool = False) -> None:
     root.mkdir(parents=True)
-    inter = {"query": clip("vid-a", 10.0, "#C C opens the fridge door"),
-             "choices": {"0": clip("vid-b", 5.0, "#C C cuts an onion on the board"),
-                         "1": clip("vid-c", 8.0, "#C C washes a plate in the sink"),
-                         "2": clip("vid-a", 10.0, "#C C opens the fridge door"),
-                         "3": clip("vid-d", 3.0, "#C C folds a shirt"),
-                         "4": clip("vid-e", 7.0, "#O a man walks to the car")},
-             "answer": 2, "types": 1}
-    intra = {"query": clip("vid-f", 40.0, "#C C picks the knife from the table"),
-             "choices": {"0": clip("vid-f", 12.0, "#C C picks the knife from the table"),  # same text, other time
-                         "1": clip("vid-f", 40.0, "#C C picks the knife from the table"),
-                         "2": clip("vid-f", 55.0, "#C C puts the knife in the sink"),
-                         "3": clip("vid-f", 70.0, "#C C stirs the soup"),
-                         "4": clip("vid-f", 90.0, "#C C opens the tap #unsure")},
-             "answer": 1, "types": 3 if bad_type else 2}
+    inter = {
+        "query": clip("vid-a", 10.0, "#C C opens the fridge door"),
+        "choices": {
+            "0": clip("vid-b", 5.0, "#C C cuts an onion on the board"),
+            "1": clip("vid-c", 8.0, "#C C washes a plate in the sink"),
+            "2": clip("vid-a", 10.0, "#C C opens the fridge door"),
+            "3": clip("vid-d", 3.0, "#C C folds a shirt"),
+            "4": clip("vid-e", 7.0, "#O a man walks to the car"),
+        },
+        "answer": 2,
+        "types": 1,
+    }
+    intra = {
+        "query": clip("vid-f", 40.0, "#C C picks the knife from the table"),
+        "choices": {
+            "0": clip("vid-f", 12.0, "#C C picks the knife from the table"),  # same text, other time
+            "1": clip("vid-f", 40.0, "#C C picks the knife from the table"),
+            "2": clip("vid-f", 55.0, "#C C puts the knife in the sink"),
+            "3": clip("vid-f", 70.0, "#C C stirs the soup"),
+            "4": clip("vid-f", 90.0, "#C C opens the tap #unsure"),
+        },
+        "answer": 1,
+        "types": 3 if bad_type else 2,
+    }
     (root / "egomcq.json").write_text(json.dumps({"0": inter, "1": intra}))
 
 
-POOL_TEXTS = ["#C C opens the fridge", "#C C closes the fridge door", "#C C opens the cupboard door", "#C C takes milk from the fridge",
-              "#C C picks a knife", "#C C holds the knife", "#C C drops the knife on the table", "#C C cuts a tomato",
-              "#C C washes the knife", "#C C dries a plate", "#C C stirs the pot", "#C C pours water into a glass",
-              "#C C folds a towel", "#C C walks to the door", "#O a woman picks a cup", "#C C turns off the tap",
-              "#C C opens a drawer", "#C C puts the bowl in the fridge", "#C C throws the peel in the bin",
-              "#C C picks the spoon from the table", "#C C places the knife on the counter", "#C C opens the oven"]
+POOL_TEXTS = [
+    "#C C opens the fridge",
+    "#C C closes the fridge door",
+    "#C C opens the cupboard door",
+    "#C C takes milk from the fridge",
+    "#C C picks a knife",
+    "#C C holds the knife",
+    "#C C drops the knife on the table",
+    "#C C cuts a tomato",
+    "#C C washes the knife",
+    "#C C dries a plate",
+    "#C C stirs the pot",
+    "#C C pours water into a glass",
+    "#C C folds a towel",
+    "#C C walks to the door",
+    "#O a woman picks a cup",
+    "#C C turns off the tap",
+    "#C C opens a drawer",
+    "#C C puts the bowl in the fridge",
+    "#C C throws the peel in the bin",
+    "#C C picks the spoon from the table",
+    "#C C places the knife on the counter",
+    "#C C opens the oven",
+]
 
 
 SAME_MOMENT = "#C C takes the knife off the table"
 
 
 def write_egoclip_pool(path: Path) -> None:
-    header = ["clip_idx", "video_uid", "video_dur", "narration_source", "narration_ind", "narration_time", "clip_start",
-              "clip_end", "clip_text", "tag_verb", "tag_noun"]
+    header = [
+        "clip_idx",
+        "video_uid",
+        "video_dur",
+        "narration_source",
+        "narration_ind",
+        "narration_time",
+        "clip_start",
+        "clip_end",
+        "clip_text",
+        "tag_verb",
+        "tag_noun",
+    ]
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle, delimiter="\t")
         writer.writerow(header)
         for index, text in enumerate(POOL_TEXTS):
-            writer.writerow([index, f"pool-{index % 5}", 900.0, "narration_pass_1", index, 3.0 + index, 2.5 + index, 3.5 + index,
-                             text, "[1]", "[2]"])
-        # The second narration pass of the intra answer's own moment: it describes the same clip, so never a distractor.
+            writer.writerow(
+                [
+                    index,
+                    f"pool-{index % 5}",
+                    900.0,
+                    "narration_pass_1",
+                    index,
+                    3.0 + index,
+                    2.5 + index,
+                    3.5 + index,
+                    text,
+                    "[1]",
+                    "[2]",
+                ]
+            )
+        # The second narration pass of the intra answer's own moment: it describes the same clip, so never a
+        # distractor.
         writer.writerow([99, "vid-f", 900.0, "narration_pass_2", 7, 40.4, 40.1, 40.7, SAME_MOMENT, "[1]", "[2]"])
 
 
@@ -152,7 +362,9 @@ def test_egotaskqa_five_way_and_binary(tmp_path, encoder):
         assert sims == sorted(sims, reverse=True) and max(sims) < 0.9
         assert "all-MiniLM-L6-v2" in meta["distractors"]["encoder"]
     first = direct[0]
-    assert first["video"] == "clips/s1_1_fpv1_10_14.mp4" and loads_meta(first["meta"])["frame_dir"] == "videos/s1_1/fpv1"
+    assert (
+        first["video"] == "clips/s1_1_fpv1_10_14.mp4" and loads_meta(first["meta"])["frame_dir"] == "videos/s1_1/fpv1"
+    )
     # The mined distractors are the most similar wrong answers: recompute the ranking independently.
     answer_vector = encoder.embed(["cup"])[0]
     pool = [a for a in ANSWER_SET if a not in ("yes", "no", "cup")]
@@ -196,7 +408,9 @@ def test_egomcq_inter_intra_and_ten_candidates(tmp_path, encoder):
     write_egomcq(root)
     write_egoclip_pool(root / "egoclip.csv")
     out = tmp_path / "bench"
-    build_egobench({"egomcq": root}, out, options=EgoBenchOptions(encoder=encoder, egomcq_pool=str(root / "egoclip.csv")))
+    build_egobench(
+        {"egomcq": root}, out, options=EgoBenchOptions(encoder=encoder, egomcq_pool=str(root / "egoclip.csv"))
+    )
     rows = {row["sample_id"]: row for row in load(out, "egomcq")}
     inter, intra = rows["egomcq/0"], rows["egomcq/1"]
     assert (inter["subset"], intra["subset"]) == ("inter", "intra")  # types 1 -> inter, 2 -> intra
@@ -218,7 +432,10 @@ def test_egomcq_inter_intra_and_ten_candidates(tmp_path, encoder):
         assert set(meta["distractors"]["mined"]) <= {clean_narration(t) for t in POOL_TEXTS}
         assert 1 + len(meta["original_candidates"]) + len(meta["distractors"]["mined"]) == 10
     assert "C takes the knife off the table" not in intra["options"]
-    assert loads_meta(intra["meta"])["distractors"]["excluded"] == ["C picks the knife from the table", "C takes the knife off the table"]
+    assert loads_meta(intra["meta"])["distractors"]["excluded"] == [
+        "C picks the knife from the table",
+        "C takes the knife off the table",
+    ]
     # The intra question's original candidate with the answer's own text was dropped, not kept as a duplicate.
     assert loads_meta(intra["meta"])["dropped_original"] == ["C picks the knife from the table"]
     assert "C opens the tap" in loads_meta(intra["meta"])["original_candidates"]  # #unsure tag removed
@@ -233,14 +450,21 @@ def test_egomcq_bad_type_and_determinism(tmp_path, encoder):
     # grow the remaining question to 10 candidates, which is a counted skip too, not a short question. With
     # every question skipped there is nothing to build: an error, not an empty config.
     with pytest.raises(SourceFileError, match=r"egomcq: config egomcq would have no rows .*2 bad rows skipped"):
-        build_egobench({"egomcq": root}, tmp_path / "skip", options=EgoBenchOptions(encoder=encoder),
-                       skip_bad_rows=True)
+        build_egobench(
+            {"egomcq": root}, tmp_path / "skip", options=EgoBenchOptions(encoder=encoder), skip_bad_rows=True
+        )
     assert not (tmp_path / "skip").exists()
     # Two builds (mined options included) are byte-identical.
     write_egoclip_pool(root / "egoclip.csv")
     for name in ("a", "b"):
-        build_egobench({"egomcq": root}, tmp_path / name, skip_bad_rows=True,
-                       options=EgoBenchOptions(encoder=encoder, egomcq_pool=str(root / "egoclip.csv")))
-    digest = [hashlib.sha1((tmp_path / name / "data" / "egomcq" / "test-00000-of-00001.parquet").read_bytes()).hexdigest()
-              for name in ("a", "b")]
+        build_egobench(
+            {"egomcq": root},
+            tmp_path / name,
+            skip_bad_rows=True,
+            options=EgoBenchOptions(encoder=encoder, egomcq_pool=str(root / "egoclip.csv")),
+        )
+    digest = [
+        hashlib.sha1((tmp_path / name / "data" / "egomcq" / "test-00000-of-00001.parquet").read_bytes()).hexdigest()
+        for name in ("a", "b")
+    ]
     assert digest[0] == digest[1]

@@ -22,9 +22,11 @@ def write_egtea(root: Path, bad_action: bool = False) -> None:
     annotations.mkdir(parents=True)
     (annotations / "action_idx.txt").write_text("Open_fridge 1\nCut_tomato 2\nInspect/Read_recipe 3\n")
     (annotations / "verb_idx.txt").write_text("Open 1\nCut 2\nInspect/Read 3\n")
-    train = ["OP01-R01-PastaSalad-66680-68130-F001597-F001639 1 1 4",
-             "OP01-R01-PastaSalad-70000-71500-F001680-F001716 2 2 7",
-             f"P03-R02-Pizza-1000-2500-F000030-F000075 {99 if bad_action else 3} 3 9"]
+    train = [
+        "OP01-R01-PastaSalad-66680-68130-F001597-F001639 1 1 4",
+        "OP01-R01-PastaSalad-70000-71500-F001680-F001716 2 2 7",
+        f"P03-R02-Pizza-1000-2500-F000030-F000075 {99 if bad_action else 3} 3 9",
+    ]
     (annotations / "train_split1.txt").write_text("\n".join(train) + "\n")
     (annotations / "test_split1.txt").write_text("OP02-R03-BaconAndEggs-5000-6200-F000150-F000186 2 2 7\n")
 
@@ -33,27 +35,64 @@ def write_ssv2(root: Path, with_test: bool = True) -> None:
     root.mkdir(parents=True)
     labels = {"Holding something next to something": "0", "Pushing something from left to right": "1"}
     (root / "labels.json").write_text(json.dumps(labels))
-    train = [{"id": "78687", "label": "holding potato next to vicks vaporub bottle",
-              "template": "Holding [something] next to [something]", "placeholders": ["potato", "vicks vaporub bottle"]},
-             {"id": "42326", "label": "pushing a cup from left to right",
-              "template": "Pushing [something] from left to right", "placeholders": ["a cup"]}]
-    validation = [{"id": "24746", "label": "pushing pen from left to right",
-                   "template": "Pushing [something] from left to right", "placeholders": ["pen"]}]
+    train = [
+        {
+            "id": "78687",
+            "label": "holding potato next to vicks vaporub bottle",
+            "template": "Holding [something] next to [something]",
+            "placeholders": ["potato", "vicks vaporub bottle"],
+        },
+        {
+            "id": "42326",
+            "label": "pushing a cup from left to right",
+            "template": "Pushing [something] from left to right",
+            "placeholders": ["a cup"],
+        },
+    ]
+    validation = [
+        {
+            "id": "24746",
+            "label": "pushing pen from left to right",
+            "template": "Pushing [something] from left to right",
+            "placeholders": ["pen"],
+        }
+    ]
     (root / "train.json").write_text(json.dumps(train))
     (root / "validation.json").write_text(json.dumps(validation))
     if with_test:
         (root / "test.json").write_text(json.dumps([{"id": "1420"}, {"id": "1421"}]))
-        (root / "test-answers.csv").write_text("1420;Holding something next to something\n1421;Pushing something from left to right\n")
+        (root / "test-answers.csv").write_text(
+            "1420;Holding something next to something\n1421;Pushing something from left to right\n"
+        )
 
 
 def write_egotimeqa(root: Path) -> None:
     folder = root / "data" / "unified"
     folder.mkdir(parents=True)
-    records = [{"video_id": "0a1b2c3d-clip", "sample_id": None, "question": "What did I pour into the bowl?",
-                "answer": "boiling water", "start_sec": 312.4, "end_sec": 331.0, "moment_start_frame": 9400,
-                "moment_end_frame": 9900, "narrations": [], "wrong_answers": ["milk", "oil", "juice"]},
-               {"video_id": "ffee0011-clip", "sample_id": None, "question": "Where did I leave the keys?",
-                "answer": "on the shelf", "start_sec": 10.0, "end_sec": 25.5, "narrations": [], "wrong_answers": []}]
+    records = [
+        {
+            "video_id": "0a1b2c3d-clip",
+            "sample_id": None,
+            "question": "What did I pour into the bowl?",
+            "answer": "boiling water",
+            "start_sec": 312.4,
+            "end_sec": 331.0,
+            "moment_start_frame": 9400,
+            "moment_end_frame": 9900,
+            "narrations": [],
+            "wrong_answers": ["milk", "oil", "juice"],
+        },
+        {
+            "video_id": "ffee0011-clip",
+            "sample_id": None,
+            "question": "Where did I leave the keys?",
+            "answer": "on the shelf",
+            "start_sec": 10.0,
+            "end_sec": 25.5,
+            "narrations": [],
+            "wrong_answers": [],
+        },
+    ]
     (folder / "annotations.EgoTimeQA.json").write_text(json.dumps(records))
 
 
@@ -61,10 +100,23 @@ def write_openeqa(root: Path) -> None:
     from PIL import Image
 
     (root / "data").mkdir(parents=True)
-    records = [{"question": "What color is the sofa?", "answer": "grey", "category": "object recognition",
-                "question_id": "q-001", "episode_history": "hm3d-v0/000-hm3d-BFRyYbPCCPE"},
-               {"question": "Is the oven on?", "answer": "no", "category": "object state recognition",
-                "question_id": "q-002", "episode_history": "scannet-v0/002-scannet-scene0709_00", "extra_answers": ["it is off"]}]
+    records = [
+        {
+            "question": "What color is the sofa?",
+            "answer": "grey",
+            "category": "object recognition",
+            "question_id": "q-001",
+            "episode_history": "hm3d-v0/000-hm3d-BFRyYbPCCPE",
+        },
+        {
+            "question": "Is the oven on?",
+            "answer": "no",
+            "category": "object state recognition",
+            "question_id": "q-002",
+            "episode_history": "scannet-v0/002-scannet-scene0709_00",
+            "extra_answers": ["it is off"],
+        },
+    ]
     (root / "data" / "open-eqa-v0.json").write_text(json.dumps(records))
     frames = root / "data" / "frames" / "hm3d-v0" / "000-hm3d-BFRyYbPCCPE"
     frames.mkdir(parents=True)
@@ -72,17 +124,47 @@ def write_openeqa(root: Path) -> None:
         Image.fromarray(np.full((30, 42, 3), 60 * index, dtype=np.uint8)).save(frames / f"{index:05d}-rgb.png")
 
 
-EGOEXOLEARN_HEADER = ["video_uid", "annotation_uid", "subset", "view", "scene", "start_sec", "end_sec", "narration_en",
-                      "narration_en_hand_prompt", "narration_en_no_hand_prompt"]
+EGOEXOLEARN_HEADER = [
+    "video_uid",
+    "annotation_uid",
+    "subset",
+    "view",
+    "scene",
+    "start_sec",
+    "end_sec",
+    "narration_en",
+    "narration_en_hand_prompt",
+    "narration_en_no_hand_prompt",
+]
 
 
 def write_egoexolearn(root: Path, rows: list[list[str]] | None = None) -> None:
     (root / "annotations").mkdir(parents=True)
     rows = rows or [
-        ["bee9d8dc-ac78-11ee-819f-80615f12b59e", "a-001", "train", "ego", "kitchen", "1.5", "4.0",
-         "Pick up the knife with the right hand.", "Pick up the knife <hand>.", "Pick up the knife."],
-        ["bee9d8dc-ac78-11ee-819f-80615f12b59e", "a-002", "val", "ego", "kitchen", "4.0", "9.25",
-         "Cut the onion, in halves.", "Cut <hand> the onion.", "Cut the onion."],
+        [
+            "bee9d8dc-ac78-11ee-819f-80615f12b59e",
+            "a-001",
+            "train",
+            "ego",
+            "kitchen",
+            "1.5",
+            "4.0",
+            "Pick up the knife with the right hand.",
+            "Pick up the knife <hand>.",
+            "Pick up the knife.",
+        ],
+        [
+            "bee9d8dc-ac78-11ee-819f-80615f12b59e",
+            "a-002",
+            "val",
+            "ego",
+            "kitchen",
+            "4.0",
+            "9.25",
+            "Cut the onion, in halves.",
+            "Cut <hand> the onion.",
+            "Cut the onion.",
+        ],
         ["c1d2-exo-video", "a-003", "train", "exo", "lab", "0", "3", "Pour the liquid.", "Pour <hand>.", "Pour."],
     ]
     with open(root / "annotations" / "fine_annotation_trainval_en.csv", "w", newline="") as handle:
@@ -120,7 +202,10 @@ def load(out: Path, config: str, split: str = "train") -> datasets.Dataset:
 
 
 def parquet_digests(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*.parquet"))}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha1(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*.parquet"))
+    }
 
 
 # --------------------------------------------------------------------------------------------- tests
@@ -128,7 +213,20 @@ def test_build_all_sources_rows_and_templates(tmp_path, capsys):
     roots = write_all(tmp_path / "src")
     out = tmp_path / "egoit"
     llava = tmp_path / "egoit_llava.json"
-    assert run_cli([*root_args(roots), "--out", str(out), "--llava-json", str(llava), "--make-openeqa-videos", "--check-videos"]) == 0
+    assert (
+        run_cli(
+            [
+                *root_args(roots),
+                "--out",
+                str(out),
+                "--llava-json",
+                str(llava),
+                "--make-openeqa-videos",
+                "--check-videos",
+            ]
+        )
+        == 0
+    )
 
     counts = {source: len(load(out, source)) for source in roots}
     # EGTEA 3 train + 1 test; SSv2 2 train + 1 validation + 2 test; EgoExoLearn ego view only.
@@ -138,7 +236,9 @@ def test_build_all_sources_rows_and_templates(tmp_path, capsys):
 
     templates = load_templates()
     for row in everything:
-        assert 0 <= row["instruction_id"] < 10 and row["instruction"] == templates[row["source"]][row["instruction_id"]]
+        assert (
+            0 <= row["instruction_id"] < 10 and row["instruction"] == templates[row["source"]][row["instruction_id"]]
+        )
     assert len({row["instruction_id"] for row in everything}) > 1  # the seeded hash spreads templates
 
     egtea = {row["id"]: row for row in load(out, "egtea")}
@@ -149,11 +249,19 @@ def test_build_all_sources_rows_and_templates(tmp_path, capsys):
 
     ssv2 = {row["id"]: row for row in load(out, "ssv2")}
     assert ssv2["ssv2/78687"]["answer"] == "Holding potato next to vicks vaporub bottle"
-    assert ssv2["ssv2/1421"] == {**ssv2["ssv2/1421"], "split": "test", "answer": "Pushing something from left to right",
-                                 "video": "20bn-something-something-v2/1421.webm"}
+    assert ssv2["ssv2/1421"] == {
+        **ssv2["ssv2/1421"],
+        "split": "test",
+        "answer": "Pushing something from left to right",
+        "video": "20bn-something-something-v2/1421.webm",
+    }
 
     timeqa = load(out, "egotimeqa")[0]
-    assert (timeqa["video"], timeqa["video_start_sec"], timeqa["video_end_sec"]) == ("v1/clips/0a1b2c3d-clip.mp4", 312.4, 331.0)
+    assert (timeqa["video"], timeqa["video_start_sec"], timeqa["video_end_sec"]) == (
+        "v1/clips/0a1b2c3d-clip.mp4",
+        312.4,
+        331.0,
+    )
     learn = load(out, "egoexolearn")
     assert learn["split"] == ["train", "val"] and learn["answer"][1] == "Cut the onion, in halves."
 
@@ -176,7 +284,11 @@ def test_build_all_sources_rows_and_templates(tmp_path, capsys):
     record = by_id["egotimeqa/0000000"]
     assert record["video"] == "egotimeqa/v1/clips/0a1b2c3d-clip.mp4" and record["video_start_sec"] == 312.4
     human, gpt = record["conversations"]
-    assert human["from"] == "human" and human["value"].startswith("<video>\n") and human["value"].endswith("What did I pour into the bowl?")
+    assert (
+        human["from"] == "human"
+        and human["value"].startswith("<video>\n")
+        and human["value"].endswith("What did I pour into the bowl?")
+    )
     assert gpt == {"from": "gpt", "value": "boiling water"}
     assert "video_start_sec" not in by_id["egtea/P03-R02-Pizza-1000-2500-F000030-F000075"]
 
@@ -219,9 +331,14 @@ def test_bad_rows_name_file_row_field_and_can_be_skipped(tmp_path, capsys):
 
     # A CSV row with a bad number and one with too few fields (EgoExoLearn).
     learn = tmp_path / "learn"
-    write_egoexolearn(learn, rows=[["v1", "a-1", "train", "ego", "kitchen", "zero", "2", "x", "x", "x"],
-                                   ["v1", "a-2", "train", "ego"],
-                                   ["v1", "a-3", "train", "ego", "kitchen", "1", "2", "Open the lid.", "x", "x"]])
+    write_egoexolearn(
+        learn,
+        rows=[
+            ["v1", "a-1", "train", "ego", "kitchen", "zero", "2", "x", "x", "x"],
+            ["v1", "a-2", "train", "ego"],
+            ["v1", "a-3", "train", "ego", "kitchen", "1", "2", "Open the lid.", "x", "x"],
+        ],
+    )
     assert run_cli(["--root", f"egoexolearn={learn}", "--out", str(tmp_path / "learn_out")]) == 2
     assert "fine_annotation_trainval_en.csv: row 2: field 'start_sec': bad value 'zero'" in capsys.readouterr().err
     assert run_cli(["--root", f"egoexolearn={learn}", "--out", str(tmp_path / "learn_out"), "--skip-bad-rows"]) == 0
@@ -253,7 +370,12 @@ def test_push_to_hub_uploads_the_folder_in_one_commit(tmp_path, monkeypatch):
     write_egtea(roots["egtea"])
     commits = []
     monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kwargs: None)
-    monkeypatch.setattr(HfApi, "create_commit", lambda self, repo_id, operations, **kwargs:
-                        commits.append((repo_id, sorted(op.path_in_repo for op in operations))) or "url")
+    monkeypatch.setattr(
+        HfApi,
+        "create_commit",
+        lambda self, repo_id, operations, **kwargs: (
+            commits.append((repo_id, sorted(op.path_in_repo for op in operations))) or "url"
+        ),
+    )
     assert run_cli([*root_args(roots), "--out", str(tmp_path / "out"), "--push-to-hub", "org/egoit"]) == 0
     assert commits == [("org/egoit", ["README.md", "build_info.json", "data/egtea/train-00000-of-00001.parquet"])]

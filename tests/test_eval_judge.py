@@ -22,7 +22,9 @@ class _FakeJudge(BaseHTTPRequestHandler):
         user = body["messages"][-1]["content"]
         reference = user.split("Correct answer: ", 1)[1].split("\n", 1)[0]
         prediction = user.split("Predicted answer: ", 1)[1].split("\n", 1)[0]
-        verdict = "{'pred': 'yes', 'score': 4}" if reference.split()[-1] in prediction else "{'pred': 'no', 'score': 1}"
+        verdict = (
+            "{'pred': 'yes', 'score': 4}" if reference.split()[-1] in prediction else "{'pred': 'no', 'score': 1}"
+        )
         payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": verdict}}]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -83,8 +85,9 @@ def test_only_loopback_judges_are_accepted():
 
 def test_open_questions_are_judged_in_a_run(tmp_path, judge_url, tiny):
     toy = write_toy_egobench(tmp_path / "toy")
-    config = EvalConfig(tasks="qaego4d", judge_url=judge_url, judge_model="pinned/judge", open_max_new_tokens=4,
-                        bootstrap_resamples=50)
+    config = EvalConfig(
+        tasks="qaego4d", judge_url=judge_url, judge_model="pinned/judge", open_max_new_tokens=4, bootstrap_resamples=50
+    )
     results = evaluate(*tiny, str(toy), str(tmp_path / "run"), config, show_progress=False)
     qaego4d = results["tasks"]["qaego4d"]
     assert qaego4d["metrics"]["judge_accuracy_open"]["n"] == 2

@@ -1,11 +1,11 @@
 """EgoBench runs on a toy benchmark and the tiny model: metrics wiring, determinism, resume, sharding, bad input."""
 
 import copy
+import json
 import os
+import shutil
 import subprocess
 import sys
-import json
-import shutil
 
 import numpy as np
 import pytest
@@ -49,7 +49,9 @@ def test_every_task_end_to_end(tmp_path, toy, tiny):
     for record in synthetic:
         assert record["prediction"] == int(np.argmax(record["option_scores"]))
         assert record["correct"] == (record["prediction"] == record["answer_idx"])
-    assert tasks["synthetic"]["metrics"]["accuracy"]["value"] == pytest.approx(100 * np.mean([r["correct"] for r in synthetic]))
+    assert tasks["synthetic"]["metrics"]["accuracy"]["value"] == pytest.approx(
+        100 * np.mean([r["correct"] for r in synthetic])
+    )
 
     # EgoSchema: the unlabeled row is predicted and exported, not scored.
     assert tasks["egoschema"]["counts"] == {"mcq": 3, "invalid": 0, "unlabeled": 1}
@@ -64,8 +66,12 @@ def test_every_task_end_to_end(tmp_path, toy, tiny):
     mir = sorted(_records(out, "epic_mir"), key=lambda record: record["video_index"])
     similarity = np.array([record["mean_logprob"] for record in mir])
     assert similarity.shape == MIR_RELEVANCE.shape
-    assert tasks["epic_mir"]["metrics"]["map"]["value"] == pytest.approx(100 * metrics.mir_map(similarity, MIR_RELEVANCE))
-    assert tasks["epic_mir"]["metrics"]["ndcg"]["value"] == pytest.approx(100 * metrics.mir_ndcg(similarity, MIR_RELEVANCE))
+    assert tasks["epic_mir"]["metrics"]["map"]["value"] == pytest.approx(
+        100 * metrics.mir_map(similarity, MIR_RELEVANCE)
+    )
+    assert tasks["epic_mir"]["metrics"]["ndcg"]["value"] == pytest.approx(
+        100 * metrics.mir_ndcg(similarity, MIR_RELEVANCE)
+    )
 
     # Charades-Ego: mAP over all classes from the class-score records, next to MCQ accuracy.
     classes = [record for record in _records(out, "charades_ego") if record["part"] == "classes"]
@@ -73,7 +79,9 @@ def test_every_task_end_to_end(tmp_path, toy, tiny):
     assert {"map", "mcq_accuracy"} <= set(tasks["charades_ego"]["metrics"])
 
     # Open-ended QAEgo4D: judge-free metrics; closed accuracy by subset.
-    assert {"accuracy_closed", "exact_match_open", "rouge_l_open", "sentence_similarity_open"} <= set(tasks["qaego4d"]["metrics"])
+    assert {"accuracy_closed", "exact_match_open", "rouge_l_open", "sentence_similarity_open"} <= set(
+        tasks["qaego4d"]["metrics"]
+    )
 
     for entry in tasks.values():
         for metric in entry["metrics"].values():
@@ -128,7 +136,9 @@ def test_killed_run_resumes_to_the_same_results(tmp_path, toy, tiny, monkeypatch
     resumed = evaluate(*tiny, str(toy), str(out), config, show_progress=False)
     assert _without_timing(resumed) == _without_timing(reference)
     for task in ("synthetic", "egoschema"):
-        assert sorted(map(json.dumps, _records(out, task))) == sorted(map(json.dumps, _records(tmp_path / "reference", task)))
+        assert sorted(map(json.dumps, _records(out, task))) == sorted(
+            map(json.dumps, _records(tmp_path / "reference", task))
+        )
 
 
 def test_sharded_run_merges_to_the_single_process_result(tmp_path, toy, tiny):
@@ -146,12 +156,20 @@ def test_resuming_with_other_settings_is_refused(tmp_path, toy, tiny):
     model, processor = tiny
     model.train()  # as during training: evaluation scores in eval mode and gives the mode back
     try:
-        evaluate(model, processor, str(toy), str(out), EvalConfig(tasks="synthetic", limit=1, **FAST), show_progress=False)
+        evaluate(
+            model, processor, str(toy), str(out), EvalConfig(tasks="synthetic", limit=1, **FAST), show_progress=False
+        )
         assert model.training
     finally:
         model.eval()
     with pytest.raises(RunConfigError, match="scorer"):
-        evaluate(*tiny, str(toy), str(out), EvalConfig(tasks="synthetic", limit=1, scorer="option_loglik"), show_progress=False)
+        evaluate(
+            *tiny,
+            str(toy),
+            str(out),
+            EvalConfig(tasks="synthetic", limit=1, scorer="option_loglik"),
+            show_progress=False,
+        )
 
 
 # ------------------------------------------------------------------------------------------ bad input
@@ -166,9 +184,18 @@ def _bad_folder(tmp_path, mutate):
     "mutate, message",
     [
         (lambda rows: [row.pop("answer_idx") for row in rows], r"missing required column\(s\) \['answer_idx'\]"),
-        (lambda rows: rows[3].update(answer_idx=7), r"row 3 \(sample_id 'synthetic/3'\): field 'answer_idx': 7 is outside the 5 options"),
-        (lambda rows: rows[2].update(options=rows[2]["options"][:4]), r"row 2 .*field 'options': 4 options, but task 'synthetic' takes 5"),
-        (lambda rows: rows[1].update(video="videos/missing.mp4"), r"1 of 6 videos not found .*synthetic/1: .*missing\.mp4"),
+        (
+            lambda rows: rows[3].update(answer_idx=7),
+            r"row 3 \(sample_id 'synthetic/3'\): field 'answer_idx': 7 is outside the 5 options",
+        ),
+        (
+            lambda rows: rows[2].update(options=rows[2]["options"][:4]),
+            r"row 2 .*field 'options': 4 options, but task 'synthetic' takes 5",
+        ),
+        (
+            lambda rows: rows[1].update(video="videos/missing.mp4"),
+            r"1 of 6 videos not found .*synthetic/1: .*missing\.mp4",
+        ),
         (lambda rows: rows[0].update(meta="{not json"), r"row 0 .*field 'meta': not valid JSON"),
     ],
 )
@@ -204,9 +231,30 @@ def _cli(argv):
 
 def test_cli_generate_parse_run_and_report(tmp_path, toy, saved_model, capsys):
     out = tmp_path / "run"
-    code = _cli(["eval", "--model", str(saved_model), "--data", str(toy), "--tasks", "synthetic", "--scorer",
-                 "generate_parse", "--out", str(out), "--limit", "3", "--frames", "4", "--prompt", "basic",
-                 "--bootstrap", "50", "--no-progress"])
+    code = _cli(
+        [
+            "eval",
+            "--model",
+            str(saved_model),
+            "--data",
+            str(toy),
+            "--tasks",
+            "synthetic",
+            "--scorer",
+            "generate_parse",
+            "--out",
+            str(out),
+            "--limit",
+            "3",
+            "--frames",
+            "4",
+            "--prompt",
+            "basic",
+            "--bootstrap",
+            "50",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["scorer"] == "generate_parse" and results["prompt"]["name"] == "basic"
@@ -216,11 +264,25 @@ def test_cli_generate_parse_run_and_report(tmp_path, toy, saved_model, capsys):
     assert all(record["parse_rule"] for record in records)
     # Unparsable answers stay in the denominator.
     accuracy = results["tasks"]["synthetic"]["metrics"]["accuracy"]
-    assert accuracy["n"] == 3 and accuracy["value"] == pytest.approx(100 * sum(bool(r["correct"]) for r in records) / 3)
+    assert accuracy["n"] == 3 and accuracy["value"] == pytest.approx(
+        100 * sum(bool(r["correct"]) for r in records) / 3
+    )
     assert "invalid_rate" in results["tasks"]["synthetic"]["metrics"]
 
-    assert _cli(["eval-report", "--results", str(out / "results.json"), "--out", str(tmp_path / "again"),
-                 "--compare", str(out / "results.json")]) == 0
+    assert (
+        _cli(
+            [
+                "eval-report",
+                "--results",
+                str(out / "results.json"),
+                "--out",
+                str(tmp_path / "again"),
+                "--compare",
+                str(out / "results.json"),
+            ]
+        )
+        == 0
+    )
     report = (tmp_path / "again" / "report.md").read_text()
     assert report.splitlines()[6].endswith("tiny (generate_parse) |")  # the comparison column header
 
@@ -240,13 +302,48 @@ def test_cli_refuses_a_model_folder_without_processor(tmp_path, toy, saved_model
 def test_two_process_launch_merges_shards(tmp_path, toy, saved_model):
     """A real 2-process run (torchrun on CPU, gloo) writes two shards and the single-process results."""
     out = tmp_path / "ddp"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "exo2ego", "eval",
-               "--model", str(saved_model), "--data", str(toy), "--tasks", "synthetic,epic_mir", "--out", str(out),
-               "--bootstrap", "50", "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "exo2ego",
+        "eval",
+        "--model",
+        str(saved_model),
+        "--data",
+        str(toy),
+        "--tasks",
+        "synthetic,epic_mir",
+        "--out",
+        str(out),
+        "--bootstrap",
+        "50",
+        "--no-progress",
+    ]
     subprocess.run(command, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)
     assert len(list((out / "predictions" / "synthetic").glob("shard-*-of-00002.jsonl"))) == 2
-    assert _cli(["eval", "--model", str(saved_model), "--data", str(toy), "--tasks", "synthetic,epic_mir",
-                 "--out", str(tmp_path / "single"), "--bootstrap", "50", "--no-progress"]) == 0
+    assert (
+        _cli(
+            [
+                "eval",
+                "--model",
+                str(saved_model),
+                "--data",
+                str(toy),
+                "--tasks",
+                "synthetic,epic_mir",
+                "--out",
+                str(tmp_path / "single"),
+                "--bootstrap",
+                "50",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     two = json.loads((out / "results.json").read_text())
     one = json.loads((tmp_path / "single" / "results.json").read_text())
     assert two["world_size"] == 2 and two["tasks"] == one["tasks"]

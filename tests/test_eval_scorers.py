@@ -55,15 +55,18 @@ def test_letter_scores_sum_both_spellings(adapter, video):
     prompt = adapter.render_prompt(messages)
     plan = scorers.plan_letters(adapter, prompt, len(OPTIONS))
     assert plan.shared_prefix == ()  # the tiny BPE has " B" as one token, next to "B"
-    spelled = {letter: (adapter.tokenizer.convert_tokens_to_ids(letter), adapter.tokenizer.encode(" " + letter))
-               for letter in "ABCDE"}
+    spelled = {
+        letter: (adapter.tokenizer.convert_tokens_to_ids(letter), adapter.tokenizer.encode(" " + letter))
+        for letter in "ABCDE"
+    }
     assert all(len(spaced) == 1 and spaced[0] != bare for bare, spaced in spelled.values())
 
     # Explicit: log(P("B" | prompt) + P(" B" | prompt)) from a plain forward.
     batch = adapter.encode(prompt, video)
     with torch.no_grad():
-        logits = adapter.model(input_ids=batch["input_ids"],
-                               pixel_values_videos=batch["pixel_values_videos"]).logits[0]
+        logits = adapter.model(input_ids=batch["input_ids"], pixel_values_videos=batch["pixel_values_videos"]).logits[
+            0
+        ]
     after_prompt = torch.log_softmax(logits[-1], -1)
     for index, letter in enumerate("ABCDE"):
         bare, (spaced,) = spelled[letter]
@@ -92,11 +95,15 @@ def test_registry_scorers_give_what_the_scoring_functions_give(adapter, video):
 
     settings = SimpleNamespace(max_new_tokens=6, option_chunk_size=2, option_score="sum")
     assert scorers.SCORERS == ("letter_logprob", "generate_parse", "option_loglik")
-    registered = {name: scorer.score(adapter, _messages(scorer.prompt_mode), video, OPTIONS, settings)
-                  for name, scorer in scorers.MCQ_SCORERS.items()}
+    registered = {
+        name: scorer.score(adapter, _messages(scorer.prompt_mode), video, OPTIONS, settings)
+        for name, scorer in scorers.MCQ_SCORERS.items()
+    }
     letters = scorers.letter_logprob(adapter, _messages("letters"), video, len(OPTIONS))
     assert (registered["letter_logprob"].prediction, registered["letter_logprob"].option_scores) == (
-        letters.prediction, letters.option_scores)
+        letters.prediction,
+        letters.option_scores,
+    )
     generated = scorers.generate_parse(adapter, _messages("letters"), video, OPTIONS, max_new_tokens=6)
     assert registered["generate_parse"].raw_output == generated.raw_output
     loglik = scorers.option_loglik(adapter, _messages("continuation"), video, OPTIONS)

@@ -83,7 +83,7 @@ def test_no_import_cycles_between_modules():
         state[node] = 1
         for target in sorted(graph[node]):
             if state.get(target) == 1:
-                cycles.append(" -> ".join([*stack[stack.index(target):], target]))
+                cycles.append(" -> ".join([*stack[stack.index(target) :], target]))
             elif target not in state:
                 visit(target, [*stack, target])
         state[node] = 2
@@ -94,7 +94,9 @@ def test_no_import_cycles_between_modules():
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
 
 
-@pytest.mark.parametrize("bad", ["from exo2ego.demo import run_demo", "import train.pipeline", "from eval import report"])
+@pytest.mark.parametrize(
+    "bad", ["from exo2ego.demo import run_demo", "import train.pipeline", "from eval import report"]
+)
 def test_the_checker_sees_an_upward_import(tmp_path, bad):
     """The checks above would pass on an empty graph: an upward import in a probe module must be seen."""
     probe = tmp_path / "datasets_scripts" / "egoit" / "probe.py"

@@ -70,8 +70,31 @@ def test_plan_memory_command_writes_the_plan(tmp_path, capsys):
     from exo2ego.cli import main
 
     out = tmp_path / "plan.json"
-    assert main(["plan-memory", "--stage", "3", "--tiny", "--gpus", "2", "--batch", "2", "--frames", "4",
-                 "--text-tokens", "24", "--strategy", "zero3", "--checkpointing", "full", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "plan-memory",
+                "--stage",
+                "3",
+                "--tiny",
+                "--gpus",
+                "2",
+                "--batch",
+                "2",
+                "--frames",
+                "4",
+                "--text-tokens",
+                "24",
+                "--strategy",
+                "zero3",
+                "--checkpointing",
+                "full",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     plan = json.loads(out.read_text())
     assert plan["strategy"] == "zero3" and plan["global_batch"] == 4 and list(plan["per_gpu_gib"]) == ["full"]
     assert set(plan["cheapest_fit"]) == {"80GB", "141GB"} and plan["cheapest_fit"]["80GB"]["strategy"] == "ddp"
@@ -87,8 +110,12 @@ def benchmarks_md_floors() -> dict[tuple[str, str], float]:
     stage2 = re.search(
         r"Stage 2 at batch 8: ([\d.]+) \(none\), [\d.]+ \(`full`\), \*\*([\d.]+)\*\* \(`full` \+ conv", text
     )
-    return {("3", "none"): float(row.group(1)), ("3", "full"): float(row.group(2)),
-            ("2", "none"): float(stage2.group(1)), ("2", "full"): float(stage2.group(2))}
+    return {
+        ("3", "none"): float(row.group(1)),
+        ("3", "full"): float(row.group(2)),
+        ("2", "none"): float(stage2.group(1)),
+        ("2", "full"): float(stage2.group(2)),
+    }
 
 
 @pytest.mark.slow  # four paper-scale meta-device counts, ~15 s each

@@ -20,7 +20,10 @@ def test_egomcq_types_map_one_to_inter_and_two_to_intra():
     predictions, answers = [0, 1, 2, 1], [0, 0, 2, 1]
     # type 1 (inter): samples 0 and 3, both right; type 2 (intra): sample 1 wrong, sample 2 right.
     assert metrics.egomcq_accuracy(predictions, answers, [1, 2, 2, 1]) == {"inter": 1.0, "intra": 0.5}
-    assert metrics.egomcq_accuracy(predictions, answers, ["inter", "intra", "intra", "inter"]) == {"inter": 1.0, "intra": 0.5}
+    assert metrics.egomcq_accuracy(predictions, answers, ["inter", "intra", "intra", "inter"]) == {
+        "inter": 1.0,
+        "intra": 0.5,
+    }
     assert metrics.egomcq_accuracy([None], [0], ["2"]) == {"intra": 0.0}
     with pytest.raises(ValueError, match="unknown EgoMCQ type 3"):
         metrics.egomcq_accuracy([0], [0], [3])
@@ -29,12 +32,14 @@ def test_egomcq_types_map_one_to_inter_and_two_to_intra():
 # ------------------------------------------------------------------------------------------ Charades-Ego
 def test_charades_map_by_hand():
     labels = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 0]])
-    scores = np.array([
-        [0.9, 0.2, 0.5],
-        [0.5, 0.8, 0.1],
-        [0.5, 0.3, 0.2],    # ties video 1 on class 0: video 1 (lower index) is ranked first
-        [0.99, 0.99, 0.9],  # no label at all: ranked last everywhere despite the top scores
-    ])
+    scores = np.array(
+        [
+            [0.9, 0.2, 0.5],
+            [0.5, 0.8, 0.1],
+            [0.5, 0.3, 0.2],  # ties video 1 on class 0: video 1 (lower index) is ranked first
+            [0.99, 0.99, 0.9],  # no label at all: ranked last everywhere despite the top scores
+        ]
+    )
     per_class = metrics.charades_map(scores, labels, reduction=None)
     # class 0: ranking v0 v1 v2 v3, positives at ranks 1 and 3 -> (1 + 2/3) / 2
     assert per_class[0] == pytest.approx(5 / 6)
@@ -51,18 +56,22 @@ def test_charades_map_rejects_mismatched_shapes():
 
 
 # ------------------------------------------------------------------------------------------ EK-100 MIR
-SIMILARITY = np.array([
-    [0.1, 0.9, 0.5, 0.5],  # tie between items 2 and 3: item 2 first
-    [0.0, 0.1, 0.2, 0.3],
-    [0.3, 0.2, 0.1, 0.0],
-    [0.4, 0.3, 0.2, 0.1],
-])
-RELEVANCE = np.array([
-    [1.0, 0.5, 0.0, 1.0],
-    [0.5, 0.0, 0.0, 0.0],  # no item of relevance exactly 1: AP undefined
-    [1.0, 0.0, 0.0, 0.0],
-    [0.0, 0.0, 0.0, 0.0],  # nothing relevant at all: AP and nDCG undefined
-])
+SIMILARITY = np.array(
+    [
+        [0.1, 0.9, 0.5, 0.5],  # tie between items 2 and 3: item 2 first
+        [0.0, 0.1, 0.2, 0.3],
+        [0.3, 0.2, 0.1, 0.0],
+        [0.4, 0.3, 0.2, 0.1],
+    ]
+)
+RELEVANCE = np.array(
+    [
+        [1.0, 0.5, 0.0, 1.0],
+        [0.5, 0.0, 0.0, 0.0],  # no item of relevance exactly 1: AP undefined
+        [1.0, 0.0, 0.0, 0.0],
+        [0.0, 0.0, 0.0, 0.0],  # nothing relevant at all: AP and nDCG undefined
+    ]
+)
 
 
 def test_mir_map_by_hand():

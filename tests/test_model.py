@@ -85,7 +85,11 @@ def test_gradients_reach_exactly_the_modules_a_mode_uses(mode, expected):
     out = model(**batch, labels=labels, output_mapping_features=mode == "paired")
     loss = out.loss
     if mode == "paired":
-        loss = loss + kl_alignment_loss(out.exo_features, out.ego_to_exo) + torch.nn.functional.l1_loss(out.exo_cycle, out.exo_features)
+        loss = (
+            loss
+            + kl_alignment_loss(out.exo_features, out.ego_to_exo)
+            + torch.nn.functional.l1_loss(out.exo_cycle, out.exo_features)
+        )
         loss = loss + torch.nn.functional.l1_loss(out.ego_cycle, out.ego_features)
     else:
         assert out.exo_features is None and out.ego_to_exo is None  # nothing computed unless asked
@@ -140,7 +144,9 @@ def test_bad_inputs_raise_clear_errors(tiny, tmp_path):
     with pytest.raises(ValueError, match="same \\(batch, frames\\)"):
         model(**paired, exo_pixel_values_videos=paired["pixel_values_videos"][:1], output_mapping_features=True)
     with pytest.raises(ValueError, match="fewer|distinct|requested"):
-        strict = type(processor)(processor.image_processor, processor.tokenizer, num_frames=4, grid_size=8, short_video="error")
+        strict = type(processor)(
+            processor.image_processor, processor.tokenizer, num_frames=4, grid_size=8, short_video="error"
+        )
         strict(text=[QUESTION], videos=[np.zeros((2, 8, 8, 3), dtype=np.uint8)])
 
 
@@ -167,7 +173,9 @@ def test_mappings_start_as_identity(tiny):
 def test_ego_only_release_drops_exo_branch_and_generates(tiny, tmp_path):
     model, processor = tiny
     model.save_pretrained(tmp_path / "full")
-    release = Exo2EgoForConditionalGeneration.from_pretrained(tmp_path / "full", include_exo_branch=False, attn_implementation="eager")
+    release = Exo2EgoForConditionalGeneration.from_pretrained(
+        tmp_path / "full", include_exo_branch=False, attn_implementation="eager"
+    )
     names = {name for name, _ in release.named_parameters()}
     assert not any(name.startswith(("model.exo_vision_tower", "model.exo_to_ego")) for name in names)
     release.save_pretrained(tmp_path / "release")
@@ -195,24 +203,60 @@ def test_build_from_clip_and_causal_lm_checkpoints(tmp_path):
     from transformers import CLIPVisionConfig, CLIPVisionModel, MistralConfig, MistralForCausalLM
 
     torch.manual_seed(0)
-    clip = CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=4))
-    llm = MistralForCausalLM(MistralConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, vocab_size=100))
+    clip = CLIPVisionModel(
+        CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=4,
+        )
+    )
+    llm = MistralForCausalLM(
+        MistralConfig(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=100,
+        )
+    )
     clip.save_pretrained(tmp_path / "clip")
     llm.save_pretrained(tmp_path / "llm")
     model = Exo2EgoForConditionalGeneration.from_vision_text_pretrained(
-        str(tmp_path / "clip"), str(tmp_path / "llm"), video_token_id=100, num_frames=4, connector_depth=1, mapping_ngf=8, mapping_n_blocks=2
+        str(tmp_path / "clip"),
+        str(tmp_path / "llm"),
+        video_token_id=100,
+        num_frames=4,
+        connector_depth=1,
+        mapping_ngf=8,
+        mapping_n_blocks=2,
     )
-    clip_state, ego_state, exo_state = clip.state_dict(), model.model.ego_vision_tower.state_dict(), model.model.exo_vision_tower.state_dict()
-    assert all(torch.equal(clip_state[key], ego_state[key]) and torch.equal(clip_state[key], exo_state[key]) for key in clip_state)
+    clip_state, ego_state, exo_state = (
+        clip.state_dict(),
+        model.model.ego_vision_tower.state_dict(),
+        model.model.exo_vision_tower.state_dict(),
+    )
+    assert all(
+        torch.equal(clip_state[key], ego_state[key]) and torch.equal(clip_state[key], exo_state[key])
+        for key in clip_state
+    )
     llm_state = llm.model.state_dict()
-    assert all(torch.equal(value, model.model.language_model.state_dict()[key][: value.shape[0]]) for key, value in llm_state.items())
+    assert all(
+        torch.equal(value, model.model.language_model.state_dict()[key][: value.shape[0]])
+        for key, value in llm_state.items()
+    )
     assert torch.equal(model.lm_head.weight[:100], llm.lm_head.weight)
     assert model.get_input_embeddings().num_embeddings == 101  # grown to hold the new <video> id
 
 
 def test_training_loss_skips_logits_and_equals_the_full_logits_loss(tiny):
     model, processor = tiny
-    batch = processor(text=[QUESTION + " the red cube", "<video>\nWhere?"], videos=video_batch(2), num_frames=4, padding=True)
+    batch = processor(
+        text=[QUESTION + " the red cube", "<video>\nWhere?"], videos=video_batch(2), num_frames=4, padding=True
+    )
     labels = batch["input_ids"].masked_fill(batch["input_ids"] == processor.video_token_id, -100)
     labels[:, :-4] = -100
     with torch.no_grad():
@@ -253,7 +297,9 @@ def test_input_require_grads_hooks_only_the_llm_embeddings(tiny):
     try:
         assert len(model._require_grads_hooks) == 1
         captured = {}
-        hook = model.model.exo_vision_tower.embeddings.register_forward_hook(lambda m, i, o: captured.setdefault("exo", o))
+        hook = model.model.exo_vision_tower.embeddings.register_forward_hook(
+            lambda m, i, o: captured.setdefault("exo", o)
+        )
         with torch.enable_grad():
             model.requires_grad_(False)
             model(**processor(text=[QUESTION], exo_videos=video_batch(1), num_frames=4))

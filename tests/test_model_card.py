@@ -26,8 +26,11 @@ def test_model_index_holds_every_headline_metric(results):
     card = build_model_card(results, CardInfo(model_id="someone/exo2ego-tiny", eval_dataset="someone/egobench"))
     reloaded = ModelCard(str(card))  # the YAML header parses back
     evals = reloaded.data.eval_results
-    expected = {(task, key): round(entry["metrics"][key]["value"], 2)
-                for task, entry in results["tasks"].items() for key in entry["headline"]}
+    expected = {
+        (task, key): round(entry["metrics"][key]["value"], 2)
+        for task, entry in results["tasks"].items()
+        for key in entry["headline"]
+    }
     assert {(e.dataset_config, e.metric_config): e.metric_value for e in evals} == expected
     assert {e.dataset_type for e in evals} == {"someone/egobench"}
     assert {e.metric_type for e in evals} >= {"accuracy", "map", "ndcg"}
@@ -49,8 +52,19 @@ def test_cli_writes_readme_into_a_model_folder(results, tmp_path):
     _, results_path = results
     parser = argparse.ArgumentParser()
     card_cli.add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["model-card", "--results", str(results_path), "--out", str(tmp_path),
-                              "--model-id", "me/tiny", "--base-model", "me/base"])
+    args = parser.parse_args(
+        [
+            "model-card",
+            "--results",
+            str(results_path),
+            "--out",
+            str(tmp_path),
+            "--model-id",
+            "me/tiny",
+            "--base-model",
+            "me/base",
+        ]
+    )
     assert args.func(args) == 0
     card = ModelCard.load(tmp_path / "README.md")
     assert card.data.base_model == ["me/base"] and card.data.eval_results
@@ -58,9 +72,13 @@ def test_cli_writes_readme_into_a_model_folder(results, tmp_path):
 
 
 def test_dataset_card_reuses_the_source_sections(tmp_path):
-    card = dataset_card({"synthetic": {"test": ["data/synthetic/test-00000-of-00001.parquet"]}},
-                        pretty_name="Mini EgoBench", license="other", sources=["EgoSchema", "EPIC-KITCHENS-100"],
-                        sections={"Loading": "load_dataset(...)"})
+    card = dataset_card(
+        {"synthetic": {"test": ["data/synthetic/test-00000-of-00001.parquet"]}},
+        pretty_name="Mini EgoBench",
+        license="other",
+        sources=["EgoSchema", "EPIC-KITCHENS-100"],
+        sections={"Loading": "load_dataset(...)"},
+    )
     text = str(card)
     assert text.index("## Loading") < text.index("## Source data and licences")
     assert "| EgoSchema | <https://egoschema.github.io> |" in text
@@ -76,13 +94,25 @@ def test_stage_output_without_results_gets_the_short_card_from_the_same_generato
     from train.hub import write_model_card
     from train.pipeline import ADAPTER_DIR_NAME, STAGE_METADATA_NAME
 
-    metadata = {"stage": "stage3", "description": "student self-practice", "lora": True, "save_mode": save_mode,
-                "trainable_modules": ["ego_vision_tower", "connector"], "losses": ["vtg"],
-                "loss_weights": {"vtg": 1.0}, "ablations": [], "data": "egoit", "global_step": 3, "seed": 0,
-                "failed_videos": 2,
-                "versions": {"torch": "2.13.0"}, "arguments": {
-                    "training": {"learning_rate": 1e-4, "weight_decay": 0.0, "lr_scheduler_type": "cosine"},
-                    "data": {"dataset_path": "world/egoit"}}}
+    metadata = {
+        "stage": "stage3",
+        "description": "student self-practice",
+        "lora": True,
+        "save_mode": save_mode,
+        "trainable_modules": ["ego_vision_tower", "connector"],
+        "losses": ["vtg"],
+        "loss_weights": {"vtg": 1.0},
+        "ablations": [],
+        "data": "egoit",
+        "global_step": 3,
+        "seed": 0,
+        "failed_videos": 2,
+        "versions": {"torch": "2.13.0"},
+        "arguments": {
+            "training": {"learning_rate": 1e-4, "weight_decay": 0.0, "lr_scheduler_type": "cosine"},
+            "data": {"dataset_path": "world/egoit"},
+        },
+    }
     write_json_atomic(tmp_path / STAGE_METADATA_NAME, metadata)
     card = ModelCard.load(write_model_card(str(tmp_path), "me/exo2ego-stage3"))
     assert card.data.library_name == ("peft" if save_mode == "adapter" else "transformers")

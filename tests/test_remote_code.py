@@ -79,8 +79,15 @@ def test_fresh_process_loads_identically_without_project_packages(tiny, tmp_path
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     config = json.loads((folder / "config.json").read_text())
-    assert set(config["auto_map"]) >= {"AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoModelForImageTextToText"}
-    assert json.loads((folder / "processor_config.json").read_text())["auto_map"]["AutoProcessor"].endswith("Exo2EgoProcessor")
+    assert set(config["auto_map"]) >= {
+        "AutoConfig",
+        "AutoModel",
+        "AutoModelForCausalLM",
+        "AutoModelForImageTextToText",
+    }
+    assert json.loads((folder / "processor_config.json").read_text())["auto_map"]["AutoProcessor"].endswith(
+        "Exo2EgoProcessor"
+    )
     for module in ("configuration_exo2ego.py", "modeling_exo2ego.py", "processing_exo2ego.py"):
         assert (folder / module).is_file()
 
@@ -104,7 +111,11 @@ def test_fresh_process_loads_identically_without_project_packages(tiny, tmp_path
     }
     completed = subprocess.run(
         [sys.executable, "-S", "-c", LOADER, str(folder), str(tmp_path / "frames.npy")],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     result = json.loads(completed.stdout.split("RESULT", 1)[1])

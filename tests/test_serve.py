@@ -27,8 +27,16 @@ def served(tmp_path_factory):
     media = root / "media"
     examples = write_synthetic_examples(media, count=2)
     shutil.copy(examples[0].video, root / "outside.mp4")
-    args = ["--model", str(root / "model"), "--served-model-name", MODEL_NAME, "--media-root", str(media),
-            "--max-tokens-limit", "64"]
+    args = [
+        "--model",
+        str(root / "model"),
+        "--served-model-name",
+        MODEL_NAME,
+        "--media-root",
+        str(media),
+        "--max-tokens-limit",
+        "64",
+    ]
     with ServerProcess(args) as server:
         client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=120)
         yield client, examples, media, server
@@ -53,7 +61,7 @@ def reference(served):
         inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
         with torch.inference_mode():
             output = model.generate(**inputs, max_new_tokens=max_tokens, do_sample=False)
-        return processor.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        return processor.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
     return answer
 
@@ -65,8 +73,12 @@ def window(start_sec, end_sec) -> dict:
 def video_message(video, question, start_sec=None, end_sec=None):
     video_url = {"url": f"file://{video}"}
     video_url.update(window(start_sec, end_sec))
-    return [{"role": "user", "content": [{"type": "video_url", "video_url": video_url},
-                                         {"type": "text", "text": question}]}]
+    return [
+        {
+            "role": "user",
+            "content": [{"type": "video_url", "video_url": video_url}, {"type": "text", "text": question}],
+        }
+    ]
 
 
 def ask(client, messages, **kwargs):
@@ -117,10 +129,12 @@ def test_streaming_yields_the_same_text(served, reference):
 def test_eight_concurrent_clients_are_all_answered(served, reference):
     client, examples, _, server = served
     # eight different requests: two videos, whole or windowed, two questions
-    requests = [(example.video, question, window)
-                for example in examples
-                for question in (example.question, "What did I do with the cube?")
-                for window in ((None, None), (example.start_sec, example.end_sec))]
+    requests = [
+        (example.video, question, window)
+        for example in examples
+        for question in (example.question, "What did I do with the cube?")
+        for window in ((None, None), (example.start_sec, example.end_sec))
+    ]
     batches_before = server.health()["batches"]
 
     def one(request):
@@ -153,28 +167,74 @@ def _bad_requests(examples, media):
     good = examples[0]
     return {
         "missing video file": (video_message(media / "no_such.mp4", "What?"), {}, 404, "video file not found"),
-        "path outside the media root": (video_message(media.parent / "outside.mp4", "What?"), {}, 403,
-                                        "outside --media-root"),
+        "path outside the media root": (
+            video_message(media.parent / "outside.mp4", "What?"),
+            {},
+            403,
+            "outside --media-root",
+        ),
         "dot-dot escape": (video_message(f"{media}/../outside.mp4", "What?"), {}, 403, "outside --media-root"),
-        "remote URL": ([{"role": "user", "content": [
-            {"type": "video_url", "video_url": {"url": "https://example.com/v.mp4"}},
-            {"type": "text", "text": "What?"}]}], {}, 400, "--allow-remote-media"),
-        "malformed message": ([{"role": "user", "content": [{"type": "video_url", "url": str(good.video)}]}], {}, 400,
-                              "messages.0.content.0"),
+        "remote URL": (
+            [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "video_url", "video_url": {"url": "https://example.com/v.mp4"}},
+                        {"type": "text", "text": "What?"},
+                    ],
+                }
+            ],
+            {},
+            400,
+            "--allow-remote-media",
+        ),
+        "malformed message": (
+            [{"role": "user", "content": [{"type": "video_url", "url": str(good.video)}]}],
+            {},
+            400,
+            "messages.0.content.0",
+        ),
         "unknown role": ([{"role": "robot", "content": "hi"}], {}, 400, "messages.0.role"),
-        "too many frames": (video_message(good.video, "What?"), {"extra_body": {"num_frames": 64}}, 400,
-                            "--max-frames 16"),
-        "two videos": ([{"role": "user", "content": video_message(good.video, "a")[0]["content"]
-                         + video_message(good.video, "b")[0]["content"]}], {}, 400, "one video per conversation"),
+        "too many frames": (
+            video_message(good.video, "What?"),
+            {"extra_body": {"num_frames": 64}},
+            400,
+            "--max-frames 16",
+        ),
+        "two videos": (
+            [
+                {
+                    "role": "user",
+                    "content": video_message(good.video, "a")[0]["content"]
+                    + video_message(good.video, "b")[0]["content"],
+                }
+            ],
+            {},
+            400,
+            "one video per conversation",
+        ),
         "window after the video": (video_message(good.video, "What?", 50.0, 60.0), {}, 400, "outside the video"),
         "too many tokens": (video_message(good.video, "What?"), {"max_tokens": 65}, 400, "limit of 64"),
         "unknown model": (video_message(good.video, "What?"), {"model": "gpt-4o"}, 404, "not served here"),
     }
 
 
-@pytest.mark.parametrize("case", ["missing video file", "path outside the media root", "dot-dot escape", "remote URL",
-                                  "malformed message", "unknown role", "too many frames", "two videos",
-                                  "window after the video", "too many tokens", "unknown model"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing video file",
+        "path outside the media root",
+        "dot-dot escape",
+        "remote URL",
+        "malformed message",
+        "unknown role",
+        "too many frames",
+        "two videos",
+        "window after the video",
+        "too many tokens",
+        "unknown model",
+    ],
+)
 def test_bad_request_gets_a_4xx_with_a_clear_message_and_the_server_keeps_serving(served, case):
     client, examples, media, _ = served
     messages, kwargs, status, message = _bad_requests(examples, media)[case]
@@ -185,12 +245,20 @@ def test_bad_request_gets_a_4xx_with_a_clear_message_and_the_server_keeps_servin
     assert ask(client, video_message(examples[0].video, "Still there?"), max_tokens=2).choices[0].message.content
 
 
-@pytest.mark.parametrize("body, message", [(b"", "empty request body"), (b"{not json", "not JSON"),
-                                           (b"[1, 2]", "must be a JSON object"), (b"{}", "messages: Field required")])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"", "empty request body"),
+        (b"{not json", "not JSON"),
+        (b"[1, 2]", "must be a JSON object"),
+        (b"{}", "messages: Field required"),
+    ],
+)
 def test_empty_or_broken_body_gets_400(served, body, message):
     client, examples, _, server = served
-    response = httpx.post(f"{server.base_url}/chat/completions", content=body,
-                          headers={"content-type": "application/json"}, timeout=30)
+    response = httpx.post(
+        f"{server.base_url}/chat/completions", content=body, headers={"content-type": "application/json"}, timeout=30
+    )
     assert response.status_code == 400
     assert message in response.json()["error"]["message"]
     assert ask(client, video_message(examples[0].video, "Still there?"), max_tokens=2).choices[0].message.content

@@ -33,10 +33,12 @@ def test_local_files_under_the_root_only(media):
     with pytest.raises(MediaError, match="not found") as raised:
         policy.local_path(f"file://{media}/missing.mp4")
     assert raised.value.status_code == 404
-    for url, message in ((f"file://otherhost{media}/clip.mp4", "names host 'otherhost'"),
-                         ("data:video/mp4;base64,AAAA", "unsupported video URL"),
-                         ("clip.mp4", "unsupported video URL"),
-                         ("http://127.0.0.1:9/clip.mp4", "--allow-remote-media")):
+    for url, message in (
+        (f"file://otherhost{media}/clip.mp4", "names host 'otherhost'"),
+        ("data:video/mp4;base64,AAAA", "unsupported video URL"),
+        ("clip.mp4", "unsupported video URL"),
+        ("http://127.0.0.1:9/clip.mp4", "--allow-remote-media"),
+    ):
         with pytest.raises(MediaError, match=message):
             policy.local_path(url)
     with pytest.raises(NotADirectoryError, match="--media-root"):
@@ -106,7 +108,7 @@ def test_engine_batches_waiting_requests_with_the_answers_of_single_generate(tin
         job = _job(processor, sample_video, question, limit, [])
         with torch.inference_mode():
             output = model.generate(**job.inputs, max_new_tokens=limit, do_sample=False)
-        tokens = output[0, job.prompt_tokens:]
+        tokens = output[0, job.prompt_tokens :]
         expected = processor.decode(tokens, skip_special_tokens=True)
         kind, reason, text, count = sink[-1]
         assert kind == "finish" and text == expected

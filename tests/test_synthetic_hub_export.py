@@ -11,8 +11,13 @@ import yaml
 
 from datasets_scripts import hub_export
 
-FEATURES = datasets.Features({"id": datasets.Value("string"), "score": datasets.Value("float64"),
-                              "tags": datasets.List(datasets.Value("string"))})
+FEATURES = datasets.Features(
+    {
+        "id": datasets.Value("string"),
+        "score": datasets.Value("float64"),
+        "tags": datasets.List(datasets.Value("string")),
+    }
+)
 
 
 def _rows(n):
@@ -22,10 +27,16 @@ def _rows(n):
 def _export(out, n=5, overwrite=False, fail=False):
     with hub_export.staged_folder(out, overwrite=overwrite) as staging:
         data_files = hub_export.write_parquet_configs(
-            staging, {"main": {"train": _rows(n), "test": _rows(2), "empty": []}, "other": {"train": _rows(1)}},
-            {"main": FEATURES, "other": FEATURES})
-        card = hub_export.make_dataset_card(data_files, pretty_name="Toy", license="apache-2.0",
-                                            sections={"Licence": "ours", "Loading": "load_dataset(...)"})
+            staging,
+            {"main": {"train": _rows(n), "test": _rows(2), "empty": []}, "other": {"train": _rows(1)}},
+            {"main": FEATURES, "other": FEATURES},
+        )
+        card = hub_export.make_dataset_card(
+            data_files,
+            pretty_name="Toy",
+            license="apache-2.0",
+            sections={"Licence": "ours", "Loading": "load_dataset(...)"},
+        )
         card.save(staging / "README.md")
         if fail:
             raise ValueError("boom")
@@ -34,8 +45,11 @@ def _export(out, n=5, overwrite=False, fail=False):
 
 
 def _digest(folder):
-    return {p.relative_to(folder).as_posix(): hashlib.sha1(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha1(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_export_roundtrip_card_and_determinism(tmp_path):
@@ -58,7 +72,9 @@ def test_export_roundtrip_card_and_determinism(tmp_path):
 
 
 def test_sharding_keeps_order(tmp_path):
-    files = hub_export.write_parquet_configs(tmp_path, {"c": {"train": _rows(7)}}, {"c": FEATURES}, max_rows_per_shard=3)
+    files = hub_export.write_parquet_configs(
+        tmp_path, {"c": {"train": _rows(7)}}, {"c": FEATURES}, max_rows_per_shard=3
+    )
     assert files["c"]["train"] == [f"data/c/train-0000{i}-of-00003.parquet" for i in range(3)]
     ds = datasets.load_dataset("parquet", data_files=[str(tmp_path / p) for p in files["c"]["train"]], split="train")
     assert ds["id"] == [f"r{i:03d}" for i in range(7)]
@@ -104,8 +120,15 @@ def test_push_is_one_commit(tmp_path, monkeypatch):
     assert calls["repo"] == [("org/toy", {"repo_type": "dataset", "private": True, "exist_ok": True})]
     [(repo, paths, kw)] = calls["commit"]
     assert repo == "org/toy" and kw["repo_type"] == "dataset"
-    assert paths == sorted(["README.md", "build_info.json", "data/main/train-00000-of-00001.parquet",
-                            "data/main/test-00000-of-00001.parquet", "data/other/train-00000-of-00001.parquet"])
+    assert paths == sorted(
+        [
+            "README.md",
+            "build_info.json",
+            "data/main/train-00000-of-00001.parquet",
+            "data/main/test-00000-of-00001.parquet",
+            "data/other/train-00000-of-00001.parquet",
+        ]
+    )
 
     (tmp_path / "out" / "clip.mp4").write_bytes(b"0")
     with pytest.raises(hub_export.ExportError, match="media"):

@@ -45,8 +45,17 @@ def test_layout_field_names_and_quirks(world):
     uid_of = {q: uid for uid, qs in quirks.items() for q in qs}
 
     for take in takes:
-        assert {"take_uid", "take_name", "root_dir", "duration_sec", "task_name", "parent_task_name", "best_exo",
-                "capture", "frame_aligned_videos"} <= set(take)
+        assert {
+            "take_uid",
+            "take_name",
+            "root_dir",
+            "duration_sec",
+            "task_name",
+            "parent_task_name",
+            "best_exo",
+            "capture",
+            "frame_aligned_videos",
+        } <= set(take)
         videos = take["frame_aligned_videos"]
         assert {"collage", "best_exo"} <= set(videos)
         if "no_ego_stream" in quirks[take["take_uid"]]:
@@ -78,7 +87,9 @@ def test_layout_field_names_and_quirks(world):
     dup = train[uid_of["duplicate_timestamps"]]
     first = [d["timestamp"] for d in dup[0]["descriptions"]]
     assert max(first.count(t) for t in first) == 3  # three descriptions at one instant
-    assert (dup[0]["descriptions"][0]["text"], first[0]) in {(d["text"], d["timestamp"]) for d in dup[1]["descriptions"]}
+    assert (dup[0]["descriptions"][0]["text"], first[0]) in {
+        (d["text"], d["timestamp"]) for d in dup[1]["descriptions"]
+    }
 
     val_takes = [t for t in truth["takes"] if t["split"] == "val"]
     assert set(val) == {t["take_uid"] for t in val_takes}
@@ -93,8 +104,10 @@ def _narration_pattern(template: str) -> re.Pattern:
 
 def test_narrations_match_the_script(world):
     root, _, truth = world
-    annotations = {**_load(root / "annotations" / "atomic_descriptions_train.json")["annotations"],
-                   **_load(root / "annotations" / "atomic_descriptions_val.json")["annotations"]}
+    annotations = {
+        **_load(root / "annotations" / "atomic_descriptions_train.json")["annotations"],
+        **_load(root / "annotations" / "atomic_descriptions_val.json")["annotations"],
+    }
     patterns = {verb: [_narration_pattern(t[verb]) for t in ANNOTATOR_TEMPLATES] for verb in VERB_ANSWERS}
     checked = 0
     for take in truth["takes"]:
@@ -137,12 +150,16 @@ def test_videos_show_the_narrated_actions(world):
             if seen[action["verb"].split("_")[0]] >= 3:  # three of each kind is enough
                 continue
             if action["verb"] in ("move_left", "move_right"):
-                before, after = (_colour_centroid(f, colour) for f in read_video_frames(top, 2, timestamps=times).frames)
+                before, after = (
+                    _colour_centroid(f, colour) for f in read_video_frames(top, 2, timestamps=times).frames
+                )
                 direction = np.sign(after[0] - before[0])
                 assert direction == (-1 if action["verb"] == "move_left" else 1), (take["take_name"], action)
                 seen["move"] += 1
             elif action["verb"] == "pick_up":
-                before, after = (_colour_centroid(f, colour) for f in read_video_frames(front, 2, timestamps=times).frames)
+                before, after = (
+                    _colour_centroid(f, colour) for f in read_video_frames(front, 2, timestamps=times).frames
+                )
                 assert after[1] < before[1] - 3, (take["take_name"], action)  # higher in the picture
                 seen["pick"] += 1
     assert seen["move"] >= 2 and seen["pick"] >= 2
@@ -154,8 +171,11 @@ def test_deterministic_for_a_seed(tmp_path):
     generate_world(tmp_path / "b", config)
 
     def digest(root):
-        return {p.relative_to(root).as_posix(): hashlib.sha1(p.read_bytes()).hexdigest()
-                for p in sorted(root.rglob("*")) if p.is_file()}
+        return {
+            p.relative_to(root).as_posix(): hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*"))
+            if p.is_file()
+        }
 
     first = digest(tmp_path / "a")
     assert first == digest(tmp_path / "b")
@@ -179,8 +199,11 @@ def test_egoit_and_egobench_rows(world):
         action = take["actions"][int(row["sample_id"].split("/")[2])]
         assert len(row["options"]) == 5 == len(set(row["options"]))
         assert row["options"][row["answer_idx"]] == row["answer_text"]
-        expected = {"object": f"the {action['object']}", "colour": action["object"].split()[0],
-                    "action": VERB_ANSWERS[action["verb"]]}[row["subset"]]
+        expected = {
+            "object": f"the {action['object']}",
+            "colour": action["object"].split()[0],
+            "action": VERB_ANSWERS[action["verb"]],
+        }[row["subset"]]
         assert row["answer_text"] == expected
         assert (row["start_sec"], row["end_sec"]) == (action["start"], action["end"])
         assert (root / row["video"]).is_file() and "downscaled/448" in row["video"]
@@ -212,8 +235,9 @@ def test_cli_and_bad_arguments(tmp_path):
 
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers())
-    args = parser.parse_args(["synth", "--out", str(tmp_path / "w"), "--takes", "3", "--no-qa",
-                              "--actions-per-take", "2"])
+    args = parser.parse_args(
+        ["synth", "--out", str(tmp_path / "w"), "--takes", "3", "--no-qa", "--actions-per-take", "2"]
+    )
     assert args.func(args) == 0 and (tmp_path / "w" / "takes.json").is_file()
     assert not (tmp_path / "w" / "egobench").exists()
     assert args.func(args) == 2  # exists: refused with a message, not a traceback

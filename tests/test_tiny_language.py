@@ -2,8 +2,8 @@
 
 import torch
 
-from exo2ego_base.tiny import build_tiny_model
 from exo2ego.tiny_language import pretrain_language, render_text
+from exo2ego_base.tiny import build_tiny_model
 
 
 def text_loss(model, processor, texts) -> float:
@@ -15,10 +15,15 @@ def text_loss(model, processor, texts) -> float:
 
 def test_pretraining_learns_the_text_and_leaves_the_vision_side_untouched():
     model, processor = build_tiny_model(seed=0)
-    texts = [render_text(processor, "Which object did I pick up?", f"the {colour} cup")
-             for colour in ("red", "green", "blue", "yellow")]
-    frozen = {name: value.clone() for name, value in model.state_dict().items()
-              if not name.startswith(("model.language_model.", "lm_head."))}
+    texts = [
+        render_text(processor, "Which object did I pick up?", f"the {colour} cup")
+        for colour in ("red", "green", "blue", "yellow")
+    ]
+    frozen = {
+        name: value.clone()
+        for name, value in model.state_dict().items()
+        if not name.startswith(("model.language_model.", "lm_head."))
+    }
     before = text_loss(model, processor, texts)
     history = pretrain_language(model, processor, texts * 4, steps=20, learning_rate=3e-3, batch_size=8)
     after = text_loss(model, processor, texts)

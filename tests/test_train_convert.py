@@ -15,10 +15,19 @@ from train.convert_videollama2 import (
     vision_config_from_weights,
 )
 
-VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=4)
+VISION = dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=4
+)
 TEXT = dict(
-    hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-    max_position_embeddings=2048, bos_token_id=1, eos_token_id=2, pad_token_id=3,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=2048,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=3,
 )
 CONNECTOR_DEPTH = 2
 
@@ -26,10 +35,19 @@ CONNECTOR_DEPTH = 2
 def timm_connector_keys(depth: int) -> list[str]:
     """VideoLLaMA2's STCConnector parameter names (timm RegStage blocks `b1..bN`, Sequential sampler and readout)."""
     block = [
-        "conv1.conv.weight", "conv1.bn.weight", "conv1.bn.bias",
-        "conv2.conv.weight", "conv2.bn.weight", "conv2.bn.bias",
-        "se.fc1.weight", "se.fc1.bias", "se.fc2.weight", "se.fc2.bias",
-        "conv3.conv.weight", "conv3.bn.weight", "conv3.bn.bias",
+        "conv1.conv.weight",
+        "conv1.bn.weight",
+        "conv1.bn.bias",
+        "conv2.conv.weight",
+        "conv2.bn.weight",
+        "conv2.bn.bias",
+        "se.fc1.weight",
+        "se.fc1.bias",
+        "se.fc2.weight",
+        "se.fc2.bias",
+        "conv3.conv.weight",
+        "conv3.bn.weight",
+        "conv3.bn.bias",
     ]
     keys = []
     for stage in ("s1", "s2"):
@@ -56,17 +74,25 @@ def videollama2_folder(tmp_path_factory):
     reference, _ = build_tiny_model(connector_depth=CONNECTOR_DEPTH)  # only for the connector's tensor shapes
     shapes = {name: p.shape for name, p in reference.named_parameters()}
     state = {f"model.vision_tower.vision_tower.vision_model.{k}": v for k, v in clip.state_dict().items()}
-    state.update({k: v for k, v in llm.state_dict().items()})  # model.embed_tokens / model.layers / model.norm / lm_head
+    state.update(
+        {k: v for k, v in llm.state_dict().items()}
+    )  # model.embed_tokens / model.layers / model.norm / lm_head
     for key in timm_connector_keys(CONNECTOR_DEPTH):
         state[key] = torch.randn(shapes[map_key(key)[0]])
     keys = sorted(state)
     save_file({k: state[k].contiguous() for k in keys[: len(keys) // 2]}, folder / "model-00001-of-00002.safetensors")
     save_file({k: state[k].contiguous() for k in keys[len(keys) // 2 :]}, folder / "model-00002-of-00002.safetensors")
     config = {
-        **TEXT, "vocab_size": len(tokenizer), "model_type": "videollama2_mistral",
-        "architectures": ["Videollama2MistralForCausalLM"], "mm_projector_type": "stc_connector",
-        "mm_vision_tower": "openai/clip-vit-large-patch14-336", "mm_hidden_size": VISION["hidden_size"],
-        "mm_vision_select_layer": -2, "mm_vision_select_feature": "patch", "tune_mm_mlp_adapter": False,
+        **TEXT,
+        "vocab_size": len(tokenizer),
+        "model_type": "videollama2_mistral",
+        "architectures": ["Videollama2MistralForCausalLM"],
+        "mm_projector_type": "stc_connector",
+        "mm_vision_tower": "openai/clip-vit-large-patch14-336",
+        "mm_hidden_size": VISION["hidden_size"],
+        "mm_vision_select_layer": -2,
+        "mm_vision_select_feature": "patch",
+        "tune_mm_mlp_adapter": False,
         "num_frames": 4,
     }
     (folder / "config.json").write_text(json.dumps(config))
@@ -93,9 +119,9 @@ def test_key_mapping_of_each_videollama2_part():
 def test_vision_config_is_read_off_the_weights(videollama2_folder):
     _, state = videollama2_folder
     inferred = vision_config_from_weights(state)
-    assert {k: inferred[k] for k in ("hidden_size", "patch_size", "image_size", "num_hidden_layers", "intermediate_size")} == {
-        k: VISION[k] for k in ("hidden_size", "patch_size", "image_size", "num_hidden_layers", "intermediate_size")
-    }
+    assert {
+        k: inferred[k] for k in ("hidden_size", "patch_size", "image_size", "num_hidden_layers", "intermediate_size")
+    } == {k: VISION[k] for k in ("hidden_size", "patch_size", "image_size", "num_hidden_layers", "intermediate_size")}
 
 
 def test_converted_checkpoint_holds_every_source_tensor(videollama2_folder, tmp_path):
@@ -128,7 +154,9 @@ def test_bin_weights_are_read_with_weights_only(videollama2_folder, tmp_path):
     torch.save(subset, tmp_path / "pytorch_model.bin")
     loaded = read_checkpoint(str(tmp_path))
     assert loaded.keys() == subset.keys() and all(torch.equal(loaded[k], subset[k]) for k in subset)
-    torch.save({"not_a_tensor": datetime.date(2020, 1, 1)}, tmp_path / "pytorch_model.bin")  # a global outside the allowlist
+    torch.save(
+        {"not_a_tensor": datetime.date(2020, 1, 1)}, tmp_path / "pytorch_model.bin"
+    )  # a global outside the allowlist
     with pytest.raises(Exception, match="Weights only load failed|weights_only"):
         read_checkpoint(str(tmp_path))
 
@@ -147,8 +175,16 @@ def test_base_checkpoint_from_clip_and_llm_starts_the_init_stage(tmp_path):
     MistralForCausalLM(MistralConfig(vocab_size=len(tokenizer), **TEXT)).save_pretrained(tmp_path / "llm")
     tokenizer.save_pretrained(tmp_path / "llm")
     out = tmp_path / "base"
-    build_base(str(tmp_path / "clip"), str(tmp_path / "llm"), str(out), dtype="float32", num_frames=4,
-               connector_depth=1, mapping_ngf=8, mapping_n_blocks=2)
+    build_base(
+        str(tmp_path / "clip"),
+        str(tmp_path / "llm"),
+        str(out),
+        dtype="float32",
+        num_frames=4,
+        connector_depth=1,
+        mapping_ngf=8,
+        mapping_n_blocks=2,
+    )
     model = AutoModel.from_pretrained(out, trust_remote_code=True)
     for tower in (model.model.ego_vision_tower, model.model.exo_vision_tower):
         assert all(torch.equal(p, clip.state_dict()[n]) for n, p in tower.state_dict().items())

@@ -37,9 +37,15 @@ def world(tmp_path_factory):
     clips = Dataset.from_list(
         [
             {
-                "clip_id": f"t0_{k}", "take_uid": "t0", "start_sec": 0.5 * k, "end_sec": 0.5 * k + 1.0,
-                "text": f"C picks up the red cube {k}.", "ego_video": "takes/t0/ego.mp4",
-                "exo_videos": [f"takes/t0/{cam}.mp4" for cam in CAMS], "exo_cams": CAMS, "best_exo_cam": "cam03" if k != 3 else None,
+                "clip_id": f"t0_{k}",
+                "take_uid": "t0",
+                "start_sec": 0.5 * k,
+                "end_sec": 0.5 * k + 1.0,
+                "text": f"C picks up the red cube {k}.",
+                "ego_video": "takes/t0/ego.mp4",
+                "exo_videos": [f"takes/t0/{cam}.mp4" for cam in CAMS],
+                "exo_cams": CAMS,
+                "best_exo_cam": "cam03" if k != 3 else None,
             }
             for k in range(4)
         ]
@@ -47,10 +53,18 @@ def world(tmp_path_factory):
     egoit = Dataset.from_list(
         [
             {
-                "id": "synthetic/0", "source": "synthetic", "task": "mcq", "split": "train", "video": "takes/t0/ego.mp4",
-                "video_start_sec": 0.0, "video_end_sec": 2.0, "instruction_id": 0,
-                "instruction": "Watch the video and answer.", "question": "What did I pick up?",
-                "answer": "A. the red cube", "options": ["the red cube", "the blue ball"],
+                "id": "synthetic/0",
+                "source": "synthetic",
+                "task": "mcq",
+                "split": "train",
+                "video": "takes/t0/ego.mp4",
+                "video_start_sec": 0.0,
+                "video_end_sec": 2.0,
+                "instruction_id": 0,
+                "instruction": "Watch the video and answer.",
+                "question": "What did I pick up?",
+                "answer": "A. the red cube",
+                "options": ["the red cube", "the blue ball"],
             }
         ]
     )
@@ -68,7 +82,9 @@ def test_exo_camera_draw_is_seeded_per_row_and_epoch(world):
     root, clips, _ = world
     samples = EgoExoClipSamples(clips, str(root), 4, ("exo",), "Describe.", seed=3)
     first = [samples.sample_id(i) for i in range(len(samples))]
-    assert first == [EgoExoClipSamples(clips, str(root), 4, ("exo",), "Describe.", seed=3).sample_id(i) for i in range(4)]
+    assert first == [
+        EgoExoClipSamples(clips, str(root), 4, ("exo",), "Describe.", seed=3).sample_id(i) for i in range(4)
+    ]
     draws = set()
     for epoch in range(8):
         samples.set_epoch(epoch)
@@ -103,7 +119,9 @@ def test_missing_columns_and_unknown_modes_are_named(world):
     with pytest.raises(ValueError, match=r"missing required column\(s\) \['exo_cams'\]"):
         EgoExoClipSamples(clips.remove_columns("exo_cams"), str(root), 4, ("exo",), "Describe.")
     with pytest.raises(ValueError, match=r"\['best_exo_cam'\]"):
-        EgoExoClipSamples(clips.remove_columns("best_exo_cam"), str(root), 4, ("exo",), "Describe.", exo_sampling="best_exo")
+        EgoExoClipSamples(
+            clips.remove_columns("best_exo_cam"), str(root), 4, ("exo",), "Describe.", exo_sampling="best_exo"
+        )
     with pytest.raises(ValueError, match=r"\['answer'\]"):
         EgoITSamples(egoit.remove_columns("answer"), str(root), 4)
     with pytest.raises(ValueError, match="exo_sampling"):
@@ -128,7 +146,10 @@ def test_collator_labels_only_the_target_text(world, processor):
     assert (batch["attention_mask"].sum(1) == (batch["input_ids"] != pad_id).sum(1)).all()
 
     instruction = EgoITSamples(egoit, str(root), 4)[0]
-    assert instruction["prompt"] == egoit_prompt(egoit[0]) and "A. the red cube\nB. the blue ball" in instruction["prompt"]
+    assert (
+        instruction["prompt"] == egoit_prompt(egoit[0])
+        and "A. the red cube\nB. the blue ball" in instruction["prompt"]
+    )
     ego_batch = Exo2EgoCollator(processor, ("ego",))([instruction])
     assert "exo_pixel_values_videos" not in ego_batch
     assert (ego_batch["input_ids"] == video_id).sum() == processor.num_video_tokens(4, "ego")
@@ -140,7 +161,9 @@ def test_unreadable_videos_are_counted_replaced_and_stop_the_run(world, tmp_path
     from torch.utils.data import DataLoader
 
     root, clips, _ = world
-    broken = clips.map(lambda row, i: {"ego_video": "takes/t0/missing.mp4" if i == 1 else row["ego_video"]}, with_indices=True)
+    broken = clips.map(
+        lambda row, i: {"ego_video": "takes/t0/missing.mp4" if i == 1 else row["ego_video"]}, with_indices=True
+    )
     samples = EgoExoClipSamples(broken, str(root), 4, ("pair",), "Describe.")
     replaced = samples[1]
     assert replaced["failed_videos"] >= 1 and replaced["sample_id"] != "t0_1"

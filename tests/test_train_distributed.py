@@ -59,16 +59,34 @@ def free_port():
 def stage_arguments(world, stage, out, *extra):
     data = "synth/egoit" if stage == "stage3" else "ego-exoclip"
     return [
-        str(REPO / "train" / f"{stage}.py"), "--config", str(CONFIGS / f"tiny_{stage}.yaml"),
-        "--model_name_or_path", str(world / "base"), "--output_dir", str(out),
-        "--dataset_path", str(world / data), "--video_root", str(world / "synth"), *extra,
+        str(REPO / "train" / f"{stage}.py"),
+        "--config",
+        str(CONFIGS / f"tiny_{stage}.yaml"),
+        "--model_name_or_path",
+        str(world / "base"),
+        "--output_dir",
+        str(out),
+        "--dataset_path",
+        str(world / data),
+        "--video_root",
+        str(world / "synth"),
+        *extra,
     ]
 
 
 def fsdp2_command(world, stage, out, *extra):
     launcher = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(FSDP2_YAML), "--num_processes", "2",
-        "--mixed_precision", "no", "--main_process_port", str(free_port()),
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(FSDP2_YAML),
+        "--num_processes",
+        "2",
+        "--mixed_precision",
+        "no",
+        "--main_process_port",
+        str(free_port()),
     ]
     return launcher + stage_arguments(world, stage, out, *extra)
 
@@ -185,14 +203,32 @@ def test_fsdp2_matches_one_process(world, tmp_path, stage, extra):
 @pytest.mark.parametrize("stage", ["stage2", "stage3"])
 def test_killed_fsdp2_run_resumes_to_the_uninterrupted_weights(world, tmp_path, stage):
     """SIGKILL of the launcher while it trains, then `--resume_from_checkpoint last` from the sharded checkpoint."""
-    steps = ["--max_steps", "8", "--save_steps", "2", "--save_total_limit", "2", "--logging_steps", "2",
-             "--max_train_samples", "8", "--allow_stage_mismatch", "true"]
+    steps = [
+        "--max_steps",
+        "8",
+        "--save_steps",
+        "2",
+        "--save_total_limit",
+        "2",
+        "--logging_steps",
+        "2",
+        "--max_train_samples",
+        "8",
+        "--allow_stage_mismatch",
+        "true",
+    ]
     reference = tmp_path / "reference"
     run(fsdp2_command(world, stage, reference, *steps))
 
     interrupted = tmp_path / "interrupted"
-    process = subprocess.Popen(fsdp2_command(world, stage, interrupted, *steps), cwd=REPO, env=ENV,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        fsdp2_command(world, stage, interrupted, *steps),
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 400
     while not (interrupted / "checkpoint-4").exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.01)
@@ -234,12 +270,18 @@ def no_model_loading(monkeypatch):
     [
         ("stage2", {"FSDP_VERSION": "1"}, "fsdp_version: 1 .* FSDP2 only"),
         ("stage2", {"FSDP_BACKWARD_PREFETCH": "BACKWARD_PRE"}, "fsdp_backward_prefetch: BACKWARD_PRE .* FSDP1"),
-        ("stage2", {"FSDP_SHARDING_STRATEGY": "SHARD_GRAD_OP"},
-         "fsdp_sharding_strategy: SHARD_GRAD_OP .* fsdp_reshard_after_forward"),
+        (
+            "stage2",
+            {"FSDP_SHARDING_STRATEGY": "SHARD_GRAD_OP"},
+            "fsdp_sharding_strategy: SHARD_GRAD_OP .* fsdp_reshard_after_forward",
+        ),
         ("stage2", {"FSDP_USE_ORIG_PARAMS": "false"}, "fsdp_use_orig_params: false"),
         ("stage3", {"FSDP_OFFLOAD_PARAMS": "true"}, "fsdp_offload_params: true .* not supported with LoRA"),
-        ("stage2 --activation_checkpointing true", {"FSDP_ACTIVATION_CHECKPOINTING": "true"},
-         "fsdp_activation_checkpointing: true .* activation_checkpointing: true"),
+        (
+            "stage2 --activation_checkpointing true",
+            {"FSDP_ACTIVATION_CHECKPOINTING": "true"},
+            "fsdp_activation_checkpointing: true .* activation_checkpointing: true",
+        ),
     ],
 )
 def test_unusable_fsdp_config_is_refused_naming_the_key(
@@ -283,7 +325,8 @@ def test_deepspeed_configs_parse_into_the_plugin_the_stages_need(name, zero_stag
     assert config.distributed_type == DistributedType.DEEPSPEED and config.mixed_precision == "bf16"
     settings = config.deepspeed_config
     plugin = DeepSpeedPlugin(
-        zero_stage=settings["zero_stage"], zero3_init_flag=settings["zero3_init_flag"],
+        zero_stage=settings["zero_stage"],
+        zero3_init_flag=settings["zero3_init_flag"],
         zero3_save_16bit_model=settings.get("zero3_save_16bit_model", False),
         offload_optimizer_device=settings["offload_optimizer_device"],
         offload_param_device=settings["offload_param_device"],
@@ -309,8 +352,13 @@ def test_fsdp2_wrap_classes_are_the_paper_scale_layers():
         assert fsdp["fsdp_version"] == 2 and fsdp["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
         assert "fsdp_transformer_layer_cls_to_wrap" not in fsdp
         assert fsdp["fsdp_state_dict_type"] == "SHARDED_STATE_DICT"
-    model = build_model(Exo2EgoForConditionalGeneration, ModelSize("paper").exo2ego_config(16), torch.device("meta"),
-                        torch.bfloat16, "sdpa")
+    model = build_model(
+        Exo2EgoForConditionalGeneration,
+        ModelSize("paper").exo2ego_config(16),
+        torch.device("meta"),
+        torch.bfloat16,
+        "sdpa",
+    )
     present = {type(module).__name__: 0 for module in model.modules()}
     for module in model.modules():
         present[type(module).__name__] += 1

@@ -48,8 +48,16 @@ def data_args(world, stage):
 
 def stage_command(world, stage, start, out, *extra, launcher=(sys.executable,)):
     return [
-        *launcher, str(REPO / "train" / f"{stage}.py"), "--config", str(CONFIGS / f"tiny_{stage}.yaml"),
-        "--model_name_or_path", str(start), "--output_dir", str(out), *data_args(world, stage), *extra,
+        *launcher,
+        str(REPO / "train" / f"{stage}.py"),
+        "--config",
+        str(CONFIGS / f"tiny_{stage}.yaml"),
+        "--model_name_or_path",
+        str(start),
+        "--output_dir",
+        str(out),
+        *data_args(world, stage),
+        *extra,
     ]
 
 
@@ -64,7 +72,11 @@ def chain(world):
     """init -> stage1 (under `accelerate launch`) -> stage2 -> stage3 (LoRA merged), each from the previous output."""
     outputs, start = {}, world / "base"
     for stage in ("init", "stage1", "stage2", "stage3"):
-        launcher = (sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1") if stage == "stage1" else (sys.executable,)
+        launcher = (
+            (sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1")
+            if stage == "stage1"
+            else (sys.executable,)
+        )
         run(stage_command(world, stage, start, world / stage, launcher=launcher))
         outputs[stage] = start = world / stage
     return outputs
@@ -76,8 +88,11 @@ def weights(folder):
 
 def changed_modules(before, after):
     """Top-level Exo2Ego modules with at least one changed tensor."""
-    return {name.split(".")[1] if name.startswith("model.") else name.split(".")[0]
-            for name in before if not torch.equal(before[name], after[name])}
+    return {
+        name.split(".")[1] if name.startswith("model.") else name.split(".")[0]
+        for name in before
+        if not torch.equal(before[name], after[name])
+    }
 
 
 def test_stage_chain_runs_and_each_stage_trains_its_modules(world, chain):
@@ -93,14 +108,21 @@ def test_stage_chain_runs_and_each_stage_trains_its_modules(world, chain):
     for stage, folder in chain.items():
         metadata = json.loads((folder / STAGE_METADATA_NAME).read_text())
         assert metadata["stage"] == stage and metadata["global_step"] == 3
-        assert metadata["started_from"]["stage"] == ("base" if stage == "init" else json.loads((previous / STAGE_METADATA_NAME).read_text())["stage"])
+        assert metadata["started_from"]["stage"] == (
+            "base" if stage == "init" else json.loads((previous / STAGE_METADATA_NAME).read_text())["stage"]
+        )
         assert changed_modules(weights(previous), weights(folder)) == expected_changes[stage]
         history = json.loads((folder / "trainer_state.json").read_text())["log_history"]
         steps = [entry for entry in history if "loss" in entry]
         assert len(steps) == 3
-        terms = {"init": ("vtg_exo_loss", "vtg_ego_loss"), "stage2": ("vtg_loss", "kl_loss", "ccl_loss")}.get(stage, ("vtg_loss",))
+        terms = {"init": ("vtg_exo_loss", "vtg_ego_loss"), "stage2": ("vtg_loss", "kl_loss", "ccl_loss")}.get(
+            stage, ("vtg_loss",)
+        )
         assert all(math.isfinite(entry[term]) for entry in steps for term in terms)
-        assert not any(name.startswith("checkpoint-") and not (folder / name / "trainer_state.json").exists() for name in os.listdir(folder))
+        assert not any(
+            name.startswith("checkpoint-") and not (folder / name / "trainer_state.json").exists()
+            for name in os.listdir(folder)
+        )
         previous = folder
     lora_targets = [n for n in weights(chain["stage3"]) if "lora_" in n]
     assert lora_targets == []  # merged: plain weights only
@@ -113,10 +135,25 @@ def test_bad_input_fails_before_any_step(world, chain, tmp_path):
     yaml_with_unknown_module = tmp_path / "bad.yaml"
     yaml_with_unknown_module.write_text((CONFIGS / "tiny_stage2.yaml").read_text() + "train_modules: [vision_tower]\n")
     with pytest.raises(ValueError, match=r"unknown module\(s\) \['vision_tower'\]"):
-        run_stage("stage2", ["--config", str(yaml_with_unknown_module), "--model_name_or_path", str(chain["stage1"]),
-                             "--output_dir", str(out), *data_args(world, "stage2")])
-    with pytest.raises(ValueError, match="stage2 starts from the output of stage1, but .*init.* holds a 'init' checkpoint"):
-        run_stage("stage2", [*base, "--model_name_or_path", str(chain["init"]), "--output_dir", str(out), *data_args(world, "stage2")])
+        run_stage(
+            "stage2",
+            [
+                "--config",
+                str(yaml_with_unknown_module),
+                "--model_name_or_path",
+                str(chain["stage1"]),
+                "--output_dir",
+                str(out),
+                *data_args(world, "stage2"),
+            ],
+        )
+    with pytest.raises(
+        ValueError, match="stage2 starts from the output of stage1, but .*init.* holds a 'init' checkpoint"
+    ):
+        run_stage(
+            "stage2",
+            [*base, "--model_name_or_path", str(chain["init"]), "--output_dir", str(out), *data_args(world, "stage2")],
+        )
 
     import pyarrow.parquet as pq
 
@@ -125,8 +162,20 @@ def test_bad_input_fails_before_any_step(world, chain, tmp_path):
     for parquet in broken.glob("**/clips/*.parquet"):
         pq.write_table(pq.read_table(parquet).drop_columns(["exo_cams"]), parquet)
     with pytest.raises(ValueError, match=r"missing required column\(s\) \['exo_cams'\]"):
-        run_stage("stage2", [*base, "--model_name_or_path", str(chain["stage1"]), "--output_dir", str(out),
-                             "--dataset_path", str(broken), "--video_root", str(world / "synth")])
+        run_stage(
+            "stage2",
+            [
+                *base,
+                "--model_name_or_path",
+                str(chain["stage1"]),
+                "--output_dir",
+                str(out),
+                "--dataset_path",
+                str(broken),
+                "--video_root",
+                str(world / "synth"),
+            ],
+        )
     assert not out.exists() or not any(out.iterdir())  # nothing was trained or written
 
 
@@ -148,7 +197,8 @@ def dump_then_save(trainer, *args, **kwargs):  # each rank's trained parameters,
     model = trainer.accelerator.unwrap_model(trainer.model)
     state = {name: p.detach().contiguous() for name, p in model.named_parameters()}
     save_file(state, os.path.join(sys.argv[1], f"rank{trainer.args.process_index}.safetensors"),
-              metadata={"world_size": str(trainer.args.world_size), "distributed": str(trainer.accelerator.distributed_type)})
+              metadata={"world_size": str(trainer.args.world_size),
+                        "distributed": str(trainer.accelerator.distributed_type)})
     return save_stage_output(trainer, *args, **kwargs)
 
 
@@ -170,8 +220,16 @@ def test_two_process_cpu_data_parallel_keeps_ranks_identical(world, chain, tmp_p
     script = tmp_path / "ddp_stage.py"
     script.write_text(DDP_SCRIPT)
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-        str(script), str(tmp_path), stage,
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        str(script),
+        str(tmp_path),
+        stage,
         *stage_command(world, stage, start, tmp_path / "out", "--use_cpu", "true", "--max_steps", "2")[2:],
     ]
     run(command)
@@ -185,8 +243,11 @@ def test_two_process_cpu_data_parallel_keeps_ranks_identical(world, chain, tmp_p
     assert all(torch.equal(ranks[0][name], ranks[1][name]) for name in ranks[0])
     before = weights(start)
     trained = [name.removeprefix("base_model.model.") for name in ranks[0]]
-    assert any(not torch.equal(ranks[0][full], before[name]) for full, name in zip(ranks[0], trained)
-               if name.startswith(TRAINED_PREFIX[stage]) and name in before)
+    assert any(
+        not torch.equal(ranks[0][full], before[name])
+        for full, name in zip(ranks[0], trained)
+        if name.startswith(TRAINED_PREFIX[stage]) and name in before
+    )
 
 
 @pytest.mark.parametrize("stage", ["stage1", pytest.param("stage3", marks=pytest.mark.slow)])
@@ -198,8 +259,13 @@ def test_killed_run_resumes_to_the_same_weights(world, chain, tmp_path, stage):
     run(stage_command(world, stage, start, reference, *steps))
 
     interrupted = tmp_path / "interrupted"
-    process = subprocess.Popen(stage_command(world, stage, start, interrupted, *steps), cwd=REPO, env=ENV,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        stage_command(world, stage, start, interrupted, *steps),
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 240
     while not (interrupted / "checkpoint-4").exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.01)
@@ -238,8 +304,17 @@ def test_push_is_one_commit_that_loads_in_a_fresh_process(chain, tmp_path, monke
     assert len(commits) == 1
     repo_id, files, message = commits[0]
     assert repo_id == "org/exo2ego-tiny" and "stage3" in message
-    assert {"README.md", "config.json", "model.safetensors", "modeling_exo2ego.py", "configuration_exo2ego.py",
-            "processing_exo2ego.py", "processor_config.json", "tokenizer.json", STAGE_METADATA_NAME} <= set(files)
+    assert {
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "modeling_exo2ego.py",
+        "configuration_exo2ego.py",
+        "processing_exo2ego.py",
+        "processor_config.json",
+        "tokenizer.json",
+        STAGE_METADATA_NAME,
+    } <= set(files)
     assert not [f for f in files if f.startswith("checkpoint-") or f.endswith((".bin", ".pt", ".pth"))]
     card = (pushed / "README.md").read_text()
     assert card.startswith("---\n") and "pipeline_tag: video-text-to-text" in card and "stage3" in card
@@ -254,6 +329,8 @@ def test_push_is_one_commit_that_loads_in_a_fresh_process(chain, tmp_path, monke
         "out = model.generate(**batch, max_new_tokens=2, do_sample=False)\n"
         "print(type(model).__name__, out.shape[1] - batch['input_ids'].shape[1])\n"
     )
-    result = subprocess.run([sys.executable, "-c", load], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", load], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split()[-2:] == ["Exo2EgoForConditionalGeneration", "2"]

@@ -141,9 +141,9 @@ def init_sources(tmp_path_factory):
     import json
 
     import numpy as np
+    from conftest import write_test_video
     from PIL import Image
 
-    from conftest import write_test_video
     from datasets_scripts.egoclip.build import build_egoclip
     from datasets_scripts.pretrain.build import build_pretrain
     from exo2ego.tiny import save_tiny_model

@@ -28,7 +28,10 @@ SPEC = {
     ("stage2", ()): ({"ego_vision_tower", "ego_to_exo", "exo_to_ego"}, False),
     ("stage2", ("no_g_ccl",)): ({"ego_vision_tower", "ego_to_exo"}, False),
     ("stage2", ("no_kl",)): ({"ego_vision_tower", "ego_to_exo", "exo_to_ego"}, False),
-    ("stage2", ("exo_tower_trainable",)): ({"ego_vision_tower", "exo_vision_tower", "ego_to_exo", "exo_to_ego"}, False),
+    ("stage2", ("exo_tower_trainable",)): (
+        {"ego_vision_tower", "exo_vision_tower", "ego_to_exo", "exo_to_ego"},
+        False,
+    ),
     # Without the cycle loss only the KL reaches the trainable exo tower: its teacher target keeps the gradient.
     ("stage2", ("exo_tower_trainable", "no_g_ccl")): ({"ego_vision_tower", "exo_vision_tower", "ego_to_exo"}, False),
     ("stage3", ()): ({"ego_vision_tower", "ego_to_exo", "connector"}, True),
@@ -59,18 +62,39 @@ def samples():
     rng = np.random.default_rng(0)
     frames = lambda: rng.integers(0, 256, (4, 24, 32, 3), dtype=np.uint8)  # noqa: E731
     return [
-        {"sample_id": "a", "prompt": "Describe the activity.", "target": "C picks up the red cube.",
-         "ego_frames": frames(), "exo_frames": frames(), "failed_videos": 0},
-        {"sample_id": "b", "prompt": "What happened?", "target": "C puts the blue bowl on the table with both hands.",
-         "ego_frames": frames(), "exo_frames": frames(), "failed_videos": 0},
+        {
+            "sample_id": "a",
+            "prompt": "Describe the activity.",
+            "target": "C picks up the red cube.",
+            "ego_frames": frames(),
+            "exo_frames": frames(),
+            "failed_videos": 0,
+        },
+        {
+            "sample_id": "b",
+            "prompt": "What happened?",
+            "target": "C puts the blue bowl on the table with both hands.",
+            "ego_frames": frames(),
+            "exo_frames": frames(),
+            "failed_videos": 0,
+        },
     ]
 
 
 def training_args(tmp_path, **overrides):
     values = dict(
-        output_dir=str(tmp_path / "out"), use_cpu=True, per_device_train_batch_size=2, max_steps=2,
-        learning_rate=1e-2, warmup_steps=0, lr_scheduler_type="constant", save_strategy="no", logging_steps=1,
-        report_to="none", disable_tqdm=True, seed=0,
+        output_dir=str(tmp_path / "out"),
+        use_cpu=True,
+        per_device_train_batch_size=2,
+        max_steps=2,
+        learning_rate=1e-2,
+        warmup_steps=0,
+        lr_scheduler_type="constant",
+        save_strategy="no",
+        logging_steps=1,
+        report_to="none",
+        disable_tqdm=True,
+        seed=0,
     )
     values.update(overrides)
     return Exo2EgoTrainingArguments(**values)
@@ -82,8 +106,12 @@ def make_trainer(tiny, samples, tmp_path, stage, ablations=(), stage_args=None, 
     resolved = resolve_stage(stage, ablations, kl_weight=args.kl_weight, ccl_weight=args.ccl_weight)
     model = prepare_model(copy.deepcopy(base), resolved, stage_args or StageArguments(lora_r=2, lora_alpha=4))
     return Exo2EgoTrainer(
-        model=model, args=args, train_dataset=samples, data_collator=Exo2EgoCollator(processor, resolved.branches),
-        processing_class=processor, stage=resolved,
+        model=model,
+        args=args,
+        train_dataset=samples,
+        data_collator=Exo2EgoCollator(processor, resolved.branches),
+        processing_class=processor,
+        stage=resolved,
     )
 
 
@@ -97,7 +125,7 @@ def expected_names(model, modules, lora):
         for module in modules:
             prefix = f"model.{module}."
             if name.startswith(prefix) and not (
-                module.endswith("vision_tower") and name[len(prefix):].startswith(UNREACHED_TOWER_PARTS)
+                module.endswith("vision_tower") and name[len(prefix) :].startswith(UNREACHED_TOWER_PARTS)
             ):
                 names.add(name)
         if lora and name.startswith("model.language_model.layers.") and name.split(".")[-2] in LLM_LINEAR:
@@ -127,7 +155,9 @@ def test_mlp_mapping_ablation_rebuilds_f_and_g_as_identity(tiny, samples, tmp_pa
 
     trainer = make_trainer(tiny, samples, tmp_path, "stage2", stage_args=StageArguments(mapping_type="mlp"))
     model = trainer.model
-    assert isinstance(model.model.ego_to_exo, Exo2EgoMlpMapping) and isinstance(model.model.exo_to_ego, Exo2EgoMlpMapping)
+    assert isinstance(model.model.ego_to_exo, Exo2EgoMlpMapping) and isinstance(
+        model.model.exo_to_ego, Exo2EgoMlpMapping
+    )
     features = torch.randn(2, model.config.ego_vision_config.hidden_size, 8, 8)
     assert torch.allclose(model.model.ego_to_exo(features), features)
     trainer.compute_loss(model.train(), trainer.data_collator(samples)).backward()
@@ -213,12 +243,21 @@ def test_logged_vtg_is_the_token_mean_of_the_whole_batch(tiny, samples, tmp_path
 
 def test_learning_rate_groups_weight_decay_and_schedule(tiny, samples, tmp_path):
     trainer = make_trainer(
-        tiny, samples, tmp_path, "stage3", vision_tower_lr=1e-4, mapping_lr=3e-4, lora_lr=5e-4, learning_rate=2e-5,
+        tiny,
+        samples,
+        tmp_path,
+        "stage3",
+        vision_tower_lr=1e-4,
+        mapping_lr=3e-4,
+        lora_lr=5e-4,
+        learning_rate=2e-5,
     )
     optimizer = trainer.create_optimizer()
     names = {id(p): plain_name(n) for n, p in trainer.model.named_parameters()}
     # No decay on biases and normalisation weights (LayerNorm, the connector's LayerNorm2d `bn`, RMSNorm).
-    norm_params = {id(p) for m in trainer.model.modules() if "Norm" in type(m).__name__ for p in m.parameters(recurse=False)}
+    norm_params = {
+        id(p) for m in trainer.model.modules() if "Norm" in type(m).__name__ for p in m.parameters(recurse=False)
+    }
     by_group = {group["group_name"]: group for group in optimizer.param_groups}
     assert by_group["vision_tower/decay"]["lr"] == 1e-4 and by_group["vision_tower/decay"]["weight_decay"] == 0.02
     assert by_group["mapping/decay"]["lr"] == 3e-4 and by_group["lora/decay"]["lr"] == 5e-4
@@ -227,7 +266,9 @@ def test_learning_rate_groups_weight_decay_and_schedule(tiny, samples, tmp_path)
         for parameter in group["params"]:
             name = names[id(parameter)]
             assert (group["weight_decay"] == 0.0) == (name.endswith("bias") or id(parameter) in norm_params), name
-    assert sum(len(g["params"]) for g in optimizer.param_groups) == sum(p.requires_grad for p in trainer.model.parameters())
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == sum(
+        p.requires_grad for p in trainer.model.parameters()
+    )
     defaults = Exo2EgoTrainingArguments(output_dir=str(tmp_path / "defaults"), use_cpu=True)
     assert defaults.lr_scheduler_type == "cosine" and defaults.weight_decay == 0.02
     assert (defaults.adam_beta1, defaults.adam_beta2) == (0.9, 0.999)
@@ -269,21 +310,33 @@ def test_fsdp2_wrap_policy_uses_the_model_layers(tiny, monkeypatch):
 
 @pytest.mark.parametrize(
     "stage,lr,warmup,epochs,global_batch",
-    [("init", 1e-3, 0.1, 5, 512), ("stage1", 1e-4, 0.03, 2, 256), ("stage2", 1e-4, 0.03, 2, 256), ("stage3", 2e-5, 0.03, 1, 64)],
+    [
+        ("init", 1e-3, 0.1, 5, 512),
+        ("stage1", 1e-4, 0.03, 2, 256),
+        ("stage2", 1e-4, 0.03, 2, 256),
+        ("stage3", 2e-5, 0.03, 1, 64),
+    ],
 )
 def test_paper_configs_hold_table_14(stage, lr, warmup, epochs, global_batch):
     from train.pipeline import parse_arguments
 
     config = os.path.join(os.path.dirname(__file__), "..", "train", "configs", f"{stage}.yaml")
     # bf16/tf32 need a GPU: this CPU box only checks the values.
-    model_args, data_args, stage_args, args = parse_arguments(["--config", config, "--use_cpu", "true", "--tf32", "false"])
+    model_args, data_args, stage_args, args = parse_arguments(
+        ["--config", config, "--use_cpu", "true", "--tf32", "false"]
+    )
     assert (args.learning_rate, args.warmup_steps, args.num_train_epochs) == (lr, warmup, epochs)
     # Init's batch elements hold init_mix = EXO:EGO samples (one per source); Table 14 counts samples.
     per_element = sum(map(int, data_args.init_mix.split(":"))) if data_args.exo_dataset_path else 1
     assert args.per_device_train_batch_size * per_element == 8 and args.global_batch_size * per_element == global_batch
     samples_per_step = args.gradient_accumulation_steps * args.per_device_train_batch_size * args.world_size
     assert samples_per_step * per_element == global_batch
-    assert (args.weight_decay, args.lr_scheduler_type, args.adam_beta1, args.adam_beta2) == (0.02, "cosine", 0.9, 0.999)
+    assert (args.weight_decay, args.lr_scheduler_type, args.adam_beta1, args.adam_beta2) == (
+        0.02,
+        "cosine",
+        0.9,
+        0.999,
+    )
     assert args.bf16 and data_args.num_frames == 16
     if stage == "stage3":
         assert (stage_args.lora_r, stage_args.lora_alpha, stage_args.lora_dropout) == (128, 256, 0.1)
@@ -301,7 +354,9 @@ def test_starting_folder_must_be_a_finished_output_of_the_previous_stage(tmp_pat
         check_starting_point(str(folder), "stage2")
     (folder / STAGE_METADATA_NAME).write_text(json.dumps({"stage": "stage1"}))
     assert check_starting_point(str(folder), "stage2") == "stage1"
-    with pytest.raises(ValueError, match="stage3 starts from the output of stage2, but .* holds a 'stage1' checkpoint"):
+    with pytest.raises(
+        ValueError, match="stage3 starts from the output of stage2, but .* holds a 'stage1' checkpoint"
+    ):
         check_starting_point(str(folder), "stage3")
     assert check_starting_point(str(folder), "stage3", allow_mismatch=True) == "stage1"
     with pytest.raises(ValueError, match="not a directory"):

@@ -4,7 +4,8 @@ against a tiny Exo2Ego.
 The mixins come from the sdist of the installed transformers version, fetched into a cache at test time
 (`tests/transformers_upstream.py`); the module is skipped with the reason when that cannot be had. The sdist has no
 `tests/generation/`, so GenerationTesterMixin runs only when `$EXO2EGO_TRANSFORMERS_TESTS` points at the `tests/`
-folder of a transformers checkout of the same version; our own generation tests are in `tests/test_transformers_contract.py`.
+folder of a transformers checkout of the same version; our own generation tests are in
+`tests/test_transformers_contract.py`.
 
 Every upstream test that does not apply is listed in `NOT_APPLICABLE` with its reason;
 upstream also skips, with its own reasons, the tests that need a GPU, flash-attention, torchcodec or librosa, and the
@@ -34,7 +35,9 @@ try:
     configuration_common = transformers_upstream.module("test_configuration_common")
     processing_common = transformers_upstream.module("test_processing_common")
 except (ImportError, OSError, RuntimeError, subprocess.SubprocessError) as error:  # no registry, pip or files
-    pytest.skip(f"transformers {transformers_upstream.VERSION} test sources unavailable: {error}", allow_module_level=True)
+    pytest.skip(
+        f"transformers {transformers_upstream.VERSION} test sources unavailable: {error}", allow_module_level=True
+    )
 
 generation_mixins = ()
 if transformers_upstream.GENERATION_MIXIN_AVAILABLE:
@@ -46,7 +49,9 @@ FRAMES, IMAGE_SIZE, PATCH_SIZE = 2, 32, 4  # 8x8 grid; stc_v35: 1 x 4 x 4 = 16 t
 # Upstream tests that do not apply to Exo2Ego, with the reason.
 NOT_APPLICABLE = {
     # ModelTesterMixin
-    "test_generation_tester_mixin_inheritance": "GenerationTesterMixin is not in the transformers sdist (see module docstring)",
+    "test_generation_tester_mixin_inheritance": (
+        "GenerationTesterMixin is not in the transformers sdist (see module docstring)"
+    ),
     "test_init_arguments_not_in_processor_kwargs": "num_frames / short_video are checkpoint defaults in __init__ AND "
     "call-time overrides in videos_kwargs, the case the test's own docstring allows for image and video processors",
     # ProcessorTesterMixin: it sends images because the processor holds an image processor, which here processes
@@ -69,7 +74,10 @@ NOT_APPLICABLE = {
     **{
         name: "save_pretrained also writes `auto_map` (the Hub remote-code entry for trust_remote_code=True), so a "
         "processor loaded from its own save holds a key the first one did not"
-        for name in ("test_processor_from_and_save_pretrained", "test_processor_from_and_save_pretrained_as_nested_dict")
+        for name in (
+            "test_processor_from_and_save_pretrained",
+            "test_processor_from_and_save_pretrained_as_nested_dict",
+        )
     },
 }
 
@@ -152,7 +160,9 @@ class Exo2EgoModelTest(modeling_common.ModelTesterMixin, *generation_mixins, uni
         # The eager/sdpa comparison runs a batch of 7 and pads short batches with random ids (no placeholders).
         batch_size = 7 if self._testMethodName.startswith("test_eager_matches_sdpa") else 2
         self.model_tester = Exo2EgoModelTester(self, batch_size=batch_size)
-        self.config_tester = configuration_common.ConfigTester(self, config_class=Exo2EgoConfig, has_text_modality=False)
+        self.config_tester = configuration_common.ConfigTester(
+            self, config_class=Exo2EgoConfig, has_text_modality=False
+        )
 
     def test_config(self):
         self.config_tester.run_common_tests()

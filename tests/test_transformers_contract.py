@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import write_test_video
 
-from exo2ego_base.tiny import build_tiny_model
 from exo2ego.tiny import save_tiny_model
+from exo2ego_base.tiny import build_tiny_model
 
 QUESTION = "<video>\nWhat did I pick up?"
 
@@ -61,7 +61,12 @@ def test_default_config_is_the_paper_model():
 
     for config in (Exo2EgoConfig(), AutoConfig.for_model("exo2ego")):
         vision, text = config.ego_vision_config, config.text_config
-        assert (vision.image_size, vision.patch_size, vision.hidden_size, vision.num_hidden_layers) == (336, 14, 1024, 24)
+        assert (vision.image_size, vision.patch_size, vision.hidden_size, vision.num_hidden_layers) == (
+            336,
+            14,
+            1024,
+            24,
+        )
         assert (text.model_type, text.hidden_size, text.num_hidden_layers) == ("mistral", 4096, 32)
         assert config.video_token_id < text.vocab_size
         assert config.num_frames == 16 and config.tokens_per_stream() == 1521
@@ -74,7 +79,9 @@ def test_inputs_embeds_with_a_video_finds_the_placeholders_by_embedding(tiny):
     with torch.no_grad():
         by_ids = model(**batch).logits
         by_embeds = model(
-            inputs_embeds=embeds, attention_mask=batch["attention_mask"], pixel_values_videos=batch["pixel_values_videos"]
+            inputs_embeds=embeds,
+            attention_mask=batch["attention_mask"],
+            pixel_values_videos=batch["pixel_values_videos"],
         ).logits
     assert torch.allclose(by_ids, by_embeds, atol=1e-5)
     with pytest.raises(ValueError, match="placeholder tokens per sample"):
@@ -110,7 +117,9 @@ def test_assisted_decoding_with_a_video_matches_greedy_decoding(tiny):
 
 def test_get_video_features_returns_an_output_with_pooler_output(tiny):
     model, processor = tiny
-    batch = processor(text=[QUESTION] * 2, videos=[frames(0), frames(1)], exo_videos=[frames(2), frames(3)], num_frames=4)
+    batch = processor(
+        text=[QUESTION] * 2, videos=[frames(0), frames(1)], exo_videos=[frames(2), frames(3)], num_frames=4
+    )
     ego, exo = batch["pixel_values_videos"], batch["exo_pixel_values_videos"]
     per_stream = processor.num_video_tokens(4, "exo")
     with torch.no_grad():
@@ -187,8 +196,13 @@ def test_processor_kwargs_follow_processing_kwargs_with_call_time_overrides(tiny
 def test_chat_template_marks_assistant_tokens_and_returns_like_transformers(tiny, tmp_path):
     _, processor = tiny
     video = write_test_video(tmp_path / "chat.mp4", num_frames=40)
-    user = {"role": "user", "content": [
-        {"type": "video", "path": video, "start_sec": 0.5, "end_sec": 4.5}, {"type": "text", "text": "What did I do?"}]}
+    user = {
+        "role": "user",
+        "content": [
+            {"type": "video", "path": video, "start_sec": 0.5, "end_sec": 4.5},
+            {"type": "text", "text": "What did I do?"},
+        ],
+    }
     answer = {"role": "assistant", "content": [{"type": "text", "text": "I picked up the red cube"}]}
     assert "{% generation %}" in processor.chat_template.replace("{%- generation -%}", "{% generation %}")
     out = processor.apply_chat_template(

@@ -28,7 +28,11 @@ def test_seeking_matches_decoding_everything(tmp_path):
     times = np.array([0.3, 7.9, 8.0, 15.2, 24.9, 3.1])  # unsorted, with gaps larger than the seek threshold
     seeking = read_video_frames(video, 6, timestamps=times, seek_gap_sec=1.0)
     decoding = read_video_frames(video, 6, timestamps=times, seek_gap_sec=1e9)
-    assert [frame_index(f) for f in seeking.frames] == [frame_index(f) for f in decoding.frames] == [int(t * 8) for t in times]
+    assert (
+        [frame_index(f) for f in seeking.frames]
+        == [frame_index(f) for f in decoding.frames]
+        == [int(t * 8) for t in times]
+    )
 
 
 def test_ego_and_exo_views_get_identical_timestamps(tiny, tmp_path):

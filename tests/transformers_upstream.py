@@ -43,9 +43,23 @@ def fetch_tests_dir() -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as work:
-        command = [sys.executable, "-m", "pip", "download", "--quiet", "--retries", "1", "--timeout", "30",
-                   "--no-binary", ":all:", "--no-deps",
-                   f"transformers=={VERSION}", "--dest", work]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--retries",
+            "1",
+            "--timeout",
+            "30",
+            "--no-binary",
+            ":all:",
+            "--no-deps",
+            f"transformers=={VERSION}",
+            "--dest",
+            work,
+        ]
         done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
         archives = list(Path(work).glob("transformers-*.tar.gz"))
         if done.returncode or not archives:
@@ -54,7 +68,7 @@ def fetch_tests_dir() -> Path:
         with tarfile.open(archives[0]) as archive:
             members = [member for member in archive.getmembers() if member.name.startswith(prefix) and member.isfile()]
             for member in members:
-                member.name = member.name[len(prefix):]
+                member.name = member.name[len(prefix) :]
             archive.extractall(Path(work) / "tests", members=members, filter="data")
         # ConfigTester imports its folder's __init__.py, which the sdist does not ship.
         (Path(work) / "tests" / "__init__.py").touch()

@@ -56,7 +56,9 @@ def build_base(vision: str, text: str, out: str, dtype: str = "bfloat16", **conf
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
     save_base_checkpoint(
-        model, build_processor(model.config, tokenizer), out,
+        model,
+        build_processor(model.config, tokenizer),
+        out,
         {"description": "built from a CLIP and a causal LM (connector, F and G new)", "vision": vision, "text": text},
     )
 

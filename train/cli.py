@@ -13,7 +13,8 @@ CHECKPOINTING_CHOICES = ("none", "full")
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "plan-memory", help="per-GPU memory of a stage at paper scale per strategy; the cheapest setting that fits",
+        "plan-memory",
+        help="per-GPU memory of a stage at paper scale per strategy; the cheapest setting that fits",
         description=__doc__.splitlines()[0],
     )
     parser.add_argument("--stage", required=True, choices=("2", "3"), help="training stage (paper scale, 16 frames)")
@@ -21,7 +22,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--batch", type=int, default=8, help="local batch per GPU (global = batch x gpus)")
     parser.add_argument("--strategy", choices=STRATEGY_CHOICES, default="fsdp2")
     parser.add_argument(
-        "--checkpointing", choices=CHECKPOINTING_CHOICES, nargs="+", default=list(CHECKPOINTING_CHOICES),
+        "--checkpointing",
+        choices=CHECKPOINTING_CHOICES,
+        nargs="+",
+        default=list(CHECKPOINTING_CHOICES),
         help="none, or full (`--activation_checkpointing true`: CLIP, LLM and conv blocks)",
     )
     parser.add_argument("--frames", type=int, default=16)
@@ -39,11 +43,18 @@ def run_plan_memory(args) -> int:
 
     planner = MemoryPlanner(args.stage, args.frames, args.text_tokens, scale="tiny" if args.tiny else "paper")
     plan = {
-        "stage": args.stage, "gpus": args.gpus, "batch": args.batch, "global_batch": args.batch * args.gpus,
-        "strategy": args.strategy, "per_gpu_gib": {}, "cheapest_fit": {},
+        "stage": args.stage,
+        "gpus": args.gpus,
+        "batch": args.batch,
+        "global_batch": args.batch * args.gpus,
+        "strategy": args.strategy,
+        "per_gpu_gib": {},
+        "cheapest_fit": {},
     }
-    print(f"stage {args.stage}, {args.gpus} GPUs x local batch {args.batch}, {args.frames} frames, {args.strategy} "
-          "(GiB per GPU; counted floor of the peak)")
+    print(
+        f"stage {args.stage}, {args.gpus} GPUs x local batch {args.batch}, {args.frames} frames, {args.strategy} "
+        "(GiB per GPU; counted floor of the peak)"
+    )
     for checkpointing in args.checkpointing:
         memory = planner.memory(args.batch, checkpointing, args.strategy, args.gpus)
         plan["per_gpu_gib"][checkpointing] = memory

@@ -69,8 +69,8 @@ class Exo2EgoCollator:
             if self.max_length is not None:
                 if len(prompt_ids) >= self.max_length:
                     raise ValueError(
-                        f"sample {sample.get('sample_id')}: the prompt alone is {len(prompt_ids)} tokens (visual tokens "
-                        f"included), over max_length={self.max_length}"
+                        f"sample {sample.get('sample_id')}: the prompt alone is {len(prompt_ids)} tokens "
+                        f"(visual tokens included), over max_length={self.max_length}"
                     )
                 answer_ids = answer_ids[: self.max_length - len(prompt_ids)]
             rows.append((prompt_ids, answer_ids))
@@ -88,7 +88,7 @@ class Exo2EgoCollator:
         full_text = self.processor.apply_chat_template([user, assistant])
         if not full_text.startswith(prompt_text):
             raise ValueError("the chat template does not render the prompt as a prefix of the full conversation")
-        return prompt_text, full_text[len(prompt_text):]
+        return prompt_text, full_text[len(prompt_text) :]
 
     def pad(self, rows: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
         """Right-pad (prompt ids, target ids) rows into input_ids / attention_mask / labels (B, L)."""

@@ -31,7 +31,10 @@ KEY_MAPPING: tuple[tuple[re.Pattern, tuple[str, ...]], ...] = tuple(
             r"^model\.vision_tower\.vision_tower\.(?:vision_model\.)?(.+)$",
             (r"model.ego_vision_tower.\1", r"model.exo_vision_tower.\1"),
         ),
-        (r"^model\.mm_projector\.sampler\.0\.(weight|bias)$", (r"model.connector.sampler.\1",)),  # Sequential(conv, act)
+        (
+            r"^model\.mm_projector\.sampler\.0\.(weight|bias)$",
+            (r"model.connector.sampler.\1",),
+        ),  # Sequential(conv, act)
         (r"^model\.mm_projector\.((?:s1|s2|readout)\..+)$", (r"model.connector.\1",)),
         (r"^model\.(embed_tokens|layers|norm)\.(.+)$", (r"model.language_model.\1.\2",)),
         (r"^lm_head\.weight$", ("lm_head.weight",)),
@@ -96,14 +99,20 @@ def read_checkpoint(folder: str) -> dict[str, torch.Tensor]:
 def vision_config_from_weights(state_dict: dict[str, torch.Tensor]) -> dict:
     """CLIP vision config fields read off the tower's weights; heads assume OpenAI CLIP's head width of 64."""
     prefix = next(
-        (p for p in ("model.vision_tower.vision_tower.vision_model.", "model.vision_tower.vision_tower.") if f"{p}embeddings.patch_embedding.weight" in state_dict),
+        (
+            p
+            for p in ("model.vision_tower.vision_tower.vision_model.", "model.vision_tower.vision_tower.")
+            if f"{p}embeddings.patch_embedding.weight" in state_dict
+        ),
         None,
     )
     if prefix is None:
         raise ValueError("the checkpoint has no CLIP vision tower (model.vision_tower.vision_tower.*)")
     hidden, _, patch, _ = state_dict[f"{prefix}embeddings.patch_embedding.weight"].shape
     positions = state_dict[f"{prefix}embeddings.position_embedding.weight"].shape[0]
-    layers = 1 + max(int(m.group(1)) for key in state_dict if (m := re.match(re.escape(prefix) + r"encoder\.layers\.(\d+)\.", key)))
+    layers = 1 + max(
+        int(m.group(1)) for key in state_dict if (m := re.match(re.escape(prefix) + r"encoder\.layers\.(\d+)\.", key))
+    )
     return {
         "hidden_size": hidden,
         "patch_size": patch,
@@ -134,7 +143,11 @@ def exo2ego_config(source_config: dict, vision_config: dict, video_token_id: int
     projector = source_config.get("mm_projector_type")
     if projector not in CONNECTOR_TYPES:
         raise ValueError(f"mm_projector_type {projector!r} is not an STC connector ({sorted(CONNECTOR_TYPES)})")
-    text = {k: v for k, v in source_config.items() if not k.startswith(("mm_", "tune_", "freeze_")) and k not in ("architectures", "model_type", "auto_map")}
+    text = {
+        k: v
+        for k, v in source_config.items()
+        if not k.startswith(("mm_", "tune_", "freeze_")) and k not in ("architectures", "model_type", "auto_map")
+    }
     text_config = AutoConfig.for_model(TEXT_MODEL_TYPES[model_type], **text)
     return Exo2EgoConfig(
         ego_vision_config={"model_type": "clip_vision_model", **vision_config},
@@ -154,7 +167,9 @@ def load_vision_config(path: str) -> dict:
 
     config = AutoConfig.from_pretrained(path)
     config = getattr(config, "vision_config", config)
-    return {k: v for k, v in config.to_dict().items() if k not in ("architectures", "transformers_version", "model_type")}
+    return {
+        k: v for k, v in config.to_dict().items() if k not in ("architectures", "transformers_version", "model_type")
+    }
 
 
 def convert(
@@ -179,8 +194,12 @@ def convert(
     tokenizer = AutoTokenizer.from_pretrained(src)
     video_token_id = add_video_token(tokenizer)
     config = exo2ego_config(
-        source_config, vision_config or vision_config_from_weights(state_dict), video_token_id, num_frames,
-        connector_depth=connector_depth_from_weights(state_dict), **config_overrides,
+        source_config,
+        vision_config or vision_config_from_weights(state_dict),
+        video_token_id,
+        num_frames,
+        connector_depth=connector_depth_from_weights(state_dict),
+        **config_overrides,
     )
     model = Exo2EgoForConditionalGeneration._from_config(config, dtype=getattr(torch, dtype))
     converted = convert_state_dict(state_dict)
@@ -192,10 +211,13 @@ def convert(
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
     save_base_checkpoint(
-        model, build_processor(config, tokenizer), out,
+        model,
+        build_processor(config, tokenizer),
+        out,
         {
             "description": "converted from VideoLLaMA2 (CLIP -> both towers, STC connector, LLM; F and G new)",
-            "source": os.path.abspath(src), "converted_tensors": len(converted),
+            "source": os.path.abspath(src),
+            "converted_tensors": len(converted),
         },
     )
 
@@ -212,8 +234,11 @@ def main(argv=None) -> int:
         kind = "folder" if os.path.isdir(args.out) else "file, not a folder"
         parser.error(f"--out {args.out!r} already exists (a {kind}); choose a new output folder")
     convert(
-        args.src, args.out, load_vision_config(args.vision_config) if args.vision_config else None,
-        args.num_frames, args.dtype,
+        args.src,
+        args.out,
+        load_vision_config(args.vision_config) if args.vision_config else None,
+        args.num_frames,
+        args.dtype,
     )
     print(f"wrote an Exo2Ego base checkpoint to {args.out}")
     return 0

@@ -21,8 +21,8 @@ max(ceil(N_exo / exo_per_item), ceil(N_ego / ego_per_item)) items and the smalle
 new order from a seeded affine permutation of (seed, epoch, source, cycle) (no index array, so 100M-row sources
 cost no memory).
 
-Unreadable videos are logged, counted and replaced by a readable sample from a seeded random position; `FailureTracker` stops the run
-with a clear error once more than `max_failed_fraction` of the data failed.
+Unreadable videos are logged, counted and replaced by a readable sample from a seeded random position;
+`FailureTracker` stops the run with a clear error once more than `max_failed_fraction` of the data failed.
 """
 
 from __future__ import annotations
@@ -42,8 +42,18 @@ logger = logging.getLogger(__name__)
 
 CLIP_COLUMNS = ("clip_id", "take_uid", "start_sec", "end_sec", "text", "ego_video", "exo_videos", "exo_cams")
 EGOIT_COLUMNS = (
-    "id", "source", "task", "split", "video", "video_start_sec", "video_end_sec",
-    "instruction_id", "instruction", "question", "answer", "options",
+    "id",
+    "source",
+    "task",
+    "split",
+    "video",
+    "video_start_sec",
+    "video_end_sec",
+    "instruction_id",
+    "instruction",
+    "question",
+    "answer",
+    "options",
 )
 CAPTION_COLUMNS = ("id", "media_type", "media", "start_sec", "end_sec", "prompt", "caption")
 EXO_SAMPLING_MODES = ("random", "best_exo", "all_pairs")
@@ -196,7 +206,9 @@ class EgoExoClipSamples(VideoSamples):
         self.seed = seed
         self._num_cams = pc.list_value_length(table.data.column("exo_cams")).to_numpy(zero_copy_only=False)
         # all_pairs: sample k is (row, camera) with row = bisect over the cumulative camera counts.
-        self._pair_offsets = np.cumsum(self._num_cams).tolist() if exo_sampling == "all_pairs" and "exo" in self.views else None
+        self._pair_offsets = (
+            np.cumsum(self._num_cams).tolist() if exo_sampling == "all_pairs" and "exo" in self.views else None
+        )
 
     def __len__(self) -> int:
         return self._pair_offsets[-1] if self._pair_offsets else len(self.table)
@@ -214,7 +226,10 @@ class EgoExoClipSamples(VideoSamples):
             best = row[BEST_EXO_COLUMN]
             if best is not None:
                 if best not in row["exo_cams"]:
-                    raise ValueError(f"clip {row['clip_id']}: {BEST_EXO_COLUMN} {best!r} is not among its exo_cams {row['exo_cams']}")
+                    raise ValueError(
+                        f"clip {row['clip_id']}: {BEST_EXO_COLUMN} {best!r} is not among its exo_cams "
+                        f"{row['exo_cams']}"
+                    )
                 return index, row["exo_cams"].index(best)
         generator = np.random.default_rng([self.seed, self.epoch, index])
         return index, int(generator.integers(self._num_cams[index]))
@@ -235,7 +250,9 @@ class EgoExoClipSamples(VideoSamples):
             sample["ego_frames"] = self.read_frames(row["ego_video"], times)
         if camera is not None:
             if len(row["exo_videos"]) != len(row["exo_cams"]):
-                raise ValueError(f"clip {row['clip_id']}: {len(row['exo_videos'])} exo_videos for {len(row['exo_cams'])} exo_cams")
+                raise ValueError(
+                    f"clip {row['clip_id']}: {len(row['exo_videos'])} exo_videos for {len(row['exo_cams'])} exo_cams"
+                )
             sample["exo_frames"] = self.read_frames(row["exo_videos"][camera], times)
             sample["exo_cam"] = row["exo_cams"][camera]
         return sample
@@ -334,7 +351,7 @@ class CaptionSamples(VideoSamples):
 
 
 def parse_mix(mix: str) -> tuple[int, int]:
-    """"EXO:EGO" (e.g. "1:1", "3:1") -> (exo samples, ego samples) per item; both at least 1."""
+    """ "EXO:EGO" (e.g. "1:1", "3:1") -> (exo samples, ego samples) per item; both at least 1."""
     parts = str(mix).split(":")
     try:
         counts = tuple(int(part) for part in parts)

@@ -93,8 +93,11 @@ def distributed_setup(accelerator, model=None) -> dict:
             "cpu_offload": type(plugin.cpu_offload).__name__ == "CPUOffloadPolicy",
             "mixed_precision_policy": _plain(plugin.mixed_precision_policy),
             # a functools.partial of torch's policy function once accelerate has set it up
-            "auto_wrap_policy": getattr(getattr(plugin.auto_wrap_policy, "func", plugin.auto_wrap_policy), "__name__",
-                                        _plain(plugin.auto_wrap_policy)),
+            "auto_wrap_policy": getattr(
+                getattr(plugin.auto_wrap_policy, "func", plugin.auto_wrap_policy),
+                "__name__",
+                _plain(plugin.auto_wrap_policy),
+            ),
             "transformer_cls_names_to_wrap": _plain(plugin.transformer_cls_names_to_wrap),
             "activation_checkpointing": plugin.activation_checkpointing,
             "cpu_ram_efficient_loading": plugin.cpu_ram_efficient_loading,

@@ -45,14 +45,20 @@ def files_to_push(folder: str) -> list[str]:
     if metadata is None:
         raise ValueError(f"{folder} has no {STAGE_METADATA_NAME}: only a finished stage output can be pushed")
     if "files" not in metadata:
-        raise ValueError(f"{folder}/{STAGE_METADATA_NAME} does not list the files its stage wrote (an output of an "
-                         "older version); train it again to push it")
+        raise ValueError(
+            f"{folder}/{STAGE_METADATA_NAME} does not list the files its stage wrote (an output of an "
+            "older version); train it again to push it"
+        )
     card = [CARD_NAME] if os.path.isfile(os.path.join(folder, CARD_NAME)) else []
     return sorted({*metadata["files"], STAGE_METADATA_NAME, *card})
 
 
 def push_stage_output(
-    folder: str, repo_id: str | None, private: bool | None = None, token: str | None = None, eval_results: str | None = None
+    folder: str,
+    repo_id: str | None,
+    private: bool | None = None,
+    token: str | None = None,
+    eval_results: str | None = None,
 ):
     """Create `repo_id` if needed and upload the release files of `folder` (weights, processor, remote code, model
     card, stage metadata) in one commit; returns the `CommitInfo`."""
@@ -60,6 +66,10 @@ def push_stage_output(
         raise ValueError("--push_to_hub needs --hub_model_id ORG/NAME")
     write_model_card(folder, repo_id, eval_results)
     return push_files_to_hub(
-        folder, repo_id, files_to_push(folder), private=private, token=token,
+        folder,
+        repo_id,
+        files_to_push(folder),
+        private=private,
+        token=token,
         commit_message=f"Exo2Ego {read_stage_metadata(folder)['stage']} checkpoint",
     )

@@ -37,27 +37,52 @@ import torch
 PROMPT_TOKENS = 4
 
 PAPER_VISION = dict(
-    hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, image_size=336, patch_size=14,
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    image_size=336,
+    patch_size=14,
     projection_dim=768,
 )
 # Reduced: a 112 px image on patch 14 gives an 8x8 grid, the smallest the ResNet mapping accepts; three layers so the
 # feature layer (-2) still leaves one unused layer, as CLIP-L's 24th. Paper connector depth and mapping depth.
 REDUCED_VISION = dict(
-    hidden_size=64, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4, image_size=112, patch_size=14,
+    hidden_size=64,
+    intermediate_size=256,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    image_size=112,
+    patch_size=14,
     projection_dim=64,
 )
 REDUCED_TEXT = dict(
-    hidden_size=256, intermediate_size=768, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2,
-    vocab_size=4096, max_position_embeddings=4096,
+    hidden_size=256,
+    intermediate_size=768,
+    num_hidden_layers=2,
+    num_attention_heads=8,
+    num_key_value_heads=2,
+    vocab_size=4096,
+    max_position_embeddings=4096,
 )
 # Tiny: the sizes of `exo2ego_base.tiny` (tests): 32 px on patch 4, one connector block, two mapping blocks.
 TINY_VISION = dict(
-    hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2, image_size=32, patch_size=4,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=3,
+    num_attention_heads=2,
+    image_size=32,
+    patch_size=4,
     projection_dim=32,
 )
 TINY_TEXT = dict(
-    hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-    vocab_size=512, max_position_embeddings=2048,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=512,
+    max_position_embeddings=2048,
 )
 SCALES = {
     "paper": (PAPER_VISION, None, {}),
@@ -88,7 +113,9 @@ class ModelSize:
         text = SCALES[self.scale][1]
         return MistralConfig(**text) if text else MistralConfig()
 
-    def exo2ego_config(self, frames: int, include_exo_branch: bool = True, video_token_id: int | None = None, **overrides):
+    def exo2ego_config(
+        self, frames: int, include_exo_branch: bool = True, video_token_id: int | None = None, **overrides
+    ):
         """An `Exo2EgoConfig`; the `<video>` id defaults to the last vocabulary id (as the peer script does)."""
         from modeling_exo2ego import Exo2EgoConfig
 
@@ -172,7 +199,11 @@ def _layer_stacks(model) -> dict[str, list[torch.nn.Module]]:
 
     stacks = {}
     for name, module in model.named_modules():
-        if isinstance(module, torch.nn.ModuleList) and module and all(isinstance(m, GradientCheckpointingLayer) for m in module):
+        if (
+            isinstance(module, torch.nn.ModuleList)
+            and module
+            and all(isinstance(m, GradientCheckpointingLayer) for m in module)
+        ):
             stacks[name] = list(module)
     return stacks
 
@@ -187,7 +218,6 @@ def _frozen_vision_tower(model, stack_name: str) -> bool:
     if match is None:
         return False
     return not any(p.requires_grad for p in model.get_submodule(match.group(1)).parameters())
-
 
 
 def convnet_blocks(model) -> list[torch.nn.Module]:
@@ -217,7 +247,9 @@ def llm_only_input_grads(model) -> None:
     base._require_grads_hook = handle
 
 
-def configure_checkpointing(model, mode: str, every: int = 1, convnets: bool = False, hf_input_grads: bool = False) -> dict:
+def configure_checkpointing(
+    model, mode: str, every: int = 1, convnets: bool = False, hf_input_grads: bool = False
+) -> dict:
     """Activation checkpointing (non-reentrant) of transformers' layers in `mode`'s scope:
 
     - `none`: nothing recomputed;
@@ -264,7 +296,9 @@ def configure_checkpointing(model, mode: str, every: int = 1, convnets: bool = F
     for block in blocks:  # the connector's and mappings' blocks are checkpointing layers of the model
         block.gradient_checkpointing = convnets and mode != "none"
     return {
-        "mode": mode, "every": every, "layers": checkpointed,
+        "mode": mode,
+        "every": every,
+        "layers": checkpointed,
         "convnet_blocks": len(blocks) if convnets and mode != "none" else 0,
         "hf_input_grads": hf_input_grads and mode != "none",
     }
@@ -276,8 +310,17 @@ def configure_checkpointing(model, mode: str, every: int = 1, convnets: bool = F
 
 
 def synthetic_batch(
-    vocab_size: int, video_token_id: int, video_tokens: int, batch: int, frames: int, image_size: int,
-    text_tokens: int, device: torch.device, dtype: torch.dtype, exo: bool = False, seed: int = 0,
+    vocab_size: int,
+    video_token_id: int,
+    video_tokens: int,
+    batch: int,
+    frames: int,
+    image_size: int,
+    text_tokens: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    exo: bool = False,
+    seed: int = 0,
 ) -> dict[str, torch.Tensor]:
     """`PROMPT_TOKENS` text tokens, `video_tokens` placeholders, then `text_tokens - PROMPT_TOKENS` target tokens.
 
@@ -293,7 +336,12 @@ def synthetic_batch(
     labels = ids.clone()
     labels[:, : PROMPT_TOKENS + video_tokens] = -100
     pixels = torch.randn(batch, frames, 3, image_size, image_size, generator=generator)
-    result = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels, "pixel_values_videos": pixels}
+    result = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "labels": labels,
+        "pixel_values_videos": pixels,
+    }
     if exo:
         result["exo_pixel_values_videos"] = torch.randn(batch, frames, 3, image_size, image_size, generator=generator)
     return {k: v.to(device, dtype=dtype) if v.is_floating_point() else v.to(device) for k, v in result.items()}
@@ -307,8 +355,15 @@ GIB = 2**30
 WORKLOADS = ("stage2", "stage3")
 # Top-level submodules the activation bytes are attributed to (innermost active one wins).
 COMPONENTS = (
-    "ego_vision_tower", "exo_vision_tower", "ego_to_exo", "exo_to_ego", "connector", "language_model", "lm_head",
-    "vision_tower", "multi_modal_projector",
+    "ego_vision_tower",
+    "exo_vision_tower",
+    "ego_to_exo",
+    "exo_to_ego",
+    "connector",
+    "language_model",
+    "lm_head",
+    "vision_tower",
+    "multi_modal_projector",
 )
 
 
@@ -424,7 +479,9 @@ def meta_forward_patches(model):
     else:  # LLaVA-NeXT-Video: (image mask, video mask)
 
         def placeholder_mask(input_ids, inputs_embeds, image_features=None, video_features=None):
-            return (input_ids == config.image_token_id).unsqueeze(-1), (input_ids == config.video_token_id).unsqueeze(-1)
+            return (input_ids == config.image_token_id).unsqueeze(-1), (input_ids == config.video_token_id).unsqueeze(
+                -1
+            )
 
     patches.append(mock.patch.object(core, "get_placeholder_mask", placeholder_mask))
     with contextlib.ExitStack() as stack:
@@ -433,7 +490,9 @@ def meta_forward_patches(model):
         yield
 
 
-def _labelled_suffix_loss(hidden: torch.Tensor, lm_head: torch.nn.Module, labels: torch.Tensor, targets: int) -> torch.Tensor:
+def _labelled_suffix_loss(
+    hidden: torch.Tensor, lm_head: torch.nn.Module, labels: torch.Tensor, targets: int
+) -> torch.Tensor:
     """Cross-entropy on the last `targets` positions (the synthetic batches label exactly that suffix), the same
     computation as the model's `loss_on_labels` without its boolean indexing (data-dependent on meta)."""
     logits = lm_head(hidden[:, -targets - 1 : -1])
@@ -454,8 +513,13 @@ class MetaSetup:
 
 
 def exo2ego_setup(
-    workload: str, frames: int, scale: str = "paper", lora_r: int = 128, lora_alpha: int = 256,
-    lora_dropout: float = 0.1, dtype: torch.dtype = torch.bfloat16,
+    workload: str,
+    frames: int,
+    scale: str = "paper",
+    lora_r: int = 128,
+    lora_alpha: int = 256,
+    lora_dropout: float = 0.1,
+    dtype: torch.dtype = torch.bfloat16,
 ) -> MetaSetup:
     """Exo2Ego at `scale` on the meta device with the trainable set (and LoRA) of `workload` (`stage2`, `stage3`)."""
     from modeling_exo2ego import Exo2EgoForConditionalGeneration
@@ -468,8 +532,13 @@ def exo2ego_setup(
     with torch.device(meta):
         model, resolved = apply_stage(model, workload, lora_r, lora_alpha, lora_dropout)
     return MetaSetup(
-        model, 2 * config.tokens_per_stream(frames), config.text_config.vocab_size, config.video_token_id,
-        config.ego_vision_config.image_size, resolved.losses, exo_input=workload == "stage2",
+        model,
+        2 * config.tokens_per_stream(frames),
+        config.text_config.vocab_size,
+        config.video_token_id,
+        config.ego_vision_config.image_size,
+        resolved.losses,
+        exo_input=workload == "stage2",
     )
 
 
@@ -488,9 +557,20 @@ def shard_unit_sizes(model) -> dict[str, int]:
 
 
 def estimate(
-    workload: str, batch: int, frames: int, text_tokens: int, checkpointing: str, checkpoint_every: int = 1,
-    checkpoint_convnets: bool = False, precision: str = "mixed", scale: str = "paper", lora_r: int = 128,
-    lora_alpha: int = 256, lora_dropout: float = 0.1, hf_input_grads: bool = False, dtype: torch.dtype = torch.bfloat16,
+    workload: str,
+    batch: int,
+    frames: int,
+    text_tokens: int,
+    checkpointing: str,
+    checkpoint_every: int = 1,
+    checkpoint_convnets: bool = False,
+    precision: str = "mixed",
+    scale: str = "paper",
+    lora_r: int = 128,
+    lora_alpha: int = 256,
+    lora_dropout: float = 0.1,
+    hf_input_grads: bool = False,
+    dtype: torch.dtype = torch.bfloat16,
     setup: MetaSetup | None = None,
 ) -> dict:
     """Memory of one training step of `workload` on one GPU holding the whole model (see the module docstring);
@@ -525,8 +605,18 @@ def estimate(
         "autocast_weight_copies": 2 * trainable_count if precision == "mixed" else 2 * lora,
     }
 
-    inputs = synthetic_batch(setup.vocab_size, setup.video_token_id, setup.video_tokens, batch, frames, setup.image_size,
-                             text_tokens, torch.device("cpu"), dtype, exo=setup.exo_input)
+    inputs = synthetic_batch(
+        setup.vocab_size,
+        setup.video_token_id,
+        setup.video_tokens,
+        batch,
+        frames,
+        setup.image_size,
+        text_tokens,
+        torch.device("cpu"),
+        dtype,
+        exo=setup.exo_input,
+    )
     inputs = {k: torch.empty_like(v, device=meta) for k, v in inputs.items()}
     inputs.pop("attention_mask")  # all ones: transformers drops it anyway, and flash attention needs none
     labels = inputs.pop("labels")
@@ -542,7 +632,9 @@ def estimate(
         if "kl" in stage_losses:
             loss = loss + kl_alignment_loss(outputs.exo_features, outputs.ego_to_exo)
         if "ccl" in stage_losses:
-            loss = loss + cycle_consistency_loss(outputs.ego_features, outputs.ego_cycle, outputs.exo_features, outputs.exo_cycle)
+            loss = loss + cycle_consistency_loss(
+                outputs.ego_features, outputs.ego_cycle, outputs.exo_features, outputs.exo_cycle
+            )
         del hidden
         activations = counter.live_bytes()
     del loss
@@ -619,7 +711,9 @@ class MemoryPlanner:
 
     def __init__(self, stage: str, frames: int = 16, text_tokens: int = 128, scale: str = "paper", **estimate_kwargs):
         if stage not in PLAN_STAGES:
-            raise ValueError(f"stage must be one of {sorted(PLAN_STAGES)} (the planner counts stages 2 and 3), got {stage!r}")
+            raise ValueError(
+                f"stage must be one of {sorted(PLAN_STAGES)} (the planner counts stages 2 and 3), got {stage!r}"
+            )
         self.workload = PLAN_STAGES[stage]
         self.frames, self.text_tokens, self.scale = frames, text_tokens, scale
         self.estimate_kwargs = estimate_kwargs
@@ -632,7 +726,13 @@ class MemoryPlanner:
         if key not in self._steps:
             mode, convnets = TRAINING_CHECKPOINTING[checkpointing]
             self._steps[key] = estimate(
-                self.workload, batch, self.frames, self.text_tokens, mode, checkpoint_convnets=convnets, scale=self.scale,
+                self.workload,
+                batch,
+                self.frames,
+                self.text_tokens,
+                mode,
+                checkpoint_convnets=convnets,
+                scale=self.scale,
                 **self.estimate_kwargs,
             )
         return self._steps[key]
@@ -640,7 +740,9 @@ class MemoryPlanner:
     def memory(self, batch: int, checkpointing: str, strategy: str, gpus: int) -> dict[str, float]:
         return per_gpu_memory(self.step(batch, checkpointing), strategy, gpus)
 
-    def cheapest_fit(self, batch: int, gpus: int, card_gb: float, reserve_gib: float = DEFAULT_RESERVE_GIB) -> dict | None:
+    def cheapest_fit(
+        self, batch: int, gpus: int, card_gb: float, reserve_gib: float = DEFAULT_RESERVE_GIB
+    ) -> dict | None:
         """The cheapest setting whose counted floor plus `reserve_gib` fits the card: the largest local batch (halving
         `batch`, gradient accumulation keeping the global batch), then no checkpointing before full, then DDP, ZeRO-2,
         FSDP2, ZeRO-3. None when nothing fits even at local batch 1."""
@@ -652,9 +754,14 @@ class MemoryPlanner:
                     total = self.memory(local, checkpointing, strategy, gpus)["total"]
                     if total + reserve_gib <= capacity:
                         return {
-                            "card_gb": card_gb, "strategy": strategy, "checkpointing": checkpointing,
-                            "per_device_train_batch_size": local, "gradient_accumulation_steps": batch // local,
-                            "total_gib": total, "capacity_gib": capacity, "reserve_gib": reserve_gib,
+                            "card_gb": card_gb,
+                            "strategy": strategy,
+                            "checkpointing": checkpointing,
+                            "per_device_train_batch_size": local,
+                            "gradient_accumulation_steps": batch // local,
+                            "total_gib": total,
+                            "capacity_gib": capacity,
+                            "reserve_gib": reserve_gib,
                         }
             if local == 1 or batch % (local // 2):
                 break

@@ -21,7 +21,13 @@ from train.distributed import check_launch_config, distributed_setup
 from train.hub import push_stage_output
 from train.stage_folder import ADAPTER_DIR_NAME, STAGE_METADATA_NAME, read_stage_metadata
 from train.stages import (
-    BASE_STAGE, DEFAULT_LORA_TARGET_REGEX, STAGES, VISION_TOWERS, ResolvedStage, apply_trainable, resolve_stage,
+    BASE_STAGE,
+    DEFAULT_LORA_TARGET_REGEX,
+    STAGES,
+    VISION_TOWERS,
+    ResolvedStage,
+    apply_trainable,
+    resolve_stage,
 )
 
 logger = logging.getLogger(__name__)
@@ -37,7 +43,8 @@ LOCAL_ONLY_FILES = ("training_args.bin",)
 
 # Arguments only some stages use, and whether a resolved stage (before zero loss weights drop terms) uses them. A
 # value other than the default on a stage that does not use it is refused (only logged when an ablation switched its
-# use off); the stage output records them as unused, never as used. Each name is looked up in whichever argument dataclass defines it.
+# use off); the stage output records them as unused, never as used. Each name is looked up in whichever argument
+# dataclass defines it.
 STAGE_SPECIFIC_ARGUMENTS = {
     **dict.fromkeys(
         ("lora_r", "lora_alpha", "lora_dropout", "lora_target_regex", "save_mode", "lora_lr"), lambda stage: stage.lora
@@ -53,10 +60,26 @@ STAGE_SPECIFIC_ARGUMENTS = {
 
 # Arguments a resumed run may change: where and how it logs, saves, pushes and loads data, not what it trains.
 RESUME_MAY_DIFFER = {
-    "output_dir", "resume_from_checkpoint", "overwrite_output_dir", "local_rank", "push_to_hub", "card_eval_results",
-    "report_to", "disable_tqdm", "run_name", "project", "save_strategy", "save_steps", "save_total_limit",
-    "save_on_each_node", "save_only_model", "dataloader_num_workers", "dataloader_prefetch_factor",
-    "dataloader_persistent_workers", "dataloader_pin_memory", "skip_memory_metrics",
+    "output_dir",
+    "resume_from_checkpoint",
+    "overwrite_output_dir",
+    "local_rank",
+    "push_to_hub",
+    "card_eval_results",
+    "report_to",
+    "disable_tqdm",
+    "run_name",
+    "project",
+    "save_strategy",
+    "save_steps",
+    "save_total_limit",
+    "save_on_each_node",
+    "save_only_model",
+    "dataloader_num_workers",
+    "dataloader_prefetch_factor",
+    "dataloader_persistent_workers",
+    "dataloader_pin_memory",
+    "skip_memory_metrics",
 }
 RESUME_MAY_DIFFER_PREFIXES = ("hub_", "logging_", "log_", "trackio_")
 
@@ -67,7 +90,9 @@ class ModelArguments:
         default=None, metadata={"help": "The previous stage's output folder (init: a built or converted checkpoint)."}
     )
     attn_implementation: str = field(default="sdpa", metadata={"help": "eager | sdpa | flash_attention_2 ..."})
-    dtype: str = field(default="float32", metadata={"help": "Weights dtype at load (bf16 autocast comes from --bf16)."})
+    dtype: str = field(
+        default="float32", metadata={"help": "Weights dtype at load (bf16 autocast comes from --bf16)."}
+    )
     allow_stage_mismatch: bool = field(
         default=False, metadata={"help": "Start from a folder of another stage than the table says (e.g. skip init)."}
     )
@@ -82,8 +107,10 @@ class DataArguments:
     num_frames: int | None = field(default=None, metadata={"help": "Frames per video (default: the model's)."})
     exo_sampling: str = field(
         default="all_pairs",
-        metadata={"help": "Ego-ExoClip exo camera per sample: all_pairs (paper: every (narration, camera) once per "
-                  "epoch) | random (one seeded camera per narration per epoch) | best_exo"},
+        metadata={
+            "help": "Ego-ExoClip exo camera per sample: all_pairs (paper: every (narration, camera) once per "
+            "epoch) | random (one seeded camera per narration per epoch) | best_exo"
+        },
     )
     exo_dataset_path: str | None = field(
         default=None, metadata={"help": "init: exo-tower captions (exo2ego data pretrain: web image/video pairs)."}
@@ -101,8 +128,10 @@ class DataArguments:
     )
     init_mix: str = field(
         default="1:1",
-        metadata={"help": "init with two sources: 'EXO:EGO' samples per batch element (per_device_train_batch_size "
-                  "counts elements, so a micro-batch holds per_device x (EXO + EGO) samples)."},
+        metadata={
+            "help": "init with two sources: 'EXO:EGO' samples per batch element (per_device_train_batch_size "
+            "counts elements, so a micro-batch holds per_device x (EXO + EGO) samples)."
+        },
     )
     clip_prompt: str = field(
         default="Describe what the person in the video is doing.",
@@ -131,8 +160,10 @@ class StageArguments:
     )
     overwrite_output_dir: bool = field(
         default=False,
-        metadata={"help": "Train into a non-empty output_dir: a finished or unfinished earlier run there is replaced "
-                          "(its outputs and checkpoints removed); other files are kept and never pushed."},
+        metadata={
+            "help": "Train into a non-empty output_dir: a finished or unfinished earlier run there is replaced "
+            "(its outputs and checkpoints removed); other files are kept and never pushed."
+        },
     )
 
 
@@ -187,8 +218,9 @@ def check_stage_arguments(stage: str, model_args, data_args, stage_args, trainin
         if value == _field_default(type(group), name):
             continue
         if uses(without_ablations):
-            logger.warning("%s=%r is unused: ablations %s switch off what it sets", name, value,
-                           list(resolved.ablations))
+            logger.warning(
+                "%s=%r is unused: ablations %s switch off what it sets", name, value, list(resolved.ablations)
+            )
         else:
             refused.append(f"{name}={value!r} is set, but {stage} does not use it")
     if refused:
@@ -239,7 +271,9 @@ def check_starting_point(folder: str, stage: str, allow_mismatch: bool = False) 
 def recorded_arguments(model_args, data_args, stage_args, training_args, unused=()) -> dict:
     """{group: {name: value}} as JSON values, without the stage-specific arguments the stage does not use."""
     groups = {
-        "model": asdict(model_args), "data": asdict(data_args), "stage": asdict(stage_args),
+        "model": asdict(model_args),
+        "data": asdict(data_args),
+        "stage": asdict(stage_args),
         "training": json.loads(training_args.to_json_string()),
     }
     groups = json.loads(json.dumps(groups, default=str))
@@ -306,8 +340,10 @@ def check_output_dir(output_dir: str, stage: str, arguments: dict, resume, overw
         raise ValueError(f"output_dir {output_dir!r} is a file, not a folder; choose another output_dir")
     if resume:
         if overwrite:
-            raise ValueError("--resume_from_checkpoint continues the run in output_dir, --overwrite_output_dir "
-                             "replaces it: pass only one")
+            raise ValueError(
+                "--resume_from_checkpoint continues the run in output_dir, --overwrite_output_dir "
+                "replaces it: pass only one"
+            )
         checkpoint_dir = output_dir if resume is True else os.path.dirname(os.path.normpath(resume))
         _check_same_run(checkpoint_dir, stage, arguments)
         return read_stage_metadata(output_dir)
@@ -338,8 +374,13 @@ def clear_previous_run(output_dir: str) -> None:
     """Remove what an earlier run left in `output_dir` (its stage marker first, then the files it lists, its
     checkpoints and records); files it did not write stay."""
     metadata = read_stage_metadata(output_dir)
-    paths = [STAGE_METADATA_NAME, RUN_RECORD_NAME, *(metadata or {}).get("files", []), *_checkpoints(output_dir),
-             os.path.dirname(OUTPUT_STAGING_DIR)]
+    paths = [
+        STAGE_METADATA_NAME,
+        RUN_RECORD_NAME,
+        *(metadata or {}).get("files", []),
+        *_checkpoints(output_dir),
+        os.path.dirname(OUTPUT_STAGING_DIR),
+    ]
     root = os.path.realpath(output_dir)
     for relative in paths:
         path = os.path.realpath(os.path.join(output_dir, relative))
@@ -412,8 +453,14 @@ def build_dataset(resolved: ResolvedStage, data_args: DataArguments, num_frames:
     if resolved.spec.data == "egoit":
         return EgoITSamples(table, data_args.video_root, num_frames, where=where)
     return EgoExoClipSamples(
-        table, data_args.video_root, num_frames, resolved.branches, data_args.clip_prompt,
-        exo_sampling=data_args.exo_sampling, seed=seed, where=where,
+        table,
+        data_args.video_root,
+        num_frames,
+        resolved.branches,
+        data_args.clip_prompt,
+        exo_sampling=data_args.exo_sampling,
+        seed=seed,
+        where=where,
     )
 
 
@@ -477,7 +524,9 @@ def prepare_model(model, resolved: ResolvedStage, stage_args: StageArguments):
     """Apply the stage to a loaded model: optional mapping rebuild, LoRA, and the trainable set."""
     if stage_args.mapping_type and stage_args.mapping_type != model.config.mapping_type:
         if resolved.name != "stage2":
-            raise ValueError(f"mapping_type can only change in stage2, where F and G are first trained (got {resolved.name})")
+            raise ValueError(
+                f"mapping_type can only change in stage2, where F and G are first trained (got {resolved.name})"
+            )
         rebuild_mappings(model, stage_args.mapping_type)
     prefix = ""
     if resolved.lora:
@@ -626,11 +675,18 @@ def run_stage(stage: str, argv=None):
     """Run one stage of the table from command-line arguments; returns the finished trainer, or None when a resumed
     run finds its stage already finished in output_dir (nothing is trained)."""
     model_args, data_args, stage_args, training_args = parse_arguments(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level())
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=training_args.get_process_log_level()
+    )
     # Everything that can be wrong with the inputs is checked before the model is loaded.
     resolved = resolve_stage(
-        stage, stage_args.ablations, stage_args.train_modules, stage_args.freeze_modules,
-        stage_args.connector_trainable, training_args.kl_weight, training_args.ccl_weight,
+        stage,
+        stage_args.ablations,
+        stage_args.train_modules,
+        stage_args.freeze_modules,
+        stage_args.connector_trainable,
+        training_args.kl_weight,
+        training_args.ccl_weight,
     )
     check_data_arguments(stage, data_args)
     unused = check_stage_arguments(stage, model_args, data_args, stage_args, training_args)
@@ -652,8 +708,13 @@ def run_stage(stage: str, argv=None):
     finished = check_output_dir(output_dir, stage, arguments, resume, stage_args.overwrite_output_dir)
     push = training_args.push_to_hub
     if finished is not None:
-        logger.info("%s in %s is already finished (global_step %s, %s); nothing to train",
-                    finished.get("stage"), output_dir, finished.get("global_step"), STAGE_METADATA_NAME)
+        logger.info(
+            "%s in %s is already finished (global_step %s, %s); nothing to train",
+            finished.get("stage"),
+            output_dir,
+            finished.get("global_step"),
+            STAGE_METADATA_NAME,
+        )
         if push and training_args.should_save:
             _push(output_dir, training_args, stage_args)
         return None
@@ -686,16 +747,27 @@ def run_stage(stage: str, argv=None):
         finish_from_checkpoint(trainer, completed)
 
     files = save_stage_output(
-        trainer, resolved, stage_args, output_dir,
+        trainer,
+        resolved,
+        stage_args,
+        output_dir,
         build_model=lambda: prepare_model(load_model(model_args)[0], resolved, stage_args),
     )
     trainer.save_state()
     if trainer.args.should_save:
         metadata = stage_metadata(
-            resolved, started_from, model_args, training_args, trainer, arguments, unused,
+            resolved,
+            started_from,
+            model_args,
+            training_args,
+            trainer,
+            arguments,
+            unused,
             [*files, "trainer_state.json"],
         )
-        write_json_atomic(os.path.join(output_dir, STAGE_METADATA_NAME), metadata, default=str)  # last: marks the folder complete
+        write_json_atomic(
+            os.path.join(output_dir, STAGE_METADATA_NAME), metadata, default=str
+        )  # last: marks the folder complete
         if push:
             _push(output_dir, training_args, stage_args)
     trainer.accelerator.wait_for_everyone()
@@ -704,8 +776,11 @@ def run_stage(stage: str, argv=None):
 
 def _push(output_dir: str, training_args, stage_args: StageArguments) -> None:
     push_stage_output(
-        output_dir, training_args.hub_model_id, private=training_args.hub_private_repo,
-        token=training_args.hub_token, eval_results=stage_args.card_eval_results,
+        output_dir,
+        training_args.hub_model_id,
+        private=training_args.hub_private_repo,
+        token=training_args.hub_token,
+        eval_results=stage_args.card_eval_results,
     )
 
 

@@ -5,12 +5,12 @@ which input views it uses, which stage's output it starts from) and applies the 
 Tables 7-8 through :func:`resolve_stage`. The frozen and trainable sets of the whole pipeline are therefore readable
 here and nowhere else:
 
-| stage  | data                         | views    | trains                                    | loss           | LoRA |
-|--------|------------------------------|----------|-------------------------------------------|----------------|------|
-| init   | exo: web pairs; ego: EgoClip | exo, ego | exo tower, ego tower, connector           | VTG per branch | -    |
-| stage1 | Ego-ExoClip, all (clip, cam) | exo      | exo tower, connector                      | VTG            | -    |
-| stage2 | Ego-ExoClip, all (clip, cam) | pair     | ego tower, F (ego_to_exo), G (exo_to_ego) | VTG + KL + CCL | -    |
-| stage3 | EgoIT                        | ego      | ego tower, F, connector (+ LLM LoRA)      | VTG            | yes  |
+| stage  | data                         | views    | trains                               | loss           | LoRA |
+|--------|------------------------------|----------|--------------------------------------|----------------|------|
+| init   | exo: web pairs; ego: EgoClip | exo, ego | exo tower, ego tower, connector      | VTG per branch | -    |
+| stage1 | Ego-ExoClip, all (clip, cam) | exo      | exo tower, connector                 | VTG            | -    |
+| stage2 | Ego-ExoClip, all (clip, cam) | pair     | ego tower, F, G                      | VTG + KL + CCL | -    |
+| stage3 | EgoIT                        | ego      | ego tower, F, connector (+ LLM LoRA) | VTG            | yes  |
 
 The LLM (`language_model`, `lm_head`) is frozen everywhere (stage 3 adapts it through LoRA only). Connector
 trainability is our choice (the paper is silent) and can be overridden per run. Init can also read Ego-ExoClip for
@@ -45,7 +45,8 @@ BASE_STAGE = "base"
 
 # The LoRA target: linear layers of the LLM only. A bare `q_proj` list or "all-linear" would also hit the CLIP towers.
 DEFAULT_LORA_TARGET_REGEX = (
-    r".*model\.language_model\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj)|mlp\.(gate_proj|up_proj|down_proj))"
+    r".*model\.language_model\.layers\.\d+\."
+    r"(self_attn\.(q_proj|k_proj|v_proj|o_proj)|mlp\.(gate_proj|up_proj|down_proj))"
 )
 
 
@@ -203,7 +204,9 @@ def resolve_stage(
         if ablation not in ABLATIONS:
             raise ValueError(f"unknown ablation {ablation!r}; ablations: {sorted(ABLATIONS)}")
         if ablation not in spec.ablations:
-            raise ValueError(f"ablation {ablation!r} does not apply to {name}; it accepts {list(spec.ablations) or 'none'}")
+            raise ValueError(
+                f"ablation {ablation!r} does not apply to {name}; it accepts {list(spec.ablations) or 'none'}"
+            )
     check_module_names(train_modules or (), "train_modules")
     check_module_names(freeze_modules or (), "freeze_modules")
     for weight_name, weight in (("kl_weight", kl_weight), ("ccl_weight", ccl_weight)):
@@ -247,7 +250,11 @@ def resolve_stage(
             "its gradient when the exo tower trains) and the cycle loss"
         )
     return ResolvedStage(
-        spec=spec, trainable=frozenset(trainable), losses=frozenset(losses), lora=lora, ablations=ablations,
+        spec=spec,
+        trainable=frozenset(trainable),
+        losses=frozenset(losses),
+        lora=lora,
+        ablations=ablations,
         loss_weights=weights,
     )
 
@@ -308,9 +315,7 @@ def trainable_parameter_names(model, resolved: ResolvedStage) -> list[str]:
     prefixes = tuple(f"{MODULE_PATHS[name]}." for name in resolved.trainable)
     skipped = tuple(unreachable_parameter_prefixes(model))
     return sorted(
-        name
-        for name, _ in model.named_parameters()
-        if name.startswith(prefixes) and not name.startswith(skipped)
+        name for name, _ in model.named_parameters() if name.startswith(prefixes) and not name.startswith(skipped)
     )
 
 
@@ -329,7 +334,7 @@ def apply_trainable(model: torch.nn.Module, resolved: ResolvedStage, name_prefix
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     names = set(trainable_parameter_names(base, resolved))
     for name, parameter in model.named_parameters():
-        plain = name[len(name_prefix):] if name.startswith(name_prefix) else name
+        plain = name[len(name_prefix) :] if name.startswith(name_prefix) else name
         is_lora = "lora_" in name
         parameter.requires_grad_(plain in names or (is_lora and resolved.lora))
     return sorted(names)

@@ -82,9 +82,15 @@ class Exo2EgoTrainingArguments(TrainingArguments):
         default=True,
         metadata={"help": "gaussian KL: statistics over the tokens of all data-parallel ranks (a small all-gather)."},
     )
-    vision_tower_lr: float | None = field(default=None, metadata={"help": "LR of the vision towers (default: learning_rate)."})
-    mapping_lr: float | None = field(default=None, metadata={"help": "LR of the mappings F and G (default: learning_rate)."})
-    connector_lr: float | None = field(default=None, metadata={"help": "LR of the STC connector (default: learning_rate)."})
+    vision_tower_lr: float | None = field(
+        default=None, metadata={"help": "LR of the vision towers (default: learning_rate)."}
+    )
+    mapping_lr: float | None = field(
+        default=None, metadata={"help": "LR of the mappings F and G (default: learning_rate)."}
+    )
+    connector_lr: float | None = field(
+        default=None, metadata={"help": "LR of the STC connector (default: learning_rate)."}
+    )
     lora_lr: float | None = field(default=None, metadata={"help": "LR of the LoRA adapters (default: learning_rate)."})
     global_batch_size: int | None = field(
         default=None,
@@ -140,7 +146,8 @@ class Exo2EgoTrainer(Trainer):
         self._term_weights: dict[str, torch.Tensor] = {}
         self._staging_run_dir: str | None = None
         self.failures = FailureTracker(
-            self.args.max_failed_fraction, len(self.train_dataset) if self.train_dataset is not None else 0,
+            self.args.max_failed_fraction,
+            len(self.train_dataset) if self.train_dataset is not None else 0,
             self.args.world_size,
         )
         self.failed_videos_total: int | None = None  # over all processes, set when train() returns
@@ -175,7 +182,9 @@ class Exo2EgoTrainer(Trainer):
         return counts or None
 
     def floating_point_ops(self, inputs: dict) -> int:
-        return sum(super(Exo2EgoTrainer, self).floating_point_ops(batch) for batch in self.branch_inputs(inputs).values())
+        return sum(
+            super(Exo2EgoTrainer, self).floating_point_ops(batch) for batch in self.branch_inputs(inputs).values()
+        )
 
     # ---- loss ----------------------------------------------------------------------------------------------------
 
@@ -212,8 +221,11 @@ class Exo2EgoTrainer(Trainer):
             if "kl" in self.stage.losses:
                 # The teacher target is fixed unless the exo tower trains (Table 8 #2), then it gets a KL gradient too.
                 kl = kl_alignment_loss(
-                    outputs.exo_features, outputs.ego_to_exo, mode=self.args.kl_mode,
-                    temperature=self.args.kl_temperature, detach_target="exo_vision_tower" not in self.stage.trainable,
+                    outputs.exo_features,
+                    outputs.ego_to_exo,
+                    mode=self.args.kl_mode,
+                    temperature=self.args.kl_temperature,
+                    detach_target="exo_vision_tower" not in self.stage.trainable,
                     gather_statistics=self.args.kl_gather_statistics,
                 )
                 total = total + self.stage.loss_weights["kl"] * kl / accumulation
@@ -240,9 +252,11 @@ class Exo2EgoTrainer(Trainer):
         a multi-process run logs what one process would."""
         if "loss" in logs and self._term_sums:
             names = sorted(self._term_sums)
-            sums = torch.stack([self._term_sums[name] for name in names] + [self._term_weights[name] for name in names])
+            sums = torch.stack(
+                [self._term_sums[name] for name in names] + [self._term_weights[name] for name in names]
+            )
             sums = self.accelerator.reduce(sums.to(self.args.device), reduction="sum")
-            means = sums[: len(names)] / sums[len(names):]
+            means = sums[: len(names)] / sums[len(names) :]
             logs.update({name: round(value, 6) for name, value in zip(names, means.tolist())})
             self._term_sums.clear()
             self._term_weights.clear()
@@ -312,16 +326,19 @@ class Exo2EgoTrainer(Trainer):
             self._staging_run_dir = None
         self.accelerator.wait_for_everyone()  # every rank has written its RNG state
         if self.args.should_save:
-            write_json_atomic(os.path.join(staging, name, FAILED_VIDEOS_NAME),
-                              {"per_process": failed, "total": sum(failed)})
+            write_json_atomic(
+                os.path.join(staging, name, FAILED_VIDEOS_NAME), {"per_process": failed, "total": sum(failed)}
+            )
             final = os.path.join(run_dir, name)
             if os.path.exists(final):
                 shutil.rmtree(final)
             os.replace(os.path.join(staging, name), final)
             shutil.rmtree(staging, ignore_errors=True)
             rotate_checkpoints(
-                output_dir=run_dir, save_total_limit=self.args.save_total_limit,
-                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False,
+                output_dir=run_dir,
+                save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=False,
             )
         self.accelerator.wait_for_everyone()
 
@@ -338,7 +355,10 @@ class Exo2EgoTrainer(Trainer):
             return
         source = state_dict if state_dict is not None else self.model.state_dict()
         names = [name for name, p in self.model.named_parameters() if p.requires_grad and "lora_" not in name]
-        save_file({name: source[name].detach().cpu().contiguous() for name in names}, os.path.join(output_dir, NON_LORA_WEIGHTS_NAME))
+        save_file(
+            {name: source[name].detach().cpu().contiguous() for name in names},
+            os.path.join(output_dir, NON_LORA_WEIGHTS_NAME),
+        )
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         super()._load_from_checkpoint(resume_from_checkpoint, model)

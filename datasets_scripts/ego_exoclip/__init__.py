@@ -9,5 +9,16 @@ from .clips import PAPER_ALPHA_SEC, clip_bounds, estimate_alpha
 from .export import build_ego_exoclip, restore_text
 from .plan import EgoExoClipOptions, plan_ego_exoclip
 
-__all__ = ["CLIP_FEATURES", "TAKE_FEATURES", "EgoExoClip", "EgoExoClipConfig", "EgoExoClipOptions", "PAPER_ALPHA_SEC",
-           "build_ego_exoclip", "clip_bounds", "estimate_alpha", "plan_ego_exoclip", "restore_text"]
+__all__ = [
+    "CLIP_FEATURES",
+    "TAKE_FEATURES",
+    "EgoExoClip",
+    "EgoExoClipConfig",
+    "EgoExoClipOptions",
+    "PAPER_ALPHA_SEC",
+    "build_ego_exoclip",
+    "clip_bounds",
+    "estimate_alpha",
+    "plan_ego_exoclip",
+    "restore_text",
+]

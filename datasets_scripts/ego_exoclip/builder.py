@@ -23,52 +23,56 @@ from .plan import BuildPlan, EgoExoClipOptions, plan_ego_exoclip
 
 ROWS_PER_SHARD = 5000  # generator shards; ``num_proc`` workers split them
 
-CLIP_FEATURES = datasets.Features({
-    "clip_id": datasets.Value("string"),  # <take_uid[:8]>_<annotation_uid[:8]>_<desc_index:04d>
-    "take_uid": datasets.Value("string"),
-    "take_name": datasets.Value("string"),
-    "annotation_uid": datasets.Value("string"),
-    "desc_index": datasets.Value("int32"),  # position in the released descriptions list
-    "timestamp_sec": datasets.Value("float64"),
-    "start_sec": datasets.Value("float64"),  # eq. 1
-    "end_sec": datasets.Value("float64"),
-    "beta_sec": datasets.Value("float64"),  # mean narration gap of the sequence
-    "alpha_sec": datasets.Value("float64"),
-    "widened": datasets.Value("bool"),  # window shorter than one frame, widened to min_clip_sec
-    "subject": datasets.Value("string"),
-    "ego_visible": datasets.Value("bool"),
-    "unsure": datasets.Value("bool"),
-    "best_exo_cam": datasets.Value("string"),
-    "ego_cam": datasets.Value("string"),
-    "exo_cams": datasets.List(datasets.Value("string")),
-    "ego_video": datasets.Value("string"),  # relative to the egoexo download root
-    "exo_videos": datasets.List(datasets.Value("string")),
-    "parent_task_name": datasets.Value("string"),  # the scenario
-    "task_name": datasets.Value("string"),
-    "split": datasets.Value("string"),
-    "duration_sec": datasets.Value("float64"),  # of the take
-    "text": datasets.Value("string"),  # null in annotations-only exports
-    "text_sha1": datasets.Value("string"),
-})
+CLIP_FEATURES = datasets.Features(
+    {
+        "clip_id": datasets.Value("string"),  # <take_uid[:8]>_<annotation_uid[:8]>_<desc_index:04d>
+        "take_uid": datasets.Value("string"),
+        "take_name": datasets.Value("string"),
+        "annotation_uid": datasets.Value("string"),
+        "desc_index": datasets.Value("int32"),  # position in the released descriptions list
+        "timestamp_sec": datasets.Value("float64"),
+        "start_sec": datasets.Value("float64"),  # eq. 1
+        "end_sec": datasets.Value("float64"),
+        "beta_sec": datasets.Value("float64"),  # mean narration gap of the sequence
+        "alpha_sec": datasets.Value("float64"),
+        "widened": datasets.Value("bool"),  # window shorter than one frame, widened to min_clip_sec
+        "subject": datasets.Value("string"),
+        "ego_visible": datasets.Value("bool"),
+        "unsure": datasets.Value("bool"),
+        "best_exo_cam": datasets.Value("string"),
+        "ego_cam": datasets.Value("string"),
+        "exo_cams": datasets.List(datasets.Value("string")),
+        "ego_video": datasets.Value("string"),  # relative to the egoexo download root
+        "exo_videos": datasets.List(datasets.Value("string")),
+        "parent_task_name": datasets.Value("string"),  # the scenario
+        "task_name": datasets.Value("string"),
+        "split": datasets.Value("string"),
+        "duration_sec": datasets.Value("float64"),  # of the take
+        "text": datasets.Value("string"),  # null in annotations-only exports
+        "text_sha1": datasets.Value("string"),
+    }
+)
 
-TAKE_FEATURES = datasets.Features({
-    "take_uid": datasets.Value("string"),
-    "take_name": datasets.Value("string"),
-    "root_dir": datasets.Value("string"),
-    "duration_sec": datasets.Value("float64"),
-    "parent_task_name": datasets.Value("string"),
-    "task_name": datasets.Value("string"),
-    "university_name": datasets.Value("string"),
-    "best_exo": datasets.Value("string"),
-    "ego_cam": datasets.Value("string"),
-    "exo_cams": datasets.List(datasets.Value("string")),
-    "ego_video": datasets.Value("string"),
-    "exo_videos": datasets.List(datasets.Value("string")),
-    "num_annotations": datasets.Value("int32"),
-    "num_clips": datasets.Value("int32"),
-    "beta_sec": datasets.Value("float64"),  # both annotators merged
-    "split": datasets.Value("string"),
-})
+TAKE_FEATURES = datasets.Features(
+    {
+        "take_uid": datasets.Value("string"),
+        "take_name": datasets.Value("string"),
+        "root_dir": datasets.Value("string"),
+        "duration_sec": datasets.Value("float64"),
+        "parent_task_name": datasets.Value("string"),
+        "task_name": datasets.Value("string"),
+        "university_name": datasets.Value("string"),
+        "best_exo": datasets.Value("string"),
+        "ego_cam": datasets.Value("string"),
+        "exo_cams": datasets.List(datasets.Value("string")),
+        "ego_video": datasets.Value("string"),
+        "exo_videos": datasets.List(datasets.Value("string")),
+        "num_annotations": datasets.Value("int32"),
+        "num_clips": datasets.Value("int32"),
+        "beta_sec": datasets.Value("float64"),  # both annotators merged
+        "split": datasets.Value("string"),
+    }
+)
 FEATURES = {"clips": CLIP_FEATURES, "takes": TAKE_FEATURES}
 
 
@@ -88,10 +92,17 @@ class EgoExoClipConfig(datasets.BuilderConfig):
     def to_options(self, num_proc: int = 1) -> EgoExoClipOptions:
         if not self.egoexo_root:
             raise ValueError("EgoExoClip needs egoexo_root=<folder of your egoexo download>")
-        return EgoExoClipOptions(egoexo_root=self.egoexo_root, alpha=self.alpha, sequence=self.sequence,
-                                 variant=self.variant, annotations_only=self.annotations_only,
-                                 check_videos=self.check_videos, skip_bad=self.skip_bad,
-                                 min_clip_sec=self.min_clip_sec, num_proc=num_proc)
+        return EgoExoClipOptions(
+            egoexo_root=self.egoexo_root,
+            alpha=self.alpha,
+            sequence=self.sequence,
+            variant=self.variant,
+            annotations_only=self.annotations_only,
+            check_videos=self.check_videos,
+            skip_bad=self.skip_bad,
+            min_clip_sec=self.min_clip_sec,
+            num_proc=num_proc,
+        )
 
 
 class EgoExoClip(datasets.GeneratorBasedBuilder):
@@ -121,7 +132,9 @@ class EgoExoClip(datasets.GeneratorBasedBuilder):
 
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(
-            description="Ego-ExoClip: Ego-Exo4D atomic descriptions cut into synchronized ego-exo clips (Exo2Ego, eq. 1)",
+            description=(
+                "Ego-ExoClip: Ego-Exo4D atomic descriptions cut into synchronized ego-exo clips (Exo2Ego, eq. 1)"
+            ),
             features=FEATURES[self.config.name],
             homepage="https://docs.ego-exo4d-data.org/",
             license="Ego-Exo4D license agreement (annotations and videos are not redistributable)",

@@ -41,8 +41,9 @@ def estimate_alpha(sequences: Sequence[Sequence[float]]) -> float | None:
     return sum(betas) / len(betas) if betas else None
 
 
-def clip_bounds(timestamps: Sequence[float], duration: float, alpha: float,
-                min_clip_sec: float = DEFAULT_MIN_CLIP_SEC) -> tuple[float, list[ClipBounds]]:
+def clip_bounds(
+    timestamps: Sequence[float], duration: float, alpha: float, min_clip_sec: float = DEFAULT_MIN_CLIP_SEC
+) -> tuple[float, list[ClipBounds]]:
     """Eq. 1 for one sorted sequence; returns (beta used, one :class:`ClipBounds` per timestamp)."""
     if not alpha > 0:
         raise ValueError(f"alpha must be positive, got {alpha}")

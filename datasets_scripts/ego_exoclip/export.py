@@ -22,8 +22,7 @@ from .. import hub_export
 from ..source_io import BadRows, RowError, SourceFileError
 from . import source
 from .builder import FEATURES, EgoExoClip
-from .plan import (EgoExoClipOptions, bad_video_message, check_videos, options_dict, plan_ego_exoclip,
-                   text_sha1)
+from .plan import EgoExoClipOptions, bad_video_message, check_videos, options_dict, plan_ego_exoclip, text_sha1
 from .stats import compute_statistics, plot_statistics
 
 BUILDER_VERSION = "1.0.0"
@@ -45,8 +44,10 @@ def _file_sha1(path: Path) -> str | None:
 def source_fingerprint(root: Path) -> dict[str, Any]:
     """Which release the build read: SHA-1 of takes.json / splits.json / the train annotations and their ``ds``."""
     train = root / "annotations" / "atomic_descriptions_train.json"
-    info = {name: _file_sha1(root / name) for name in
-            ("takes.json", "annotations/splits.json", "annotations/atomic_descriptions_train.json")}
+    info = {
+        name: _file_sha1(root / name)
+        for name in ("takes.json", "annotations/splits.json", "annotations/atomic_descriptions_train.json")
+    }
     try:
         info["atomic_descriptions_ds"] = json.loads(train.read_text(encoding="utf-8")).get("ds")
     except (OSError, ValueError, AttributeError):
@@ -56,45 +57,64 @@ def source_fingerprint(root: Path) -> dict[str, Any]:
 
 def _card_sections(info: dict[str, Any], plots: dict[str, str]) -> dict[str, str]:
     counts, alpha, stats = info["counts"], info["alpha"], info["statistics"]
-    recomputed = ", ".join(f"`{mode}`: {value:.3f} s" if value is not None else f"`{mode}`: n/a"
-                           for mode, value in alpha["recomputed"].items())
-    text_note = ("`text` is **null**; `text_sha1` is the SHA-1 of the released description, so a local build "
-                 "can fill and verify it" if info["annotations_only"] else "`text` holds the descriptions")
-    drops = "\n".join(f"- {level}: " + (", ".join(f"{reason} {n}" for reason, n in reasons.items()) or "none")
-                      for level, reasons in info["drops"].items())
+    recomputed = ", ".join(
+        f"`{mode}`: {value:.3f} s" if value is not None else f"`{mode}`: n/a"
+        for mode, value in alpha["recomputed"].items()
+    )
+    text_note = (
+        "`text` is **null**; `text_sha1` is the SHA-1 of the released description, so a local build "
+        "can fill and verify it"
+        if info["annotations_only"]
+        else "`text` holds the descriptions"
+    )
+    drops = "\n".join(
+        f"- {level}: " + (", ".join(f"{reason} {n}" for reason, n in reasons.items()) or "none")
+        for level, reasons in info["drops"].items()
+    )
     return {
-        "Summary": (f"Ego-ExoClip is the pre-training data of Exo2Ego (stages 1-2): one row per Ego-Exo4D atomic "
-                    f"description of a train take, cut into a clip by the paper's eq. 1 and paired with the "
-                    f"synchronized ego (Aria) and exo (GoPro) videos of the take. This build: "
-                    f"{counts['takes_kept']} takes, {counts['videos_kept']} videos, {counts['narrations_kept']} "
-                    f"narrations, {counts['ego_exo_pairs']} ego-exo clip pairs. {text_note}."),
-        "Configs": ("- `clips` (default): `clip_id, take_uid, take_name, annotation_uid, desc_index, timestamp_sec, "
-                    "start_sec, end_sec, beta_sec, alpha_sec, widened, subject, ego_visible, unsure, best_exo_cam, "
-                    "ego_cam, exo_cams, ego_video, exo_videos, parent_task_name, task_name, split, duration_sec, "
-                    "text, text_sha1`\n- `takes`: one row per kept take (cameras, video paths, counts, beta).\n\n"
-                    "Video paths are relative to the root of your `egoexo` download "
-                    f"(variant `{info['options']['variant']}`)."),
-        "Clip rule (eq. 1)": (f"Per narration sequence (mode `{alpha['sequence_mode']}`) sorted by time: "
-                              "`start_i = max(t_i - beta/(2 alpha), t_(i-1))`, `end_i = min(t_i + beta/(2 alpha), "
-                              "t_(i+1))`, beta = mean gap of the sequence, t_(-1) = 0 and t_n = take duration. "
-                              f"alpha used: {alpha['used']:.3f} s (paper: {alpha['paper']} s); recomputed from this "
-                              f"data: {recomputed}."),
-        "Loading": ("```python\nfrom datasets import load_dataset\n"
-                    "clips = load_dataset(\"org/ego-exoclip\", \"clips\", split=\"train\")\n"
-                    "takes = load_dataset(\"org/ego-exoclip\", \"takes\", split=\"train\")\n```"),
+        "Summary": (
+            f"Ego-ExoClip is the pre-training data of Exo2Ego (stages 1-2): one row per Ego-Exo4D atomic "
+            f"description of a train take, cut into a clip by the paper's eq. 1 and paired with the "
+            f"synchronized ego (Aria) and exo (GoPro) videos of the take. This build: "
+            f"{counts['takes_kept']} takes, {counts['videos_kept']} videos, {counts['narrations_kept']} "
+            f"narrations, {counts['ego_exo_pairs']} ego-exo clip pairs. {text_note}."
+        ),
+        "Configs": (
+            "- `clips` (default): `clip_id, take_uid, take_name, annotation_uid, desc_index, timestamp_sec, "
+            "start_sec, end_sec, beta_sec, alpha_sec, widened, subject, ego_visible, unsure, best_exo_cam, "
+            "ego_cam, exo_cams, ego_video, exo_videos, parent_task_name, task_name, split, duration_sec, "
+            "text, text_sha1`\n- `takes`: one row per kept take (cameras, video paths, counts, beta).\n\n"
+            "Video paths are relative to the root of your `egoexo` download "
+            f"(variant `{info['options']['variant']}`)."
+        ),
+        "Clip rule (eq. 1)": (
+            f"Per narration sequence (mode `{alpha['sequence_mode']}`) sorted by time: "
+            "`start_i = max(t_i - beta/(2 alpha), t_(i-1))`, `end_i = min(t_i + beta/(2 alpha), "
+            "t_(i+1))`, beta = mean gap of the sequence, t_(-1) = 0 and t_n = take duration. "
+            f"alpha used: {alpha['used']:.3f} s (paper: {alpha['paper']} s); recomputed from this "
+            f"data: {recomputed}."
+        ),
+        "Loading": (
+            "```python\nfrom datasets import load_dataset\n"
+            'clips = load_dataset("org/ego-exoclip", "clips", split="train")\n'
+            'takes = load_dataset("org/ego-exoclip", "takes", split="train")\n```'
+        ),
         "Getting the videos and the text": (
             "Ego-Exo4D needs a signed licence (https://ego4d-data.org/). Then:\n\n```bash\n"
-            "pip install \"ego4d>=1.7.3\" awscli && aws configure\n"
+            'pip install "ego4d>=1.7.3" awscli && aws configure\n'
             "egoexo -o $EGOEXO_ROOT --release v2 --parts metadata annotations -y\n"
             f"egoexo -o $EGOEXO_ROOT --release v2 --parts downscaled_takes/448 --splits train \\\n"
             f"       --uids $(cat {UID_LIST}) -y\n"
             "exo2ego data ego-exoclip --egoexo-root $EGOEXO_ROOT --restore-text org/ego-exoclip \\\n"
-            "       --variant 448 --out ego_exoclip_local   # fills `text`, checks every text_sha1 and video\n```"),
-        "Licence": ("The videos and the atomic descriptions belong to Ego-Exo4D and are covered by its licence "
-                    "agreement, which restricts redistribution: this repository holds no video, frame or feature, "
-                    "and the description text only when its redistribution has been cleared. Clip boundaries, "
-                    "ids, camera lists and statistics are derived by the Exo2Ego builder. "
-                    f"Licence terms: {LICENSE_LINK}"),
+            "       --variant 448 --out ego_exoclip_local   # fills `text`, checks every text_sha1 and video\n```"
+        ),
+        "Licence": (
+            "The videos and the atomic descriptions belong to Ego-Exo4D and are covered by its licence "
+            "agreement, which restricts redistribution: this repository holds no video, frame or feature, "
+            "and the description text only when its redistribution has been cleared. Clip boundaries, "
+            "ids, camera lists and statistics are derived by the Exo2Ego builder. "
+            f"Licence terms: {LICENSE_LINK}"
+        ),
         "Statistics": (
             f"| quantity | value |\n|---|---|\n"
             f"| clip duration mean / std | {stats['clip_duration_sec']['mean']:.2f} s / "
@@ -103,29 +123,44 @@ def _card_sections(info: dict[str, Any], plots: dict[str, str]) -> dict[str, str
             f"| narration words mean / std | {stats['narration_words']['mean']:.2f} / "
             f"{stats['narration_words']['std']:.2f} |\n"
             f"| scenarios / tasks | {len(stats['scenarios']['takes'])} / {len(stats['tasks']['takes'])} |\n\n"
-            + "\n".join(f"![{name}]({path})" for name, path in plots.items())),
+            + "\n".join(f"![{name}]({path})" for name, path in plots.items())
+        ),
         "Dropped while building": drops + "\n\nAll counts are in `build_info.json`.",
     }
 
 
 def _write_folder(staging: Path, clips, takes, info: dict[str, Any], narration_words) -> None:
     """Parquet tables (``clips``/``takes``: datasets.Dataset or lists), uid list, plots, card, build_info."""
-    data_files = hub_export.write_parquet_configs(staging, {"clips": {"train": clips}, "takes": {"train": takes}},
-                                                  FEATURES, max_rows_per_shard=MAX_ROWS_PER_SHARD)
+    data_files = hub_export.write_parquet_configs(
+        staging,
+        {"clips": {"train": clips}, "takes": {"train": takes}},
+        FEATURES,
+        max_rows_per_shard=MAX_ROWS_PER_SHARD,
+    )
     take_uids = sorted(takes["take_uid"] if hasattr(takes, "column_names") else [t["take_uid"] for t in takes])
     (staging / UID_LIST).write_text("".join(f"{uid}\n" for uid in take_uids), encoding="utf-8")
-    clip_rows = clips.select_columns(["start_sec", "end_sec", "parent_task_name", "task_name"]).to_list() \
-        if hasattr(clips, "column_names") else clips
+    clip_rows = (
+        clips.select_columns(["start_sec", "end_sec", "parent_task_name", "task_name"]).to_list()
+        if hasattr(clips, "column_names")
+        else clips
+    )
     take_rows = takes.to_list() if hasattr(takes, "column_names") else takes
     info["statistics"] = compute_statistics(clip_rows, take_rows, narration_words)
     plots = plot_statistics(staging, clip_rows, info["statistics"], narration_words)
     info["plots"] = plots
     info["files"] = {"take_uids": UID_LIST, "data": data_files}
     card = hub_export.make_dataset_card(
-        data_files, pretty_name="Ego-ExoClip", license="other", default_config="clips",
-        sections=_card_sections(info, plots), license_name="ego-exo4d-license", license_link=LICENSE_LINK,
-        task_categories=["video-text-to-text"], tags=["egocentric", "exocentric", "ego-exo4d", "video"],
-        size_categories=_size_category(len(clip_rows)))
+        data_files,
+        pretty_name="Ego-ExoClip",
+        license="other",
+        default_config="clips",
+        sections=_card_sections(info, plots),
+        license_name="ego-exo4d-license",
+        license_link=LICENSE_LINK,
+        task_categories=["video-text-to-text"],
+        tags=["egocentric", "exocentric", "ego-exo4d", "video"],
+        size_categories=_size_category(len(clip_rows)),
+    )
     card.save(str(staging / hub_export.CARD_NAME))
     hub_export.write_build_info(staging, info)
 
@@ -137,8 +172,9 @@ def _size_category(n: int) -> str:
     return "1M<n<10M"
 
 
-def build_ego_exoclip(options: EgoExoClipOptions, out: str | Path, overwrite: bool = False,
-                      args: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_ego_exoclip(
+    options: EgoExoClipOptions, out: str | Path, overwrite: bool = False, args: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Build both configs with :class:`EgoExoClip` and write the Hub-ready folder ``out`` atomically.
 
     Returns the build_info dict. Raises ``SourceFileError``/``RowError``/``ValueError`` on bad input
@@ -150,19 +186,38 @@ def build_ego_exoclip(options: EgoExoClipOptions, out: str | Path, overwrite: bo
         cache = staging / ".builder_cache"
         tables = {}
         for name in ("clips", "takes"):
-            builder = EgoExoClip(config_name=name, cache_dir=str(cache), plan=plan, num_proc=options.num_proc,
-                                 egoexo_root=str(root), alpha=options.alpha, sequence=options.sequence,
-                                 variant=options.variant, annotations_only=options.annotations_only,
-                                 check_videos=options.check_videos, skip_bad=options.skip_bad,
-                                 min_clip_sec=options.min_clip_sec)
+            builder = EgoExoClip(
+                config_name=name,
+                cache_dir=str(cache),
+                plan=plan,
+                num_proc=options.num_proc,
+                egoexo_root=str(root),
+                alpha=options.alpha,
+                sequence=options.sequence,
+                variant=options.variant,
+                annotations_only=options.annotations_only,
+                check_videos=options.check_videos,
+                skip_bad=options.skip_bad,
+                min_clip_sec=options.min_clip_sec,
+            )
             builder.download_and_prepare(num_proc=options.num_proc if options.num_proc > 1 else None)
             tables[name] = builder.as_dataset("train")
         info = {
-            "builder": "datasets_scripts.ego_exoclip", "builder_version": BUILDER_VERSION,
-            "source": source_fingerprint(root), "options": options_dict(options), "args": args or {},
-            "annotations_only": options.annotations_only, "text_included": not options.annotations_only,
-            "alpha": plan.alpha, "counts": plan.counts, "drops": plan.drops.as_dict(),
-            "skips": {f"{level}/{reason}": n for level, reasons in plan.drops.as_dict().items() for reason, n in reasons.items()},
+            "builder": "datasets_scripts.ego_exoclip",
+            "builder_version": BUILDER_VERSION,
+            "source": source_fingerprint(root),
+            "options": options_dict(options),
+            "args": args or {},
+            "annotations_only": options.annotations_only,
+            "text_included": not options.annotations_only,
+            "alpha": plan.alpha,
+            "counts": plan.counts,
+            "drops": plan.drops.as_dict(),
+            "skips": {
+                f"{level}/{reason}": n
+                for level, reasons in plan.drops.as_dict().items()
+                for reason, n in reasons.items()
+            },
             "bad_rows": plan.bad_rows,
         }
         _write_folder(staging, tables["clips"], tables["takes"], info, plan.narration_words)
@@ -178,8 +233,13 @@ def to_variant(path: str, variant: str) -> str:
     return source.variant_path(full, variant)
 
 
-def restore_text(published: str, options: EgoExoClipOptions, out: str | Path, overwrite: bool = False,
-                 args: dict[str, Any] | None = None) -> dict[str, Any]:
+def restore_text(
+    published: str,
+    options: EgoExoClipOptions,
+    out: str | Path,
+    overwrite: bool = False,
+    args: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Fill ``text`` of an annotations-only export (a local folder or a Hub repo id) from the user's
     ``atomic_descriptions_train.json``, checking every ``text_sha1``; write a local folder ``out``.
 
@@ -201,8 +261,12 @@ def restore_text(published: str, options: EgoExoClipOptions, out: str | Path, ov
         takes = datasets.load_dataset(published, "takes", split="train")
     bad_rows = BadRows(skip=options.skip_bad)
     annotations, skipped = source.load_annotations(root, "train", bad_rows)
-    texts = {(d.take_uid, d.annotation_uid, d.desc_index): d.text
-             for entries in annotations.values() for a in entries for d in a.descriptions}
+    texts = {
+        (d.take_uid, d.annotation_uid, d.desc_index): d.text
+        for entries in annotations.values()
+        for a in entries
+        for d in a.descriptions
+    }
     annotations_file = root / "annotations" / "atomic_descriptions_train.json"
 
     drops: Counter = Counter()  # narrations
@@ -215,34 +279,50 @@ def restore_text(published: str, options: EgoExoClipOptions, out: str | Path, ov
         if text is None:
             problem = ("text_not_found", "no description at this take_uid / annotation_uid / desc_index")
         elif text_sha1(text) != row["text_sha1"]:
-            problem = ("text_hash_mismatch", f"SHA-1 {text_sha1(text)} differs from the published {row['text_sha1']} "
-                                             "(a different Ego-Exo4D release?)")
+            problem = (
+                "text_hash_mismatch",
+                f"SHA-1 {text_sha1(text)} differs from the published {row['text_sha1']} "
+                "(a different Ego-Exo4D release?)",
+            )
         if problem:
             if not options.skip_bad:
-                raise RowError(annotations_file, f"clip {row['clip_id']} ({key[0]} / {key[1]} / {key[2]})", "text", problem[1])
+                raise RowError(
+                    annotations_file, f"clip {row['clip_id']} ({key[0]} / {key[1]} / {key[2]})", "text", problem[1]
+                )
             drops[problem[0]] += 1
             continue
         keep.append(position)
         filled.append(text)
         words.append(len(text.split()))
     clips = clips.select(keep)
-    clips = clips.map(lambda row, index: {
-        "text": filled[index],
-        "ego_video": to_variant(row["ego_video"], options.variant),
-        "exo_videos": [to_variant(path, options.variant) for path in row["exo_videos"]],
-    }, with_indices=True, desc="filling text")
-    takes = takes.map(lambda row: {"ego_video": to_variant(row["ego_video"], options.variant),
-                                   "exo_videos": [to_variant(path, options.variant) for path in row["exo_videos"]]})
+    clips = clips.map(
+        lambda row, index: {
+            "text": filled[index],
+            "ego_video": to_variant(row["ego_video"], options.variant),
+            "exo_videos": [to_variant(path, options.variant) for path in row["exo_videos"]],
+        },
+        with_indices=True,
+        desc="filling text",
+    )
+    takes = takes.map(
+        lambda row: {
+            "ego_video": to_variant(row["ego_video"], options.variant),
+            "exo_videos": [to_variant(path, options.variant) for path in row["exo_videos"]],
+        }
+    )
 
     if options.check_videos:
-        problems = check_videos([[str(root / p) for p in (t["ego_video"], *t["exo_videos"])] for t in takes],
-                                options.num_proc)
+        problems = check_videos(
+            [[str(root / p) for p in (t["ego_video"], *t["exo_videos"])] for t in takes], options.num_proc
+        )
         bad_takes = set()
         for take, problem in zip(takes, problems):
             if problem is None:
                 continue
             if not options.skip_bad:
-                raise SourceFileError(bad_video_message(take["take_name"], take["take_uid"], *problem, options.variant))
+                raise SourceFileError(
+                    bad_video_message(take["take_name"], take["take_uid"], *problem, options.variant)
+                )
             take_drops[problem[0]] += 1
             bad_takes.add(take["take_uid"])
         if bad_takes:
@@ -259,21 +339,33 @@ def restore_text(published: str, options: EgoExoClipOptions, out: str | Path, ov
     if info_path.is_file():
         published_info = json.loads(info_path.read_text(encoding="utf-8"))
     info = {
-        "builder": "datasets_scripts.ego_exoclip (restore)", "builder_version": BUILDER_VERSION,
-        "restored_from": published, "source": source_fingerprint(root), "options": options_dict(options),
-        "args": args or {}, "annotations_only": False, "text_included": True,
+        "builder": "datasets_scripts.ego_exoclip (restore)",
+        "builder_version": BUILDER_VERSION,
+        "restored_from": published,
+        "source": source_fingerprint(root),
+        "options": options_dict(options),
+        "args": args or {},
+        "annotations_only": False,
+        "text_included": True,
         "alpha": published_info.get("alpha", {"used": clips[0]["alpha_sec"] if len(clips) else None}),
-        "counts": {"published_clips": len(keep) + drops["text_not_found"] + drops["text_hash_mismatch"],
-                   "narrations_kept": len(clips), "takes_kept": len(takes),
-                   "videos_kept": sum(1 + len(t["exo_cams"]) for t in takes),
-                   "ego_exo_pairs": sum(len(cams) for cams in clips["exo_cams"]),
-                   "texts_verified": len(clips)},
-        "drops": {"takes": {k: n for k, n in sorted(take_drops.items()) if n},
-                  "annotations": {"malformed": skipped["annotations"]} if skipped["annotations"] else {},
-                  "narrations": {k: n for k, n in sorted(drops.items()) if n}},
+        "counts": {
+            "published_clips": len(keep) + drops["text_not_found"] + drops["text_hash_mismatch"],
+            "narrations_kept": len(clips),
+            "takes_kept": len(takes),
+            "videos_kept": sum(1 + len(t["exo_cams"]) for t in takes),
+            "ego_exo_pairs": sum(len(cams) for cams in clips["exo_cams"]),
+            "texts_verified": len(clips),
+        },
+        "drops": {
+            "takes": {k: n for k, n in sorted(take_drops.items()) if n},
+            "annotations": {"malformed": skipped["annotations"]} if skipped["annotations"] else {},
+            "narrations": {k: n for k, n in sorted(drops.items()) if n},
+        },
         "bad_rows": bad_rows.summary(),
     }
-    info["skips"] = {f"{level}/{reason}": n for level, reasons in info["drops"].items() for reason, n in reasons.items()}
+    info["skips"] = {
+        f"{level}/{reason}": n for level, reasons in info["drops"].items() for reason, n in reasons.items()
+    }
     with hub_export.staged_folder(out, overwrite=overwrite) as staging:
         _write_folder(staging, clips, takes, info, words)
     return info

@@ -67,8 +67,10 @@ class Drops:
     narrations: Counter = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, dict[str, int]]:
-        return {name: {reason: n for reason, n in sorted(getattr(self, name).items()) if n}
-                for name in ("takes", "annotations", "narrations")}
+        return {
+            name: {reason: n for reason, n in sorted(getattr(self, name).items()) if n}
+            for name in ("takes", "annotations", "narrations")
+        }
 
 
 @dataclass
@@ -96,8 +98,9 @@ def text_sha1(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
-def _sequences(annotations: Sequence[source.Annotation], duration: float, mode: str,
-               drops: Drops | None) -> list[list[source.Description]]:
+def _sequences(
+    annotations: Sequence[source.Annotation], duration: float, mode: str, drops: Drops | None
+) -> list[list[source.Description]]:
     """Sorted, de-duplicated narration sequences of one take in ``mode``; counts drops if given."""
     groups = [list(annotations)] if mode == "take" else [[annotation] for annotation in annotations]
     sequences = []
@@ -172,11 +175,15 @@ def check_videos(paths_per_take: Sequence[Sequence[str]], num_proc: int = 1) -> 
 
 def bad_video_message(take_name: str, take_uid: str, reason: str, path: str, variant: str) -> str:
     part = "takes" if variant == "full" else "downscaled_takes/448"
-    return (f"take {take_name} ({take_uid}): {reason.replace('_', ' ')}: {path} (download it with "
-            f"`egoexo --parts {part} --uids {take_uid}`, or pass --skip-bad-rows to skip the take)")
+    return (
+        f"take {take_name} ({take_uid}): {reason.replace('_', ' ')}: {path} (download it with "
+        f"`egoexo --parts {part} --uids {take_uid}`, or pass --skip-bad-rows to skip the take)"
+    )
 
 
-def _select_takes(options: EgoExoClipOptions, drops: Drops, bad_rows: BadRows) -> tuple[list[KeptTake], dict[str, Any]]:
+def _select_takes(
+    options: EgoExoClipOptions, drops: Drops, bad_rows: BadRows
+) -> tuple[list[KeptTake], dict[str, Any]]:
     root = Path(options.egoexo_root)
     takes_file = root / "takes.json"
     takes = source.load_takes(root)
@@ -225,8 +232,10 @@ def _select_takes(options: EgoExoClipOptions, drops: Drops, bad_rows: BadRows) -
         if isinstance(cameras, str):
             drop(cameras)
             continue
-        sequences = {mode: _sequences(accepted, duration, mode, drops if mode == options.sequence else None)
-                     for mode in SEQUENCE_MODES}
+        sequences = {
+            mode: _sequences(accepted, duration, mode, drops if mode == options.sequence else None)
+            for mode in SEQUENCE_MODES
+        }
         kept.append(KeptTake(take, cameras, duration, accepted, sequences))
     val_file = root / "annotations" / "atomic_descriptions_val.json"
     report = {"train_file_takes": len(annotations), "takes_json_takes": len(takes)}
@@ -234,7 +243,9 @@ def _select_takes(options: EgoExoClipOptions, drops: Drops, bad_rows: BadRows) -
         payload = read_json(val_file)
         val = payload.get("annotations", {}) if isinstance(payload, Mapping) else {}
         report["val_file_takes"] = len(val)
-        report["val_file_narrations"] = sum(len(a.get("descriptions", [])) for entries in val.values() for a in entries)
+        report["val_file_narrations"] = sum(
+            len(a.get("descriptions", [])) for entries in val.values() for a in entries
+        )
     return sorted(kept, key=lambda k: (k.take.get("take_name", ""), k.take["take_uid"])), report
 
 
@@ -247,15 +258,25 @@ def plan_ego_exoclip(options: EgoExoClipOptions) -> BuildPlan:
     bad_rows = BadRows(skip=options.skip_bad)
     kept, report = _select_takes(options, drops, bad_rows)
 
-    recomputed = {mode: estimate_alpha([[d.timestamp for d in seq] for k in kept for seq in k.sequences[mode]])
-                  for mode in SEQUENCE_MODES}
+    recomputed = {
+        mode: estimate_alpha([[d.timestamp for d in seq] for k in kept for seq in k.sequences[mode]])
+        for mode in SEQUENCE_MODES
+    }
     alpha = recomputed[options.sequence] if options.alpha == "auto" else options.alpha
     if alpha is None:
         raise ValueError("alpha='auto' needs at least one sequence with two narrations")
 
     if options.check_videos and not options.annotations_only:
-        problems = check_videos([[str(root / source.variant_path(p, options.variant))
-                                  for p in (k.cameras.ego_video, *k.cameras.exo_videos)] for k in kept], options.num_proc)
+        problems = check_videos(
+            [
+                [
+                    str(root / source.variant_path(p, options.variant))
+                    for p in (k.cameras.ego_video, *k.cameras.exo_videos)
+                ]
+                for k in kept
+            ],
+            options.num_proc,
+        )
         still = []
         for take, problem in zip(kept, problems):
             if problem is None:
@@ -263,15 +284,18 @@ def plan_ego_exoclip(options: EgoExoClipOptions) -> BuildPlan:
                 continue
             reason, path = problem
             if not options.skip_bad:
-                raise SourceFileError(bad_video_message(take.take["take_name"], take.take["take_uid"], reason, path,
-                                                        options.variant))
+                raise SourceFileError(
+                    bad_video_message(take.take["take_name"], take.take["take_uid"], reason, path, options.variant)
+                )
             drops.takes[reason] += 1
             drops.narrations[reason] += sum(len(seq) for seq in take.sequences[options.sequence])
         kept = still
     if not kept:
         dropped = {reason: n for reason, n in drops.as_dict()["takes"].items() if n}
-        raise ValueError(f"Ego-ExoClip: no take of {root} is left to build (takes dropped by reason: {dropped}; "
-                         f"skipped rows: {bad_rows.summary()['by_source_field']}); check the download and the options")
+        raise ValueError(
+            f"Ego-ExoClip: no take of {root} is left to build (takes dropped by reason: {dropped}; "
+            f"skipped rows: {bad_rows.summary()['by_source_field']}); check the download and the options"
+        )
 
     clips, take_rows, words, widened = [], [], [], 0
     for k in kept:
@@ -285,31 +309,57 @@ def plan_ego_exoclip(options: EgoExoClipOptions) -> BuildPlan:
                 widened += bound.widened
                 words.append(len(description.text.split()))
                 take_clips += 1
-                clips.append({
-                    "clip_id": f"{k.take['take_uid'][:8]}_{description.annotation_uid[:8]}_{description.desc_index:04d}",
-                    "take_uid": k.take["take_uid"], "take_name": take.get("take_name"),
-                    "annotation_uid": description.annotation_uid, "desc_index": description.desc_index,
-                    "timestamp_sec": description.timestamp, "start_sec": bound.start_sec, "end_sec": bound.end_sec,
-                    "beta_sec": beta, "alpha_sec": alpha, "widened": bound.widened,
-                    "subject": description.subject, "ego_visible": description.ego_visible,
-                    "unsure": description.unsure, "best_exo_cam": description.best_exo_cam,
-                    "ego_cam": cameras.ego_cam, "exo_cams": list(cameras.exo_cams),
-                    "ego_video": ego_video, "exo_videos": exo_videos,
-                    "parent_task_name": take.get("parent_task_name"), "task_name": take.get("task_name"),
-                    "split": "train", "duration_sec": k.duration,
-                    "text": None if options.annotations_only else description.text,
-                    "text_sha1": text_sha1(description.text),
-                })
-        take_rows.append({
-            "take_uid": take["take_uid"], "take_name": take.get("take_name"), "root_dir": take.get("root_dir"),
-            "duration_sec": k.duration, "parent_task_name": take.get("parent_task_name"),
-            "task_name": take.get("task_name"), "university_name": take.get("university_name"),
-            "best_exo": take.get("best_exo"), "ego_cam": cameras.ego_cam, "exo_cams": list(cameras.exo_cams),
-            "ego_video": ego_video, "exo_videos": exo_videos, "num_annotations": len(k.annotations),
-            "num_clips": take_clips,
-            "beta_sec": estimate_alpha([[d.timestamp for d in seq] for seq in k.sequences["take"]]),
-            "split": "train",
-        })
+                clips.append(
+                    {
+                        "clip_id": (
+                            f"{k.take['take_uid'][:8]}_{description.annotation_uid[:8]}_{description.desc_index:04d}"
+                        ),
+                        "take_uid": k.take["take_uid"],
+                        "take_name": take.get("take_name"),
+                        "annotation_uid": description.annotation_uid,
+                        "desc_index": description.desc_index,
+                        "timestamp_sec": description.timestamp,
+                        "start_sec": bound.start_sec,
+                        "end_sec": bound.end_sec,
+                        "beta_sec": beta,
+                        "alpha_sec": alpha,
+                        "widened": bound.widened,
+                        "subject": description.subject,
+                        "ego_visible": description.ego_visible,
+                        "unsure": description.unsure,
+                        "best_exo_cam": description.best_exo_cam,
+                        "ego_cam": cameras.ego_cam,
+                        "exo_cams": list(cameras.exo_cams),
+                        "ego_video": ego_video,
+                        "exo_videos": exo_videos,
+                        "parent_task_name": take.get("parent_task_name"),
+                        "task_name": take.get("task_name"),
+                        "split": "train",
+                        "duration_sec": k.duration,
+                        "text": None if options.annotations_only else description.text,
+                        "text_sha1": text_sha1(description.text),
+                    }
+                )
+        take_rows.append(
+            {
+                "take_uid": take["take_uid"],
+                "take_name": take.get("take_name"),
+                "root_dir": take.get("root_dir"),
+                "duration_sec": k.duration,
+                "parent_task_name": take.get("parent_task_name"),
+                "task_name": take.get("task_name"),
+                "university_name": take.get("university_name"),
+                "best_exo": take.get("best_exo"),
+                "ego_cam": cameras.ego_cam,
+                "exo_cams": list(cameras.exo_cams),
+                "ego_video": ego_video,
+                "exo_videos": exo_videos,
+                "num_annotations": len(k.annotations),
+                "num_clips": take_clips,
+                "beta_sec": estimate_alpha([[d.timestamp for d in seq] for seq in k.sequences["take"]]),
+                "split": "train",
+            }
+        )
     ids = Counter(row["clip_id"] for row in clips)
     duplicated = [clip_id for clip_id, n in ids.items() if n > 1]
     if duplicated:
@@ -323,8 +373,13 @@ def plan_ego_exoclip(options: EgoExoClipOptions) -> BuildPlan:
         "clips_widened_to_min_length": widened,
         **report,
     }
-    alpha_info = {"used": alpha, "requested": options.alpha, "paper": PAPER_ALPHA_SEC, "sequence_mode": options.sequence,
-                  "recomputed": recomputed}
+    alpha_info = {
+        "used": alpha,
+        "requested": options.alpha,
+        "paper": PAPER_ALPHA_SEC,
+        "sequence_mode": options.sequence,
+        "recomputed": recomputed,
+    }
     return BuildPlan(clips, take_rows, drops, alpha_info, counts, bad_rows.summary(), words)
 
 

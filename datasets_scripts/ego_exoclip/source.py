@@ -72,8 +72,10 @@ class TakeCameras:
 def load_json_file(root: Path, relative: str) -> Any:
     path = Path(root) / relative
     if not path.is_file():
-        raise SourceFileError(f"required Ego-Exo4D file not found: {path} (download it with "
-                              f"`egoexo -o {root} --parts metadata annotations`)")
+        raise SourceFileError(
+            f"required Ego-Exo4D file not found: {path} (download it with "
+            f"`egoexo -o {root} --parts metadata annotations`)"
+        )
     return read_json(path)
 
 
@@ -110,7 +112,9 @@ def _optional_bool(record: Mapping, name: str, file, row) -> bool | None:
         raise RowError(file, row, name, str(error)) from error
 
 
-def parse_annotations(path: Path, payload: Any, bad_rows: BadRows | None = None) -> tuple[dict[str, list[Annotation]], Counter]:
+def parse_annotations(
+    path: Path, payload: Any, bad_rows: BadRows | None = None
+) -> tuple[dict[str, list[Annotation]], Counter]:
     """``take_uid -> [Annotation]`` from an ``atomic_descriptions_*.json`` payload, and the skip counts.
 
     A malformed entry (an annotation without ``annotation_uid`` or ``descriptions``, a description
@@ -134,7 +138,9 @@ def parse_annotations(path: Path, payload: Any, bad_rows: BadRows | None = None)
     for take_uid, entries in annotations.items():
         parsed[take_uid] = []
         if not isinstance(entries, list):
-            skip_or_raise(RowError(path, f"take {take_uid}", "annotations", "expected a list of annotations"), "annotations")
+            skip_or_raise(
+                RowError(path, f"take {take_uid}", "annotations", "expected a list of annotations"), "annotations"
+            )
             continue
         for number, entry in enumerate(entries):
             row = f"take {take_uid} annotation {number}"
@@ -146,12 +152,21 @@ def parse_annotations(path: Path, payload: Any, bad_rows: BadRows | None = None)
             descriptions = []
             for index, item in enumerate(items):
                 try:
-                    descriptions.append(_description(path, f"{row} description {index}", take_uid, annotation_uid, index, item))
+                    descriptions.append(
+                        _description(path, f"{row} description {index}", take_uid, annotation_uid, index, item)
+                    )
                 except RowError as error:
                     skip_or_raise(error, "narrations")
             annotator = entry.get("annotator_id")
-            parsed[take_uid].append(Annotation(take_uid, annotation_uid, None if annotator is None else str(annotator),
-                                               rejected, tuple(descriptions)))
+            parsed[take_uid].append(
+                Annotation(
+                    take_uid,
+                    annotation_uid,
+                    None if annotator is None else str(annotator),
+                    rejected,
+                    tuple(descriptions),
+                )
+            )
     return parsed, skipped
 
 
@@ -178,13 +193,21 @@ def _description(path: Path, row: str, take_uid: str, annotation_uid: str, index
         raise RowError(path, row, "text", "missing or empty")
     best_exo = item.get("best_exo")
     return Description(
-        take_uid=take_uid, annotation_uid=annotation_uid, desc_index=index, timestamp=float(timestamp), text=text,
+        take_uid=take_uid,
+        annotation_uid=annotation_uid,
+        desc_index=index,
+        timestamp=float(timestamp),
+        text=text,
         subject=item.get("narration_subject", item.get("subject")),
-        ego_visible=_optional_bool(item, "ego_visible", path, row), unsure=_optional_bool(item, "unsure", path, row),
-        best_exo_cam=best_exo.get("cam_id") if isinstance(best_exo, Mapping) else None)
+        ego_visible=_optional_bool(item, "ego_visible", path, row),
+        unsure=_optional_bool(item, "unsure", path, row),
+        best_exo_cam=best_exo.get("cam_id") if isinstance(best_exo, Mapping) else None,
+    )
 
 
-def load_annotations(root: Path, split: str, bad_rows: BadRows | None = None) -> tuple[dict[str, list[Annotation]], Counter]:
+def load_annotations(
+    root: Path, split: str, bad_rows: BadRows | None = None
+) -> tuple[dict[str, list[Annotation]], Counter]:
     """Parse ``annotations/atomic_descriptions_<split>.json`` (see :func:`parse_annotations`)."""
     relative = f"annotations/atomic_descriptions_{split}.json"
     return parse_annotations(Path(root) / relative, load_json_file(root, relative), bad_rows)
@@ -220,18 +243,24 @@ def resolve_cameras(take: Mapping[str, Any], takes_file: Path) -> TakeCameras | 
     if not candidates:
         return "no_ego_camera"
     ego_cam = next((cam for cam in candidates if "aria" in cam.lower()), candidates[0])
-    exo_cams = sorted(cam for cam in videos if cam not in PSEUDO_CAMERAS and cam not in ego_devices
-                      and _relative_path(videos[cam], EXO_STREAM))
+    exo_cams = sorted(
+        cam
+        for cam in videos
+        if cam not in PSEUDO_CAMERAS and cam not in ego_devices and _relative_path(videos[cam], EXO_STREAM)
+    )
     if not exo_cams:
         return "no_exo_camera"
-    paths = {cam: f"{root_dir}/{_relative_path(videos[cam], EGO_STREAM if cam == ego_cam else EXO_STREAM)}"
-             for cam in (ego_cam, *exo_cams)}
+    paths = {
+        cam: f"{root_dir}/{_relative_path(videos[cam], EGO_STREAM if cam == ego_cam else EXO_STREAM)}"
+        for cam in (ego_cam, *exo_cams)
+    }
     for cam, path in paths.items():
         try:
             inside_root(path)
         except PathOutsideRootError as error:
-            raise RowError(takes_file, row, f"root_dir / frame_aligned_videos.{cam}.relative_path",
-                           str(error)) from None
+            raise RowError(
+                takes_file, row, f"root_dir / frame_aligned_videos.{cam}.relative_path", str(error)
+            ) from None
     return TakeCameras(ego_cam, tuple(exo_cams), paths[ego_cam], tuple(paths[cam] for cam in exo_cams))
 
 
@@ -257,6 +286,10 @@ def variant_path(path: str, variant: str) -> str:
 def take_duration(take: Mapping[str, Any], takes_file: Path) -> float:
     duration = take.get("duration_sec")
     if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not duration > 0:
-        raise RowError(takes_file, take.get("take_name", take.get("take_uid")), "duration_sec",
-                       f"expected a positive number of seconds, got {duration!r}")
+        raise RowError(
+            takes_file,
+            take.get("take_name", take.get("take_uid")),
+            "duration_sec",
+            f"expected a positive number of seconds, got {duration!r}",
+        )
     return float(duration)

@@ -22,27 +22,40 @@ def _moments(values: Sequence[float]) -> dict[str, float]:
     array = np.asarray(values, dtype=np.float64)
     if array.size == 0:
         return {"mean": 0.0, "std": 0.0, "median": 0.0, "min": 0.0, "max": 0.0}
-    return {"mean": float(array.mean()), "std": float(array.std()), "median": float(np.median(array)),
-            "min": float(array.min()), "max": float(array.max())}
-
-
-def compute_statistics(clips: Sequence[dict[str, Any]], takes: Sequence[dict[str, Any]],
-                       narration_words: Sequence[int]) -> dict[str, Any]:
-    """Clip duration mean/std/% under 1 s, narration words mean/std, scenario and task counts."""
-    durations = [row["end_sec"] - row["start_sec"] for row in clips]
     return {
-        "clip_duration_sec": {**_moments(durations),
-                              "percent_under_1s": 100.0 * sum(d < 1.0 for d in durations) / max(1, len(durations))},
-        "narration_words": _moments(narration_words),
-        "scenarios": {"takes": dict(Counter(t["parent_task_name"] for t in takes).most_common()),
-                      "clips": dict(Counter(c["parent_task_name"] for c in clips).most_common())},
-        "tasks": {"takes": dict(Counter(t["task_name"] for t in takes).most_common()),
-                  "clips": dict(Counter(c["task_name"] for c in clips).most_common())},
+        "mean": float(array.mean()),
+        "std": float(array.std()),
+        "median": float(np.median(array)),
+        "min": float(array.min()),
+        "max": float(array.max()),
     }
 
 
-def plot_statistics(folder: Path, clips: Sequence[dict[str, Any]], statistics: dict[str, Any],
-                    narration_words: Sequence[int]) -> dict[str, str]:
+def compute_statistics(
+    clips: Sequence[dict[str, Any]], takes: Sequence[dict[str, Any]], narration_words: Sequence[int]
+) -> dict[str, Any]:
+    """Clip duration mean/std/% under 1 s, narration words mean/std, scenario and task counts."""
+    durations = [row["end_sec"] - row["start_sec"] for row in clips]
+    return {
+        "clip_duration_sec": {
+            **_moments(durations),
+            "percent_under_1s": 100.0 * sum(d < 1.0 for d in durations) / max(1, len(durations)),
+        },
+        "narration_words": _moments(narration_words),
+        "scenarios": {
+            "takes": dict(Counter(t["parent_task_name"] for t in takes).most_common()),
+            "clips": dict(Counter(c["parent_task_name"] for c in clips).most_common()),
+        },
+        "tasks": {
+            "takes": dict(Counter(t["task_name"] for t in takes).most_common()),
+            "clips": dict(Counter(c["task_name"] for c in clips).most_common()),
+        },
+    }
+
+
+def plot_statistics(
+    folder: Path, clips: Sequence[dict[str, Any]], statistics: dict[str, Any], narration_words: Sequence[int]
+) -> dict[str, str]:
     """Write the four PNG plots under ``folder/stats/``; returns {name: relative path}."""
     import matplotlib
 
@@ -63,13 +76,22 @@ def plot_statistics(folder: Path, clips: Sequence[dict[str, Any]], statistics: d
         plt.close(fig)
 
     duration_stats = statistics["clip_duration_sec"]
-    histogram("clip_durations", durations, "clip duration (s)",
-              f"Clip durations: mean {duration_stats['mean']:.2f} s, std {duration_stats['std']:.2f} s, "
-              f"{duration_stats['percent_under_1s']:.1f}% < 1 s", bins=40)
+    histogram(
+        "clip_durations",
+        durations,
+        "clip duration (s)",
+        f"Clip durations: mean {duration_stats['mean']:.2f} s, std {duration_stats['std']:.2f} s, "
+        f"{duration_stats['percent_under_1s']:.1f}% < 1 s",
+        bins=40,
+    )
     word_stats = statistics["narration_words"]
-    histogram("narration_words", narration_words, "words per narration",
-              f"Narration length: mean {word_stats['mean']:.1f}, std {word_stats['std']:.1f} words",
-              bins=range(0, max(narration_words, default=1) + 2))
+    histogram(
+        "narration_words",
+        narration_words,
+        "words per narration",
+        f"Narration length: mean {word_stats['mean']:.1f}, std {word_stats['std']:.1f} words",
+        bins=range(0, max(narration_words, default=1) + 2),
+    )
 
     for name, title in (("scenarios", "Scenarios (parent tasks)"), ("tasks", "Tasks")):
         counts = statistics[name]["clips"]

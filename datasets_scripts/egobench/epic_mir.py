@@ -22,8 +22,16 @@ from datasets_scripts.egobench.options import EgoBenchOptions, TaskTables
 from datasets_scripts.schema import EGOBENCH_FEATURES, MIR_RELEVANCE_FEATURES, MIR_SENTENCE_FEATURES, egobench_row
 from datasets_scripts.source_io import BuildContext, RowError, field, find_file, int_list, integer, read_csv
 
-VIDEO_COLUMNS = ("narration_id", "participant_id", "video_id", "start_timestamp", "stop_timestamp", "narration",
-                 "verb_class", "all_noun_classes")
+VIDEO_COLUMNS = (
+    "narration_id",
+    "participant_id",
+    "video_id",
+    "start_timestamp",
+    "stop_timestamp",
+    "narration",
+    "verb_class",
+    "all_noun_classes",
+)
 
 
 def timestamp_seconds(value: str) -> float:
@@ -32,8 +40,12 @@ def timestamp_seconds(value: str) -> float:
     return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
 
-def relevance_matrix(video_verbs: np.ndarray, video_nouns: list[frozenset[int]],
-                     sentence_verbs: np.ndarray, sentence_nouns: list[frozenset[int]]) -> np.ndarray:
+def relevance_matrix(
+    video_verbs: np.ndarray,
+    video_nouns: list[frozenset[int]],
+    sentence_verbs: np.ndarray,
+    sentence_nouns: list[frozenset[int]],
+) -> np.ndarray:
     """Official graded relevance, float32 ``(num_videos, num_sentences)`` (see module docstring).
 
     Noun IoU is computed once per pair of *distinct* noun sets and then expanded, as the official
@@ -49,7 +61,9 @@ def relevance_matrix(video_verbs: np.ndarray, video_nouns: list[frozenset[int]],
             pair_iou[i, j] = len(a & b) / union if union else 0.0
     video_index = {noun_set: i for i, noun_set in enumerate(video_sets)}
     sentence_index = {noun_set: j for j, noun_set in enumerate(sentence_sets)}
-    noun_iou = pair_iou[np.array([video_index[s] for s in video_nouns])][:, np.array([sentence_index[s] for s in sentence_nouns])]
+    noun_iou = pair_iou[np.array([video_index[s] for s in video_nouns])][
+        :, np.array([sentence_index[s] for s in sentence_nouns])
+    ]
     return (verb_iou + noun_iou) / 2
 
 
@@ -89,12 +103,19 @@ def read_epic_mir(root: Path, context: BuildContext, options: EgoBenchOptions) -
                 start = timestamp_seconds(field(record, "start_timestamp", video_file, line_number))
                 end = timestamp_seconds(field(record, "stop_timestamp", video_file, line_number))
             except ValueError as error:
-                raise RowError(video_file, line_number, "start_timestamp/stop_timestamp", f"not HH:MM:SS.ff: {error}") from error
-            video = {"narration_id": narration_id, "participant_id": field(record, "participant_id", video_file, line_number),
-                     "video_id": field(record, "video_id", video_file, line_number), "start": start, "end": end,
-                     "narration": field(record, "narration", video_file, line_number),
-                     "verb_class": field(record, "verb_class", video_file, line_number, integer),
-                     "noun_classes": sorted(set(field(record, "all_noun_classes", video_file, line_number, int_list)))}
+                raise RowError(
+                    video_file, line_number, "start_timestamp/stop_timestamp", f"not HH:MM:SS.ff: {error}"
+                ) from error
+            video = {
+                "narration_id": narration_id,
+                "participant_id": field(record, "participant_id", video_file, line_number),
+                "video_id": field(record, "video_id", video_file, line_number),
+                "start": start,
+                "end": end,
+                "narration": field(record, "narration", video_file, line_number),
+                "verb_class": field(record, "verb_class", video_file, line_number, integer),
+                "noun_classes": sorted(set(field(record, "all_noun_classes", video_file, line_number, int_list))),
+            }
             by_narration[narration_id] = video
             videos.append(video)
     id_column, text_column = _sentence_columns(sentence_file)
@@ -103,27 +124,67 @@ def read_epic_mir(root: Path, context: BuildContext, options: EgoBenchOptions) -
         with context.bad_rows.guard("epic_mir"):
             narration_id = field(record, id_column, sentence_file, line_number)
             if narration_id not in by_narration:
-                raise RowError(sentence_file, line_number, id_column, f"{narration_id} is not a narration_id of {video_file.name}")
+                raise RowError(
+                    sentence_file, line_number, id_column, f"{narration_id} is not a narration_id of {video_file.name}"
+                )
             source = by_narration[narration_id]
-            sentences.append({"sentence_index": len(sentences), "narration_id": narration_id,
-                              "sentence": field(record, text_column, sentence_file, line_number),
-                              "verb_class": source["verb_class"], "noun_classes": source["noun_classes"]})
-    relevance = relevance_matrix(np.array([v["verb_class"] for v in videos]), [frozenset(v["noun_classes"]) for v in videos],
-                                 np.array([s["verb_class"] for s in sentences]), [frozenset(s["noun_classes"]) for s in sentences])
-    rows = [egobench_row(sample_id=f"epic_mir/{v['narration_id']}", task="epic_mir", subset="video",
-                         video=f"{v['participant_id']}/videos/{v['video_id']}.MP4", start_sec=v["start"], end_sec=v["end"],
-                         question="", options=[], answer_idx=None, answer_text=v["narration"],
-                         meta={"video_index": index, "video_id": v["video_id"], "narration_id": v["narration_id"],
-                               "verb_class": v["verb_class"], "noun_classes": v["noun_classes"],
-                               "relevance_shape": list(relevance.shape), "source_file": video_file.name})
-            for index, v in enumerate(videos)]
+            sentences.append(
+                {
+                    "sentence_index": len(sentences),
+                    "narration_id": narration_id,
+                    "sentence": field(record, text_column, sentence_file, line_number),
+                    "verb_class": source["verb_class"],
+                    "noun_classes": source["noun_classes"],
+                }
+            )
+    relevance = relevance_matrix(
+        np.array([v["verb_class"] for v in videos]),
+        [frozenset(v["noun_classes"]) for v in videos],
+        np.array([s["verb_class"] for s in sentences]),
+        [frozenset(s["noun_classes"]) for s in sentences],
+    )
+    rows = [
+        egobench_row(
+            sample_id=f"epic_mir/{v['narration_id']}",
+            task="epic_mir",
+            subset="video",
+            video=f"{v['participant_id']}/videos/{v['video_id']}.MP4",
+            start_sec=v["start"],
+            end_sec=v["end"],
+            question="",
+            options=[],
+            answer_idx=None,
+            answer_text=v["narration"],
+            meta={
+                "video_index": index,
+                "video_id": v["video_id"],
+                "narration_id": v["narration_id"],
+                "verb_class": v["verb_class"],
+                "noun_classes": v["noun_classes"],
+                "relevance_shape": list(relevance.shape),
+                "source_file": video_file.name,
+            },
+        )
+        for index, v in enumerate(videos)
+    ]
     import datasets
 
     video_index, sentence_index = np.nonzero(relevance)  # row-major order: stable bytes
     # Millions of entries: built column-wise, never as a list of dicts.
-    sparse = datasets.Dataset.from_dict({"video_index": video_index.astype(np.int32), "sentence_index": sentence_index.astype(np.int32),
-                                         "relevance": relevance[video_index, sentence_index]}, features=MIR_RELEVANCE_FEATURES)
-    context.note(f"epic_mir: relevance {relevance.shape[0]} videos x {relevance.shape[1]} sentences, "
-                 f"{len(sparse)} entries > 0, {int((relevance == 1).sum())} equal to 1")
-    return {"epic_mir": (EGOBENCH_FEATURES, rows), "epic_mir_sentences": (MIR_SENTENCE_FEATURES, sentences),
-            "epic_mir_relevance": (MIR_RELEVANCE_FEATURES, sparse)}
+    sparse = datasets.Dataset.from_dict(
+        {
+            "video_index": video_index.astype(np.int32),
+            "sentence_index": sentence_index.astype(np.int32),
+            "relevance": relevance[video_index, sentence_index],
+        },
+        features=MIR_RELEVANCE_FEATURES,
+    )
+    context.note(
+        f"epic_mir: relevance {relevance.shape[0]} videos x {relevance.shape[1]} sentences, "
+        f"{len(sparse)} entries > 0, {int((relevance == 1).sum())} equal to 1"
+    )
+    return {
+        "epic_mir": (EGOBENCH_FEATURES, rows),
+        "epic_mir_sentences": (MIR_SENTENCE_FEATURES, sentences),
+        "epic_mir_relevance": (MIR_RELEVANCE_FEATURES, sparse),
+    }

@@ -27,8 +27,19 @@ from tqdm import tqdm
 from datasets_scripts.distractors import mine_distractors, normalize_text, provenance
 from datasets_scripts.egobench.options import EgoBenchOptions, TaskTables, checked_row, clean_narration
 from datasets_scripts.schema import CHARADES_CLASS_FEATURES, CHARADES_LABEL_FEATURES, EGOBENCH_FEATURES
-from datasets_scripts.source_io import (BuildContext, RowError, SourceFileError, field, find_file, integer, number,
-                                        read_csv, read_json, read_lines, text)
+from datasets_scripts.source_io import (
+    BuildContext,
+    RowError,
+    SourceFileError,
+    field,
+    find_file,
+    integer,
+    number,
+    read_csv,
+    read_json,
+    read_lines,
+    text,
+)
 
 BINARY_ANSWERS = ("yes", "no")
 
@@ -73,17 +84,28 @@ def read_egotaskqa(root: Path, context: BuildContext, options: EgoBenchOptions) 
                 try:
                     clip, frames = egotaskqa_clip_path(interval)
                 except ValueError as error:
-                    raise RowError(path, index, "interval", f"{interval!r} is not '<video>|fpv<k>|<start>|<end>': {error}") from error
+                    raise RowError(
+                        path, index, "interval", f"{interval!r} is not '<video>|fpv<k>|<start>|<end>': {error}"
+                    ) from error
                 clips[clip] = frames
-                meta = {"video_id": str(field(record, "video_id", path, index, _any_id)), "interval": interval, **frames,
-                        "question_id": field(record, "question_id", path, index, _any_id, optional=True),
-                        "source_file": f"{subset}/{path.name}", "source_row": index}
+                meta = {
+                    "video_id": str(field(record, "video_id", path, index, _any_id)),
+                    "interval": interval,
+                    **frames,
+                    "question_id": field(record, "question_id", path, index, _any_id, optional=True),
+                    "source_file": f"{subset}/{path.name}",
+                    "source_row": index,
+                }
                 for key in ("type", "category", "semantic", "structural", "reference", "reasoning_type"):
                     if isinstance(record, dict) and record.get(key) is not None:
                         meta[key] = record[key]
-                parsed.append((index, clip, field(record, "question", path, index), field(record, "answer", path, index), meta))
+                parsed.append(
+                    (index, clip, field(record, "question", path, index), field(record, "answer", path, index), meta)
+                )
         mined_for = [item for item in parsed if normalize_text(item[3]) not in BINARY_ANSWERS]
-        mined = mine_distractors(encoder, [item[3] for item in mined_for], answer_pool, 4, near_duplicate=options.near_duplicate)
+        mined = mine_distractors(
+            encoder, [item[3] for item in mined_for], answer_pool, 4, near_duplicate=options.near_duplicate
+        )
         mined_by_index = {item[0]: options_ for item, options_ in zip(mined_for, mined)}
         rows = []
         for index, clip, question, answer, meta in parsed:
@@ -91,18 +113,37 @@ def read_egotaskqa(root: Path, context: BuildContext, options: EgoBenchOptions) 
                 if index in mined_by_index:
                     found = mined_by_index[index]
                     if len(found) < 4:
-                        raise RowError(path, index, "answer", f"only {len(found)} distractors found in {answer_file.name}")
+                        raise RowError(
+                            path, index, "answer", f"only {len(found)} distractors found in {answer_file.name}"
+                        )
                     choices = [answer] + [option.text for option in found]
-                    meta["distractors"] = provenance(encoder.encoder_id, "egotaskqa: 4 most similar wrong answers of answer_set.txt",
-                                                     found, excluded=[answer], near_duplicate=options.near_duplicate)
+                    meta["distractors"] = provenance(
+                        encoder.encoder_id,
+                        "egotaskqa: 4 most similar wrong answers of answer_set.txt",
+                        found,
+                        excluded=[answer],
+                        near_duplicate=options.near_duplicate,
+                    )
                     meta["binary"] = False
                     answer_idx = 0
                 else:
                     choices, answer_idx = list(BINARY_ANSWERS), BINARY_ANSWERS.index(normalize_text(answer))
                     meta["binary"] = True
-                rows.append(checked_row(path, index, sample_id=f"egotaskqa/{subset}/{meta['question_id'] or index}", task="egotaskqa",
-                                         subset=subset, video=clip, question=question, options=choices, answer_idx=answer_idx,
-                                         meta=meta, shuffle_seed=options.shuffle_seed))
+                rows.append(
+                    checked_row(
+                        path,
+                        index,
+                        sample_id=f"egotaskqa/{subset}/{meta['question_id'] or index}",
+                        task="egotaskqa",
+                        subset=subset,
+                        video=clip,
+                        question=question,
+                        options=choices,
+                        answer_idx=answer_idx,
+                        meta=meta,
+                        shuffle_seed=options.shuffle_seed,
+                    )
+                )
         tables[f"egotaskqa_{subset}"] = (EGOBENCH_FEATURES, rows)
     if not tables:
         raise SourceFileError(f"egotaskqa: no direct/ or indirect/{options.egotaskqa_split}_qas.json under {root}")
@@ -119,7 +160,9 @@ def _make_egotaskqa_clips(root: Path, clips: dict[str, dict[str, Any]], context:
         if (root / clip).exists():
             continue
         frame_dir = root / info["frame_dir"]
-        frames = [frame_dir / f"img_{number:05d}.jpg" for number in range(info["start_frame"] + 1, info["end_frame"] + 1)]
+        frames = [
+            frame_dir / f"img_{number:05d}.jpg" for number in range(info["start_frame"] + 1, info["end_frame"] + 1)
+        ]
         frames = [frame for frame in frames if frame.is_file()]
         if not frames:
             context.note(f"egotaskqa: no frames for {clip} in {frame_dir}; clip not written")
@@ -154,8 +197,11 @@ def read_charades_ego(root: Path, context: BuildContext, options: EgoBenchOption
     ``CharadesEgo_v1_480/<id>.mp4``. Videos without any action have no label and are skipped (counted).
     """
     csv_file = find_file(root, [options.charades_csv, f"CharadesEgo/{options.charades_csv}"], "charades_ego")
-    classes_file = find_file(root, ["Charades_v1_classes.txt", "CharadesEgo/Charades_v1_classes.txt",
-                                    "Charades/Charades_v1_classes.txt"], "charades_ego")
+    classes_file = find_file(
+        root,
+        ["Charades_v1_classes.txt", "CharadesEgo/Charades_v1_classes.txt", "Charades/Charades_v1_classes.txt"],
+        "charades_ego",
+    )
     names: list[str] = []
     for line_number, line in read_lines(classes_file):
         class_id, _, name = line.partition(" ")
@@ -187,27 +233,67 @@ def read_charades_ego(root: Path, context: BuildContext, options: EgoBenchOption
         context.note(f"charades_ego: {no_actions} videos without actions skipped (no label)")
     encoder = options.text_encoder()
     positives = [[names[index] for index in positive] for _, _, positive, _ in videos]
-    mined = mine_distractors(encoder, [names[answer] for *_, answer in videos], names, 4,
-                             exclude=positives, protect=positives, near_duplicate=options.near_duplicate)
+    mined = mine_distractors(
+        encoder,
+        [names[answer] for *_, answer in videos],
+        names,
+        4,
+        exclude=positives,
+        protect=positives,
+        near_duplicate=options.near_duplicate,
+    )
     mcq, labels = [], []
     for (line_number, video_id, positive, answer_class), found, positive_names in zip(videos, mined, positives):
         with context.bad_rows.guard("charades_ego"):
             if len(found) < 4:
-                raise RowError(csv_file, line_number, "actions", f"only {len(found)} non-positive classes to choose from")
+                raise RowError(
+                    csv_file, line_number, "actions", f"only {len(found)} non-positive classes to choose from"
+                )
             video = f"{CHARADES_VIDEO_DIR}/{video_id}.mp4"
-            meta = {"video_id": video_id, "answer_class": answer_class, "positive_classes": positive,
-                    "answer_rule": "longest annotated positive class", "source_file": csv_file.name, "source_row": line_number,
-                    "distractors": provenance(encoder.encoder_id, "charades_ego: 4 most similar other classes, no positive class",
-                                              found, excluded=positive_names, near_duplicate=options.near_duplicate)}
-            mcq.append(checked_row(csv_file, line_number, sample_id=f"charades_ego/{video_id}", task="charades_ego", subset="test", video=video,
-                                    question="Which action does the camera wearer perform in this video?",
-                                    options=[names[answer_class]] + [option.text for option in found], answer_idx=0,
-                                    meta=meta, shuffle_seed=options.shuffle_seed))
-            labels.append({"video_id": video_id, "video": video, "positive_classes": positive,
-                           "multi_hot": [int(index in positive) for index in range(len(names))]})
+            meta = {
+                "video_id": video_id,
+                "answer_class": answer_class,
+                "positive_classes": positive,
+                "answer_rule": "longest annotated positive class",
+                "source_file": csv_file.name,
+                "source_row": line_number,
+                "distractors": provenance(
+                    encoder.encoder_id,
+                    "charades_ego: 4 most similar other classes, no positive class",
+                    found,
+                    excluded=positive_names,
+                    near_duplicate=options.near_duplicate,
+                ),
+            }
+            mcq.append(
+                checked_row(
+                    csv_file,
+                    line_number,
+                    sample_id=f"charades_ego/{video_id}",
+                    task="charades_ego",
+                    subset="test",
+                    video=video,
+                    question="Which action does the camera wearer perform in this video?",
+                    options=[names[answer_class]] + [option.text for option in found],
+                    answer_idx=0,
+                    meta=meta,
+                    shuffle_seed=options.shuffle_seed,
+                )
+            )
+            labels.append(
+                {
+                    "video_id": video_id,
+                    "video": video,
+                    "positive_classes": positive,
+                    "multi_hot": [int(index in positive) for index in range(len(names))],
+                }
+            )
     classes = [{"class_idx": index, "class_id": f"c{index:03d}", "name": name} for index, name in enumerate(names)]
-    return {"charades_ego": (EGOBENCH_FEATURES, mcq), "charades_ego_labels": (CHARADES_LABEL_FEATURES, labels),
-            "charades_ego_classes": (CHARADES_CLASS_FEATURES, classes)}
+    return {
+        "charades_ego": (EGOBENCH_FEATURES, mcq),
+        "charades_ego_labels": (CHARADES_LABEL_FEATURES, labels),
+        "charades_ego_classes": (CHARADES_CLASS_FEATURES, classes),
+    }
 
 
 # --------------------------------------------------------------------------------------------- EgoMCQ
@@ -221,13 +307,17 @@ def _clip(record: Any, path: Path, row: Any, name: str | None) -> dict[str, Any]
         raise record
     if not isinstance(record, dict):
         raise RowError(path, row, name or "(row)", f"expected a clip object, got {record!r}")
-    return {"video_uid": field(record, "video_uid", path, row, parent=name),
-            "clip_start": field(record, "clip_start", path, row, number, parent=name),
-            "clip_end": field(record, "clip_end", path, row, number, parent=name),
-            "text": field(record, "clip_text", path, row, lambda value: text(clean_narration(text(value))), parent=name)}
+    return {
+        "video_uid": field(record, "video_uid", path, row, parent=name),
+        "clip_start": field(record, "clip_start", path, row, number, parent=name),
+        "clip_end": field(record, "clip_end", path, row, number, parent=name),
+        "text": field(record, "clip_text", path, row, lambda value: text(clean_narration(text(value))), parent=name),
+    }
 
 
-def _egomcq_pool(options: EgoBenchOptions, questions: list[dict[str, Any]], context: BuildContext) -> list[dict[str, Any]]:
+def _egomcq_pool(
+    options: EgoBenchOptions, questions: list[dict[str, Any]], context: BuildContext
+) -> list[dict[str, Any]]:
     """Candidate narrations ``{video_uid, clip_start, clip_end, text}``: EgoMCQ's own clips, or an egoclip.csv."""
     if options.egomcq_pool is None:
         return [clip for question in questions for clip in question["choices"]]
@@ -239,10 +329,18 @@ def _egomcq_pool(options: EgoBenchOptions, questions: list[dict[str, Any]], cont
     return pool
 
 
-def _same_clip_texts(pool: list[dict[str, Any]], answer_clip: dict[str, Any], by_video: dict[str, list[int]]) -> list[str]:
+def _same_clip_texts(
+    pool: list[dict[str, Any]], answer_clip: dict[str, Any], by_video: dict[str, list[int]]
+) -> list[str]:
     """Pool narrations of the answer's own video whose window overlaps the answer clip (they may describe it too)."""
-    return sorted({pool[index]["text"] for index in by_video.get(answer_clip["video_uid"], [])
-                   if pool[index]["clip_start"] < answer_clip["clip_end"] and pool[index]["clip_end"] > answer_clip["clip_start"]})
+    return sorted(
+        {
+            pool[index]["text"]
+            for index in by_video.get(answer_clip["video_uid"], [])
+            if pool[index]["clip_start"] < answer_clip["clip_end"]
+            and pool[index]["clip_end"] > answer_clip["clip_start"]
+        }
+    )
 
 
 def read_egomcq(root: Path, context: BuildContext, options: EgoBenchOptions) -> TaskTables:
@@ -287,7 +385,8 @@ def read_egomcq(root: Path, context: BuildContext, options: EgoBenchOptions) -> 
             duplicate = normalize_text(candidate) in {normalize_text(t) for t in [answer_text, *originals]}
             vectors = encoder.embed([candidate, *originals])
             near = float(vectors[0] @ answer_vector) >= threshold or (
-                len(originals) > 0 and float((vectors[1:] @ vectors[0]).max()) >= threshold)
+                len(originals) > 0 and float((vectors[1:] @ vectors[0]).max()) >= threshold
+            )
             (removed if duplicate or near else originals).append(candidate)
         kept_originals.append(originals)
         dropped.append(removed)
@@ -297,29 +396,61 @@ def read_egomcq(root: Path, context: BuildContext, options: EgoBenchOptions) -> 
         by_video[clip["video_uid"]].append(index)
     wanted = [options.egomcq_candidates - 1 - len(originals) for originals in kept_originals]
     answer_clips = [question["choices"][question["answer"]] for question in questions]
-    same_clip = [sorted({question["query"]["text"], *_same_clip_texts(pool, clip, by_video)})
-                 for question, clip in zip(questions, answer_clips)]
-    mined = mine_distractors(encoder, [clip["text"] for clip in answer_clips], sorted({clip["text"] for clip in pool}),
-                             wanted, exclude=same_clip, keep=kept_originals, near_duplicate=threshold)
+    same_clip = [
+        sorted({question["query"]["text"], *_same_clip_texts(pool, clip, by_video)})
+        for question, clip in zip(questions, answer_clips)
+    ]
+    mined = mine_distractors(
+        encoder,
+        [clip["text"] for clip in answer_clips],
+        sorted({clip["text"] for clip in pool}),
+        wanted,
+        exclude=same_clip,
+        keep=kept_originals,
+        near_duplicate=threshold,
+    )
     rows = []
-    for question, originals, removed, found, need, excluded in zip(questions, kept_originals, dropped, mined, wanted, same_clip):
+    for question, originals, removed, found, need, excluded in zip(
+        questions, kept_originals, dropped, mined, wanted, same_clip
+    ):
         with context.bad_rows.guard("egomcq"):
             if len(found) < need:
                 raise RowError(path, question["key"], "choices", f"only {len(found)} of {need} extra candidates found")
             answer_clip = question["choices"][question["answer"]]
             subset = EGOMCQ_TYPES[question["types"]]
-            meta = {"video_id": answer_clip["video_uid"], "types": question["types"], "mcq_type": subset,
-                    "query_text": question["query"]["text"], "original_candidates": originals, "dropped_original": removed,
-                    "source_file": path.name, "source_row": question["key"],
-                    "distractors": provenance(encoder.encoder_id, "egomcq: original candidates + most similar narrations "
-                                              "to the answer, none from the answer's clip", found,
-                                              excluded=excluded,
-                                              near_duplicate=threshold,
-                                              pool="egoclip.csv" if options.egomcq_pool else "egomcq.json texts")}
-            rows.append(checked_row(path, question["key"], sample_id=f"egomcq/{question['key']}", task="egomcq", subset=subset,
-                                     video=f"{EGOCLIP_VIDEO_DIR}/{answer_clip['video_uid']}.mp4",
-                                     start_sec=answer_clip["clip_start"], end_sec=answer_clip["clip_end"],
-                                     question="Which sentence describes what the camera wearer does in this clip?",
-                                     options=[answer_clip["text"], *originals, *(option.text for option in found)],
-                                     answer_idx=0, meta=meta, shuffle_seed=options.shuffle_seed))
+            meta = {
+                "video_id": answer_clip["video_uid"],
+                "types": question["types"],
+                "mcq_type": subset,
+                "query_text": question["query"]["text"],
+                "original_candidates": originals,
+                "dropped_original": removed,
+                "source_file": path.name,
+                "source_row": question["key"],
+                "distractors": provenance(
+                    encoder.encoder_id,
+                    "egomcq: original candidates + most similar narrations to the answer, none from the answer's clip",
+                    found,
+                    excluded=excluded,
+                    near_duplicate=threshold,
+                    pool="egoclip.csv" if options.egomcq_pool else "egomcq.json texts",
+                ),
+            }
+            rows.append(
+                checked_row(
+                    path,
+                    question["key"],
+                    sample_id=f"egomcq/{question['key']}",
+                    task="egomcq",
+                    subset=subset,
+                    video=f"{EGOCLIP_VIDEO_DIR}/{answer_clip['video_uid']}.mp4",
+                    start_sec=answer_clip["clip_start"],
+                    end_sec=answer_clip["clip_end"],
+                    question="Which sentence describes what the camera wearer does in this clip?",
+                    options=[answer_clip["text"], *originals, *(option.text for option in found)],
+                    answer_idx=0,
+                    meta=meta,
+                    shuffle_seed=options.shuffle_seed,
+                )
+            )
     return {"egomcq": (EGOBENCH_FEATURES, rows)}

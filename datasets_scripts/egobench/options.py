@@ -25,7 +25,9 @@ class EgoBenchOptions:
     qaego4d_split: str = "test"
     egotaskqa_split: str = "test"
     charades_csv: str = "CharadesEgo_v1_test_only1st.csv"
-    egomcq_pool: str | None = None  # an egoclip.csv to mine EgoMCQ's extra candidates from (default: EgoMCQ's own texts)
+    egomcq_pool: str | None = (
+        None  # an egoclip.csv to mine EgoMCQ's extra candidates from (default: EgoMCQ's own texts)
+    )
     egomcq_candidates: int = 10
     make_egotaskqa_clips: bool = False  # encode LEMMA frame intervals into the clips the rows use
     frames_fps: float = 30.0  # frame rate of clips encoded from frame folders
@@ -48,7 +50,9 @@ class EgoBenchOptions:
 
 
 def clean_narration(value: str) -> str:
-    """Ego4D narration text without its ``#C``/``#O``/``#unsure`` tags: ``"#C C opens the tap"`` -> ``"C opens the tap"``."""
+    """Ego4D narration text without its ``#C``/``#O``/``#unsure`` tags.
+
+    ``"#C C opens the tap"`` -> ``"C opens the tap"``."""
     return re.sub(r"\s+", " ", re.sub(r"#\w+", " ", value)).strip()
 
 

@@ -11,8 +11,18 @@ from typing import Any
 
 from datasets_scripts.egobench.options import EgoBenchOptions, TaskTables, checked_row
 from datasets_scripts.schema import EGOBENCH_FEATURES
-from datasets_scripts.source_io import (BuildContext, RowError, SourceFileError, field, find_file, integer, number,
-                                        read_csv, read_json, text)
+from datasets_scripts.source_io import (
+    BuildContext,
+    RowError,
+    SourceFileError,
+    field,
+    find_file,
+    integer,
+    number,
+    read_csv,
+    read_json,
+    text,
+)
 
 EGO4D_CLIP_DIR = "v1/clips"  # `ego4d --datasets clips` layout: <dir>/v1/clips/<clip_uid>.mp4
 EGO4D_VIDEO_DIR = "v1/full_scale"  # `ego4d --datasets full_scale`: <dir>/v1/full_scale/<video_uid>.mp4
@@ -39,8 +49,12 @@ def read_egoschema(root: Path, context: BuildContext, options: EgoBenchOptions) 
     ego4d = read_json(ego4d_file) if ego4d_file.is_file() else {}
     questions = read_json(questions_file)
     if not isinstance(questions, list):
-        raise RowError(questions_file, "(json)", "(top level)",
-                       f"expected the list of questions, got {type(questions).__name__} {str(questions)[:40]}")
+        raise RowError(
+            questions_file,
+            "(json)",
+            "(top level)",
+            f"expected the list of questions, got {type(questions).__name__} {str(questions)[:40]}",
+        )
     full, subset = [], []
     for index, record in enumerate(questions):
         with context.bad_rows.guard("egoschema"):
@@ -53,11 +67,24 @@ def read_egoschema(root: Path, context: BuildContext, options: EgoBenchOptions) 
                     raise RowError(answers_file, q_uid, q_uid, f"answer {answer_idx} outside 0..4")
             meta = {"video_id": q_uid, "source_file": questions_file.name, "source_row": index}
             if q_uid in ego4d:
-                meta.update(ego4d_video_uid=ego4d[q_uid].get("video_uid"), ego4d_start_sec=ego4d[q_uid].get("starting_sec"),
-                            ego4d_end_sec=ego4d[q_uid].get("ending_sec"))
-            row = checked_row(questions_file, index, sample_id=f"egoschema/{q_uid}", task="egoschema", subset="full", video=f"videos/{q_uid}.mp4",
-                               question=field(record, "question", questions_file, index), options=choices,
-                               answer_idx=answer_idx, meta=meta, shuffle_seed=options.shuffle_seed)
+                meta.update(
+                    ego4d_video_uid=ego4d[q_uid].get("video_uid"),
+                    ego4d_start_sec=ego4d[q_uid].get("starting_sec"),
+                    ego4d_end_sec=ego4d[q_uid].get("ending_sec"),
+                )
+            row = checked_row(
+                questions_file,
+                index,
+                sample_id=f"egoschema/{q_uid}",
+                task="egoschema",
+                subset="full",
+                video=f"videos/{q_uid}.mp4",
+                question=field(record, "question", questions_file, index),
+                options=choices,
+                answer_idx=answer_idx,
+                meta=meta,
+                shuffle_seed=options.shuffle_seed,
+            )
             full.append(row)
             if answer_idx is not None:
                 subset.append({**row, "subset": "subset"})
@@ -79,7 +106,10 @@ def read_qaego4d(root: Path, context: BuildContext, options: EgoBenchOptions) ->
     candidates = {"closed": f"annotations.QaEgo4D_{split}_close.json", "open": f"annotations.QaEgo4D_{split}.json"}
     tables: TaskTables = {}
     for subset, name in candidates.items():
-        path = next((root / prefix / name for prefix in ("data/unified", "unified", ".") if (root / prefix / name).is_file()), None)
+        path = next(
+            (root / prefix / name for prefix in ("data/unified", "unified", ".") if (root / prefix / name).is_file()),
+            None,
+        )
         if path is None:
             context.note(f"qaego4d: {name} not found under {root}; qaego4d_{subset} skipped")
             continue
@@ -97,19 +127,49 @@ def read_qaego4d(root: Path, context: BuildContext, options: EgoBenchOptions) ->
                         meta[key.replace("_frame", "_sec")] = round(value / 30.0, 3)
                 if subset == "closed":
                     wrong = record.get("wrong_answers") if isinstance(record, dict) else None
-                    if (not isinstance(wrong, list) or len(wrong) != 3 or not all(isinstance(item, str) and item.strip() for item in wrong)):
-                        raise RowError(path, index, "wrong_answers", f"expected a list of 3 non-empty strings, got {wrong!r}")
+                    if (
+                        not isinstance(wrong, list)
+                        or len(wrong) != 3
+                        or not all(isinstance(item, str) and item.strip() for item in wrong)
+                    ):
+                        raise RowError(
+                            path, index, "wrong_answers", f"expected a list of 3 non-empty strings, got {wrong!r}"
+                        )
                     choices = [answer] + [item.strip() for item in wrong]
-                    meta["distractors"] = {"rule": "the release's wrong_answers (generated by Llama-2-13B-chat in GroundVQA)"}
+                    meta["distractors"] = {
+                        "rule": "the release's wrong_answers (generated by Llama-2-13B-chat in GroundVQA)"
+                    }
                     if len({choice.casefold() for choice in choices}) != 4:
-                        raise RowError(path, index, "wrong_answers", "a wrong answer repeats the answer or another wrong answer")
-                    row = checked_row(path, index, sample_id=f"qaego4d/closed/{sample_key}", task="qaego4d", subset="closed",
-                                       video=f"{EGO4D_CLIP_DIR}/{video_id}.mp4", question=field(record, "question", path, index),
-                                       options=choices, answer_idx=0, meta=meta, shuffle_seed=options.shuffle_seed)
+                        raise RowError(
+                            path, index, "wrong_answers", "a wrong answer repeats the answer or another wrong answer"
+                        )
+                    row = checked_row(
+                        path,
+                        index,
+                        sample_id=f"qaego4d/closed/{sample_key}",
+                        task="qaego4d",
+                        subset="closed",
+                        video=f"{EGO4D_CLIP_DIR}/{video_id}.mp4",
+                        question=field(record, "question", path, index),
+                        options=choices,
+                        answer_idx=0,
+                        meta=meta,
+                        shuffle_seed=options.shuffle_seed,
+                    )
                 else:
-                    row = checked_row(path, index, sample_id=f"qaego4d/open/{sample_key}", task="qaego4d", subset="open",
-                                       video=f"{EGO4D_CLIP_DIR}/{video_id}.mp4", question=field(record, "question", path, index),
-                                       options=[], answer_idx=None, answer_text=answer, meta=meta)
+                    row = checked_row(
+                        path,
+                        index,
+                        sample_id=f"qaego4d/open/{sample_key}",
+                        task="qaego4d",
+                        subset="open",
+                        video=f"{EGO4D_CLIP_DIR}/{video_id}.mp4",
+                        question=field(record, "question", path, index),
+                        options=[],
+                        answer_idx=None,
+                        answer_text=answer,
+                        meta=meta,
+                    )
                 rows.append(row)
         tables[f"qaego4d_{subset}"] = (EGOBENCH_FEATURES, rows)
     if not tables:
@@ -131,12 +191,20 @@ def egoplan_video_path(video_source: str, video_id: str) -> str:
 
 def _epic_video_fps(root: Path) -> dict[str, float]:
     """``EPIC_100_video_info.csv`` (video_id, duration, fps, resolution) when the user has it."""
-    path = next((root / name for name in ("EPIC_100_video_info.csv", "epic-kitchens-100-annotations/EPIC_100_video_info.csv")
-                 if (root / name).is_file()), None)
+    path = next(
+        (
+            root / name
+            for name in ("EPIC_100_video_info.csv", "epic-kitchens-100-annotations/EPIC_100_video_info.csv")
+            if (root / name).is_file()
+        ),
+        None,
+    )
     if path is None:
         return {}
-    return {field(record, "video_id", path, line): field(record, "fps", path, line, number)
-            for line, record in read_csv(path, ("video_id", "fps"))}
+    return {
+        field(record, "video_id", path, line): field(record, "fps", path, line, number)
+        for line, record in read_csv(path, ("video_id", "fps"))
+    }
 
 
 def _probe_fps(path: Path) -> float | None:
@@ -170,7 +238,9 @@ def read_egoplan(root: Path, context: BuildContext, options: EgoBenchOptions) ->
             sample_id = field(record, "sample_id", path, index, _any_id)
             video_source = field(record, "video_source", path, index)
             if video_source not in EGOPLAN_DEFAULT_FPS:
-                raise RowError(path, index, "video_source", f"{video_source!r} is not one of {sorted(EGOPLAN_DEFAULT_FPS)}")
+                raise RowError(
+                    path, index, "video_source", f"{video_source!r} is not one of {sorted(EGOPLAN_DEFAULT_FPS)}"
+                )
             video_id = field(record, "video_id", path, index)
             video = egoplan_video_path(video_source, video_id)
             current = field(record, "current_observation_frame", path, index, integer)
@@ -187,22 +257,53 @@ def read_egoplan(root: Path, context: BuildContext, options: EgoBenchOptions) ->
             for action in progress:
                 stop = field(action, "stop_frame", path, index, integer, parent="task_progress_metadata")
                 if stop <= current:  # actions that end after the current frame are future information
-                    done.append({"narration_text": field(action, "narration_text", path, index, parent="task_progress_metadata"),
-                                 "start_frame": field(action, "start_frame", path, index, integer, parent="task_progress_metadata"),
-                                 "stop_frame": stop})
+                    done.append(
+                        {
+                            "narration_text": field(
+                                action, "narration_text", path, index, parent="task_progress_metadata"
+                            ),
+                            "start_frame": field(
+                                action, "start_frame", path, index, integer, parent="task_progress_metadata"
+                            ),
+                            "stop_frame": stop,
+                        }
+                    )
             fps, fps_source = epic_fps.get(video_id), "EPIC_100_video_info.csv"
             if fps is None:
                 fps, fps_source = _probe_fps(root / video), "video"
             if fps is None:
                 fps, fps_source = EGOPLAN_DEFAULT_FPS[video_source], "default"
             start_frame = min((action["start_frame"] for action in done), default=current)
-            meta = {"video_id": video_id, "video_source": video_source, "task_goal": field(record, "task_goal", path, index, optional=True),
-                    "current_observation_frame": current, "task_start_frame": start_frame, "frame_base": 1,
-                    "fps": fps, "fps_source": fps_source, "task_progress": done, "source_file": path.name, "source_row": index}
-            rows.append(checked_row(path, index, sample_id=f"egoplan/{sample_id}", task="egoplan", subset="validation", video=video,
-                                     start_sec=round((start_frame - 1) / fps, 6), end_sec=round(current / fps, 6),
-                                     question=field(record, "question", path, index), options=choices,
-                                     answer_idx=LETTERS.index(golden), meta=meta, shuffle_seed=options.shuffle_seed))
+            meta = {
+                "video_id": video_id,
+                "video_source": video_source,
+                "task_goal": field(record, "task_goal", path, index, optional=True),
+                "current_observation_frame": current,
+                "task_start_frame": start_frame,
+                "frame_base": 1,
+                "fps": fps,
+                "fps_source": fps_source,
+                "task_progress": done,
+                "source_file": path.name,
+                "source_row": index,
+            }
+            rows.append(
+                checked_row(
+                    path,
+                    index,
+                    sample_id=f"egoplan/{sample_id}",
+                    task="egoplan",
+                    subset="validation",
+                    video=video,
+                    start_sec=round((start_frame - 1) / fps, 6),
+                    end_sec=round(current / fps, 6),
+                    question=field(record, "question", path, index),
+                    options=choices,
+                    answer_idx=LETTERS.index(golden),
+                    meta=meta,
+                    shuffle_seed=options.shuffle_seed,
+                )
+            )
     return {"egoplan": (EGOBENCH_FEATURES, rows)}
 
 
@@ -216,14 +317,28 @@ def read_vlnqa(root: Path, context: BuildContext, options: EgoBenchOptions) -> T
         with context.bad_rows.guard("vlnqa"):
             video = field(record, "video", path, index)
             candidates = record.get("candidates") if isinstance(record, dict) else None
-            if not isinstance(candidates, list) or len(candidates) < 2 or not all(isinstance(c, str) and c.strip() for c in candidates):
+            if (
+                not isinstance(candidates, list)
+                or len(candidates) < 2
+                or not all(isinstance(c, str) and c.strip() for c in candidates)
+            ):
                 raise RowError(path, index, "candidates", f"expected a list of at least 2 strings, got {candidates!r}")
             answer = field(record, "answer", path, index)
             if answer not in candidates:
                 raise RowError(path, index, "answer", f"{answer!r} is not one of the candidates {candidates}")
-            rows.append(checked_row(path, index, sample_id=f"vlnqa/{index:04d}", task="vlnqa", subset="test", video=f"video/vlnqa/{video}",
-                                     question=field(record, "question", path, index), options=candidates,
-                                     answer_idx=candidates.index(answer),
-                                     meta={"video_id": Path(video).stem, "source_file": path.name, "source_row": index},
-                                     shuffle_seed=options.shuffle_seed))
+            rows.append(
+                checked_row(
+                    path,
+                    index,
+                    sample_id=f"vlnqa/{index:04d}",
+                    task="vlnqa",
+                    subset="test",
+                    video=f"video/vlnqa/{video}",
+                    question=field(record, "question", path, index),
+                    options=candidates,
+                    answer_idx=candidates.index(answer),
+                    meta={"video_id": Path(video).stem, "source_file": path.name, "source_row": index},
+                    shuffle_seed=options.shuffle_seed,
+                )
+            )
     return {"vlnqa": (EGOBENCH_FEATURES, rows)}

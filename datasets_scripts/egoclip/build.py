@@ -38,11 +38,14 @@ CONFIG = "egoclip"  # EgoIT-schema rows
 CAPTIONS_CONFIG = "captions"  # initialization caption rows
 
 
-def iter_egoclip_rows(path: Path, context: BuildContext, layout: str = "full_scale",
-                      max_rows: int | None = None) -> Iterator[dict[str, Any]]:
+def iter_egoclip_rows(
+    path: Path, context: BuildContext, layout: str = "full_scale", max_rows: int | None = None
+) -> Iterator[dict[str, Any]]:
     """Yield canonical rows from ``egoclip.csv`` (bad rows raise or are counted, per ``context.bad_rows``)."""
     produced = 0
-    for line_number, record in tqdm(read_csv(path, COLUMNS, delimiter="\t"), desc="egoclip.csv", unit=" rows", mininterval=5):
+    for line_number, record in tqdm(
+        read_csv(path, COLUMNS, delimiter="\t"), desc="egoclip.csv", unit=" rows", mininterval=5
+    ):
         if max_rows is not None and produced >= max_rows:
             return
         with context.bad_rows.guard("egoclip"):
@@ -64,14 +67,33 @@ def iter_egoclip_rows(path: Path, context: BuildContext, layout: str = "full_sca
             row_id = f"egoclip/{clip_idx}"
             instruction_id, instruction = choose_instruction("egoclip", row_id, context.seed)
             produced += 1
-            yield egoit_row(id=row_id, source="egoclip", task="captioning", split="train", video=video,
-                            video_start_sec=start, video_end_sec=end, instruction_id=instruction_id,
-                            instruction=instruction, question="", answer=answer)
+            yield egoit_row(
+                id=row_id,
+                source="egoclip",
+                task="captioning",
+                split="train",
+                video=video,
+                video_start_sec=start,
+                video_end_sec=end,
+                instruction_id=instruction_id,
+                instruction=instruction,
+                question="",
+                answer=answer,
+            )
 
 
-def build_egoclip(root: Path, out: str | Path, *, seed: int = 0, layout: str = "full_scale", skip_bad_rows: bool = False,
-                  max_rows: int | None = None, shard_rows: int = 500_000, overwrite: bool = False,
-                  args: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_egoclip(
+    root: Path,
+    out: str | Path,
+    *,
+    seed: int = 0,
+    layout: str = "full_scale",
+    skip_bad_rows: bool = False,
+    max_rows: int | None = None,
+    shard_rows: int = 500_000,
+    overwrite: bool = False,
+    args: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Write the ``captions`` and ``egoclip`` configs (split ``train``) to the Hub-ready folder ``out``; return
     build_info."""
     path = find_file(Path(root), ["egoclip.csv", "EgoClip/egoclip.csv"], "egoclip")
@@ -81,26 +103,47 @@ def build_egoclip(root: Path, out: str | Path, *, seed: int = 0, layout: str = "
         egoit = hub_export.ShardedParquetWriter(staging, CONFIG, "train", EGOIT_FEATURES, shard_rows)
         for row in iter_egoclip_rows(path, context, layout, max_rows):
             egoit.add(row)
-            captions.add(caption_row(id=row["id"], source="egoclip", media_type="video", media=row["video"],
-                                     start_sec=row["video_start_sec"], end_sec=row["video_end_sec"],
-                                     caption=row["answer"]))
+            captions.add(
+                caption_row(
+                    id=row["id"],
+                    source="egoclip",
+                    media_type="video",
+                    media=row["video"],
+                    start_sec=row["video_start_sec"],
+                    end_sec=row["video_end_sec"],
+                    caption=row["answer"],
+                )
+            )
         data_files = {CAPTIONS_CONFIG: {"train": captions.finish()}, CONFIG: {"train": egoit.finish()}}
-        build_info = {"builder": "egoclip", "counts": {CONFIG: egoit.count, CAPTIONS_CONFIG: captions.count},
-                      "skips": context.bad_rows.summary(), "seed": seed, "layout": layout, "max_rows": max_rows,
-                      "templates_sha1": templates_sha1(), "args": dict(args or {})}
+        build_info = {
+            "builder": "egoclip",
+            "counts": {CONFIG: egoit.count, CAPTIONS_CONFIG: captions.count},
+            "skips": context.bad_rows.summary(),
+            "seed": seed,
+            "layout": layout,
+            "max_rows": max_rows,
+            "templates_sha1": templates_sha1(),
+            "args": dict(args or {}),
+        }
         card = hub_export.make_dataset_card(
-            data_files, pretty_name="EgoClip (Exo2Ego initialization captions)", license="other",
+            data_files,
+            pretty_name="EgoClip (Exo2Ego initialization captions)",
+            license="other",
             summary="EgoVLP's EgoClip clip-narration pairs as Exo2Ego initialization captions (config `captions`) and "
-                    "EgoIT captioning rows (config `egoclip`, our instruction templates). No video is included; "
-                    "paths are relative to the user's Ego4D root.",
-            sections={"Source and licence": "EgoClip (showlab/EgoVLP) is derived from Ego4D narrations: the Ego4D "
-                                            "licence applies. Point to the original `egoclip.csv` rather than re-hosting its text.",
-                      "Loading": "```python\nfrom datasets import load_dataset\n"
-                                 "captions = load_dataset(PATH, \"captions\", split=\"train\")  # init's ego branch\n"
-                                 "egoit = load_dataset(PATH, \"egoclip\", split=\"train\")  # EgoIT schema\n```\n"
-                                 "Training: `python train/init.py --config train/configs/init.yaml "
-                                 "--ego_dataset_path PATH --ego_video_root EGO4D_ROOT`."},
-            tags=["egocentric", "video"], task_categories=["video-text-to-text"])
+            "EgoIT captioning rows (config `egoclip`, our instruction templates). No video is included; "
+            "paths are relative to the user's Ego4D root.",
+            sections={
+                "Source and licence": "EgoClip (showlab/EgoVLP) is derived from Ego4D narrations: the Ego4D "
+                "licence applies. Point to the original `egoclip.csv` rather than re-hosting its text.",
+                "Loading": "```python\nfrom datasets import load_dataset\n"
+                'captions = load_dataset(PATH, "captions", split="train")  # init\'s ego branch\n'
+                'egoit = load_dataset(PATH, "egoclip", split="train")  # EgoIT schema\n```\n'
+                "Training: `python train/init.py --config train/configs/init.yaml "
+                "--ego_dataset_path PATH --ego_video_root EGO4D_ROOT`.",
+            },
+            tags=["egocentric", "video"],
+            task_categories=["video-text-to-text"],
+        )
         card.save(staging / hub_export.CARD_NAME)
         hub_export.write_build_info(staging, build_info)
     return build_info

@@ -12,8 +12,9 @@ import numpy as np
 from exo2ego_base.provenance import atomic_path
 
 
-def frames_to_video(frames: Sequence[Path], out_path: str | os.PathLike, fps: float = 30.0,
-                    codec: str = "libx264", crf: int = 20) -> Path:
+def frames_to_video(
+    frames: Sequence[Path], out_path: str | os.PathLike, fps: float = 30.0, codec: str = "libx264", crf: int = 20
+) -> Path:
     """Encode ``frames`` (image files, in order) into ``out_path``; atomic (temp file, then rename).
 
     Frames are padded with black to even width/height (H.264 needs it). Returns ``out_path``.

@@ -16,8 +16,18 @@ from typing import Any
 
 from datasets_scripts.egoit.templates import choose_instruction
 from datasets_scripts.schema import egoit_row
-from datasets_scripts.source_io import (BuildContext, RowError, field, find_file, integer, number, read_csv,
-                                        read_json, read_lines, text)
+from datasets_scripts.source_io import (
+    BuildContext,
+    RowError,
+    field,
+    find_file,
+    integer,
+    number,
+    read_csv,
+    read_json,
+    read_lines,
+    text,
+)
 
 
 @dataclass
@@ -39,7 +49,9 @@ def _row(source: str, sample_id: str, context: BuildContext, **values: Any) -> d
 
 
 # --------------------------------------------------------------------------------------------- EGTEA Gaze+
-EGTEA_CLIP_NAME = re.compile(r"^(?P<session>.+)-(?P<start_ms>\d+)-(?P<end_ms>\d+)-F(?P<start_frame>\d+)-F(?P<end_frame>\d+)$")
+EGTEA_CLIP_NAME = re.compile(
+    r"^(?P<session>.+)-(?P<start_ms>\d+)-(?P<end_ms>\d+)-F(?P<start_frame>\d+)-F(?P<end_frame>\d+)$"
+)
 
 
 def read_egtea(root: Path, context: BuildContext, options: EgoITOptions) -> list[dict[str, Any]]:
@@ -65,19 +77,38 @@ def read_egtea(root: Path, context: BuildContext, options: EgoITOptions) -> list
             with context.bad_rows.guard("egtea"):
                 columns = line.split()
                 if len(columns) < 2:
-                    raise RowError(split_file, line_number, "action_idx", f"expected '<clip> <action> ...', got {line!r}")
+                    raise RowError(
+                        split_file, line_number, "action_idx", f"expected '<clip> <action> ...', got {line!r}"
+                    )
                 clip_name = columns[0]
                 match = EGTEA_CLIP_NAME.match(clip_name)
                 if match is None:
-                    raise RowError(split_file, line_number, "clip_name",
-                                   f"{clip_name!r} is not <session>-<start_ms>-<end_ms>-F<start>-F<end>")
+                    raise RowError(
+                        split_file,
+                        line_number,
+                        "clip_name",
+                        f"{clip_name!r} is not <session>-<start_ms>-<end_ms>-F<start>-F<end>",
+                    )
                 action_index = field({"action_idx": columns[1]}, "action_idx", split_file, line_number, integer)
                 if action_index not in actions:
-                    raise RowError(split_file, line_number, "action_idx",
-                                   f"{action_index} is not in action_idx.txt (1..{len(actions)}); is column 2 the action?")
-                rows.append(_row("egtea", clip_name, context, task="action_recognition", split=split,
-                                 video=f"cropped_clips/{match['session']}/{clip_name}.mp4",
-                                 question="", answer=actions[action_index]))
+                    raise RowError(
+                        split_file,
+                        line_number,
+                        "action_idx",
+                        f"{action_index} is not in action_idx.txt (1..{len(actions)}); is column 2 the action?",
+                    )
+                rows.append(
+                    _row(
+                        "egtea",
+                        clip_name,
+                        context,
+                        task="action_recognition",
+                        split=split,
+                        video=f"cropped_clips/{match['session']}/{clip_name}.mp4",
+                        question="",
+                        answer=actions[action_index],
+                    )
+                )
     return rows
 
 
@@ -120,8 +151,18 @@ def read_ssv2(root: Path, context: BuildContext, options: EgoITOptions) -> list[
                 if template not in labels:
                     raise RowError(path, index, "template", f"{template!r} is not a class of {labels_file.name}")
                 answer = field(record, "label", path, index) if options.ssv2_answer == "label" else template
-                rows.append(_row("ssv2", video_id, context, task="action_recognition", split=split,
-                                 video=f"{SSV2_VIDEO_DIR}/{video_id}.webm", question="", answer=_capitalize(answer)))
+                rows.append(
+                    _row(
+                        "ssv2",
+                        video_id,
+                        context,
+                        task="action_recognition",
+                        split=split,
+                        video=f"{SSV2_VIDEO_DIR}/{video_id}.webm",
+                        question="",
+                        answer=_capitalize(answer),
+                    )
+                )
     test_file = _ssv2_file(root, "test.json", required=False)
     answers_file = _ssv2_file(root, "test-answers.csv", required=False)
     if test_file is None or answers_file is None:
@@ -132,16 +173,27 @@ def read_ssv2(root: Path, context: BuildContext, options: EgoITOptions) -> list[
         with context.bad_rows.guard("ssv2"):
             video_id, sep, template = line.partition(";")
             if not sep or template.strip() not in labels:
-                raise RowError(answers_file, line_number, "template", f"expected '<id>;<class template>', got {line!r}")
+                raise RowError(
+                    answers_file, line_number, "template", f"expected '<id>;<class template>', got {line!r}"
+                )
             test_templates[video_id.strip()] = template.strip()
     for index, record in enumerate(read_json(test_file)):
         with context.bad_rows.guard("ssv2"):
             video_id = field(record, "id", test_file, index, lambda value: text(str(value)))
             if video_id not in test_templates:
                 raise RowError(test_file, index, "id", f"{video_id} has no answer in {answers_file.name}")
-            rows.append(_row("ssv2", video_id, context, task="action_recognition", split="test",
-                             video=f"{SSV2_VIDEO_DIR}/{video_id}.webm", question="",
-                             answer=_capitalize(test_templates[video_id])))
+            rows.append(
+                _row(
+                    "ssv2",
+                    video_id,
+                    context,
+                    task="action_recognition",
+                    split="test",
+                    video=f"{SSV2_VIDEO_DIR}/{video_id}.webm",
+                    question="",
+                    answer=_capitalize(test_templates[video_id]),
+                )
+            )
     return rows
 
 
@@ -157,8 +209,15 @@ def read_egotimeqa(root: Path, context: BuildContext, options: EgoITOptions) -> 
     Ego4D clip uid, video ``v1/clips/<video_id>.mp4`` (``ego4d --datasets clips`` layout). The raw
     seconds are used, not the rescaled ``moment_*_frame``.
     """
-    path = find_file(root, ["data/unified/annotations.EgoTimeQA.json", "unified/annotations.EgoTimeQA.json",
-                            "annotations.EgoTimeQA.json"], "egotimeqa")
+    path = find_file(
+        root,
+        [
+            "data/unified/annotations.EgoTimeQA.json",
+            "unified/annotations.EgoTimeQA.json",
+            "annotations.EgoTimeQA.json",
+        ],
+        "egotimeqa",
+    )
     rows = []
     for index, record in enumerate(read_json(path)):
         with context.bad_rows.guard("egotimeqa"):
@@ -168,9 +227,20 @@ def read_egotimeqa(root: Path, context: BuildContext, options: EgoITOptions) -> 
             if not 0 <= start < end:
                 raise RowError(path, index, "end_sec", f"interval [{start}, {end}] is empty or negative")
             sample_id = field(record, "sample_id", path, index, lambda value: text(str(value)), optional=True)
-            rows.append(_row("egotimeqa", sample_id or f"{index:07d}", context, task="open_qa", split="train",
-                             video=f"v1/clips/{video_id}.mp4", video_start_sec=start, video_end_sec=end,
-                             question=field(record, "question", path, index), answer=field(record, "answer", path, index)))
+            rows.append(
+                _row(
+                    "egotimeqa",
+                    sample_id or f"{index:07d}",
+                    context,
+                    task="open_qa",
+                    split="train",
+                    video=f"v1/clips/{video_id}.mp4",
+                    video_start_sec=start,
+                    video_end_sec=end,
+                    question=field(record, "question", path, index),
+                    answer=field(record, "answer", path, index),
+                )
+            )
     return rows
 
 
@@ -191,9 +261,18 @@ def read_openeqa(root: Path, context: BuildContext, options: EgoITOptions) -> li
     for index, record in enumerate(read_json(path)):
         with context.bad_rows.guard("openeqa"):
             episode = field(record, "episode_history", path, index).strip("/")
-            rows.append(_row("openeqa", field(record, "question_id", path, index, lambda value: text(str(value))), context,
-                             task="open_qa", split="train", video=f"{OPENEQA_VIDEO_DIR}/{episode}-0.mp4",
-                             question=field(record, "question", path, index), answer=field(record, "answer", path, index)))
+            rows.append(
+                _row(
+                    "openeqa",
+                    field(record, "question_id", path, index, lambda value: text(str(value))),
+                    context,
+                    task="open_qa",
+                    split="train",
+                    video=f"{OPENEQA_VIDEO_DIR}/{episode}-0.mp4",
+                    question=field(record, "question", path, index),
+                    answer=field(record, "answer", path, index),
+                )
+            )
     if options.make_openeqa_videos:
         make_openeqa_videos(root, rows, context, options.openeqa_fps)
     return rows
@@ -232,7 +311,9 @@ def read_egoexolearn(root: Path, context: BuildContext, options: EgoITOptions) -
     Only rows whose ``view`` is in ``options.egoexolearn_views`` (default ego); the answer is
     ``options.egoexolearn_text`` (default ``narration_en``); video ``<video_uid>.mp4``.
     """
-    path = find_file(root, ["annotations/fine_annotation_trainval_en.csv", "fine_annotation_trainval_en.csv"], "egoexolearn")
+    path = find_file(
+        root, ["annotations/fine_annotation_trainval_en.csv", "fine_annotation_trainval_en.csv"], "egoexolearn"
+    )
     rows = []
     for line_number, record in read_csv(path, EGOEXOLEARN_COLUMNS + (options.egoexolearn_text,)):
         with context.bad_rows.guard("egoexolearn"):
@@ -243,11 +324,20 @@ def read_egoexolearn(root: Path, context: BuildContext, options: EgoITOptions) -
             end = field(record, "end_sec", path, line_number, number)
             if not 0 <= start < end:
                 raise RowError(path, line_number, "end_sec", f"interval [{start}, {end}] is empty or negative")
-            rows.append(_row("egoexolearn", field(record, "annotation_uid", path, line_number), context,
-                             task="captioning", split=field(record, "subset", path, line_number).lower(),
-                             video=f"{field(record, 'video_uid', path, line_number)}.mp4",
-                             video_start_sec=start, video_end_sec=end, question="",
-                             answer=field(record, options.egoexolearn_text, path, line_number)))
+            rows.append(
+                _row(
+                    "egoexolearn",
+                    field(record, "annotation_uid", path, line_number),
+                    context,
+                    task="captioning",
+                    split=field(record, "subset", path, line_number).lower(),
+                    video=f"{field(record, 'video_uid', path, line_number)}.mp4",
+                    video_start_sec=start,
+                    video_end_sec=end,
+                    question="",
+                    answer=field(record, options.egoexolearn_text, path, line_number),
+                )
+            )
     return rows
 
 
@@ -261,12 +351,12 @@ ADAPTERS: dict[str, Callable[[Path, BuildContext, EgoITOptions], list[dict[str, 
 
 LICENCE_NOTES = {
     "egtea": "EGTEA Gaze+ (Georgia Tech): academic download; redistribution terms not published. "
-             "The table holds clip names, action names and our instruction text, never video.",
+    "The table holds clip names, action names and our instruction text, never video.",
     "ssv2": "Something-Something-V2 (Qualcomm): research licence PDF shipped with the download, manual "
-            "download only. Check the licence before publishing the label text.",
+    "download only. Check the licence before publishing the label text.",
     "egotimeqa": "EgoTimeQA (GroundVQA, generated from Ego4D narrations; videos under the Ego4D licence). "
-                 "Point to `Becomebright/GroundVQA` rather than re-hosting the QA text.",
+    "Point to `Becomebright/GroundVQA` rather than re-hosting the QA text.",
     "openeqa": "OpenEQA (QA under MIT; frames under HM3D/ScanNet terms: never ship frames or videos). "
-               "OpenEQA is a benchmark: training on it contaminates OpenEQA evaluation.",
+    "OpenEQA is a benchmark: training on it contaminates OpenEQA evaluation.",
     "egoexolearn": "EgoExoLearn: code MIT, data licence not stated in the repository (VERIFY before publishing).",
 }

@@ -12,7 +12,7 @@ from datasets_scripts.schema import seeded_choice
 TEMPLATES_PATH = Path(__file__).with_name("templates.json")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_templates(path: str | Path = TEMPLATES_PATH) -> dict[str, list[str]]:
     """``{source: [template, ...]}`` from the JSON file (each list holds ten templates)."""
     payload = json.loads(Path(path).read_text(encoding="utf-8"))

@@ -8,8 +8,10 @@ import sys
 
 def add_parser(data_subparsers) -> None:
     parser = data_subparsers.add_parser(
-        "synth", help="render the synthetic Ego-Exo world in the Ego-Exo4D layout (+ synthetic EgoIT/EgoBench)",
-        description=__doc__)
+        "synth",
+        help="render the synthetic Ego-Exo world in the Ego-Exo4D layout (+ synthetic EgoIT/EgoBench)",
+        description=__doc__,
+    )
     parser.add_argument("--out", required=True, help="world root to create (refused if it exists, see --overwrite)")
     parser.add_argument("--takes", type=int, default=24, help="number of rendered takes (>= 3)")
     parser.add_argument("--seed", type=int, default=0)
@@ -29,17 +31,27 @@ def run(args: argparse.Namespace) -> int:
     from .. import hub_export
     from .world import WorldConfig, generate_world
 
-    config = WorldConfig(num_takes=args.takes, seed=args.seed, fps=args.fps, actions_per_take=args.actions_per_take,
-                         objects_per_take=args.objects_per_take,
-                         height=args.height, downscaled_height=args.downscaled_height,
-                         heldout_fraction=args.heldout_fraction, num_proc=args.num_proc, write_qa=not args.no_qa)
+    config = WorldConfig(
+        num_takes=args.takes,
+        seed=args.seed,
+        fps=args.fps,
+        actions_per_take=args.actions_per_take,
+        objects_per_take=args.objects_per_take,
+        height=args.height,
+        downscaled_height=args.downscaled_height,
+        heldout_fraction=args.heldout_fraction,
+        num_proc=args.num_proc,
+        write_qa=not args.no_qa,
+    )
     try:
         info = generate_world(args.out, config, overwrite=args.overwrite)
     except (ValueError, hub_export.ExportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     counts = info["counts"]
-    print(f"synthetic world written to {args.out}: {counts['takes']} takes {counts['by_split']}, "
-          f"{counts['videos']} videos, EgoIT {counts.get('egoit_rows', 0)} rows, "
-          f"EgoBench {counts.get('egobench_rows', 0)} rows")
+    print(
+        f"synthetic world written to {args.out}: {counts['takes']} takes {counts['by_split']}, "
+        f"{counts['videos']} videos, EgoIT {counts.get('egoit_rows', 0)} rows, "
+        f"EgoBench {counts.get('egobench_rows', 0)} rows"
+    )
     return 0

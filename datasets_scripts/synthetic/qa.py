@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import hub_export
-from ..schema import (EGOBENCH_FEATURES, EGOIT_FEATURES, egobench_row, egoit_row, frozen_option_order,
-                      seeded_choice)
+from ..schema import EGOBENCH_FEATURES, EGOIT_FEATURES, egobench_row, egoit_row, frozen_option_order, seeded_choice
 from .narration import FIRST_PERSON, describe
 from .script import COLOURS, SHAPES, VERB_ANSWERS
 
@@ -36,7 +35,10 @@ OBJECT_QUESTIONS = {
     "move_left": "Which object did I move?",
     "move_right": "Which object did I move?",
 }
-COLOUR_QUESTIONS = {"pour": "What colour was the object I poured from?", "shake": "What colour was the object I shook?"}
+COLOUR_QUESTIONS = {
+    "pour": "What colour was the object I poured from?",
+    "shake": "What colour was the object I shook?",
+}
 ACTION_QUESTION = "What did I do with the {obj}?"
 NUM_OPTIONS = 5
 
@@ -75,19 +77,47 @@ def take_questions(plan, seed: int, variant: str = "448") -> list[Question]:
         rng = random.Random(f"{seed}/qa/{plan.take_uid}/{index}")
         obj = script.objects[action.obj]
         other_colours = rng.sample([c for c in sorted(COLOURS) if c != obj.colour], NUM_OPTIONS - 1)
-        common = dict(take_uid=plan.take_uid, take_name=plan.take_name, take_split=plan.split, action_index=index,
-                      verb=action.verb, start_sec=action.start, end_sec=action.end, video=video)
+        common = dict(
+            take_uid=plan.take_uid,
+            take_name=plan.take_name,
+            take_split=plan.split,
+            action_index=index,
+            verb=action.verb,
+            start_sec=action.start,
+            end_sec=action.end,
+            video=video,
+        )
         if action.verb in OBJECT_QUESTIONS:
             distractors = tuple(f"the {colour} {rng.choice(SHAPES)}" for colour in other_colours)
-            questions.append(Question(kind="object", question=OBJECT_QUESTIONS[action.verb], answer=f"the {obj.name}",
-                                      distractors=distractors, **common))
+            questions.append(
+                Question(
+                    kind="object",
+                    question=OBJECT_QUESTIONS[action.verb],
+                    answer=f"the {obj.name}",
+                    distractors=distractors,
+                    **common,
+                )
+            )
         else:
-            questions.append(Question(kind="colour", question=COLOUR_QUESTIONS[action.verb], answer=obj.colour,
-                                      distractors=tuple(other_colours), **common))
+            questions.append(
+                Question(
+                    kind="colour",
+                    question=COLOUR_QUESTIONS[action.verb],
+                    answer=obj.colour,
+                    distractors=tuple(other_colours),
+                    **common,
+                )
+            )
         other_verbs = rng.sample([v for v in VERB_ANSWERS if v != action.verb], NUM_OPTIONS - 1)
-        questions.append(Question(kind="action", question=ACTION_QUESTION.format(obj=obj.name),
-                                  answer=VERB_ANSWERS[action.verb],
-                                  distractors=tuple(VERB_ANSWERS[v] for v in other_verbs), **common))
+        questions.append(
+            Question(
+                kind="action",
+                question=ACTION_QUESTION.format(obj=obj.name),
+                answer=VERB_ANSWERS[action.verb],
+                distractors=tuple(VERB_ANSWERS[v] for v in other_verbs),
+                **common,
+            )
+        )
     return questions
 
 
@@ -99,13 +129,27 @@ def egobench_rows(plans, seed: int, variant: str = "448") -> list[dict[str, Any]
             continue
         exo_videos = [plan.video_path(cam, variant) for cam in plan.exo_cams]
         for q in take_questions(plan, seed, variant):
-            rows.append(egobench_row(
-                sample_id=f"{TASK}/{q.key}", task=TASK, subset=q.kind, video=q.video,
-                start_sec=q.start_sec, end_sec=q.end_sec, question=q.question,
-                options=[q.answer, *q.distractors], answer_idx=0, shuffle_seed=seed,
-                meta={"video_id": q.take_uid, "take_name": q.take_name, "take_split": q.take_split,
-                      "verb": q.verb, "exo_videos": exo_videos},
-            ))
+            rows.append(
+                egobench_row(
+                    sample_id=f"{TASK}/{q.key}",
+                    task=TASK,
+                    subset=q.kind,
+                    video=q.video,
+                    start_sec=q.start_sec,
+                    end_sec=q.end_sec,
+                    question=q.question,
+                    options=[q.answer, *q.distractors],
+                    answer_idx=0,
+                    shuffle_seed=seed,
+                    meta={
+                        "video_id": q.take_uid,
+                        "take_name": q.take_name,
+                        "take_split": q.take_split,
+                        "verb": q.verb,
+                        "exo_videos": exo_videos,
+                    },
+                )
+            )
     return rows
 
 
@@ -123,18 +167,40 @@ def egoit_rows(plans, seed: int, variant: str = "448") -> list[dict[str, Any]]:
                 if task == "mcq":
                     options, _ = frozen_option_order(row_id, [q.answer, *q.distractors], 0, seed)
                 template = seeded_choice(seed, row_id, len(templates["qa"]))
-                rows.append(egoit_row(id=row_id, source=TASK, task=task, split="train", video=q.video,
-                                      video_start_sec=q.start_sec, video_end_sec=q.end_sec, instruction_id=template,
-                                      instruction=templates["qa"][template], question=q.question, answer=q.answer,
-                                      options=options))
+                rows.append(
+                    egoit_row(
+                        id=row_id,
+                        source=TASK,
+                        task=task,
+                        split="train",
+                        video=q.video,
+                        video_start_sec=q.start_sec,
+                        video_end_sec=q.end_sec,
+                        instruction_id=template,
+                        instruction=templates["qa"][template],
+                        question=q.question,
+                        answer=q.answer,
+                        options=options,
+                    )
+                )
         for index, action in enumerate(plan.script.actions):
             row_id = f"{TASK}/{plan.take_name}/{index:02d}/captioning"
             template = seeded_choice(seed, row_id, len(templates["captioning"]))
-            rows.append(egoit_row(id=row_id, source=TASK, task="captioning", split="train",
-                                  video=plan.video_path(plan.ego_cam, variant), video_start_sec=action.start,
-                                  video_end_sec=action.end, instruction_id=template,
-                                  instruction=templates["captioning"][template], question="",
-                                  answer=describe(plan.script, action, FIRST_PERSON)))
+            rows.append(
+                egoit_row(
+                    id=row_id,
+                    source=TASK,
+                    task="captioning",
+                    split="train",
+                    video=plan.video_path(plan.ego_cam, variant),
+                    video_start_sec=action.start,
+                    video_end_sec=action.end,
+                    instruction_id=template,
+                    instruction=templates["captioning"][template],
+                    question="",
+                    answer=describe(plan.script, action, FIRST_PERSON),
+                )
+            )
     return rows
 
 
@@ -153,19 +219,29 @@ def text_only_baseline(egoit: list[dict[str, Any]], egobench: list[dict[str, Any
         correct[row["subset"]] += int(guess == row["answer_idx"])
         total[row["subset"]] += 1
     overall = sum(correct.values()) / max(1, sum(total.values()))
-    return {"accuracy": overall, "by_subset": {k: correct[k] / total[k] for k in sorted(total)},
-            "chance": 1 / NUM_OPTIONS}
+    return {
+        "accuracy": overall,
+        "by_subset": {k: correct[k] / total[k] for k in sorted(total)},
+        "chance": 1 / NUM_OPTIONS,
+    }
 
 
 def _card_sections(kind: str, counts: dict[str, int]) -> dict[str, str]:
-    load = (f'from datasets import load_dataset\nds = load_dataset("path/to/world/{kind}", "{TASK}")\n'
-            f"# video paths are relative to the world root, the parent folder of {kind}/")
+    load = (
+        f'from datasets import load_dataset\nds = load_dataset("path/to/world/{kind}", "{TASK}")\n'
+        f"# video paths are relative to the world root, the parent folder of {kind}/"
+    )
     return {
-        "Contents": ("Rows generated from the scripted synthetic Ego-Exo world of the Exo2Ego project: "
-                     + ", ".join(f"{count} {name}" for name, count in sorted(counts.items())) + "."),
+        "Contents": (
+            "Rows generated from the scripted synthetic Ego-Exo world of the Exo2Ego project: "
+            + ", ".join(f"{count} {name}" for name, count in sorted(counts.items()))
+            + "."
+        ),
         "Loading": f"```python\n{load}\n```",
-        "Videos": ("`video` is the ego (Aria) view in `downscaled/448`, relative to the world root; "
-                   "`start_sec`/`end_sec` bound the action the question is about."),
+        "Videos": (
+            "`video` is the ego (Aria) view in `downscaled/448`, relative to the world root; "
+            "`start_sec`/`end_sec` bound the action the question is about."
+        ),
         "Licence": "Generated data, Apache-2.0, like the project; no third-party content.",
     }
 
@@ -180,17 +256,29 @@ def write_qa_folders(root: Path, plans, config) -> dict[str, Any]:
     egobench = egobench_rows(plans, config.seed, variant)
     baseline = text_only_baseline(egoit, egobench)
     results = {}
-    for kind, rows, features, split in (("egoit", egoit, EGOIT_FEATURES, "train"),
-                                        ("egobench", egobench, EGOBENCH_FEATURES, "test")):
+    for kind, rows, features, split in (
+        ("egoit", egoit, EGOIT_FEATURES, "train"),
+        ("egobench", egobench, EGOBENCH_FEATURES, "test"),
+    ):
         folder = Path(root) / kind
         data_files = hub_export.write_parquet_configs(folder, {TASK: {split: rows}}, {TASK: features})
         by_kind = Counter(row["task"] if kind == "egoit" else row["subset"] for row in rows)
         card = hub_export.make_dataset_card(
-            data_files, pretty_name=f"Synthetic {'EgoIT' if kind == 'egoit' else 'EgoBench'}", license="apache-2.0",
-            sections=_card_sections(kind, dict(by_kind)), task_categories=["video-text-to-text"])
+            data_files,
+            pretty_name=f"Synthetic {'EgoIT' if kind == 'egoit' else 'EgoBench'}",
+            license="apache-2.0",
+            sections=_card_sections(kind, dict(by_kind)),
+            task_categories=["video-text-to-text"],
+        )
         card.save(str(folder / hub_export.CARD_NAME))
-        info = {"builder": "datasets_scripts.synthetic.qa", "seed": config.seed, "video_root": "..",
-                "video_variant": variant, "counts": {"rows": len(rows), "by_kind": dict(by_kind)}, "skips": {}}
+        info = {
+            "builder": "datasets_scripts.synthetic.qa",
+            "seed": config.seed,
+            "video_root": "..",
+            "video_variant": variant,
+            "counts": {"rows": len(rows), "by_kind": dict(by_kind)},
+            "skips": {},
+        }
         if kind == "egobench":
             info["text_only_baseline"] = baseline
         hub_export.write_build_info(folder, info)

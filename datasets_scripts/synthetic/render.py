@@ -35,8 +35,16 @@ SHAPE_POLYGONS = {  # unit-size outlines, (x right, y up), centred on the object
     "box": [(-0.5, -0.5), (0.5, -0.5), (0.5, 0.5), (-0.5, 0.5)],
     "jar": [(0.5 * math.cos(a), 0.5 * math.sin(a)) for a in np.linspace(0, 2 * math.pi, 16, endpoint=False)],
     "cup": [(-0.32, -0.5), (0.32, -0.5), (0.5, 0.5), (-0.5, 0.5)],
-    "bottle": [(-0.32, -0.55), (0.32, -0.55), (0.32, 0.1), (0.14, 0.25), (0.14, 0.6), (-0.14, 0.6),
-               (-0.14, 0.25), (-0.32, 0.1)],
+    "bottle": [
+        (-0.32, -0.55),
+        (0.32, -0.55),
+        (0.32, 0.1),
+        (0.14, 0.25),
+        (0.14, 0.6),
+        (-0.14, 0.6),
+        (-0.14, 0.25),
+        (-0.32, 0.1),
+    ],
 }
 
 
@@ -71,8 +79,17 @@ EXO_CAMERAS = (  # (azimuth, elevation, zoom): front, left side, top-down, close
 def scaled(camera: Camera, height: int) -> Camera:
     """The same camera rendering ``height``-pixel frames (width scaled, kept even for yuv420p)."""
     width = int(round(camera.width * height / camera.height / 2)) * 2
-    return Camera(camera.cam_id, width, height, camera.azimuth_deg, camera.elevation_deg, camera.zoom,
-                  camera.look_at, camera.follow, camera.sway)
+    return Camera(
+        camera.cam_id,
+        width,
+        height,
+        camera.azimuth_deg,
+        camera.elevation_deg,
+        camera.zoom,
+        camera.look_at,
+        camera.follow,
+        camera.sway,
+    )
 
 
 class _Projector:
@@ -91,8 +108,10 @@ class _Projector:
             hand_u, hand_v = self._raw(gaze)
             sway = camera.sway * camera.height
             # The hand sits a little below the centre, so what it holds or lifts stays in the picture.
-            self.shift = (-camera.follow * hand_u + sway * math.sin(1.9 * t + sway_phase),
-                          -camera.follow * hand_v + 0.15 * camera.height + 0.7 * sway * math.cos(1.3 * t + 2 * sway_phase))
+            self.shift = (
+                -camera.follow * hand_u + sway * math.sin(1.9 * t + sway_phase),
+                -camera.follow * hand_v + 0.15 * camera.height + 0.7 * sway * math.cos(1.3 * t + 2 * sway_phase),
+            )
 
     def _raw(self, point) -> tuple[float, float]:
         dx, dy = point[0] - self.origin[0], point[1] - self.origin[1]
@@ -118,8 +137,10 @@ def _object_polygon(project: _Projector, centre, shape: str, tilt: float, size: 
     u0, v0 = project(centre)
     radius = size * project.scale
     cos_t, sin_t = math.cos(math.radians(-tilt)), math.sin(math.radians(-tilt))
-    return [(u0 + radius * (x * cos_t - y * sin_t), v0 - radius * (x * sin_t + y * cos_t))
-            for x, y in SHAPE_POLYGONS[shape]]
+    return [
+        (u0 + radius * (x * cos_t - y * sin_t), v0 - radius * (x * sin_t + y * cos_t))
+        for x, y in SHAPE_POLYGONS[shape]
+    ]
 
 
 def gaze_point(script: TakeScript, t: float) -> tuple[float, float, float]:
@@ -129,8 +150,14 @@ def gaze_point(script: TakeScript, t: float) -> tuple[float, float, float]:
     return tuple(sum(axis) / len(points) for axis in zip(*points))
 
 
-def render_frame(script: TakeScript, scene: Scene, camera: Camera, t: float, sway_phase: float = 0.0,
-                 gaze: tuple[float, float, float] | None = None) -> np.ndarray:
+def render_frame(
+    script: TakeScript,
+    scene: Scene,
+    camera: Camera,
+    t: float,
+    sway_phase: float = 0.0,
+    gaze: tuple[float, float, float] | None = None,
+) -> np.ndarray:
     """Draw ``scene`` as seen by ``camera``; returns uint8 (height, width, 3) without the marker.
 
     ``gaze`` (ego camera only) is the point the view follows; default :func:`gaze_point`."""
@@ -158,15 +185,20 @@ def render_frame(script: TakeScript, scene: Scene, camera: Camera, t: float, swa
         colour = COLOURS[spec.colour]
 
         def draw_object(centre=centre, shape=spec.shape, tilt=state.tilt, colour=colour):
-            draw.polygon(_object_polygon(project, centre, shape, tilt, OBJECT_SIZE), fill=colour, outline=_dark(colour))
+            draw.polygon(
+                _object_polygon(project, centre, shape, tilt, OBJECT_SIZE), fill=colour, outline=_dark(colour)
+            )
 
         items.append((project.depth(centre), draw_object))
     if scene.stream is not None:
         start, end = scene.stream
 
         def draw_stream(start=start, end=end):
-            draw.line([project(start), project(end)], fill=COLOURS[scene.bowl_colour],
-                      width=max(2, int(0.04 * project.scale)))
+            draw.line(
+                [project(start), project(end)],
+                fill=COLOURS[scene.bowl_colour],
+                width=max(2, int(0.04 * project.scale)),
+            )
 
         items.append((project.depth(start) + 0.05, draw_stream))
 
@@ -174,6 +206,7 @@ def render_frame(script: TakeScript, scene: Scene, camera: Camera, t: float, swa
     hands = ((scene.hand_side, scene.hand), (idle_side, REST[idle_side]))
     arm_width = max(3, int(0.08 * project.scale))
     if camera.follow:  # ego: arms come up from the bottom edge of the picture
+
         def draw_ego_body():
             for side, hand in hands:
                 hu, hv = project(hand)
@@ -234,20 +267,26 @@ def read_frame_marker(frame: np.ndarray) -> int:
     index = 0
     for bit in range(MARKER_BITS):
         row, col = divmod(bit, MARKER_COLS)
-        patch = frame[row * block + margin : (row + 1) * block - margin, col * block + margin : (col + 1) * block - margin]
+        patch = frame[
+            row * block + margin : (row + 1) * block - margin, col * block + margin : (col + 1) * block - margin
+        ]
         index = (index << 1) | int(patch.mean() > 127)
     return index
 
 
 # --------------------------------------------------------------------------------------------- videos
-def render_views(script: TakeScript, cameras: Iterable[Camera], fps: float, sway_phase: float = 0.0) -> Iterator[list[np.ndarray]]:
+def render_views(
+    script: TakeScript, cameras: Iterable[Camera], fps: float, sway_phase: float = 0.0
+) -> Iterator[list[np.ndarray]]:
     """Yield, for each frame index i (time i / fps), one marked frame per camera."""
     cameras = list(cameras)
     num_frames = int(math.floor(script.duration * fps)) + 1
     for index in range(num_frames):
         t = index / fps
         scene = script.scene_at(t)
-        yield [draw_frame_marker(render_frame(script, scene, camera, t, sway_phase).copy(), index) for camera in cameras]
+        yield [
+            draw_frame_marker(render_frame(script, scene, camera, t, sway_phase).copy(), index) for camera in cameras
+        ]
 
 
 class VideoWriter:
@@ -257,9 +296,12 @@ class VideoWriter:
     keyframe interval in frames.
     """
 
-    def __init__(self, path: str | os.PathLike, width: int, height: int, fps: float, gop: int | None = None, crf: int = 18):
-        import av
+    def __init__(
+        self, path: str | os.PathLike, width: int, height: int, fps: float, gop: int | None = None, crf: int = 18
+    ):
         from fractions import Fraction
+
+        import av
 
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -268,8 +310,13 @@ class VideoWriter:
         rate = Fraction(fps).limit_denominator(1001)
         # One thread and no macroblock-tree rate control: x264's mbtree reads uninitialised memory on
         # frames this small, which made identical input encode to different bytes.
-        options = {"crf": str(crf), "preset": "veryfast", "threads": "1", "g": str(gop or max(1, round(fps))),
-                   "x264-params": "mbtree=0"}
+        options = {
+            "crf": str(crf),
+            "preset": "veryfast",
+            "threads": "1",
+            "g": str(gop or max(1, round(fps))),
+            "x264-params": "mbtree=0",
+        }
         self.stream = self.container.add_stream("libx264", rate=rate, options=options)
         self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
         self._frame_class = av.VideoFrame

@@ -92,7 +92,9 @@ class Scene:
     hand_side: str
     bowl_colour: str | None = None
     bowl_level: float = 0.0  # 0..1
-    stream: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None  # pour stream, colour of poured
+    stream: tuple[tuple[float, float, float], tuple[float, float, float]] | None = (
+        None  # pour stream, colour of poured
+    )
 
 
 @dataclass
@@ -191,7 +193,11 @@ def make_script(rng: random.Random, num_actions: int = 5, num_objects: int = 4) 
             hand = actions[-1].hand
             held_for = next(i for i, a in enumerate(reversed(actions)) if a.verb == "pick_up")
             # Put the object down after at most two actions in the hand, so more objects get handled.
-            verb = "put_down" if held_for >= 2 else rng.choices(list(HELD_VERB_WEIGHTS), list(HELD_VERB_WEIGHTS.values()))[0]
+            verb = (
+                "put_down"
+                if held_for >= 2
+                else rng.choices(list(HELD_VERB_WEIGHTS), list(HELD_VERB_WEIGHTS.values()))[0]
+            )
             target = None
             if verb == "put_down":
                 others = [current[i] for i in range(num_objects) if i != obj] + [BOWL_POSITION]

@@ -116,20 +116,50 @@ def plan_world(config: WorldConfig) -> tuple[list[TakePlan], dict[str, Any]]:
         from_end = config.num_takes - 1 - index
         split = "train" if from_end >= num_heldout else ("test" if from_end % 2 == 0 else "val")
         university = "gopro_u" if index % 2 else "synthlab"
-        script = make_script(random.Random(f"{config.seed}/take/{index}"), config.actions_per_take, config.objects_per_take)
+        script = make_script(
+            random.Random(f"{config.seed}/take/{index}"), config.actions_per_take, config.objects_per_take
+        )
         name = f"{university}_{script.parent_task_name.lower()}_{index:03d}_1"
         plans.append(TakePlan(index, _uid(rng), name, split, university, script, rng.uniform(0, 2 * math.pi)))
     plans[0].quirks += ["duplicate_timestamps", "exact_duplicate_description"]
-    plans[1].quirks += ["gp_camera_ids", "aria02_ego", "string_booleans", "rejected_annotation",
-                        "unsorted_descriptions", "best_exo_null"]
+    plans[1].quirks += [
+        "gp_camera_ids",
+        "aria02_ego",
+        "string_booleans",
+        "rejected_annotation",
+        "unsorted_descriptions",
+        "best_exo_null",
+    ]
     first_test = next(plan for plan in plans if plan.split == "test")
     first_test.quirks += ["test_take_in_train_annotations"]
-    no_ego_script = make_script(random.Random(f"{config.seed}/take/no_ego"), config.actions_per_take, config.objects_per_take)
-    no_ego = TakePlan(config.num_takes, _uid(rng), f"synthlab_{no_ego_script.parent_task_name.lower()}_noego_1",
-                      "train", "synthlab", no_ego_script, 0.0, ["no_ego_stream"], render=False)
-    missing_script = make_script(random.Random(f"{config.seed}/take/missing"), config.actions_per_take, config.objects_per_take)
-    missing = TakePlan(config.num_takes + 1, _uid(rng), "redacted", "train", "synthlab", missing_script, 0.0,
-                       ["missing_from_takes_json"], render=False)
+    no_ego_script = make_script(
+        random.Random(f"{config.seed}/take/no_ego"), config.actions_per_take, config.objects_per_take
+    )
+    no_ego = TakePlan(
+        config.num_takes,
+        _uid(rng),
+        f"synthlab_{no_ego_script.parent_task_name.lower()}_noego_1",
+        "train",
+        "synthlab",
+        no_ego_script,
+        0.0,
+        ["no_ego_stream"],
+        render=False,
+    )
+    missing_script = make_script(
+        random.Random(f"{config.seed}/take/missing"), config.actions_per_take, config.objects_per_take
+    )
+    missing = TakePlan(
+        config.num_takes + 1,
+        _uid(rng),
+        "redacted",
+        "train",
+        "synthlab",
+        missing_script,
+        0.0,
+        ["missing_from_takes_json"],
+        render=False,
+    )
     return plans, {"no_ego": no_ego, "missing": missing}
 
 
@@ -143,8 +173,12 @@ def render_take(root: str, plan: TakePlan, config: WorldConfig) -> int:
     writers = []
     for camera, cam_id in zip(cameras, cam_ids):
         small = scaled(camera, config.downscaled_height)
-        writers.append((VideoWriter(take_dir / basenames[cam_id], camera.width, camera.height, config.fps),
-                        VideoWriter(take_dir / DOWNSCALED_DIR / basenames[cam_id], small.width, small.height, config.fps)))
+        writers.append(
+            (
+                VideoWriter(take_dir / basenames[cam_id], camera.width, camera.height, config.fps),
+                VideoWriter(take_dir / DOWNSCALED_DIR / basenames[cam_id], small.width, small.height, config.fps),
+            )
+        )
     count = 0
     try:
         for frames in render_views(plan.script, cameras, config.fps, plan.sway_phase):
@@ -175,15 +209,43 @@ def _take_entry(plan: TakePlan, config: WorldConfig) -> dict[str, Any]:
     task_id = parent_id * 1000 + SCENARIOS[script.parent_task_name].index(script.task_name) + 1
     videos: dict[str, Any] = {}
     if "no_ego_stream" not in plan.quirks:
-        videos[plan.ego_cam] = {"rgb": {"cam_id": plan.ego_cam, "stream_id": ARIA_RGB_STREAM, "readable_stream_id": "rgb",
-                                        "clip_uid": None, "relative_path": f"frame_aligned_videos/{plan.ego_cam}_{ARIA_RGB_STREAM}.mp4"}}
+        videos[plan.ego_cam] = {
+            "rgb": {
+                "cam_id": plan.ego_cam,
+                "stream_id": ARIA_RGB_STREAM,
+                "readable_stream_id": "rgb",
+                "clip_uid": None,
+                "relative_path": f"frame_aligned_videos/{plan.ego_cam}_{ARIA_RGB_STREAM}.mp4",
+            }
+        }
     for cam in plan.exo_cams:
-        videos[cam] = {"0": {"cam_id": cam, "stream_id": "0", "readable_stream_id": "0", "clip_uid": None,
-                             "relative_path": f"frame_aligned_videos/{cam}.mp4"}}
-    videos["collage"] = {"0": {"cam_id": "collage", "stream_id": "0", "readable_stream_id": "0", "clip_uid": None,
-                               "relative_path": f"frame_aligned_videos/{DOWNSCALED_DIR}/ego_preview.mp4"}}
-    videos["best_exo"] = {"0": {"cam_id": "best_exo", "stream_id": "0", "readable_stream_id": "0", "clip_uid": None,
-                                "relative_path": None}}
+        videos[cam] = {
+            "0": {
+                "cam_id": cam,
+                "stream_id": "0",
+                "readable_stream_id": "0",
+                "clip_uid": None,
+                "relative_path": f"frame_aligned_videos/{cam}.mp4",
+            }
+        }
+    videos["collage"] = {
+        "0": {
+            "cam_id": "collage",
+            "stream_id": "0",
+            "readable_stream_id": "0",
+            "clip_uid": None,
+            "relative_path": f"frame_aligned_videos/{DOWNSCALED_DIR}/ego_preview.mp4",
+        }
+    }
+    videos["best_exo"] = {
+        "0": {
+            "cam_id": "best_exo",
+            "stream_id": "0",
+            "readable_stream_id": "0",
+            "clip_uid": None,
+            "relative_path": None,
+        }
+    }
     ego_flag = "True" if strings else True
     exo_flag = "False" if strings else False
     cameras = [{"cam_id": plan.ego_cam, "is_ego": ego_flag, "device_type": "aria"}]
@@ -210,8 +272,11 @@ def _take_entry(plan: TakePlan, config: WorldConfig) -> dict[str, Any]:
         "physical_setting_uid": f"{plan.university}_table",
         "timesync_start_idx": 0,
         "timesync_end_idx": num_frames,
-        "capture": {"capture_uid": _uid(random.Random(plan.take_uid)), "capture_name": f"{plan.take_name.rsplit('_', 1)[0]}",
-                    "cameras": cameras},
+        "capture": {
+            "capture_uid": _uid(random.Random(plan.take_uid)),
+            "capture_name": f"{plan.take_name.rsplit('_', 1)[0]}",
+            "cameras": cameras,
+        },
         "frame_aligned_videos": videos,
     }
 
@@ -233,22 +298,27 @@ def _annotations(plan: TakePlan, seed: int) -> list[dict[str, Any]]:
             narrations.sort()
         if annotator == 0 and "unsorted_descriptions" in plan.quirks:
             narrations[0], narrations[1] = narrations[1], narrations[0]
-        descriptions = [{
-            "text": text,
-            "timestamp": timestamp,
-            "narration_subject": "C",
-            "ego_visible": _flag(True, strings),
-            "best_exo": {"raw_cam_id": best_exo[-1], "cam_id": best_exo},
-            "unsure": _flag(False, strings),
-        } for timestamp, text in narrations]
+        descriptions = [
+            {
+                "text": text,
+                "timestamp": timestamp,
+                "narration_subject": "C",
+                "ego_visible": _flag(True, strings),
+                "best_exo": {"raw_cam_id": best_exo[-1], "cam_id": best_exo},
+                "unsure": _flag(False, strings),
+            }
+            for timestamp, text in narrations
+        ]
         rejected = annotator == 1 and "rejected_annotation" in plan.quirks
-        annotations.append({
-            "annotation_uid": _uid(rng),
-            "annotator_id": str(10**15 + rng.randrange(10**15)),
-            "rejected": _flag(rejected, strings),
-            "reject_reason": "narrations do not match the video" if rejected else None,
-            "descriptions": descriptions,
-        })
+        annotations.append(
+            {
+                "annotation_uid": _uid(rng),
+                "annotator_id": str(10**15 + rng.randrange(10**15)),
+                "rejected": _flag(rejected, strings),
+                "reject_reason": "narrations do not match the video" if rejected else None,
+                "descriptions": descriptions,
+            }
+        )
     return annotations
 
 
@@ -257,10 +327,14 @@ def write_metadata(root: Path, plans: list[TakePlan], extras: dict[str, TakePlan
     listed = plans + [extras["no_ego"]]
     takes = [_take_entry(plan, config) for plan in listed]
     split_names = {plan.take_uid: plan.split for plan in listed}
-    spelled = {plan.take_uid: ("Test" if "test_take_in_train_annotations" in plan.quirks else plan.split) for plan in listed}
+    spelled = {
+        plan.take_uid: ("Test" if "test_take_in_train_annotations" in plan.quirks else plan.split) for plan in listed
+    }
     splits = {
         "take_uid_to_split": spelled,
-        "split_to_take_uids": {split: [uid for uid, s in split_names.items() if s == split] for split in ("train", "val", "test")},
+        "split_to_take_uids": {
+            split: [uid for uid, s in split_names.items() if s == split] for split in ("train", "val", "test")
+        },
     }
     files: dict[str, dict[str, Any]] = {"train": {}, "val": {}}
     for plan in listed + [extras["missing"]]:
@@ -273,8 +347,10 @@ def write_metadata(root: Path, plans: list[TakePlan], extras: dict[str, TakePlan
     _write_json(root / "takes.json", takes)
     _write_json(root / "annotations" / "splits.json", splits)
     for split, by_take in files.items():
-        _write_json(root / "annotations" / f"atomic_descriptions_{split}.json",
-                    {"ds": f"synthetic-{config.seed}", "take_cam_id_map": {}, "annotations": by_take})
+        _write_json(
+            root / "annotations" / f"atomic_descriptions_{split}.json",
+            {"ds": f"synthetic-{config.seed}", "take_cam_id_map": {}, "annotations": by_take},
+        )
 
 
 def _write_json(path: Path, payload: Any) -> None:
@@ -283,11 +359,17 @@ def _write_json(path: Path, payload: Any) -> None:
 
 def ground_truth(plans: list[TakePlan], extras: dict[str, TakePlan], config: WorldConfig) -> dict[str, Any]:
     """What really happens in every take (the answer key for tests and the QA rows)."""
+
     def take(plan: TakePlan) -> dict[str, Any]:
         script = plan.script
         return {
-            "take_uid": plan.take_uid, "take_name": plan.take_name, "split": plan.split, "quirks": plan.quirks,
-            "rendered": plan.render, "ego_cam": plan.ego_cam, "exo_cams": list(plan.exo_cams),
+            "take_uid": plan.take_uid,
+            "take_name": plan.take_name,
+            "split": plan.split,
+            "quirks": plan.quirks,
+            "rendered": plan.render,
+            "ego_cam": plan.ego_cam,
+            "exo_cams": list(plan.exo_cams),
             "duration_sec": script.duration,
             "objects": [asdict(obj) | {"name": obj.name} for obj in script.objects],
             "actions": [asdict(action) | {"object": script.objects[action.obj].name} for action in script.actions],

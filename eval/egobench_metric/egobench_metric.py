@@ -51,8 +51,9 @@ FEATURES = {
 class EgobenchMetric(evaluate.Metric):
     def _info(self):
         if self.config_name not in FEATURES:
-            raise ValueError(f"unknown EgoBench metric configuration {self.config_name!r}; choose one of "
-                             f"{sorted(FEATURES)}")
+            raise ValueError(
+                f"unknown EgoBench metric configuration {self.config_name!r}; choose one of {sorted(FEATURES)}"
+            )
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
             citation=_CITATION,

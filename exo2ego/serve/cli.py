@@ -18,14 +18,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--served-model-name", help="the `model` name clients use (default: the folder's name)")
     parser.add_argument("--media-root", default=".", help="only videos under this folder are readable (default: .)")
-    parser.add_argument("--allow-remote-media", action="store_true",
-                        help="also fetch http(s) video URLs (otherwise refused; the server makes no network request)")
-    parser.add_argument("--max-frames", type=int,
-                        help="most frames a request may ask for with num_frames (default: 4x the processor's)")
+    parser.add_argument(
+        "--allow-remote-media",
+        action="store_true",
+        help="also fetch http(s) video URLs (otherwise refused; the server makes no network request)",
+    )
+    parser.add_argument(
+        "--max-frames",
+        type=int,
+        help="most frames a request may ask for with num_frames (default: 4x the processor's)",
+    )
     parser.add_argument("--max-batch-size", type=int, default=8, help="most requests in one generate call")
     parser.add_argument("--max-queue", type=int, default=64, help="most waiting requests; more get HTTP 503")
-    parser.add_argument("--batch-wait-ms", type=float, default=5.0,
-                        help="how long a waiting request waits for others to share its batch")
+    parser.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=5.0,
+        help="how long a waiting request waits for others to share its batch",
+    )
     parser.add_argument("--default-max-tokens", type=int, default=256)
     parser.add_argument("--max-tokens-limit", type=int, default=2048)
     parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
@@ -43,8 +53,13 @@ def build_app(args: argparse.Namespace):
 
     policy = MediaPolicy(args.media_root, allow_remote_media=args.allow_remote_media)
     model, processor = load_model_and_processor(args.model, args.dtype, args.trust_remote_code)
-    engine = GenerationEngine(model, processor, max_batch_size=args.max_batch_size, max_queue=args.max_queue,
-                              batch_wait_s=args.batch_wait_ms / 1000)
+    engine = GenerationEngine(
+        model,
+        processor,
+        max_batch_size=args.max_batch_size,
+        max_queue=args.max_queue,
+        batch_wait_s=args.batch_wait_ms / 1000,
+    )
     settings = ServerSettings(
         served_model_name=args.served_model_name or os.path.basename(os.path.normpath(args.model)),
         max_frames=args.max_frames or 4 * processor.num_frames,
@@ -63,7 +78,12 @@ def _run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app, settings, policy = build_app(args)
-    logger.info("serving %r from %s; videos under %s%s", settings.served_model_name, args.model, policy.media_root,
-                ", remote URLs allowed" if policy.allow_remote_media else "")
+    logger.info(
+        "serving %r from %s; videos under %s%s",
+        settings.served_model_name,
+        args.model,
+        policy.media_root,
+        ", remote URLs allowed" if policy.allow_remote_media else "",
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0

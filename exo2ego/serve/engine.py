@@ -148,8 +148,10 @@ class GenerationEngine:
                 return None
             key = self._waiting[0].batch_key()
             deadline = time.monotonic() + self.batch_wait_s
-            while (sum(job.batch_key() == key for job in self._waiting) < self.max_batch_size
-                   and (remaining := deadline - time.monotonic()) > 0):
+            while (
+                sum(job.batch_key() == key for job in self._waiting) < self.max_batch_size
+                and (remaining := deadline - time.monotonic()) > 0
+            ):
                 self._condition.wait(remaining)
             batch = [job for job in self._waiting if job.batch_key() == key][: self.max_batch_size]
             for job in batch:
@@ -159,15 +161,20 @@ class GenerationEngine:
     def _generate(self, jobs: list[GenerationJob]) -> None:
         self.batch_sizes.append(len(jobs))
         device, dtype = self.model.device, self.model.dtype
-        inputs = dict(self.tokenizer.pad(
-            {key: [job.inputs[key][0] for job in jobs] for key in TEXT_KEYS},
-            padding=True, padding_side="left", return_tensors="pt",
-        ))
+        inputs = dict(
+            self.tokenizer.pad(
+                {key: [job.inputs[key][0] for job in jobs] for key in TEXT_KEYS},
+                padding=True,
+                padding_side="left",
+                return_tensors="pt",
+            )
+        )
         for key in jobs[0].inputs:
             if key not in TEXT_KEYS:
                 inputs[key] = torch.cat([job.inputs[key] for job in jobs])
-        inputs = {key: value.to(device, dtype=dtype if value.is_floating_point() else None)
-                  for key, value in inputs.items()}
+        inputs = {
+            key: value.to(device, dtype=dtype if value.is_floating_point() else None) for key, value in inputs.items()
+        }
         prompt_length = inputs["input_ids"].shape[1]
         streamer = _RowStreamer(jobs, self.tokenizer, self.eos_token_ids)
         limits = _RowLimits(jobs, prompt_length)
@@ -226,7 +233,7 @@ class _RowStreamer(BaseStreamer):
             self.tokens[row].append(token)
             text = self.tokenizer.decode(self.tokens[row], skip_special_tokens=True)
             if text.startswith(self.sent[row]) and not text.endswith("\ufffd") and len(text) > len(self.sent[row]):
-                job.on_event("delta", text[len(self.sent[row]):])
+                job.on_event("delta", text[len(self.sent[row]) :])
                 self.sent[row] = text
             if len(self.tokens[row]) >= job.params.max_new_tokens:
                 self._finish(row, "length")
@@ -240,5 +247,5 @@ class _RowStreamer(BaseStreamer):
         self.done[row] = True
         text = self.tokenizer.decode(self.tokens[row], skip_special_tokens=True)
         if text.startswith(self.sent[row]) and len(text) > len(self.sent[row]):
-            self.jobs[row].on_event("delta", text[len(self.sent[row]):])
+            self.jobs[row].on_event("delta", text[len(self.sent[row]) :])
         self.jobs[row].on_event("finish", reason, text, len(self.tokens[row]))

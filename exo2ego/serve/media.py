@@ -29,8 +29,13 @@ class MediaPolicy:
         timeout_s: network timeout for a remote video.
     """
 
-    def __init__(self, media_root: str | os.PathLike, allow_remote_media: bool = False,
-                 max_remote_bytes: int = 512 * 2**20, timeout_s: float = 30.0):
+    def __init__(
+        self,
+        media_root: str | os.PathLike,
+        allow_remote_media: bool = False,
+        max_remote_bytes: int = 512 * 2**20,
+        timeout_s: float = 30.0,
+    ):
         self.media_root = Path(media_root).resolve()
         if not self.media_root.is_dir():
             raise NotADirectoryError(f"--media-root {media_root} is not a folder")
@@ -44,12 +49,16 @@ class MediaPolicy:
         parsed = urlparse(url)
         if parsed.scheme in ("http", "https"):
             if not self.allow_remote_media:
-                raise MediaError(f"remote media URL {url!r} refused: this server reads only local files under "
-                                 f"--media-root {self.media_root} (start it with --allow-remote-media to fetch URLs)")
+                raise MediaError(
+                    f"remote media URL {url!r} refused: this server reads only local files under "
+                    f"--media-root {self.media_root} (start it with --allow-remote-media to fetch URLs)"
+                )
             return self._download(url), True
         if parsed.scheme != "file":
-            raise MediaError(f"unsupported video URL {url!r}: use file:///absolute/path under --media-root "
-                             f"{self.media_root}" + (" or http(s)://" if self.allow_remote_media else ""))
+            raise MediaError(
+                f"unsupported video URL {url!r}: use file:///absolute/path under --media-root "
+                f"{self.media_root}" + (" or http(s)://" if self.allow_remote_media else "")
+            )
         if parsed.netloc not in ("", "localhost"):
             raise MediaError(f"file URL {url!r} names host {parsed.netloc!r}; write file:///absolute/path")
         path = Path(unquote(parsed.path)).resolve()

@@ -29,8 +29,14 @@ class ServerProcess:
     the server's output goes to `server.log_path`, deleted on a clean exit.
     """
 
-    def __init__(self, args: list[str], command: str = "serve", ready_path: str = "/health",
-                 startup_timeout_s: float = 300.0, env: dict | None = None):
+    def __init__(
+        self,
+        args: list[str],
+        command: str = "serve",
+        ready_path: str = "/health",
+        startup_timeout_s: float = 300.0,
+        env: dict | None = None,
+    ):
         self.port = free_loopback_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.base_url = f"{self.url}/v1"
@@ -42,11 +48,20 @@ class ServerProcess:
         self.process: subprocess.Popen | None = None
         self.log_path = ""
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         log = tempfile.NamedTemporaryFile("w", prefix="exo2ego-serve-", suffix=".log", delete=False)
         self.log_path = log.name
-        command = [sys.executable, "-m", "exo2ego", self.command, "--host", "127.0.0.1", "--port", str(self.port),
-                   *self.args]
+        command = [
+            sys.executable,
+            "-m",
+            "exo2ego",
+            self.command,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            *self.args,
+        ]
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self.env)
         log.close()
         try:
@@ -74,15 +89,17 @@ class ServerProcess:
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"exo2ego {self.command} exited with code {self.process.returncode}:\n"
-                                   f"{self.log()[-4000:]}")
+                raise RuntimeError(
+                    f"exo2ego {self.command} exited with code {self.process.returncode}:\n{self.log()[-4000:]}"
+                )
             try:
                 urllib.request.urlopen(f"{self.url}{self.ready_path}", timeout=5).close()
                 return
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 time.sleep(0.2)
-        raise TimeoutError(f"exo2ego {self.command} did not answer within {self.startup_timeout_s}s:\n"
-                           f"{self.log()[-4000:]}")
+        raise TimeoutError(
+            f"exo2ego {self.command} did not answer within {self.startup_timeout_s}s:\n{self.log()[-4000:]}"
+        )
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -76,8 +76,13 @@ class ChatCompletionRequest(BaseModel):
         return self
 
     def videos(self) -> list[VideoURL]:
-        return [part.video_url for message in self.messages if not isinstance(message.content, str)
-                for part in message.content if isinstance(part, VideoPart)]
+        return [
+            part.video_url
+            for message in self.messages
+            if not isinstance(message.content, str)
+            for part in message.content
+            if isinstance(part, VideoPart)
+        ]
 
 
 def describe_validation_error(error: ValidationError) -> str:

@@ -71,8 +71,13 @@ def create_app(engine: GenerationEngine, processor, policy: MediaPolicy, setting
     @app.get("/health")
     async def health():
         sizes = engine.batch_sizes
-        return {"status": "ok", "queue_depth": engine.queue_depth, "batches": len(sizes),
-                "requests_generated": sum(sizes), "largest_batch": max(sizes, default=0)}
+        return {
+            "status": "ok",
+            "queue_depth": engine.queue_depth,
+            "batches": len(sizes),
+            "requests_generated": sum(sizes),
+            "largest_batch": max(sizes, default=0),
+        }
 
     @app.get("/v1/models")
     async def models():
@@ -83,8 +88,12 @@ def create_app(engine: GenerationEngine, processor, policy: MediaPolicy, setting
     async def chat_completions(request: Request):
         chat = _parse(await request.body())
         if chat.model is not None and chat.model != settings.served_model_name:
-            raise ApiError(f"model {chat.model!r} is not served here; this server serves "
-                           f"{settings.served_model_name!r} (see /v1/models)", 404, "model")
+            raise ApiError(
+                f"model {chat.model!r} is not served here; this server serves "
+                f"{settings.served_model_name!r} (see /v1/models)",
+                404,
+                "model",
+            )
         params = _sampling_params(chat, engine.model.generation_config, settings)
         inputs = await run_in_threadpool(_prepare_inputs, chat, processor, policy, settings)
         loop = asyncio.get_running_loop()
@@ -139,11 +148,13 @@ def _parse(body: bytes) -> ChatCompletionRequest:
 
 
 def _sampling_params(chat: ChatCompletionRequest, generation_config, settings: ServerSettings) -> SamplingParams:
-    max_tokens = chat.max_completion_tokens or chat.max_tokens or min(settings.default_max_tokens,
-                                                                      settings.max_tokens_limit)
+    max_tokens = (
+        chat.max_completion_tokens or chat.max_tokens or min(settings.default_max_tokens, settings.max_tokens_limit)
+    )
     if max_tokens > settings.max_tokens_limit:
-        raise ApiError(f"max_tokens {max_tokens} exceeds this server's limit of {settings.max_tokens_limit}",
-                       param="max_tokens")
+        raise ApiError(
+            f"max_tokens {max_tokens} exceeds this server's limit of {settings.max_tokens_limit}", param="max_tokens"
+        )
     temperature = chat.temperature
     if temperature is None:  # the model's own default, as its generation_config says
         temperature = (generation_config.temperature or 1.0) if generation_config.do_sample else 0.0
@@ -154,12 +165,15 @@ def _prepare_inputs(chat: ChatCompletionRequest, processor, policy: MediaPolicy,
     """Resolve the video URL, decode its frames and tokenize the prompt (runs in a worker thread)."""
     videos = chat.videos()
     if len(videos) > 1:
-        raise ApiError(f"{len(videos)} videos in one request; Exo2Ego answers about one video per conversation",
-                       param="messages")
+        raise ApiError(
+            f"{len(videos)} videos in one request; Exo2Ego answers about one video per conversation", param="messages"
+        )
     num_frames = chat.num_frames or processor.num_frames
     if num_frames > settings.max_frames:
-        raise ApiError(f"num_frames {num_frames} is more than this server allows (--max-frames {settings.max_frames})",
-                       param="num_frames")
+        raise ApiError(
+            f"num_frames {num_frames} is more than this server allows (--max-frames {settings.max_frames})",
+            param="num_frames",
+        )
     paths, temporary = [], []
     try:
         for video in videos:
@@ -175,8 +189,13 @@ def _prepare_inputs(chat: ChatCompletionRequest, processor, policy: MediaPolicy,
         video_inputs = [item for message in conversation for item in message["content"] if item["type"] == "video"]
         try:
             # The template already wrote the BOS token, as apply_chat_template(tokenize=True) does.
-            return processor(text=[text], videos=video_inputs or None, num_frames=num_frames,
-                             add_special_tokens=False, return_tensors="pt")
+            return processor(
+                text=[text],
+                videos=video_inputs or None,
+                num_frames=num_frames,
+                add_special_tokens=False,
+                return_tensors="pt",
+            )
         except (ValueError, OSError) as error:
             raise ApiError(f"cannot read the video: {error}", param="messages") from error
     finally:
@@ -185,17 +204,26 @@ def _prepare_inputs(chat: ChatCompletionRequest, processor, policy: MediaPolicy,
 
 
 def _usage(job: GenerationJob, completion_tokens: int) -> dict:
-    return {"prompt_tokens": job.prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": job.prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": job.prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": job.prompt_tokens + completion_tokens,
+    }
 
 
-async def _stream(job: GenerationJob, events: asyncio.Queue, completion_id: str, created: int, model: str,
-                  include_usage: bool):
+async def _stream(
+    job: GenerationJob, events: asyncio.Queue, completion_id: str, created: int, model: str, include_usage: bool
+):
     """Server-sent events in OpenAI's `chat.completion.chunk` format, ending with `data: [DONE]`."""
 
     def chunk(delta: dict, finish_reason: str | None = None, usage: dict | None = None) -> str:
-        payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                   "choices": [] if usage else [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+        payload = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [] if usage else [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        }
         if usage:
             payload["usage"] = usage
         return f"data: {json.dumps(payload)}\n\n"

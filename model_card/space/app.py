@@ -42,7 +42,7 @@ class VideoChat:
         self._lock = threading.Lock()  # one generate at a time: the model is shared by every visitor
 
     @classmethod
-    def from_pretrained(cls, model_id: str, **kwargs) -> "VideoChat":
+    def from_pretrained(cls, model_id: str, **kwargs) -> VideoChat:
         model = AutoModel.from_pretrained(model_id, trust_remote_code=True).eval()
         processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=True)
         return cls(model, processor, **kwargs)
@@ -55,8 +55,14 @@ class VideoChat:
             item["end_sec"] = float(end_sec)
         return [{"role": "user", "content": [item, {"type": "text", "text": question}]}]
 
-    def answer(self, video: str | None, question: str, start_sec: float | None = None, end_sec: float | None = None,
-               max_new_tokens: int | None = None) -> Iterator[str]:
+    def answer(
+        self,
+        video: str | None,
+        question: str,
+        start_sec: float | None = None,
+        end_sec: float | None = None,
+        max_new_tokens: int | None = None,
+    ) -> Iterator[str]:
         """Yield the answer so far after each new piece (greedy decoding)."""
         if not video:
             raise gr.Error("Upload a video or pick an example first.")
@@ -65,15 +71,19 @@ class VideoChat:
         if start_sec and end_sec and not end_sec > start_sec:
             raise gr.Error(f"The window's end ({end_sec} s) must come after its start ({start_sec} s).")
         try:
-            inputs = self.processor.apply_chat_template(self.conversation(video, question.strip(), start_sec, end_sec),
-                                                        add_generation_prompt=True, tokenize=True,
-                                                        return_dict=True)
+            inputs = self.processor.apply_chat_template(
+                self.conversation(video, question.strip(), start_sec, end_sec),
+                add_generation_prompt=True,
+                tokenize=True,
+                return_dict=True,
+            )
         except (ValueError, OSError) as error:
             raise gr.Error(f"Cannot read this video: {error}") from error
         inputs = inputs.to(self.model.device)
         streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        kwargs = dict(**inputs, max_new_tokens=int(max_new_tokens or self.max_new_tokens), do_sample=False,
-                      streamer=streamer)
+        kwargs = dict(
+            **inputs, max_new_tokens=int(max_new_tokens or self.max_new_tokens), do_sample=False, streamer=streamer
+        )
         failures: list[Exception] = []
         with self._lock:
             worker = threading.Thread(target=self._generate, args=(kwargs, failures), daemon=True)
@@ -99,8 +109,10 @@ class VideoChat:
 def build_demo(chat: VideoChat, examples: list[dict] | None = None) -> gr.Blocks:
     """The Blocks app. `examples`: dicts with `video`, `question` and optionally `start_sec`, `end_sec`."""
     with gr.Blocks(title=TITLE) as demo:
-        gr.Markdown(f"# {TITLE}\nExo2Ego answers questions about first-person video. Upload a video (or pick an "
-                    "example), optionally trim it to a window, and ask.")
+        gr.Markdown(
+            f"# {TITLE}\nExo2Ego answers questions about first-person video. Upload a video (or pick an "
+            "example), optionally trim it to a window, and ask."
+        )
         with gr.Row():
             with gr.Column():
                 video = gr.Video(label="Video", sources=["upload"], elem_id="video")
@@ -146,5 +158,7 @@ if __name__ == "__main__":  # the Hub Space
     model_id = os.environ.get("EXO2EGO_MODEL") or settings.get("model")
     if not model_id:
         raise SystemExit("set EXO2EGO_MODEL to the model's Hub id (or write space.json: exo2ego app --write-space)")
-    launch(build_demo(VideoChat.from_pretrained(model_id), load_examples(HERE / "examples")),
-           allowed_paths=[str(HERE / "examples")])
+    launch(
+        build_demo(VideoChat.from_pretrained(model_id), load_examples(HERE / "examples")),
+        allowed_paths=[str(HERE / "examples")],
+    )
