@@ -148,14 +148,13 @@ def add_parser(subparsers) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from .data import EvalDataError, available_configs
+    from .data import EvalDataError
     from .runner import (
         EvalConfig,
         RunConfigError,
         check_output_folder,
         evaluate,
         prepare_tasks,
-        task_selection_message,
     )
 
     config = EvalConfig(
@@ -182,7 +181,6 @@ def _run_eval(args: argparse.Namespace) -> int:
         config.validate()
         check_output_folder(args.out, args.overwrite)
         task_data = prepare_tasks(args.data, config)  # bad data fails before the model is loaded
-        print(f"{args.data}: {task_selection_message(list(task_data), available_configs(args.data))}")
         check_model_folder(args.model)
         model, processor = load_model_and_processor(args.model, args.dtype, args.trust_remote_code)
         results = evaluate(
