@@ -7,10 +7,12 @@ tiny base (`--allow_stage_mismatch true`) and train 2 steps in-process, so each 
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 from huggingface_hub import HfApi
-from test_train_pipeline import CONFIGS, data_args
+from test_train_pipeline import CONFIGS, ENV, REPO, data_args
 
 from exo2ego.cli import main as exo2ego_main
 from train.hub import files_to_push, push_stage_output
@@ -407,3 +409,14 @@ def test_settings_an_ablation_switches_off_are_logged_as_unused_not_refused(capl
     assert "lora_r=8 is unused: ablations ['no_lora']" in caplog.text
     with pytest.raises(ValueError, match=r"lora_r=8 is set, but stage1 does not use it"):
         check("stage1")
+
+
+def test_a_stage_script_reports_bad_input_in_one_line(world, tmp_path):
+    """What `accelerate launch train/stage1.py ...` users see: the error, not a traceback, and exit status 2."""
+    command = [sys.executable, str(REPO / "train" / "stage1.py")]
+    command += stage_argv(world, "stage1", tmp_path / "out", "--max_train_samples", "0")
+    result = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "train/stage1.py: error: max_train_samples must be >= 1, got 0" in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 from dataclasses import asdict, dataclass, field
 
 from exo2ego_base.provenance import package_versions, write_json_atomic
@@ -785,5 +786,12 @@ def _push(output_dir: str, training_args, stage_args: StageArguments) -> None:
 
 
 def main(stage: str, argv=None) -> int:
-    run_stage(stage, argv)
+    """Entry point of the stage scripts: bad input ends the run with one line naming it and exit status 2
+    (`--log_level debug` also logs the traceback)."""
+    try:
+        run_stage(stage, argv)
+    except ValueError as error:
+        logger.debug("traceback of the error below", exc_info=True)
+        print(f"train/{stage}.py: error: {error}", file=sys.stderr)
+        return 2
     return 0
