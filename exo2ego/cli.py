@@ -38,15 +38,20 @@ def build_parser() -> argparse.ArgumentParser:
 PROJECT_LOGGERS = ("datasets_scripts", "eval", "exo2ego", "exo2ego_base", "model_card", "train")
 
 
+class _ProjectLogHandler(logging.StreamHandler):
+    """Plain message lines on stdout; one per process, replaced on each call to follow the current stdout."""
+
+
 def show_project_logs() -> None:
-    """Print the project's INFO log lines as plain lines on stdout (the stream in use now, so tests capture them)."""
-    handler = logging.StreamHandler(sys.stdout)
+    """Print the project's INFO log lines as plain lines on stdout (the stream in use now, so tests capture them).
+
+    The records still propagate, so handlers on the root logger (a user's, pytest's) see them too."""
+    handler = _ProjectLogHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))
     for name in PROJECT_LOGGERS:
         logger = logging.getLogger(name)
-        logger.handlers = [handler]
+        logger.handlers = [h for h in logger.handlers if not isinstance(h, _ProjectLogHandler)] + [handler]
         logger.setLevel(logging.INFO)
-        logger.propagate = False
 
 
 def main(argv: list[str] | None = None) -> int:
