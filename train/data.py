@@ -36,25 +36,13 @@ import numpy as np
 import pyarrow.compute as pc
 from torch.utils.data import Dataset
 
+from datasets_scripts.schema import EGOIT_FEATURES, OPTION_LETTERS, format_options
 from train.stages import BRANCH_VIEWS
 
 logger = logging.getLogger(__name__)
 
 CLIP_COLUMNS = ("clip_id", "take_uid", "start_sec", "end_sec", "text", "ego_video", "exo_videos", "exo_cams")
-EGOIT_COLUMNS = (
-    "id",
-    "source",
-    "task",
-    "split",
-    "video",
-    "video_start_sec",
-    "video_end_sec",
-    "instruction_id",
-    "instruction",
-    "question",
-    "answer",
-    "options",
-)
+EGOIT_COLUMNS = tuple(EGOIT_FEATURES)  # the builder's schema, column for column
 CAPTION_COLUMNS = ("id", "media_type", "media", "start_sec", "end_sec", "prompt", "caption")
 EXO_SAMPLING_MODES = ("random", "best_exo", "all_pairs")
 BEST_EXO_COLUMN = "best_exo_cam"
@@ -260,8 +248,6 @@ class EgoExoClipSamples(VideoSamples):
 
 def egoit_prompt(row: dict) -> str:
     """The user turn of an EgoIT row: instruction, question, then the lettered options (multiple choice)."""
-    from datasets_scripts.schema import format_options
-
     parts = [row["instruction"], row["question"]]
     if row["options"]:
         parts.append(format_options(row["options"]))
@@ -271,8 +257,6 @@ def egoit_prompt(row: dict) -> str:
 def egoit_target(row: dict) -> str:
     """The answer of an EgoIT row; a multiple-choice answer is "<letter>. <option text>" (e.g. "B. the blue cup"),
     so the letter comes first, as the lettered prompts at evaluation expect, followed by its meaning."""
-    from datasets_scripts.schema import OPTION_LETTERS
-
     options = list(row["options"] or [])
     if row["answer"] in options:
         return f"{OPTION_LETTERS[options.index(row['answer'])]}. {row['answer']}"
