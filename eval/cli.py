@@ -6,7 +6,9 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Literal
 
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
@@ -67,76 +69,43 @@ def load_model_and_processor(model: str, dtype: str = "auto", trust_remote_code:
     return loaded.to(process_state().device).eval(), processor
 
 
-def parse_video_roots(values: list[str] | None) -> dict[str, str]:
-    """``["DIR", "egoschema=DIR2"]`` -> ``{"": "DIR", "egoschema": "DIR2"}``."""
-    from .tasks import TASKS
+@dataclass
+class EvalCommandArguments:
+    """What ``exo2ego eval`` takes besides the run's :class:`eval.runner.EvalConfig`: the model, the data, the run
+    folder and how the model is loaded (flags from the fields, as for ``EvalConfig``)."""
 
-    roots: dict[str, str] = {}
-    for value in values or []:
-        task, separator, folder = value.partition("=")
-        if separator and task in TASKS:
-            roots[task] = folder
-        else:
-            roots[""] = value
-    return roots
+    model: str = field(metadata={"help": "model folder or Hub id (with its processor)"})
+    data: str = field(metadata={"help": "EgoBench folder (one Parquet config per task) or Hub dataset id"})
+    out: str = field(metadata={"help": "run folder (predictions/, results.json, report.md, plots/)"})
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
+        default="auto", metadata={"help": "dtype the model is loaded in"}
+    )
+    trust_remote_code: bool = field(default=False, metadata={"help": "allow the Hub checkpoint's own code"})
+    progress: bool = field(default=True, metadata={"help": "show progress bars (--no-progress: none)"})
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "delete an earlier run in --out (predictions, results) and start fresh, not resume"},
+    )
+
+
+def dataclass_from_args(cls, args: argparse.Namespace):
+    """The ``cls`` dataclass filled from the parsed flags of its fields."""
+    return cls(**{entry.name: getattr(args, entry.name) for entry in fields(cls)})
 
 
 def add_parser(subparsers) -> None:
-    from .prompts import DEFAULT_PROMPT, PROMPTS
-    from .scorers import SCORERS
+    from transformers import HfArgumentParser
+
+    from .runner import EvalConfig
 
     parser = subparsers.add_parser(
         "eval",
+        parents=[HfArgumentParser([EvalCommandArguments, EvalConfig], add_help=False)],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="evaluate a model on EgoBench (resumable; results.json, report.md, plots)",
         description="Evaluate a model folder or Hub id on an EgoBench folder. Re-running the same command "
-        "resumes a killed run. Multi-GPU: accelerate launch -m exo2ego eval ...",
-    )
-    parser.add_argument("--model", required=True, help="model folder or Hub id (with its processor)")
-    parser.add_argument(
-        "--data", required=True, help="EgoBench folder (one Parquet config per task) or Hub dataset id"
-    )
-    parser.add_argument(
-        "--tasks", default="all", help="'all' or comma-separated task names (e.g. synthetic,egoschema)"
-    )
-    parser.add_argument(
-        "--scorer", choices=SCORERS, default="letter_logprob", help="how multiple-choice rows are scored"
-    )
-    parser.add_argument("--out", required=True, help="run folder (predictions/, results.json, report.md, plots/)")
-    parser.add_argument("--limit", type=int, default=None, help="first N rows (and side-table videos) per task")
-    parser.add_argument("--frames", type=int, default=None, help="frames per video (default: the processor's)")
-    parser.add_argument("--prompt", choices=sorted(PROMPTS), default=DEFAULT_PROMPT, help="system prompt variant")
-    parser.add_argument(
-        "--video-root",
-        action="append",
-        metavar="[TASK=]DIR",
-        help="where relative video paths live (default: the data folder); repeatable per task",
-    )
-    parser.add_argument("--split", default=None, help="dataset split (default: the only one, or 'test')")
-    parser.add_argument("--max-new-tokens", type=int, default=16, help="generate_parse budget")
-    parser.add_argument("--open-max-new-tokens", type=int, default=64, help="open-ended answer budget")
-    parser.add_argument(
-        "--option-score",
-        choices=["mean", "sum"],
-        default="mean",
-        help="option_loglik ranking: mean or summed token log-prob",
-    )
-    parser.add_argument("--chunk-size", type=int, default=64, help="continuations per batch from one cached prefix")
-    parser.add_argument("--compare", default=None, help="comparison column: another results.json or 'paper'")
-    parser.add_argument("--judge-url", default=None, help="OpenAI-compatible chat endpoint on loopback (open QA)")
-    parser.add_argument("--judge-model", default=None, help="pinned judge model id (required with --judge-url)")
-    parser.add_argument(
-        "--sentence-encoder", default=None, help="sentence-transformers path (default: offline MiniLM)"
-    )
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto")
-    parser.add_argument("--trust-remote-code", action="store_true", help="allow the Hub checkpoint's own code")
-    parser.add_argument("--no-video-check", action="store_true", help="skip the up-front check that videos exist")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="delete an earlier run in --out (predictions, results) and start fresh, not resume",
+        "resumes a killed run. Multi-GPU: accelerate launch -m exo2ego eval ... Each flag is a field of "
+        "eval.cli.EvalCommandArguments or eval.runner.EvalConfig.",
     )
     parser.set_defaults(func=_run_eval)
 
@@ -149,55 +118,31 @@ def add_parser(subparsers) -> None:
 
 def _run_eval(args: argparse.Namespace) -> int:
     from .data import EvalDataError
-    from .runner import (
-        EvalConfig,
-        RunConfigError,
-        check_output_folder,
-        evaluate,
-        prepare_tasks,
-    )
+    from .runner import EvalConfig, RunConfigError, check_output_folder, evaluate, prepare_tasks
 
-    config = EvalConfig(
-        tasks=args.tasks,
-        scorer=args.scorer,
-        prompt=args.prompt,
-        num_frames=args.frames,
-        limit=args.limit,
-        split=args.split,
-        video_roots=parse_video_roots(args.video_root),
-        max_new_tokens=args.max_new_tokens,
-        open_max_new_tokens=args.open_max_new_tokens,
-        option_score=args.option_score,
-        option_chunk_size=args.chunk_size,
-        bootstrap_resamples=args.bootstrap,
-        seed=args.seed,
-        judge_url=args.judge_url,
-        judge_model=args.judge_model,
-        sentence_encoder=args.sentence_encoder,
-        check_videos=not args.no_video_check,
-        compare=args.compare,
-    )
+    command = dataclass_from_args(EvalCommandArguments, args)
+    config = dataclass_from_args(EvalConfig, args)
     try:
         config.validate()
-        check_output_folder(args.out, args.overwrite)
-        task_data = prepare_tasks(args.data, config)  # bad data fails before the model is loaded
-        check_model_folder(args.model)
-        model, processor = load_model_and_processor(args.model, args.dtype, args.trust_remote_code)
+        check_output_folder(command.out, command.overwrite)
+        task_data = prepare_tasks(command.data, config)  # bad data fails before the model is loaded
+        check_model_folder(command.model)
+        model, processor = load_model_and_processor(command.model, command.dtype, command.trust_remote_code)
         results = evaluate(
             model,
             processor,
-            args.data,
-            args.out,
+            command.data,
+            command.out,
             config,
-            show_progress=not args.no_progress,
+            show_progress=command.progress,
             task_data=task_data,
-            overwrite=args.overwrite,
+            overwrite=command.overwrite,
         )
     except (EvalDataError, RunConfigError, ModelFolderError, ValueError) as error:
         print(f"exo2ego eval: error: {error}", file=sys.stderr)
         return 2
     if results is not None:
-        print(f"wrote {os.path.join(args.out, 'results.json')} and {os.path.join(args.out, 'report.md')}")
+        print(f"wrote {os.path.join(command.out, 'results.json')} and {os.path.join(command.out, 'report.md')}")
         for task, entry in results["tasks"].items():
             shown = entry["headline"] or list(entry["metrics"])
             print(f"  {task}: " + ", ".join(f"{key}={entry['metrics'][key]['value']:.2f}" for key in shown))

@@ -28,7 +28,7 @@ from datasets_scripts.schema import (
     MIR_SENTENCE_FEATURES,
 )
 
-from .tasks import TaskSpec
+from .tasks import TASKS, TaskSpec
 
 # The columns (and types) come from the schema the builders write with: one module for both sides.
 REQUIRED_COLUMNS = tuple(EGOBENCH_FEATURES)
@@ -182,7 +182,7 @@ def _check_columns(table, required: tuple[str, ...], where: str, schema=None) ->
 
 
 def default_video_root(dataset_dir: str) -> str:
-    """Where relative video paths point without ``--video-root``: the folder's ``build_info.json``
+    """Where relative video paths point without ``--video-roots``: the folder's ``build_info.json``
     ``video_root`` (relative to the folder; the synthetic world writes ``".."``), else the folder."""
     build_info = Path(dataset_dir) / "build_info.json"
     if build_info.is_file():
@@ -190,6 +190,19 @@ def default_video_root(dataset_dir: str) -> str:
         if root:
             return str((Path(dataset_dir) / root).resolve())
     return str(dataset_dir)
+
+
+def video_root_map(entries: list[str]) -> dict[str, str]:
+    """``["DIR", "egoschema=DIR2"]`` (:attr:`eval.runner.EvalConfig.video_roots`) -> ``{"": "DIR", "egoschema":
+    "DIR2"}``; an entry whose part before ``=`` names no task is a folder for every task (later entries win)."""
+    roots: dict[str, str] = {}
+    for entry in entries:
+        task, separator, folder = entry.partition("=")
+        if separator and task in TASKS:
+            roots[task] = folder
+        else:
+            roots[""] = entry
+    return roots
 
 
 def resolve_video(video: str, task: str, fallback_root: str, video_roots: Mapping[str, str] | None) -> str:
@@ -255,7 +268,7 @@ def _check_videos(paths: list[tuple[str, str]], where: str) -> None:
         listed = "; ".join(f"{sample_id}: {path}" for sample_id, path in missing[:5])
         raise EvalDataError(
             f"{where}: {len(missing)} of {len(paths)} videos not found (first: {listed}); "
-            "pass --video-root DIR or --video-root TASK=DIR where the source videos live"
+            "pass --video-roots DIR or --video-roots TASK=DIR where the source videos live"
         )
 
 

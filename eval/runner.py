@@ -21,14 +21,14 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from exo2ego_base.provenance import write_json_atomic
 
 from . import scorers
-from .data import EvalDataError, TaskData, available_configs, load_task
+from .data import EvalDataError, TaskData, available_configs, load_task, video_root_map
 from .judge import JudgeConfig, check_loopback, judge_answer
-from .prompts import DEFAULT_PROMPT, PromptTemplate, build_messages, get_prompt, user_text
+from .prompts import DEFAULT_PROMPT, PROMPTS, PromptTemplate, build_messages, get_prompt, user_text
 from .provenance import dataset_revision, environment_versions, git_revision, model_revision
 from .records import JsonlAppender, shard_path, task_records
 from .task_metrics import class_item_id, compute_task_metrics
@@ -70,59 +70,76 @@ class RunConfigError(ValueError):
 class EvalConfig:
     """Settings of one evaluation run (all recorded in ``results.json``).
 
-    Attributes:
-        tasks: ``"all"`` (every known task in the folder) or task names.
-        scorer: ``letter_logprob`` | ``generate_parse`` | ``option_loglik`` for multiple-choice rows.
-            Charades-Ego class mAP and EK-100 MIR always use option log-likelihoods; open-ended rows
-            always generate.
-        prompt: prompt variant name (:data:`eval.prompts.PROMPTS`).
-        num_frames: frames per video (None: the processor's default).
-        limit: score only the first N rows (and N videos of side tables) of each task.
-        split: dataset split (None: the only one, or ``test``).
-        video_roots: ``{task: dir}`` and/or ``{"": dir}`` for relative video paths (default: the data folder).
-        max_new_tokens: generation budget of ``generate_parse``; ``open_max_new_tokens`` for open QA.
-        option_score: ``mean`` or ``sum`` token log-prob ranks options / classes / sentences.
-        option_chunk_size: continuations scored per batch from one cached prefix.
-        bootstrap_resamples, seed: bootstrap intervals and torch seed.
-        judge_url, judge_model: optional OpenAI-compatible judge on loopback for open-ended answers.
-        sentence_encoder: sentence-transformers path for SentenceSim (default: offline MiniLM).
-        check_videos: fail before scoring when a video file is missing.
-        compare: comparison column of the report: another ``results.json`` or ``"paper"``.
+    Each field's ``help`` says what it does; ``exo2ego eval`` builds its flags from these fields with
+    ``HfArgumentParser`` (the field name as the flag, ``--num-frames`` or ``--num_frames``; the other metadata
+    keys, ``choices`` and ``metavar``, go to ``add_argument`` too).
     """
 
-    tasks: str | list[str] = "all"
-    scorer: str = "letter_logprob"
-    prompt: str = DEFAULT_PROMPT
-    num_frames: int | None = None
-    limit: int | None = None
-    split: str | None = None
-    video_roots: dict[str, str] = field(default_factory=dict)
-    max_new_tokens: int = 16
-    open_max_new_tokens: int = 64
-    option_score: str = "mean"
-    option_chunk_size: int = 64
-    bootstrap_resamples: int = 1000
-    seed: int = 0
-    judge_url: str | None = None
-    judge_model: str | None = None
-    sentence_encoder: str | None = None
-    check_videos: bool = True
-    compare: str | None = None
+    tasks: str = field(
+        default="all", metadata={"help": "'all' (every known task in the folder) or comma-separated task names"}
+    )
+    scorer: str = field(
+        default="letter_logprob",
+        metadata={
+            "help": "how multiple-choice rows are scored (Charades-Ego class mAP and EK-100 MIR always use option "
+            "log-likelihoods; open-ended rows always generate)",
+            "choices": scorers.SCORERS,
+        },
+    )
+    prompt: str = field(default=DEFAULT_PROMPT, metadata={"help": "system prompt variant", "choices": sorted(PROMPTS)})
+    num_frames: int | None = field(default=None, metadata={"help": "frames per video (None: the processor's)"})
+    limit: int | None = field(
+        default=None, metadata={"help": "score only the first N rows (and N videos of side tables) of each task"}
+    )
+    split: str | None = field(default=None, metadata={"help": "dataset split (None: the only one, or 'test')"})
+    video_roots: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "where relative video paths live: DIR (every task) and/or TASK=DIR entries (none: the data "
+            "folder)",
+            "metavar": "[TASK=]DIR",
+        },
+    )
+    max_new_tokens: int = field(default=16, metadata={"help": "generation budget of the generate_parse scorer"})
+    open_max_new_tokens: int = field(default=64, metadata={"help": "generation budget of open-ended answers"})
+    option_score: Literal["mean", "sum"] = field(
+        default="mean", metadata={"help": "mean or summed token log-prob ranks options, classes and sentences"}
+    )
+    option_chunk_size: int = field(
+        default=64, metadata={"help": "continuations scored per batch from one cached prefix"}
+    )
+    bootstrap_resamples: int = field(default=1000, metadata={"help": "bootstrap resamples of the 95%% intervals"})
+    seed: int = field(default=0, metadata={"help": "seed of the bootstrap and of torch"})
+    judge_url: str | None = field(
+        default=None, metadata={"help": "OpenAI-compatible chat endpoint on loopback that judges open answers"}
+    )
+    judge_model: str | None = field(default=None, metadata={"help": "pinned judge model id (required with judge_url)"})
+    sentence_encoder: str | None = field(
+        default=None, metadata={"help": "sentence-transformers path for SentenceSim (None: offline MiniLM)"}
+    )
+    check_videos: bool = field(
+        default=True,
+        metadata={"help": "fail before scoring when a video file is missing (--no-check-videos: skip the check)"},
+    )
+    compare: str | None = field(
+        default=None, metadata={"help": "comparison column of the report: another results.json or 'paper'"}
+    )
 
     def validate(self) -> None:
         """Refuse settings that cannot work before anything is loaded or written (names the CLI flag)."""
-        for name, flag, optional in (
-            ("num_frames", "--frames", True),
-            ("limit", "--limit", True),
-            ("max_new_tokens", "--max-new-tokens", False),
-            ("open_max_new_tokens", "--open-max-new-tokens", False),
-            ("option_chunk_size", "--chunk-size", False),
-            ("bootstrap_resamples", "--bootstrap", False),
+        for name, optional in (
+            ("num_frames", True),
+            ("limit", True),
+            ("max_new_tokens", False),
+            ("open_max_new_tokens", False),
+            ("option_chunk_size", False),
+            ("bootstrap_resamples", False),
         ):
             value = getattr(self, name)
             if value is None and optional:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                flag = "--" + name.replace("_", "-")
                 raise ValueError(f"{name} ({flag}) must be an integer >= 1, got {value!r}")
         if self.scorer not in scorers.SCORERS:
             raise ValueError(f"unknown scorer {self.scorer!r}; choose one of {scorers.SCORERS}")
@@ -413,7 +430,7 @@ def prepare_tasks(dataset_dir: str, config: EvalConfig) -> dict[str, TaskData]:
             dataset_dir,
             split=config.split,
             limit=config.limit,
-            video_roots=config.video_roots,
+            video_roots=video_root_map(config.video_roots),
             check_videos=config.check_videos,
             configs=configs,
         )

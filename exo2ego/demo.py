@@ -184,7 +184,7 @@ class Demo:
             "mean",
             "--out",
             str(out),
-            "--frames",
+            "--num-frames",
             str(self.plan.frames),
             "--seed",
             str(self.seed),

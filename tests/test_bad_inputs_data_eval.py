@@ -121,7 +121,7 @@ class Context:
             tasks,
             "--out",
             str(out or self.out),
-            "--bootstrap",
+            "--bootstrap-resamples",
             "20",
             "--no-progress",
             *extra,
@@ -226,11 +226,23 @@ def _egotimeqa_video_id(value: str):
 # (id, argv of `exo2ego ...` built from the Context, regex the error line must match)
 CLI_ROWS = [
     # ---- eval arguments
-    ("eval-frames-0", lambda c: c.eval("--frames", "0"), r"num_frames \(--frames\) must be an integer >= 1, got 0"),
-    ("eval-chunk-size-0", lambda c: c.eval("--chunk-size", "0"), r"option_chunk_size \(--chunk-size\) .*got 0"),
+    (
+        "eval-frames-0",
+        lambda c: c.eval("--num-frames", "0"),
+        r"num_frames \(--num-frames\) must be an integer >= 1, got 0",
+    ),
+    (
+        "eval-chunk-size-0",
+        lambda c: c.eval("--option-chunk-size", "0"),
+        r"option_chunk_size \(--option-chunk-size\) .*got 0",
+    ),
     ("eval-max-new-tokens-0", lambda c: c.eval("--max-new-tokens", "0"), r"max_new_tokens \(--max-new-tokens\)"),
     ("eval-open-max-new-tokens-0", lambda c: c.eval("--open-max-new-tokens", "0"), r"--open-max-new-tokens"),
-    ("eval-bootstrap-0", lambda c: c.eval("--bootstrap", "0"), r"bootstrap_resamples \(--bootstrap\)"),
+    (
+        "eval-bootstrap-0",
+        lambda c: c.eval("--bootstrap-resamples", "0"),
+        r"bootstrap_resamples \(--bootstrap-resamples\)",
+    ),
     (
         "eval-model-relative-path-offline",
         lambda c: c.eval(model="nomodel"),
@@ -467,7 +479,7 @@ RESUME_ROWS = [
     ),
     (
         "other-video-root",
-        lambda m, d, c, tmp: (m, d, EvalConfig(**{**vars(c), "video_roots": {"": str(d)}})),
+        lambda m, d, c, tmp: (m, d, EvalConfig(**{**vars(c), "video_roots": [str(d)]})),
         r"settings\.video_roots",
     ),
 ]
@@ -523,7 +535,7 @@ def test_a_refused_setting_leaves_the_folder_usable(tmp_path, toy, saved_model, 
         str(out),
         "--limit",
         "2",
-        "--bootstrap",
+        "--bootstrap-resamples",
         "20",
         "--no-progress",
         "--scorer",
@@ -582,12 +594,12 @@ def test_eval_finds_every_task_the_builder_wrote(tmp_path, sources, capsys):
                 "all",
                 "--out",
                 str(tmp_path / "run"),
-                "--no-video-check",
+                "--no-check-videos",
                 "--limit",
                 "1",
-                "--frames",
+                "--num-frames",
                 "1",
-                "--bootstrap",
+                "--bootstrap-resamples",
                 "20",
                 "--no-progress",
             ]

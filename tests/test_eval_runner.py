@@ -246,11 +246,11 @@ def test_cli_generate_parse_run_and_report(tmp_path, toy, saved_model, capsys):
             str(out),
             "--limit",
             "3",
-            "--frames",
+            "--num-frames",
             "4",
             "--prompt",
             "basic",
-            "--bootstrap",
+            "--bootstrap-resamples",
             "50",
             "--no-progress",
         ]
@@ -319,7 +319,7 @@ def test_two_process_launch_merges_shards(tmp_path, toy, saved_model):
         "synthetic,epic_mir",
         "--out",
         str(out),
-        "--bootstrap",
+        "--bootstrap-resamples",
         "50",
         "--no-progress",
     ]
@@ -337,7 +337,7 @@ def test_two_process_launch_merges_shards(tmp_path, toy, saved_model):
                 "synthetic,epic_mir",
                 "--out",
                 str(tmp_path / "single"),
-                "--bootstrap",
+                "--bootstrap-resamples",
                 "50",
                 "--no-progress",
             ]
