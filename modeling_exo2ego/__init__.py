@@ -24,7 +24,10 @@ AutoConfig.register("exo2ego", Exo2EgoConfig, exist_ok=True)
 for auto_class in (AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText):
     auto_class.register(Exo2EgoConfig, Exo2EgoForConditionalGeneration, exist_ok=True)
 AutoProcessor.register(Exo2EgoConfig, Exo2EgoProcessor, exist_ok=True)
-# `_auto_class` makes save_pretrained copy the remote-code modules next to the weights.
+# Both this and AUTO_MAP (written into every config by Exo2EgoConfig) are needed: register_for_auto_class sets
+# `_auto_class`, the only thing that makes save_pretrained copy the remote-code modules next to the weights, but it
+# maps one Auto class per class; AUTO_MAP adds the other Auto model classes (AutoModelForCausalLM,
+# AutoModelForImageTextToText) that a saved folder must load with under trust_remote_code=True.
 Exo2EgoConfig.register_for_auto_class()
 Exo2EgoForConditionalGeneration.register_for_auto_class("AutoModel")
 Exo2EgoProcessor.register_for_auto_class("AutoProcessor")
