@@ -76,7 +76,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.write_space:
         logger.info("wrote the Space to %s", write_space(args.write_space, args.model, args.examples))
         return 0

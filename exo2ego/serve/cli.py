@@ -76,7 +76,6 @@ def _run(args: argparse.Namespace) -> int:
     except ImportError as error:
         raise SystemExit(f"exo2ego serve needs the serve extra: pip install -e '.[serve]' ({error})") from error
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app, settings, policy = build_app(args)
     logger.info(
         "serving %r from %s; videos under %s%s",
