@@ -24,11 +24,10 @@ from transformers.utils.generic import can_return_tuple
 
 from .configuration_exo2ego import CONNECTOR_PADDING, Exo2EgoConfig
 
-_WEIGHTED_LAYERS = (nn.Linear, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)
 
-
-def use_fan_in_init(module: nn.Module) -> None:
-    """Mark every conv/linear layer of `module` for He (fan-in) init with zero biases (see `_init_weights`).
+class FanInInit:
+    """A conv/linear layer initialised by He (fan-in) init with a zero bias (see `_init_weights`); the connector's and
+    the mappings' layers are of the classes below.
 
     transformers' generic init (normal, std 0.02) suits wide transformer layers, but scales a signal by
     0.02 * sqrt(fan_in) per layer: about 0.16x per layer at the tiny models' width. Through the connector's convs,
@@ -36,9 +35,37 @@ def use_fan_in_init(module: nn.Module) -> None:
     by the biases, and the LLM learned to ignore the video. He init keeps the signal's scale through each layer at
     every width (timm, whose RegNet blocks VideoLLaMA2's connector uses, initialises its convs the same way).
     """
-    for layer in module.modules():
-        if isinstance(layer, _WEIGHTED_LAYERS):
-            layer.fan_in_init = True
+
+
+class FanInLinear(FanInInit, nn.Linear):
+    """`nn.Linear` with He init."""
+
+
+class FanInConv2d(FanInInit, nn.Conv2d):
+    """`nn.Conv2d` with He init."""
+
+
+class FanInConv3d(FanInInit, nn.Conv3d):
+    """`nn.Conv3d` with He init."""
+
+
+class FanInConvTranspose2d(FanInInit, nn.ConvTranspose2d):
+    """`nn.ConvTranspose2d` with He init."""
+
+
+class ZeroInit(FanInInit):
+    """The last layer of a residual mapping: weight and bias start at zero, so the mapping starts as the identity.
+
+    A He-init layer too, whose He init `_init_weights` overwrites: drawing it keeps the random stream, and so every
+    seeded model, as it was when zero init was a flag on a He-init layer."""
+
+
+class ZeroInitLinear(ZeroInit, nn.Linear):
+    """`nn.Linear` starting at zero."""
+
+
+class ZeroInitConv2d(ZeroInit, nn.Conv2d):
+    """`nn.Conv2d` starting at zero."""
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -58,7 +85,7 @@ class ConvNormAct(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, groups: int = 1, act: bool = True):
         super().__init__()
-        self.conv = nn.Conv2d(
+        self.conv = FanInConv2d(
             in_channels, out_channels, kernel_size, padding=kernel_size // 2, groups=groups, bias=False
         )
         self.bn = LayerNorm2d(out_channels)
@@ -73,9 +100,9 @@ class SqueezeExcite(nn.Module):
 
     def __init__(self, channels: int, reduced_channels: int):
         super().__init__()
-        self.fc1 = nn.Conv2d(channels, reduced_channels, 1)
+        self.fc1 = FanInConv2d(channels, reduced_channels, 1)
         self.act = nn.SiLU()
-        self.fc2 = nn.Conv2d(reduced_channels, channels, 1)
+        self.fc2 = FanInConv2d(reduced_channels, channels, 1)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         gate = self.fc2(self.act(self.fc1(hidden.mean((2, 3), keepdim=True))))
@@ -130,13 +157,12 @@ class Exo2EgoSTCConnector(nn.Module):
     def __init__(self, in_channels: int, hidden_size: int, depth: int, padding: int):
         super().__init__()
         self.s1 = RegStage(depth, in_channels, hidden_size)
-        self.sampler = nn.Conv3d(hidden_size, hidden_size, kernel_size=2, stride=2, padding=padding)
+        self.sampler = FanInConv3d(hidden_size, hidden_size, kernel_size=2, stride=2, padding=padding)
         self.sampler_act = nn.SiLU()
         self.s2 = RegStage(depth, hidden_size, hidden_size)
         self.readout = nn.Sequential(
-            nn.Linear(hidden_size, hidden_size), nn.GELU(), nn.Linear(hidden_size, hidden_size)
+            FanInLinear(hidden_size, hidden_size), nn.GELU(), FanInLinear(hidden_size, hidden_size)
         )
-        use_fan_in_init(self)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         batch, frames = features.shape[:2]
@@ -168,9 +194,9 @@ class ResnetBlock(GradientCheckpointingLayer):
     def __init__(self, channels: int, norm: str):
         super().__init__()
         self.conv1 = nn.Sequential(
-            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), _norm_2d(norm, channels), nn.ReLU()
+            nn.ReflectionPad2d(1), FanInConv2d(channels, channels, 3), _norm_2d(norm, channels), nn.ReLU()
         )
-        self.conv2 = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), _norm_2d(norm, channels))
+        self.conv2 = nn.Sequential(nn.ReflectionPad2d(1), FanInConv2d(channels, channels, 3), _norm_2d(norm, channels))
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return hidden + self.conv2(self.conv1(hidden))
@@ -188,11 +214,11 @@ class Exo2EgoResnetMapping(nn.Module):
     def __init__(self, channels: int, ngf: int, n_blocks: int, norm: str, residual: bool):
         super().__init__()
         self.residual = residual
-        self.stem = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(channels, ngf, 7), _norm_2d(norm, ngf), nn.ReLU())
+        self.stem = nn.Sequential(nn.ReflectionPad2d(3), FanInConv2d(channels, ngf, 7), _norm_2d(norm, ngf), nn.ReLU())
         self.down = nn.Sequential(
             *(
                 nn.Sequential(
-                    nn.Conv2d(ngf * 2**i, ngf * 2 ** (i + 1), 3, stride=2, padding=1),
+                    FanInConv2d(ngf * 2**i, ngf * 2 ** (i + 1), 3, stride=2, padding=1),
                     _norm_2d(norm, ngf * 2 ** (i + 1)),
                     nn.ReLU(),
                 )
@@ -203,7 +229,7 @@ class Exo2EgoResnetMapping(nn.Module):
         self.up = nn.Sequential(
             *(
                 nn.Sequential(
-                    nn.ConvTranspose2d(
+                    FanInConvTranspose2d(
                         ngf * 2 ** (2 - i), ngf * 2 ** (1 - i), 3, stride=2, padding=1, output_padding=1
                     ),
                     _norm_2d(norm, ngf * 2 ** (1 - i)),
@@ -212,9 +238,8 @@ class Exo2EgoResnetMapping(nn.Module):
                 for i in range(2)
             )
         )
-        self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(ngf, channels, 7))
-        use_fan_in_init(self)
-        self.head[-1].zero_init = residual
+        head_conv = ZeroInitConv2d if residual else FanInConv2d
+        self.head = nn.Sequential(nn.ReflectionPad2d(3), head_conv(ngf, channels, 7))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         mapped = self.head(self.up(self.blocks(self.down(self.stem(features)))))
@@ -227,11 +252,9 @@ class Exo2EgoMlpMapping(nn.Module):
     def __init__(self, channels: int, hidden: int, residual: bool):
         super().__init__()
         self.residual = residual
-        self.fc1 = nn.Linear(channels, hidden)
+        self.fc1 = FanInLinear(channels, hidden)
         self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, channels)
-        use_fan_in_init(self)
-        self.fc2.zero_init = residual
+        self.fc2 = (ZeroInitLinear if residual else FanInLinear)(hidden, channels)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         tokens = features.permute(0, 2, 3, 1)
@@ -447,11 +470,11 @@ class Exo2EgoPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module):
         super()._init_weights(module)
-        if getattr(module, "fan_in_init", False):  # He init, see `use_fan_in_init`
+        if isinstance(module, FanInInit):
             init.kaiming_normal_(module.weight, nonlinearity="relu")
             if module.bias is not None:
                 init.zeros_(module.bias)
-        if getattr(module, "zero_init", False):  # the last layer of a residual mapping: F starts as the identity
+        if isinstance(module, ZeroInit):
             init.zeros_(module.weight)
             init.zeros_(module.bias)
 

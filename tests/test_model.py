@@ -3,9 +3,11 @@
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from exo2ego_base.tiny import build_tiny_model
 from modeling_exo2ego import Exo2EgoForConditionalGeneration, kl_alignment_loss, num_connector_tokens
+from modeling_exo2ego.modeling_exo2ego import FanInInit
 
 QUESTION = "<video>\nWhat did I pick up?"
 
@@ -168,6 +170,39 @@ def test_mappings_start_as_identity(tiny):
     mlp_model, _ = build_tiny_model(mapping_type="mlp")
     with torch.no_grad():
         assert torch.allclose(mlp_model.model.ego_to_exo(features), features)
+
+
+def test_connector_and_mapping_layers_start_with_he_init():
+    """Every conv/linear layer of the connector and both mappings is a He-init layer: zero bias and weights of std
+    sqrt(2 / fan_in) (transformers' generic init would give 0.02)."""
+    model, _ = build_tiny_model(seed=0, mapping_residual=False)  # no zero-init last layers: every layer is drawn
+    parts = (model.model.connector, model.model.ego_to_exo, model.model.exo_to_ego)
+    layers = [module for part in parts for module in part.modules() if hasattr(module, "weight")]
+    layers = [module for module in layers if isinstance(module, (nn.Linear, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d))]
+    assert layers and all(isinstance(layer, FanInInit) for layer in layers)
+    standardized = []
+    for layer in layers:
+        weight = layer.weight.detach()
+        he_std = (2 / weight[0].numel()) ** 0.5  # fan_in = weight[0].numel() for linear, conv and transposed conv
+        if weight.numel() >= 1000:
+            assert weight.std().item() == pytest.approx(he_std, rel=0.15), layer
+        standardized.append(weight.flatten() / he_std)
+        assert layer.bias is None or not layer.bias.any()
+    assert torch.cat(standardized).std().item() == pytest.approx(1.0, rel=0.03)
+
+
+def test_from_pretrained_keeps_every_saved_weight(tmp_path):
+    """Loading re-initialises nothing: weights moved away from their init (zero heads and biases included) load back
+    exactly."""
+    model, _ = build_tiny_model(seed=1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    model.save_pretrained(tmp_path)
+    saved = model.state_dict()
+    loaded = Exo2EgoForConditionalGeneration.from_pretrained(tmp_path).state_dict()
+    assert loaded.keys() == saved.keys()
+    assert [name for name, tensor in loaded.items() if not torch.equal(tensor, saved[name])] == []
 
 
 def test_ego_only_release_drops_exo_branch_and_generates(tiny, tmp_path):

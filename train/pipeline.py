@@ -487,7 +487,7 @@ def rebuild_mappings(model, mapping_type: str) -> None:
     for name in ("ego_to_exo", "exo_to_ego"):
         if hasattr(model.model, name):
             mapping = build_mapping(model.config).to(model.dtype)
-            for module in reversed(list(mapping.modules())):  # children first: the zero-init head wins
+            for module in reversed(list(mapping.modules())):  # this order draws what earlier seeded runs drew
                 model._init_weights(module)
             setattr(model.model, name, mapping)
 
