@@ -179,3 +179,34 @@ def test_unreadable_videos_are_counted_replaced_and_stop_the_run(world, tmp_path
     all_broken = clips.map(lambda row: {"ego_video": "nope.mp4"})
     with pytest.raises(VideoDecodeError, match="replacements have unreadable videos"):
         EgoExoClipSamples(all_broken, str(root), 4, ("pair",), "Describe.")[0]
+
+
+def test_decoded_clip_cache_serves_repeated_segments_and_evicts_the_least_recently_used(world, monkeypatch):
+    import modeling_exo2ego
+    from train.data import DecodedClipCache
+
+    root, clips, _ = world
+    decoded = []
+    real_reader = modeling_exo2ego.read_video_frames
+
+    def counting_reader(path, *args, **kwargs):
+        decoded.append(os.path.basename(path))
+        return real_reader(path, *args, **kwargs)
+
+    monkeypatch.setattr(modeling_exo2ego, "read_video_frames", counting_reader)
+    clip_bytes = 4 * 24 * 32 * 3  # one decoded (4, 24, 32, 3) uint8 clip
+    samples = EgoExoClipSamples(
+        clips, str(root), 4, ("exo",), "Describe.", exo_sampling="best_exo", cache=DecodedClipCache(2 * clip_bytes)
+    )
+    uncached = EgoExoClipSamples(clips, str(root), 4, ("exo",), "Describe.", exo_sampling="best_exo")
+    first = samples[0]["exo_frames"]
+    assert np.array_equal(samples[0]["exo_frames"], first) and len(decoded) == 1  # served from memory
+    assert np.array_equal(uncached[0]["exo_frames"], first) and len(decoded) == 2  # the same frames as decoding
+    samples[1], samples[0]  # noqa: B018 - visits: 0 becomes the most recently used of {0, 1}
+    assert len(decoded) == 3
+    samples[2]  # noqa: B018 - the cache holds two clips: 1, the least recently used, goes
+    assert samples.cache.bytes == 2 * clip_bytes and len(decoded) == 4
+    samples[0]  # noqa: B018
+    assert len(decoded) == 4
+    samples[1]  # noqa: B018
+    assert len(decoded) == 5

@@ -21,6 +21,10 @@ max(ceil(N_exo / exo_per_item), ceil(N_ego / ego_per_item)) items and the smalle
 new order from a seeded affine permutation of (seed, epoch, source, cycle) (no index array, so 100M-row sources
 cost no memory).
 
+Decoded clips can be kept in memory (`DecodedClipCache`, the stage scripts' `decoded_cache_mb`): EgoIT asks several
+questions about one segment and small data sets repeat over epochs, so on a CPU most of a step's time would otherwise
+go to decoding the same frames again. Each DataLoader worker holds its own cache.
+
 Unreadable videos are logged, counted and replaced by a readable sample from a seeded random position;
 `FailureTracker` stops the run with a clear error once more than `max_failed_fraction` of the data failed.
 """
@@ -30,6 +34,7 @@ from __future__ import annotations
 import bisect
 import logging
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,17 +112,42 @@ class FailureTracker:
             )
 
 
+class DecodedClipCache:
+    """Least-recently-used decoded clips, `(video path, timestamps) -> uint8 (T, H, W, 3)`, up to `max_bytes`."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.clips: OrderedDict[tuple, np.ndarray] = OrderedDict()
+
+    def get(self, key: tuple) -> np.ndarray | None:
+        frames = self.clips.get(key)
+        if frames is not None:
+            self.clips.move_to_end(key)
+        return frames
+
+    def put(self, key: tuple, frames: np.ndarray) -> None:
+        if key in self.clips or frames.nbytes > self.max_bytes:
+            return
+        self.clips[key] = frames
+        self.bytes += frames.nbytes
+        while self.bytes > self.max_bytes:
+            self.bytes -= self.clips.popitem(last=False)[1].nbytes
+
+
 class VideoSamples(Dataset):
     """Base class: rows of a table -> decoded samples, replacing unreadable ones by readable ones.
 
     Subclasses implement `_decode(index)`, returning a sample dict, and may raise any exception for an unreadable
-    video. Each returned sample carries `failed_videos`: how many samples were skipped to produce it.
+    video. Each returned sample carries `failed_videos`: how many samples were skipped to produce it. A
+    `DecodedClipCache` passed as `cache` serves clips decoded before (callers must not modify returned frames).
     """
 
-    def __init__(self, table, video_root: str, num_frames: int):
+    def __init__(self, table, video_root: str, num_frames: int, cache: DecodedClipCache | None = None):
         self.table = table
         self.video_root = video_root
         self.num_frames = num_frames
+        self.cache = cache
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -130,7 +160,13 @@ class VideoSamples(Dataset):
         """uint8 (T, H, W, 3) frames of `video_root/relative` at `timestamps` (seconds)."""
         from modeling_exo2ego import read_video_frames
 
-        return read_video_frames(self.video_path(relative), self.num_frames, timestamps=timestamps).frames
+        key = (relative, None if timestamps is None else tuple(np.asarray(timestamps).tolist()))
+        frames = self.cache.get(key) if self.cache is not None else None
+        if frames is None:
+            frames = read_video_frames(self.video_path(relative), self.num_frames, timestamps=timestamps).frames
+            if self.cache is not None:
+                self.cache.put(key, frames)
+        return frames
 
     def timestamps(self, start_sec, end_sec) -> np.ndarray | None:
         """Segment midpoints of [start, end]; None lets the reader use the whole file."""
@@ -181,8 +217,9 @@ class EgoExoClipSamples(VideoSamples):
         exo_sampling: str = "random",
         seed: int = 0,
         where: str = "Ego-ExoClip",
+        cache: DecodedClipCache | None = None,
     ):
-        super().__init__(table, video_root, num_frames)
+        super().__init__(table, video_root, num_frames, cache)
         check_columns(table, CLIP_COLUMNS, where)
         if exo_sampling not in EXO_SAMPLING_MODES:
             raise ValueError(f"exo_sampling must be one of {EXO_SAMPLING_MODES}, got {exo_sampling!r}")
@@ -266,8 +303,10 @@ def egoit_target(row: dict) -> str:
 class EgoITSamples(VideoSamples):
     """EgoIT instruction samples: `{"sample_id", "prompt", "target", "ego_frames"}`."""
 
-    def __init__(self, table, video_root: str, num_frames: int, where: str = "EgoIT"):
-        super().__init__(table, video_root, num_frames)
+    def __init__(
+        self, table, video_root: str, num_frames: int, where: str = "EgoIT", cache: DecodedClipCache | None = None
+    ):
+        super().__init__(table, video_root, num_frames, cache)
         check_columns(table, EGOIT_COLUMNS, where)
 
     def __len__(self) -> int:
@@ -305,9 +344,16 @@ class CaptionSamples(VideoSamples):
     """
 
     def __init__(
-        self, table, video_root: str, num_frames: int, view: str, default_prompt: str, where: str = "captions"
+        self,
+        table,
+        video_root: str,
+        num_frames: int,
+        view: str,
+        default_prompt: str,
+        where: str = "captions",
+        cache: DecodedClipCache | None = None,
     ):
-        super().__init__(table, video_root, num_frames)
+        super().__init__(table, video_root, num_frames, cache)
         check_columns(table, CAPTION_COLUMNS, where)
         if view not in ("exo", "ego"):
             raise ValueError(f"view must be 'exo' or 'ego', got {view!r}")

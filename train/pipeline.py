@@ -80,6 +80,7 @@ RESUME_MAY_DIFFER = {
     "dataloader_prefetch_factor",
     "dataloader_persistent_workers",
     "dataloader_pin_memory",
+    "decoded_cache_mb",
     "skip_memory_metrics",
 }
 RESUME_MAY_DIFFER_PREFIXES = ("hub_", "logging_", "log_", "trackio_")
@@ -140,6 +141,13 @@ class DataArguments:
     )
     max_length: int | None = field(default=None, metadata={"help": "Cap on tokens per sample (target truncated)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N rows (N >= 1)."})
+    decoded_cache_mb: int = field(
+        default=0,
+        metadata={
+            "help": "Keep up to this many MB of decoded clips in memory per data-loading process (0: off); pays off "
+            "when segments repeat (EgoIT's questions share segments; small data over several epochs)."
+        },
+    )
 
 
 @dataclass
@@ -185,6 +193,8 @@ def parse_arguments(argv=None):
         raise ValueError(
             f"max_train_samples must be >= 1, got {data_args.max_train_samples} (leave it unset for all rows)"
         )
+    if data_args.decoded_cache_mb < 0:
+        raise ValueError(f"decoded_cache_mb must be >= 0 (0 turns the cache off), got {data_args.decoded_cache_mb}")
     return model_args, data_args, stage_args, training_args
 
 
@@ -425,6 +435,13 @@ def check_data_arguments(stage: str, data_args: DataArguments) -> None:
     parse_mix(data_args.init_mix)
 
 
+def decoded_clip_cache(data_args: DataArguments):
+    """The `DecodedClipCache` the data arguments ask for, or None."""
+    from train.data import DecodedClipCache
+
+    return DecodedClipCache(data_args.decoded_cache_mb * 2**20) if data_args.decoded_cache_mb else None
+
+
 def build_caption_sources(data_args: DataArguments, num_frames: int, seed: int):
     """Init's two sources: exo captions for the exo tower, ego captions for the ego tower, mixed per item."""
     from train.data import CaptionSamples, MixedSourceSamples, load_table, parse_mix
@@ -437,7 +454,9 @@ def build_caption_sources(data_args: DataArguments, num_frames: int, seed: int):
             table = table.select(range(min(data_args.max_train_samples, len(table))))
         root = getattr(data_args, f"{branch}_video_root") or data_args.video_root
         where = f"{branch} dataset {path!r} (split {data_args.dataset_split!r})"
-        sources[branch] = CaptionSamples(table, root, num_frames, branch, data_args.clip_prompt, where=where)
+        sources[branch] = CaptionSamples(
+            table, root, num_frames, branch, data_args.clip_prompt, where=where, cache=decoded_clip_cache(data_args)
+        )
     exo_per_item, ego_per_item = parse_mix(data_args.init_mix)
     return MixedSourceSamples(sources["exo"], sources["ego"], exo_per_item, ego_per_item, seed=seed)
 
@@ -452,7 +471,7 @@ def build_dataset(resolved: ResolvedStage, data_args: DataArguments, num_frames:
         table = table.select(range(min(data_args.max_train_samples, len(table))))
     where = f"dataset {data_args.dataset_path!r} (split {data_args.dataset_split!r})"
     if resolved.spec.data == "egoit":
-        return EgoITSamples(table, data_args.video_root, num_frames, where=where)
+        return EgoITSamples(table, data_args.video_root, num_frames, where=where, cache=decoded_clip_cache(data_args))
     return EgoExoClipSamples(
         table,
         data_args.video_root,
@@ -462,6 +481,7 @@ def build_dataset(resolved: ResolvedStage, data_args: DataArguments, num_frames:
         exo_sampling=data_args.exo_sampling,
         seed=seed,
         where=where,
+        cache=decoded_clip_cache(data_args),
     )
 
 
