@@ -54,6 +54,8 @@ class DemoPlan:
     learning_rate: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 1e-3))
     eval_limit: int | None = None
     language_steps: int = 0  # text-only pretraining of the tiny LLM on EgoIT and Ego-ExoClip text (tiny_language)
+    vision_steps: int = 0  # bag-of-words pretraining of the tiny vision towers on Ego-ExoClip frames (tiny_vision)
+    vision_samples: int = 1024  # (clip, exo camera) pairs decoded for it, ego and exo view each
 
 
 PLANS = {
@@ -64,6 +66,7 @@ PLANS = {
         # stages 1-2 at a tenth of the init rate, as in the paper's Table 14.
         learning_rate={"init": 1e-3, "stage1": 1e-4, "stage2": 1e-4, "stage3": 2e-3},
         language_steps=300,
+        vision_steps=300,
     ),
     "quick": DemoPlan(
         takes=6,
@@ -71,6 +74,8 @@ PLANS = {
         batch_size=4,
         eval_limit=12,
         language_steps=4,
+        vision_steps=2,
+        vision_samples=8,
     ),
 }
 
@@ -165,6 +170,17 @@ class Demo:
             str(self.clips),
             "--language-steps",
             str(self.plan.language_steps),
+            "--vision-clips",
+            str(self.clips),
+            "--vision-video-root",
+            str(self.world),
+            "--vision-views",
+            "ego",
+            "exo",
+            "--vision-samples",
+            str(self.plan.vision_samples),
+            "--vision-steps",
+            str(self.plan.vision_steps),
         )
 
     def evaluate(self, point: str, model: Path | None = None, out: Path | None = None) -> None:

@@ -1,5 +1,7 @@
 """`exo2ego tiny-model`: save a tiny random-weight Exo2Ego checkpoint (`exo2ego_base.tiny`) with its processor,
-optionally after text-only pretraining of its LLM on the synthetic world's language (`exo2ego.tiny_language`)."""
+optionally after the pretraining the paper's base models come with: its LLM on the synthetic world's text
+(`exo2ego.tiny_language`, Mistral's premise) and its vision towers on exo frames and their narrations
+(`exo2ego.tiny_vision`, CLIP's premise)."""
 
 from __future__ import annotations
 
@@ -13,10 +15,16 @@ from train.stage_folder import read_stage_metadata
 
 
 def save_tiny_model(
-    out_dir: str, seed: int = 0, overwrite: bool = False, language_data: dict | None = None, **config_overrides
+    out_dir: str,
+    seed: int = 0,
+    overwrite: bool = False,
+    language_data: dict | None = None,
+    vision_data: dict | None = None,
+    **config_overrides,
 ) -> None:
     """Write a tiny checkpoint (weights, config, processor) to `out_dir`; `language_data` (`egoit`, `clips` folders,
-    `steps`) pretrains its LLM on their text first (`exo2ego.tiny_language`).
+    `steps`) pretrains its LLM on their text first (`exo2ego.tiny_language`), `vision_data` (`clips` folder,
+    `video_root`, `samples`, `steps`) its vision towers on exo frames (`exo2ego.tiny_vision`).
 
     The folder is written next to `out_dir` and renamed into place when complete. An existing non-empty `out_dir`
     (e.g. a trained stage output) is refused unless `overwrite`, which replaces the whole folder; a file is always
@@ -41,6 +49,21 @@ def save_tiny_model(
 
         texts = language_corpus(processor, language_data.get("egoit"), language_data.get("clips"))
         pretrain_language(model, processor, texts, steps=language_data["steps"], seed=seed)
+    if vision_data and vision_data.get("steps"):
+        from exo2ego.tiny_vision import frame_corpus, pretrain_vision
+
+        if not vision_data.get("clips"):
+            raise ValueError("vision pretraining needs an Ego-ExoClip folder (--vision-clips)")
+        corpus = frame_corpus(
+            processor,
+            vision_data["clips"],
+            vision_data.get("video_root") or ".",
+            model.config.num_frames,
+            max_samples=vision_data["samples"],
+            views=tuple(vision_data.get("views") or ("exo",)),
+            seed=seed,
+        )
+        pretrain_vision(model, corpus, steps=vision_data["steps"], seed=seed)
     with staged_folder(out_dir, overwrite=overwrite, marker="config.json", error=ValueError) as staging:
         processor.save_pretrained(staging)
         model.save_pretrained(staging)
@@ -64,6 +87,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=0,
         help="steps of text-only LLM pretraining on the folders above (0: the LLM stays random)",
     )
+    parser.add_argument("--vision-clips", help="Ego-ExoClip folder whose exo clips the vision towers pretrain on")
+    parser.add_argument("--vision-video-root", help="root its video paths are relative to (the Ego-Exo4D world)")
+    parser.add_argument("--vision-samples", type=int, default=1024, help="(clip, exo camera) pairs to decode")
+    parser.add_argument(
+        "--vision-views", nargs="+", choices=["exo", "ego"], default=["exo"], help="views whose frames are used"
+    )
+    parser.add_argument(
+        "--vision-steps",
+        type=int,
+        default=0,
+        help="steps of bag-of-words pretraining of the vision towers on those exo clips (0: they stay random)",
+    )
     parser.set_defaults(func=_run)
 
 
@@ -77,6 +112,13 @@ def _run(args: argparse.Namespace) -> int:
             connector_type=args.connector,
             include_exo_branch=not args.ego_only,
             language_data={"egoit": args.language_egoit, "clips": args.language_clips, "steps": args.language_steps},
+            vision_data={
+                "clips": args.vision_clips,
+                "video_root": args.vision_video_root,
+                "samples": args.vision_samples,
+                "views": args.vision_views,
+                "steps": args.vision_steps,
+            },
         )
     except ValueError as error:
         print(f"exo2ego tiny-model: error: {error}", file=sys.stderr)

@@ -1,0 +1,38 @@
+"""Text-supervised pretraining of the tiny vision towers on exo frames (`exo2ego.tiny_vision`)."""
+
+import numpy as np
+import torch
+
+from exo2ego.tiny_vision import pretrain_vision
+from exo2ego_base.tiny import build_tiny_model
+
+
+def coloured_corpus(processor, count: int, seed: int = 0) -> list[dict]:
+    """Clips of one flat colour, each labelled with its colour's word: the towers must learn to see colour."""
+    generator = np.random.default_rng(seed)
+    colours = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+    corpus = []
+    for index in range(count):
+        name = list(colours)[index % len(colours)]
+        frames = np.clip(np.array(colours[name]) + generator.integers(-20, 20, (4, 32, 32, 3)), 0, 255)
+        pixels = processor(text=processor.video_token, exo_videos=[frames.astype(np.uint8)], num_frames=4)
+        labels = torch.zeros(len(processor.tokenizer))
+        labels[processor.tokenizer(f"the {name} cup", add_special_tokens=False)["input_ids"]] = 1.0
+        corpus.append({"pixel_values_videos": pixels["exo_pixel_values_videos"][0], "labels": labels})
+    return corpus
+
+
+def test_towers_learn_the_words_of_what_they_see_and_nothing_else_moves():
+    model, processor = build_tiny_model(seed=0)
+    towers = ("model.exo_vision_tower.", "model.ego_vision_tower.")
+    frozen = {name: value.clone() for name, value in model.state_dict().items() if not name.startswith(towers)}
+    corpus = coloured_corpus(processor, 48)
+    history = pretrain_vision(model, corpus, steps=30, learning_rate=3e-3, batch_size=12)
+    losses = [entry["loss"] for entry in history if "loss" in entry]
+    assert losses[-1] < losses[0], losses
+    exo, ego = model.model.exo_vision_tower.state_dict(), model.model.ego_vision_tower.state_dict()
+    assert all(torch.equal(exo[name], ego[name]) for name in exo)  # both towers start from the pretrained one
+    for name, value in model.state_dict().items():
+        if name in frozen:
+            assert torch.equal(value, frozen[name]), name
+    assert all(parameter.requires_grad for parameter in model.parameters())  # the stages set their own
