@@ -389,7 +389,7 @@ def machine_name() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from exo2ego.provenance import write_json_atomic
+    from exo2ego_base.provenance import write_json_atomic
 
     plan = PLANS["quick" if args.quick else "full"]
     if args.seeds:
