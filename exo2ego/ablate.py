@@ -85,16 +85,18 @@ VARIANTS_BY_NAME = {variant.name: variant for variant in VARIANTS}
 
 @dataclass(frozen=True)
 class AblationPlan:
-    """Sizes of an ablation: the demo plan it runs, its seeds and the limited EgoIT fraction."""
+    """Sizes of an ablation: the demo plan it runs, its seeds, the limited EgoIT fraction, and the sizes of the
+    vision probe (`exo2ego.tiny_vision.word_probe`: training clips, held-out clips, steps)."""
 
     demo: str
     seeds: tuple[int, ...]
     egoit_fractions: tuple[float, ...]
+    probe: tuple[int, int, int] = (1024, 200, 300)
 
 
 PLANS = {
     "full": AblationPlan(demo="full", seeds=(0, 1, 2), egoit_fractions=(1.0, 0.1)),
-    "quick": AblationPlan(demo="quick", seeds=(0, 1), egoit_fractions=(1.0, 0.5)),
+    "quick": AblationPlan(demo="quick", seeds=(0, 1), egoit_fractions=(1.0, 0.5), probe=(12, 6, 2)),
 }
 
 
@@ -271,6 +273,23 @@ class Ablation:
             }
         return distances
 
+    def vision_probe(self) -> dict[str, dict[str, float]]:
+        """What a tiny tower learns to see from exo and from ego frames of the shared world (`word_probe`)."""
+        from datasets_scripts.synthetic.script import COLOURS, SHAPES
+        from exo2ego.tiny_vision import word_probe
+
+        train, heldout, steps = self.plan.probe
+        return word_probe(
+            str(self.shared / "ego-exoclip"),
+            str(self.shared / "world"),
+            {"colour": tuple(COLOURS), "shape": SHAPES},
+            train_samples=train,
+            heldout_samples=heldout,
+            steps=steps,
+            num_frames=self.demo_plan.frames,
+            seed=self.world_seed,
+        )
+
     def egoit_rows(self) -> int:
         info = json.loads((self.shared / "world" / "egoit" / "build_info.json").read_text())
         return int(info["counts"]["rows"])
@@ -371,6 +390,22 @@ def write_report(path: Path, summary: dict, command: str) -> None:
                 f"| {seed} | {name} | {d['fx_to_y']:.3f} | {d['x_to_y']:.3f} | {d['fx_to_other_y']:.3f} | "
                 f"{d['f_moves_x']:.3f} |"
             )
+    train, heldout, steps = summary["plan"]["probe"]
+    lines += [
+        "",
+        "## What a tiny vision tower can see (`exo2ego.tiny_vision.word_probe`)",
+        "",
+        (
+            f"A fresh tiny tower per view, pretrained {steps} steps to predict the narration's words from "
+            f"{train} clips of that view only; top-1 accuracy among the group's words on {heldout} held-out clips "
+            "whose narration names one (chance: 1 / group size)."
+        ),
+        "",
+        "| view | " + " | ".join(next(iter(summary["vision_probe"].values()))) + " |",
+        "|---|" + "---:|" * len(next(iter(summary["vision_probe"].values()))),
+    ]
+    for view, groups in summary["vision_probe"].items():
+        lines.append(f"| {view} | " + " | ".join(f"{100 * value:.1f}%" for value in groups.values()) + " |")
     lines += ["", "## Variants", ""]
     lines += [f"- `{variant['name']}`: {variant['description']}" for variant in summary["variants"]]
     path.write_text("\n".join(lines) + "\n")
@@ -423,6 +458,7 @@ def run(args: argparse.Namespace) -> int:
         "variants": [asdict(variant) for variant in variants],
         "results": summarise(eval_dirs, variants, plan.egoit_fractions),
         "mapping_distances": ablation.mapping_distances(),
+        "vision_probe": ablation.vision_probe(),
         "total_sec": round(time.perf_counter() - start, 1),
     }
     plot(summary["results"], out / "ablation.png")

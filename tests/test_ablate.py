@@ -157,6 +157,10 @@ def test_quick_ablation_end_to_end(tmp_path):
     assert "exo2ego ablate --quick" in report and "paired" in report
     probe = summary["mapping_distances"]["seed0"]["stage2_full"]  # F moved in stage 2; distances are finite
     assert set(probe) == {"fx_to_y", "x_to_y", "fx_to_other_y", "f_moves_x"} and probe["f_moves_x"] > 0
+    seen = summary["vision_probe"]
+    assert set(seen) == {"exo", "ego"} and all(set(groups) == {"colour", "shape"} for groups in seen.values())
+    assert all(0.0 <= value <= 1.0 for groups in seen.values() for value in groups.values())
+    assert f"| exo | {100 * seen['exo']['colour']:.1f}% |" in report
     for setting, block in summary["results"].items():
         rows = block["variants"]
         assert set(rows) == {FULL, "no_stages_1_2", "kl_pooled"}

@@ -1,9 +1,10 @@
 """Text-supervised pretraining of the tiny vision towers on exo frames (`exo2ego.tiny_vision`)."""
 
 import numpy as np
+import pytest
 import torch
 
-from exo2ego.tiny_vision import pretrain_vision
+from exo2ego.tiny_vision import group_top1, pretrain_vision
 from exo2ego_base.tiny import build_tiny_model
 
 
@@ -27,7 +28,7 @@ def test_towers_learn_the_words_of_what_they_see_and_nothing_else_moves():
     towers = ("model.exo_vision_tower.", "model.ego_vision_tower.")
     frozen = {name: value.clone() for name, value in model.state_dict().items() if not name.startswith(towers)}
     corpus = coloured_corpus(processor, 48)
-    history = pretrain_vision(model, corpus, steps=30, learning_rate=3e-3, batch_size=12)
+    _, history = pretrain_vision(model, corpus, steps=30, learning_rate=3e-3, batch_size=12)
     losses = [entry["loss"] for entry in history if "loss" in entry]
     assert losses[-1] < losses[0], losses
     exo, ego = model.model.exo_vision_tower.state_dict(), model.model.ego_vision_tower.state_dict()
@@ -36,3 +37,21 @@ def test_towers_learn_the_words_of_what_they_see_and_nothing_else_moves():
         if name in frozen:
             assert torch.equal(value, frozen[name]), name
     assert all(parameter.requires_grad for parameter in model.parameters())  # the stages set their own
+
+
+def test_group_top1_scores_only_rows_that_name_a_word_of_the_group():
+    ids = [1, 2, 3]  # the group's tokens in a 5-token vocabulary
+    labels = torch.tensor(
+        [
+            [0, 1, 0, 0, 1],  # names token 1: the guess (1) is right
+            [0, 0, 1, 0, 0],  # names token 2: the guess (3) is wrong
+            [1, 0, 0, 0, 1],  # names none of the group: not scored, whatever its guess
+            [0, 0, 0, 1, 0],  # names token 3: right
+        ],
+        dtype=torch.float,
+    )
+    logits = torch.tensor(
+        [[9, 5, 1, 0, 9], [0, 1, 2, 3, 9], [0, 9, 0, 0, 0], [0, 0, 1, 2, 0]], dtype=torch.float
+    )  # token 0 and 4 logits are outside the group and never win
+    assert group_top1(logits, labels, ids) == pytest.approx(2 / 3)
+    assert group_top1(logits, torch.zeros_like(labels), ids) == 0.0
