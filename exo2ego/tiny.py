@@ -1,6 +1,6 @@
 """`exo2ego tiny-model`: save a tiny random-weight Exo2Ego checkpoint (`exo2ego_base.tiny`) with its processor,
 optionally after the pretraining the paper's base models come with: its LLM on the synthetic world's text
-(`exo2ego.tiny_language`, Mistral's premise) and its vision towers on exo frames and their narrations
+(`exo2ego.tiny_language`, Mistral's premise) and its vision towers on Ego-ExoClip frames and their narrations
 (`exo2ego.tiny_vision`, CLIP's premise)."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def save_tiny_model(
 ) -> None:
     """Write a tiny checkpoint (weights, config, processor) to `out_dir`; `language_data` (`egoit`, `clips` folders,
     `steps`) pretrains its LLM on their text first (`exo2ego.tiny_language`), `vision_data` (`clips` folder,
-    `video_root`, `samples`, `steps`) its vision towers on exo frames (`exo2ego.tiny_vision`).
+    `video_root`, `samples`, `steps`, `views`) its vision towers on those clips' frames (`exo2ego.tiny_vision`).
 
     The folder is written next to `out_dir` and renamed into place when complete. An existing non-empty `out_dir`
     (e.g. a trained stage output) is refused unless `overwrite`, which replaces the whole folder; a file is always
@@ -87,7 +87,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=0,
         help="steps of text-only LLM pretraining on the folders above (0: the LLM stays random)",
     )
-    parser.add_argument("--vision-clips", help="Ego-ExoClip folder whose exo clips the vision towers pretrain on")
+    parser.add_argument("--vision-clips", help="Ego-ExoClip folder whose clips the vision towers pretrain on")
     parser.add_argument("--vision-video-root", help="root its video paths are relative to (the Ego-Exo4D world)")
     parser.add_argument("--vision-samples", type=int, default=1024, help="(clip, exo camera) pairs to decode")
     parser.add_argument(
@@ -97,7 +97,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--vision-steps",
         type=int,
         default=0,
-        help="steps of bag-of-words pretraining of the vision towers on those exo clips (0: they stay random)",
+        help="steps of bag-of-words pretraining of the vision towers on those clips (0: they stay random)",
     )
     parser.set_defaults(func=_run)
 
