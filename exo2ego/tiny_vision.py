@@ -11,11 +11,11 @@ tokens). The head is dropped afterwards and both towers start from the result, a
 paper.
 
 `views` says whose frames it sees. Exo frames alone keep the ego-exo domain gap of the paper, but at the tiny
-model's 32-pixel input the exo cameras show each object as a few pixels: a tower pretrained on exo frames only named
-the narrated object's colour hardly better than chance (top-1 among the six colour words 24.5%, chance 17%; 99%
-when pretrained and tested on ego frames; 300 steps on 1024 clips, 200 held-out clips of the demo's seed-2 world, a
-one-off measurement). The synthetic exo teacher therefore knows less than the ego student about what EgoBench asks.
-The demo leaves the towers random: pretraining on both views did not make stage 3 reliable (README "The demo").
+model's 32-pixel input the exo cameras show each object as a few pixels: :func:`word_probe` (reported by `exo2ego
+ablate`, `benchmarks/results/ablation_synthetic.md`) finds that a tower pretrained on exo frames names the
+narrated object's colour on 33% of held-out clips, one pretrained on ego frames on 96% (chance 17%). The synthetic
+exo teacher therefore knows less than the ego student about what EgoBench asks. The demo leaves the towers random:
+pretraining on both views did not make stage 3 reliable (README "The demo").
 Ego-ExoClip holds train takes only, so no EgoBench video is seen.
 """
 

@@ -135,6 +135,8 @@ def test_quick_ablation_end_to_end(tmp_path):
             "--quick",
             "--seeds",
             "0",
+            "--egoit-fractions",
+            "0.5",
             "--out",
             str(out),
             "--variants",
