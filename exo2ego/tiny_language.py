@@ -47,6 +47,30 @@ def language_corpus(processor, egoit_path: str | None = None, clips_path: str | 
     return texts
 
 
+def pretraining_arguments(output_dir: str, steps: int, batch_size: int, learning_rate: float, seed: int, **extra):
+    """`TrainingArguments` of the tiny base model's short CPU pretraining runs (language here, vision in
+    `exo2ego.tiny_vision`): cosine schedule, 5% warm-up, no weight decay, nothing saved or reported."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=output_dir,
+        max_steps=steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=max(1, steps // 20),
+        weight_decay=0.0,
+        seed=seed,
+        use_cpu=True,
+        save_strategy="no",
+        report_to="none",
+        logging_steps=max(1, steps // 10),
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        **extra,
+    )
+
+
 def pretrain_language(
     model, processor, texts: list[str], steps: int, learning_rate: float = 3e-3, batch_size: int = 32, seed: int = 0
 ):
@@ -55,7 +79,7 @@ def pretrain_language(
     Everything else (vision towers, connector, mappings) keeps its random initialization. Returns the log history.
     """
     from datasets import Dataset
-    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+    from transformers import DataCollatorForLanguageModeling, Trainer
 
     tokenizer = processor.tokenizer
     dataset = Dataset.from_dict({"text": texts}).map(
@@ -65,22 +89,7 @@ def pretrain_language(
         parameter.requires_grad = name.startswith(("model.language_model.", "lm_head."))
     model.train()
     with tempfile.TemporaryDirectory() as scratch:
-        arguments = TrainingArguments(
-            output_dir=scratch,
-            max_steps=steps,
-            per_device_train_batch_size=batch_size,
-            learning_rate=learning_rate,
-            lr_scheduler_type="cosine",
-            warmup_steps=max(1, steps // 20),
-            weight_decay=0.0,
-            seed=seed,
-            use_cpu=True,
-            save_strategy="no",
-            report_to="none",
-            logging_steps=max(1, steps // 10),
-            disable_tqdm=True,
-            dataloader_num_workers=0,
-        )
+        arguments = pretraining_arguments(scratch, steps, batch_size, learning_rate, seed)
         collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
         trainer = Trainer(model=model, args=arguments, train_dataset=dataset, data_collator=collator)
         # Right padding: positions count from 0, as in the stages' batches.

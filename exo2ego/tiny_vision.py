@@ -69,7 +69,7 @@ def frame_corpus(
     from train.data import EgoExoClipSamples, load_table
 
     table = load_table(clips_path, "clips", "train")
-    branch = "pair" if "ego" in views else "exo"
+    branch = "pair" if len(set(views)) > 1 else views[0]  # decode only the views asked for
     samples = EgoExoClipSamples(
         table, video_root, num_frames, (branch,), prompt="", exo_sampling=exo_sampling, seed=seed
     )
@@ -94,7 +94,9 @@ def pretrain_vision(
 
     Everything else keeps its weights. Returns the trained pretrainer (tower and word head) and the log history.
     """
-    from transformers import Trainer, TrainingArguments
+    from transformers import Trainer
+
+    from exo2ego.tiny_language import pretraining_arguments
 
     pretrainer = BagOfWordsPretrainer(model, vocab_size=corpus[0]["labels"].numel())
     for parameter in model.parameters():
@@ -103,23 +105,7 @@ def pretrain_vision(
         parameter.requires_grad = True
     pretrainer.train()
     with tempfile.TemporaryDirectory() as scratch:
-        arguments = TrainingArguments(
-            output_dir=scratch,
-            max_steps=steps,
-            per_device_train_batch_size=batch_size,
-            learning_rate=learning_rate,
-            lr_scheduler_type="cosine",
-            warmup_steps=max(1, steps // 20),
-            weight_decay=0.0,
-            seed=seed,
-            use_cpu=True,
-            save_strategy="no",
-            report_to="none",
-            logging_steps=max(1, steps // 10),
-            disable_tqdm=True,
-            dataloader_num_workers=0,
-            remove_unused_columns=False,
-        )
+        arguments = pretraining_arguments(scratch, steps, batch_size, learning_rate, seed, remove_unused_columns=False)
         trainer = Trainer(model=pretrainer, args=arguments, train_dataset=corpus)
         trainer.train()
     for parameter in model.parameters():
