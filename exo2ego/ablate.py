@@ -202,11 +202,14 @@ class Ablation:
     def finished(folder: Path, marker: str) -> bool:
         return (folder / marker).is_file()
 
-    def train(self, demo, stage: str, start: Path, output: Path, extra: tuple[str, ...] = ()) -> Path:
+    def train(
+        self, demo, stage: str, start: Path, output: Path, extra: tuple[str, ...] = (), egoit_fraction: float = 1.0
+    ) -> Path:
         if not self.finished(output, "exo2ego_stage.json"):
             if output.exists():
                 shutil.rmtree(output)  # an interrupted run: start it again
-            demo.train(stage, start, output=output, extra=extra, phase=f"{output.relative_to(self.out)}")
+            phase = str(output.relative_to(self.out))
+            demo.train(stage, start, output=output, extra=extra, phase=phase, egoit_fraction=egoit_fraction)
         return output
 
     def evaluate(self, demo, model: Path, out: Path) -> Path:
@@ -227,7 +230,6 @@ class Ablation:
         stage1 = None
         stage2 = {}
         evals = {}
-        egoit_rows = self.egoit_rows()
         for variant in variants:
             if variant.skip_stages_1_2:
                 start, stage3_extra = init, ("--allow_stage_mismatch", "true")
@@ -239,10 +241,8 @@ class Ablation:
                 start, stage3_extra = stage2[key], ()
             for fraction in fractions:
                 setting = setting_name(fraction)
-                extra = stage3_extra + variant.stage3
-                if fraction < 1.0:
-                    extra += ("--max_train_samples", str(max(1, round(fraction * egoit_rows))))
-                stage3 = self.train(demo, "stage3", start, models / f"stage3_{setting}_{variant.name}", extra)
+                output = models / f"stage3_{setting}_{variant.name}"
+                stage3 = self.train(demo, "stage3", start, output, stage3_extra + variant.stage3, fraction)
                 evals[(setting, variant.name)] = self.evaluate(demo, stage3, demo.evals / f"{setting}_{variant.name}")
         return evals
 
@@ -289,10 +289,6 @@ class Ablation:
             num_frames=self.demo_plan.frames,
             seed=self.world_seed,
         )
-
-    def egoit_rows(self) -> int:
-        info = json.loads((self.shared / "world" / "egoit" / "build_info.json").read_text())
-        return int(info["counts"]["rows"])
 
 
 def summarise(eval_dirs: dict[int, dict[tuple[str, str], Path]], variants, fractions) -> dict:

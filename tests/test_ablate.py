@@ -69,8 +69,8 @@ class RecordingDemo:
         (self.models / "untrained" / "config.json").write_text("{}")
         (self.models / "untrained" / "tokenizer.json").write_text("{}")
 
-    def train(self, stage, start, output, extra, phase):
-        self.calls.append(("train", stage, start.name, output.name, extra))
+    def train(self, stage, start, output, extra, phase, egoit_fraction):
+        self.calls.append(("train", stage, start.name, output.name, extra, egoit_fraction))
         output.mkdir(parents=True)
         config = json.loads((start / "config.json").read_text())
         (output / "config.json").write_text(json.dumps(config))
@@ -86,14 +86,11 @@ def test_run_graph_shares_prefixes_and_applies_each_variant(tmp_path):
     calls = []
     ablation = Ablation(tmp_path, PLANS["quick"], world_seed=0)
     ablation.demo = lambda seed: RecordingDemo(tmp_path / f"seed{seed}", calls)
-    info = tmp_path / "shared" / "world" / "egoit" / "build_info.json"
-    info.parent.mkdir(parents=True)
-    info.write_text(json.dumps({"counts": {"rows": 200}}))
     evals = ablation.run_seed(0, VARIANTS, (1.0, 0.1))
 
     trains = [call[1:] for call in calls if call[0] == "train"]
     assert sum(stage == "init" for stage, *_ in trains) == 1 and sum(stage == "stage1" for stage, *_ in trains) == 1
-    stage2 = {output: (start, extra) for stage, start, output, extra in trains if stage == "stage2"}
+    stage2 = {output: (start, extra) for stage, start, output, extra, _ in trains if stage == "stage2"}
     # full and no_lora share one stage 2; every other stage-2 setting has its own
     assert set(stage2) == {
         "stage2_full",
@@ -108,12 +105,12 @@ def test_run_graph_shares_prefixes_and_applies_each_variant(tmp_path):
     assert stage2["stage2_kl_token_softmax"] == ("stage1", ("--kl_mode", "token_softmax"))
     assert stage2["stage2_kl_pooled"] == ("stage1", ("--kl_mode", "pooled"))
 
-    stage3 = {output: (start, extra) for stage, start, output, extra in trains if stage == "stage3"}
+    stage3 = {output: (start, extra, share) for stage, start, output, extra, share in trains if stage == "stage3"}
     assert len(stage3) == 2 * len(VARIANTS)
-    assert stage3["stage3_egoit_all_full"] == ("stage2_full", ())
-    assert stage3["stage3_egoit_all_no_lora"] == ("stage2_full", ("--ablations", "no_lora"))
-    assert stage3["stage3_egoit_all_no_stages_1_2"] == ("init", ("--allow_stage_mismatch", "true"))
-    assert stage3["stage3_egoit_10pct_no_kl"] == ("stage2_no_kl", ("--max_train_samples", "20"))
+    assert stage3["stage3_egoit_all_full"] == ("stage2_full", (), 1.0)
+    assert stage3["stage3_egoit_all_no_lora"] == ("stage2_full", ("--ablations", "no_lora"), 1.0)
+    assert stage3["stage3_egoit_all_no_stages_1_2"] == ("init", ("--allow_stage_mismatch", "true"), 1.0)
+    assert stage3["stage3_egoit_10pct_no_kl"] == ("stage2_no_kl", (), 0.1)
     assert set(evals) == {(setting_name(f), v.name) for f in (1.0, 0.1) for v in VARIANTS}
 
     calls.clear()  # a second run reuses every finished folder

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from exo2ego.demo import EVAL_POINTS, STAGES
+from exo2ego.demo import EVAL_POINTS, PLANS, STAGES, Demo
 
 
 def run_quick_demo(out) -> dict:
@@ -54,6 +54,41 @@ def test_quick_demo_release_is_ego_only_and_self_described(quick_demo):
     assert results["tasks"]["synthetic"]["metrics"]["accuracy"]["n"] > 0
     for stage in STAGES:
         assert (out / "models" / stage / "exo2ego_stage.json").is_file()
+
+
+def test_quick_demo_limits_egoit_in_stage_3_only(quick_demo):
+    out, summary = quick_demo
+    rows = json.loads((out / "world" / "egoit" / "build_info.json").read_text())["counts"]["rows"]
+    fraction = summary["plan"]["egoit_fraction"]
+    assert 0 < fraction < 1
+    for stage in STAGES:
+        arguments = json.loads((out / "models" / stage / "exo2ego_stage.json").read_text())["arguments"]["data"]
+        expected = round(fraction * rows) if stage == "stage3" else None
+        assert arguments["max_train_samples"] == expected, stage
+    videos = list((out / "world" / "takes").rglob("*.mp4"))
+    assert videos and all("downscaled/448" in video.as_posix() for video in videos)  # only what the pipeline reads
+
+
+def test_stage_3_takes_the_first_rows_of_egoit(tmp_path):
+    """`Demo.train` turns the EgoIT fraction (the plan's, or one passed in) into `--max_train_samples` for stage 3
+    only, counting the rows in EgoIT's build_info."""
+    demo = Demo(tmp_path, PLANS["full"], seed=0)
+    info = demo.world / "egoit" / "build_info.json"
+    info.parent.mkdir(parents=True)
+    info.write_text(json.dumps({"counts": {"rows": 3500}}))
+    launched = {}
+    demo.script = lambda phase, *argv: launched.update({phase: list(argv)})
+
+    def samples(phase):
+        argv = launched[phase]
+        return argv[argv.index("--max_train_samples") + 1] if "--max_train_samples" in argv else None
+
+    demo.train("stage3", "stage2")
+    demo.train("stage3", "stage2", phase="all", egoit_fraction=1.0)
+    demo.train("stage3", "stage2", phase="a fifth", egoit_fraction=0.2)
+    demo.train("init", "untrained")
+    assert PLANS["full"].egoit_fraction == 0.1 and samples("train stage3") == "350"
+    assert samples("all") is None and samples("a fifth") == "700" and samples("train init") is None
 
 
 def test_demo_refuses_to_replace_a_folder_it_did_not_write(tmp_path):

@@ -8,6 +8,7 @@ import hashlib
 import json
 import re
 from collections import Counter
+from dataclasses import replace
 
 import datasets
 import numpy as np
@@ -183,6 +184,13 @@ def test_deterministic_for_a_seed(tmp_path):
     other = WorldConfig(num_takes=3, seed=12, actions_per_take=2, write_qa=False)
     generate_world(tmp_path / "c", other)
     assert digest(tmp_path / "c")["takes.json"] != first["takes.json"]
+
+    # Downscaled only: the same 448 videos to the byte, and no full-resolution ones.
+    generate_world(tmp_path / "d", replace(config, downscaled_only=True))
+    small = digest(tmp_path / "d")
+    videos = {name: sha for name, sha in small.items() if name.endswith(".mp4")}
+    assert len(videos) == 3 * 5 and all("/downscaled/448/" in name for name in videos)
+    assert all(first[name] == sha for name, sha in videos.items())
 
 
 def test_egoit_and_egobench_rows(world):

@@ -20,6 +20,11 @@ def add_parser(data_subparsers) -> None:
     parser.add_argument("--objects-per-take", type=int, default=4, help="objects on the table (>= 2)")
     parser.add_argument("--height", type=int, default=128, help="full-resolution frame height (ego is square)")
     parser.add_argument("--downscaled-height", type=int, default=64, help="frame height of the downscaled/448 variant")
+    parser.add_argument(
+        "--downscaled-only",
+        action="store_true",
+        help="write only the downscaled/448 videos (as Ego-Exo4D's --parts downscaled_takes/448), not full resolution",
+    )
     parser.add_argument("--heldout-fraction", type=float, default=0.3, help="share of val + test takes (EgoBench)")
     parser.add_argument("--num-proc", type=int, default=1, help="render takes in this many processes")
     parser.add_argument("--no-qa", action="store_true", help="skip the egoit/ and egobench/ folders")
@@ -39,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         objects_per_take=args.objects_per_take,
         height=args.height,
         downscaled_height=args.downscaled_height,
+        downscaled_only=args.downscaled_only,
         heldout_fraction=args.heldout_fraction,
         num_proc=args.num_proc,
         write_qa=not args.no_qa,

@@ -57,6 +57,9 @@ class WorldConfig:
     objects_per_take: int = 4
     height: int = 128  # full-resolution frames: ego 128x128, exo 224x128
     downscaled_height: int = 64  # the downscaled/448 variant
+    # Write only the downscaled/448 videos, as Ego-Exo4D's downloader does with `--parts downscaled_takes/448`;
+    # they are the same bytes either way (rendered at `height`, then downscaled).
+    downscaled_only: bool = False
     heldout_fraction: float = 0.3  # val + test takes (EgoBench); the rest is train
     num_proc: int = 1
     write_qa: bool = True  # also write ROOT/egoit and ROOT/egobench
@@ -165,7 +168,8 @@ def plan_world(config: WorldConfig) -> tuple[list[TakePlan], dict[str, Any]]:
 
 # --------------------------------------------------------------------------------------------- videos
 def render_take(root: str, plan: TakePlan, config: WorldConfig) -> int:
-    """Write the 5 full-resolution and 5 downscaled views of one take; returns the frame count."""
+    """Write the 5 full-resolution (unless `config.downscaled_only`) and 5 downscaled views of one take; returns
+    the frame count."""
     take_dir = Path(root) / "takes" / plan.take_name / "frame_aligned_videos"
     cameras = [scaled(EGO_CAMERA, config.height)] + [scaled(camera, config.height) for camera in EXO_CAMERAS]
     cam_ids = [plan.ego_cam, *plan.exo_cams]
@@ -173,26 +177,26 @@ def render_take(root: str, plan: TakePlan, config: WorldConfig) -> int:
     writers = []
     for camera, cam_id in zip(cameras, cam_ids):
         small = scaled(camera, config.downscaled_height)
-        writers.append(
-            (
-                VideoWriter(take_dir / basenames[cam_id], camera.width, camera.height, config.fps),
-                VideoWriter(take_dir / DOWNSCALED_DIR / basenames[cam_id], small.width, small.height, config.fps),
-            )
-        )
+        full = None
+        if not config.downscaled_only:
+            full = VideoWriter(take_dir / basenames[cam_id], camera.width, camera.height, config.fps)
+        path = take_dir / DOWNSCALED_DIR / basenames[cam_id]
+        writers.append((full, VideoWriter(path, small.width, small.height, config.fps)))
     count = 0
     try:
         for frames in render_views(plan.script, cameras, config.fps, plan.sway_phase):
             for frame, (full, small) in zip(frames, writers):
-                full.write(frame)
+                if full is not None:
+                    full.write(frame)
                 small.write(downscale(frame, config.downscaled_height))
             count += 1
     except BaseException:
         for pair in writers:
-            for writer in pair:
+            for writer in filter(None, pair):
                 writer.abort()
         raise
     for pair in writers:
-        for writer in pair:
+        for writer in filter(None, pair):
             writer.close()
     return count
 
