@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from exo2ego.demo import egoit_fraction
+
 logger = logging.getLogger(__name__)
 
 FULL = "full"
@@ -106,7 +108,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes that only prove the wiring")
     parser.add_argument("--seeds", type=int, nargs="+", help="training seeds (default: the plan's)")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS_BY_NAME), help="default: all")
-    parser.add_argument("--egoit-fractions", type=float, nargs="+", help="EgoIT fractions (default: 1.0 0.1)")
+    parser.add_argument("--egoit-fractions", type=egoit_fraction, nargs="+", help="EgoIT fractions (default: 1.0 0.1)")
     parser.add_argument("--world-seed", type=int, default=0, help="seed of the synthetic world every run shares")
     parser.add_argument("--stage3-steps", type=int, help="stage-3 budget of every variant (default: the demo plan's)")
     parser.add_argument("--results", help="also copy results.json here (e.g. benchmarks/results/ablation.json)")
@@ -426,8 +428,6 @@ def run(args: argparse.Namespace) -> int:
     if args.seeds:
         plan = replace(plan, seeds=tuple(args.seeds))
     if args.egoit_fractions:
-        if any(not 0 < fraction <= 1 for fraction in args.egoit_fractions):
-            raise SystemExit(f"--egoit-fractions must lie in (0, 1], got {args.egoit_fractions}")
         plan = replace(plan, egoit_fractions=tuple(args.egoit_fractions))
     variants = tuple(VARIANTS_BY_NAME[name] for name in args.variants) if args.variants else VARIANTS
     if variants[0].name != FULL:

@@ -85,6 +85,14 @@ PLANS = {
 }
 
 
+def egoit_fraction(text: str) -> float:
+    """argparse type of the EgoIT fractions (`exo2ego demo`, `exo2ego ablate`): a number in (0, 1]."""
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must lie in (0, 1], got {text}")
+    return value
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="run the whole pipeline on the synthetic world, ending in a release")
     parser.add_argument("--out", default="demo_out", help="output folder (replaced if it holds an earlier demo)")
@@ -98,7 +106,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--egoit-fraction",
-        type=float,
+        type=egoit_fraction,
         help="stage 3 trains on this fraction of EgoIT, its first takes (default: the plan's)",
     )
     parser.set_defaults(func=run)
@@ -386,8 +394,6 @@ def run(args: argparse.Namespace) -> int:
     if args.vision_steps is not None:
         plan = replace(plan, vision_steps=args.vision_steps)
     if args.egoit_fraction is not None:
-        if not 0 < args.egoit_fraction <= 1:
-            raise SystemExit(f"--egoit-fraction must lie in (0, 1], got {args.egoit_fraction}")
         plan = replace(plan, egoit_fraction=args.egoit_fraction)
     out = Path(args.out)
     if out.exists():

@@ -91,6 +91,18 @@ def test_stage_3_takes_the_first_rows_of_egoit(tmp_path):
     assert samples("all") is None and samples("a fifth") == "700" and samples("train init") is None
 
 
+@pytest.mark.parametrize("command", [["demo", "--egoit-fraction"], ["ablate", "--egoit-fractions", "0.1"]])
+def test_egoit_fractions_outside_0_1_are_refused_by_both_commands(command, capsys):
+    from exo2ego.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args([*command, "1"]).func is not None
+    for value in ("0", "1.5", "-0.1"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([*command, value])
+        assert f"must lie in (0, 1], got {value}" in capsys.readouterr().err
+
+
 def test_demo_refuses_to_replace_a_folder_it_did_not_write(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     completed = subprocess.run(
