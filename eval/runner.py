@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -106,7 +107,14 @@ class EvalConfig:
         default="mean", metadata={"help": "mean or summed token log-prob ranks options, classes and sentences"}
     )
     option_chunk_size: int = field(
-        default=64, metadata={"help": "continuations scored per batch from one cached prefix"}
+        default=64, metadata={"help": "continuations scored per batch from the cached prefixes"}
+    )
+    batch_size: int = field(
+        default=8,
+        metadata={
+            "help": "items whose options are scored by log-likelihood (option_loglik questions, class scores, "
+            "retrieval) prefilled together; the other scorers take one item at a time"
+        },
     )
     bootstrap_resamples: int = field(default=1000, metadata={"help": "bootstrap resamples of the 95%% intervals"})
     seed: int = field(default=0, metadata={"help": "seed of the bootstrap and of torch"})
@@ -133,6 +141,7 @@ class EvalConfig:
             ("max_new_tokens", False),
             ("open_max_new_tokens", False),
             ("option_chunk_size", False),
+            ("batch_size", False),
             ("bootstrap_resamples", False),
         ):
             value = getattr(self, name)
@@ -189,10 +198,40 @@ class _ItemScorer:
         judge: JudgeConfig | None,
     ):
         self.adapter, self.template, self.config, self.data, self.judge = adapter, template, config, data, judge
+        self.choice = scorers.MCQ_SCORERS[config.scorer]
 
-    def __call__(self, item: WorkItem) -> dict[str, Any]:
+    def __call__(self, items: list[WorkItem]) -> list[dict[str, Any]]:
+        """One record per item, in order. The items scored by option log-likelihoods (multiple choice with
+        `option_loglik`, class scores, retrieval) share one batched prefill; the others are scored one by one."""
+        questions = {
+            index: self._option_question(item) for index, item in enumerate(items) if self._by_likelihood(item)
+        }
+        batch_scores = (
+            scorers.option_loglik_batch(self.adapter, list(questions.values()), self.config.option_chunk_size)
+            if questions
+            else []
+        )
+        scores = dict(zip(questions, batch_scores))
+        return [self._record(item, scores.get(index)) for index, item in enumerate(items)]
+
+    def batches(self, items: list[WorkItem]) -> Iterator[list[WorkItem]]:
+        """`items` in order, in groups of up to `batch_size` option-likelihood items; every other item alone (a
+        killed run loses at most one group)."""
+        group: list[WorkItem] = []
+        for item in items:
+            if not self._by_likelihood(item):
+                yield from [group, [item]] if group else [[item]]
+                group = []
+                continue
+            group.append(item)
+            if len(group) == self.config.batch_size:
+                yield group
+                group = []
+        if group:
+            yield group
+
+    def _record(self, item: WorkItem, scores: scorers.ContinuationScores | None) -> dict[str, Any]:
         row = item.row
-        video = {"path": row["video_path"], "start_sec": row.get("start_sec"), "end_sec": row.get("end_sec")}
         record = {
             "id": item.id,
             "task": self.data.spec.name,
@@ -201,18 +240,35 @@ class _ItemScorer:
             "prompt_sha256": self.template.sha256,
         }
         handler = getattr(self, f"_{item.part}")
-        record.update(handler(row, video))
+        record.update(handler(row, _video(row), scores))
         return record
 
     def _messages(self, question: str, options, mode: str) -> list[dict]:
         return build_messages(self.template, user_text(self.template, question, options, mode))
 
-    def _mcq(self, row, video) -> dict[str, Any]:
+    def _by_likelihood(self, item: WorkItem) -> bool:
+        """Whether an item's options are scored as continuations (`option_loglik_batch`)."""
+        return item.part in ("classes", "retrieval") or (item.part == "mcq" and self.choice.choose is not None)
+
+    def _option_question(self, item: WorkItem) -> scorers.OptionQuestion:
+        """The question a `_by_likelihood` item's options are scored against as continuations."""
+        row = item.row
+        if item.part == "mcq":
+            question, answers = row["question"], row["options"]
+        elif item.part == "classes":
+            question, answers = self.template.class_question, self.data.class_names
+        else:
+            question, answers = self.template.retrieval_question, self.data.sentences
+        return scorers.OptionQuestion(self._messages(question, None, "continuation"), _video(row), answers)
+
+    def _mcq(self, row, video, scores) -> dict[str, Any]:
         options, scorer = row["options"], self.config.scorer
-        choice = scorers.MCQ_SCORERS[scorer]
-        shown = options if choice.prompt_mode == "letters" else None
-        messages = self._messages(row["question"], shown, choice.prompt_mode)
-        result = choice.score(self.adapter, messages, video, options, self.config)
+        if scores is not None:
+            result = self.choice.choose(scores, self.config)
+        else:
+            shown = options if self.choice.prompt_mode == "letters" else None
+            messages = self._messages(row["question"], shown, self.choice.prompt_mode)
+            result = self.choice.score(self.adapter, messages, video, options, self.config)
         answer = row["answer_idx"]
         return {
             "sample_id": row["sample_id"],
@@ -230,7 +286,7 @@ class _ItemScorer:
             **result.extra,
         }
 
-    def _open(self, row, video) -> dict[str, Any]:
+    def _open(self, row, video, scores) -> dict[str, Any]:
         text = scorers.generate_text(
             self.adapter, self._messages(row["question"], None, "open"), video, self.config.open_max_new_tokens
         )
@@ -251,30 +307,21 @@ class _ItemScorer:
             )
         return record
 
-    def _classes(self, row, video) -> dict[str, Any]:
-        scores = scorers.option_loglik(
-            self.adapter,
-            self._messages(self.template.class_question, None, "continuation"),
-            video,
-            self.data.class_names,
-            self.config.option_chunk_size,
-        )
+    def _classes(self, row, video, scores) -> dict[str, Any]:
         return {"video_id": row["video_id"], "scorer": "option_loglik", **dataclasses.asdict(scores)}
 
-    def _retrieval(self, row, video) -> dict[str, Any]:
-        scores = scorers.option_loglik(
-            self.adapter,
-            self._messages(self.template.retrieval_question, None, "continuation"),
-            video,
-            self.data.sentences,
-            self.config.option_chunk_size,
-        )
+    def _retrieval(self, row, video, scores) -> dict[str, Any]:
         return {
             "sample_id": row["sample_id"],
             "video_index": row["meta"]["video_index"],
             "scorer": "option_loglik",
             **dataclasses.asdict(scores),
         }
+
+
+def _video(row: dict[str, Any]) -> dict[str, Any]:
+    """The processor's video input of a row: its file and, for a clip, its time span."""
+    return {"path": row["video_path"], "start_sec": row.get("start_sec"), "end_sec": row.get("end_sec")}
 
 
 def _resume_key(
@@ -500,9 +547,14 @@ def evaluate(
             done = task_records(out, name)
             pending = [item for item in work_items(data) if shard_of(item.id, world) == rank and item.id not in done]
             score = _ItemScorer(adapter, template, config, data, judge)
-            with JsonlAppender(shard_path(out, name, rank, world)) as appender:
-                for item in tqdm(pending, desc=f"{name} ({config.scorer})", disable=not show_progress, unit="item"):
-                    appender.append(score(item))
+            progress = tqdm(
+                total=len(pending), desc=f"{name} ({config.scorer})", disable=not show_progress, unit="item"
+            )
+            with JsonlAppender(shard_path(out, name, rank, world)) as appender, progress:
+                for batch in score.batches(pending):
+                    for record in score(batch):
+                        appender.append(record)
+                    progress.update(len(batch))
     finally:
         model.train(was_training)  # a model evaluated during training goes back to training mode
     state.wait_for_everyone()

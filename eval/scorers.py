@@ -4,7 +4,8 @@
   being the answer's first token(s), summed over its two spellings (``"B"`` and ``" B"``); argmax.
 - :func:`generate_parse`: greedy decoding of a few tokens, then :func:`eval.parsing.parse_choice`.
 - :func:`option_loglik`: one prefill of video + question, kept as a KV cache; every option's text is
-  scored as a continuation from copies of that cache, in batches (never one video encoding per option).
+  scored as a continuation from copies of that cache, in batches (never one video encoding per option);
+  :func:`option_loglik_batch` does the same for several questions in one left-padded prefill.
 
 :data:`MCQ_SCORERS` is the registry the harness picks the run's multiple-choice scorer from (``--scorer``).
 
@@ -113,10 +114,18 @@ class ModelAdapter:
     def device(self) -> torch.device:
         return self.model.device
 
-    def encode(self, prompt: str, video) -> dict[str, torch.Tensor]:
-        """Processor inputs for one (prompt, video) pair, on the model's device and dtype."""
+    def encode(self, prompt: str | Sequence[str], video) -> dict[str, torch.Tensor]:
+        """Processor inputs for one (prompt, video) pair, or for lists of them (left-padded), on the model's device
+        and dtype."""
+        prompts, videos = ([prompt], [video]) if isinstance(prompt, str) else (list(prompt), list(video))
         batch = self.processor(
-            text=[prompt], videos=[video], num_frames=self.num_frames, add_special_tokens=False, return_tensors="pt"
+            text=prompts,
+            videos=videos,
+            num_frames=self.num_frames,
+            add_special_tokens=False,
+            padding=True,
+            padding_side="left",
+            return_tensors="pt",
         )
         return batch.to(self.device, dtype=self.model.dtype)
 
@@ -245,34 +254,73 @@ def continuations_for(
     return prompt, adapter.continuation_ids(prompt, [before + answer + after for answer in answers])
 
 
+@dataclass(frozen=True)
+class OptionQuestion:
+    """A question whose ``answers`` are scored as continuations: its chat ``messages`` and its ``video``."""
+
+    messages: list[dict]
+    video: Any
+    answers: Sequence[str]
+
+
 @torch.inference_mode()
 def option_loglik(
     adapter: ModelAdapter, messages: list[dict], video, answers: Sequence[str], chunk_size: int = 64
 ) -> ContinuationScores:
-    """Log-likelihood of each answer after one cached prefill of (video, question).
+    """Log-likelihood of each answer after one cached prefill of (video, question); see :func:`option_loglik_batch`."""
+    return option_loglik_batch(adapter, [OptionQuestion(messages, video, answers)], chunk_size)[0]
 
-    The prefill's KV cache is copied and repeated along the batch for up to ``chunk_size`` answers at a
-    time; the answers are right-padded (causal attention never looks at the padding after a token).
+
+@torch.inference_mode()
+def option_loglik_batch(
+    adapter: ModelAdapter, questions: Sequence[OptionQuestion], chunk_size: int = 64
+) -> list[ContinuationScores]:
+    """Log-likelihoods of each question's answers after one prefill of all the questions (videos included).
+
+    The B prompts are left-padded into one prefill whose position ids count each row's real tokens, so every row
+    sees the positions it would alone, and its KV cache is kept. The answers of all questions then run as
+    continuations in batches of up to ``chunk_size``, each from its own question's rows of that cache; they are
+    right-padded (causal attention never looks at the padding after a token). Returns one
+    :class:`ContinuationScores` per question, in order.
     """
-    prompt, sequences = continuations_for(adapter, messages, answers)
-    batch = adapter.encode(prompt, video)
-    prefill = adapter.forward(batch, use_cache=True, logits_to_keep=1)
-    first = _log_softmax(prefill.logits[0, -1])  # (V,)
+    prompts, sequences = zip(*(continuations_for(adapter, q.messages, q.answers) for q in questions))
+    batch = adapter.encode(prompts, [question.video for question in questions])
+    prompt_mask = batch["attention_mask"]
+    prompt_lengths = prompt_mask.sum(1)
+    positions = (prompt_mask.cumsum(1) - 1).clamp(min=0)
+    prefill = adapter.forward(batch, position_ids=positions, use_cache=True, logits_to_keep=1)
+    first = _log_softmax(prefill.logits[:, -1])  # (B, V)
+    owners = [index for index, answers in enumerate(sequences) for _ in answers]
+    answers = [ids for question_answers in sequences for ids in question_answers]
     pad_id = adapter.tokenizer.pad_token_id if adapter.tokenizer.pad_token_id is not None else 0
     sums: list[float] = []
     means: list[float] = []
-    for start in range(0, len(sequences), chunk_size):
-        chunk = sequences[start : start + chunk_size]
-        ids, lengths = _padded(chunk, pad_id, adapter.device)
+    for start in range(0, len(answers), chunk_size):
+        owner = torch.tensor(owners[start : start + chunk_size], device=adapter.device)
+        ids, lengths = _padded(answers[start : start + chunk_size], pad_id, adapter.device)
         rest = None
         if ids.shape[1] > 1:
+            inputs = ids[:, :-1]
             cache = copy.deepcopy(prefill.cache)
-            cache.batch_repeat_interleave(len(chunk))
-            rest = _log_softmax(adapter.model(input_ids=ids[:, :-1], cache=cache, use_cache=True).logits)
-        total, mean = _gather_scores(first.expand(len(chunk), -1), rest, ids, lengths)
+            cache.batch_select_indices(owner)
+            rest = adapter.model(
+                input_ids=inputs,
+                attention_mask=torch.cat([prompt_mask[owner], torch.ones_like(inputs)], dim=1),
+                position_ids=prompt_lengths[owner, None] + torch.arange(inputs.shape[1], device=adapter.device),
+                cache=cache,
+                use_cache=True,
+            ).logits
+            rest = _log_softmax(rest)
+        total, mean = _gather_scores(first[owner], rest, ids, lengths)
         sums += total.tolist()
         means += mean.tolist()
-    return ContinuationScores(sums, means, [len(ids) for ids in sequences])
+    results, start = [], 0
+    for question_answers in sequences:
+        stop = start + len(question_answers)
+        counts = [len(ids) for ids in question_answers]
+        results.append(ContinuationScores(sums[start:stop], means[start:stop], counts))
+        start = stop
+    return results
 
 
 @torch.inference_mode()
@@ -324,10 +372,13 @@ class ChoiceScorer:
         prompt_mode: how the prompt shows the question (``eval.prompts.user_text`` mode): ``"letters"`` lists
             lettered options, ``"continuation"`` asks the bare question (options are scored as answers).
         score: ``score(adapter, messages, video, options, settings) -> ChoiceResult``.
+        choose: for scorers that rank option log-likelihoods, ``choose(scores, settings) -> ChoiceResult`` from
+            :func:`option_loglik_batch`'s scores, so that the harness can score several questions in one batch.
     """
 
     prompt_mode: str
     score: Callable[[ModelAdapter, list[dict], Any, Sequence[str], ChoiceSettings], ChoiceResult]
+    choose: Callable[[ContinuationScores, ChoiceSettings], ChoiceResult] | None = None
 
 
 def _letter_logprob(adapter, messages, video, options, settings) -> ChoiceResult:
@@ -338,15 +389,18 @@ def _generate_parse(adapter, messages, video, options, settings) -> ChoiceResult
     return generate_parse(adapter, messages, video, options, settings.max_new_tokens)
 
 
-def _option_loglik(adapter, messages, video, options, settings) -> ChoiceResult:
-    scores = option_loglik(adapter, messages, video, options, settings.option_chunk_size)
+def _choose_by_loglik(scores: ContinuationScores, settings) -> ChoiceResult:
     prediction, values = choose_option(scores, settings.option_score)
     return ChoiceResult(prediction, values, extra=dataclasses.asdict(scores))
+
+
+def _option_loglik(adapter, messages, video, options, settings) -> ChoiceResult:
+    return _choose_by_loglik(option_loglik(adapter, messages, video, options, settings.option_chunk_size), settings)
 
 
 MCQ_SCORERS: dict[str, ChoiceScorer] = {
     "letter_logprob": ChoiceScorer("letters", _letter_logprob),
     "generate_parse": ChoiceScorer("letters", _generate_parse),
-    "option_loglik": ChoiceScorer("continuation", _option_loglik),
+    "option_loglik": ChoiceScorer("continuation", _option_loglik, choose=_choose_by_loglik),
 }
 SCORERS = tuple(MCQ_SCORERS)

@@ -421,6 +421,23 @@ def machine_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def record_sizes(out: Path, sizes: dict) -> None:
+    """Write `sizes` to `out/ablation_sizes.json`, refusing a folder whose finished runs (which are reused) came from
+    other sizes. Two fields of the demo plan do not count: its EgoIT fraction (each stage-3 run is given its setting's
+    fraction, which its folder names) and the EgoBench batch size (batched scores equal one-at-a-time ones)."""
+    from exo2ego_base.provenance import write_json_atomic
+
+    def key(recorded: dict) -> dict:
+        ignored = ("egoit_fraction", "eval_batch_size")
+        plan = {name: value for name, value in recorded["demo_plan"].items() if name not in ignored}
+        return json.loads(json.dumps({**recorded, "demo_plan": plan}))
+
+    path = out / "ablation_sizes.json"
+    if path.is_file() and key(json.loads(path.read_text())) != key(sizes):
+        raise SystemExit(f"{out} holds runs of other sizes ({path}); use another --out")
+    write_json_atomic(path, sizes)
+
+
 def run(args: argparse.Namespace) -> int:
     from exo2ego_base.provenance import write_json_atomic
 
@@ -435,12 +452,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ablation = Ablation(out, plan, args.world_seed, args.stage3_steps)
-    # Finished runs are reused, so they must come from the same sizes: the first run records them.
-    sizes = {"demo_plan": asdict(ablation.demo_plan), "world_seed": args.world_seed}
-    sizes_path = out / "ablation_sizes.json"
-    if sizes_path.is_file() and json.loads(sizes_path.read_text()) != json.loads(json.dumps(sizes)):
-        raise SystemExit(f"{out} holds runs of other sizes ({sizes_path}); use another --out")
-    write_json_atomic(sizes_path, sizes)
+    record_sizes(out, {"demo_plan": asdict(ablation.demo_plan), "world_seed": args.world_seed})
     start = time.perf_counter()
     ablation.build_world()
     eval_dirs = {seed: ablation.run_seed(seed, variants, plan.egoit_fractions) for seed in plan.seeds}

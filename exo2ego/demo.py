@@ -54,6 +54,7 @@ class DemoPlan:
     frames: int = 4
     learning_rate: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 1e-3))
     eval_limit: int | None = None
+    eval_batch_size: int = 32  # EgoBench questions prefilled together (`exo2ego eval --batch-size`)
     language_steps: int = 0  # text-only pretraining of the tiny LLM on EgoIT and Ego-ExoClip text (tiny_language)
     vision_steps: int = 0  # bag-of-words pretraining of the tiny vision towers on Ego-ExoClip frames (tiny_vision)
     vision_samples: int = 1024  # (clip, exo camera) pairs decoded for it, ego and exo view each
@@ -232,6 +233,8 @@ class Demo:
             "--no-progress",
             "--prompt",
             "none",
+            "--batch-size",
+            str(self.plan.eval_batch_size),
         ]
         if self.plan.eval_limit:
             argv += ["--limit", str(self.plan.eval_limit)]

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -14,8 +15,10 @@ from exo2ego.ablate import (
     Ablation,
     correctness_matrix,
     paired_summary,
+    record_sizes,
     setting_name,
 )
+from exo2ego.demo import PLANS as DEMO_PLANS
 
 
 def test_paired_difference_of_identical_answers_is_exactly_zero():
@@ -116,6 +119,21 @@ def test_run_graph_shares_prefixes_and_applies_each_variant(tmp_path):
     calls.clear()  # a second run reuses every finished folder
     ablation.run_seed(0, VARIANTS, (1.0, 0.1))
     assert calls == []
+
+
+def test_a_folder_of_other_sizes_is_refused_but_not_for_other_egoit_or_eval_batch_sizes(tmp_path):
+    """Runs are reused, so their sizes must match; the demo plan's EgoIT fraction (each stage-3 run is given its
+    setting's fraction) and EgoBench batch size are not among them."""
+    plan = DEMO_PLANS["quick"]
+    record_sizes(tmp_path, {"demo_plan": asdict(plan), "world_seed": 0})
+    record_sizes(
+        tmp_path, {"demo_plan": asdict(replace(plan, egoit_fraction=0.3, eval_batch_size=1)), "world_seed": 0}
+    )
+    assert json.loads((tmp_path / "ablation_sizes.json").read_text())["demo_plan"]["egoit_fraction"] == 0.3
+    longer = replace(plan, steps={**plan.steps, "stage3": plan.steps["stage3"] + 1})
+    for sizes in ({"demo_plan": asdict(longer), "world_seed": 0}, {"demo_plan": asdict(plan), "world_seed": 1}):
+        with pytest.raises(SystemExit, match="holds runs of other sizes"):
+            record_sizes(tmp_path, sizes)
 
 
 @pytest.mark.timeout(1800)

@@ -23,6 +23,7 @@ NON_DEFAULT = {
     "open_max_new_tokens": (["9"], 9),
     "option_score": (["sum"], "sum"),
     "option_chunk_size": (["11"], 11),
+    "batch_size": (["3"], 3),
     "bootstrap_resamples": (["13"], 13),
     "seed": (["17"], 17),
     "judge_url": (["http://127.0.0.1:8000/v1/chat/completions"], "http://127.0.0.1:8000/v1/chat/completions"),

@@ -107,6 +107,26 @@ def test_jsonl_is_identical_run_to_run(tmp_path, toy, tiny, scorer):
         assert record["option_scores"] == record["mean_logprob"]
 
 
+def test_batched_items_are_scored_as_one_at_a_time(tmp_path, toy, tiny):
+    """--batch-size prefills several option-likelihood items together (MCQ, Charades-Ego classes, EK-100 MIR
+    sentences): the same predictions and scores as one item at a time."""
+    runs = {}
+    for batch_size in (1, 4):
+        config = EvalConfig(
+            tasks="synthetic,charades_ego,epic_mir", scorer="option_loglik", batch_size=batch_size, **FAST
+        )
+        evaluate(*tiny, str(toy), str(tmp_path / str(batch_size)), config, show_progress=False)
+        runs[batch_size] = {
+            task: sorted(_records(tmp_path / str(batch_size), task), key=lambda record: record["id"])
+            for task in ("synthetic", "charades_ego", "epic_mir")
+        }
+    for task, records in runs[1].items():
+        assert len(records) == len(runs[4][task]) >= 3
+        for alone, batched in zip(records, runs[4][task]):
+            assert alone["id"] == batched["id"] and alone.get("prediction") == batched.get("prediction")
+            np.testing.assert_allclose(batched["mean_logprob"], alone["mean_logprob"], rtol=0, atol=1e-4)
+
+
 def test_killed_run_resumes_to_the_same_results(tmp_path, toy, tiny, monkeypatch):
     config = EvalConfig(tasks="synthetic,egoschema", **FAST)
     reference = evaluate(*tiny, str(toy), str(tmp_path / "reference"), config, show_progress=False)

@@ -41,6 +41,36 @@ def test_cached_option_loglik_equals_uncached(adapter, video):
     np.testing.assert_allclose(np.array(cached.sum_logprob) / cached.num_tokens, cached.mean_logprob, atol=1e-12)
 
 
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_batched_option_loglik_equals_each_question_alone(tiny, attention):
+    """Questions of different prompt lengths (left padding), videos and option counts share one prefill; chunks of 3
+    answers cross question boundaries. Each question's scores equal its own full forwards."""
+    from exo2ego_base.tiny import build_tiny_model
+
+    adapter = scorers.ModelAdapter(*tiny) if attention == "eager" else scorers.ModelAdapter(*build_tiny_model(seed=0))
+    rng = np.random.default_rng(1)
+    template = get_prompt("egocentric")
+    questions = [
+        scorers.OptionQuestion(
+            build_messages(template, user_text(template, question, None, "continuation")),
+            rng.integers(0, 255, (4, 40, 48, 3), dtype=np.uint8),
+            answers,
+        )
+        for question, answers in [
+            ("What did I do first?", OPTIONS),
+            ("Which object did I pick up with my left hand after I opened the drawer?", OPTIONS[:2]),
+            ("What now?", OPTIONS[2:]),
+        ]
+    ]
+    batched = scorers.option_loglik_batch(adapter, questions, chunk_size=3)
+    assert len(batched) == len(questions)
+    for question, scores in zip(questions, batched):
+        alone = scorers.option_loglik_uncached(adapter, question.messages, question.video, question.answers)
+        assert scores.num_tokens == alone.num_tokens
+        np.testing.assert_allclose(scores.sum_logprob, alone.sum_logprob, rtol=0, atol=1e-4)
+        np.testing.assert_allclose(scores.mean_logprob, alone.mean_logprob, rtol=0, atol=1e-4)
+
+
 def test_continuations_leave_out_the_end_of_turn(adapter):
     prompt, sequences = scorers.continuations_for(adapter, _messages("continuation"), ["close"])
     eos = adapter.tokenizer.eos_token_id

@@ -250,6 +250,25 @@ def test_two_process_cpu_data_parallel_keeps_ranks_identical(world, chain, tmp_p
     )
 
 
+@pytest.mark.parametrize("stage", ["stage1", "stage3"])
+def test_a_decoding_worker_trains_the_same_weights(world, chain, tmp_path, stage):
+    """The tiny configs decode in one DataLoader worker (stage 3: a persistent one, over 3 epochs here, keeping its
+    decoded cache); the batches, and so the weights, equal those decoded in the training process."""
+    steps = ["--max_steps", "6", "--max_train_samples", "4", "--save_strategy", "no"]
+    start = chain[PREVIOUS[stage]]
+    run(stage_command(world, stage, start, tmp_path / "worker", *steps))
+    no_worker = ["--dataloader_num_workers", "0", "--dataloader_persistent_workers", "false"]
+    run(stage_command(world, stage, start, tmp_path / "main", *steps, *no_worker))
+    expected, with_worker = weights(tmp_path / "main"), weights(tmp_path / "worker")
+    assert all(torch.equal(expected[name], with_worker[name]) for name in expected)
+    assert (
+        json.loads((tmp_path / "worker" / "exo2ego_run.json").read_text())["arguments"]["training"][
+            "dataloader_num_workers"
+        ]
+        == 1
+    )
+
+
 @pytest.mark.parametrize("stage", ["stage1", pytest.param("stage3", marks=pytest.mark.slow)])
 def test_killed_run_resumes_to_the_same_weights(world, chain, tmp_path, stage):
     """Stage 3 also restores LoRA and the in-place trained non-LoRA parameters from the checkpoint."""
