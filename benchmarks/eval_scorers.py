@@ -1,7 +1,8 @@
 """Questions per second of the EgoBench scorers on the tiny Exo2Ego model, on CPU.
 
 Compares ``letter_logprob`` (one forward per question), ``option_loglik`` (one cached prefill, all
-options from the cache) and per-option re-encoding (one full forward with the video per option, the
+options from the cache), the same with ``--batch`` questions per prefill (``option_loglik_batch``, what
+``exo2ego eval --batch-size`` does) and per-option re-encoding (one full forward with the video per option, the
 way lmms-eval's loglikelihood scores options), for 5 and 10 options. Videos are decoded from a small
 MP4 each time, as in a real run. Prints a table and writes JSON (CPU name, versions, ratios).
 
@@ -20,20 +21,23 @@ from benchmarks.common import cpu_name
 from exo2ego_base.provenance import write_json_atomic
 
 
-def time_scorer(run, questions: int, warmup: int = 2) -> float:
-    """Questions per second of ``run(index)`` over ``questions`` calls after ``warmup`` calls."""
+def time_scorer(run, questions: int, warmup: int = 2, per_call: int = 1) -> float:
+    """Questions per second of ``run(index)``, which scores ``per_call`` questions, over ``questions`` questions
+    after ``warmup`` calls."""
     for index in range(warmup):
         run(index)
+    calls = max(1, questions // per_call)
     start = time.perf_counter()
-    for index in range(questions):
+    for index in range(calls):
         run(index)
-    return questions / (time.perf_counter() - start)
+    return calls * per_call / (time.perf_counter() - start)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=int, default=20, help="timed questions per scorer and option count")
     parser.add_argument("--frames", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=8, help="questions per prefill of the batched option_loglik")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", default=None, help="JSON output path")
     args = parser.parse_args(argv)
@@ -64,12 +68,18 @@ def main(argv: list[str] | None = None) -> int:
             ][:num_options]
             letters = build_messages(template, user_text(template, "What did I do?", options, "letters"))
             continuation = build_messages(template, user_text(template, "What did I do?", None, "continuation"))
+            question = scorers.OptionQuestion(continuation, video, options)
             measured = {
                 "letter_logprob": time_scorer(
                     lambda _: scorers.letter_logprob(adapter, letters, video, num_options), args.questions
                 ),
                 "option_loglik (cached prefix)": time_scorer(
                     lambda _: scorers.option_loglik(adapter, continuation, video, options), args.questions
+                ),
+                f"option_loglik, {args.batch} per prefill": time_scorer(
+                    lambda _: scorers.option_loglik_batch(adapter, [question] * args.batch),
+                    args.questions,
+                    per_call=args.batch,
                 ),
                 "per-option re-encoding": time_scorer(
                     lambda _: scorers.option_loglik_uncached(adapter, continuation, video, options), args.questions
