@@ -44,7 +44,7 @@ EVAL_POINTS = ("untrained",) + STAGES
 
 @dataclass(frozen=True)
 class DemoPlan:
-    """Sizes of one demo run. `full` is the learning run (6 minutes on 2 idle cores, README "The demo"); `quick`
+    """Sizes of one demo run. `full` is the learning run (4-6 minutes on 2 idle cores, README "The demo"); `quick`
     only proves the wiring."""
 
     takes: int
