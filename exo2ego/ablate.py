@@ -2,9 +2,10 @@
 
 Every variant of :data:`VARIANTS` runs the demo's pipeline (same world, same tiny base model, same step counts and
 the same stage-3 budget) with one change, over several seeds and two EgoIT sizes (all instructions, and a limited
-fraction of them: the first rows, i.e. the first takes). Runs share what they have in common: per seed, one base
-model, one init and one stage 1; one stage 2 per distinct stage-2 setting; one stage 3 and one EgoBench run per
-variant and EgoIT size. Finished folders are kept, so an interrupted ablation resumes where it stopped.
+fraction of them, its rows drawn as the demo plan's `egoit_subset_seed` says). Runs share what they have in common:
+per seed, one base model, one init and one stage 1; one stage 2 per distinct stage-2 setting; one stage 3 and one
+EgoBench run per variant and EgoIT size. Finished folders are kept, so an interrupted ablation resumes where it
+stopped.
 
 Statistics (:func:`paired_summary`), all on the same EgoBench questions:
 

@@ -124,6 +124,7 @@ REFUSED_RUNS = [
     ("abbreviated-argument", "stage1", fresh, ["--learning_rat", "5e-4"], r"--learning_rat"),
     ("zero-train-samples", "stage1", fresh, ["--max_train_samples", "0"], r"max_train_samples must be >= 1, got 0"),
     ("negative-train-samples", "stage1", fresh, ["--max_train_samples", "-3"], r"max_train_samples must be >= 1"),
+    ("subset-seed-alone", "stage1", fresh, ["--subset_seed", "0"], r"subset_seed draws the max_train_samples rows"),
     (
         "lora-regex-matches-nothing",
         "stage3",

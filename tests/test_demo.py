@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -69,9 +70,9 @@ def test_quick_demo_limits_egoit_in_stage_3_only(quick_demo):
     assert videos and all("downscaled/448" in video.as_posix() for video in videos)  # only what the pipeline reads
 
 
-def test_stage_3_takes_the_first_rows_of_egoit(tmp_path):
+def test_stage_3_takes_a_seeded_draw_of_egoit(tmp_path):
     """`Demo.train` turns the EgoIT fraction (the plan's, or one passed in) into `--max_train_samples` for stage 3
-    only, counting the rows in EgoIT's build_info."""
+    only, counting the rows in EgoIT's build_info, drawn with the plan's `--subset_seed` (or the first rows)."""
     demo = Demo(tmp_path, PLANS["full"], seed=0)
     info = demo.world / "egoit" / "build_info.json"
     info.parent.mkdir(parents=True)
@@ -79,16 +80,21 @@ def test_stage_3_takes_the_first_rows_of_egoit(tmp_path):
     launched = {}
     demo.script = lambda phase, *argv: launched.update({phase: list(argv)})
 
-    def samples(phase):
+    def value(phase, flag="--max_train_samples"):
         argv = launched[phase]
-        return argv[argv.index("--max_train_samples") + 1] if "--max_train_samples" in argv else None
+        return argv[argv.index(flag) + 1] if flag in argv else None
 
     demo.train("stage3", "stage2")
     demo.train("stage3", "stage2", phase="all", egoit_fraction=1.0)
     demo.train("stage3", "stage2", phase="a fifth", egoit_fraction=0.2)
     demo.train("init", "untrained")
-    assert PLANS["full"].egoit_fraction == 0.1 and samples("train stage3") == "350"
-    assert samples("all") is None and samples("a fifth") == "700" and samples("train init") is None
+    assert PLANS["full"].egoit_fraction == 0.1 and value("train stage3") == "350"
+    assert value("all") is None and value("a fifth") == "700" and value("train init") is None
+    assert value("train stage3", "--subset_seed") == value("a fifth", "--subset_seed") == "0"
+    assert value("all", "--subset_seed") is None and value("train init", "--subset_seed") is None
+    demo.plan = replace(demo.plan, egoit_subset_seed=None)
+    demo.train("stage3", "stage2", phase="first rows")
+    assert value("first rows") == "350" and value("first rows", "--subset_seed") is None
 
 
 @pytest.mark.parametrize("command", [["demo", "--egoit-fraction"], ["ablate", "--egoit-fractions", "0.1"]])

@@ -353,3 +353,24 @@ def test_push_is_one_commit_that_loads_in_a_fresh_process(chain, tmp_path, monke
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split()[-2:] == ["Exo2EgoForConditionalGeneration", "2"]
+
+
+def test_train_rows_draws_a_seeded_subset_that_spans_the_table():
+    """`max_train_samples` keeps the first rows; with `subset_seed` the same number drawn at random, the same draw for
+    the same seed, so a 10% subset of EgoIT spans its takes instead of the first few."""
+    from datasets import Dataset
+
+    from train.pipeline import DataArguments, train_rows
+
+    table = Dataset.from_dict({"take": [row // 10 for row in range(100)]})  # 10 takes of 10 rows each
+    assert train_rows(table, DataArguments(dataset_path="x")) is table
+    first = train_rows(table, DataArguments(dataset_path="x", max_train_samples=10))
+    assert set(first["take"]) == {0}
+    drawn = train_rows(table, DataArguments(dataset_path="x", max_train_samples=10, subset_seed=0))
+    assert len(drawn) == 10 and len(set(drawn["take"])) > 3
+    assert (
+        drawn["take"]
+        == train_rows(table, DataArguments(dataset_path="x", max_train_samples=10, subset_seed=0))["take"]
+    )
+    other = train_rows(table, DataArguments(dataset_path="x", max_train_samples=10, subset_seed=1))
+    assert other["take"] != drawn["take"]

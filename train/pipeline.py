@@ -140,7 +140,16 @@ class DataArguments:
         metadata={"help": "User prompt of Ego-ExoClip samples; the target is the clip's narration."},
     )
     max_length: int | None = field(default=None, metadata={"help": "Cap on tokens per sample (target truncated)."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N rows (N >= 1)."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use only N rows (N >= 1), the first N or see subset_seed."}
+    )
+    subset_seed: int | None = field(
+        default=None,
+        metadata={
+            "help": "With max_train_samples: keep N rows drawn at random with this seed (Dataset.shuffle) instead of "
+            "the first N, so a small subset still spans every video rather than the first few."
+        },
+    )
     decoded_cache_mb: int = field(
         default=0,
         metadata={
@@ -193,6 +202,8 @@ def parse_arguments(argv=None):
         raise ValueError(
             f"max_train_samples must be >= 1, got {data_args.max_train_samples} (leave it unset for all rows)"
         )
+    if data_args.subset_seed is not None and data_args.max_train_samples is None:
+        raise ValueError("subset_seed draws the max_train_samples rows; set max_train_samples too")
     if data_args.decoded_cache_mb < 0:
         raise ValueError(f"decoded_cache_mb must be >= 0 (0 turns the cache off), got {data_args.decoded_cache_mb}")
     return model_args, data_args, stage_args, training_args
@@ -442,6 +453,15 @@ def decoded_clip_cache(data_args: DataArguments):
     return DecodedClipCache(data_args.decoded_cache_mb * 2**20) if data_args.decoded_cache_mb else None
 
 
+def train_rows(table, data_args: DataArguments):
+    """The rows training reads: all, the first `max_train_samples`, or that many drawn with `subset_seed`."""
+    if data_args.max_train_samples is None:
+        return table
+    if data_args.subset_seed is not None:
+        table = table.shuffle(seed=data_args.subset_seed)
+    return table.select(range(min(data_args.max_train_samples, len(table))))
+
+
 def build_caption_sources(data_args: DataArguments, num_frames: int, seed: int):
     """Init's two sources: exo captions for the exo tower, ego captions for the ego tower, mixed per item."""
     from train.data import CaptionSamples, MixedSourceSamples, load_table, parse_mix
@@ -449,9 +469,9 @@ def build_caption_sources(data_args: DataArguments, num_frames: int, seed: int):
     sources = {}
     for branch in ("exo", "ego"):
         path = getattr(data_args, f"{branch}_dataset_path")
-        table = load_table(path, getattr(data_args, f"{branch}_dataset_config"), data_args.dataset_split)
-        if data_args.max_train_samples is not None:
-            table = table.select(range(min(data_args.max_train_samples, len(table))))
+        table = train_rows(
+            load_table(path, getattr(data_args, f"{branch}_dataset_config"), data_args.dataset_split), data_args
+        )
         root = getattr(data_args, f"{branch}_video_root") or data_args.video_root
         where = f"{branch} dataset {path!r} (split {data_args.dataset_split!r})"
         sources[branch] = CaptionSamples(
@@ -466,9 +486,9 @@ def build_dataset(resolved: ResolvedStage, data_args: DataArguments, num_frames:
 
     if two_source_init(data_args):
         return build_caption_sources(data_args, num_frames, seed)
-    table = load_table(data_args.dataset_path, data_args.dataset_config, data_args.dataset_split)
-    if data_args.max_train_samples is not None:
-        table = table.select(range(min(data_args.max_train_samples, len(table))))
+    table = train_rows(
+        load_table(data_args.dataset_path, data_args.dataset_config, data_args.dataset_split), data_args
+    )
     where = f"dataset {data_args.dataset_path!r} (split {data_args.dataset_split!r})"
     if resolved.spec.data == "egoit":
         return EgoITSamples(table, data_args.video_root, num_frames, where=where, cache=decoded_clip_cache(data_args))
