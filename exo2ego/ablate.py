@@ -346,7 +346,8 @@ def write_report(path: Path, summary: dict, command: str) -> None:
         (
             f"Seeds {summary['seeds']}, world seed {summary['world_seed']}, demo plan `{summary['plan']['demo']}` "
             f"(`{json.dumps(summary['demo_plan'])}`); every variant has the same stage-3 budget. Machine: "
-            f"{summary['machine']}."
+            f"{summary['machine']}. Code: git {summary['git']['commit']} (dirty: {summary['git']['dirty']}); "
+            f"versions: {json.dumps(summary['versions'])}."
         ),
         "",
         (
@@ -440,7 +441,8 @@ def record_sizes(out: Path, sizes: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from exo2ego_base.provenance import write_json_atomic
+    from eval.provenance import git_revision
+    from exo2ego_base.provenance import package_versions, write_json_atomic
 
     plan = PLANS["quick" if args.quick else "full"]
     if args.seeds:
@@ -464,6 +466,8 @@ def run(args: argparse.Namespace) -> int:
         "seeds": list(plan.seeds),
         "world_seed": args.world_seed,
         "machine": machine_name(),
+        "git": git_revision(),
+        "versions": package_versions(("torch", "transformers", "peft", "trl", "accelerate", "datasets")),
         "variants": [asdict(variant) for variant in variants],
         "results": summarise(eval_dirs, variants, plan.egoit_fractions),
         "mapping_distances": ablation.mapping_distances(),

@@ -168,6 +168,7 @@ def test_quick_ablation_end_to_end(tmp_path):
     )
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-3000:]
     summary = json.loads((out / "results.json").read_text())
+    assert summary["versions"]["torch"] and set(summary["git"]) == {"commit", "dirty"}  # provenance of the numbers
     assert json.loads(results.read_text()) == summary
     assert (out / "ablation.png").stat().st_size > 1000
     report = (out / "report.md").read_text()
