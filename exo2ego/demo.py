@@ -60,7 +60,7 @@ class DemoPlan:
     vision_samples: int = 1024  # (clip, exo camera) pairs decoded for it, ego and exo view each
     egoit_fraction: float = 1.0  # share of EgoIT stage 3 trains on
     # Which rows a fraction below 1 keeps: drawn at random with this seed (the same rows for every training seed), so
-    # they span all takes; None keeps the first rows, i.e. the first takes only.
+    # they spread over the takes (131 of 140 in the demo's worlds); None keeps the first rows, the first takes only.
     egoit_subset_seed: int | None = 0
 
 
@@ -73,8 +73,8 @@ PLANS = {
         learning_rate={"init": 1e-3, "stage1": 1e-4, "stage2": 1e-4, "stage3": 1e-3},
         language_steps=300,
         # Limited egocentric instructions (the paper's premise for the exo stages): a random 10% of EgoIT's rows,
-        # about 23 epochs in stage 3. At stage-3 rate 2e-3 the result moved by tens of points with the CPU's rounding
-        # and failed the target on some seeds and thread counts; at 1e-3 it held on all (README "Three seeds").
+        # about 23 epochs in stage 3. At stage-3 rate 2e-3 the result moved by tens of points with the float rounding
+        # (thread count) and failed the target on some seeds; at 1e-3 it held on all tried (README "Three seeds").
         egoit_fraction=0.1,
     ),
     "quick": DemoPlan(

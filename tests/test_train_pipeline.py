@@ -357,7 +357,7 @@ def test_push_is_one_commit_that_loads_in_a_fresh_process(chain, tmp_path, monke
 
 def test_train_rows_draws_a_seeded_subset_that_spans_the_table():
     """`max_train_samples` keeps the first rows; with `subset_seed` the same number drawn at random, the same draw for
-    the same seed, so a 10% subset of EgoIT spans its takes instead of the first few."""
+    the same seed, so a 10% subset of EgoIT spreads over its takes instead of the first few."""
     from datasets import Dataset
 
     from train.pipeline import DataArguments, train_rows

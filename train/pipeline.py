@@ -147,7 +147,7 @@ class DataArguments:
         default=None,
         metadata={
             "help": "With max_train_samples: keep N rows drawn at random with this seed (Dataset.shuffle) instead of "
-            "the first N, so a small subset still spans every video rather than the first few."
+            "the first N, so a small subset spreads over the videos rather than the first few."
         },
     )
     decoded_cache_mb: int = field(
