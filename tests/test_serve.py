@@ -2,6 +2,7 @@
 started on a free loopback port for the whole module."""
 
 import concurrent.futures
+import re
 import shutil
 
 import pytest
@@ -17,6 +18,9 @@ from exo2ego.tiny import save_tiny_model  # noqa: E402
 
 MODEL_NAME = "tiny-exo2ego"
 MAX_TOKENS = 12
+API_KEY = "test-key"
+AUTHORIZED = {"authorization": f"Bearer {API_KEY}"}
+JSON = {**AUTHORIZED, "content-type": "application/json"}
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +40,11 @@ def served(tmp_path_factory):
         str(media),
         "--max-tokens-limit",
         "64",
+        "--api-key",
+        API_KEY,
     ]
     with ServerProcess(args) as server:
-        client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=120)
+        client = openai.OpenAI(base_url=server.base_url, api_key=API_KEY, max_retries=0, timeout=120)
         yield client, examples, media, server
 
 
@@ -50,7 +56,7 @@ def reference(served):
 
     import modeling_exo2ego  # noqa: F401  (registers the Auto classes)
 
-    folder = served[3].args[1]
+    folder = served[3].args[served[3].args.index("--model") + 1]
     model = AutoModel.from_pretrained(folder).eval()
     processor = AutoProcessor.from_pretrained(folder)
 
@@ -216,6 +222,26 @@ def _bad_requests(examples, media):
         "window after the video": (video_message(good.video, "What?", 50.0, 60.0), {}, 400, "outside the video"),
         "too many tokens": (video_message(good.video, "What?"), {"max_tokens": 65}, 400, "limit of 64"),
         "unknown model": (video_message(good.video, "What?"), {"model": "gpt-4o"}, 404, "not served here"),
+        "prompt longer than the context": (
+            [{"role": "user", "content": "word " * 3000}],
+            {},
+            400,
+            r"the prompt is \d+ tokens and max_tokens is 12: \d+ tokens do not fit the model's context of 2048",
+        ),
+        "logprobs asked for": (video_message(good.video, "What?"), {"logprobs": True}, 400, "logprobs: .*no log-prob"),
+        "top_logprobs asked for": (video_message(good.video, "What?"), {"top_logprobs": 3}, 400, "top_logprobs: "),
+        "JSON response format": (
+            video_message(good.video, "What?"),
+            {"response_format": {"type": "json_object"}},
+            400,
+            "response_format.type: .*'json_object' is not supported",
+        ),
+        "wrong API key": (
+            video_message(good.video, "What?"),
+            {"extra_headers": {"Authorization": "Bearer no"}},
+            401,
+            "API key",
+        ),
     }
 
 
@@ -233,6 +259,11 @@ def _bad_requests(examples, media):
         "window after the video",
         "too many tokens",
         "unknown model",
+        "prompt longer than the context",
+        "logprobs asked for",
+        "top_logprobs asked for",
+        "JSON response format",
+        "wrong API key",
     ],
 )
 def test_bad_request_gets_a_4xx_with_a_clear_message_and_the_server_keeps_serving(served, case):
@@ -241,24 +272,83 @@ def test_bad_request_gets_a_4xx_with_a_clear_message_and_the_server_keeps_servin
     with pytest.raises(openai.APIStatusError) as raised:
         ask(client, messages, **kwargs)
     assert raised.value.status_code == status
-    assert message in raised.value.body["message"]
+    assert re.search(message, raised.value.body["message"]), raised.value.body["message"]
     assert ask(client, video_message(examples[0].video, "Still there?"), max_tokens=2).choices[0].message.content
+
+
+def _streamed(size: int, chunk: int = 2**20):
+    """`size` bytes of blanks, one chunk at a time (never the whole body in memory)."""
+    for start in range(0, size, chunk):
+        yield b" " * min(chunk, size - start)
+
+
+HUNDRED_MB = 100 * 2**20
+
+# (row id, body, extra headers, status, message)
+RAW_BODY_ROWS = [
+    ("empty", b"", {}, 400, "empty request body"),
+    ("not JSON", b"{not json", {}, 400, "not JSON"),
+    ("a list", b"[1, 2]", {}, 400, "must be a JSON object"),
+    ("no messages", b"{}", {}, 400, "messages: Field required"),
+    ("100,000 levels of nesting", b"[" * 100_000 + b"]" * 100_000, {}, 400, "more than 64 levels deep"),
+    ("65 levels of nesting", b'{"a": ' * 65 + b"1" + b"}" * 65, {}, 400, "more than 64 levels deep"),
+    ("text/plain", b"{}", {"content-type": "text/plain"}, 415, "Content-Type must be application/json"),
+    ("form", b"a=1", {"content-type": "application/x-www-form-urlencoded"}, 415, "must be application/json"),
+    ("no content type", b"{}", {"content-type": ""}, 415, "must be application/json, got ''"),
+    (
+        "100 MB with Content-Length",
+        lambda: _streamed(HUNDRED_MB),
+        {"content-length": str(HUNDRED_MB)},
+        413,
+        "request body of 104857600 bytes is larger than this server's limit of 16777216 bytes",
+    ),
+    ("100 MB chunked", lambda: _streamed(HUNDRED_MB), {}, 413, "more than 16777216 bytes"),
+    ("no API key", b"{}", {"authorization": ""}, 401, "missing or wrong API key"),
+]
 
 
 @pytest.mark.parametrize(
-    "body, message",
-    [
-        (b"", "empty request body"),
-        (b"{not json", "not JSON"),
-        (b"[1, 2]", "must be a JSON object"),
-        (b"{}", "messages: Field required"),
-    ],
+    "body, headers, status, message", [row[1:] for row in RAW_BODY_ROWS], ids=[row[0] for row in RAW_BODY_ROWS]
 )
-def test_empty_or_broken_body_gets_400(served, body, message):
+def test_bad_body_gets_a_json_error(served, body, headers, status, message):
     client, examples, _, server = served
     response = httpx.post(
-        f"{server.base_url}/chat/completions", content=body, headers={"content-type": "application/json"}, timeout=30
+        f"{server.base_url}/chat/completions",
+        content=body() if callable(body) else body,
+        headers={**JSON, **headers},
+        timeout=60,
     )
-    assert response.status_code == 400
+    assert response.status_code == status
     assert message in response.json()["error"]["message"]
     assert ask(client, video_message(examples[0].video, "Still there?"), max_tokens=2).choices[0].message.content
+
+
+def test_a_prompt_of_20000_words_is_refused_before_memory_is_taken(served):
+    psutil = pytest.importorskip("psutil")
+    client, _, _, server = served
+    process = psutil.Process(server.process.pid)
+    before = process.memory_info().rss
+    with pytest.raises(openai.BadRequestError, match="do not fit the model's context of 2048"):
+        ask(client, [{"role": "user", "content": "word " * 20_000}])
+    assert process.memory_info().rss - before < 2 * 2**30
+
+
+def test_fields_clients_send_by_default_are_accepted(served):
+    client, examples = served[0], served[1]
+    messages = video_message(examples[0].video, "What?")
+    completion = ask(
+        client, messages, max_tokens=2, logprobs=False, top_logprobs=0, response_format={"type": "text"}, seed=1
+    )
+    assert completion.choices[0].message.content
+
+
+def test_errors_outside_the_chat_endpoint_are_json_too(served):
+    server = served[3]
+    assert httpx.get(f"{server.base_url}/models", timeout=30).status_code == 401
+    assert httpx.get(f"{server.url}/health", timeout=30).status_code == 200  # open for health checks
+    for response in (
+        httpx.get(f"{server.base_url}/no-such-path", headers=AUTHORIZED, timeout=30),
+        httpx.get(f"{server.base_url}/chat/completions", headers=AUTHORIZED, timeout=30),
+    ):
+        assert response.status_code in (404, 405)
+        assert response.json()["error"]["code"] == response.status_code

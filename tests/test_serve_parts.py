@@ -115,3 +115,64 @@ def test_engine_batches_waiting_requests_with_the_answers_of_single_generate(tin
         assert "".join(event[1] for event in sink if event[0] == "delta") == expected
         assert count == len(tokens) - int(tokens[-1] == processor.tokenizer.eos_token_id)
         assert reason == ("stop" if count < limit else "length")
+
+
+class _BrokenProcessor:
+    """The tiny processor, except that building a prompt fails as no request could make it fail."""
+
+    def __init__(self, processor):
+        self.num_frames, self.tokenizer = processor.num_frames, processor.tokenizer
+
+    def apply_chat_template(self, *args, **kwargs):
+        raise RuntimeError("a bug")
+
+
+def _client(tiny, tmp_path, processor=None, **settings):
+    from fastapi.testclient import TestClient
+
+    from exo2ego.serve.server import ServerSettings, create_app
+
+    model, real = tiny
+    app = create_app(
+        GenerationEngine(model, real),
+        processor or real,
+        MediaPolicy(tmp_path),
+        ServerSettings(served_model_name="tiny", max_frames=16, context_length=2048, **settings),
+    )
+    return TestClient(app, raise_server_exceptions=False)
+
+
+def test_without_an_api_key_the_loopback_server_needs_no_authorization(tiny, tmp_path):
+    with _client(tiny, tmp_path) as client:
+        assert client.get("/v1/models").json()["data"][0]["id"] == "tiny"
+    with _client(tiny, tmp_path, api_key="secret") as client:
+        assert client.get("/v1/models").status_code == 401
+        assert client.get("/v1/models", headers={"Authorization": "Bearer secret"}).status_code == 200
+
+
+def test_an_unexpected_failure_is_a_json_500(tiny, tmp_path):
+    with _client(tiny, tmp_path, processor=_BrokenProcessor(tiny[1])) as client:
+        response = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
+        assert response.status_code == 500
+        assert response.json()["error"] == {
+            "message": "internal server error (RuntimeError); the server log has the details",
+            "type": "server_error",
+            "param": None,
+            "code": 500,
+        }
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.2", "example.org"])
+def test_serving_beyond_loopback_without_an_api_key_is_refused(host, monkeypatch, capsys):
+    from exo2ego.cli import main
+
+    monkeypatch.delenv("EXO2EGO_API_KEY", raising=False)
+    assert main(["serve", "--model", "unused", "--host", host]) == 2  # before any model is loaded
+    assert f"--host {host} is reachable from other machines" in capsys.readouterr().err
+
+
+def test_loopback_hosts():
+    from exo2ego.serve.cli import is_loopback
+
+    assert all(map(is_loopback, ["127.0.0.1", "127.0.0.2", "::1", "localhost"]))
+    assert not any(map(is_loopback, ["0.0.0.0", "::", "10.0.0.1", "localhost.example.org"]))

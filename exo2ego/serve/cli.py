@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
+import sys
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--default-max-tokens", type=int, default=256)
     parser.add_argument("--max-tokens-limit", type=int, default=2048)
+    parser.add_argument(
+        "--max-body-mb", type=float, default=16.0, help="largest request body in MiB; larger ones get HTTP 413"
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("EXO2EGO_API_KEY"),
+        help="clients must send 'Authorization: Bearer KEY' (default: $EXO2EGO_API_KEY); required unless --host is "
+        "a loopback address",
+    )
     parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
     parser.add_argument("--trust-remote-code", action="store_true", help="for a Hub id not installed locally")
     parser.set_defaults(func=_run)
@@ -63,8 +74,11 @@ def build_app(args: argparse.Namespace):
     settings = ServerSettings(
         served_model_name=args.served_model_name or os.path.basename(os.path.normpath(args.model)),
         max_frames=args.max_frames or 4 * processor.num_frames,
+        context_length=model.config.get_text_config().max_position_embeddings,
         default_max_tokens=args.default_max_tokens,
         max_tokens_limit=args.max_tokens_limit,
+        max_body_bytes=int(args.max_body_mb * 2**20),
+        api_key=args.api_key or None,
     )
     return create_app(engine, processor, policy, settings), settings, policy
 
@@ -76,6 +90,13 @@ def _run(args: argparse.Namespace) -> int:
     except ImportError as error:
         raise SystemExit(f"exo2ego serve needs the serve extra: pip install -e '.[serve]' ({error})") from error
 
+    if not args.api_key and not is_loopback(args.host):
+        print(
+            f"exo2ego serve: error: --host {args.host} is reachable from other machines, and the server has no API "
+            "key: pass --api-key KEY (or set EXO2EGO_API_KEY), or serve on 127.0.0.1",
+            file=sys.stderr,
+        )
+        return 2
     app, settings, policy = build_app(args)
     logger.info(
         "serving %r from %s; videos under %s%s",
@@ -86,3 +107,13 @@ def _run(args: argparse.Namespace) -> int:
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an address or "localhost") is reachable only from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any address
+        return False

@@ -2,15 +2,19 @@
 
 A video is a content part `{"type": "video_url", "video_url": {"url": "file:///...", "start_sec": 2.0,
 "end_sec": 6.5}}` (the window is optional, as vLLM-style servers take video URLs); `num_frames` is an extension
-field (`extra_body={"num_frames": 8}` in the `openai` client). Unknown top-level fields are ignored, as OpenAI
-clients send several this server has no use for.
+field (`extra_body={"num_frames": 8}` in the `openai` client). Fields that ask for what this server cannot give
+(`logprobs: true`, `top_logprobs`, a `response_format` other than text, `n` > 1) are refused; other OpenAI fields
+are ignored, as listed in `exo2ego/serve/README.md` (clients send several this server has no use for).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# Deepest nesting of JSON objects and arrays a request body may have (a chat request needs about 6 levels).
+MAX_JSON_DEPTH = 64
 
 
 class VideoURL(BaseModel):
@@ -55,6 +59,19 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: str
+
+    @field_validator("type")
+    @classmethod
+    def _text_only(cls, value: str) -> str:
+        if value != "text":
+            raise ValueError(f"this server answers in plain text only; {value!r} is not supported (send 'text')")
+        return value
+
+
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -68,6 +85,23 @@ class ChatCompletionRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     num_frames: int | None = Field(None, ge=1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    response_format: ResponseFormat | None = None
+
+    @field_validator("logprobs")
+    @classmethod
+    def _no_logprobs(cls, value: bool | None) -> bool | None:
+        if value:
+            raise ValueError("this server returns no log-probabilities; send false or leave it out")
+        return value
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _no_top_logprobs(cls, value: int | None) -> int | None:
+        if value:
+            raise ValueError("this server returns no log-probabilities; send 0 or leave it out")
+        return value
 
     @model_validator(mode="after")
     def _ends_with_user(self):
@@ -83,6 +117,17 @@ class ChatCompletionRequest(BaseModel):
             for part in message.content
             if isinstance(part, VideoPart)
         ]
+
+
+def nesting_depth(value) -> int:
+    """How deeply JSON objects and arrays nest in a parsed JSON value (0 for a scalar), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def describe_validation_error(error: ValidationError) -> str:

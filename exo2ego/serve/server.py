@@ -1,13 +1,20 @@
 """The FastAPI app: OpenAI-compatible `/v1/chat/completions` (plain and streamed) and `/v1/models`.
 
 Errors answer in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, with a 4xx status for every
-request the client got wrong, so the `openai` client raises `BadRequestError` (400), `PermissionDeniedError` (403),
-`NotFoundError` (404) and so on with the message, and the server goes on serving.
+request the client got wrong, so the `openai` client raises `BadRequestError` (400), `AuthenticationError` (401),
+`PermissionDeniedError` (403), `NotFoundError` (404) and so on with the message, and the server goes on serving.
+Every other failure, unknown paths and methods included, answers in the same shape.
+
+A request is checked before any work: the API key (when set), `Content-Type: application/json` (415 otherwise: a
+web page cannot post a JSON body cross-site without a CORS preflight), the body size (413, read no further than the
+limit), the JSON nesting depth, the fields, and then, before the video is read or any tensor is made, that the
+tokenized prompt plus `max_tokens` fits the model's context.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import os
@@ -16,34 +23,47 @@ import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException
 
 from .engine import GenerationEngine, GenerationJob, QueueFullError, SamplingParams
 from .media import MediaError, MediaPolicy
-from .protocol import ChatCompletionRequest, describe_validation_error, to_conversation
+from .protocol import (
+    MAX_JSON_DEPTH,
+    ChatCompletionRequest,
+    describe_validation_error,
+    nesting_depth,
+    to_conversation,
+)
 
 logger = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
-    def __init__(self, message: str, status_code: int = 400, param: str | None = None):
+    def __init__(self, message: str, status_code: int = 400, param: str | None = None, headers: dict | None = None):
         super().__init__(message)
         self.status_code = status_code
         self.param = param
+        self.headers = headers
 
 
 @dataclass
 class ServerSettings:
     """What the server allows. `max_frames` caps a request's `num_frames`; `default_max_tokens` is used when a
-    request sets no `max_tokens`; `max_tokens_limit` caps it."""
+    request sets no `max_tokens`; `max_tokens_limit` caps it; `context_length` (the model's
+    `max_position_embeddings`) caps prompt tokens plus `max_tokens`; `max_body_bytes` caps the request body;
+    `api_key`, when set, must come as `Authorization: Bearer <key>` on every `/v1` request."""
 
     served_model_name: str
     max_frames: int
+    context_length: int
     default_max_tokens: int = 256
     max_tokens_limit: int = 2048
+    max_body_bytes: int = 16 * 2**20
+    api_key: str | None = None
 
 
 def _error_body(message: str, status_code: int, param: str | None = None) -> dict:
@@ -66,7 +86,26 @@ def create_app(engine: GenerationEngine, processor, policy: MediaPolicy, setting
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError):
-        return JSONResponse(_error_body(str(error), error.status_code, error.param), status_code=error.status_code)
+        return JSONResponse(
+            _error_body(str(error), error.status_code, error.param),
+            status_code=error.status_code,
+            headers=error.headers,
+        )
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException):  # unknown path, wrong method
+        return JSONResponse(
+            _error_body(str(error.detail), error.status_code), status_code=error.status_code, headers=error.headers
+        )
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, error: Exception):
+        logger.error("%s %s failed", request.method, request.url.path, exc_info=error)
+        message = f"internal server error ({type(error).__name__}); the server log has the details"
+        return JSONResponse(_error_body(message, 500), status_code=500)
+
+    def authorized(request: Request) -> None:
+        _check_api_key(request, settings.api_key)
 
     @app.get("/health")
     async def health():
@@ -79,14 +118,15 @@ def create_app(engine: GenerationEngine, processor, policy: MediaPolicy, setting
             "largest_batch": max(sizes, default=0),
         }
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", dependencies=[Depends(authorized)])
     async def models():
         card = {"id": settings.served_model_name, "object": "model", "created": 0, "owned_by": "exo2ego"}
         return {"object": "list", "data": [card]}
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", dependencies=[Depends(authorized)])
     async def chat_completions(request: Request):
-        chat = _parse(await request.body())
+        _check_content_type(request.headers.get("content-type"))
+        chat = _parse(await _read_body(request, settings.max_body_bytes))
         if chat.model is not None and chat.model != settings.served_model_name:
             raise ApiError(
                 f"model {chat.model!r} is not served here; this server serves "
@@ -95,7 +135,7 @@ def create_app(engine: GenerationEngine, processor, policy: MediaPolicy, setting
                 "model",
             )
         params = _sampling_params(chat, engine.model.generation_config, settings)
-        inputs = await run_in_threadpool(_prepare_inputs, chat, processor, policy, settings)
+        inputs = await run_in_threadpool(_prepare_inputs, chat, processor, policy, settings, params.max_new_tokens)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         job = GenerationJob(inputs, params, lambda *event: loop.call_soon_threadsafe(events.put_nowait, event))
@@ -132,13 +172,56 @@ def create_app(engine: GenerationEngine, processor, policy: MediaPolicy, setting
     return app
 
 
+def _check_api_key(request: Request, api_key: str | None) -> None:
+    """401 unless the server has no key or the request carries `Authorization: Bearer <api_key>`."""
+    if api_key is None:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
+        raise ApiError(
+            "missing or wrong API key: send the server's --api-key as 'Authorization: Bearer <key>'",
+            401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def _check_content_type(content_type: str | None) -> None:
+    """415 for a body that is not declared `application/json` (parameters such as charset are fine)."""
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise ApiError(f"Content-Type must be application/json, got {content_type!r}", 415)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as its declared length or the bytes read so far pass `limit`,
+    so an oversized body is never held in memory."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _body_too_large(f"{declared} bytes", limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _body_too_large(f"more than {limit} bytes", limit)
+    return bytes(body)
+
+
+def _body_too_large(size: str, limit: int) -> ApiError:
+    return ApiError(f"request body of {size} is larger than this server's limit of {limit} bytes (--max-body-mb)", 413)
+
+
 def _parse(body: bytes) -> ChatCompletionRequest:
     if not body.strip():
         raise ApiError("empty request body: send a JSON chat completion request with 'model' and 'messages'")
+    too_deep = f"request body nests JSON objects and arrays more than {MAX_JSON_DEPTH} levels deep"
     try:
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ApiError(f"request body is not JSON: {error}") from error
+    except RecursionError:
+        raise ApiError(too_deep) from None
+    if nesting_depth(payload) > MAX_JSON_DEPTH:
+        raise ApiError(too_deep)
     if not isinstance(payload, dict):
         raise ApiError(f"request body must be a JSON object, got {type(payload).__name__}")
     try:
@@ -161,8 +244,11 @@ def _sampling_params(chat: ChatCompletionRequest, generation_config, settings: S
     return SamplingParams(max_tokens, temperature, 1.0 if chat.top_p is None else chat.top_p)
 
 
-def _prepare_inputs(chat: ChatCompletionRequest, processor, policy: MediaPolicy, settings: ServerSettings):
-    """Resolve the video URL, decode its frames and tokenize the prompt (runs in a worker thread)."""
+def _prepare_inputs(
+    chat: ChatCompletionRequest, processor, policy: MediaPolicy, settings: ServerSettings, max_tokens: int
+):
+    """Check the prompt's length, then resolve the video URL, decode its frames and tokenize the prompt (runs in a
+    worker thread)."""
     videos = chat.videos()
     if len(videos) > 1:
         raise ApiError(
@@ -174,6 +260,12 @@ def _prepare_inputs(chat: ChatCompletionRequest, processor, policy: MediaPolicy,
             f"num_frames {num_frames} is more than this server allows (--max-frames {settings.max_frames})",
             param="num_frames",
         )
+    # The template writes the same text whatever the video's path: render it from the URLs to check its length
+    # before anything is fetched or decoded.
+    text = processor.apply_chat_template(
+        to_conversation(chat, [video.url for video in videos]), add_generation_prompt=True
+    )
+    _check_context(processor, text, num_frames, max_tokens, settings.context_length)
     paths, temporary = [], []
     try:
         for video in videos:
@@ -185,7 +277,6 @@ def _prepare_inputs(chat: ChatCompletionRequest, processor, policy: MediaPolicy,
             if is_temporary:
                 temporary.append(path)
         conversation = to_conversation(chat, paths)
-        text = processor.apply_chat_template(conversation, add_generation_prompt=True)
         video_inputs = [item for message in conversation for item in message["content"] if item["type"] == "video"]
         try:
             # The template already wrote the BOS token, as apply_chat_template(tokenize=True) does.
@@ -201,6 +292,21 @@ def _prepare_inputs(chat: ChatCompletionRequest, processor, policy: MediaPolicy,
     finally:
         for path in temporary:
             os.unlink(path)
+
+
+def _check_context(processor, text: str, num_frames: int, max_tokens: int, context_length: int) -> None:
+    """400 when the prompt's tokens (each `<video>` counted as the visual tokens it becomes) plus `max_tokens` pass
+    the model's context; only token ids are computed, no tensor."""
+    ids = processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+    placeholders = ids.count(processor.video_token_id)
+    prompt_tokens = len(ids) + placeholders * (processor.num_video_tokens(num_frames) - 1)
+    if prompt_tokens + max_tokens > context_length:
+        raise ApiError(
+            f"the prompt is {prompt_tokens} tokens and max_tokens is {max_tokens}: {prompt_tokens + max_tokens} "
+            f"tokens do not fit the model's context of {context_length} (max_position_embeddings); shorten the "
+            "conversation or lower max_tokens",
+            param="messages",
+        )
 
 
 def _usage(job: GenerationJob, completion_tokens: int) -> dict:
