@@ -118,6 +118,10 @@ class Exo2EgoConfig(PreTrainedConfig):
         for legacy_training_key in LEGACY_TRAINING_KEYS:
             kwargs.pop(legacy_training_key, None)
         super().__post_init__(**kwargs)
+        # @strict checked the types; these are the values no model can use.
+        for name, lowest in (("num_frames", 1), ("video_token_id", 0)):
+            if getattr(self, name) < lowest:
+                raise ValueError(f"{name} must be an integer >= {lowest}, got {getattr(self, name)}")
         # Keys loaded from a Hub repo (e.g. "org/exo2ego--modeling_exo2ego...") win over the local defaults.
         self.auto_map = {**AUTO_MAP, **(getattr(self, "auto_map", None) or {})}
         ego, exo = self.ego_vision_config, self.exo_vision_config

@@ -1,5 +1,7 @@
 """Exo2Ego processor: PyAV video decoding, frame sampling, CLIP normalisation and `<video>` expansion."""
 
+import json
+import math
 import os
 from dataclasses import dataclass
 from typing import Literal
@@ -8,7 +10,7 @@ import numpy as np
 from PIL import Image
 from transformers import BatchFeature, ProcessorMixin
 from transformers.processing_utils import ProcessingKwargs, Unpack, VideosKwargs
-from transformers.utils import logging
+from transformers.utils import cached_file, logging
 
 from .configuration_exo2ego import num_connector_tokens
 
@@ -21,6 +23,10 @@ logger = logging.get_logger(__name__)
 
 VideoInput = str | os.PathLike | dict | tuple | np.ndarray | list
 SHORT_VIDEO_MODES = ("repeat", "error")
+# Keys of a video dict: the file ("path" or "video"), the window, and "type" ("video") as chat items carry it.
+VIDEO_DICT_KEYS = ("path", "video", "start_sec", "end_sec", "type")
+# Keys of a video item in a chat message (transformers reads the file from "video", "url" or "path").
+CHAT_VIDEO_KEYS = ("type", "path", "video", "url", "start_sec", "end_sec")
 # Video kwargs handed to the CLIP image processor for every frame.
 IMAGE_PROCESSOR_KEYS = (
     "do_convert_rgb",
@@ -216,18 +222,44 @@ def _decode_at(container, stream, timestamps: np.ndarray, seek_gap_sec: float) -
     return [arrays[id(frame)] for _, frame in chosen], [time for time, _ in chosen]
 
 
-def _video_source(video: VideoInput) -> tuple[object, float | None, float | None]:
-    """Split a video input into (path or frames, start_sec, end_sec)."""
+def _video_source(video: VideoInput, argument: str = "videos") -> tuple[object, float | None, float | None]:
+    """Split a video input into (path or frames, start_sec, end_sec); a ValueError naming `argument` for unknown
+    dict keys or a window that is not a pair of finite, ordered times."""
     if isinstance(video, dict):
+        unknown = sorted(set(video) - set(VIDEO_DICT_KEYS), key=str)
+        if unknown:
+            raise ValueError(
+                f"{argument}: unknown video key(s) {unknown}; a video dict takes {list(VIDEO_DICT_KEYS)} (the file "
+                "as 'path' or 'video', the window as 'start_sec' and 'end_sec')"
+            )
+        if video.get("type", "video") != "video":
+            raise ValueError(f"{argument}: a video dict's 'type' must be 'video', got {video['type']!r}")
         source = video.get("path", video.get("video"))
         if source is None:
-            raise ValueError(f"a video dict needs a 'path' (or 'video') key, got keys {sorted(video)}")
-        return source, video.get("start_sec"), video.get("end_sec")
-    if isinstance(video, tuple):
+            raise ValueError(f"{argument}: a video dict needs a 'path' (or 'video') key, got keys {sorted(video)}")
+        start_sec, end_sec = video.get("start_sec"), video.get("end_sec")
+    elif isinstance(video, tuple):
         if len(video) != 3:
-            raise ValueError("a video tuple must be (path, start_sec, end_sec)")
-        return video
-    return video, None, None
+            raise ValueError(f"{argument}: a video tuple must be (path, start_sec, end_sec)")
+        source, start_sec, end_sec = video
+    else:
+        return video, None, None
+    _check_window(start_sec, end_sec, argument)
+    return source, start_sec, end_sec
+
+
+def _check_window(start_sec, end_sec, argument: str) -> None:
+    """A window's times are None or finite numbers of seconds, and end after they start."""
+    for name, value in (("start_sec", start_sec), ("end_sec", end_sec)):
+        if value is None:
+            continue
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise ValueError(f"{argument}: {name} must be a number of seconds or None, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"{argument}: {name} must be a finite number of seconds, got {value!r}")
+    if start_sec is not None and end_sec is not None and end_sec <= start_sec:
+        problem = "is zero-length" if end_sec == start_sec else "ends before it starts"
+        raise ValueError(f"{argument}: the window [{start_sec}, {end_sec}] {problem}; end_sec must be after start_sec")
 
 
 def _frames_array(frames, argument: str = "videos") -> np.ndarray:
@@ -297,7 +329,8 @@ class Exo2EgoProcessor(ProcessorMixin):
     Tokenizer + CLIP image processor (Pillow backend) for Exo2Ego.
 
     `processor(text=..., videos=..., exo_videos=...)`: a video is a file path, a dict `{"path", "start_sec",
-    "end_sec"}`, a `(path, start_sec, end_sec)` tuple, or decoded frames: an array or tensor (T, H, W, 3) or
+    "end_sec"}` (unknown keys, times that are not finite numbers and empty windows raise), a `(path, start_sec,
+    end_sec)` tuple, or decoded frames: an array or tensor (T, H, W, 3) or
     (T, 3, H, W) (read as channels-last whenever the last axis has 3 entries) or a list of images, with integer
     values in [0, 255] or float values in [0, 1]. Frames are taken at the midpoints of T equal segments of the
     window; an exo video of a sample is read at the ego video's exact timestamps. Frames are padded to square with
@@ -344,6 +377,46 @@ class Exo2EgoProcessor(ProcessorMixin):
         if self.video_token_id is None or self.video_token_id == self.tokenizer.unk_token_id:
             raise ValueError(f"the tokenizer has no {video_token!r} token; add it as a special token first")
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """`ProcessorMixin.from_pretrained`, then `check_video_token_id` against the `video_token_id` of the model
+        config saved with it (`config.json` in the same folder or repo, when there is one)."""
+        processor = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        config_path = cached_file(
+            pretrained_model_name_or_path,
+            "config.json",
+            **{
+                key: kwargs[key]
+                for key in ("cache_dir", "revision", "token", "local_files_only", "subfolder")
+                if key in kwargs
+            },
+            _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False,
+        )
+        if config_path is not None:
+            with open(config_path, encoding="utf-8") as handle:
+                model_token_id = json.load(handle).get("video_token_id")
+            if model_token_id is not None:
+                processor.check_video_token_id(model_token_id, f"{pretrained_model_name_or_path}/config.json")
+        return processor
+
+    def check_video_token_id(self, video_token_id: int, source: str = "the model config") -> None:
+        """Raise a ValueError when a model's `video_token_id` is not this tokenizer's `video_token`: the model would
+        find none of the placeholders this processor writes."""
+        if video_token_id == self.video_token_id:
+            return
+        vocabulary = len(self.tokenizer)
+        spelled = (
+            f"id {video_token_id} is {self.tokenizer.convert_ids_to_tokens(video_token_id)!r} in the tokenizer"
+            if isinstance(video_token_id, int) and 0 <= video_token_id < vocabulary
+            else f"id {video_token_id!r} is not in the tokenizer's vocabulary of {vocabulary}"
+        )
+        raise ValueError(
+            f"{source} sets video_token_id {video_token_id!r}, but the tokenizer's {self.video_token!r} is id "
+            f"{self.video_token_id} ({spelled}); set video_token_id to {self.video_token_id} or load the tokenizer "
+            "the model was trained with"
+        )
+
     def num_video_tokens(self, num_frames: int | None = None, mode: Literal["ego", "exo"] = "ego") -> int:
         """Placeholders one `<video>` expands to: 2N for ego input ([x; F(x)]), N for exo input alone."""
         num_frames = check_num_frames(self.num_frames if num_frames is None else num_frames)
@@ -361,7 +434,7 @@ class Exo2EgoProcessor(ProcessorMixin):
         """Sample `num_frames` frames (or the frames at `timestamps`) from one video input."""
         short_video = check_short_video(self.short_video if short_video is None else short_video)
         num_frames = check_num_frames(num_frames)
-        source, start_sec, end_sec = _video_source(video)
+        source, start_sec, end_sec = _video_source(video, argument)
         if isinstance(source, (str, os.PathLike)):
             return read_video_frames(
                 source, num_frames, start_sec, end_sec, timestamps=timestamps, short_video=short_video
@@ -533,6 +606,13 @@ def _with_video_window(message: dict) -> dict:
         return message
     items = []
     for item in content:
+        if isinstance(item, dict) and item.get("type") == "video":
+            unknown = sorted(set(item) - set(CHAT_VIDEO_KEYS), key=str)
+            if unknown:
+                raise ValueError(
+                    f"unknown key(s) {unknown} in a video item of a chat message; it takes {list(CHAT_VIDEO_KEYS)} "
+                    "(the window as 'start_sec' and 'end_sec')"
+                )
         if isinstance(item, dict) and item.get("type") == "video" and ("start_sec" in item or "end_sec" in item):
             source = item.get("path", item.get("video", item.get("url")))
             window = {"path": source, "start_sec": item.get("start_sec"), "end_sec": item.get("end_sec")}

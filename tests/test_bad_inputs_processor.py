@@ -1,6 +1,8 @@
 """Bad processor inputs (issue 14, "Processor/eval/training"): one row each; each gets a clear error naming the
 argument, or is handled as documented. The next bad input is one more row."""
 
+import json
+
 import numpy as np
 import pytest
 from conftest import write_test_video
@@ -68,3 +70,134 @@ def test_exo_video_shorter_than_the_ego_window_follows_short_video(tiny, tmp_pat
         processor(text=[QUESTION], videos=[window], exo_videos=[exo], num_frames=4, short_video="error")
     batch = processor(text=[QUESTION], videos=[window], exo_videos=[exo], num_frames=4)  # "repeat", the default
     assert batch["exo_pixel_values_videos"].shape[1] == 4
+
+
+def _chat(video_item: dict) -> list[dict]:
+    return [{"role": "user", "content": [video_item, {"type": "text", "text": "What did I pick up?"}]}]
+
+
+# (row id, call(processor, video path), message pattern): video windows that once decoded the whole video or said
+# "outside the video"; each raises a ValueError naming the input.
+WINDOW_REFUSED = [
+    (
+        "window keys misspelled",
+        lambda processor, path: processor(text=[QUESTION], videos=[{"path": path, "start": 0.5, "end": 1.0}]),
+        r"videos\[0\]: unknown video key\(s\) \['end', 'start'\]; a video dict takes \['path', 'video', "
+        r"'start_sec', 'end_sec', 'type'\]",
+    ),
+    (
+        "window keys misspelled in a chat message",
+        lambda processor, path: processor.apply_chat_template(
+            _chat({"type": "video", "path": path, "start": 0.5, "end": 1.0}), tokenize=True, return_dict=True
+        ),
+        r"unknown key\(s\) \['end', 'start'\] in a video item of a chat message",
+    ),
+    (
+        "exo window keys misspelled",
+        lambda processor, path: processor(text=[QUESTION], exo_videos=[{"video": path, "end_second": 1.0}]),
+        r"exo_videos\[0\]: unknown video key\(s\) \['end_second'\]",
+    ),
+    (
+        "video dict of another type",
+        lambda processor, path: processor(text=[QUESTION], videos=[{"type": "image", "path": path}]),
+        r"videos\[0\]: a video dict's 'type' must be 'video', got 'image'",
+    ),
+    (
+        "start NaN",
+        lambda processor, path: processor(
+            text=[QUESTION], videos=[{"path": path, "start_sec": float("nan"), "end_sec": 1.0}]
+        ),
+        r"videos\[0\]: start_sec must be a finite number of seconds, got nan",
+    ),
+    (
+        "end NaN in a tuple",
+        lambda processor, path: processor(text=[QUESTION], videos=[(path, 0.0, float("nan"))]),
+        r"videos\[0\]: end_sec must be a finite number of seconds, got nan",
+    ),
+    (
+        "end NaN in a chat message",
+        lambda processor, path: processor.apply_chat_template(
+            _chat({"type": "video", "path": path, "start_sec": 0.0, "end_sec": float("nan")}),
+            tokenize=True,
+            return_dict=True,
+        ),
+        r"end_sec must be a finite number of seconds, got nan",
+    ),
+    (
+        "start as a string",
+        lambda processor, path: processor(text=[QUESTION], videos=[{"path": path, "start_sec": "1", "end_sec": 2}]),
+        r"videos\[0\]: start_sec must be a number of seconds or None, got '1'",
+    ),
+    (
+        "zero-length window",
+        lambda processor, path: processor(text=[QUESTION], videos=[{"path": path, "start_sec": 1.0, "end_sec": 1.0}]),
+        r"videos\[0\]: the window \[1\.0, 1\.0\] is zero-length; end_sec must be after start_sec",
+    ),
+    (
+        "window ending before it starts",
+        lambda processor, path: processor(text=[QUESTION], videos=[(path, 2.0, 1.0)]),
+        r"videos\[0\]: the window \[2\.0, 1\.0\] ends before it starts",
+    ),
+]
+
+
+@pytest.mark.parametrize("call, pattern", [row[1:] for row in WINDOW_REFUSED], ids=[row[0] for row in WINDOW_REFUSED])
+def test_bad_video_window_is_refused_with_a_clear_error(tiny, sample_video, call, pattern):
+    _, processor = tiny
+    with pytest.raises(ValueError, match=pattern):
+        call(processor, sample_video)
+
+
+def _edit_config(**changes):
+    def edit(folder):
+        path = folder / "config.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+    return edit
+
+
+def _load_config(folder):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(folder)
+
+
+def _load_processor(folder):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(folder)
+
+
+# (row id, edit of a saved model folder, loader, message pattern): saved files that loaded and failed later, or never.
+SAVED_REFUSED = [
+    ("config num_frames 0", _edit_config(num_frames=0), _load_config, r"num_frames must be an integer >= 1, got 0"),
+    (
+        "config video_token_id outside the tokenizer",
+        _edit_config(video_token_id=99999),
+        _load_processor,
+        r"config\.json sets video_token_id 99999, but the tokenizer's '<video>' is id \d+ \(id 99999 is not in the "
+        r"tokenizer's vocabulary of \d+\); set video_token_id to \d+",
+    ),
+    (
+        "config video_token_id of another token",
+        _edit_config(video_token_id=1),
+        _load_processor,
+        r"config\.json sets video_token_id 1, but the tokenizer's '<video>' is id \d+ "
+        r"\(id 1 is '.+' in the tokenizer\)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "edit, load, pattern", [row[1:] for row in SAVED_REFUSED], ids=[row[0] for row in SAVED_REFUSED]
+)
+def test_bad_saved_config_is_refused_at_load(tiny, tmp_path, edit, load, pattern):
+    import modeling_exo2ego  # noqa: F401  (registers the Auto classes)
+
+    model, processor = tiny
+    model.config.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    load(tmp_path)  # as saved, it loads
+    edit(tmp_path)
+    with pytest.raises(ValueError, match=pattern):
+        load(tmp_path)
