@@ -156,7 +156,10 @@ def stage2_loss(model, batch, full_logits: bool = False):
     from modeling_exo2ego import cycle_consistency_loss, kl_alignment_loss
 
     out = model(**batch, use_cache=False, output_mapping_features=True, skip_logits=not full_logits)
-    kl = kl_alignment_loss(out.exo_features, out.ego_to_exo, mode="gaussian")  # the stage-2 default
+    # The stage-2 default: per-sample Gaussian KL over each clip's frames.
+    kl = kl_alignment_loss(
+        out.exo_features, out.ego_to_exo, mode="gaussian", frames_per_clip=batch["pixel_values_videos"].shape[1]
+    )
     ccl = cycle_consistency_loss(out.ego_features, out.ego_cycle, out.exo_features, out.exo_cycle)
     return out.loss + kl + ccl
 

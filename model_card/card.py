@@ -23,6 +23,13 @@ TRAINING_STAGES = (
     ("2 teacher-student guidance", "Ego-ExoClip ego+exo pairs", "ego tower, F, G", "VTG + KL + CCL"),
     ("3 student self-practice", "EgoIT", "ego tower, connector, F, LoRA on the LLM", "VTG"),
 )
+# The card's name for each stage-2 KL form (`kl_mode`, see `modeling_exo2ego.kl_alignment_loss`).
+KL_FORMS = {
+    "gaussian": "per-sample (paired) Gaussian KL: per ego-exo pair, closed form on each clip's per-channel moments",
+    "gaussian_batch": "Gaussian KL of per-channel moments over the batch (pairing ignored)",
+    "token_softmax": "per-token KL of softmaxes over channels",
+    "pooled": "KL of softmaxes over channels of frame-pooled features",
+}
 DEFAULT_SOURCES = (
     "Ego-Exo4D",
     "EgoClip",
@@ -55,6 +62,7 @@ class CardInfo:
             data's terms restrict use to non-commercial research).
         sources: names of the data sources (see :mod:`model_card.dataset_card`).
         stages: training stage rows ``(stage, data, trained modules, loss)``.
+        kl_mode: the stage-2 KL form the weights were trained with (a key of ``KL_FORMS``).
         extra_sections: more ``{heading: markdown}`` sections appended at the end.
     """
 
@@ -67,6 +75,7 @@ class CardInfo:
     license_link: str | None = "LICENSE"
     sources: Sequence[str] = DEFAULT_SOURCES
     stages: Sequence[tuple[str, str, str, str]] = TRAINING_STAGES
+    kl_mode: str = "gaussian"
     extra_sections: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -172,7 +181,11 @@ def build_model_card(
             "```\n\n"
             f"Evaluate: `exo2ego eval --model {info.model_id} --data EGOBENCH_DIR --tasks all --out OUT`."
         ),
-        "Training": ("| Stage | Data | Trained | Loss |\n|---|---|---|---|\n" + stages),
+        "Training": (
+            "| Stage | Data | Trained | Loss |\n|---|---|---|---|\n"
+            + stages
+            + f"\n\nStage 2's KL: {kl_form(info.kl_mode)}."
+        ),
         "Evaluation": (
             f"EgoBench, scorer `{results.get('scorer')}`, prompt `{results['prompt']['name']}` "
             f"(sha256 `{results['prompt']['sha256'][:12]}`), frames {config.get('num_frames') or 'processor default'}"
@@ -188,15 +201,23 @@ def build_model_card(
     return render_card(ModelCard, card_data, info.model_id.split("/")[-1], sections)
 
 
+def kl_form(kl_mode: str) -> str:
+    """The card's words for a stage-2 KL form, with its ``kl_mode``."""
+    if kl_mode not in KL_FORMS:
+        raise ValueError(f"unknown kl_mode {kl_mode!r}; expected one of {tuple(KL_FORMS)}")
+    return f"{KL_FORMS[kl_mode]} (`kl_mode: {kl_mode}`)"
+
+
 def training_summary(metadata: Mapping[str, Any]) -> str:
     """Markdown bullet list of how a stage output was trained (from its ``exo2ego_stage.json``)."""
     training = metadata["arguments"]["training"]
     lora = " + LoRA on the LLM" if metadata["lora"] else ""
+    kl = f"; KL form: {kl_form(training['kl_mode'])}" if "kl" in metadata["losses"] else ""
     return "\n".join(
         [
             f"- stage: {metadata['stage']} ({metadata['description']})",
             f"- trained modules: {', '.join(metadata['trainable_modules'])}{lora}",
-            f"- losses: {', '.join(metadata['losses'])} (weights {json.dumps(metadata['loss_weights'])})",
+            f"- losses: {', '.join(metadata['losses'])} (weights {json.dumps(metadata['loss_weights'])}){kl}",
             f"- ablations: {', '.join(metadata['ablations']) or 'none'}",
             f"- data: {metadata['arguments']['data']['dataset_path']} ({metadata['data']})",
             f"- optimizer steps: {metadata['global_step']}, learning rate {training['learning_rate']}, weight decay "

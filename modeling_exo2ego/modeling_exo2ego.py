@@ -276,7 +276,19 @@ def build_mapping(config: Exo2EgoConfig) -> nn.Module:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-KL_MODES = ("gaussian", "token_softmax", "pooled")
+KL_MODES = ("gaussian", "gaussian_batch", "token_softmax", "pooled")
+
+
+def _clip_moments(features: torch.Tensor, frames_per_clip: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-clip, per-channel mean and (biased) variance of (B*T, C, g, g) features, T = `frames_per_clip`: each over
+    its clip's own T*g*g tokens, in fp32. Returns two (B, C) tensors."""
+    rows, channels = features.shape[:2]
+    if frames_per_clip < 1 or rows % frames_per_clip:
+        raise ValueError(f"{rows} feature frames do not split into clips of frames_per_clip={frames_per_clip}")
+    clips = features.float().reshape(rows // frames_per_clip, frames_per_clip, channels, -1)
+    tokens = clips.transpose(1, 2).flatten(2)  # (B, C, T*g*g)
+    variance, mean = torch.var_mean(tokens, dim=2, correction=0)
+    return mean, variance
 
 
 def _gaussian_moments(features: torch.Tensor, gather: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -307,22 +319,36 @@ def _gaussian_moments(features: torch.Tensor, gather: bool) -> tuple[torch.Tenso
     return global_mean, global_deviations / total
 
 
+def _diagonal_gaussian_kl(
+    mean_t: torch.Tensor, var_t: torch.Tensor, mean_e: torch.Tensor, var_e: torch.Tensor
+) -> torch.Tensor:
+    """Closed-form KL(N(mean_t, var_t) || N(mean_e, var_e)) per element, with a 1e-6 variance floor."""
+    var_t, var_e = var_t + 1e-6, var_e + 1e-6
+    return 0.5 * (torch.log(var_e / var_t) + (var_t + (mean_t - mean_e) ** 2) / var_e - 1)
+
+
 def kl_alignment_loss(
     exo_features: torch.Tensor,
     mapped_ego_features: torch.Tensor,
-    mode: Literal["gaussian", "token_softmax", "pooled"] = "gaussian",
+    mode: Literal["gaussian", "gaussian_batch", "token_softmax", "pooled"] = "gaussian",
     temperature: float = 1.0,
     detach_target: bool = True,
     gather_statistics: bool = False,
+    frames_per_clip: int = 1,
 ) -> torch.Tensor:
     """KL(real exo features y || estimated exo features y_hat = F(x)), computed in fp32.
 
-    Both inputs are (B*T, C, g, g). The paper cites "On the properties of KL divergence between multivariate
-    Gaussian distributions" and aligns real and estimated exo feature *distributions*, hence the default:
-    - `gaussian`: per channel c, mean m and variance v of y and of y_hat over all tokens (B*T*g*g; of all ranks with
-      `gather_statistics`, see `_gaussian_moments`), then the closed form
-      0.5 * (log(v_hat / v) + (v + (m - m_hat)^2) / v_hat - 1), averaged over channels. It does not depend on which
-      token is where, so ego and exo patches need not correspond.
+    Both inputs are (B*T, C, g, g): T frames per clip (`frames_per_clip`; 1 makes each frame a sample), clip b in rows
+    b*T ... b*T+T-1, clip b of y and of y_hat from one synchronized ego-exo pair. The paper cites "On the properties of
+    KL divergence between multivariate Gaussian distributions" and computes the KL "between the exocentric sample y and
+    the estimated exocentric sample y_hat = F(x)" of such pairs, hence the default:
+    - `gaussian`: per clip and channel c, mean m and variance v of y and of y_hat over that clip's own T*g*g tokens,
+      then the closed form 0.5 * (log(v_hat / v) + (v + (m - m_hat)^2) / v_hat - 1), averaged over channels, then
+      over clips. Within a clip it does not depend on which token is where, so ego and exo patches need not
+      correspond; across clips it compares each y with its own pair's y_hat. A mean of per-clip terms needs no
+      gathering: with equal per-rank batches, DDP/FSDP gradient averaging already gives the global-batch gradient.
+    - `gaussian_batch`: the same closed form on the moments over all tokens of the batch (B*T*g*g; of all ranks
+      with `gather_statistics`, see `_gaussian_moments`): a distribution match that ignores the pairing.
     - `token_softmax`: per token, softmax over channels at temperature tau,
       tau^2 * KL(softmax(y/tau) || softmax(y_hat/tau)), averaged over tokens (assumes the two cameras' patches
       correspond position by position, which they do not);
@@ -335,10 +361,14 @@ def kl_alignment_loss(
         raise ValueError(f"unknown kl_mode {mode!r}; expected one of {KL_MODES}")
     target = exo_features.detach() if detach_target else exo_features
     if mode == "gaussian":
-        mean_t, var_t = _gaussian_moments(target, gather_statistics)
-        mean_e, var_e = _gaussian_moments(mapped_ego_features, gather_statistics)
-        var_t, var_e = var_t + 1e-6, var_e + 1e-6
-        kl = 0.5 * (torch.log(var_e / var_t) + (var_t + (mean_t - mean_e) ** 2) / var_e - 1)
+        kl = _diagonal_gaussian_kl(
+            *_clip_moments(target, frames_per_clip), *_clip_moments(mapped_ego_features, frames_per_clip)
+        )  # (B, C)
+        return kl.mean()
+    if mode == "gaussian_batch":
+        kl = _diagonal_gaussian_kl(
+            *_gaussian_moments(target, gather_statistics), *_gaussian_moments(mapped_ego_features, gather_statistics)
+        )  # (C,)
         return kl.mean()
     target, estimate = target.float(), mapped_ego_features.float()
     if mode == "pooled":

@@ -102,11 +102,13 @@ def test_run_graph_shares_prefixes_and_applies_each_variant(tmp_path):
         "stage2_mlp_mapping",
         "stage2_kl_token_softmax",
         "stage2_kl_pooled",
+        "stage2_kl_gaussian_batch",
     }
     assert stage2["stage2_no_kl"] == ("stage1", ("--ablations", "no_kl"))
     assert stage2["stage2_mlp_mapping"] == ("stage1", ("--mapping_type", "mlp"))
     assert stage2["stage2_kl_token_softmax"] == ("stage1", ("--kl_mode", "token_softmax"))
     assert stage2["stage2_kl_pooled"] == ("stage1", ("--kl_mode", "pooled"))
+    assert stage2["stage2_kl_gaussian_batch"] == ("stage1", ("--kl_mode", "gaussian_batch"))
 
     stage3 = {output: (start, extra, share) for stage, start, output, extra, share in trains if stage == "stage3"}
     assert len(stage3) == 2 * len(VARIANTS)

@@ -39,6 +39,18 @@ def test_model_index_holds_every_headline_metric(results):
     assert "model-index" in text and 'AutoModel.from_pretrained("someone/exo2ego-tiny"' in text
     assert "| EgoMCQ | Acc. (Inter) |" in text and "CC BY-NC 4.0" in text
     assert results["prompt"]["sha256"][:12] in text
+    assert "Stage 2's KL: per-sample (paired) Gaussian KL" in text and "(`kl_mode: gaussian`)" in text
+    batch_form = str(build_model_card(results, CardInfo(kl_mode="gaussian_batch")))
+    assert "Stage 2's KL: Gaussian KL of per-channel moments over the batch" in batch_form
+    with pytest.raises(ValueError, match="unknown kl_mode"):
+        build_model_card(results, CardInfo(kl_mode="cosine"))
+
+
+def test_card_names_every_kl_form():
+    from model_card.card import KL_FORMS
+    from modeling_exo2ego.modeling_exo2ego import KL_MODES
+
+    assert set(KL_FORMS) == set(KL_MODES)
 
 
 def test_comparison_column_from_the_paper(results):
@@ -63,11 +75,14 @@ def test_cli_writes_readme_into_a_model_folder(results, tmp_path):
             "me/tiny",
             "--base-model",
             "me/base",
+            "--kl-mode",
+            "gaussian_batch",
         ]
     )
     assert args.func(args) == 0
     card = ModelCard.load(tmp_path / "README.md")
     assert card.data.base_model == ["me/base"] and card.data.eval_results
+    assert "(`kl_mode: gaussian_batch`)" in str(card)
     assert not list(tmp_path.glob(".*tmp*"))
 
 
@@ -123,3 +138,35 @@ def test_stage_output_without_results_gets_the_short_card_from_the_same_generato
     assert text.index("```python") < text.index("## Training run") < text.index("- unreadable videos skipped: 2")
     assert "+ LoRA on the LLM" in text and "schedule cosine" in text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", STAGE_METADATA_NAME]
+
+
+def test_stage_summary_names_the_kl_form_the_stage_trained_with():
+    from model_card import training_summary
+
+    metadata = {
+        "stage": "stage2",
+        "description": "teacher-student guidance",
+        "lora": False,
+        "trainable_modules": ["ego_vision_tower", "ego_to_exo", "exo_to_ego"],
+        "losses": ["vtg", "kl", "ccl"],
+        "loss_weights": {"vtg": 1.0, "kl": 1.0, "ccl": 1.0},
+        "ablations": [],
+        "data": "ego-exoclip",
+        "global_step": 3,
+        "seed": 0,
+        "failed_videos": 0,
+        "versions": {},
+        "arguments": {
+            "training": {
+                "learning_rate": 1e-4,
+                "weight_decay": 0.02,
+                "lr_scheduler_type": "cosine",
+                "kl_mode": "gaussian",
+            },
+            "data": {"dataset_path": "world/ego-exoclip"},
+        },
+    }
+    summary = training_summary(metadata)
+    assert "; KL form: per-sample (paired) Gaussian KL" in summary and "(`kl_mode: gaussian`)" in summary
+    metadata["losses"] = ["vtg", "ccl"]  # no_kl: no KL form to name
+    assert "KL form" not in training_summary(metadata)

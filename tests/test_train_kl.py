@@ -1,6 +1,7 @@
-"""The stage-2 KL: Gaussian form against a closed-form reference, permutation invariance, the same value and
-gradient on 1 and 2 processes for one global batch (gloo on CPU), the teacher gradient, and KL settings living in
-the training arguments (not in the released model config)."""
+"""The stage-2 KL: the per-sample and batch Gaussian forms against closed-form references, what each depends on
+(token positions, the ego-exo pairing, the clip grouping), the batch form's same value and gradient on 1 and 2
+processes for one global batch (gloo on CPU), the teacher gradient, and KL settings living in the training arguments
+(not in the released model config)."""
 
 import json
 import os
@@ -14,39 +15,118 @@ from modeling_exo2ego.modeling_exo2ego import KL_MODES
 
 
 def random_features(seed: int, frames: int = 6, channels: int = 5, grid: int = 4):
+    """(frames, C, g, g) real and estimated exo features; every frame gets its own scale and offset, shared by y and
+    y_hat, so frames and clips differ in their statistics and a y belongs with its own y_hat."""
     generator = torch.Generator().manual_seed(seed)
     shape = (frames, channels, grid, grid)
-    target = torch.randn(shape, generator=generator) * 2 + 1
-    estimate = torch.randn(shape, generator=generator) * 0.5 - 0.3
+    scale = torch.rand(frames, 1, 1, 1, generator=generator) + 0.5
+    offset = torch.randn(frames, 1, 1, 1, generator=generator)
+    target = torch.randn(shape, generator=generator) * 2 * scale + 1 + offset
+    estimate = torch.randn(shape, generator=generator) * 0.5 * scale - 0.3 + offset
     return target, estimate
 
 
-def test_gaussian_kl_equals_the_closed_form_of_diagonal_gaussians():
+def reference_kl(target: torch.Tensor, estimate: torch.Tensor, clips: int) -> torch.Tensor:
+    """Independent of the implementation: per clip and channel, Normals from the statistics over every (frame, row,
+    column) token of the clip, KL by torch.distributions, averaged over channels and clips."""
+
+    def normals(features):
+        channels = features.shape[1]
+        tokens = features.double().reshape(clips, -1, channels, features[0, 0].numel())
+        tokens = tokens.permute(0, 2, 1, 3).reshape(clips, channels, -1)  # (clips, C, frames * g * g)
+        return torch.distributions.Normal(tokens.mean(-1), tokens.var(-1, unbiased=False).sqrt())
+
+    return torch.distributions.kl_divergence(normals(target), normals(estimate)).mean()
+
+
+def shuffle_tokens_within_frames(features: torch.Tensor, seed: int) -> torch.Tensor:
+    frames, channels, grid, _ = features.shape
+    generator = torch.Generator().manual_seed(seed)
+    flat = features.flatten(2)
+    order = torch.stack([torch.randperm(grid * grid, generator=generator) for _ in range(frames)])
+    return flat.gather(2, order[:, None].expand(-1, channels, -1)).reshape(features.shape)
+
+
+def test_per_sample_gaussian_kl_equals_the_closed_form_per_clip():
+    target, estimate = random_features(0)  # 6 frames: 2 clips of 3
+    value = kl_alignment_loss(target, estimate, mode="gaussian", frames_per_clip=3)
+    assert value.item() == pytest.approx(reference_kl(target, estimate, clips=2).item(), rel=1e-4)
+    assert kl_alignment_loss(target, target, mode="gaussian", frames_per_clip=3).item() == pytest.approx(0, abs=1e-5)
+    # Each frame its own sample by default; one clip of all frames is the (ungathered) batch form.
+    per_frame = kl_alignment_loss(target, estimate, mode="gaussian")
+    assert per_frame.item() == pytest.approx(reference_kl(target, estimate, clips=6).item(), rel=1e-4)
+    whole = kl_alignment_loss(target, estimate, mode="gaussian", frames_per_clip=6)
+    assert whole.item() == pytest.approx(kl_alignment_loss(target, estimate, mode="gaussian_batch").item(), rel=1e-6)
+
+
+def test_frames_per_clip_groups_the_frames_of_each_clip():
+    target, estimate = random_features(5)
+    by_clip = kl_alignment_loss(target, estimate, frames_per_clip=3)
+    by_frame = kl_alignment_loss(target, estimate, frames_per_clip=1)
+    assert by_clip.item() != pytest.approx(by_frame.item(), rel=1e-3)
+    # Rows b*T ... b*T+T-1 are clip b: swapping two frames within a clip keeps the value, across clips changes it.
+    within = torch.tensor([1, 0, 2, 3, 4, 5])
+    across = torch.tensor([0, 1, 3, 2, 4, 5])
+    assert kl_alignment_loss(target[within], estimate[within], frames_per_clip=3).item() == pytest.approx(
+        by_clip.item(), rel=1e-6
+    )
+    assert kl_alignment_loss(target[across], estimate, frames_per_clip=3).item() != pytest.approx(
+        by_clip.item(), rel=1e-3
+    )
+    with pytest.raises(ValueError, match="frames_per_clip=4"):
+        kl_alignment_loss(target, estimate, frames_per_clip=4)
+
+
+def test_batch_gaussian_kl_equals_the_closed_form_of_the_batch_moments():
     target, estimate = random_features(0)
-    # Reference: per-channel Normals from numpy-style statistics over every (frame, row, column) token, KL by
-    # torch.distributions (independent of the implementation under test), averaged over channels.
-    tokens_t = target.permute(1, 0, 2, 3).reshape(target.shape[1], -1).double()
-    tokens_e = estimate.permute(1, 0, 2, 3).reshape(estimate.shape[1], -1).double()
-    normal_t = torch.distributions.Normal(tokens_t.mean(1), tokens_t.var(1, unbiased=False).sqrt())
-    normal_e = torch.distributions.Normal(tokens_e.mean(1), tokens_e.var(1, unbiased=False).sqrt())
-    reference = torch.distributions.kl_divergence(normal_t, normal_e).mean()
-    value = kl_alignment_loss(target, estimate, mode="gaussian")
-    assert value.item() == pytest.approx(reference.item(), rel=1e-4)
-    assert kl_alignment_loss(target, target, mode="gaussian").item() == pytest.approx(0.0, abs=1e-5)
+    value = kl_alignment_loss(target, estimate, mode="gaussian_batch")
+    assert value.item() == pytest.approx(reference_kl(target, estimate, clips=1).item(), rel=1e-4)
+    assert kl_alignment_loss(target, target, mode="gaussian_batch").item() == pytest.approx(0.0, abs=1e-5)
 
 
 def test_gaussian_kl_does_not_depend_on_which_token_is_where():
     target, estimate = random_features(1)
-    value = kl_alignment_loss(target, estimate, mode="gaussian")
-    channels = target.shape[1]
-    flat = estimate.permute(0, 2, 3, 1).reshape(-1, channels)  # (tokens, C)
-    shuffled = flat[torch.randperm(flat.shape[0], generator=torch.Generator().manual_seed(3))]
-    shuffled = shuffled.reshape(estimate.shape[0], estimate.shape[2], estimate.shape[3], channels).permute(0, 3, 1, 2)
-    assert kl_alignment_loss(target, shuffled, mode="gaussian").item() == pytest.approx(value.item(), rel=1e-6)
+    shuffled = shuffle_tokens_within_frames(estimate, seed=3)
+    for mode in ("gaussian", "gaussian_batch"):
+        value = kl_alignment_loss(target, estimate, mode=mode, frames_per_clip=3)
+        assert kl_alignment_loss(target, shuffled, mode=mode, frames_per_clip=3).item() == pytest.approx(
+            value.item(), rel=1e-6
+        )
     # token_softmax compares patches position by position: the same shuffle changes it.
     assert kl_alignment_loss(target, shuffled, mode="token_softmax").item() != pytest.approx(
         kl_alignment_loss(target, estimate, mode="token_softmax").item(), rel=1e-3
     )
+
+
+def test_shuffling_the_pairs_changes_the_per_sample_kl_but_not_the_batch_kl():
+    target, estimate = random_features(6, frames=8)  # 4 clips of 2 frames
+    clips = target.reshape(4, 2, *target.shape[1:])
+    mispaired = clips[torch.tensor([2, 0, 3, 1])].reshape(target.shape)  # every exo clip beside another ego clip
+    paired = kl_alignment_loss(target, estimate, mode="gaussian", frames_per_clip=2)
+    shuffled = kl_alignment_loss(mispaired, estimate, mode="gaussian", frames_per_clip=2)
+    assert shuffled.item() != pytest.approx(paired.item(), rel=1e-3)
+    batch = kl_alignment_loss(target, estimate, mode="gaussian_batch")
+    assert kl_alignment_loss(mispaired, estimate, mode="gaussian_batch").item() == pytest.approx(
+        batch.item(), abs=1e-6
+    )
+
+
+def test_per_sample_kl_of_equal_shards_averages_to_the_global_batch():
+    """What data parallelism relies on without a gather: the mean of two equal shards' losses and gradients (the
+    gradient DDP/FSDP average) is the global batch's."""
+    target, estimate = random_features(7, frames=8)
+    estimate.requires_grad_(True)
+    kl_alignment_loss(target, estimate, frames_per_clip=2).backward()
+    full = estimate.grad.clone()
+    shard_losses, shard_grads = [], []
+    for shard in (slice(0, 4), slice(4, 8)):
+        local = estimate[shard].detach().clone().requires_grad_(True)
+        loss = kl_alignment_loss(target[shard], local, frames_per_clip=2)
+        loss.backward()
+        shard_losses.append(loss.item())
+        shard_grads.append(local.grad)
+    assert sum(shard_losses) / 2 == pytest.approx(kl_alignment_loss(target, estimate, frames_per_clip=2).item())
+    torch.testing.assert_close(torch.cat(shard_grads) / 2, full, rtol=1e-5, atol=1e-8)
 
 
 @pytest.mark.parametrize("mode", KL_MODES)
@@ -68,7 +148,9 @@ def _rank_kl(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
         bounds = [(0, 4), (4, 6)][rank]
         local_target = target[bounds[0] : bounds[1]].clone().requires_grad_(True)
         local_estimate = estimate[bounds[0] : bounds[1]].clone().requires_grad_(True)
-        loss = kl_alignment_loss(local_target, local_estimate, detach_target=False, gather_statistics=True)
+        loss = kl_alignment_loss(
+            local_target, local_estimate, mode="gaussian_batch", detach_target=False, gather_statistics=True
+        )
         loss.backward()
         torch.save(
             {"loss": loss.detach(), "grad_estimate": local_estimate.grad, "grad_target": local_target.grad},
@@ -78,11 +160,12 @@ def _rank_kl(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
         torch.distributed.destroy_process_group()
 
 
-def test_gaussian_kl_is_the_same_on_one_and_two_processes(tmp_path):
+def test_batch_gaussian_kl_is_the_same_on_one_and_two_processes(tmp_path):
     target, estimate = random_features(4, frames=6)
     target.requires_grad_(True)
     estimate.requires_grad_(True)
-    single = kl_alignment_loss(target, estimate, detach_target=False, gather_statistics=True)  # no group: local
+    # no process group: local statistics
+    single = kl_alignment_loss(target, estimate, mode="gaussian_batch", detach_target=False, gather_statistics=True)
     single.backward()
 
     # fork: the children inherit the imported modules (spawn would re-import torch and transformers in each)
@@ -96,7 +179,7 @@ def test_gaussian_kl_is_the_same_on_one_and_two_processes(tmp_path):
         merged = torch.cat([ranks[0][name], ranks[1][name]]) / 2
         torch.testing.assert_close(merged, full, rtol=1e-4, atol=1e-7)
     # Without the gather each rank would see only its own tokens (a different value than the global batch).
-    local = kl_alignment_loss(target[:4], estimate[:4])
+    local = kl_alignment_loss(target[:4], estimate[:4], mode="gaussian_batch")
     assert local.item() != pytest.approx(single.item(), rel=1e-3)
 
 

@@ -5,6 +5,7 @@ import os
 
 import pytest
 import torch
+import yaml
 from datasets import Dataset
 from torch.utils.data import DataLoader, RandomSampler
 
@@ -102,6 +103,9 @@ def test_paper_configs_follow_the_paper_recipe():
         assert data_args.exo_sampling == "all_pairs"
     _, _, _, stage2_args = config("stage2")
     assert (stage2_args.kl_mode, stage2_args.kl_gather_statistics) == ("gaussian", True)
+    for name in ("stage2", "tiny_stage2"):  # the shipped stage-2 yamls name their KL form
+        with open(os.path.join(CONFIGS, f"{name}.yaml")) as handle:
+            assert yaml.safe_load(handle)["kl_mode"] == "gaussian"
     _, init_data, _, _ = config("init")
     assert init_data.dataset_path is None
     assert init_data.exo_dataset_path and init_data.ego_dataset_path

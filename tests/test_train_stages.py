@@ -214,11 +214,31 @@ def test_stage2_logs_each_term_and_zero_weights_do_not_move_parameters(tiny, sam
     assert "ccl_loss" not in history[0]
 
 
+def test_trainer_gives_the_kl_the_frames_of_each_clip(tiny, samples, tmp_path, monkeypatch):
+    """The per-sample KL groups the (B*T, C, g, g) feature rows into clips: the trainer passes T of the batch."""
+    import modeling_exo2ego
+
+    calls, real = [], modeling_exo2ego.kl_alignment_loss
+
+    def spy(exo_features, mapped_ego_features, **kwargs):
+        calls.append((exo_features.shape[0], kwargs))
+        return real(exo_features, mapped_ego_features, **kwargs)
+
+    monkeypatch.setattr(modeling_exo2ego, "kl_alignment_loss", spy)
+    trainer = make_trainer(tiny, samples, tmp_path, "stage2")
+    batch = trainer.data_collator(samples)
+    trainer.compute_loss(trainer.model.train(), batch)
+    ((rows, kwargs),) = calls
+    clips, frames = batch["pixel_values_videos"].shape[:2]
+    assert (kwargs["mode"], kwargs["frames_per_clip"], rows) == ("gaussian", frames, clips * frames)
+    assert (clips, frames) == (2, 4)
+
+
 def test_gradient_accumulation_matches_one_large_batch(tiny, samples, tmp_path):
     """2 micro-batches of 1 = 1 batch of 2 with SGD (whose step is proportional to the gradient); the two samples
-    have different target lengths, so per-micro-batch means would give a different step. The Gaussian KL's statistics
-    cover one micro-batch (of all ranks) and are not additive over micro-batches, so this uses the per-frame form."""
-    common = dict(optim="sgd", learning_rate=0.5, max_steps=1, max_grad_norm=0.0, weight_decay=0.0, kl_mode="pooled")
+    have different target lengths, so per-micro-batch means would give a different step. The default KL is a mean of
+    per-sample terms, so it is additive over micro-batches too (`gaussian_batch` is not)."""
+    common = dict(optim="sgd", learning_rate=0.5, max_steps=1, max_grad_norm=0.0, weight_decay=0.0)
     one_batch, _ = train_and_collect(tiny, samples, tmp_path, per_device_train_batch_size=2, **common)
     accumulated, _ = train_and_collect(
         tiny, samples, tmp_path, per_device_train_batch_size=1, gradient_accumulation_steps=2, **common

@@ -9,13 +9,14 @@ collator's job, so `Trainer` is the smaller, clearer base.
 
 Loss (stage 2): `VTG + kl_weight * KL + ccl_weight * CCL`; every term is logged separately into the log history
 (`vtg_loss`, `kl_loss`, `ccl_loss`; `vtg_exo_loss` / `vtg_ego_loss` in the two-branch init stage). The stage table
-says which terms apply; the training arguments own their weights and the KL's form (`kl_mode`, `kl_temperature`,
-`kl_gather_statistics`: Gaussian statistics over the micro-batch of all data-parallel ranks).
+says which terms apply; the training arguments own their weights and the KL's form (`kl_mode`: per-sample Gaussian
+KL by default; `kl_temperature`; `kl_gather_statistics`: `gaussian_batch` statistics over the micro-batch of all
+data-parallel ranks).
 
 Gradient accumulation: VTG is a token sum divided by the number of target tokens of the whole accumulated batch
 (over all ranks), and KL/CCL are per-micro-batch means divided by the accumulation steps, so `k` micro-batches of
 size `b` give the gradient of one batch of size `k*b` (`loss_is_scaled_for_ga = True` tells Trainer not to divide
-again).
+again). The exception is `kl_mode="gaussian_batch"`, whose moments cover one micro-batch, not the accumulated batch.
 """
 
 from __future__ import annotations
@@ -75,12 +76,17 @@ class Exo2EgoTrainingArguments(TrainingArguments):
     ccl_weight: float = field(default=1.0, metadata={"help": "Weight of the stage-2 cycle loss (0 removes it and G)."})
     kl_mode: str = field(
         default="gaussian",
-        metadata={"help": "Form of the stage-2 KL: gaussian (paper default) | token_softmax | pooled."},
+        metadata={
+            "help": "Form of the stage-2 KL: gaussian (paper default: per ego-exo pair, per-channel moments over each "
+            "clip's tokens) | gaussian_batch (moments over the micro-batch, pairing ignored) | token_softmax | pooled."
+        },
     )
     kl_temperature: float = field(default=1.0, metadata={"help": "Softmax temperature of token_softmax / pooled KL."})
     kl_gather_statistics: bool = field(
         default=True,
-        metadata={"help": "gaussian KL: statistics over the tokens of all data-parallel ranks (a small all-gather)."},
+        metadata={
+            "help": "gaussian_batch only: moments over the tokens of all data-parallel ranks (a small all-gather)."
+        },
     )
     vision_tower_lr: float | None = field(
         default=None, metadata={"help": "LR of the vision towers (default: learning_rate)."}
@@ -108,6 +114,8 @@ class Exo2EgoTrainingArguments(TrainingArguments):
             raise ValueError(f"kl_mode must be one of {KL_MODES}, got {self.kl_mode!r}")
         if self.kl_temperature <= 0:
             raise ValueError(f"kl_temperature must be > 0, got {self.kl_temperature}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps must be > 0, or -1 to train num_train_epochs epochs, got {self.max_steps}")
         if self.global_batch_size is not None:
             per_step = self.per_device_train_batch_size * self.world_size
             if self.global_batch_size % per_step:
@@ -116,6 +124,8 @@ class Exo2EgoTrainingArguments(TrainingArguments):
                     f"({self.per_device_train_batch_size}) x processes ({self.world_size})"
                 )
             self.gradient_accumulation_steps = self.global_batch_size // per_step
+        if self.gradient_accumulation_steps < 1:
+            raise ValueError(f"gradient_accumulation_steps must be >= 1, got {self.gradient_accumulation_steps}")
 
 
 class _DatasetEpochCallback(TrainerCallback):
@@ -227,6 +237,7 @@ class Exo2EgoTrainer(Trainer):
                     temperature=self.args.kl_temperature,
                     detach_target="exo_vision_tower" not in self.stage.trainable,
                     gather_statistics=self.args.kl_gather_statistics,
+                    frames_per_clip=batch["pixel_values_videos"].shape[1],  # (B, T, 3, H, W)
                 )
                 total = total + self.stage.loss_weights["kl"] * kl / accumulation
                 self._record("kl_loss", kl.detach())
