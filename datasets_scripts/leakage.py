@@ -37,6 +37,7 @@ BENCH_NAMESPACES = {
     "egotaskqa": "lemma",
     "vlnqa": "vlnqa",
     "synthetic": "synthetic",
+    "synthetic_pattern": "synthetic",
 }
 MAX_LISTED = 200  # ids listed per overlapping pair
 

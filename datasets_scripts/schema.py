@@ -141,6 +141,7 @@ EGOBENCH_TASK_CONFIGS: dict[str, EgoBenchTaskConfigs] = {
         _single("vlnqa"),
         _single("egomcq"),
         EgoBenchTaskConfigs("synthetic", (("synthetic",),), built_by_egobench=False),
+        EgoBenchTaskConfigs("synthetic_pattern", (("synthetic_pattern",),), built_by_egobench=False),
     )
 }
 EGOBENCH_BUILDER_TASKS = tuple(name for name, spec in EGOBENCH_TASK_CONFIGS.items() if spec.built_by_egobench)

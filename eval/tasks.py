@@ -192,6 +192,13 @@ TASKS: dict[str, TaskSpec] = {
             headline=(ACCURACY,),
             paper_table="(ours: the embedded synthetic world)",
         ),
+        TaskSpec(
+            name="synthetic_pattern",
+            display_name="Synthetic Ego-Exo: pattern (named in exo text only)",
+            option_counts=(5,),
+            headline=(ACCURACY,),
+            paper_table="(ours: the embedded synthetic world)",
+        ),
     )
 }
 

@@ -23,6 +23,7 @@ block plate bottle jar pan knife spoon table shelf drawer door counter sink wate
 first then after before next finally last while video clip camera view frame scene person wearer egocentric
 exocentric answer question option options letter best choose select describe happened happening doing action
 activity task step goal answer: question: options: A B C D E F G H (A) (B) (C) (D) (E) yes no none all
+plain striped checked dotted banded pattern someone
 """.split()
 
 
@@ -35,6 +36,9 @@ def tokenizer_corpus() -> list[str]:
     # Answers start with a space and an option letter (" B. the blue cup"): make " A".." E" single tokens.
     colours = ("red", "green", "blue", "yellow", "purple", "cyan")
     sentences += [f"[/INST] {letter}. the {colour} cup" for letter in "ABCDE" for colour in colours] * 40
+    # The synthetic world's patterns (named by its web-exo captions): one token each, so no two share a last token.
+    patterns = ("plain", "striped", "checked", "dotted", "banded")
+    sentences += [f"a {pattern} {colour} jar" for pattern in patterns for colour in colours] * 40
     return sentences
 
 

@@ -18,8 +18,17 @@ from datasets_scripts.hub_export import load_folder
 from datasets_scripts.schema import EGOBENCH_FEATURES, EGOIT_FEATURES
 from datasets_scripts.synthetic import WorldConfig, generate_world, plan_world
 from datasets_scripts.synthetic.narration import ANNOTATOR_TEMPLATES
-from datasets_scripts.synthetic.qa import egobench_rows, egoit_rows, text_only_baseline
-from datasets_scripts.synthetic.script import COLOURS, VERB_ANSWERS
+from datasets_scripts.synthetic.qa import PATTERN_TASK, egobench_rows, egoit_rows, text_only_baseline
+from datasets_scripts.synthetic.render import (
+    EGO_CAMERA,
+    EGO_SHIFT,
+    apply_shift,
+    downscale,
+    marker_block,
+    render_frame,
+    scaled,
+)
+from datasets_scripts.synthetic.script import COLOURS, PATTERNS, VERB_ANSWERS
 
 CONFIG = WorldConfig(num_takes=5, seed=3)
 
@@ -180,7 +189,8 @@ def test_deterministic_for_a_seed(tmp_path):
 
     first = digest(tmp_path / "a")
     assert first == digest(tmp_path / "b")
-    assert sum(name.endswith(".mp4") for name in first) == 3 * 10
+    assert sum(name.endswith(".mp4") and name.startswith("takes/") for name in first) == 3 * 10
+    assert sum(name.startswith("web_exo/videos/") for name in first) == 3 * config.web_exo_per_take
     other = WorldConfig(num_takes=3, seed=12, actions_per_take=2, write_qa=False)
     generate_world(tmp_path / "c", other)
     assert digest(tmp_path / "c")["takes.json"] != first["takes.json"]
@@ -188,7 +198,7 @@ def test_deterministic_for_a_seed(tmp_path):
     # Downscaled only: the same 448 videos to the byte, and no full-resolution ones.
     generate_world(tmp_path / "d", replace(config, downscaled_only=True))
     small = digest(tmp_path / "d")
-    videos = {name: sha for name, sha in small.items() if name.endswith(".mp4")}
+    videos = {name: sha for name, sha in small.items() if name.endswith(".mp4") and name.startswith("takes/")}
     assert len(videos) == 3 * 5 and all("/downscaled/448/" in name for name in videos)
     assert all(first[name] == sha for name, sha in videos.items())
 
@@ -199,7 +209,9 @@ def test_egoit_and_egobench_rows(world):
     bench = load_folder(root / "egobench", "synthetic", split="test")
     direct = datasets.load_dataset(str(root / "egobench"), "synthetic", split="test", download_mode="force_redownload")
     assert direct["sample_id"] == bench["sample_id"]
-    assert bench.features == EGOBENCH_FEATURES and len(bench) == info["counts"]["egobench_rows"] > 0
+    pattern_rows = load_folder(root / "egobench", PATTERN_TASK, split="test").num_rows
+    assert bench.features == EGOBENCH_FEATURES and len(bench) + pattern_rows == info["counts"]["egobench_rows"]
+    assert len(bench) == 2 * pattern_rows > 0  # two questions per action, and one about its pattern
     positions = set()
     for row in bench:
         meta = json.loads(row["meta"])
@@ -251,5 +263,91 @@ def test_cli_and_bad_arguments(tmp_path):
     assert args.func(args) == 2  # exists: refused with a message, not a traceback
     bad = parser.parse_args(["synth", "--out", str(tmp_path / "y"), "--takes", "2"])
     assert bad.func(bad) == 2 and not (tmp_path / "y").exists()
-    with pytest.raises(ValueError, match="at least 3 takes"):
+    with pytest.raises(ValueError, match="num_takes=2"):
         generate_world(tmp_path / "x", WorldConfig(num_takes=2))
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ({"fps": 0}, "fps=0"),
+        ({"fps": -5}, "fps=-5"),
+        ({"height": 0}, "height=0"),
+        ({"actions_per_take": 0}, "actions_per_take=0"),
+        ({"heldout_fraction": 1.5}, "heldout_fraction=1.5"),
+        ({"downscaled_height": 256}, "downscaled_height=256"),
+        ({"web_exo_per_take": -1}, "web_exo_per_take=-1"),
+        ({"ego_shift": "negative+blur"}, "unknown camera shift 'blur'"),
+    ],
+)
+def test_world_settings_are_checked_where_declared(setting, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        WorldConfig(**setting)
+
+
+def test_only_web_exo_text_names_patterns(world):
+    """The pattern is exo-only knowledge: every web-exo caption names one, no ego-side text names any."""
+    root, info, truth = world
+    words = re.compile(r"\b(" + "|".join(PATTERNS) + r")\b")
+    web = json.loads((root / "web_exo" / "web_exo.json").read_text())
+    assert len(web) == info["counts"]["web_exo_clips"] == CONFIG.web_exo_per_take * 5
+    handled = [words.findall(record["conversations"][1]["value"]) for record in web]
+    assert all(len(found) == 1 for found in handled) and {found[0] for found in handled} == set(PATTERNS)
+    assert all((root / "web_exo" / record["video"]).is_file() for record in web)
+
+    ego_side = [json.dumps(_load(path)) for path in (root / "annotations").glob("atomic_descriptions_*.json")]
+    egoit = load_folder(root / "egoit", "synthetic", split="train")
+    ego_side += [
+        " ".join([row["instruction"], row["question"], row["answer"], *(row["options"] or [])])
+        for row in egoit
+    ]
+    ego_side += load_folder(root / "egoclip", "captions", split="train")["caption"]
+    bench = load_folder(root / "egobench", "synthetic", split="test")
+    ego_side += [" ".join([row["question"], *row["options"]]) for row in bench]
+    assert len(ego_side) > 100 and not [text for text in ego_side if words.search(text)]
+
+
+def test_pattern_split_asks_the_exo_only_attribute(world):
+    root, info, truth = world
+    takes = {t["take_uid"]: t for t in truth["takes"]}
+    bench = load_folder(root / "egobench", "synthetic_pattern", split="test")
+    assert len(bench) == sum(len(takes[uid]["actions"]) for uid in {json.loads(m)["video_id"] for m in bench["meta"]})
+    for row in bench:
+        take = takes[json.loads(row["meta"])["video_id"]]
+        action = take["actions"][int(row["sample_id"].split("/")[2])]
+        obj = take["objects"][action["obj"]]
+        assert row["subset"] == "pattern" and take["split"] in ("val", "test")
+        assert row["answer_text"] == f"the {obj['pattern']} {obj['colour']} {obj['shape']}"
+        assert sorted(row["options"]) == sorted(f"the {p} {obj['colour']} {obj['shape']}" for p in PATTERNS)
+        assert (row["start_sec"], row["end_sec"]) == (action["start"], action["end"])
+    baseline = _load(root / "egobench" / "build_info.json")["text_only_baseline_by_task"]["synthetic_pattern"]
+    assert baseline["chance"] == 0.2 and 0 <= baseline["accuracy"] <= 1
+
+
+def test_pattern_split_not_guessable_from_text():
+    plans, _ = plan_world(WorldConfig(num_takes=150, seed=0, heldout_fraction=0.4))
+    bench = egobench_rows(plans, 0, task=PATTERN_TASK)
+    baseline = text_only_baseline(egoit_rows(plans, 0), bench)
+    assert len(bench) > 250 and baseline["accuracy"] < 0.3, baseline  # chance is 0.2
+
+
+def test_ego_view_records_the_shifted_scene(world):
+    """The ego video is the scene negated and turned a quarter (the domain gap), exo videos are not shifted."""
+    from modeling_exo2ego import read_video_frames
+
+    root, _, truth = world
+    plans, _ = plan_world(CONFIG)
+    plan = next(p for p in plans if p.render)
+    frame = read_video_frames(root / plan.video_path(plan.ego_cam, "448"), 1, timestamps=np.array([0.0])).frames[0]
+    scene = plan.script.scene_at(0.0)
+    camera = scaled(EGO_CAMERA, CONFIG.height)
+    unshifted = downscale(render_frame(plan.script, scene, camera, 0.0, plan.sway_phase), CONFIG.downscaled_height)
+    shifted = downscale(apply_shift(render_frame(plan.script, scene, camera, 0.0, plan.sway_phase), EGO_SHIFT), 64)
+    below_marker = slice(4 * marker_block(64), None)  # the frame marker is drawn after the shift
+
+    def gap(a, b):
+        return np.abs(a[below_marker].astype(int) - b[below_marker].astype(int)).mean()
+
+    assert gap(frame, shifted) < 6 < 60 < gap(frame, unshifted)
+    assert np.array_equal(apply_shift(unshifted, "negative"), 255 - unshifted)
+    assert np.array_equal(apply_shift(unshifted, "rot90"), np.rot90(unshifted))

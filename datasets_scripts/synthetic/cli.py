@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .render import EGO_SHIFT, EGO_SHIFTS
+
 
 def add_parser(data_subparsers) -> None:
     parser = data_subparsers.add_parser(
@@ -27,7 +29,19 @@ def add_parser(data_subparsers) -> None:
     )
     parser.add_argument("--heldout-fraction", type=float, default=0.3, help="share of val + test takes (EgoBench)")
     parser.add_argument("--num-proc", type=int, default=1, help="render takes in this many processes")
-    parser.add_argument("--no-qa", action="store_true", help="skip the egoit/ and egobench/ folders")
+    parser.add_argument("--no-qa", action="store_true", help="skip the egoit/, egobench/ and egoclip/ folders")
+    parser.add_argument(
+        "--ego-shift",
+        default=EGO_SHIFT,
+        help=f"what the ego camera's recording does to the picture: {' + '.join(EGO_SHIFTS)} joined by '+', or none "
+        f"(default {EGO_SHIFT})",
+    )
+    parser.add_argument(
+        "--web-exo-per-take",
+        type=int,
+        default=10,
+        help="captioned web-exo clips (separate scenes, patterns named) per rendered take; 0 writes none",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing world at --out")
     parser.set_defaults(func=run)
 
@@ -36,20 +50,22 @@ def run(args: argparse.Namespace) -> int:
     from .. import hub_export
     from .world import WorldConfig, generate_world
 
-    config = WorldConfig(
-        num_takes=args.takes,
-        seed=args.seed,
-        fps=args.fps,
-        actions_per_take=args.actions_per_take,
-        objects_per_take=args.objects_per_take,
-        height=args.height,
-        downscaled_height=args.downscaled_height,
-        downscaled_only=args.downscaled_only,
-        heldout_fraction=args.heldout_fraction,
-        num_proc=args.num_proc,
-        write_qa=not args.no_qa,
-    )
     try:
+        config = WorldConfig(
+            num_takes=args.takes,
+            seed=args.seed,
+            fps=args.fps,
+            actions_per_take=args.actions_per_take,
+            objects_per_take=args.objects_per_take,
+            height=args.height,
+            downscaled_height=args.downscaled_height,
+            downscaled_only=args.downscaled_only,
+            heldout_fraction=args.heldout_fraction,
+            num_proc=args.num_proc,
+            write_qa=not args.no_qa,
+            ego_shift=args.ego_shift,
+            web_exo_per_take=args.web_exo_per_take,
+        )
         info = generate_world(args.out, config, overwrite=args.overwrite)
     except (ValueError, hub_export.ExportError) as error:
         print(f"error: {error}", file=sys.stderr)

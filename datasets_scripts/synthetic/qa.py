@@ -1,11 +1,17 @@
-"""Synthetic EgoIT (train takes) and EgoBench (held-out val/test takes) rows, in the canonical schemas.
+"""Synthetic EgoIT (train takes), EgoBench (held-out val/test takes) and EgoClip-style caption rows.
 
-Questions are about one action's segment [start, end] of the ego video:
+Questions are about one action's segment [start, end] of the ego video. EgoBench config ``synthetic`` (and EgoIT)
+asks what the ego-side text names:
 
 - ``object``: "Which object did I pick up / put down / move?" -> "the red box" (distractors have the
   four other colours, so the answer is never a colour that is not visible in some other option);
 - ``colour``: "What colour was the object I poured from / shook?" -> "red";
 - ``action``: "What did I do with the red box?" -> "picked it up" (5 of the 6 verbs).
+
+EgoBench config ``synthetic_pattern`` asks the world's exo-only knowledge about the same ego clips: "Which object did
+I pick up?" -> "the striped red box", the other options naming the same object with the four other patterns. No
+ego-side text names a pattern (EgoIT, the narrations, ``egoclip/``); only the web-exo captions do
+(:mod:`.web_exo`), so the split measures what reaches the ego side from the exo side.
 
 Scenes draw colours and shapes uniformly and every object can undergo every action, so the question
 text does not reveal the answer; ``egobench/build_info.json`` reports a text-only baseline (the most
@@ -24,11 +30,23 @@ from pathlib import Path
 from typing import Any
 
 from .. import hub_export
-from ..schema import EGOBENCH_FEATURES, EGOIT_FEATURES, egobench_row, egoit_row, frozen_option_order, seeded_choice
-from .narration import FIRST_PERSON, describe
-from .script import COLOURS, SHAPES, VERB_ANSWERS
+from ..schema import (
+    CAPTION_FEATURES,
+    EGOBENCH_FEATURES,
+    EGOIT_FEATURES,
+    caption_row,
+    egobench_row,
+    egoit_row,
+    frozen_option_order,
+    seeded_choice,
+)
+from .narration import ANNOTATOR_TEMPLATES, FIRST_PERSON, describe
+from .script import COLOURS, PATTERNS, SHAPES, VERB_ANSWERS
 
 TASK = "synthetic"
+PATTERN_TASK = "synthetic_pattern"
+CAPTIONS_FOLDER = "egoclip"
+CAPTIONS_CONFIG = "captions"
 OBJECT_QUESTIONS = {
     "pick_up": "Which object did I pick up?",
     "put_down": "Which object did I put down?",
@@ -40,6 +58,7 @@ COLOUR_QUESTIONS = {
     "shake": "What colour was the object I shook?",
 }
 ACTION_QUESTION = "What did I do with the {obj}?"
+PATTERN_QUESTIONS = {**OBJECT_QUESTIONS, "pour": "Which object did I pour from?", "shake": "Which object did I shake?"}
 NUM_OPTIONS = 5
 
 
@@ -121,18 +140,45 @@ def take_questions(plan, seed: int, variant: str = "448") -> list[Question]:
     return questions
 
 
-def egobench_rows(plans, seed: int, variant: str = "448") -> list[dict[str, Any]]:
-    """5-way multiple-choice rows about the held-out (val and test) takes."""
+def pattern_questions(plan, seed: int, variant: str = "448") -> list[Question]:
+    """One question per action of a take, answered by the handled object's pattern (options: all five patterns)."""
+    script = plan.script
+    questions = []
+    for index, action in enumerate(script.actions):
+        obj = script.objects[action.obj]
+        questions.append(
+            Question(
+                take_uid=plan.take_uid,
+                take_name=plan.take_name,
+                take_split=plan.split,
+                action_index=index,
+                kind="pattern",
+                verb=action.verb,
+                question=PATTERN_QUESTIONS[action.verb],
+                answer=f"the {obj.full_name}",
+                distractors=tuple(f"the {pattern} {obj.name}" for pattern in PATTERNS if pattern != obj.pattern),
+                start_sec=action.start,
+                end_sec=action.end,
+                video=plan.video_path(plan.ego_cam, variant),
+            )
+        )
+    return questions
+
+
+def egobench_rows(plans, seed: int, variant: str = "448", task: str = TASK) -> list[dict[str, Any]]:
+    """5-way multiple-choice rows about the held-out (val and test) takes, for ``task`` (:data:`TASK`: object, colour
+    and action questions; :data:`PATTERN_TASK`: pattern questions)."""
+    questions = pattern_questions if task == PATTERN_TASK else take_questions
     rows = []
     for plan in plans:
         if plan.split == "train" or not plan.render:
             continue
         exo_videos = [plan.video_path(cam, variant) for cam in plan.exo_cams]
-        for q in take_questions(plan, seed, variant):
+        for q in questions(plan, seed, variant):
             rows.append(
                 egobench_row(
-                    sample_id=f"{TASK}/{q.key}",
-                    task=TASK,
+                    sample_id=f"{task}/{q.key}",
+                    task=task,
                     subset=q.kind,
                     video=q.video,
                     start_sec=q.start_sec,
@@ -204,6 +250,29 @@ def egoit_rows(plans, seed: int, variant: str = "448") -> list[dict[str, Any]]:
     return rows
 
 
+def caption_rows(plans, seed: int, variant: str = "448") -> list[dict[str, Any]]:
+    """EgoClip-style captions of the train takes' ego clips, for the init stage's ego tower: one per action, the
+    first annotator's narration over the action's segment (no pattern: ``TableObject.name``)."""
+    rows = []
+    for plan in plans:
+        if plan.split != "train" or not plan.render:
+            continue
+        for index, action in enumerate(plan.script.actions):
+            rows.append(
+                caption_row(
+                    id=f"{TASK}/{plan.take_name}/{index:02d}",
+                    source="egoclip",
+                    media_type="video",
+                    media=plan.video_path(plan.ego_cam, variant),
+                    start_sec=action.start,
+                    end_sec=action.end,
+                    prompt="",
+                    caption=describe(plan.script, action, ANNOTATOR_TEMPLATES[0]),
+                )
+            )
+    return rows
+
+
 def text_only_baseline(egoit: list[dict[str, Any]], egobench: list[dict[str, Any]]) -> dict[str, Any]:
     """Accuracy of answering EgoBench from the question text alone: per question, pick the option that
     was most often the answer to the same question in EgoIT (ties: first in the frozen order)."""
@@ -247,21 +316,25 @@ def _card_sections(kind: str, counts: dict[str, int]) -> dict[str, str]:
 
 
 def write_qa_folders(root: Path, plans, config) -> dict[str, Any]:
-    """Write ``root/egoit`` and ``root/egobench`` (config "synthetic"); returns their counts.
+    """Write ``root/egoit`` (config "synthetic"), ``root/egobench`` (configs "synthetic" and "synthetic_pattern")
+    and ``root/egoclip`` (config "captions"); returns their counts.
 
-    Called inside the world's staging folder, so both appear atomically with the world.
+    Called inside the world's staging folder, so all appear atomically with the world.
     """
     variant = "448"
     egoit = egoit_rows(plans, config.seed, variant)
-    egobench = egobench_rows(plans, config.seed, variant)
-    baseline = text_only_baseline(egoit, egobench)
+    egobench = {task: egobench_rows(plans, config.seed, variant, task) for task in (TASK, PATTERN_TASK)}
+    baselines = {task: text_only_baseline(egoit, rows) for task, rows in egobench.items()}
     results = {}
-    for kind, rows, features, split in (
-        ("egoit", egoit, EGOIT_FEATURES, "train"),
+    for kind, tables, features, split in (
+        ("egoit", {TASK: egoit}, EGOIT_FEATURES, "train"),
         ("egobench", egobench, EGOBENCH_FEATURES, "test"),
     ):
         folder = Path(root) / kind
-        data_files = hub_export.write_parquet_configs(folder, {TASK: {split: rows}}, {TASK: features})
+        data_files = hub_export.write_parquet_configs(
+            folder, {task: {split: rows} for task, rows in tables.items()}, dict.fromkeys(tables, features)
+        )
+        rows = [row for table in tables.values() for row in table]
         by_kind = Counter(row["task"] if kind == "egoit" else row["subset"] for row in rows)
         card = hub_export.make_dataset_card(
             data_files,
@@ -280,8 +353,39 @@ def write_qa_folders(root: Path, plans, config) -> dict[str, Any]:
             "skips": {},
         }
         if kind == "egobench":
-            info["text_only_baseline"] = baseline
+            info["text_only_baseline"] = baselines[TASK]
+            info["text_only_baseline_by_task"] = baselines
         hub_export.write_build_info(folder, info)
         results[f"{kind}_rows"] = len(rows)
-    results["egobench_text_only_accuracy"] = baseline["accuracy"]
+    captions = caption_rows(plans, config.seed, variant)
+    folder = Path(root) / CAPTIONS_FOLDER
+    data_files = hub_export.write_parquet_configs(
+        folder, {CAPTIONS_CONFIG: {"train": captions}}, {CAPTIONS_CONFIG: CAPTION_FEATURES}
+    )
+    card = hub_export.make_dataset_card(
+        data_files,
+        pretty_name="Synthetic EgoClip-style captions",
+        license="apache-2.0",
+        sections={
+            "Contents": f"{len(captions)} narrations of the synthetic world's train takes over their ego clips.",
+            "Videos": "`media` is the ego view in `downscaled/448`, relative to the world root (the parent folder).",
+            "Licence": "Generated data, Apache-2.0, like the project; no third-party content.",
+        },
+        task_categories=["video-text-to-text"],
+    )
+    card.save(str(folder / hub_export.CARD_NAME))
+    hub_export.write_build_info(
+        folder,
+        {
+            "builder": "datasets_scripts.synthetic.qa",
+            "seed": config.seed,
+            "video_root": "..",
+            "video_variant": variant,
+            "counts": {"rows": len(captions)},
+            "skips": {},
+        },
+    )
+    results["egoclip_rows"] = len(captions)
+    results["egobench_text_only_accuracy"] = baselines[TASK]["accuracy"]
+    results["egobench_pattern_text_only_accuracy"] = baselines[PATTERN_TASK]["accuracy"]
     return results

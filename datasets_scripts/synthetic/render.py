@@ -3,7 +3,13 @@
 Cameras are orthographic projections of the same scene (:func:`script.scene_at`), so every view of
 frame ``i`` shows the same instant ``i / fps`` (Ego-Exo4D's "frame aligned" videos). The ego camera
 (Aria) looks down from C's head, close, following the active hand with a small head sway, and C's own
-arm and chest occlude part of it; the four exo cameras are fixed at different angles and zooms.
+arm and chest occlude part of it; the four exo cameras are fixed at different angles, square and close enough
+that each object covers about 8 of the tiny model's 32 pixels (2x2 of its 4-px patches).
+
+The ego camera records through a systematic shift (``Camera.shift``, default :data:`EGO_SHIFT`): a negative image
+turned by 90 degrees, a stand-in for a wearable camera's other sensor, lens and mounting. It keeps every detail
+(the tower's first linear layer can undo it exactly), but a tower that only ever saw exo frames misreads ego frames:
+dark stripes turn into light ones, a white dot into a dark one, horizontal bands into vertical ones.
 
 Every frame carries its index as a 3x5 grid of black/white blocks in the top-left corner (block side
 = frame height // 16), which :func:`read_frame_marker` reads back from decoded frames.
@@ -14,13 +20,13 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .script import BOWL_POSITION, COLOURS, OBJECT_SIZE, REST, Scene, TakeScript
+from .script import BOWL_POSITION, COLOURS, OBJECT_SIZE, PATTERNS, REST, Scene, TakeScript
 
 MARKER_ROWS, MARKER_COLS = 3, 5
 MARKER_BITS = MARKER_ROWS * MARKER_COLS  # frame indices up to 32767 (18 min at 30 fps)
@@ -31,6 +37,10 @@ BOWL = (215, 215, 222)
 BOWL_INSIDE = (110, 110, 118)
 SKIN = (225, 175, 140)
 SHIRT = (70, 72, 88)
+PATTERN_DARK = (25, 25, 30)
+PATTERN_LIGHT = (245, 245, 245)
+EGO_SHIFTS = ("negative", "rot90")  # composable with "+"; "" or "none" records the scene as it is
+EGO_SHIFT = "negative+rot90"
 SHAPE_POLYGONS = {  # unit-size outlines, (x right, y up), centred on the object's middle
     "box": [(-0.5, -0.5), (0.5, -0.5), (0.5, 0.5), (-0.5, 0.5)],
     "jar": [(0.5 * math.cos(a), 0.5 * math.sin(a)) for a in np.linspace(0, 2 * math.pi, 16, endpoint=False)],
@@ -63,33 +73,40 @@ class Camera:
     look_at: tuple[float, float] = (0.5, 0.45)
     follow: float = 0.0
     sway: float = 0.0
+    shift: str = ""  # what the camera's recording does to the picture: names of EGO_SHIFTS joined by "+"
 
 
-# Close and hand-following, so the handled object covers several patches even in a 32 px tiny-model frame (at zoom
-# 1.8 the tiny demo model did not learn colours within its CPU budget; README, "The demo").
-EGO_CAMERA = Camera("ego", 128, 128, 0.0, 58.0, 3.0, look_at=(0.5, 0.3), follow=0.9, sway=0.04)
-EXO_CAMERAS = (  # (azimuth, elevation, zoom): front, left side, top-down, close oblique
-    Camera("exo1", 224, 128, 180.0, 35.0, 0.72, look_at=(0.5, 0.35)),
-    Camera("exo2", 224, 128, 90.0, 25.0, 0.70, look_at=(0.5, 0.35)),
-    Camera("exo3", 224, 128, 10.0, 78.0, 0.62, look_at=(0.5, 0.35)),
-    Camera("exo4", 224, 128, -125.0, 40.0, 0.95, look_at=(0.5, 0.45)),
+# Close and hand-following, so the handled object covers several patches even in a 32 px tiny-model frame.
+EGO_CAMERA = Camera("ego", 128, 128, 0.0, 58.0, 2.4, look_at=(0.5, 0.3), follow=0.9, sway=0.04, shift=EGO_SHIFT)
+EXO_CAMERAS = (  # (azimuth, elevation, zoom): front, left side, top-down, oblique; square, the table fills them
+    Camera("exo1", 128, 128, 180.0, 30.0, 1.2, look_at=(0.5, 0.28)),
+    Camera("exo2", 128, 128, 90.0, 30.0, 1.2, look_at=(0.5, 0.42)),
+    Camera("exo3", 128, 128, 10.0, 78.0, 1.15, look_at=(0.5, 0.45)),
+    Camera("exo4", 128, 128, -125.0, 45.0, 1.25, look_at=(0.5, 0.42)),
 )
 
 
 def scaled(camera: Camera, height: int) -> Camera:
     """The same camera rendering ``height``-pixel frames (width scaled, kept even for yuv420p)."""
     width = int(round(camera.width * height / camera.height / 2)) * 2
-    return Camera(
-        camera.cam_id,
-        width,
-        height,
-        camera.azimuth_deg,
-        camera.elevation_deg,
-        camera.zoom,
-        camera.look_at,
-        camera.follow,
-        camera.sway,
-    )
+    return replace(camera, width=width, height=height)
+
+
+def parse_shift(shift: str) -> tuple[str, ...]:
+    """ "negative+rot90" -> ("negative", "rot90"); "" and "none" -> (); an unknown name raises ValueError."""
+    names = tuple(name for name in shift.split("+") if name and name != "none")
+    unknown = [name for name in names if name not in EGO_SHIFTS]
+    if unknown:
+        raise ValueError(f"unknown camera shift {'+'.join(unknown)!r}; known: {', '.join(EGO_SHIFTS)} (joined by +)")
+    return names
+
+
+def apply_shift(frame: np.ndarray, shift: str) -> np.ndarray:
+    """``frame`` (H, W, 3) uint8 as a camera with ``shift`` records it: "negative" inverts every channel, "rot90"
+    turns the picture a quarter turn counter-clockwise (square frames keep their size)."""
+    for name in parse_shift(shift):
+        frame = 255 - frame if name == "negative" else np.rot90(frame)
+    return np.array(frame)  # a writable copy: the frame marker is drawn into it
 
 
 class _Projector:
@@ -134,13 +151,72 @@ def _dark(colour, factor=0.55):
 
 
 def _object_polygon(project: _Projector, centre, shape: str, tilt: float, size: float) -> list[tuple[float, float]]:
-    u0, v0 = project(centre)
-    radius = size * project.scale
+    return _transform(SHAPE_POLYGONS[shape], project(centre), size * project.scale, tilt)
+
+
+def _clip(polygon: list[tuple[float, float]], window: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """``polygon`` clipped to the convex, counter-clockwise ``window`` (Sutherland-Hodgman)."""
+    for (ax, ay), (bx, by) in zip(window, window[1:] + window[:1]):
+
+        def inside(point, ax=ax, ay=ay, bx=bx, by=by):
+            return (bx - ax) * (point[1] - ay) - (by - ay) * (point[0] - ax) >= 0
+
+        def crossing(p, q, ax=ax, ay=ay, bx=bx, by=by):
+            edge = (bx - ax, by - ay)
+            denominator = edge[0] * (q[1] - p[1]) - edge[1] * (q[0] - p[0])
+            u = (edge[1] * (p[0] - ax) - edge[0] * (p[1] - ay)) / denominator
+            return (p[0] + u * (q[0] - p[0]), p[1] + u * (q[1] - p[1]))
+
+        clipped = []
+        for current, following in zip(polygon, polygon[1:] + polygon[:1]):
+            if inside(current):
+                clipped.append(current)
+                if not inside(following):
+                    clipped.append(crossing(current, following))
+            elif inside(following):
+                clipped.append(crossing(current, following))
+        polygon = clipped
+        if not polygon:
+            break
+    return polygon
+
+
+def _rectangle(left, bottom, right, top):
+    return [(left, bottom), (right, bottom), (right, top), (left, top)]
+
+
+PATTERN_MARKS = {  # pattern -> (mark colour, mark polygons in unit object coordinates, before clipping to the shape)
+    "plain": (PATTERN_DARK, []),
+    "striped": (PATTERN_DARK, [_rectangle(-1, -0.25, 1, 0.0), _rectangle(-1, 0.25, 1, 0.5)]),  # two dark stripes
+    "checked": (PATTERN_DARK, [_rectangle(-1, 0.0, 0.0, 1), _rectangle(0.0, -1, 1, 0.0)]),  # dark quarters
+    "dotted": (
+        PATTERN_LIGHT,
+        [[(0.24 * math.cos(a), 0.24 * math.sin(a)) for a in np.linspace(0, 2 * math.pi, 12, False)]],
+    ),
+    "banded": (PATTERN_LIGHT, [_rectangle(-1, -0.14, 1, 0.14)]),  # one white band across the middle
+}
+# The convex part of each silhouette that carries the pattern (the bottle's body, below its neck).
+PATTERN_WINDOWS = {
+    "box": SHAPE_POLYGONS["box"],
+    "jar": SHAPE_POLYGONS["jar"],
+    "cup": SHAPE_POLYGONS["cup"],
+    "bottle": _rectangle(-0.32, -0.55, 0.32, 0.1),
+}
+# (shape, pattern) -> (colour, clipped mark polygons), computed once.
+SHAPE_PATTERN_MARKS = {
+    (shape, pattern): (colour, [mark for mark in (_clip(polygon, window) for polygon in polygons) if len(mark) > 2])
+    for shape, window in PATTERN_WINDOWS.items()
+    for pattern, (colour, polygons) in PATTERN_MARKS.items()
+}
+if set(PATTERN_MARKS) != set(PATTERNS):
+    raise ImportError("render.PATTERN_MARKS and script.PATTERNS name different patterns")
+
+
+def _transform(polygon, centre_uv, radius: float, tilt: float) -> list[tuple[float, float]]:
+    """Unit object coordinates (y up) -> pixels: scale by ``radius``, turn by ``tilt``, move to ``centre_uv``."""
+    u0, v0 = centre_uv
     cos_t, sin_t = math.cos(math.radians(-tilt)), math.sin(math.radians(-tilt))
-    return [
-        (u0 + radius * (x * cos_t - y * sin_t), v0 - radius * (x * sin_t + y * cos_t))
-        for x, y in SHAPE_POLYGONS[shape]
-    ]
+    return [(u0 + radius * (x * cos_t - y * sin_t), v0 - radius * (x * sin_t + y * cos_t)) for x, y in polygon]
 
 
 def gaze_point(script: TakeScript, t: float) -> tuple[float, float, float]:
@@ -184,10 +260,13 @@ def render_frame(
         centre = (state.x, state.y, state.z + OBJECT_SIZE / 2)
         colour = COLOURS[spec.colour]
 
-        def draw_object(centre=centre, shape=spec.shape, tilt=state.tilt, colour=colour):
+        def draw_object(centre=centre, shape=spec.shape, tilt=state.tilt, colour=colour, pattern=spec.pattern):
             draw.polygon(
                 _object_polygon(project, centre, shape, tilt, OBJECT_SIZE), fill=colour, outline=_dark(colour)
             )
+            mark_colour, marks = SHAPE_PATTERN_MARKS[shape, pattern]
+            for mark in marks:
+                draw.polygon(_transform(mark, project(centre), OBJECT_SIZE * project.scale, tilt), fill=mark_colour)
 
         items.append((project.depth(centre), draw_object))
     if scene.stream is not None:
@@ -285,7 +364,8 @@ def render_views(
         t = index / fps
         scene = script.scene_at(t)
         yield [
-            draw_frame_marker(render_frame(script, scene, camera, t, sway_phase).copy(), index) for camera in cameras
+            draw_frame_marker(apply_shift(render_frame(script, scene, camera, t, sway_phase), camera.shift), index)
+            for camera in cameras
         ]
 
 

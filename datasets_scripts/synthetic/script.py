@@ -5,8 +5,11 @@ z: height). :func:`scene_at` gives the exact scene at any time, which both the r
 narrations/questions are derived from, so the text is true to the video by construction.
 
 The answer-bearing attributes are chosen to survive 32-64 px frames and H.264: six saturated colours,
-four silhouettes, and actions that move an object far (lift by 0.3 table widths, slide by 0.3, pour a
-coloured stream into a bowl that fills with that colour, shake with a large amplitude).
+four silhouettes, five surface patterns, and actions that move an object far (lift by 0.25 table widths, slide by
+0.3, pour a coloured stream into a bowl that fills with that colour, shake with a large amplitude).
+
+The pattern is the world's exo-only knowledge: it is visible in every view, but only the web-exo captions
+(:mod:`.web_exo`) name it. ``TableObject.name`` ("red box"), which every ego-side text uses, leaves it out.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "cyan": (20, 205, 215),
 }
 SHAPES = ("box", "jar", "cup", "bottle")  # square, disc, trapezoid, tall bar with a neck
+# Surface patterns, drawn over the whole object (render.pattern_mask): dark horizontal stripes, a dark 2x2 checker,
+# a white central dot, one white band across the middle, or none.
+PATTERNS = ("plain", "striped", "checked", "dotted", "banded")
 # Every object is a container, so every action (pouring included) fits every object: the question
 # text ("the red cup") never tells which action was done.
 VERBS = ("pick_up", "put_down", "move_left", "move_right", "pour", "shake")
@@ -40,7 +46,9 @@ SCENARIOS = {  # parent_task_name -> task names (Ego-Exo4D style scenario/task p
     "Cooking": ("Pour Drinks", "Mix Colours"),
     "Tidying": ("Sort Objects", "Clear the Table"),
 }
-OBJECT_SIZE = 0.17  # in table widths
+# In table widths: large enough that the exo cameras show an object over 2x2 patches of the tiny model's 32-px frame
+# (render.EXO_CAMERAS), where its pattern can be read.
+OBJECT_SIZE = 0.22
 LIFT_HEIGHT = 0.25
 SLIDE_DISTANCE = 0.3
 BOWL_POSITION = (0.5, 0.85)
@@ -56,10 +64,17 @@ HELD_VERB_WEIGHTS = {"put_down": 0.8, "pour": 2.0, "shake": 2.0}
 class TableObject:
     colour: str
     shape: str
+    pattern: str = "plain"
 
     @property
     def name(self) -> str:
+        """How ego-side text (narrations, EgoIT, EgoBench's colour/object/action questions) names it."""
         return f"{self.colour} {self.shape}"
+
+    @property
+    def full_name(self) -> str:
+        """How the web-exo captions name it: with its pattern."""
+        return f"{self.pattern} {self.colour} {self.shape}"
 
 
 @dataclass(frozen=True)
@@ -156,7 +171,7 @@ def _place_objects(rng: random.Random, num_objects: int) -> list[tuple[float, fl
 def make_script(rng: random.Random, num_actions: int = 5, num_objects: int = 4) -> TakeScript:
     """A random but valid take: distinct colours (a colour names one object), objects never overlap."""
     colours = rng.sample(sorted(COLOURS), num_objects)
-    objects = [TableObject(colour, rng.choice(SHAPES)) for colour in colours]
+    objects = [TableObject(colour, rng.choice(SHAPES), rng.choice(PATTERNS)) for colour in colours]
     positions = _place_objects(rng, num_objects)
     parent = rng.choice(sorted(SCENARIOS))
     task = rng.choice(SCENARIOS[parent])

@@ -9,7 +9,10 @@
       takes/<take_name>/frame_aligned_videos/{aria01_214-1,cam01..cam04}.mp4        (gp01.. / aria02 in some takes)
       takes/<take_name>/frame_aligned_videos/downscaled/448/<same basenames>.mp4    (short side = downscaled_height)
       synthetic_world.json                         ground truth: objects, actions, splits, planted quirks
-      egoit/  egobench/                            Hub-ready EgoIT and EgoBench folders (config "synthetic")
+      egoit/  egobench/                            Hub-ready EgoIT and EgoBench folders (configs "synthetic",
+                                                   EgoBench also "synthetic_pattern")
+      egoclip/                                     EgoClip-style ego captions of the train takes (config "captions")
+      web_exo/                                     web-exo corpus in VideoLLaMA2's pretraining format (web_exo.py)
       build_info.json                              seed, config, versions, counts (written last)
 
 Planted quirks of real downloads (listed in ``synthetic_world.json`` and ``build_info.json``): string
@@ -26,15 +29,15 @@ import math
 import random
 import uuid
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from .. import hub_export
-from . import narration
-from .render import EGO_CAMERA, EXO_CAMERAS, VideoWriter, downscale, render_views, scaled
+from . import narration, web_exo
+from .render import EGO_CAMERA, EGO_SHIFT, EXO_CAMERAS, VideoWriter, downscale, parse_shift, render_views, scaled
 from .script import SCENARIOS, TakeScript, make_script
 
 ARIA_RGB_STREAM = "214-1"
@@ -62,7 +65,33 @@ class WorldConfig:
     downscaled_only: bool = False
     heldout_fraction: float = 0.3  # val + test takes (EgoBench); the rest is train
     num_proc: int = 1
-    write_qa: bool = True  # also write ROOT/egoit and ROOT/egobench
+    write_qa: bool = True  # also write ROOT/egoit, ROOT/egobench and ROOT/egoclip
+    # What the ego camera's recording does to the picture (render.apply_shift): the ego-exo domain gap.
+    ego_shift: str = EGO_SHIFT
+    # Scenes of the web-exo corpus (web_exo.py) per rendered take: 10 gives 2000 captioned clips for 200 takes, where
+    # Ego-ExoClip has about 1400 narrated clips of 700 actions.
+    web_exo_per_take: int = 10
+
+    def __post_init__(self):
+        checks = {
+            "num_takes": self.num_takes >= 3,
+            "fps": self.fps > 0,
+            "actions_per_take": self.actions_per_take >= 1,
+            "objects_per_take": self.objects_per_take >= 1,
+            "height": self.height >= 16,
+            "downscaled_height": 16 <= self.downscaled_height <= self.height,
+            "heldout_fraction": 0 < self.heldout_fraction < 1,
+            "num_proc": self.num_proc >= 1,
+            "web_exo_per_take": self.web_exo_per_take >= 0,
+        }
+        wrong = [name for name, ok in checks.items() if not ok]
+        if wrong:
+            values = ", ".join(f"{name}={getattr(self, name)!r}" for name in wrong)
+            raise ValueError(
+                f"invalid world settings: {values} (takes >= 3, fps > 0, actions and objects >= 1, "
+                "16 <= downscaled height <= height, 0 < heldout fraction < 1, processes >= 1, web-exo scenes >= 0)"
+            )
+        parse_shift(self.ego_shift)
 
 
 @dataclass
@@ -110,8 +139,6 @@ def plan_world(config: WorldConfig) -> tuple[list[TakePlan], dict[str, Any]]:
     alternate test/val from the end. ``extras`` holds the unrendered quirk entries (an annotated uid
     missing from takes.json, a train take without its ego stream).
     """
-    if config.num_takes < 3:
-        raise ValueError(f"the synthetic world needs at least 3 takes (2 train + 1 held out), got {config.num_takes}")
     rng = random.Random(f"exo2ego-synthetic/{config.seed}")
     num_heldout = min(config.num_takes - 2, max(1, round(config.num_takes * config.heldout_fraction)))
     plans = []
@@ -171,7 +198,8 @@ def render_take(root: str, plan: TakePlan, config: WorldConfig) -> int:
     """Write the 5 full-resolution (unless `config.downscaled_only`) and 5 downscaled views of one take; returns
     the frame count."""
     take_dir = Path(root) / "takes" / plan.take_name / "frame_aligned_videos"
-    cameras = [scaled(EGO_CAMERA, config.height)] + [scaled(camera, config.height) for camera in EXO_CAMERAS]
+    ego_camera = replace(EGO_CAMERA, shift=config.ego_shift)
+    cameras = [scaled(ego_camera, config.height)] + [scaled(camera, config.height) for camera in EXO_CAMERAS]
     cam_ids = [plan.ego_cam, *plan.exo_cams]
     basenames = plan.video_basenames()
     writers = []
@@ -374,6 +402,7 @@ def ground_truth(plans: list[TakePlan], extras: dict[str, TakePlan], config: Wor
             "rendered": plan.render,
             "ego_cam": plan.ego_cam,
             "exo_cams": list(plan.exo_cams),
+            "videos_448": {cam: plan.video_path(cam, "448") for cam in (plan.ego_cam, *plan.exo_cams)},
             "duration_sec": script.duration,
             "objects": [asdict(obj) | {"name": obj.name} for obj in script.objects],
             "actions": [asdict(action) | {"object": script.objects[action.obj].name} for action in script.actions],
@@ -383,25 +412,38 @@ def ground_truth(plans: list[TakePlan], extras: dict[str, TakePlan], config: Wor
 
 
 # --------------------------------------------------------------------------------------------- entry point
+def _count_rendered(frame_counts: dict[str, int], take_name: str | None, result: int, bar) -> None:
+    """Book one finished job: a take (its frame count) or a chunk of web-exo scenes (``result`` clips)."""
+    if take_name is None:
+        bar.update(result)
+    else:
+        frame_counts[take_name] = result
+        bar.update()
+
+
 def generate_world(out: str | Path, config: WorldConfig | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Write the whole synthetic world to ``out`` atomically; returns the contents of its build_info.json."""
     config = config or WorldConfig()
     plans, extras = plan_world(config)
     with hub_export.staged_folder(out, overwrite=overwrite) as staging:
         rendered = [plan for plan in plans if plan.render]
-        progress = tqdm(total=len(rendered), desc="rendering synthetic takes", unit="take")
+        scenes = web_exo.plan_scenes(config.web_exo_per_take * len(rendered), config.seed, config.objects_per_take)
+        web_folder = staging / web_exo.FOLDER
+        chunks = web_exo.chunks(scenes, web_exo.chunk_size(len(scenes), config.num_proc))
+        jobs = [(plan.take_name, render_take, (str(staging), plan, config)) for plan in rendered]
+        jobs += [(None, web_exo.render_chunk, (str(web_folder), chunk, config.downscaled_height)) for chunk in chunks]
         frame_counts = {}
-        if config.num_proc > 1:
-            with ProcessPoolExecutor(config.num_proc) as pool:
-                futures = {plan.take_name: pool.submit(render_take, str(staging), plan, config) for plan in rendered}
-                for name, future in futures.items():
-                    frame_counts[name] = future.result()
-                    progress.update()
-        else:
-            for plan in rendered:
-                frame_counts[plan.take_name] = render_take(str(staging), plan, config)
-                progress.update()
-        progress.close()
+        with tqdm(total=len(rendered) + len(scenes), desc="rendering takes and web-exo clips", unit="clip") as bar:
+            if config.num_proc > 1:
+                with ProcessPoolExecutor(config.num_proc) as pool:
+                    futures = [(name, pool.submit(function, *arguments)) for name, function, arguments in jobs]
+                    for name, future in futures:
+                        _count_rendered(frame_counts, name, future.result(), bar)
+            else:
+                for name, function, arguments in jobs:
+                    _count_rendered(frame_counts, name, function(*arguments), bar)
+        if scenes:
+            web_exo.write_annotations(web_folder, scenes)
         write_metadata(staging, plans, extras, config)
         truth = ground_truth(plans, extras, config)
         _write_json(staging / "synthetic_world.json", truth)
@@ -417,7 +459,8 @@ def generate_world(out: str | Path, config: WorldConfig | None = None, overwrite
                 "takes": len(plans),
                 "by_split": {split: sum(plan.split == split for plan in plans) for split in ("train", "val", "test")},
                 "frames_per_view": frame_counts,
-                "videos": 2 * 5 * len(rendered),
+                "videos": (1 if config.downscaled_only else 2) * 5 * len(rendered),
+                "web_exo_clips": len(scenes),
                 **qa_counts,
             },
             "planted_quirks": {plan.take_uid: plan.quirks for plan in plans + list(extras.values()) if plan.quirks},
