@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
 import sys
 from dataclasses import dataclass, field, fields
@@ -117,28 +117,32 @@ def add_parser(subparsers) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
+    from exo2ego_base.provenance import FolderLockedError, folder_lock
+
     from .data import EvalDataError
-    from .runner import EvalConfig, RunConfigError, check_output_folder, evaluate, prepare_tasks
+    from .runner import EvalConfig, RunConfigError, check_output_folder, evaluate, prepare_tasks, process_state
 
     command = dataclass_from_args(EvalCommandArguments, args)
     config = dataclass_from_args(EvalConfig, args)
     try:
         config.validate()
-        check_output_folder(command.out, command.overwrite)
-        task_data = prepare_tasks(command.data, config)  # bad data fails before the model is loaded
-        check_model_folder(command.model)
-        model, processor = load_model_and_processor(command.model, command.dtype, command.trust_remote_code)
-        results = evaluate(
-            model,
-            processor,
-            command.data,
-            command.out,
-            config,
-            show_progress=command.progress,
-            task_data=task_data,
-            overwrite=command.overwrite,
-        )
-    except (EvalDataError, RunConfigError, ModelFolderError, ValueError) as error:
+        out = check_output_folder(command.out, command.overwrite)
+        # The main process holds the folder from here on, so a second run stops before loading anything.
+        with folder_lock(out) if process_state().is_main_process else contextlib.nullcontext():
+            task_data = prepare_tasks(command.data, config)  # bad data fails before the model is loaded
+            check_model_folder(command.model)
+            model, processor = load_model_and_processor(command.model, command.dtype, command.trust_remote_code)
+            results = evaluate(
+                model,
+                processor,
+                command.data,
+                command.out,
+                config,
+                show_progress=command.progress,
+                task_data=task_data,
+                overwrite=command.overwrite,
+            )
+    except (EvalDataError, RunConfigError, ModelFolderError, FolderLockedError, ValueError) as error:
         print(f"exo2ego eval: error: {error}", file=sys.stderr)
         return 2
     if results is not None:
@@ -150,15 +154,15 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from .report import load_comparison, write_report
+    from .report import load_comparison, load_results, write_report
 
     out = Path(args.out or Path(args.results).parent)
     try:
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out {out} is a file, not a folder")
-        results = json.loads(Path(args.results).read_text(encoding="utf-8"))
+        results = load_results(args.results)
         comparison = load_comparison(args.compare)
-    except (OSError, ValueError) as error:  # a missing file, invalid JSON (a ValueError) or a bad --out
+    except (OSError, ValueError) as error:  # a missing file, invalid JSON or content (ValueErrors) or a bad --out
         print(f"exo2ego eval-report: error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {write_report(results, out, comparison)}")

@@ -58,13 +58,19 @@ def repair_jsonl(path: str | os.PathLike) -> int:
     return count
 
 
+def located_records(out_dir: str | os.PathLike, task: str) -> Iterator[tuple[Path, int, dict[str, Any]]]:
+    """Every finished record of ``task`` over all shard files (of any world size), with its file and line number."""
+    folder = Path(out_dir) / "predictions" / task
+    for path in sorted(folder.glob("shard-*.jsonl")) if folder.is_dir() else []:
+        for line, record in enumerate(read_jsonl(path), start=1):
+            yield path, line, record
+
+
 def task_records(out_dir: str | os.PathLike, task: str) -> dict[str, dict[str, Any]]:
     """Every finished record of ``task`` over all shard files (of any world size), by item id."""
-    folder = Path(out_dir) / "predictions" / task
     records: dict[str, dict[str, Any]] = {}
-    for path in sorted(folder.glob("shard-*.jsonl")) if folder.is_dir() else []:
-        for record in read_jsonl(path):
-            records.setdefault(record["id"], record)
+    for _, _, record in located_records(out_dir, task):
+        records.setdefault(record["id"], record)
     return records
 
 

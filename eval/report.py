@@ -15,6 +15,73 @@ from typing import Any
 from exo2ego_base.provenance import atomic_path, write_text_atomic
 
 PAPER_RESULTS = Path(__file__).with_name("reference") / "paper_exo2ego.json"
+# The fields of one metric entry a report and a model card read, and what each must hold.
+METRIC_FIELDS = {
+    "value": "number",
+    "ci_low": "number",
+    "ci_high": "number",
+    "n": "integer",
+    "unit": "string",
+    "label": "string",
+}
+KINDS = {
+    "object": lambda value: isinstance(value, dict),
+    "list": lambda value: isinstance(value, list),
+    "string": lambda value: isinstance(value, str),
+    "number": lambda value: isinstance(value, (int, float)) and not isinstance(value, bool),
+    "integer": lambda value: isinstance(value, int) and not isinstance(value, bool),
+}
+
+
+class ResultsFileError(ValueError):
+    """A results.json that lacks a key a report or a card reads, or holds the wrong kind of value there."""
+
+
+def load_results(path: str | os.PathLike) -> dict[str, Any]:
+    """The content of a ``results.json`` of ``exo2ego eval``, checked with :func:`check_results`."""
+    results = json.loads(Path(path).read_text(encoding="utf-8"))
+    check_results(results, str(path))
+    return results
+
+
+def check_results(results: Any, source: str, comparison: bool = False) -> None:
+    """Raise :class:`ResultsFileError` naming ``source`` and the key when ``results`` lacks what a report or a model
+    card reads: tasks, their metrics with numeric values (and intervals, counts and units unless ``comparison``,
+    which needs only values), headline keys that are metrics, the prompt; optional sections must be objects."""
+    _expect(results, "object", source, "the top level")
+    if not comparison:
+        prompt = _required(results, "prompt", "object", source)
+        for key in ("name", "sha256"):
+            _required(prompt, key, "string", source, "prompt.")
+    for key in ("model", "config", "data", "git", "timing", "versions"):
+        if results.get(key) is not None:
+            _expect(results[key], "object", source, key)
+    for task, entry in _required(results, "tasks", "object", source).items():
+        _expect(entry, "object", source, f"tasks.{task}")
+        metrics = _required(entry, "metrics", "object", source, f"tasks.{task}.")
+        for key, metric in metrics.items():
+            _expect(metric, "object", source, f"tasks.{task}.metrics.{key}")
+            for field, kind in METRIC_FIELDS.items() if not comparison else (("value", "number"),):
+                _required(metric, field, kind, source, f"tasks.{task}.metrics.{key}.")
+        if entry.get("counts") is not None:
+            _expect(entry["counts"], "object", source, f"tasks.{task}.counts")
+        for key in entry.get("headline") or ():
+            if key not in metrics:
+                raise ResultsFileError(f"{source}: tasks.{task}.headline names {key!r}, which is not in its metrics")
+
+
+def _required(mapping: dict, key: str, kind: str, source: str, where: str = "") -> Any:
+    if key not in mapping:
+        raise ResultsFileError(f"{source}: key {where}{key} is missing")
+    return _expect(mapping[key], kind, source, f"{where}{key}")
+
+
+def _expect(value: Any, kind: str, source: str, where: str) -> Any:
+    if not KINDS[kind](value):
+        raise ResultsFileError(
+            f"{source}: {where} must be {'an' if kind[0] in 'aeiou' else 'a'} {kind}, got {value!r:.60}"
+        )
+    return value
 
 
 def load_comparison(source: str | os.PathLike | None) -> dict[str, Any] | None:
@@ -26,6 +93,7 @@ def load_comparison(source: str | os.PathLike | None) -> dict[str, Any] | None:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FileNotFoundError(f"comparison results {path} not found (pass a results.json or 'paper')") from None
+    check_results(payload, str(path), comparison=True)
     payload.setdefault("name", _run_name(payload) if "model" in payload else path.stem)
     return payload
 

@@ -4,13 +4,17 @@
 2. Items (questions; Charades-Ego videos for class scores; EK-100 MIR videos) are split over the
    processes of ``accelerate launch`` by a hash of their id. Each process appends one JSONL record per
    item to its own shard file and flushes it; items already recorded in any shard are skipped, so a
-   killed run continues where it stopped (also with a different number of processes).
+   killed run continues where it stopped (also with a different number of processes). A kept record whose
+   prediction is not one of its options (an edited file) is refused, naming its file and line. The main process
+   holds the folder's lock (``exo2ego_base.provenance.folder_lock``) for the whole run, so a second run into the
+   same folder stops at once, naming the holder.
 3. The main process merges the shards, computes the metrics with bootstrap intervals, and writes
    ``results.json`` atomically, then ``report.md`` with plots and the prediction exports.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -24,14 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from exo2ego_base.provenance import write_json_atomic
+from exo2ego_base.provenance import LOCK_NAME, folder_lock, write_json_atomic
 
 from . import scorers
 from .data import EvalDataError, TaskData, available_configs, load_task, video_root_map
 from .judge import JudgeConfig, check_loopback, judge_answer
 from .prompts import DEFAULT_PROMPT, PROMPTS, PromptTemplate, build_messages, get_prompt, user_text
 from .provenance import dataset_revision, environment_versions, git_revision, model_revision
-from .records import JsonlAppender, shard_path, task_records
+from .records import JsonlAppender, located_records, shard_path, task_records
 from .task_metrics import class_item_id, compute_task_metrics
 from .tasks import describe_selection, get_task, resolve_task_names
 
@@ -359,7 +363,7 @@ def check_output_folder(out_dir: str | os.PathLike, overwrite: bool = False) -> 
     for marker, kind in FOREIGN_FOLDER_MARKERS.items():
         if (out / marker).exists():
             raise RunConfigError(f"--out {out} is {kind} ({marker}); eval never writes into it: pass another --out")
-    others = sorted(path.name for path in out.iterdir() if path.name not in RUN_FOLDER_ENTRIES)
+    others = sorted(path.name for path in out.iterdir() if path.name not in (*RUN_FOLDER_ENTRIES, LOCK_NAME))
     if others and not overwrite:
         raise RunConfigError(
             f"--out {out} is not empty ({', '.join(others[:5])}) and holds no eval run; pass another "
@@ -413,6 +417,35 @@ def _check_run_folder(out_dir: Path, key: dict[str, Any], write: bool) -> None:
     if write:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, recorded)
+
+
+def check_reused_records(out_dir: Path, data: TaskData) -> None:
+    """Refuse a multiple-choice record a resumed run would reuse whose ``prediction`` is not one of its row's options
+    (nor null, an unparsable answer): an edited or foreign record, naming its file and line."""
+    options = {
+        row["sample_id"]: len(row["options"]) for row in data.rows if row["options"] and not data.spec.retrieval
+    }
+    for path, line, record in located_records(out_dir, data.spec.name):
+        count = options.get(record["id"])
+        problem = None if count is None else _prediction_problem(record, count)
+        if problem:
+            raise RunConfigError(
+                f"{path} line {line}: record {record['id']!r} {problem}; delete that line to score the item again, "
+                "or start fresh with --overwrite"
+            )
+
+
+def _prediction_problem(record: dict[str, Any], count: int) -> str | None:
+    """What is wrong with a multiple-choice record's ``prediction`` for a row of ``count`` options, or None."""
+    if "prediction" not in record:
+        return "has no prediction"
+    prediction = record["prediction"]
+    if prediction is None or (type(prediction) is int and 0 <= prediction < count):
+        return None
+    return (
+        f"has prediction {prediction!r}, which is not one of its {count} options (an index 0-{count - 1}, or null "
+        "for an unparsable answer)"
+    )
 
 
 def _check_scorable(
@@ -503,7 +536,8 @@ def evaluate(
         model, processor: e.g. ``Exo2EgoForConditionalGeneration`` and ``Exo2EgoProcessor`` (model in
             eval mode, on its device).
         dataset_dir: EgoBench folder (or Hub dataset id) with one Parquet config per task.
-        out_dir: run folder; an existing run with the same settings is resumed.
+        out_dir: run folder; an existing run with the same settings is resumed. The main process locks it for the
+            run; another process's run in it raises ``FolderLockedError``.
         config: :class:`EvalConfig`.
         shard: ``(index, count)`` of this process; default from ``accelerate.PartialState``.
         show_progress: tqdm bars per task.
@@ -524,83 +558,88 @@ def evaluate(
     state = process_state()
     rank, world = shard or (state.process_index, state.num_processes)
     out = check_output_folder(out_dir, overwrite)
-    created_at, started = _now(), time.perf_counter()
+    with folder_lock(out) if rank == 0 else contextlib.nullcontext():  # one run at a time writes into a folder
+        created_at, started = _now(), time.perf_counter()
 
-    task_data = task_data if task_data is not None else prepare_tasks(dataset_dir, config)
-    adapter = scorers.ModelAdapter(model, processor, config.num_frames)
-    _check_scorable(adapter, template, config, task_data)
-    model_info = model_revision(model, processor)
-    judge = JudgeConfig(config.judge_url, config.judge_model) if config.judge_url else None
-    if judge is not None:
-        check_loopback(judge.url)
-    if overwrite and rank == 0:
-        _clear_run_folder(out)
-    state.wait_for_everyone()
-    _check_run_folder(out, _resume_key(config, template, model_info, task_data), write=rank == 0)
-    state.wait_for_everyone()
+        task_data = task_data if task_data is not None else prepare_tasks(dataset_dir, config)
+        adapter = scorers.ModelAdapter(model, processor, config.num_frames)
+        _check_scorable(adapter, template, config, task_data)
+        model_info = model_revision(model, processor)
+        judge = JudgeConfig(config.judge_url, config.judge_model) if config.judge_url else None
+        if judge is not None:
+            check_loopback(judge.url)
+        if overwrite and rank == 0:
+            _clear_run_folder(out)
+        state.wait_for_everyone()
+        _check_run_folder(out, _resume_key(config, template, model_info, task_data), write=rank == 0)
+        for data in task_data.values():
+            check_reused_records(out, data)
+        state.wait_for_everyone()
 
-    torch.manual_seed(config.seed)
-    was_training = model.training
-    model.eval()
-    try:
+        torch.manual_seed(config.seed)
+        was_training = model.training
+        model.eval()
+        try:
+            for name, data in task_data.items():
+                done = task_records(out, name)
+                pending = [
+                    item for item in work_items(data) if shard_of(item.id, world) == rank and item.id not in done
+                ]
+                score = _ItemScorer(adapter, template, config, data, judge)
+                progress = tqdm(
+                    total=len(pending), desc=f"{name} ({config.scorer})", disable=not show_progress, unit="item"
+                )
+                with JsonlAppender(shard_path(out, name, rank, world)) as appender, progress:
+                    for batch in score.batches(pending):
+                        for record in score(batch):
+                            appender.append(record)
+                        progress.update(len(batch))
+        finally:
+            model.train(was_training)  # a model evaluated during training goes back to training mode
+        state.wait_for_everyone()
+        if rank != 0:
+            return None
+
+        encoder = None
+        if config.sentence_encoder:
+            from .metrics import load_sentence_encoder
+
+            encoder = load_sentence_encoder(config.sentence_encoder)
+        tasks_out = {}
         for name, data in task_data.items():
-            done = task_records(out, name)
-            pending = [item for item in work_items(data) if shard_of(item.id, world) == rank and item.id not in done]
-            score = _ItemScorer(adapter, template, config, data, judge)
-            progress = tqdm(
-                total=len(pending), desc=f"{name} ({config.scorer})", disable=not show_progress, unit="item"
+            computed = compute_task_metrics(
+                data,
+                task_records(out, name),
+                option_score=config.option_score,
+                resamples=config.bootstrap_resamples,
+                seed=config.seed,
+                sentence_encoder=encoder,
             )
-            with JsonlAppender(shard_path(out, name, rank, world)) as appender, progress:
-                for batch in score.batches(pending):
-                    for record in score(batch):
-                        appender.append(record)
-                    progress.update(len(batch))
-    finally:
-        model.train(was_training)  # a model evaluated during training goes back to training mode
-    state.wait_for_everyone()
-    if rank != 0:
-        return None
-
-    encoder = None
-    if config.sentence_encoder:
-        from .metrics import load_sentence_encoder
-
-        encoder = load_sentence_encoder(config.sentence_encoder)
-    tasks_out = {}
-    for name, data in task_data.items():
-        computed = compute_task_metrics(
-            data,
-            task_records(out, name),
-            option_score=config.option_score,
-            resamples=config.bootstrap_resamples,
-            seed=config.seed,
-            sentence_encoder=encoder,
-        )
-        tasks_out[name] = {
-            "display_name": data.spec.display_name,
-            "paper_table": data.spec.paper_table,
-            "headline": [key for key in data.spec.headline_keys() if key in computed["metrics"]],
-            **computed,
+            tasks_out[name] = {
+                "display_name": data.spec.display_name,
+                "paper_table": data.spec.paper_table,
+                "headline": [key for key in data.spec.headline_keys() if key in computed["metrics"]],
+                **computed,
+            }
+        results = {
+            "schema_version": RESULTS_SCHEMA_VERSION,
+            "model": model_info,
+            "data": dataset_revision(dataset_dir),
+            "config": dataclasses.asdict(config),
+            "prompt": {"name": template.name, "sha256": template.sha256, "system": template.system},
+            "scorer": config.scorer,
+            "seeds": {"torch": config.seed, "bootstrap": config.seed},
+            "judge": None if judge is None else {**dataclasses.asdict(judge), "prompt_sha256": judge.prompt_sha256},
+            "versions": environment_versions(),
+            "git": git_revision(),
+            "world_size": world,
+            "tasks": tasks_out,
+            "timing": {"created_at": created_at, "finished_at": _now(), "seconds": time.perf_counter() - started},
         }
-    results = {
-        "schema_version": RESULTS_SCHEMA_VERSION,
-        "model": model_info,
-        "data": dataset_revision(dataset_dir),
-        "config": dataclasses.asdict(config),
-        "prompt": {"name": template.name, "sha256": template.sha256, "system": template.system},
-        "scorer": config.scorer,
-        "seeds": {"torch": config.seed, "bootstrap": config.seed},
-        "judge": None if judge is None else {**dataclasses.asdict(judge), "prompt_sha256": judge.prompt_sha256},
-        "versions": environment_versions(),
-        "git": git_revision(),
-        "world_size": world,
-        "tasks": tasks_out,
-        "timing": {"created_at": created_at, "finished_at": _now(), "seconds": time.perf_counter() - started},
-    }
-    write_json_atomic(out / "results.json", results)
-    from .export import export_predictions
-    from .report import load_comparison, write_report
+        write_json_atomic(out / "results.json", results)
+        from .export import export_predictions
+        from .report import load_comparison, write_report
 
-    export_predictions(out, task_data)
-    write_report(results, out, load_comparison(config.compare))
-    return results
+        export_predictions(out, task_data)
+        write_report(results, out, load_comparison(config.compare))
+        return results

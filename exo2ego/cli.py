@@ -55,9 +55,15 @@ def show_project_logs() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from exo2ego_base.provenance import HubPushError
+
     args = build_parser().parse_args(argv)
     show_project_logs()
-    return args.func(args) or 0
+    try:
+        return args.func(args) or 0
+    except HubPushError as error:  # a failed upload after a finished build: one line, the folder is kept
+        print(f"exo2ego {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,14 +1,18 @@
 """Helpers every area records and publishes its results with: package versions, files and folders written
-atomically, and the one Hub upload (an explicit list of files in one commit) that model and dataset pushes share."""
+atomically, a folder lock for runs that write into one folder over time, and the one Hub upload (an explicit list of
+files in one commit) that model and dataset pushes share."""
 
 from __future__ import annotations
 
 import contextlib
+import datetime
+import fcntl
 import importlib.metadata as metadata
 import json
 import os
 import platform
 import shutil
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -140,6 +144,82 @@ def staged_folder(
         os.replace(staging, out)
 
 
+class FolderLockedError(RuntimeError):
+    """Another process holds the folder's lock."""
+
+
+class HubPushError(ValueError):
+    """An upload the Hub did not take (offline, unreachable, no or a wrong token); the local folder is kept."""
+
+
+LOCK_NAME = ".exo2ego.lock"
+_held_locks: dict[Path, int] = {}  # lock files this process holds, with their nesting depth
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
+    """Hold ``folder``'s lock file (``LOCK_NAME``) while the block runs, so that two runs never write into one folder
+    at the same time; yields the lock file's path.
+
+    The lock is an exclusive ``flock`` on the file, which the system drops when its process ends, however it ends
+    (a killed run leaves no stale lock). The file holds the holder's pid, host and start time; another process
+    raises :class:`FolderLockedError` naming them. The same process may nest the lock. The folder is created if
+    needed, and removed again on exit when it was created here and holds nothing else.
+    """
+    folder = Path(folder)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = (folder / LOCK_NAME).resolve()
+    if path in _held_locks:
+        _held_locks[path] += 1
+        try:
+            yield path
+        finally:
+            _held_locks[path] -= 1
+        return
+    handle = _lock_file(path, folder)
+    _held_locks[path] = 1
+    try:
+        yield path
+    finally:
+        del _held_locks[path]
+        path.unlink(missing_ok=True)  # while still locked: a process that opened it now sees it was replaced
+        handle.close()
+        if created and not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def _lock_file(path: Path, folder: Path):
+    """Open and lock ``path``, write the holder's record into it and return the open file."""
+    for _ in range(10):  # another holder may remove the file between our open and lock: then lock the new one
+        handle = open(path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read()
+            handle.close()
+            raise FolderLockedError(f"{folder} is in use by another run ({_describe_holder(holder)})") from None
+        if path.exists() and os.fstat(handle.fileno()).st_ino == path.stat().st_ino:
+            break
+        handle.close()
+    else:
+        raise FolderLockedError(f"{folder}: could not take {path.name}, which other processes keep replacing")
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    handle.truncate(0)
+    handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": started}) + "\n")
+    handle.flush()
+    return handle
+
+
+def _describe_holder(record: str) -> str:
+    try:
+        holder = json.loads(record)
+        return f"pid {holder['pid']} on {holder['host']}, started {holder['started']}"
+    except (ValueError, TypeError, KeyError):  # the holder has not written its record yet
+        return "a process that is starting"
+
+
 def push_files_to_hub(
     folder: str | os.PathLike,
     repo_id: str,
@@ -154,9 +234,12 @@ def push_files_to_hub(
     """Create the Hub repo ``repo_id`` if needed and upload exactly ``paths`` (relative to ``folder``, nothing else
     that lies there) in ONE commit; returns the ``CommitInfo`` of ``HfApi.create_commit``.
 
-    Raises ``ValueError`` before anything is uploaded for a path that leaves ``folder`` or is not a file.
+    Raises ``ValueError`` before anything is uploaded for a path that leaves ``folder`` or is not a file, and
+    :class:`HubPushError` (a ``ValueError``, one line saying the folder is kept) when the Hub cannot be reached
+    (offline mode, no network) or refuses the upload (no token, a wrong one).
     """
     from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub.errors import HTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled
 
     root = Path(folder).resolve()
     operations = []
@@ -169,7 +252,14 @@ def push_files_to_hub(
         relative_path = path.relative_to(root).as_posix()
         operations.append(CommitOperationAdd(path_in_repo=relative_path, path_or_fileobj=str(path)))
     api = api or HfApi(token=token)
-    api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
-    return api.create_commit(
-        repo_id=repo_id, operations=operations, repo_type=repo_type, commit_message=commit_message
-    )
+    try:
+        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+        return api.create_commit(
+            repo_id=repo_id, operations=operations, repo_type=repo_type, commit_message=commit_message
+        )
+    except (HTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise HubPushError(
+            f"could not push to the Hub {repo_type} repo {repo_id} ({type(error).__name__}: {reason}); the built "
+            f"folder {root} is kept: push it again once online and logged in (HF_TOKEN or `hf auth login`)"
+        ) from error

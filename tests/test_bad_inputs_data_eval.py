@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import datasets
@@ -25,6 +28,7 @@ from eval.data import available_configs
 from eval.runner import EvalConfig, RunConfigError, evaluate, prepare_tasks, task_selection_message
 from eval.toy import toy_tables, write_toy_egobench
 from exo2ego.cli import main
+from exo2ego_base.provenance import LOCK_NAME
 
 FAST = dict(bootstrap_resamples=20, max_new_tokens=4, open_max_new_tokens=4)
 
@@ -101,6 +105,26 @@ def _copy_with(tmp_path: Path, source: Path, edit) -> Path:
 def _edit_json(path: Path, change) -> None:
     payload = json.loads(path.read_text())
     path.write_text(json.dumps(change(payload)))
+
+
+def _results_file(folder: Path, edit=lambda results: None, name: str = "results.json") -> Path:
+    """A small results.json as `exo2ego eval` writes it (one task, one metric), after `edit(results)`."""
+    metric = {"value": 50.0, "ci_low": 40.0, "ci_high": 60.0, "n": 10, "unit": "percent", "label": "Accuracy"}
+    results = {
+        "prompt": {"name": "default", "sha256": "0" * 64},
+        "scorer": "letter_logprob",
+        "tasks": {
+            "synthetic": {"display_name": "Synthetic", "headline": ["accuracy"], "metrics": {"accuracy": metric}}
+        },
+    }
+    edit(results)
+    path = folder / name
+    path.write_text(json.dumps(results))
+    return path
+
+
+def _metric(**change):
+    return lambda results: results["tasks"]["synthetic"]["metrics"]["accuracy"].update(change)
 
 
 class Context:
@@ -270,6 +294,79 @@ CLI_ROWS = [
         "eval-report-results-not-json",
         lambda c: ["eval-report", "--results", str(c.a_file()), "--out", str(c.out)],
         r"Expecting value: line 1 column 1",
+    ),
+    (
+        "eval-report-results-without-tasks",
+        lambda c: [
+            "eval-report",
+            "--results",
+            str(_results_file(c.tmp, lambda r: r.pop("tasks"))),
+            "--out",
+            str(c.out),
+        ],
+        r"results\.json: key tasks is missing",
+    ),
+    (
+        "eval-report-metric-is-a-string",
+        lambda c: [
+            "eval-report",
+            "--results",
+            str(_results_file(c.tmp, lambda r: r["tasks"]["synthetic"].update(metrics={"accuracy": "85.0"}))),
+            "--out",
+            str(c.out),
+        ],
+        r"results\.json: tasks\.synthetic\.metrics\.accuracy must be an object, got '85\.0'",
+    ),
+    (
+        "eval-report-metric-value-is-a-string",
+        lambda c: ["eval-report", "--results", str(_results_file(c.tmp, _metric(value="85.0"))), "--out", str(c.out)],
+        r"results\.json: tasks\.synthetic\.metrics\.accuracy\.value must be a number, got '85\.0'",
+    ),
+    (
+        "eval-report-compare-without-tasks",
+        lambda c: [
+            "eval-report",
+            "--results",
+            str(_results_file(c.tmp)),
+            "--compare",
+            str(_results_file(c.tmp, lambda r: r.pop("tasks"), "baseline.json")),
+            "--out",
+            str(c.out),
+        ],
+        r"baseline\.json: key tasks is missing",
+    ),
+    (
+        "model-card-results-without-metrics",
+        lambda c: [
+            "model-card",
+            "--results",
+            str(_results_file(c.tmp, lambda r: r["tasks"]["synthetic"].pop("metrics"))),
+            "--out",
+            str(c.tmp / "README.md"),
+        ],
+        r"exo2ego model-card: error: .*results\.json: key tasks\.synthetic\.metrics is missing",
+    ),
+    (
+        "model-card-metric-value-is-a-string",
+        lambda c: [
+            "model-card",
+            "--results",
+            str(_results_file(c.tmp, _metric(value="85.0"))),
+            "--out",
+            str(c.tmp / "README.md"),
+        ],
+        r"results\.json: tasks\.synthetic\.metrics\.accuracy\.value must be a number, got '85\.0'",
+    ),
+    (
+        "model-card-headline-not-a-metric",
+        lambda c: [
+            "model-card",
+            "--results",
+            str(_results_file(c.tmp, lambda r: r["tasks"]["synthetic"].update(headline=["accuracy_closed"]))),
+            "--out",
+            str(c.tmp / "README.md"),
+        ],
+        r"results\.json: tasks\.synthetic\.headline names 'accuracy_closed', which is not in its metrics",
     ),
     # ---- eval data
     (
@@ -545,6 +642,96 @@ def test_a_refused_setting_leaves_the_folder_usable(tmp_path, toy, saved_model, 
     assert not out.exists()
     assert main([*base, "--max-new-tokens", "2"]) == 0
     assert json.loads((out / "results.json").read_text())["config"]["max_new_tokens"] == 2
+
+
+def test_a_complete_results_file_makes_a_report_and_a_card(tmp_path):
+    """The rows above change one key of this file, which both commands take as it is."""
+    results = _results_file(tmp_path)
+    assert main(["eval-report", "--results", str(results), "--out", str(tmp_path / "report")]) == 0
+    assert main(["model-card", "--results", str(results), "--out", str(tmp_path / "README.md")]) == 0
+
+
+def _set(key, value):
+    return lambda record: {**record, key: value}
+
+
+# (id, edit of a kept multiple-choice record, what the refusal says): a resume reused and scored such records
+EDITED_RECORD_ROWS = [
+    ("prediction-out-of-range", _set("prediction", 7), r"has prediction 7, which is not one of its 5 options"),
+    ("prediction-negative", _set("prediction", -1), r"has prediction -1, which is not one of its 5 options"),
+    ("prediction-a-letter", _set("prediction", "B"), r"has prediction 'B', which is not one of its 5 options"),
+    ("prediction-true", _set("prediction", True), r"has prediction True, which is not one of its 5 options"),
+    ("prediction-missing", lambda record: {k: v for k, v in record.items() if k != "prediction"}, "has no prediction"),
+]
+
+
+@pytest.mark.parametrize(
+    "edit, message", [row[1:] for row in EDITED_RECORD_ROWS], ids=[row[0] for row in EDITED_RECORD_ROWS]
+)
+def test_a_hand_edited_record_is_refused_on_resume(tmp_path, toy, tiny, edit, message):
+    config = EvalConfig(tasks="synthetic", limit=2, **FAST)
+    out = tmp_path / "run"
+    evaluate(*tiny, str(toy), str(out), config, show_progress=False)
+    shard = out / "predictions" / "synthetic" / "shard-00000-of-00001.jsonl"
+    first, *rest = shard.read_text().splitlines(keepends=True)
+    shard.write_text(json.dumps(edit(json.loads(first))) + "\n" + "".join(rest))
+    with pytest.raises(RunConfigError, match=rf"shard-00000-of-00001\.jsonl line 1: record 'synthetic/\d+' {message}"):
+        evaluate(*tiny, str(toy), str(out), config, show_progress=False)
+
+
+HOLD_THE_LOCK = """
+import sys, time
+from exo2ego_base.provenance import folder_lock
+with folder_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_second_eval_run_into_a_folder_in_use_is_refused(tmp_path, toy, saved_model, capsys):
+    context = Context(tmp_path, toy, saved_model, None, None)
+    argv = context.eval("--limit", "2", "--max-new-tokens", "4")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_LOCK, str(context.out)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(argv) == 2
+        error = capsys.readouterr().err
+        named = rf"\(pid {holder.pid} on {re.escape(socket.gethostname())}, started "
+        assert re.search(rf"eval: error: .*/out is in use by another run {named}", error), error
+        assert sorted(path.name for path in context.out.iterdir()) == [LOCK_NAME]  # nothing written
+    finally:
+        holder.kill()
+        holder.wait()
+    # A killed holder leaves its lock file but no lock: the next run goes ahead, and takes the file away.
+    assert main(argv) == 0
+    assert (context.out / "results.json").is_file() and not (context.out / LOCK_NAME).exists()
+
+
+def test_a_push_without_the_hub_says_the_built_folder_is_kept(tmp_path, sources, capsys, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    out = tmp_path / "egobench"
+    argv = [
+        "data",
+        "egobench",
+        f"--root=egoschema={sources['egoschema']}",
+        "--out",
+        str(out),
+        "--push-to-hub",
+        "org/x",
+    ]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert "Traceback" not in error
+    error_lines = [line for line in error.splitlines() if "error:" in line]
+    kept = (
+        rf"could not push to the Hub dataset repo org/x \(OfflineModeIsEnabled: .*\); the built folder {out} is kept"
+    )
+    assert len(error_lines) == 1 and re.search(kept, error_lines[0]), error
+    assert (out / "build_info.json").is_file()
 
 
 # --------------------------------------------------------------------------------------------- one registry
