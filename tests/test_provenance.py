@@ -1,14 +1,26 @@
-"""The shared result-recording helpers: atomic file writes and package versions."""
+"""The shared result-recording helpers: atomic file writes, package versions, the folder lock and the Hub push."""
 
+import http.server
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from exo2ego_base.provenance import (
+    LOCK_NAME,
+    FolderLockedError,
+    HubPushError,
     atomic_path,
     atomic_write,
+    folder_lock,
     package_versions,
+    push_files_to_hub,
     staged_folder,
     write_json_atomic,
     write_text_atomic,
@@ -81,3 +93,103 @@ def test_package_versions_names_python_and_marks_missing_packages():
     versions = package_versions(["torch", "no-such-package-exo2ego"])
     assert versions["python"].count(".") == 2 and versions["torch"].startswith("2.")
     assert versions["no-such-package-exo2ego"] == "not installed"
+
+
+HOLD_THE_LOCK = """
+import sys, time
+from exo2ego_base.provenance import folder_lock
+with folder_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def _hold(folder: Path) -> subprocess.Popen:
+    """Another process that holds `folder`'s lock (it says "held" once it does)."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_folder_lock_names_its_holder_to_another_process_and_is_gone_when_it_ends(tmp_path):
+    folder = tmp_path / "run"
+    holder = _hold(folder)
+    try:
+        record = json.loads((folder / LOCK_NAME).read_text())
+        assert record["pid"] == holder.pid and record["host"] == socket.gethostname() and record["started"]
+        with pytest.raises(FolderLockedError, match=rf"run is in use by another run \(pid {holder.pid} on "):
+            with folder_lock(folder):
+                pass
+    finally:
+        holder.send_signal(signal.SIGKILL)  # a killed holder leaves its file, not its lock
+        holder.wait()
+    assert (folder / LOCK_NAME).is_file()
+    with folder_lock(folder) as path:
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+        with folder_lock(folder):  # the same process may nest it
+            pass
+        assert path.is_file()
+    assert os.listdir(folder) == []
+
+
+def test_folder_lock_removes_the_folder_it_created_when_nothing_was_written(tmp_path):
+    with folder_lock(tmp_path / "empty"):
+        assert (tmp_path / "empty" / LOCK_NAME).is_file()
+    assert not (tmp_path / "empty").exists()
+    with folder_lock(tmp_path / "used"):
+        (tmp_path / "used" / "results.json").write_text("{}")
+    assert os.listdir(tmp_path / "used") == ["results.json"]
+
+
+@pytest.fixture
+def refusing_hub():
+    """A loopback endpoint that answers every request 401, as the Hub does without a valid token."""
+
+    class Unauthorized(http.server.BaseHTTPRequestHandler):
+        def _refuse(self):
+            body = json.dumps({"error": "Invalid credentials in Authorization header"}).encode()
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _refuse
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Unauthorized)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# (row id, endpoint of the HfApi (None: offline mode), error the message names)
+PUSH_FAILURES = [
+    ("offline", None, "OfflineModeIsEnabled"),
+    ("unreachable", lambda hub: f"http://127.0.0.1:{_closed_port()}", "ConnectError"),
+    ("no token", lambda hub: hub, "401"),
+]
+
+
+@pytest.mark.parametrize("endpoint, named", [row[1:] for row in PUSH_FAILURES], ids=[row[0] for row in PUSH_FAILURES])
+def test_a_push_the_hub_does_not_take_is_one_line_saying_the_folder_is_kept(
+    tmp_path, refusing_hub, monkeypatch, endpoint, named
+):
+    from huggingface_hub import HfApi, constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", endpoint is None)
+    (tmp_path / "data.json").write_text("{}")
+    api = HfApi(endpoint=endpoint(refusing_hub) if endpoint else None, token=False)
+    with pytest.raises(HubPushError, match=rf"org/x \(.*{named}.*\); the built folder {tmp_path} is kept") as raised:
+        push_files_to_hub(tmp_path, "org/x", ["data.json"], commit_message="m", api=api)
+    assert "\n" not in str(raised.value) and isinstance(raised.value, ValueError)
+    assert os.listdir(tmp_path) == ["data.json"]
