@@ -35,7 +35,7 @@ import argparse
 import contextlib
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,10 @@ def is_complete_folder(path: str | os.PathLike) -> bool:
 
 
 def staged_folder(
-    out: str | os.PathLike, overwrite: bool = False, marker: str = BUILD_INFO_NAME
+    out: str | os.PathLike,
+    overwrite: bool = False,
+    marker: str = BUILD_INFO_NAME,
+    inputs: Iterable[str | os.PathLike | None] = (),
 ) -> contextlib.AbstractContextManager[Path]:
     """Yield an empty staging folder that replaces ``out`` only if the block finishes without error and wrote
     ``marker`` (:func:`exo2ego_base.provenance.staged_folder`; its failures raise :class:`ExportError`).
@@ -69,8 +72,10 @@ def staged_folder(
         overwrite: replace an existing non-empty ``out``. Without it, an existing non-empty ``out``
             raises :class:`ExportError` before any work is done.
         marker: the file the block writes last (``build_info.json`` for exports, see :func:`write_build_info`).
+        inputs: the source roots and files the build reads; an ``out`` that is, contains or lies inside one of
+            them raises :class:`ExportError`, with or without ``overwrite``.
     """
-    return provenance.staged_folder(out, marker=marker, overwrite=overwrite, error=ExportError)
+    return provenance.staged_folder(out, marker=marker, overwrite=overwrite, error=ExportError, inputs=inputs)
 
 
 # --------------------------------------------------------------------------------------------- parquet

@@ -313,6 +313,7 @@ def write_hub_folder(
     extra_configs: Mapping[str, Sequence[str]] | None = None,
     extra_files: Mapping[str, str] | None = None,
     max_rows_per_shard: int | None = None,
+    inputs: Sequence[str | os.PathLike] = (),
 ) -> dict:
     """Write tables, dataset card, extra text files and build_info.json atomically (see ``hub_export``).
 
@@ -323,12 +324,13 @@ def write_hub_folder(
         extra_configs: ``{new config: [existing configs]}``: a config reading the files of several
             configs (e.g. EgoIT's ``all``), split by split.
         extra_files: ``{relative path: text}`` written next to the tables (reports, id lists).
+        inputs: the roots and files the build read; ``out`` may not be, contain or lie inside one of them.
 
     Returns ``{config: {split: [parquet paths]}}``.
     """
     from datasets_scripts import hub_export
 
-    with hub_export.staged_folder(out, overwrite=overwrite) as staging:
+    with hub_export.staged_folder(out, overwrite=overwrite, inputs=inputs) as staging:
         data_files = hub_export.write_parquet_configs(staging, tables, features, max_rows_per_shard=max_rows_per_shard)
         for name, members in (extra_configs or {}).items():
             merged: dict[str, list[str]] = {}

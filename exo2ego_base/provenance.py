@@ -13,6 +13,7 @@ import os
 import platform
 import shutil
 import socket
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -93,9 +94,68 @@ def _remove_stale_staging(out: Path) -> None:
             shutil.rmtree(candidate, ignore_errors=True)
 
 
+def _overlap(out: Path, source: Path) -> str | None:
+    """How ``out`` sits relative to ``source`` ("is", "lies inside", "contains"), or None when apart; compared as
+    written (absolute, ``..`` removed) and with symlinks resolved."""
+    for mine, theirs in (
+        (Path(os.path.abspath(out)), Path(os.path.abspath(source))),
+        (out.resolve(), source.resolve()),
+    ):
+        if mine == theirs:
+            return "is"
+        if mine.is_relative_to(theirs):
+            return "lies inside"
+        if theirs.is_relative_to(mine):
+            return "contains"
+    return None
+
+
+def check_output_apart(
+    out: str | os.PathLike,
+    inputs: Iterable[str | os.PathLike | None],
+    error: type[Exception] = ValueError,
+    what: str = "output",
+) -> None:
+    """Raise ``error`` when the output ``out`` (a folder, or a file) is, contains or lies inside one of ``inputs``
+    (files or folders; missing ones and None are ignored), so that replacing or clearing ``out`` can never touch
+    the data it was made from. Symlinks are followed, and paths are compared as written too. ``what`` names the
+    output in the message (``output_dir``)."""
+    for item in inputs:
+        if item is None or not os.path.lexists(item):
+            continue
+        source = Path(item)
+        relation = _overlap(Path(out), source)
+        if relation:
+            kind = "folder" if source.is_dir() else "file"
+            raise error(
+                f"{what} {out} {relation} the input {kind} {source}: writing there could destroy the input; "
+                f"choose an {what} outside every input"
+            )
+
+
+def check_output_location(out: str | os.PathLike, error: type[Exception] = ValueError, what: str = "output") -> None:
+    """Raise ``error`` when the folder ``out`` cannot be created or written: a file at ``out`` or above it, or a
+    folder the process may not write in (``/proc``, read-only mounts). Leaves nothing behind. ``what`` names the
+    output in the message."""
+    out = Path(os.path.abspath(out))
+    existing = next(path for path in (out, *out.parents) if os.path.lexists(path))
+    if not existing.is_dir():
+        where = "is a file" if existing == out else f"lies under the file {existing}"
+        raise error(f"{what} {out} {where}, not a folder; pass a folder path as the {what}")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".write-check-", dir=existing))
+    except OSError as problem:
+        raise error(f"{what} {out} cannot be created in {existing}: {problem.strerror or problem}") from None
+
+
 @contextlib.contextmanager
 def staged_folder(
-    out: str | os.PathLike, *, marker: str, overwrite: bool = False, error: type[Exception] = FileExistsError
+    out: str | os.PathLike,
+    *,
+    marker: str,
+    overwrite: bool = False,
+    error: type[Exception] = FileExistsError,
+    inputs: Iterable[str | os.PathLike | None] = (),
 ) -> Iterator[Path]:
     """Yield an empty staging folder that replaces ``out`` only if the block finishes without error.
 
@@ -106,14 +166,16 @@ def staged_folder(
         overwrite: replace an existing non-empty ``out``. Without it, an existing non-empty ``out`` (or a
             file at ``out``, always) raises ``error`` before any work is done.
         error: the exception type raised for an existing ``out`` or a missing marker.
+        inputs: the files and folders the block reads; an ``out`` that is, contains or lies inside one of them
+            raises ``error`` before any work is done, with or without ``overwrite`` (:func:`check_output_apart`).
 
     The staging folder is ``<out>.tmp-<pid>`` next to ``out`` (same file system, so the final rename is
     atomic); those of killed builds are removed first. On an exception it is deleted and ``out`` is left as
     it was.
     """
+    check_output_apart(out, inputs, error)
+    check_output_location(out, error)
     out = Path(out).absolute()
-    if out.exists() and not out.is_dir():
-        raise error(f"{out} is a file, not a folder; pass a folder path as the output")
     if out.exists() and any(out.iterdir()) and not overwrite:
         state = f"complete: it has {marker}" if (out / marker).is_file() else "not empty"
         raise error(

@@ -7,6 +7,7 @@ nothing written), resume rows say what changes between two eval runs into one fo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -20,7 +21,9 @@ import pytest
 
 # Fixture writers of the sibling test modules (pytest puts tests/ on the import path).
 from test_egobench import write_egoschema, write_qaego4d, write_vlnqa
+from test_egoclip import write_egoclip
 from test_egoit import write_egoexolearn, write_egotimeqa
+from test_pretrain_data import GOOD_RECORDS, turns, write_source
 
 from datasets_scripts.hub_export import load_folder, parquet_relpath, write_parquet_table
 from datasets_scripts.schema import EGOBENCH_FEATURES
@@ -168,6 +171,11 @@ class Context:
     def egoit(self, source, root, *extra, out=None):
         return ["data", "egoit", f"--root={source}={root}", "--out", str(out or self.out), *extra]
 
+    def pretrain(self, records, *extra, out=None):
+        root = self.tmp / "videollama2"
+        write_source(root, records)
+        return ["data", "pretrain", f"--root=videollama2={root}", "--out", str(out or self.out), *extra]
+
     def a_file(self) -> Path:
         path = self.tmp / "a_file.txt"
         path.write_text("not a folder\n")
@@ -216,6 +224,42 @@ def _set_relative_paths(root: Path, value: str) -> None:
         return takes
 
     _edit_json(root / "takes.json", change)
+
+
+def _repeat_take_uid(root: Path) -> None:
+    """The second take of takes.json gets the first one's take_uid."""
+    _edit_json(
+        root / "takes.json", lambda takes: [takes[0], {**takes[1], "take_uid": takes[0]["take_uid"]}, *takes[2:]]
+    )
+
+
+def _shorten(video: Path, keep: float = 0.4) -> None:
+    """Keep the first `keep` of the video's packets: a complete, readable file that ends early."""
+    import av
+
+    short = video.with_suffix(".short.mp4")
+    with av.open(str(video)) as source, av.open(str(short), "w") as target:
+        stream = target.add_stream_from_template(source.streams.video[0])
+        limit = source.streams.video[0].duration * keep
+        for packet in source.demux(source.streams.video[0]):
+            if packet.pts is not None and packet.dts is not None and packet.pts < limit:
+                packet.stream = stream
+                target.mux(packet)
+    short.replace(video)
+
+
+def _shorten_an_exo_video_per_take(root: Path) -> None:
+    for folder in (root / "takes").iterdir():
+        _shorten(sorted(folder.glob("frame_aligned_videos/[cg]*.mp4"))[0])
+
+
+def _video_end(path: Path) -> float:
+    """Seconds until the end of the last frame."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return float(stream.duration * stream.time_base)
 
 
 def _skip_every_take(root: Path) -> None:
@@ -479,6 +523,16 @@ CLI_ROWS = [
         lambda c: c.egoexoclip(_copy_with(c.tmp, c.egoexo, _skip_every_take), "--skip-bad-rows"),
         r"Ego-ExoClip: no take of .* is left to build \(takes dropped by reason: \{'missing_video': 2, ",
     ),
+    (
+        "ego-exoclip-take-uid-twice",
+        lambda c: c.egoexoclip(_copy_with(c.tmp, c.egoexo, _repeat_take_uid)),
+        r"takes\.json: row 1 \(\w+\): field 'take_uid': '[\w-]+' is also the take_uid of row 0 \(\w+\)",
+    ),
+    (
+        "pretrain-image-key-holds-a-video",
+        lambda c: c.pretrain([*GOOD_RECORDS, {"id": 9, "image": "clips/x.mp4", "conversations": turns("<image>")}]),
+        r"pretrain\.json: row 3: field 'image': 'clips/x\.mp4' has a video file suffix",
+    ),
 ]
 
 
@@ -528,6 +582,117 @@ def test_paths_outside_the_root_are_counted_when_skipping(tmp_path, sources, sou
     rows = load_folder(out, source, split="train" if egoit else "test")
     assert len(rows) == rows_left
     assert all(".." not in row["video"] and not row["video"].startswith("/") for row in rows)
+
+
+def _clips_end_inside_their_videos(c: Context, out: Path) -> None:
+    info = json.loads((out / "build_info.json").read_text())
+    assert info["skips"]["narrations/window_outside_video"] >= 1
+    root = c.tmp / c.egoexo.name
+    for clip in load_folder(out, "clips", split="train"):
+        assert all(clip["end_sec"] <= _video_end(root / video) for video in (clip["ego_video"], *clip["exo_videos"]))
+
+
+def _image_row_skipped(c: Context, out: Path) -> None:
+    info = json.loads((out / "build_info.json").read_text())
+    assert info["skips"]["by_source_field"] == {"videollama2/image": 1} and info["counts"]["captions"] == 3
+
+
+# Inputs a build goes on with, leaving out and counting what is wrong: (id, argv, check of the build)
+COUNTED_SKIP_ROWS = [
+    (
+        "ego-exoclip-exo-video-shorter-than-its-take",
+        lambda c: c.egoexoclip(_copy_with(c.tmp, c.egoexo, _shorten_an_exo_video_per_take)),
+        _clips_end_inside_their_videos,
+    ),
+    (
+        "pretrain-image-key-holds-a-video",
+        lambda c: c.pretrain(
+            [*GOOD_RECORDS, {"id": 9, "image": "x.mp4", "conversations": turns()}], "--skip-bad-rows"
+        ),
+        _image_row_skipped,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "build_argv, check", [row[1:] for row in COUNTED_SKIP_ROWS], ids=[row[0] for row in COUNTED_SKIP_ROWS]
+)
+def test_bad_source_rows_are_counted_skips_never_kept(tmp_path, toy, saved_model, egoexo, sources, build_argv, check):
+    context = Context(tmp_path, toy, saved_model, egoexo, sources)
+    assert main(build_argv(context)) == 0
+    check(context, context.out)
+
+
+# ---- builders: an --out that is, lies inside or contains an input, or links to it: refused, the input untouched
+def _write_data_input(c: Context, command: str, root: Path) -> list[str]:
+    """Write `command`'s input at `root`; return the command line up to --out."""
+    if command == "ego-exoclip":
+        shutil.copytree(c.egoexo, root)
+        return ["data", "ego-exoclip", "--egoexo-root", str(root)]
+    if command == "egoit":
+        write_egotimeqa(root)
+        return ["data", "egoit", f"--root=egotimeqa={root}"]
+    if command == "egobench":
+        write_egoschema(root)
+        return ["data", "egobench", f"--root=egoschema={root}"]
+    if command == "egoclip":
+        write_egoclip(root)
+        return ["data", "egoclip", f"--root=egoclip={root}"]
+    write_source(root, GOOD_RECORDS)
+    return ["data", "pretrain", f"--root=videollama2={root}"]
+
+
+def _link_to(root: Path) -> Path:
+    link = root.parent.parent / "link"
+    link.symlink_to(root, target_is_directory=True)
+    return link
+
+
+# where --out goes relative to the input root: (placement, out, relation named in the error)
+PLACEMENTS = {
+    "at": (lambda root: root, "is"),
+    "inside": (lambda root: root / "built", "lies inside"),
+    "above": (lambda root: root.parent, "contains"),
+    "link-to": (_link_to, "is"),
+}
+DATA_LOSS_ROWS = [
+    (command, placement, overwrite)
+    for command in ("ego-exoclip", "egoit", "egobench", "egoclip", "pretrain")
+    for placement in ("at", "inside", "above")
+    for overwrite in (False, True)
+] + [("egoit", "link-to", True)]
+
+
+def _file_hashes(folder: Path) -> dict[str, str]:
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+@pytest.mark.parametrize(
+    "command, placement, overwrite",
+    DATA_LOSS_ROWS,
+    ids=[
+        f"{command}-out-{placement}-input{'-overwrite' if overwrite else ''}"
+        for command, placement, overwrite in DATA_LOSS_ROWS
+    ],
+)
+def test_an_out_at_inside_or_above_the_input_is_refused_and_the_input_kept(
+    tmp_path, toy, saved_model, egoexo, sources, capsys, command, placement, overwrite
+):
+    root = tmp_path / "above" / "input"
+    argv = _write_data_input(Context(tmp_path, toy, saved_model, egoexo, sources), command, root)
+    place, relation = PLACEMENTS[placement]
+    out = place(root)
+    before = _file_hashes(tmp_path)
+    assert main([*argv, "--out", str(out), *(["--overwrite"] if overwrite else [])]) == 2
+    error = capsys.readouterr().err
+    assert "Traceback" not in error
+    message = rf"error: output {re.escape(str(out))} {relation} the input folder {re.escape(str(root))}: "
+    assert re.search(message + "writing there could destroy the input", error), error
+    assert _file_hashes(tmp_path) == before
 
 
 def test_ego_exoclip_keeps_a_take_whose_video_is_complete(tmp_path, egoexo):

@@ -182,7 +182,7 @@ def build_ego_exoclip(
     """
     root = Path(options.egoexo_root)
     plan = plan_ego_exoclip(options)
-    with hub_export.staged_folder(out, overwrite=overwrite) as staging:
+    with hub_export.staged_folder(out, overwrite=overwrite, inputs=[root]) as staging:
         cache = staging / ".builder_cache"
         tables = {}
         for name in ("clips", "takes"):
@@ -312,27 +312,36 @@ def restore_text(
     )
 
     if options.check_videos:
-        problems = check_videos(
+        probes = check_videos(
             [[str(root / p) for p in (t["ego_video"], *t["exo_videos"])] for t in takes], options.num_proc
         )
-        bad_takes = set()
-        for take, problem in zip(takes, problems):
-            if problem is None:
+        bad_takes, video_ends = set(), {}
+        for take, probe in zip(takes, probes):
+            if probe.problem is None:
+                video_ends[take["take_uid"]] = probe.end_sec
                 continue
             if not options.skip_bad:
                 raise SourceFileError(
-                    bad_video_message(take["take_name"], take["take_uid"], *problem, options.variant)
+                    bad_video_message(take["take_name"], take["take_uid"], *probe.problem, options.variant)
                 )
-            take_drops[problem[0]] += 1
+            take_drops[probe.problem[0]] += 1
             bad_takes.add(take["take_uid"])
-        if bad_takes:
-            keep_clips = [i for i, uid in enumerate(clips["take_uid"]) if uid not in bad_takes]
-            for uid in clips["take_uid"]:
-                if uid in bad_takes:
-                    drops["video_of_take_unusable"] += 1
+        keep_clips, cut_short = [], set()
+        for i, (uid, end_sec) in enumerate(zip(clips["take_uid"], clips["end_sec"])):
+            video_end = video_ends.get(uid)
+            if uid in bad_takes:
+                drops["video_of_take_unusable"] += 1
+            elif video_end is not None and end_sec > video_end:
+                drops["window_outside_video"] += 1
+                cut_short.add(uid)
+            else:
+                keep_clips.append(i)
+        if len(keep_clips) < len(clips):
             words = [words[i] for i in keep_clips]
             clips = clips.select(keep_clips)
-            takes = takes.filter(lambda row: row["take_uid"] not in bad_takes)
+            emptied = cut_short - set(clips["take_uid"])
+            take_drops["no_clip_inside_video"] += len(emptied)
+            takes = takes.filter(lambda row: row["take_uid"] not in bad_takes | emptied)
 
     published_info = {}
     info_path = Path(published) / hub_export.BUILD_INFO_NAME
@@ -366,6 +375,6 @@ def restore_text(
     info["skips"] = {
         f"{level}/{reason}": n for level, reasons in info["drops"].items() for reason, n in reasons.items()
     }
-    with hub_export.staged_folder(out, overwrite=overwrite) as staging:
+    with hub_export.staged_folder(out, overwrite=overwrite, inputs=[root, published]) as staging:
         _write_folder(staging, clips, takes, info, words)
     return info

@@ -7,11 +7,13 @@ Drop reasons, counted in ``build_info.json`` (takes, annotations and narrations 
 
 - takes: ``no_uid_mapping`` (annotated uid absent from takes.json), ``not_in_splits``, ``not_train``,
   ``no_accepted_annotation``, ``no_ego_camera``, ``no_exo_camera``, ``missing_video`` and
-  ``unreadable_video`` (only with ``skip_bad``; otherwise an error);
+  ``unreadable_video`` (only with ``skip_bad``; otherwise an error), ``no_clip_inside_video`` (every clip
+  dropped as ``window_outside_video``);
 - annotations: ``rejected``, ``malformed`` (``skip_bad``);
 - narrations: every narration of a dropped take or annotation under the same reason, plus
   ``duplicate_description`` (same text and timestamp in one sequence), ``timestamp_out_of_range``
-  (outside [0, duration_sec]) and ``malformed`` (``skip_bad``).
+  (outside [0, duration_sec]), ``window_outside_video`` (the clip ends after the end of one of its videos,
+  as read from the containers when the videos are checked) and ``malformed`` (``skip_bad``).
 """
 
 from __future__ import annotations
@@ -124,8 +126,29 @@ def _sequences(
     return sequences
 
 
-def probe_video(path: str) -> str | None:
-    """None if ``path`` exists and decodes at its start and at its end, else "missing_video"/"unreadable_video".
+@dataclass(frozen=True)
+class TakeVideos:
+    """What probing the videos of one take found."""
+
+    problem: tuple[str, str] | None = None  # (reason, path) of the first bad video
+    end_sec: float | None = None  # clips must end by then: the shortest video's end plus one frame; None: unknown
+
+
+def _container_end(container, stream) -> float | None:
+    """The video's duration plus one frame period (seconds), from the stream's index or the container's header."""
+    if stream.duration and stream.time_base:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration:
+        duration = container.duration / 1_000_000  # av.time_base: microseconds
+    else:
+        return None
+    frame = 1 / float(stream.average_rate) if stream.average_rate else 0.0
+    return duration + frame
+
+
+def probe_video(path: str) -> tuple[str | None, float | None]:
+    """(problem, end): problem is None if ``path`` exists and decodes at its start and at its end, else
+    "missing_video"/"unreadable_video"; end is its duration plus one frame (seconds; None when unknown).
 
     The end is checked by seeking to the last keyframe and decoding to the last frame the index promises: a
     download cut short with its index at the front (``faststart`` mp4) opens and decodes its first frame, but
@@ -134,38 +157,42 @@ def probe_video(path: str) -> str | None:
     import av
 
     if not os.path.isfile(path):
-        return "missing_video"
+        return "missing_video", None
     try:
         with av.open(path) as container:
             if not container.streams.video:
-                return "unreadable_video"
+                return "unreadable_video", None
             stream = container.streams.video[0]
             if next(iter(container.decode(stream)), None) is None:
-                return "unreadable_video"
+                return "unreadable_video", None
+            end = _container_end(container, stream)
             if not (stream.duration and stream.frames):
-                return None  # no index to check the end against
+                return None, end  # no index to check the end against
             start = stream.start_time or 0
             last_expected = start + stream.duration - stream.duration / stream.frames
             container.seek(start + stream.duration - 1, stream=stream, backward=True)
             last = max((frame.pts for frame in container.decode(stream) if frame.pts is not None), default=None)
             # Half a frame of slack for rounding in the index.
             if last is None or last < last_expected - 0.5 * stream.duration / stream.frames:
-                return "unreadable_video"
+                return "unreadable_video", None
     except (av.error.FFmpegError, OSError, ValueError):
-        return "unreadable_video"
-    return None
+        return "unreadable_video", None
+    return None, end
 
 
-def _probe_take(paths: Sequence[str]) -> tuple[str, str] | None:
+def _probe_take(paths: Sequence[str]) -> TakeVideos:
+    ends = []
     for path in paths:
-        problem = probe_video(path)
+        problem, end = probe_video(path)
         if problem:
-            return problem, path
-    return None
+            return TakeVideos(problem=(problem, path))
+        ends.append(end)
+    known = [end for end in ends if end is not None]
+    return TakeVideos(end_sec=min(known) if known else None)
 
 
-def check_videos(paths_per_take: Sequence[Sequence[str]], num_proc: int = 1) -> list[tuple[str, str] | None]:
-    """For every take's absolute video paths: None or (problem, first bad path); ``num_proc`` processes."""
+def check_videos(paths_per_take: Sequence[Sequence[str]], num_proc: int = 1) -> list[TakeVideos]:
+    """Probe every take's absolute video paths (:func:`probe_video`); ``num_proc`` processes."""
     progress = dict(total=len(paths_per_take), desc="checking videos", unit="take")
     if num_proc > 1 and len(paths_per_take) > 1:
         with ProcessPoolExecutor(num_proc) as pool:
@@ -266,8 +293,9 @@ def plan_ego_exoclip(options: EgoExoClipOptions) -> BuildPlan:
     if alpha is None:
         raise ValueError("alpha='auto' needs at least one sequence with two narrations")
 
+    video_ends: dict[str, float | None] = {}  # take_uid -> end of its shortest video (checked videos only)
     if options.check_videos and not options.annotations_only:
-        problems = check_videos(
+        probes = check_videos(
             [
                 [
                     str(root / source.variant_path(p, options.variant))
@@ -278,11 +306,12 @@ def plan_ego_exoclip(options: EgoExoClipOptions) -> BuildPlan:
             options.num_proc,
         )
         still = []
-        for take, problem in zip(kept, problems):
-            if problem is None:
+        for take, probe in zip(kept, probes):
+            if probe.problem is None:
                 still.append(take)
+                video_ends[take.take["take_uid"]] = probe.end_sec
                 continue
-            reason, path = problem
+            reason, path = probe.problem
             if not options.skip_bad:
                 raise SourceFileError(
                     bad_video_message(take.take["take_name"], take.take["take_uid"], reason, path, options.variant)
@@ -291,11 +320,7 @@ def plan_ego_exoclip(options: EgoExoClipOptions) -> BuildPlan:
             drops.narrations[reason] += sum(len(seq) for seq in take.sequences[options.sequence])
         kept = still
     if not kept:
-        dropped = {reason: n for reason, n in drops.as_dict()["takes"].items() if n}
-        raise ValueError(
-            f"Ego-ExoClip: no take of {root} is left to build (takes dropped by reason: {dropped}; "
-            f"skipped rows: {bad_rows.summary()['by_source_field']}); check the download and the options"
-        )
+        raise _nothing_left(root, drops, bad_rows)
 
     clips, take_rows, words, widened = [], [], [], 0
     for k in kept:
@@ -303,9 +328,13 @@ def plan_ego_exoclip(options: EgoExoClipOptions) -> BuildPlan:
         ego_video = source.variant_path(cameras.ego_video, options.variant)
         exo_videos = [source.variant_path(path, options.variant) for path in cameras.exo_videos]
         take_clips = 0
+        video_end = video_ends.get(take["take_uid"])
         for sequence in k.sequences[options.sequence]:
             beta, bounds = clip_bounds([d.timestamp for d in sequence], k.duration, alpha, options.min_clip_sec)
             for description, bound in zip(sequence, bounds):
+                if video_end is not None and bound.end_sec > video_end:
+                    drops.narrations["window_outside_video"] += 1
+                    continue
                 widened += bound.widened
                 words.append(len(description.text.split()))
                 take_clips += 1
@@ -340,6 +369,9 @@ def plan_ego_exoclip(options: EgoExoClipOptions) -> BuildPlan:
                         "text_sha1": text_sha1(description.text),
                     }
                 )
+        if not take_clips:
+            drops.takes["no_clip_inside_video"] += 1
+            continue
         take_rows.append(
             {
                 "take_uid": take["take_uid"],
@@ -360,6 +392,8 @@ def plan_ego_exoclip(options: EgoExoClipOptions) -> BuildPlan:
                 "split": "train",
             }
         )
+    if not take_rows:
+        raise _nothing_left(root, drops, bad_rows)
     ids = Counter(row["clip_id"] for row in clips)
     duplicated = [clip_id for clip_id, n in ids.items() if n > 1]
     if duplicated:
@@ -381,6 +415,14 @@ def plan_ego_exoclip(options: EgoExoClipOptions) -> BuildPlan:
         "recomputed": recomputed,
     }
     return BuildPlan(clips, take_rows, drops, alpha_info, counts, bad_rows.summary(), words)
+
+
+def _nothing_left(root: Path, drops: Drops, bad_rows: BadRows) -> ValueError:
+    dropped = {reason: n for reason, n in drops.as_dict()["takes"].items() if n}
+    return ValueError(
+        f"Ego-ExoClip: no take of {root} is left to build (takes dropped by reason: {dropped}; "
+        f"skipped rows: {bad_rows.summary()['by_source_field']}); check the download and the options"
+    )
 
 
 def options_dict(options: EgoExoClipOptions) -> dict[str, Any]:

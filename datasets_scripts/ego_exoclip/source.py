@@ -80,16 +80,26 @@ def load_json_file(root: Path, relative: str) -> Any:
 
 
 def load_takes(root: Path) -> dict[str, dict[str, Any]]:
-    """``takes.json`` indexed by ``take_uid`` (entries are checked lazily, when a take is used)."""
+    """``takes.json`` indexed by ``take_uid`` (entries are checked lazily, when a take is used); a ``take_uid``
+    written twice is an error naming both rows (one take's narrations must never meet another's videos)."""
     path = Path(root) / "takes.json"
     takes = load_json_file(root, "takes.json")
     if not isinstance(takes, list):
         raise RowError(path, "(top level)", "(json)", f"expected a list of takes, got {type(takes).__name__}")
-    indexed = {}
+    indexed, positions = {}, {}
     for position, take in enumerate(takes):
         if not isinstance(take, Mapping) or not isinstance(take.get("take_uid"), str):
             raise RowError(path, position, "take_uid", "missing, or the entry is not an object")
-        indexed[take["take_uid"]] = take
+        uid = take["take_uid"]
+        if uid in indexed:
+            raise RowError(
+                path,
+                f"{position} ({take.get('take_name')})",
+                "take_uid",
+                f"{uid!r} is also the take_uid of row {positions[uid]} ({indexed[uid].get('take_name')}); "
+                "each take must be listed once",
+            )
+        indexed[uid], positions[uid] = take, position
     return indexed
 
 

@@ -152,6 +152,7 @@ def build_egobench(
         build_info=build_info,
         overwrite=overwrite,
         extra_files=extra_files,
+        inputs=[*roots.values(), *leakage_against, ego4d_metadata, options.egomcq_pool, options.encoder_model],
     )
     return build_info
 

@@ -98,7 +98,7 @@ def build_egoclip(
     build_info."""
     path = find_file(Path(root), ["egoclip.csv", "EgoClip/egoclip.csv"], "egoclip")
     context = BuildContext(bad_rows=BadRows(skip=skip_bad_rows), seed=seed)
-    with hub_export.staged_folder(out, overwrite=overwrite) as staging:
+    with hub_export.staged_folder(out, overwrite=overwrite, inputs=[root]) as staging:
         captions = hub_export.ShardedParquetWriter(staging, CAPTIONS_CONFIG, "train", CAPTION_FEATURES, shard_rows)
         egoit = hub_export.ShardedParquetWriter(staging, CONFIG, "train", EGOIT_FEATURES, shard_rows)
         for row in iter_egoclip_rows(path, context, layout, max_rows):

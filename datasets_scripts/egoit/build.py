@@ -13,6 +13,7 @@ from datasets_scripts.egoit.sources import ADAPTERS, LICENCE_NOTES, EgoITOptions
 from datasets_scripts.egoit.templates import TEMPLATES_PATH, templates_sha1
 from datasets_scripts.schema import EGOIT_FEATURES
 from datasets_scripts.source_io import BadRows, BuildContext, check_videos, write_hub_folder
+from exo2ego_base.provenance import check_output_apart
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ def build_egoit(
             "no EgoIT source to build: pass --root NAME=DIR (or --data-root DIR) for at least one of "
             + ", ".join(SOURCES)
         )
+    if llava_json:
+        check_output_apart(llava_json, roots.values())
     tables = collect_egoit(roots, context, options)
     extra_files = {}
     video_report = {}
@@ -97,6 +100,7 @@ def build_egoit(
         overwrite=overwrite,
         extra_configs={"all": list(tables)},
         extra_files=extra_files,
+        inputs=list(roots.values()),
     )
     if llava_json:
         count = export_llava_json((row for rows in tables.values() for row in rows), llava_json)

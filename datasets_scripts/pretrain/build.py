@@ -15,9 +15,9 @@ Every record becomes a :data:`~datasets_scripts.schema.CAPTION_FEATURES` row: ``
 turn without its ``<video>``/``<image>`` tag and ``caption`` the gpt turn.
 
 A record is a bad row (an error naming file, row and field; or, with ``skip_bad_rows``, a counted skip) when it has
-no media or both keys, a media path that is absolute or leaves its root, a missing media file (when
-``check_media``), conversations that are not exactly one human turn with one media tag followed by one non-empty gpt
-turn, or an id seen before in this build.
+no media or both keys, a media path that is absolute or leaves its root, a video file (by its suffix) under the
+``image`` key, a missing media file (when ``check_media``), conversations that are not exactly one human turn with
+one media tag followed by one non-empty gpt turn, or an id seen before in this build.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from datasets_scripts.source_io import BadRows, RowError, SourceFileError, field
 CONFIG = "captions"
 MEDIA_TAGS = ("<video>", "<image>")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
 
 
 def annotation_files(root: Path, given: Sequence[str | Path] = ()) -> list[Path]:
@@ -107,6 +108,8 @@ def caption_from_record(
         raise RowError(path, row, "video|image", "both 'video' and 'image': one media file per record")
     key = present[0]
     media = field(record, key, path, row, media_path)
+    if key == "image" and media.lower().endswith(VIDEO_SUFFIXES):
+        raise RowError(path, row, "image", f"{media!r} has a video file suffix; put videos under the 'video' key")
     media_type = "image" if key == "image" or media.lower().endswith(IMAGE_SUFFIXES) else "video"
     if check_media and not (root / media).is_file():
         raise RowError(path, row, key, f"media file not found: {root / media}")
@@ -184,7 +187,8 @@ def build_pretrain(
     }
     bad_rows = BadRows(skip=skip_bad_rows)
     by_kind: Counter = Counter()
-    with hub_export.staged_folder(out, overwrite=overwrite) as staging:
+    inputs = [*roots.values(), *(path for paths in files.values() for path in paths)]
+    with hub_export.staged_folder(out, overwrite=overwrite, inputs=inputs) as staging:
         writer = hub_export.ShardedParquetWriter(staging, CONFIG, "train", CAPTION_FEATURES, shard_rows)
         for caption in iter_captions({s: Path(r) for s, r in roots.items()}, files, bad_rows, check_media, max_rows):
             writer.add(caption)
