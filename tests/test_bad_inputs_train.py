@@ -6,9 +6,11 @@ tiny base (`--allow_stage_mismatch true`) and train 2 steps in-process, so each 
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from huggingface_hub import HfApi
@@ -112,6 +114,15 @@ def finished_copy(tmp_path, finished):
     return shutil.copytree(finished, tmp_path / "out")
 
 
+def under_a_file(tmp_path, finished):
+    (tmp_path / "a_file").write_text("not a folder\n")
+    return tmp_path / "a_file" / "out"
+
+
+def in_proc(tmp_path, finished):
+    return Path("/proc/exo2ego-out")
+
+
 def leftover_checkpoints(tmp_path, finished):
     """checkpoint-1 and checkpoint-2 of an earlier run (learning rate 1e-3) that never finished."""
     out = shutil.copytree(finished, tmp_path / "out")
@@ -143,7 +154,34 @@ REFUSED_RUNS = [
     ("save-mode-without-lora", "stage2", fresh, ["--save_mode", "adapter"], r"save_mode='adapter' .*stage2 does not"),
     ("kl-weight-without-kl", "stage1", fresh, ["--kl_weight", "0.5"], r"kl_weight=0\.5 .*stage1 does not use it"),
     ("mapping-lr-without-mappings", "stage1", fresh, ["--mapping_lr", "1e-4"], r"mapping_lr=0\.0001 .*stage1"),
+    ("max-steps-0", "stage1", fresh, ["--max_steps", "0"], r"max_steps must be > 0, or -1 to train .* epochs, got 0"),
+    ("max-steps-negative", "stage1", fresh, ["--max_steps", "-5"], r"max_steps must be > 0, or -1 .*got -5"),
+    ("num-frames-0", "stage1", fresh, ["--num_frames", "0"], r"num_frames must be >= 1, got 0"),
+    ("num-frames-negative", "stage1", fresh, ["--num_frames", "-2"], r"num_frames must be >= 1, got -2"),
+    (
+        "gradient-accumulation-0",
+        "stage1",
+        fresh,
+        ["--gradient_accumulation_steps", "0"],
+        r"gradient_accumulation_steps must be >= 1, got 0",
+    ),
+    (
+        "wrong-video-root",
+        "stage1",
+        fresh,
+        ["--video_root", str(REPO)],
+        rf"the first row's video '[^']+\.mp4' is not under the video root '{re.escape(str(REPO))}' .*--video_root",
+    ),
+    (
+        "wrong-video-root-egoit",
+        "stage3",
+        fresh,
+        ["--video_root", str(REPO)],
+        r"dataset .*egoit' \(split 'train'\): the first row's video .* is not under the video root",
+    ),
     ("output-dir-is-a-file", "stage1", a_file, [], r"output_dir .*out' is a file"),
+    ("output-dir-under-a-file", "stage1", under_a_file, [], r"output_dir .*a_file/out lies under the file .*a_file,"),
+    ("output-dir-in-proc", "stage1", in_proc, [], r"output_dir /proc/exo2ego-out cannot be created in /proc: "),
     ("output-dir-not-empty", "stage1", with_decoys, [], r"output_dir .*out' is not empty .*--overwrite_output_dir"),
     (
         "retrain-finished-stage",
@@ -192,6 +230,63 @@ def test_bad_training_input_is_refused_before_any_step(world, finished, tmp_path
     with pytest.raises(ValueError, match=message):
         run_stage(stage, stage_argv(world, stage, out, *extra))
     assert snapshot(out) == before  # nothing trained, written or deleted
+
+
+def _link_to_base(world, tmp_path):
+    link = tmp_path / "link"
+    link.symlink_to(world / "base", target_is_directory=True)
+    return link
+
+
+# (id, output_dir from the world folder, how it sits to an input, that input): always refused, even when overwriting
+OUTPUT_DIRS_ON_INPUTS = [
+    ("output-dir-is-the-dataset", lambda world, tmp_path: world / "ego-exoclip", "is", "ego-exoclip"),
+    ("output-dir-inside-the-video-root", lambda world, tmp_path: world / "synth" / "runs", "lies inside", "synth"),
+    ("output-dir-contains-the-starting-model", lambda world, tmp_path: world, "contains", "base"),
+    ("output-dir-links-to-the-starting-model", _link_to_base, "is", "base"),
+]
+
+
+@pytest.mark.parametrize(
+    "make_output, relation, input_name",
+    [row[1:] for row in OUTPUT_DIRS_ON_INPUTS],
+    ids=[row[0] for row in OUTPUT_DIRS_ON_INPUTS],
+)
+def test_an_output_dir_on_an_input_is_refused_and_the_input_kept(world, tmp_path, make_output, relation, input_name):
+    out = make_output(world, tmp_path)
+    before = snapshot(world)
+    message = rf"output_dir {re.escape(str(out))} {relation} the input folder {re.escape(str(world / input_name))}: "
+    with pytest.raises(ValueError, match=message + "writing there could destroy the input"):
+        run_stage("stage1", stage_argv(world, "stage1", out, "--overwrite_output_dir", "true"))
+    assert snapshot(world) == before
+
+
+# (id, change to the tiny stage-1 yaml, error message pattern)
+REFUSED_CONFIGS = [
+    (
+        "key-written-twice",
+        lambda text: text + "learning_rate: 5.0e-4\n",
+        r"--config .*tiny_stage1\.yaml: line \d+: key 'learning_rate' is written twice \(first on line \d+\)",
+    ),
+    (
+        "not-yaml",
+        lambda text: text + "learning_rate: [\n",
+        r"--config .*tiny_stage1\.yaml: while parsing .*, line \d+, column \d+$",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "change, message", [row[1:] for row in REFUSED_CONFIGS], ids=[row[0] for row in REFUSED_CONFIGS]
+)
+def test_a_bad_config_file_is_refused_naming_it(world, tmp_path, change, message):
+    config = tmp_path / "tiny_stage1.yaml"
+    config.write_text(change((CONFIGS / "tiny_stage1.yaml").read_text()))
+    argv = stage_argv(world, "stage1", tmp_path / "out")
+    argv[argv.index("--config") + 1] = str(config)
+    with pytest.raises(ValueError, match=message):
+        run_stage("stage1", argv)
+    assert not (tmp_path / "out").exists()
 
 
 def test_resuming_a_finished_stage_reports_it_finished_and_trains_nothing(world, finished, tmp_path, caplog):
@@ -372,7 +467,6 @@ REFUSED_BASE_WRITERS = [
 )
 def test_base_writers_refuse_an_existing_out_before_loading(finished, tmp_path, capsys, module, make_output, message):
     import importlib
-    import re
 
     out = make_output(tmp_path, finished)
     before = snapshot(out)

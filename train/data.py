@@ -193,6 +193,23 @@ class VideoSamples(Dataset):
             f"sample {index} and {failed - 1} replacements have unreadable videos under {self.video_root!r}"
         )
 
+    def check_video_root(self, where: str, flag: str) -> None:
+        """Raise `ValueError` naming the root when the first row's video is not under `video_root`: a wrong root would
+        otherwise surface in the loader workers as a run of unreadable videos."""
+        if not len(self.table):
+            return
+        relative = self.first_video()
+        path = self.video_path(relative)
+        if not os.path.exists(path):
+            raise ValueError(
+                f"{where}: the first row's video {relative!r} is not under the video root {self.video_root!r} "
+                f"({path} does not exist); check {flag}"
+            )
+
+    def first_video(self) -> str:
+        """The path, relative to `video_root`, of the first video the first row reads."""
+        raise NotImplementedError
+
     def sample_id(self, index: int) -> str:
         raise NotImplementedError
 
@@ -237,6 +254,10 @@ class EgoExoClipSamples(VideoSamples):
 
     def __len__(self) -> int:
         return self._pair_offsets[-1] if self._pair_offsets else len(self.table)
+
+    def first_video(self) -> str:
+        row = self.table[0]
+        return row["ego_video"] if "ego" in self.views or not row["exo_videos"] else row["exo_videos"][0]
 
     def _row_and_camera(self, index: int) -> tuple[int, int | None]:
         if "exo" not in self.views:
@@ -312,6 +333,9 @@ class EgoITSamples(VideoSamples):
     def __len__(self) -> int:
         return len(self.table)
 
+    def first_video(self) -> str:
+        return self.table[0]["video"]
+
     def sample_id(self, index: int) -> str:
         return self.table[index]["id"]
 
@@ -362,6 +386,9 @@ class CaptionSamples(VideoSamples):
 
     def __len__(self) -> int:
         return len(self.table)
+
+    def first_video(self) -> str:
+        return self.table[0]["media"]
 
     def sample_id(self, index: int) -> str:
         return self.table[index]["id"]

@@ -17,7 +17,9 @@ import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 
-from exo2ego_base.provenance import package_versions, write_json_atomic
+import yaml
+
+from exo2ego_base.provenance import check_output_apart, check_output_location, package_versions, write_json_atomic
 from train.distributed import check_launch_config, distributed_setup
 from train.hub import push_stage_output
 from train.stage_folder import ADAPTER_DIR_NAME, STAGE_METADATA_NAME, read_stage_metadata
@@ -158,6 +160,18 @@ class DataArguments:
         },
     )
 
+    def __post_init__(self):
+        if self.num_frames is not None and self.num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {self.num_frames} (leave it unset for the model's)")
+        if self.max_train_samples is not None and self.max_train_samples < 1:
+            raise ValueError(
+                f"max_train_samples must be >= 1, got {self.max_train_samples} (leave it unset for all rows)"
+            )
+        if self.subset_seed is not None and self.max_train_samples is None:
+            raise ValueError("subset_seed draws the max_train_samples rows; set max_train_samples too")
+        if self.decoded_cache_mb < 0:
+            raise ValueError(f"decoded_cache_mb must be >= 0 (0 turns the cache off), got {self.decoded_cache_mb}")
+
 
 @dataclass
 class StageArguments:
@@ -184,28 +198,54 @@ class StageArguments:
         },
     )
 
+    def __post_init__(self):
+        if self.save_mode not in SAVE_MODES:
+            raise ValueError(f"save_mode must be one of {SAVE_MODES}, got {self.save_mode!r}")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses a mapping key written twice (plain PyYAML keeps the last value silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        first_lines = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key, line = self.construct_object(key_node), key_node.start_mark.line + 1
+            if key in first_lines:
+                raise ValueError(f"line {line}: key {key!r} is written twice (first on line {first_lines[key]})")
+            first_lines[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def check_config_file(argv=None) -> None:
+    """Refuse a `--config` yaml that cannot be read or writes a key twice, naming the file (TrlParser reads it with
+    `yaml.safe_load`, which keeps the last of two values without a word)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--config" not in args[:-1]:
+        return
+    path = args[args.index("--config") + 1]
+    try:
+        with open(path, encoding="utf-8") as handle:
+            yaml.load(handle, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: plain data only
+    except OSError as error:
+        raise ValueError(f"--config {path}: {error.strerror or error}") from None
+    except (ValueError, yaml.YAMLError) as error:
+        raise ValueError(f"--config {path}: {' '.join(str(error).split())}") from None
+
 
 def parse_arguments(argv=None):
     from trl import TrlParser
 
     from train.trainer import Exo2EgoTrainingArguments
 
+    check_config_file(argv)
     # No abbreviations: `--learning_rat 5e-4` is a typo, not `--learning_rate` (the yaml refuses it too).
     parser = TrlParser((ModelArguments, DataArguments, StageArguments, Exo2EgoTrainingArguments), allow_abbrev=False)
     model_args, data_args, stage_args, training_args = parser.parse_args_and_config(argv)
     for name, value in (("model_name_or_path", model_args.model_name_or_path),):
         if not value:
             raise ValueError(f"--{name} is required (in the yaml or on the command line)")
-    if stage_args.save_mode not in SAVE_MODES:
-        raise ValueError(f"save_mode must be one of {SAVE_MODES}, got {stage_args.save_mode!r}")
-    if data_args.max_train_samples is not None and data_args.max_train_samples < 1:
-        raise ValueError(
-            f"max_train_samples must be >= 1, got {data_args.max_train_samples} (leave it unset for all rows)"
-        )
-    if data_args.subset_seed is not None and data_args.max_train_samples is None:
-        raise ValueError("subset_seed draws the max_train_samples rows; set max_train_samples too")
-    if data_args.decoded_cache_mb < 0:
-        raise ValueError(f"decoded_cache_mb must be >= 0 (0 turns the cache off), got {data_args.decoded_cache_mb}")
     return model_args, data_args, stage_args, training_args
 
 
@@ -351,15 +391,21 @@ def _check_same_run(folder: str, stage: str, arguments: dict) -> None:
         )
 
 
-def check_output_dir(output_dir: str, stage: str, arguments: dict, resume, overwrite: bool) -> dict | None:
+def check_output_dir(
+    output_dir: str, stage: str, arguments: dict, resume, overwrite: bool, inputs: tuple = ()
+) -> dict | None:
     """Check that this run may train into `output_dir` (nothing is changed). Returns the folder's stage metadata
     when a resumed run finds its stage already finished there (nothing left to train), else None.
 
     A file, a finished stage output, checkpoints of an unfinished run and any other file refuse a new run unless
     `overwrite`; a resumed run (`resume`: True or a checkpoint path) must have the arguments of the run it resumes.
+    A folder that cannot be created, and one that is, contains or lies inside one of `inputs` (the starting
+    checkpoint, datasets and video roots), are always refused.
     """
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise ValueError(f"output_dir {output_dir!r} is a file, not a folder; choose another output_dir")
+    check_output_apart(output_dir, inputs, what="output_dir")
+    check_output_location(output_dir, what="output_dir")
     if resume:
         if overwrite:
             raise ValueError(
@@ -389,6 +435,19 @@ def check_output_dir(output_dir: str, stage: str, arguments: dict, resume, overw
         f"output_dir {output_dir!r} is not empty ({', '.join(contents[:5])}{', ...' if len(contents) > 5 else ''}); "
         "choose a new or empty folder, or pass --overwrite_output_dir true to train there anyway (files the stage "
         "did not write are kept and never pushed)"
+    )
+
+
+def input_paths(model_args: ModelArguments, data_args: DataArguments) -> tuple[str | None, ...]:
+    """The folders and files a run reads (`check_output_apart` skips Hub ids, which name no local path)."""
+    return (
+        model_args.model_name_or_path,
+        data_args.dataset_path,
+        data_args.video_root,
+        data_args.exo_dataset_path,
+        data_args.exo_video_root,
+        data_args.ego_dataset_path,
+        data_args.ego_video_root,
     )
 
 
@@ -477,6 +536,8 @@ def build_caption_sources(data_args: DataArguments, num_frames: int, seed: int):
         sources[branch] = CaptionSamples(
             table, root, num_frames, branch, data_args.clip_prompt, where=where, cache=decoded_clip_cache(data_args)
         )
+        flag = f"--{branch}_video_root" if getattr(data_args, f"{branch}_video_root") else "--video_root"
+        sources[branch].check_video_root(where, flag)
     exo_per_item, ego_per_item = parse_mix(data_args.init_mix)
     return MixedSourceSamples(sources["exo"], sources["ego"], exo_per_item, ego_per_item, seed=seed)
 
@@ -491,18 +552,23 @@ def build_dataset(resolved: ResolvedStage, data_args: DataArguments, num_frames:
     )
     where = f"dataset {data_args.dataset_path!r} (split {data_args.dataset_split!r})"
     if resolved.spec.data == "egoit":
-        return EgoITSamples(table, data_args.video_root, num_frames, where=where, cache=decoded_clip_cache(data_args))
-    return EgoExoClipSamples(
-        table,
-        data_args.video_root,
-        num_frames,
-        resolved.branches,
-        data_args.clip_prompt,
-        exo_sampling=data_args.exo_sampling,
-        seed=seed,
-        where=where,
-        cache=decoded_clip_cache(data_args),
-    )
+        samples = EgoITSamples(
+            table, data_args.video_root, num_frames, where=where, cache=decoded_clip_cache(data_args)
+        )
+    else:
+        samples = EgoExoClipSamples(
+            table,
+            data_args.video_root,
+            num_frames,
+            resolved.branches,
+            data_args.clip_prompt,
+            exo_sampling=data_args.exo_sampling,
+            seed=seed,
+            where=where,
+            cache=decoded_clip_cache(data_args),
+        )
+    samples.check_video_root(where, "--video_root")
+    return samples
 
 
 def load_model(model_args: ModelArguments):
@@ -746,7 +812,9 @@ def run_stage(stage: str, argv=None):
         resume = True
     arguments = recorded_arguments(model_args, data_args, stage_args, training_args, unused)
     output_dir = training_args.output_dir
-    finished = check_output_dir(output_dir, stage, arguments, resume, stage_args.overwrite_output_dir)
+    finished = check_output_dir(
+        output_dir, stage, arguments, resume, stage_args.overwrite_output_dir, input_paths(model_args, data_args)
+    )
     push = training_args.push_to_hub
     if finished is not None:
         logger.info(
