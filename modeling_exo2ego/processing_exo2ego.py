@@ -131,6 +131,7 @@ def read_video_frames(
     if av is None:
         raise ImportError("decoding video files needs PyAV: pip install av")
     path = os.fspath(path)
+    _check_window(start_sec, end_sec, path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"video file not found: {path}")
     try:

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from conftest import write_test_video
 
+from modeling_exo2ego import read_video_frames
+
 QUESTION = "<video>\nWhat did I pick up?"
 FRAMES = np.random.default_rng(0).integers(0, 256, (6, 24, 32, 3), dtype=np.uint8)
 
@@ -132,6 +134,11 @@ WINDOW_REFUSED = [
         "zero-length window",
         lambda processor, path: processor(text=[QUESTION], videos=[{"path": path, "start_sec": 1.0, "end_sec": 1.0}]),
         r"videos\[0\]: the window \[1\.0, 1\.0\] is zero-length; end_sec must be after start_sec",
+    ),
+    (
+        "zero-length window read directly",
+        lambda processor, path: read_video_frames(path, 4, start_sec=1.0, end_sec=1.0),
+        r"sample\.mp4: the window \[1\.0, 1\.0\] is zero-length",
     ),
     (
         "window ending before it starts",
