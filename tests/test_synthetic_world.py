@@ -298,8 +298,7 @@ def test_only_web_exo_text_names_patterns(world):
     ego_side = [json.dumps(_load(path)) for path in (root / "annotations").glob("atomic_descriptions_*.json")]
     egoit = load_folder(root / "egoit", "synthetic", split="train")
     ego_side += [
-        " ".join([row["instruction"], row["question"], row["answer"], *(row["options"] or [])])
-        for row in egoit
+        " ".join([row["instruction"], row["question"], row["answer"], *(row["options"] or [])]) for row in egoit
     ]
     ego_side += load_folder(root / "egoclip", "captions", split="train")["caption"]
     bench = load_folder(root / "egobench", "synthetic", split="test")
@@ -351,3 +350,16 @@ def test_ego_view_records_the_shifted_scene(world):
     assert gap(frame, shifted) < 6 < 60 < gap(frame, unshifted)
     assert np.array_equal(apply_shift(unshifted, "negative"), 255 - unshifted)
     assert np.array_equal(apply_shift(unshifted, "rot90"), np.rot90(unshifted))
+
+
+def test_web_exo_corpus_builds_as_videollama2_pretraining_data(world, tmp_path):
+    """`exo2ego data pretrain` reads the corpus as it reads VideoLLaMA2's: every clip a video caption row whose media
+    exists, prompt without its tag, caption naming the handled object's pattern."""
+    from datasets_scripts.pretrain.build import build_pretrain
+
+    root, info, _ = world
+    build_pretrain({"videollama2": root / "web_exo"}, tmp_path / "web-captions", check_media=True)
+    rows = load_folder(tmp_path / "web-captions", "captions", split="train")
+    assert len(rows) == info["counts"]["web_exo_clips"] and set(rows["media_type"]) == {"video"}
+    assert set(rows["prompt"]) == {"Describe the video."}
+    assert all(any(pattern in caption for pattern in PATTERNS) for caption in rows["caption"])

@@ -37,8 +37,10 @@ BOWL = (215, 215, 222)
 BOWL_INSIDE = (110, 110, 118)
 SKIN = (225, 175, 140)
 SHIRT = (70, 72, 88)
-PATTERN_DARK = (25, 25, 30)
-PATTERN_LIGHT = (245, 245, 245)
+# Each pattern's marks have their own colour, outside the objects' palette and unlike anything else in a frame (the
+# black and white frame marker, the white bowl, the dark floor and shirt): a tiny tower reads colour long before it
+# reads geometry.
+MARK_COLOURS = {"striped": (110, 55, 15), "checked": (170, 255, 60), "dotted": (255, 135, 0), "banded": (245, 95, 190)}
 EGO_SHIFTS = ("negative", "rot90")  # composable with "+"; "" or "none" records the scene as it is
 EGO_SHIFT = "negative+rot90"
 SHAPE_POLYGONS = {  # unit-size outlines, (x right, y up), centred on the object's middle
@@ -185,15 +187,12 @@ def _rectangle(left, bottom, right, top):
     return [(left, bottom), (right, bottom), (right, top), (left, top)]
 
 
-PATTERN_MARKS = {  # pattern -> (mark colour, mark polygons in unit object coordinates, before clipping to the shape)
-    "plain": (PATTERN_DARK, []),
-    "striped": (PATTERN_DARK, [_rectangle(-1, -0.25, 1, 0.0), _rectangle(-1, 0.25, 1, 0.5)]),  # two dark stripes
-    "checked": (PATTERN_DARK, [_rectangle(-1, 0.0, 0.0, 1), _rectangle(0.0, -1, 1, 0.0)]),  # dark quarters
-    "dotted": (
-        PATTERN_LIGHT,
-        [[(0.24 * math.cos(a), 0.24 * math.sin(a)) for a in np.linspace(0, 2 * math.pi, 12, False)]],
-    ),
-    "banded": (PATTERN_LIGHT, [_rectangle(-1, -0.14, 1, 0.14)]),  # one white band across the middle
+PATTERN_MARKS = {  # pattern -> mark polygons in unit object coordinates (y up), before clipping to the shape
+    "plain": [],
+    "striped": [_rectangle(-1, -0.25, 1, 0.0), _rectangle(-1, 0.25, 1, 0.5)],  # two brown stripes
+    "checked": [_rectangle(-1, 0.0, 0.0, 1), _rectangle(0.0, -1, 1, 0.0)],  # lime top-left and bottom-right quarters
+    "dotted": [[(0.28 * math.cos(a), 0.28 * math.sin(a)) for a in np.linspace(0, 2 * math.pi, 12, False)]],  # orange
+    "banded": [_rectangle(-1, -0.16, 1, 0.16)],  # one pink band across the middle
 }
 # The convex part of each silhouette that carries the pattern (the bottle's body, below its neck).
 PATTERN_WINDOWS = {
@@ -202,11 +201,11 @@ PATTERN_WINDOWS = {
     "cup": SHAPE_POLYGONS["cup"],
     "bottle": _rectangle(-0.32, -0.55, 0.32, 0.1),
 }
-# (shape, pattern) -> (colour, clipped mark polygons), computed once.
+# (shape, pattern) -> clipped mark polygons, computed once.
 SHAPE_PATTERN_MARKS = {
-    (shape, pattern): (colour, [mark for mark in (_clip(polygon, window) for polygon in polygons) if len(mark) > 2])
+    (shape, pattern): [mark for mark in (_clip(polygon, window) for polygon in polygons) if len(mark) > 2]
     for shape, window in PATTERN_WINDOWS.items()
-    for pattern, (colour, polygons) in PATTERN_MARKS.items()
+    for pattern, polygons in PATTERN_MARKS.items()
 }
 if set(PATTERN_MARKS) != set(PATTERNS):
     raise ImportError("render.PATTERN_MARKS and script.PATTERNS name different patterns")
@@ -264,9 +263,10 @@ def render_frame(
             draw.polygon(
                 _object_polygon(project, centre, shape, tilt, OBJECT_SIZE), fill=colour, outline=_dark(colour)
             )
-            mark_colour, marks = SHAPE_PATTERN_MARKS[shape, pattern]
-            for mark in marks:
-                draw.polygon(_transform(mark, project(centre), OBJECT_SIZE * project.scale, tilt), fill=mark_colour)
+            for mark in SHAPE_PATTERN_MARKS[shape, pattern]:
+                draw.polygon(
+                    _transform(mark, project(centre), OBJECT_SIZE * project.scale, tilt), fill=MARK_COLOURS[pattern]
+                )
 
         items.append((project.depth(centre), draw_object))
     if scene.stream is not None:

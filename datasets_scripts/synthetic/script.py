@@ -27,8 +27,8 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "cyan": (20, 205, 215),
 }
 SHAPES = ("box", "jar", "cup", "bottle")  # square, disc, trapezoid, tall bar with a neck
-# Surface patterns, drawn over the whole object (render.pattern_mask): dark horizontal stripes, a dark 2x2 checker,
-# a white central dot, one white band across the middle, or none.
+# Surface patterns, drawn over the whole object (render.PATTERN_MARKS): two brown horizontal stripes, lime
+# checked quarters, an orange central dot, one pink band across the middle, or none.
 PATTERNS = ("plain", "striped", "checked", "dotted", "banded")
 # Every object is a container, so every action (pouring included) fits every object: the question
 # text ("the red cup") never tells which action was done.

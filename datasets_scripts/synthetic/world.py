@@ -80,7 +80,7 @@ class WorldConfig:
             "objects_per_take": self.objects_per_take >= 1,
             "height": self.height >= 16,
             "downscaled_height": 16 <= self.downscaled_height <= self.height,
-            "heldout_fraction": 0 < self.heldout_fraction < 1,
+            "heldout_fraction": 0 < self.heldout_fraction <= 1,
             "num_proc": self.num_proc >= 1,
             "web_exo_per_take": self.web_exo_per_take >= 0,
         }
@@ -89,7 +89,7 @@ class WorldConfig:
             values = ", ".join(f"{name}={getattr(self, name)!r}" for name in wrong)
             raise ValueError(
                 f"invalid world settings: {values} (takes >= 3, fps > 0, actions and objects >= 1, "
-                "16 <= downscaled height <= height, 0 < heldout fraction < 1, processes >= 1, web-exo scenes >= 0)"
+                "16 <= downscaled height <= height, 0 < heldout fraction <= 1, processes >= 1, web-exo scenes >= 0)"
             )
         parse_shift(self.ego_shift)
 
