@@ -194,11 +194,13 @@ class Ablation:
 
         demo = Demo(self.out / f"seed{seed}", self.demo_plan, seed)
         demo.world, demo.clips = self.shared / "world", self.shared / "ego-exoclip"
+        demo.web_captions = self.shared / "web-captions"
         demo.out.mkdir(parents=True, exist_ok=True)
         return demo
 
     def build_world(self) -> None:
-        if (self.shared / "world" / "egobench").is_dir() and (self.shared / "ego-exoclip" / "README.md").is_file():
+        built = ("world/egobench", "ego-exoclip/README.md", "web-captions/README.md")
+        if all((self.shared / name).exists() for name in built):
             return
         if self.shared.exists():
             shutil.rmtree(self.shared)

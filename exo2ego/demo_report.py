@@ -46,36 +46,64 @@ def plot_losses(histories: dict[str, list[dict]], path: Path) -> None:
     plt.close(figure)
 
 
-def plot_accuracy(accuracies: dict[str, dict], path: Path) -> None:
-    """Bars of EgoBench accuracy per checkpoint with 95% intervals (the paper's Table 15 / Figure 5 view)."""
+def plot_accuracy(accuracies: dict[str, dict[str, dict]], baselines: dict[str, float], path: Path) -> None:
+    """Bars of EgoBench accuracy per checkpoint with 95% intervals, one panel per split (the paper's Table 15 /
+    Figure 5 view), with chance and the split's text-only baseline as lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(accuracies)
-    values = [accuracies[name]["accuracy"] for name in names]
-    errors = [
-        [value - accuracies[name]["ci"][0] for name, value in zip(names, values)],
-        [accuracies[name]["ci"][1] - value for name, value in zip(names, values)],
-    ]
-    figure, axis = plt.subplots(figsize=(6, 3.6))
-    colours = plt.cm.Blues([0.35 + 0.6 * index / max(1, len(names) - 1) for index in range(len(names))])
-    axis.bar(names, values, yerr=errors, capsize=4, color=colours)
-    axis.axhline(20, linestyle="--", color="black", linewidth=1, label="chance (5 options)")
-    axis.set_ylabel("EgoBench synthetic accuracy (%)")
-    axis.set_ylim(0, 100)
-    axis.legend()
+    figure, axes = plt.subplots(1, len(accuracies), figsize=(5.5 * len(accuracies), 3.6), squeeze=False)
+    for axis, (task, by_point) in zip(axes[0], accuracies.items()):
+        names = list(by_point)
+        values = [by_point[name]["accuracy"] for name in names]
+        errors = [
+            [value - by_point[name]["ci"][0] for name, value in zip(names, values)],
+            [by_point[name]["ci"][1] - value for name, value in zip(names, values)],
+        ]
+        colours = plt.cm.Blues([0.35 + 0.6 * index / max(1, len(names) - 1) for index in range(len(names))])
+        axis.bar(names, values, yerr=errors, capsize=4, color=colours)
+        axis.axhline(20, linestyle="--", color="black", linewidth=1, label="chance (5 options)")
+        axis.axhline(baselines[task], linestyle=":", color="tab:red", linewidth=1.5, label="text-only baseline")
+        axis.set_title(f"EgoBench {task}")
+        axis.set_ylim(0, 100)
+        axis.legend(fontsize=8)
+    axes[0][0].set_ylabel("accuracy (%)")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
 
 
-def write_report(path: Path, summary: dict, histories: dict[str, list[dict]]) -> None:
-    rows = "\n".join(
-        f"| {point} | {row['accuracy']:.1f} | [{row['ci'][0]:.1f}, {row['ci'][1]:.1f}] | {row['n']} |"
-        for point, row in summary["accuracy"].items()
+def _gate_rows(gates: dict[str, dict]) -> str:
+    rows = []
+    for gate in gates.values():
+        bound = f">= {gate['at_least']:.0%}" if gate["at_least"] is not None else f"<= {gate['at_most']:.0%}"
+        verdict = "holds" if gate["holds"] else "**fails**"
+        rows.append(f"| {gate['description']} | {gate['value']:.1%} | {bound} | {verdict} |")
+    return "\n".join(rows)
+
+
+def _probe_rows(probes: dict[str, dict[str, float]]) -> str:
+    return "\n".join(
+        f"| {stage} | {row['y']:.1%} | {row['F(x)']:.1%} | {row['x']:.1%} | {row['x (own probe)']:.1%} |"
+        for stage, row in probes.items()
     )
+
+
+def write_report(path: Path, summary: dict, histories: dict[str, list[dict]]) -> None:
+    tasks = list(summary["accuracy"])
+    points = list(summary["accuracy"][tasks[0]])
+    header = " | ".join(f"{task} (%) [95% CI]" for task in tasks)
+    rows = []
+    for point in points:
+        cells = []
+        for task in tasks:
+            row = summary["accuracy"][task][point]
+            cells.append(f"{row['accuracy']:.1f} [{row['ci'][0]:.1f}, {row['ci'][1]:.1f}]")
+        rows.append(f"| {point} | {' | '.join(cells)} |")
+    rows.append("| text only | " + " | ".join(f"{summary['text_only_baseline'][task]:.1f}" for task in tasks) + " |")
+    counts = ", ".join(f"{task} n = {summary['accuracy'][task][points[0]]['n']}" for task in tasks)
     losses = []
     for stage, history in histories.items():
         for key, (_, values) in loss_series(history).items():
@@ -86,13 +114,28 @@ def write_report(path: Path, summary: dict, histories: dict[str, list[dict]]) ->
 
 Seed {summary["seed"]}; plan `{json.dumps(summary["plan"])}`.
 
-## EgoBench (synthetic, 5-way, `option_loglik`)
+## Gates (measured before training)
 
-| checkpoint | accuracy (%) | 95% CI | n |
-|---|---:|---|---:|
-{rows}
+| property of the world | measured | required | verdict |
+|---|---:|---|---|
+{_gate_rows(summary["gates"])}
+
+## EgoBench (5-way, `option_loglik`)
+
+`synthetic` asks what ego-side text names (object, colour, action); `synthetic_pattern` asks the objects' pattern,
+named only by the web-exo captions the exo tower learned from. {counts}.
+
+| checkpoint | {header} |
+|---|{"---|" * len(tasks)}
+{chr(10).join(rows)}
 
 ![accuracy per stage](plots/accuracy_per_stage.png)
+
+## Where the pattern is (linear probe fitted on the exo features y; chance 20%)
+
+| checkpoint | y (held-out clips) | F(x) | x | x, probe fitted on x |
+|---|---:|---:|---:|---:|
+{_probe_rows(summary["pattern_probe"])}
 
 ## Training losses (first and last logged value)
 
@@ -107,5 +150,6 @@ Seed {summary["seed"]}; plan `{json.dumps(summary["plan"])}`.
 | phase | seconds |
 |---|---:|
 {timings}
-"""
+""",
+        encoding="utf-8",
     )

@@ -12,6 +12,9 @@ model's own connector c:
 - `f_moves_x`: ||F(x) - x|| / ||x||, how far F is from the identity.
 
 A mapping that carries exo information has `fx_to_y` < `x_to_y` and `fx_to_y` < `fx_to_other_y`.
+
+:func:`pattern_probe` asks the same of the synthetic world's exo-only knowledge, the objects' pattern: a linear probe
+fitted on the exo tower's per-clip feature moments y, applied to F(x) and to x of other clips.
 """
 
 from __future__ import annotations
@@ -79,3 +82,91 @@ def probe_folder(
         for start in range(0, len(samples), batch_size)
     )
     return mapping_distances(model, batches)
+
+
+def paired_pattern_clips(processor, world_root: str, num_frames: int, max_clips: int, seed: int = 0) -> dict:
+    """Synchronized ego and exo pixels of the synthetic world's train-take action clips with the handled object's
+    pattern (from the ground truth): `{"ego": (N, T, 3, S, S), "exo": (N, T, 3, S, S), "label": (N,) pattern index}`.
+    The exo camera is drawn per clip with `seed`; both views are read over the action's window, so at the same times.
+    """
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from datasets_scripts.synthetic.script import PATTERNS
+    from modeling_exo2ego import read_video_frames
+
+    truth = json.loads((Path(world_root) / "synthetic_world.json").read_text())
+    items = [
+        (take, action)
+        for take in truth["takes"]
+        if take["rendered"] and take["split"] == "train"
+        for action in take["actions"]
+    ]
+    rng = np.random.default_rng(seed)
+    views = {"ego": [], "exo": []}
+    labels = []
+    for index in rng.permutation(len(items))[:max_clips].tolist():
+        take, action = items[index]
+        cameras = {"ego": take["ego_cam"], "exo": take["exo_cams"][rng.integers(len(take["exo_cams"]))]}
+        for view, camera in cameras.items():
+            path = Path(world_root) / take["videos_448"][camera]
+            frames = read_video_frames(path, num_frames, start_sec=action["start"], end_sec=action["end"]).frames
+            pixels = processor(text=processor.video_token, exo_videos=[frames], num_frames=num_frames)
+            views[view].append(pixels["exo_pixel_values_videos"][0])
+        labels.append(PATTERNS.index(take["objects"][action["obj"]]["pattern"]))
+    return {"ego": torch.stack(views["ego"]), "exo": torch.stack(views["exo"]), "label": torch.tensor(labels)}
+
+
+def clip_moments(features: torch.Tensor, frames: int) -> torch.Tensor:
+    """(B*T, C, g, g) features -> (B, 2C): each clip's per-channel mean and standard deviation over its T*g*g tokens,
+    the statistics the per-sample Gaussian KL compares."""
+    tokens = features.float().unflatten(0, (-1, frames)).transpose(1, 2).flatten(2)  # (B, C, T*g*g)
+    variance, mean = torch.var_mean(tokens, dim=2, correction=0)
+    return torch.cat([mean, variance.sqrt()], dim=1)
+
+
+def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, steps: int = 300):
+    """A multinomial logistic regression on standardised `features` (N, D), fitted with L-BFGS and a small L2
+    penalty; returns a function from features to predicted classes."""
+    mean, std = features.mean(0), features.std(0).clamp(min=1e-6)
+    linear = torch.nn.Linear(features.shape[1], num_classes)
+    optimizer = torch.optim.LBFGS(linear.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
+    inputs = (features - mean) / std
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(linear(inputs), labels) + 1e-3 * linear.weight.square().sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    return lambda other: linear((other - mean) / std).argmax(dim=1)
+
+
+@torch.no_grad()
+def pattern_probe(model_dir, clips: dict, train_clips: int) -> dict[str, float]:
+    """Where the exo-only pattern is in a checkpoint's features: a linear probe of the pattern fitted on the exo
+    tower's clip moments y of the first `train_clips` of `clips` (:func:`paired_pattern_clips`), then scored on the
+    other clips' y (the probe works), F(x) (the mapping carries the pattern to the ego side) and x (the ego tower
+    has it without F); "x (own probe)" fits a second probe on x itself (the ego features hold the pattern in some
+    form). Returns accuracies; chance is 1 / number of patterns."""
+    from datasets_scripts.synthetic.script import PATTERNS
+    from modeling_exo2ego import Exo2EgoForConditionalGeneration
+
+    inner = Exo2EgoForConditionalGeneration.from_pretrained(model_dir).eval().model
+    frames = clips["ego"].shape[1]
+    x, _ = inner.encode_frames(clips["ego"], inner.ego_vision_tower)
+    y, _ = inner.encode_frames(clips["exo"], inner.exo_vision_tower)
+    moments = {"y": clip_moments(y, frames), "F(x)": clip_moments(inner.ego_to_exo(x), frames)}
+    moments["x"] = clip_moments(x, frames)
+    labels = clips["label"]
+    predict = fit_linear_probe(moments["y"][:train_clips], labels[:train_clips], len(PATTERNS))
+    heldout = labels[train_clips:]
+    scores = {name: float((predict(value[train_clips:]) == heldout).float().mean()) for name, value in moments.items()}
+    # Whether the ego features hold the pattern at all, in their own coordinates: a probe fitted on x itself.
+    own = fit_linear_probe(moments["x"][:train_clips], labels[:train_clips], len(PATTERNS))
+    scores["x (own probe)"] = float((own(moments["x"][train_clips:]) == heldout).float().mean())
+    return scores

@@ -9,9 +9,11 @@ import argparse
 import os
 import sys
 
-from exo2ego_base.provenance import staged_folder
+from exo2ego_base.provenance import staged_folder, write_json_atomic
 from exo2ego_base.tiny import build_tiny_model
 from train.stage_folder import read_stage_metadata
+
+VISION_REPORT = "vision_pretraining.json"  # written next to the weights: what the pretrained tower reads (its probes)
 
 
 def save_tiny_model(
@@ -27,8 +29,8 @@ def save_tiny_model(
     `video_root`, `samples`, `steps`, `views`) its vision towers on those clips' frames (`exo2ego.tiny_vision`).
 
     The folder is written next to `out_dir` and renamed into place when complete. An existing non-empty `out_dir`
-    (e.g. a trained stage output) is refused unless `overwrite`, which replaces the whole folder; a file is always
-    refused.
+    (e.g. a trained stage output) is refused unless `overwrite`, which replaces the whole folder; a file, and a folder
+    that is, contains or lies inside one of the data folders it reads, are always refused.
     """
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ValueError(f"--out {out_dir!r} is a file, not a folder; choose another --out")
@@ -47,26 +49,22 @@ def save_tiny_model(
     if language_data and language_data.get("steps"):
         from exo2ego.tiny_language import language_corpus, pretrain_language
 
-        texts = language_corpus(processor, language_data.get("egoit"), language_data.get("clips"))
-        pretrain_language(model, processor, texts, steps=language_data["steps"], seed=seed)
-    if vision_data and vision_data.get("steps"):
-        from exo2ego.tiny_vision import frame_corpus, pretrain_vision
-
-        if not vision_data.get("clips"):
-            raise ValueError("vision pretraining needs an Ego-ExoClip folder (--vision-clips)")
-        corpus = frame_corpus(
-            processor,
-            vision_data["clips"],
-            vision_data.get("video_root") or ".",
-            model.config.num_frames,
-            max_samples=vision_data["samples"],
-            views=tuple(vision_data.get("views") or ("exo",)),
-            seed=seed,
+        texts = language_corpus(
+            processor, language_data.get("egoit"), language_data.get("clips"), language_data.get("captions")
         )
-        pretrain_vision(model, corpus, steps=vision_data["steps"], seed=seed)
-    with staged_folder(out_dir, overwrite=overwrite, marker="config.json", error=ValueError) as staging:
+        pretrain_language(model, processor, texts, steps=language_data["steps"], seed=seed)
+    vision_report = None
+    if vision_data and vision_data.get("steps"):
+        from exo2ego.tiny_vision import pretrain_and_probe
+
+        vision_report = pretrain_and_probe(model, processor, vision_data, seed=seed)
+    inputs = [(language_data or {}).get(key) for key in ("egoit", "clips", "captions")]
+    inputs += [(vision_data or {}).get(key) for key in ("clips", "captions", "video_root", "probe_world")]
+    with staged_folder(out_dir, overwrite=overwrite, marker="config.json", error=ValueError, inputs=inputs) as staging:
         processor.save_pretrained(staging)
         model.save_pretrained(staging)
+        if vision_report is not None:
+            write_json_atomic(os.path.join(staging, VISION_REPORT), vision_report)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -82,16 +80,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--language-egoit", help="EgoIT folder whose text the LLM is pretrained on (no video)")
     parser.add_argument("--language-clips", help="Ego-ExoClip folder whose narrations the LLM is pretrained on")
     parser.add_argument(
+        "--language-captions", help="caption folder (exo2ego data pretrain output) whose captions the LLM reads too"
+    )
+    parser.add_argument(
         "--language-steps",
         type=int,
         default=0,
         help="steps of text-only LLM pretraining on the folders above (0: the LLM stays random)",
     )
     parser.add_argument("--vision-clips", help="Ego-ExoClip folder whose clips the vision towers pretrain on")
-    parser.add_argument("--vision-video-root", help="root its video paths are relative to (the Ego-Exo4D world)")
+    parser.add_argument(
+        "--vision-captions",
+        help="caption folder (exo2ego data pretrain output, e.g. the synthetic web-exo corpus) the towers pretrain on "
+        "instead of Ego-ExoClip",
+    )
+    parser.add_argument("--vision-video-root", help="root the clips' video paths are relative to")
+    parser.add_argument(
+        "--vision-probe-world",
+        help="synthetic world root: after pretraining, measure what the tower reads (pattern, colour, shape) on "
+        f"held-out clips and on the world's ego and exo clips, into {VISION_REPORT}",
+    )
     parser.add_argument("--vision-samples", type=int, default=1024, help="(clip, exo camera) pairs to decode")
     parser.add_argument(
         "--vision-views", nargs="+", choices=["exo", "ego"], default=["exo"], help="views whose frames are used"
+    )
+    parser.add_argument(
+        "--vision-learning-rate", type=float, default=3e-3, help="peak learning rate of the vision pretraining"
     )
     parser.add_argument(
         "--vision-steps",
@@ -111,13 +125,21 @@ def _run(args: argparse.Namespace) -> int:
             num_frames=args.frames,
             connector_type=args.connector,
             include_exo_branch=not args.ego_only,
-            language_data={"egoit": args.language_egoit, "clips": args.language_clips, "steps": args.language_steps},
+            language_data={
+                "egoit": args.language_egoit,
+                "clips": args.language_clips,
+                "captions": args.language_captions,
+                "steps": args.language_steps,
+            },
             vision_data={
                 "clips": args.vision_clips,
+                "captions": args.vision_captions,
+                "probe_world": args.vision_probe_world,
                 "video_root": args.vision_video_root,
                 "samples": args.vision_samples,
                 "views": args.vision_views,
                 "steps": args.vision_steps,
+                "learning_rate": args.vision_learning_rate,
             },
         )
     except ValueError as error:

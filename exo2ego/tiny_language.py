@@ -3,10 +3,11 @@
 The paper starts from Mistral-7B-Instruct, an LLM that already speaks the language of its captions and questions; it
 stays frozen in the initialization and stages 1-2, and only those stages' vision side learns to talk to it. A random
 tiny LLM cannot stay frozen there. This module gives the tiny base model the same premise cheaply: a few hundred
-causal-LM steps on the *text* of EgoIT (instructions, questions, options and answers of the train takes) and of
-Ego-ExoClip (the clip prompt and narrations), rendered through the model's chat template without the video. No
-EgoBench text and no pixels are used; the answers stay unknowable from the text (see `datasets_scripts.synthetic.qa`),
-so the pretrained model knows what answers look like, not which one is right.
+causal-LM steps on the *text* of EgoIT (instructions, questions, options and answers of the train takes), of
+Ego-ExoClip (the clip prompt and narrations) and of caption folders (the web-exo captions, which name the objects'
+patterns, as Mistral has read the web), rendered through the model's chat template without the video. No EgoBench
+text and no pixels are used; the answers stay unknowable from the text (see `datasets_scripts.synthetic.qa`), so the
+pretrained model knows what answers look like, not which one is right.
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ def render_text(processor, prompt: str, target: str) -> str:
     return processor.apply_chat_template(conversation)
 
 
-def language_corpus(processor, egoit_path: str | None = None, clips_path: str | None = None) -> list[str]:
-    """Chat-formatted texts of an EgoIT folder (every row) and an Ego-ExoClip folder (config `clips`)."""
+def language_corpus(
+    processor, egoit_path: str | None = None, clips_path: str | None = None, captions_path: str | None = None
+) -> list[str]:
+    """Chat-formatted texts of an EgoIT folder (every row), an Ego-ExoClip folder (config `clips`) and a caption
+    folder (config `captions`: `exo2ego data pretrain` or `egoclip` output; its prompt, or the clip prompt)."""
     from train.data import egoit_prompt, egoit_target, load_table
 
     texts = []
@@ -42,8 +46,11 @@ def language_corpus(processor, egoit_path: str | None = None, clips_path: str | 
     if clips_path:
         for text in load_table(clips_path, "clips", "train")["text"]:
             texts.append(render_text(processor, CLIP_PROMPT, text))
+    if captions_path:
+        for row in load_table(captions_path, "captions", "train").select_columns(["prompt", "caption"]):
+            texts.append(render_text(processor, row["prompt"] or CLIP_PROMPT, row["caption"]))
     if not texts:
-        raise ValueError("language_corpus needs an EgoIT folder, an Ego-ExoClip folder or both")
+        raise ValueError("language_corpus needs an EgoIT, an Ego-ExoClip or a caption folder")
     return texts
 
 

@@ -10,19 +10,21 @@ can be small -> linear -> one logit per vocabulary token, cross-entropy against 
 tokens). The head is dropped afterwards and both towers start from the result, as both start from one CLIP in the
 paper.
 
-`views` says whose frames it sees. Exo frames alone keep the ego-exo domain gap of the paper, but at the tiny
-model's 32-pixel input the exo cameras show each object as a few pixels: :func:`word_probe` (reported by `exo2ego
-ablate`, `benchmarks/results/ablation_synthetic.md`) finds that a tower pretrained on exo frames names the
-narrated object's colour on 33% of held-out clips, one pretrained on ego frames on 96% (chance 17%). The synthetic
-exo teacher therefore knows less than the ego student about what EgoBench asks. The demo leaves the towers random:
-pretraining on both views did not make stage 3 reliable (README "The demo").
+Which frames it sees is the caller's choice: :func:`caption_corpus` reads a caption folder (the demo's: the synthetic
+world's web-exo corpus, exo views of separate scenes whose captions name the objects' patterns, as the paper's
+towers start from a CLIP trained on web images), :func:`frame_corpus` Ego-ExoClip's ego or exo views with their
+narrations. :func:`world_clip_corpus` labels the world's own ego and exo clips with the ground truth (pattern
+included, which no ego-side text names), so :func:`probe` can measure what a pretrained tower reads in each view:
+the demo's gates (README "The demo").
 Ego-ExoClip holds train takes only, so no EgoBench video is seen.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -51,6 +53,14 @@ class BagOfWordsPretrainer(nn.Module):
         return {"loss": nn.functional.cross_entropy(logits, targets), "logits": logits}
 
 
+def labelled_sample(processor, frames, text: str, num_frames: int) -> dict[str, torch.Tensor]:
+    """`{"pixel_values_videos": (T, 3, S, S), "labels": (V,) multi-hot of `text`'s tokens}` for decoded frames."""
+    labels = torch.zeros(len(processor.tokenizer))
+    labels[processor.tokenizer(text, add_special_tokens=False)["input_ids"]] = 1.0
+    pixels = processor(text=processor.video_token, exo_videos=[frames], num_frames=num_frames)
+    return {"pixel_values_videos": pixels["exo_pixel_values_videos"][0], "labels": labels}
+
+
 def frame_corpus(
     processor,
     clips_path: str,
@@ -61,9 +71,9 @@ def frame_corpus(
     seed: int = 0,
     exo_sampling: str = "all_pairs",
 ) -> list[dict[str, torch.Tensor]]:
-    """`{"pixel_values_videos": (T, 3, S, S), "labels": (V,) multi-hot of the narration's tokens}` for the `views`
-    ("exo", "ego") of up to `max_samples` seeded samples of an Ego-ExoClip folder: (clip, exo camera) pairs, or one
-    sample per clip with `exo_sampling="random"` (distinct samples then never share a clip)."""
+    """:func:`labelled_sample` s for the `views` ("exo", "ego") of up to `max_samples` seeded samples of an
+    Ego-ExoClip folder, labelled with their narration: (clip, exo camera) pairs, or one sample per clip with
+    `exo_sampling="random"` (distinct samples then never share a clip)."""
     from tqdm.auto import tqdm
 
     from train.data import EgoExoClipSamples, load_table
@@ -77,13 +87,54 @@ def frame_corpus(
     corpus = []
     for index in tqdm(chosen.tolist(), desc="clips for vision pretraining", unit="clip"):
         sample = samples[index]
-        labels = torch.zeros(len(processor.tokenizer))
-        labels[processor.tokenizer(sample["target"], add_special_tokens=False)["input_ids"]] = 1.0
         for view in views:
-            pixels = processor(
-                text=processor.video_token, exo_videos=[sample[f"{view}_frames"]], num_frames=num_frames
-            )
-            corpus.append({"pixel_values_videos": pixels["exo_pixel_values_videos"][0], "labels": labels})
+            corpus.append(labelled_sample(processor, sample[f"{view}_frames"], sample["target"], num_frames))
+    return corpus
+
+
+def caption_corpus(
+    processor, captions_path: str, video_root: str, num_frames: int, max_samples: int, seed: int = 0
+) -> list[dict[str, torch.Tensor]]:
+    """:func:`labelled_sample` s of up to `max_samples` seeded rows of a caption folder (config `captions`, e.g. the
+    web-exo corpus built by `exo2ego data pretrain`), labelled with their caption."""
+    from tqdm.auto import tqdm
+
+    from train.data import CaptionSamples, load_table
+
+    samples = CaptionSamples(load_table(captions_path, "captions", "train"), video_root, num_frames, "exo", "")
+    chosen = np.random.default_rng(seed).permutation(len(samples))[:max_samples]
+    corpus = []
+    for index in tqdm(chosen.tolist(), desc="captioned clips for vision pretraining", unit="clip"):
+        sample = samples[index]
+        corpus.append(labelled_sample(processor, sample["exo_frames"], sample["target"], num_frames))
+    return corpus
+
+
+def world_clip_corpus(
+    processor, world_root: str, view: str, num_frames: int, max_samples: int, seed: int = 0, split: str = "train"
+) -> list[dict[str, torch.Tensor]]:
+    """:func:`labelled_sample` s of the synthetic world's own action clips in `view` ("ego", or "exo": one seeded exo
+    camera per clip) from the takes of `split`, labelled from the ground truth (`synthetic_world.json`) with the
+    handled object's full name, "a striped red box": the pattern too, which no ego-side text names. For probes only."""
+    from modeling_exo2ego import read_video_frames
+
+    truth = json.loads((Path(world_root) / "synthetic_world.json").read_text())
+    items = [
+        (take, action)
+        for take in truth["takes"]
+        if take["rendered"] and take["split"] == split
+        for action in take["actions"]
+    ]
+    rng = np.random.default_rng(seed)
+    corpus = []
+    for index in rng.permutation(len(items))[:max_samples].tolist():
+        take, action = items[index]
+        camera = take["ego_cam"] if view == "ego" else take["exo_cams"][rng.integers(len(take["exo_cams"]))]
+        path = Path(world_root) / take["videos_448"][camera]
+        frames = read_video_frames(path, num_frames, start_sec=action["start"], end_sec=action["end"]).frames
+        obj = take["objects"][action["obj"]]
+        name = f"a {obj['pattern']} {obj['colour']} {obj['shape']}"  # words after a space, as in the captions
+        corpus.append(labelled_sample(processor, frames, name, num_frames))
     return corpus
 
 
@@ -130,6 +181,22 @@ def group_top1(logits: torch.Tensor, labels: torch.Tensor, ids: list[int]) -> fl
     return float(named[torch.arange(len(labels)), guess][rows].float().mean())
 
 
+def word_ids(tokenizer, words: tuple[str, ...]) -> list[int]:
+    """The token telling each word from the others of its group: its last one (" box" and " bottle" share their
+    first token)."""
+    return [tokenizer(f" {word}", add_special_tokens=False)["input_ids"][-1] for word in words]
+
+
+@torch.no_grad()
+def probe(pretrainer, corpus: list[dict], word_groups: dict[str, tuple[str, ...]], tokenizer) -> dict[str, float]:
+    """The word head's top-1 accuracy per group of `word_groups` on `corpus` (:func:`group_top1`)."""
+    pretrainer.eval()
+    pixels = torch.stack([sample["pixel_values_videos"] for sample in corpus])
+    labels = torch.stack([sample["labels"] for sample in corpus])
+    logits = torch.cat([pretrainer(chunk, labels[: len(chunk)])["logits"] for chunk in pixels.split(64)])
+    return {group: group_top1(logits, labels, word_ids(tokenizer, words)) for group, words in word_groups.items()}
+
+
 def word_probe(
     clips_path: str,
     video_root: str,
@@ -157,14 +224,64 @@ def word_probe(
         if len(corpus) <= heldout_samples:
             raise ValueError(f"{clips_path} has {len(corpus)} clips, not more than heldout_samples={heldout_samples}")
         pretrainer, _ = pretrain_vision(model, corpus[:-heldout_samples], steps=steps, seed=seed)
-        heldout = corpus[-heldout_samples:]
-        with torch.no_grad():
-            pixels = torch.stack([sample["pixel_values_videos"] for sample in heldout])
-            labels = torch.stack([sample["labels"] for sample in heldout])
-            logits = pretrainer(pixels, labels)["logits"]
-        results[view] = {}
-        for group, words in word_groups.items():
-            # A word's last token tells it from its group (" box" and " bottle" share their first token).
-            ids = [processor.tokenizer(f" {word}", add_special_tokens=False)["input_ids"][-1] for word in words]
-            results[view][group] = group_top1(logits, labels, ids)
+        results[view] = probe(pretrainer, corpus[-heldout_samples:], word_groups, processor.tokenizer)
     return results
+
+
+PROBE_CLIPS = 200  # held-out clips per probe
+
+
+def probe_groups() -> dict[str, tuple[str, ...]]:
+    """The synthetic world's word groups a probe scores: pattern (exo-only knowledge), colour and shape."""
+    from datasets_scripts.synthetic.script import COLOURS, PATTERNS, SHAPES
+
+    return {"pattern": PATTERNS, "colour": tuple(sorted(COLOURS)), "shape": SHAPES}
+
+
+def pretrain_and_probe(model, processor, vision_data: dict, seed: int = 0) -> dict:
+    """Pretrain both towers of `model` on the clips `vision_data` names and report what the tower learned to read.
+
+    `vision_data`: `captions` (a caption folder) or `clips` (an Ego-ExoClip folder, with `views`), `video_root`,
+    `samples` (training clips), `steps`, `learning_rate` (default 3e-3), and optionally `probe_world` (a synthetic
+    world root). With `probe_world`, :data:`PROBE_CLIPS` more clips of the source are held out (at most a fifth of
+    them), and the word head is scored (:func:`probe`, groups of :func:`probe_groups`) on them and on the world's own
+    exo and ego clips of its train takes (:func:`world_clip_corpus`, labelled from the ground truth). Returns
+    `{"source", "steps", "learning_rate", "train_clips", "loss": [first, last], "probes": {"heldout" | "world_exo" |
+    "world_ego": {group: accuracy}}}`.
+    """
+    num_frames = model.config.num_frames
+    root = vision_data.get("video_root") or "."
+    world = vision_data.get("probe_world")
+    wanted = vision_data["samples"] + (PROBE_CLIPS if world else 0)
+    if vision_data.get("captions"):
+        source = vision_data["captions"]
+        corpus = caption_corpus(processor, source, root, num_frames, wanted, seed)
+    elif vision_data.get("clips"):
+        source = vision_data["clips"]
+        views = tuple(vision_data.get("views") or ("exo",))
+        # One sample per clip when probing, so no held-out clip is also a training clip through another camera.
+        sampling = "random" if world else "all_pairs"
+        corpus = frame_corpus(processor, source, root, num_frames, wanted, views, seed, sampling)
+    else:
+        raise ValueError(
+            "vision pretraining needs a caption folder (--vision-captions) or Ego-ExoClip (--vision-clips)"
+        )
+    heldout = min(PROBE_CLIPS, len(corpus) // 5) if world else 0  # a small source keeps 4/5 of its clips to train
+    train = corpus[: len(corpus) - heldout]
+    rate = vision_data.get("learning_rate") or 3e-3
+    pretrainer, history = pretrain_vision(model, train, steps=vision_data["steps"], learning_rate=rate, seed=seed)
+    losses = [entry["loss"] for entry in history if "loss" in entry]
+    report = {
+        "source": str(source),
+        "steps": vision_data["steps"],
+        "learning_rate": rate,
+        "train_clips": len(train),
+        "loss": losses[:1] + losses[-1:],
+    }
+    if world:
+        groups, tokenizer = probe_groups(), processor.tokenizer
+        report["probes"] = {"heldout": probe(pretrainer, corpus[len(train) :], groups, tokenizer)}
+        for view in ("exo", "ego"):
+            clips = world_clip_corpus(processor, world, view, num_frames, PROBE_CLIPS, seed)
+            report["probes"][f"world_{view}"] = probe(pretrainer, clips, groups, tokenizer)
+    return report

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from exo2ego.demo import EVAL_POINTS, PLANS, STAGES, Demo
+from exo2ego.demo import EVAL_POINTS, GATES, PLANS, STAGES, TASKS, Demo, targets
 
 
 def run_quick_demo(out) -> dict:
@@ -30,15 +30,25 @@ def quick_demo(tmp_path_factory):
 
 def test_quick_demo_writes_report_plots_and_accuracies(quick_demo):
     out, summary = quick_demo
-    assert set(summary["accuracy"]) == set(EVAL_POINTS)
-    for row in summary["accuracy"].values():
-        assert 0.0 <= row["accuracy"] <= 100.0 and row["n"] > 0 and row["ci"][0] <= row["accuracy"] <= row["ci"][1]
+    assert set(summary["accuracy"]) == set(TASKS) == set(summary["text_only_baseline"])
+    for task in TASKS:
+        assert set(summary["accuracy"][task]) == set(EVAL_POINTS)
+        for row in summary["accuracy"][task].values():
+            assert 0.0 <= row["accuracy"] <= 100.0 and row["n"] > 0
+            assert row["ci"][0] <= row["accuracy"] <= row["ci"][1]
+    # The gates were measured, each a fraction with its verdict.
+    assert set(summary["gates"]) == {gate.name for gate in GATES}
+    for gate in summary["gates"].values():
+        assert 0.0 <= gate["value"] <= 1.0 and gate["holds"] == next(g for g in GATES if g.name == gate["name"]).holds(
+            gate["value"]
+        )
     for name in ("report.md", "plots/losses.png", "plots/accuracy_per_stage.png"):
         assert (out / name).stat().st_size > 1000, name
     assert set(summary["losses"]) == set(STAGES) and "kl_loss" in summary["losses"]["stage2"]
     assert summary["versions"]["transformers"] and summary["total_sec"] > 0
     report = (out / "report.md").read_text()
     assert "stage3" in report and "KL(y || F(x))" in report  # stage 2's KL curve made it into the report
+    assert "synthetic_pattern" in report and "Gates" in report
     stage2 = json.loads((out / "models" / "stage2" / "trainer_state.json").read_text())["log_history"]
     assert any("kl_loss" in entry and "ccl_loss" in entry for entry in stage2)
 
@@ -128,26 +138,72 @@ def test_same_seed_gives_the_same_numbers(quick_demo, tmp_path):
     assert first["accuracy"] == second["accuracy"]
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(3600)
-@pytest.mark.parametrize("seed", [0, 1])
-def test_full_demo_meets_its_learning_target(tmp_path, seed):
-    """The README's claims, for two seeds: after stage 3, at least 40% and twice the untrained model; every stage's
-    training loss falls (mean of its last quarter of logged values below that of its first quarter)."""
-    out = tmp_path / f"full{seed}"
+@pytest.mark.parametrize(
+    "plain, pattern_low, met",
+    [
+        ((16.0, 48.0), 21.0, (True, True)),
+        ((27.8, 51.2), 21.0, (False, True)),  # 40% but not twice the untrained model
+        ((16.0, 39.0), 21.0, (False, True)),
+        ((16.0, 48.0), 18.3, (True, False)),  # above the text-only baseline (17%) but not above chance (20%)
+    ],
+)
+def test_targets_need_twice_untrained_and_a_pattern_interval_above_chance(plain, pattern_low, met):
+    def row(accuracy, low=0.0):
+        return {"accuracy": accuracy, "ci": [low, accuracy + 4], "n": 300}
+
+    summary = {
+        "accuracy": {
+            "synthetic": {"untrained": row(plain[0]), "stage3": row(plain[1])},
+            "synthetic_pattern": {"untrained": row(20.0), "stage3": row(pattern_low + 4, pattern_low)},
+        },
+        "text_only_baseline": {"synthetic": 22.0, "synthetic_pattern": 17.0},
+        "chance": {"synthetic": 20.0, "synthetic_pattern": 20.0},
+    }
+    assert tuple(targets(summary).values()) == met
+
+
+@pytest.fixture(scope="module", params=[0, 1, 2])
+def full_demo(request, tmp_path_factory) -> dict:
+    """`exo2ego demo --seed S` (what `make demo` runs for seed 0), once per seed for the tests below."""
+    out = tmp_path_factory.mktemp(f"full{request.param}") / "out"
     completed = subprocess.run(
-        [sys.executable, "-m", "exo2ego", "demo", "--out", str(out), "--seed", str(seed)],
+        [sys.executable, "-m", "exo2ego", "demo", "--out", str(out), "--seed", str(request.param)],
         check=False,
         capture_output=True,
         text=True,
         timeout=3600,
     )
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
-    untrained, trained = (summary["accuracy"][point]["accuracy"] for point in ("untrained", "stage3"))
-    assert trained >= 40.0 and trained >= 2 * untrained, summary["accuracy"]
+    return {"out": out, "summary": json.loads((out / "summary.json").read_text())}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_full_demo_meets_its_learning_target(full_demo):
+    """The README's claims, for seeds 0-2: the gates hold; after stage 3, `synthetic` is at least 40% and twice the
+    untrained model; every stage's training loss falls (mean of its last quarter of logged values below that of its
+    first quarter)."""
+    out, summary = full_demo["out"], full_demo["summary"]
+    assert all(gate["holds"] for gate in summary["gates"].values()), summary["gates"]
+    target = "synthetic: stage 3 >= 40% and >= 2x untrained"
+    assert targets(summary)[target], summary["accuracy"]["synthetic"]
     for stage in STAGES:
         history = json.loads((out / "models" / stage / "trainer_state.json").read_text())["log_history"]
         losses = [entry["loss"] for entry in history if "loss" in entry]
         quarter = max(1, len(losses) // 4)
         assert sum(losses[-quarter:]) < sum(losses[:quarter]), (stage, losses)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+@pytest.mark.xfail(
+    reason="README 'The pattern does not reach the ego side': measured at chance after stage 3 on seeds 0-2, with "
+    "every gate met; this test turns green when the exo-only knowledge reaches the ego side",
+    strict=False,
+)
+def test_full_demo_transfers_the_exo_only_pattern(full_demo):
+    """The second target: after stage 3, `synthetic_pattern`'s 95% interval lies above chance and its text-only
+    baseline (what only the exo side was taught reached ego understanding)."""
+    summary = full_demo["summary"]
+    target = "synthetic_pattern: stage 3 CI above chance and the text-only baseline"
+    assert targets(summary)[target], (summary["accuracy"]["synthetic_pattern"], summary["text_only_baseline"])

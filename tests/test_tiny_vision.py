@@ -55,3 +55,43 @@ def test_group_top1_scores_only_rows_that_name_a_word_of_the_group():
     )  # token 0 and 4 logits are outside the group and never win
     assert group_top1(logits, labels, ids) == pytest.approx(2 / 3)
     assert group_top1(logits, torch.zeros_like(labels), ids) == 0.0
+
+
+def test_probe_scores_the_word_head_per_group():
+    """`probe` after pretraining on flat colours: colours are read (held-out clips), a group no clip names scores 0."""
+    from exo2ego.tiny_vision import probe
+
+    model, processor = build_tiny_model(seed=0)
+    corpus = coloured_corpus(processor, 60)
+    pretrainer, _ = pretrain_vision(model, corpus[:48], steps=40, learning_rate=1e-2, batch_size=12)
+    scores = probe(
+        pretrainer, corpus[48:], {"colour": ("red", "green", "blue"), "pattern": ("striped",)}, processor.tokenizer
+    )
+    assert scores["colour"] > 0.9 and scores["pattern"] == 0.0
+
+
+def test_world_clips_are_labelled_with_the_ground_truth_pattern(tmp_path):
+    """The probes' world clips name the handled object with its pattern, which no ego-side text does."""
+    import json
+
+    from datasets_scripts.synthetic import WorldConfig, generate_world
+    from exo2ego.tiny_vision import world_clip_corpus
+
+    root = tmp_path / "world"
+    generate_world(root, WorldConfig(num_takes=4, objects_per_take=1, actions_per_take=2, web_exo_per_take=0))
+    truth = json.loads((root / "synthetic_world.json").read_text())
+    patterns = {
+        take["objects"][0]["pattern"] for take in truth["takes"] if take["rendered"] and take["split"] == "train"
+    }
+    _, processor = build_tiny_model(seed=0)
+    for view in ("ego", "exo"):
+        corpus = world_clip_corpus(processor, str(root), view, 4, 10)
+        train_actions = sum(len(t["actions"]) for t in truth["takes"] if t["rendered"] and t["split"] == "train")
+        assert len(corpus) == train_actions and corpus[0]["pixel_values_videos"].shape == (4, 3, 32, 32)
+        named = {
+            word
+            for sample in corpus
+            for word in patterns
+            if sample["labels"][processor.tokenizer(f" {word}", add_special_tokens=False)["input_ids"][-1]] > 0
+        }
+        assert named == patterns
