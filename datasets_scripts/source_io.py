@@ -81,12 +81,17 @@ def find_file(root: Path, candidates: Sequence[str], source: str) -> Path:
 
 
 def read_json(path: Path) -> Any:
-    """Parse a JSON file; a syntax error names the file, line and column."""
+    """Parse a JSON file; a syntax error names the file, line and column, a file that is not UTF-8 text its byte."""
     try:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
     except FileNotFoundError as error:
         raise SourceFileError(f"required file not found: {path}") from error
+    except UnicodeDecodeError as error:
+        raise SourceFileError(
+            f"{path} is not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start}); JSON files "
+            "are read as UTF-8"
+        ) from error
     except json.JSONDecodeError as error:
         raise RowError(
             path, f"line {error.lineno}", "(json)", f"not valid JSON: {error.msg} at column {error.colno}"

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from exo2ego_base.provenance import LOCK_NAME, folder_lock, write_json_atomic
+from exo2ego_base.provenance import LOCK_NAME, check_output_location, folder_lock, write_json_atomic
 
 from . import scorers
 from .data import EvalDataError, TaskData, available_configs, load_task, video_root_map
@@ -353,12 +353,16 @@ def _flatten(key: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_output_folder(out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Refuse an ``out_dir`` that is a file or another command's folder (dataset, model, training stage), or a
-    non-empty folder that is not an eval run unless ``overwrite``. Returns the path."""
+    """Refuse an ``out_dir`` that is a file, lies under a file or cannot be created (``/proc``), another command's
+    folder (dataset, model, training stage), or a non-empty folder that is not an eval run unless ``overwrite``.
+    Returns the path."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise RunConfigError(f"--out {out} is a file, not a run folder; pass a folder path")
-    if not out.is_dir() or (out / "run_config.json").is_file():
+    if not out.is_dir():
+        check_output_location(out, RunConfigError, "--out")  # under a file, or where nothing can be written
+        return out
+    if (out / "run_config.json").is_file():
         return out
     for marker, kind in FOREIGN_FOLDER_MARKERS.items():
         if (out / marker).exists():

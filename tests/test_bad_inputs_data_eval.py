@@ -226,6 +226,11 @@ def _set_relative_paths(root: Path, value: str) -> None:
     _edit_json(root / "takes.json", change)
 
 
+def _takes_json_not_utf8(root) -> None:
+    path = root / "takes.json"
+    path.write_bytes(b"\xff\xfe" + path.read_bytes())
+
+
 def _repeat_take_uid(root: Path) -> None:
     """The second take of takes.json gets the first one's take_uid."""
     _edit_json(
@@ -317,6 +322,12 @@ CLI_ROWS = [
         r"--model nomodel: no such folder .*no Hub model of that id in the local cache",
     ),
     ("eval-out-is-a-file", lambda c: c.eval(out=c.a_file()), r"--out .*a_file\.txt is a file, not a run folder"),
+    (
+        "eval-out-under-a-file",
+        lambda c: c.eval(out=c.a_file() / "run"),
+        r"--out .*a_file\.txt/run lies under the file .*a_file\.txt, not a folder",
+    ),
+    ("eval-out-in-proc", lambda c: c.eval(out="/proc/exo2ego-eval"), r"--out /proc/exo2ego-eval cannot be created"),
     ("eval-out-is-a-dataset-folder", lambda c: c.eval(out=c.toy), r"is a built dataset folder \(build_info\.json\)"),
     ("eval-out-is-a-model-folder", lambda c: c.eval(out=c.model), r"is a model folder \(config\.json\)"),
     (
@@ -527,6 +538,25 @@ CLI_ROWS = [
         "ego-exoclip-take-uid-twice",
         lambda c: c.egoexoclip(_copy_with(c.tmp, c.egoexo, _repeat_take_uid)),
         r"takes\.json: row 1 \(\w+\): field 'take_uid': '[\w-]+' is also the take_uid of row 0 \(\w+\)",
+    ),
+    *(
+        (
+            f"synth-{flag.strip('-')}-{value}",
+            lambda c, flag=flag, value=value: ["data", "synth", "--out", str(c.tmp / "world"), flag, value],
+            rf"invalid world settings: {name}={value}",
+        )
+        for flag, value, name in (
+            ("--fps", "0", "fps"),
+            ("--fps", "-5", "fps"),
+            ("--height", "0", "height"),
+            ("--actions-per-take", "0", "actions_per_take"),
+            ("--heldout-fraction", "1.5", "heldout_fraction"),
+        )
+    ),
+    (
+        "ego-exoclip-takes-json-not-utf8",
+        lambda c: c.egoexoclip(_copy_with(c.tmp, c.egoexo, _takes_json_not_utf8)),
+        r"takes\.json is not UTF-8 text \(byte 0xff at offset 0\)",
     ),
     (
         "pretrain-image-key-holds-a-video",
