@@ -99,7 +99,7 @@ GATES = (
 
 @dataclass(frozen=True)
 class DemoPlan:
-    """Sizes of one demo run. `full` is the learning run (4-6 minutes on 2 idle cores, README "The demo"); `quick`
+    """Sizes of one demo run. `full` is the learning run (about 8 minutes on 2 idle cores, README "The demo"); `quick`
     only proves the wiring."""
 
     takes: int
@@ -141,8 +141,7 @@ PLANS = {
         language_steps=300,
         vision_steps=400,
         # Limited egocentric instructions (the paper's premise for the exo stages): a random 10% of EgoIT's rows,
-        # about 23 epochs in stage 3. At stage-3 rate 2e-3 the result moved by tens of points with the float rounding
-        # (thread count) and failed the target on some seeds; at 1e-3 it held on all tried (README "Three seeds").
+        # about 23 epochs in stage 3.
         egoit_fraction=0.1,
     ),
     "quick": DemoPlan(
