@@ -53,7 +53,7 @@ def measure(mode: dict, frames: int, batch: int, repeats: int, queue) -> None:
         out = model(input_ids=input_ids, pixel_values_videos=pixels, labels=labels, **extra)
         loss = out.loss
         if mode["paired"]:
-            loss = loss + kl_alignment_loss(out.exo_features, out.ego_to_exo)
+            loss = loss + kl_alignment_loss(out.exo_features, out.ego_to_exo, frames_per_clip=pixels.shape[1])
             loss = loss + cycle_consistency_loss(out.ego_features, out.ego_cycle, out.exo_features, out.exo_cycle)
         loss.backward()
         model.zero_grad(set_to_none=True)

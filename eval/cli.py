@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 from dataclasses import dataclass, field, fields
@@ -117,10 +116,18 @@ def add_parser(subparsers) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from exo2ego_base.provenance import FolderLockedError, folder_lock
+    from exo2ego_base.provenance import FolderLockedError
 
     from .data import EvalDataError
-    from .runner import EvalConfig, RunConfigError, check_output_folder, evaluate, prepare_tasks, process_state
+    from .runner import (
+        EvalConfig,
+        RunConfigError,
+        check_output_folder,
+        evaluate,
+        prepare_tasks,
+        process_state,
+        run_folder_lock,
+    )
 
     command = dataclass_from_args(EvalCommandArguments, args)
     config = dataclass_from_args(EvalConfig, args)
@@ -128,7 +135,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         config.validate()
         out = check_output_folder(command.out, command.overwrite)
         # The main process holds the folder from here on, so a second run stops before loading anything.
-        with folder_lock(out) if process_state().is_main_process else contextlib.nullcontext():
+        with run_folder_lock(out, process_state()):
             task_data = prepare_tasks(command.data, config)  # bad data fails before the model is loaded
             check_model_folder(command.model)
             model, processor = load_model_and_processor(command.model, command.dtype, command.trust_remote_code)

@@ -28,7 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from exo2ego_base.provenance import LOCK_NAME, check_output_location, folder_lock, write_json_atomic
+from exo2ego_base.provenance import (
+    LOCK_NAME,
+    FolderLockedError,
+    check_output_location,
+    folder_lock,
+    write_json_atomic,
+)
 
 from . import scorers
 from .data import EvalDataError, TaskData, available_configs, load_task, video_root_map
@@ -468,6 +474,31 @@ def _check_scorable(
             adapter.answer_affixes(messages, adapter.render_prompt(messages))
 
 
+@contextlib.contextmanager
+def run_folder_lock(out: Path, state):
+    """Hold ``out``'s lock for a run of ``state.num_processes`` processes: the main process takes it
+    (``exo2ego_base.provenance.folder_lock``) and every process learns whether it did, so that when another run
+    holds the folder all of them raise :class:`FolderLockedError` instead of waiting for a main process that stopped.
+    """
+    if state.num_processes == 1:
+        with folder_lock(out):
+            yield
+        return
+    from accelerate.utils import broadcast_object_list
+
+    with contextlib.ExitStack() as stack:
+        refusal = [None]
+        if state.is_main_process:
+            try:
+                stack.enter_context(folder_lock(out))
+            except FolderLockedError as error:
+                refusal = [str(error)]
+        broadcast_object_list(refusal, from_process=0)
+        if refusal[0] is not None:
+            raise FolderLockedError(refusal[0])
+        yield
+
+
 def process_state():
     """accelerate's ``PartialState`` for this process.
 
@@ -562,7 +593,11 @@ def evaluate(
     state = process_state()
     rank, world = shard or (state.process_index, state.num_processes)
     out = check_output_folder(out_dir, overwrite)
-    with folder_lock(out) if rank == 0 else contextlib.nullcontext():  # one run at a time writes into a folder
+    # One run at a time writes into a folder; an explicit `shard` has no process group to tell the others.
+    lock = (
+        run_folder_lock(out, state) if shard is None else folder_lock(out) if rank == 0 else contextlib.nullcontext()
+    )
+    with lock:
         created_at, started = _now(), time.perf_counter()
 
         task_data = task_data if task_data is not None else prepare_tasks(dataset_dir, config)

@@ -24,8 +24,8 @@ Phases, each through the command or script a user runs on real data (only the si
 EgoBench is scored with `option_loglik` (mean log-probability of each option's text after the question, one cached
 prefill per question): it needs the model to describe what the video shows, not to point at option letters, which
 a tiny model trained for minutes does not learn (`letter_logprob` stays at chance). The prompt variant is `none` (no
-system prompt): the tiny LLM knows only the synthetic EgoIT and Ego-ExoClip text, and the default system prompt is
-made of words it never saw in training.
+system prompt): the tiny LLM knows only the world's text (EgoIT, Ego-ExoClip, the web-exo captions), and the default
+system prompt is made of words it never saw in training.
 
 Before the pipeline, `exo2ego tiny-model --language-*` pretrains the tiny LLM on the text of EgoIT, Ego-ExoClip and the
 web-exo captions (`exo2ego.tiny_language`), so that, as Mistral in the paper, it knows the world's language (the
@@ -581,7 +581,9 @@ def print_summary(summary: dict) -> None:
     print("\ngates (measured before training; gates.json):")
     for gate in (summary["gates"][gate.name] for gate in GATES):
         bound = f">= {gate['at_least']:.0%}" if gate["at_least"] is not None else f"<= {gate['at_most']:.0%}"
-        print(f"  {'ok  ' if gate['holds'] else 'FAIL'} {gate['description']}: {gate['value']:.1%} ({bound})")
+        verdict = {True: "ok  ", False: "FAIL", None: "n/a "}[gate["holds"]]
+        value = "not measured" if gate["value"] is None else f"{gate['value']:.1%}"
+        print(f"  {verdict} {gate['description']}: {value} ({bound})")
     header = "".join(f"{task + ' acc. [95% CI]':>34}" for task in TASKS)
     print(f"\n{'checkpoint':<12}{header}")
     for point in EVAL_POINTS:

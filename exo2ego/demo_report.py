@@ -79,8 +79,9 @@ def _gate_rows(gates: dict[str, dict]) -> str:
     rows = []
     for gate in gates.values():
         bound = f">= {gate['at_least']:.0%}" if gate["at_least"] is not None else f"<= {gate['at_most']:.0%}"
-        verdict = "holds" if gate["holds"] else "**fails**"
-        rows.append(f"| {gate['description']} | {gate['value']:.1%} | {bound} | {verdict} |")
+        verdict = {True: "holds", False: "**fails**", None: "not measured"}[gate["holds"]]
+        value = "n/a" if gate["value"] is None else f"{gate['value']:.1%}"
+        rows.append(f"| {gate['description']} | {value} | {bound} | {verdict} |")
     return "\n".join(rows)
 
 

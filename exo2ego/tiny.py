@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from exo2ego_base.provenance import staged_folder, write_json_atomic
+from exo2ego_base.provenance import check_output_apart, staged_folder, write_json_atomic
 from exo2ego_base.tiny import build_tiny_model
 from train.stage_folder import read_stage_metadata
 
@@ -24,9 +24,11 @@ def save_tiny_model(
     vision_data: dict | None = None,
     **config_overrides,
 ) -> None:
-    """Write a tiny checkpoint (weights, config, processor) to `out_dir`; `language_data` (`egoit`, `clips` folders,
-    `steps`) pretrains its LLM on their text first (`exo2ego.tiny_language`), `vision_data` (`clips` folder,
-    `video_root`, `samples`, `steps`, `views`) its vision towers on those clips' frames (`exo2ego.tiny_vision`).
+    """Write a tiny checkpoint (weights, config, processor) to `out_dir`; `language_data` (`egoit`, `clips`,
+    `captions` folders, `steps`) pretrains its LLM on their text first (`exo2ego.tiny_language`), `vision_data`
+    (`captions` or `clips` folder, `video_root`, `samples`, `steps`, `learning_rate`, `views`, `probe_world`) its
+    vision towers on those clips' frames (`exo2ego.tiny_vision.pretrain_and_probe`; with `probe_world`, what the tower
+    reads is written to `vision_pretraining.json`).
 
     The folder is written next to `out_dir` and renamed into place when complete. An existing non-empty `out_dir`
     (e.g. a trained stage output) is refused unless `overwrite`, which replaces the whole folder; a file, and a folder
@@ -34,6 +36,9 @@ def save_tiny_model(
     """
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ValueError(f"--out {out_dir!r} is a file, not a folder; choose another --out")
+    inputs = [(language_data or {}).get(key) for key in ("egoit", "clips", "captions")]
+    inputs += [(vision_data or {}).get(key) for key in ("clips", "captions", "video_root", "probe_world")]
+    check_output_apart(out_dir, inputs)  # before minutes of pretraining, not after
     contents = sorted(os.listdir(out_dir)) if os.path.isdir(out_dir) else []
     if contents and not overwrite:
         metadata = read_stage_metadata(out_dir)
@@ -58,8 +63,6 @@ def save_tiny_model(
         from exo2ego.tiny_vision import pretrain_and_probe
 
         vision_report = pretrain_and_probe(model, processor, vision_data, seed=seed)
-    inputs = [(language_data or {}).get(key) for key in ("egoit", "clips", "captions")]
-    inputs += [(vision_data or {}).get(key) for key in ("clips", "captions", "video_root", "probe_world")]
     with staged_folder(out_dir, overwrite=overwrite, marker="config.json", error=ValueError, inputs=inputs) as staging:
         processor.save_pretrained(staging)
         model.save_pretrained(staging)
@@ -100,7 +103,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="synthetic world root: after pretraining, measure what the tower reads (pattern, colour, shape) on "
         f"held-out clips and on the world's ego and exo clips, into {VISION_REPORT}",
     )
-    parser.add_argument("--vision-samples", type=int, default=1024, help="(clip, exo camera) pairs to decode")
+    parser.add_argument(
+        "--vision-samples", type=int, default=1024, help="clips to decode (captions rows, or Ego-ExoClip samples)"
+    )
     parser.add_argument(
         "--vision-views", nargs="+", choices=["exo", "ego"], default=["exo"], help="views whose frames are used"
     )

@@ -193,7 +193,8 @@ def probe(pretrainer, corpus: list[dict], word_groups: dict[str, tuple[str, ...]
     pretrainer.eval()
     pixels = torch.stack([sample["pixel_values_videos"] for sample in corpus])
     labels = torch.stack([sample["labels"] for sample in corpus])
-    logits = torch.cat([pretrainer(chunk, labels[: len(chunk)])["logits"] for chunk in pixels.split(64)])
+    chunks = zip(pixels.split(64), labels.split(64))
+    logits = torch.cat([pretrainer(chunk, targets)["logits"] for chunk, targets in chunks])
     return {group: group_top1(logits, labels, word_ids(tokenizer, words)) for group, words in word_groups.items()}
 
 

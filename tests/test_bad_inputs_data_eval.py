@@ -1068,3 +1068,49 @@ def test_failed_video_count_and_budget_survive_resume(tmp_path):
             trainer(0.6).train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-2"))
     finally:
         torch.set_num_threads(threads)
+
+
+def _two_process_lock(rank: int, folder: str, port: int, outcomes) -> None:
+    """One rank of a 2-process run entering `run_folder_lock` (gloo on CPU)."""
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank))
+    os.environ["WORLD_SIZE"] = "2"
+    from accelerate import PartialState
+
+    from eval.runner import run_folder_lock
+    from exo2ego_base.provenance import FolderLockedError
+
+    state = PartialState(cpu=True)
+    try:
+        with run_folder_lock(Path(folder), state):
+            outcomes.put((rank, "ran"))
+    except FolderLockedError:
+        outcomes.put((rank, "refused"))
+
+
+def test_every_process_of_a_run_learns_that_its_folder_is_in_use(tmp_path):
+    """With another run holding the folder, both processes of a 2-process eval refuse: none waits for the other."""
+    import multiprocessing
+
+    folder = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, str(folder)], stdout=subprocess.PIPE, text=True)
+    context = multiprocessing.get_context("spawn")
+    outcomes, ranks = context.Queue(), []
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        ranks = [context.Process(target=_two_process_lock, args=(r, str(folder), port, outcomes)) for r in (0, 1)]
+        for process in ranks:
+            process.start()
+        for process in ranks:
+            process.join(timeout=120)
+        assert not any(process.is_alive() for process in ranks), "a process is still waiting"
+        assert sorted(outcomes.get(timeout=5) for _ in ranks) == [(0, "refused"), (1, "refused")]
+    finally:
+        holder.kill()
+        holder.wait()
+        for process in ranks:
+            process.kill()

@@ -176,3 +176,14 @@ def test_loopback_hosts():
 
     assert all(map(is_loopback, ["127.0.0.1", "127.0.0.2", "::1", "localhost"]))
     assert not any(map(is_loopback, ["0.0.0.0", "::", "10.0.0.1", "localhost.example.org"]))
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "nan", "inf", "abc"])
+def test_max_body_mb_must_be_a_finite_size_above_zero(text):
+    import argparse
+
+    from exo2ego.serve.cli import positive_mib
+
+    with pytest.raises(argparse.ArgumentTypeError, match="MiB"):
+        positive_mib(text)
+    assert positive_mib("0.5") == 0.5

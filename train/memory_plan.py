@@ -630,7 +630,8 @@ def estimate(
         hidden = outputs.last_hidden_state
         loss = _labelled_suffix_loss(hidden, base.lm_head, labels, targets)
         if "kl" in stage_losses:
-            loss = loss + kl_alignment_loss(outputs.exo_features, outputs.ego_to_exo)
+            frames = inputs["pixel_values_videos"].shape[1]  # the per-sample KL groups each clip's frames
+            loss = loss + kl_alignment_loss(outputs.exo_features, outputs.ego_to_exo, frames_per_clip=frames)
         if "ccl" in stage_losses:
             loss = loss + cycle_consistency_loss(
                 outputs.ego_features, outputs.ego_cycle, outputs.exo_features, outputs.exo_cycle

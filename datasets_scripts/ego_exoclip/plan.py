@@ -327,13 +327,14 @@ def plan_ego_exoclip(options: EgoExoClipOptions) -> BuildPlan:
         take, cameras = k.take, k.cameras
         ego_video = source.variant_path(cameras.ego_video, options.variant)
         exo_videos = [source.variant_path(path, options.variant) for path in cameras.exo_videos]
-        take_clips = 0
+        take_clips, outside = 0, 0
         video_end = video_ends.get(take["take_uid"])
         for sequence in k.sequences[options.sequence]:
             beta, bounds = clip_bounds([d.timestamp for d in sequence], k.duration, alpha, options.min_clip_sec)
             for description, bound in zip(sequence, bounds):
                 if video_end is not None and bound.end_sec > video_end:
                     drops.narrations["window_outside_video"] += 1
+                    outside += 1
                     continue
                 widened += bound.widened
                 words.append(len(description.text.split()))
@@ -369,7 +370,7 @@ def plan_ego_exoclip(options: EgoExoClipOptions) -> BuildPlan:
                         "text_sha1": text_sha1(description.text),
                     }
                 )
-        if not take_clips:
+        if not take_clips and outside:  # every clip ended after its video did
             drops.takes["no_clip_inside_video"] += 1
             continue
         take_rows.append(

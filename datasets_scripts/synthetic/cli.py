@@ -19,7 +19,7 @@ def add_parser(data_subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fps", type=float, default=8.0)
     parser.add_argument("--actions-per-take", type=int, default=5)
-    parser.add_argument("--objects-per-take", type=int, default=4, help="objects on the table (>= 2)")
+    parser.add_argument("--objects-per-take", type=int, default=4, help="objects on the table (>= 1)")
     parser.add_argument("--height", type=int, default=128, help="full-resolution frame height (ego is square)")
     parser.add_argument("--downscaled-height", type=int, default=64, help="frame height of the downscaled/448 variant")
     parser.add_argument(

@@ -9,7 +9,7 @@ that each object covers about 8 of the tiny model's 32 pixels (2x2 of its 4-px p
 The ego camera records through a systematic shift (``Camera.shift``, default :data:`EGO_SHIFT`): a negative image
 turned by 90 degrees, a stand-in for a wearable camera's other sensor, lens and mounting. It keeps every detail
 (the tower's first linear layer can undo it exactly), but a tower that only ever saw exo frames misreads ego frames:
-dark stripes turn into light ones, a white dot into a dark one, horizontal bands into vertical ones.
+brown stripes turn light blue, an orange dot blue, a pink band green, horizontal stripes vertical.
 
 Every frame carries its index as a 3x5 grid of black/white blocks in the top-left corner (block side
 = frame height // 16), which :func:`read_frame_marker` reads back from decoded frames.

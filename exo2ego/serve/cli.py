@@ -5,10 +5,22 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import math
 import os
 import sys
 
 logger = logging.getLogger(__name__)
+
+
+def positive_mib(text: str) -> float:
+    """argparse type of `--max-body-mb`: a finite number of MiB above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of MiB, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of MiB above 0, got {text}")
+    return value
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -41,7 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--default-max-tokens", type=int, default=256)
     parser.add_argument("--max-tokens-limit", type=int, default=2048)
     parser.add_argument(
-        "--max-body-mb", type=float, default=16.0, help="largest request body in MiB; larger ones get HTTP 413"
+        "--max-body-mb", type=positive_mib, default=16.0, help="largest request body in MiB; larger ones get HTTP 413"
     )
     parser.add_argument(
         "--api-key",
