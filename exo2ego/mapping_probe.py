@@ -86,36 +86,18 @@ def probe_folder(
 
 def paired_pattern_clips(processor, world_root: str, num_frames: int, max_clips: int, seed: int = 0) -> dict:
     """Synchronized ego and exo pixels of the synthetic world's train-take action clips with the handled object's
-    pattern (from the ground truth): `{"ego": (N, T, 3, S, S), "exo": (N, T, 3, S, S), "label": (N,) pattern index}`.
-    The exo camera is drawn per clip with `seed`; both views are read over the action's window, so at the same times.
-    """
-    import json
-    from pathlib import Path
-
-    import numpy as np
-
+    pattern (`exo2ego.tiny_vision.world_action_clips`): `{"ego": (N, T, 3, S, S), "exo": (N, T, 3, S, S), "label":
+    (N,) pattern index}`."""
     from datasets_scripts.synthetic.script import PATTERNS
-    from modeling_exo2ego import read_video_frames
+    from exo2ego.tiny_vision import world_action_clips
 
-    truth = json.loads((Path(world_root) / "synthetic_world.json").read_text())
-    items = [
-        (take, action)
-        for take in truth["takes"]
-        if take["rendered"] and take["split"] == "train"
-        for action in take["actions"]
-    ]
-    rng = np.random.default_rng(seed)
     views = {"ego": [], "exo": []}
     labels = []
-    for index in rng.permutation(len(items))[:max_clips].tolist():
-        take, action = items[index]
-        cameras = {"ego": take["ego_cam"], "exo": take["exo_cams"][rng.integers(len(take["exo_cams"]))]}
-        for view, camera in cameras.items():
-            path = Path(world_root) / take["videos_448"][camera]
-            frames = read_video_frames(path, num_frames, start_sec=action["start"], end_sec=action["end"]).frames
-            pixels = processor(text=processor.video_token, exo_videos=[frames], num_frames=num_frames)
+    for obj, frames in world_action_clips(world_root, num_frames, max_clips, seed):
+        for view, clip in frames.items():
+            pixels = processor(text=processor.video_token, exo_videos=[clip], num_frames=num_frames)
             views[view].append(pixels["exo_pixel_values_videos"][0])
-        labels.append(PATTERNS.index(take["objects"][action["obj"]]["pattern"]))
+        labels.append(PATTERNS.index(obj["pattern"]))
     return {"ego": torch.stack(views["ego"]), "exo": torch.stack(views["exo"]), "label": torch.tensor(labels)}
 
 

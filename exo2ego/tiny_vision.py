@@ -110,12 +110,18 @@ def caption_corpus(
     return corpus
 
 
-def world_clip_corpus(
-    processor, world_root: str, view: str, num_frames: int, max_samples: int, seed: int = 0, split: str = "train"
-) -> list[dict[str, torch.Tensor]]:
-    """:func:`labelled_sample` s of the synthetic world's own action clips in `view` ("ego", or "exo": one seeded exo
-    camera per clip) from the takes of `split`, labelled from the ground truth (`synthetic_world.json`) with the
-    handled object's full name, "a striped red box": the pattern too, which no ego-side text names. For probes only."""
+def world_action_clips(
+    world_root: str,
+    num_frames: int,
+    max_clips: int,
+    seed: int = 0,
+    split: str = "train",
+    views: tuple[str, ...] = ("ego", "exo"),
+):
+    """Yield `(object, {view: frames})` for up to `max_clips` seeded action clips of the synthetic world's takes of
+    `split`: the handled object's ground truth (`synthetic_world.json`: colour, shape, pattern) and the clip's frames
+    in the `views` asked for, "ego" and "exo" (one seeded exo camera), each read over the action's window, so at the
+    same times."""
     from modeling_exo2ego import read_video_frames
 
     truth = json.loads((Path(world_root) / "synthetic_world.json").read_text())
@@ -126,15 +132,32 @@ def world_clip_corpus(
         for action in take["actions"]
     ]
     rng = np.random.default_rng(seed)
-    corpus = []
-    for index in rng.permutation(len(items))[:max_samples].tolist():
+    for index in rng.permutation(len(items))[:max_clips].tolist():
         take, action = items[index]
-        camera = take["ego_cam"] if view == "ego" else take["exo_cams"][rng.integers(len(take["exo_cams"]))]
-        path = Path(world_root) / take["videos_448"][camera]
-        frames = read_video_frames(path, num_frames, start_sec=action["start"], end_sec=action["end"]).frames
-        obj = take["objects"][action["obj"]]
+        cameras = {"ego": take["ego_cam"], "exo": take["exo_cams"][rng.integers(len(take["exo_cams"]))]}
+        frames = {
+            view: read_video_frames(
+                Path(world_root) / take["videos_448"][camera],
+                num_frames,
+                start_sec=action["start"],
+                end_sec=action["end"],
+            ).frames
+            for view, camera in cameras.items()
+            if view in views
+        }
+        yield take["objects"][action["obj"]], frames
+
+
+def world_clip_corpus(
+    processor, world_root: str, view: str, num_frames: int, max_samples: int, seed: int = 0, split: str = "train"
+) -> list[dict[str, torch.Tensor]]:
+    """:func:`labelled_sample` s of the synthetic world's own action clips in `view` ("ego", or "exo": one seeded exo
+    camera per clip; :func:`world_action_clips`), labelled from the ground truth with the handled object's full name,
+    "a striped red box": the pattern too, which no ego-side text names. For probes only."""
+    corpus = []
+    for obj, frames in world_action_clips(world_root, num_frames, max_samples, seed, split, (view,)):
         name = f"a {obj['pattern']} {obj['colour']} {obj['shape']}"  # words after a space, as in the captions
-        corpus.append(labelled_sample(processor, frames, name, num_frames))
+        corpus.append(labelled_sample(processor, frames[view], name, num_frames))
     return corpus
 
 
