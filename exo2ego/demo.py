@@ -460,15 +460,11 @@ class Demo:
         metric = results["tasks"][task]["metrics"]["accuracy"]
         return {"accuracy": metric["value"], "ci": [metric["ci_low"], metric["ci_high"]], "n": metric["n"]}
 
-    def text_only_baselines(self) -> dict[str, float]:
-        """Per split, the accuracy (%) of answering from the question text alone (the world's build_info)."""
-        info = json.loads((self.world / "egobench" / "build_info.json").read_text())
-        return {task: 100 * info["text_only_baseline_by_task"][task]["accuracy"] for task in TASKS}
-
-    def chance(self) -> dict[str, float]:
-        """Per split, the accuracy (%) of a uniform guess."""
-        info = json.loads((self.world / "egobench" / "build_info.json").read_text())
-        return {task: 100 * info["text_only_baseline_by_task"][task]["chance"] for task in TASKS}
+    def baselines(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Per split, the accuracy (%) of answering from the question text alone and of a uniform guess (the world's
+        EgoBench build_info)."""
+        info = json.loads((self.world / "egobench" / "build_info.json").read_text())["text_only_baseline_by_task"]
+        return tuple({task: 100 * info[task][key] for task in TASKS} for key in ("accuracy", "chance"))
 
     def write_report(self) -> dict:
         from exo2ego.demo_report import loss_series, plot_accuracy, plot_losses, write_report
@@ -482,14 +478,15 @@ class Demo:
             for stage in STAGES
         }
         plot_losses(histories, plots / "losses.png")
-        plot_accuracy(accuracies, self.text_only_baselines(), plots / "accuracy_per_stage.png")
+        text_only, chance = self.baselines()
+        plot_accuracy(accuracies, text_only, plots / "accuracy_per_stage.png")
         summary = {
             "plan": asdict(self.plan),
             "seed": self.seed,
             "versions": package_versions(("torch", "transformers", "peft", "trl", "accelerate")),
             "accuracy": accuracies,
-            "text_only_baseline": self.text_only_baselines(),
-            "chance": self.chance(),
+            "text_only_baseline": text_only,
+            "chance": chance,
             "gates": json.loads((self.out / GATES_FILE).read_text())["gates"],
             "pattern_probe": self.probe_patterns(),
             "losses": {  # first and last logged value of every loss term, per stage

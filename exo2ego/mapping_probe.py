@@ -89,14 +89,13 @@ def paired_pattern_clips(processor, world_root: str, num_frames: int, max_clips:
     pattern (`exo2ego.tiny_vision.world_action_clips`): `{"ego": (N, T, 3, S, S), "exo": (N, T, 3, S, S), "label":
     (N,) pattern index}`."""
     from datasets_scripts.synthetic.script import PATTERNS
-    from exo2ego.tiny_vision import world_action_clips
+    from exo2ego.tiny_vision import clip_pixels, world_action_clips
 
     views = {"ego": [], "exo": []}
     labels = []
     for obj, frames in world_action_clips(world_root, num_frames, max_clips, seed):
         for view, clip in frames.items():
-            pixels = processor(text=processor.video_token, exo_videos=[clip], num_frames=num_frames)
-            views[view].append(pixels["exo_pixel_values_videos"][0])
+            views[view].append(clip_pixels(processor, clip, num_frames))
         labels.append(PATTERNS.index(obj["pattern"]))
     return {"ego": torch.stack(views["ego"]), "exo": torch.stack(views["exo"]), "label": torch.tensor(labels)}
 

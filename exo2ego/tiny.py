@@ -63,7 +63,7 @@ def save_tiny_model(
         from exo2ego.tiny_vision import pretrain_and_probe
 
         vision_report = pretrain_and_probe(model, processor, vision_data, seed=seed)
-    with staged_folder(out_dir, overwrite=overwrite, marker="config.json", error=ValueError, inputs=inputs) as staging:
+    with staged_folder(out_dir, overwrite=overwrite, marker="config.json", error=ValueError) as staging:
         processor.save_pretrained(staging)
         model.save_pretrained(staging)
         if vision_report is not None:

@@ -53,12 +53,17 @@ class BagOfWordsPretrainer(nn.Module):
         return {"loss": nn.functional.cross_entropy(logits, targets), "logits": logits}
 
 
+def clip_pixels(processor, frames, num_frames: int) -> torch.Tensor:
+    """Decoded frames -> (T, 3, S, S) pixel values, as the processor prepares a view for either tower."""
+    pixels = processor(text=processor.video_token, exo_videos=[frames], num_frames=num_frames)
+    return pixels["exo_pixel_values_videos"][0]
+
+
 def labelled_sample(processor, frames, text: str, num_frames: int) -> dict[str, torch.Tensor]:
     """`{"pixel_values_videos": (T, 3, S, S), "labels": (V,) multi-hot of `text`'s tokens}` for decoded frames."""
     labels = torch.zeros(len(processor.tokenizer))
     labels[processor.tokenizer(text, add_special_tokens=False)["input_ids"]] = 1.0
-    pixels = processor(text=processor.video_token, exo_videos=[frames], num_frames=num_frames)
-    return {"pixel_values_videos": pixels["exo_pixel_values_videos"][0], "labels": labels}
+    return {"pixel_values_videos": clip_pixels(processor, frames, num_frames), "labels": labels}
 
 
 def frame_corpus(

@@ -8,8 +8,9 @@ that each object covers about 8 of the tiny model's 32 pixels (2x2 of its 4-px p
 
 The ego camera records through a systematic shift (``Camera.shift``, default :data:`EGO_SHIFT`): a negative image
 turned by 90 degrees, a stand-in for a wearable camera's other sensor, lens and mounting. It keeps every detail
-(the tower's first linear layer can undo it exactly), but a tower that only ever saw exo frames misreads ego frames:
-brown stripes turn light blue, an orange dot blue, a pink band green, horizontal stripes vertical.
+(inside each patch the tower's first linear layer can undo it; the patches' positions turn too), but a tower that
+only ever saw exo frames misreads ego frames: brown stripes turn light blue, an orange dot blue, a pink band green,
+horizontal stripes vertical.
 
 Every frame carries its index as a 3x5 grid of black/white blocks in the top-left corner (block side
 = frame height // 16), which :func:`read_frame_marker` reads back from decoded frames.
@@ -38,8 +39,8 @@ BOWL_INSIDE = (110, 110, 118)
 SKIN = (225, 175, 140)
 SHIRT = (70, 72, 88)
 # Each pattern's marks have their own colour, outside the objects' palette and unlike anything else in a frame (the
-# black and white frame marker, the white bowl, the dark floor and shirt): a tiny tower reads colour long before it
-# reads geometry.
+# black and white frame marker, the white bowl, the dark floor and shirt), so that a tiny tower can tell the patterns
+# apart within the demo's vision pretraining (the demo's gates measure it).
 MARK_COLOURS = {"striped": (110, 55, 15), "checked": (170, 255, 60), "dotted": (255, 135, 0), "banded": (245, 95, 190)}
 EGO_SHIFTS = ("negative", "rot90")  # composable with "+"; "" or "none" records the scene as it is
 EGO_SHIFT = "negative+rot90"

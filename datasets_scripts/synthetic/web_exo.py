@@ -18,7 +18,6 @@ builds the init stage's exo captions from it::
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from dataclasses import dataclass
@@ -130,10 +129,6 @@ def annotations(scenes: list[WebScene]) -> list[dict]:
         }
         for scene in scenes
     ]
-
-
-def write_annotations(folder: Path, scenes: list[WebScene]) -> None:
-    (folder / ANNOTATIONS).write_text(json.dumps(annotations(scenes), indent=1) + "\n", encoding="utf-8")
 
 
 def chunks(scenes: list[WebScene], size: int) -> list[list[WebScene]]:

@@ -443,7 +443,7 @@ def generate_world(out: str | Path, config: WorldConfig | None = None, overwrite
                 for name, function, arguments in jobs:
                     _count_rendered(frame_counts, name, function(*arguments), bar)
         if scenes:
-            web_exo.write_annotations(web_folder, scenes)
+            _write_json(web_folder / web_exo.ANNOTATIONS, web_exo.annotations(scenes))
         write_metadata(staging, plans, extras, config)
         truth = ground_truth(plans, extras, config)
         _write_json(staging / "synthetic_world.json", truth)
