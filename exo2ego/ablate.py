@@ -1,498 +1,706 @@
-"""`exo2ego ablate`: the synthetic-world analogue of the paper's Tables 7-8 and 15.
+"""`exo2ego ablate`: the paper's ablations (Tables 7-8, 15) as a pre-registered experiment on the synthetic world.
 
-Every variant of :data:`VARIANTS` runs the demo's pipeline (same world, same tiny base model, same step counts and
-the same stage-3 budget) with one change, over several seeds and two EgoIT sizes (all instructions, and a limited
-fraction of them, its rows drawn as the demo plan's `egoit_subset_seed` says). Runs share what they have in common:
-per seed, one base model, one init and one stage 1; one stage 2 per distinct stage-2 setting; one stage 3 and one
-EgoBench run per variant and EgoIT size. Finished folders are kept, so an interrupted ablation resumes where it
-stopped.
+Design. Every seed s has its own world (world seed s) and training seed s, and every arm of seed s sees that world
+and that data order: arms are paired with the full pipeline seed by seed. An arm is the full pipeline (the demo's
+`ablation` plan: init -> stage 1 -> stage 2 -> stage 3 on 10% of EgoIT) with one change (:data:`ARMS`). Runs share
+their common prefixes (per seed one world, one base model and, per exo corpus, one init and one stage 1; one stage 2
+per stage-2 setting; arms that differ only at test time reuse the trained model), finished folders are reused, so an
+interrupted ablation resumes, and `--jobs` runs seeds side by side.
 
-Statistics (:func:`paired_summary`), all on the same EgoBench questions:
+Statistics (`eval.seed_statistics`), per EgoBench split and arm, on the difference arm - full: the two-level
+bootstrap (seeds, then held-out takes within each seed) as the primary 95% interval, the paired t-interval over
+per-seed differences, the exact sign-flip p-value over seeds and the smallest effect the design detects at 80% power.
+A question-level interval appears only labelled as within-seed.
 
-- a variant's accuracy is the mean over seeds and questions; its 95% interval is a percentile bootstrap over
-  questions of the per-question accuracy averaged over seeds;
-- its paired difference to the full pipeline is the mean over questions of (variant - full), each side averaged
-  over seeds; its 95% interval bootstraps those per-question differences (a paired bootstrap).
+Pre-registration. The hypotheses (:data:`HYPOTHESES`) and their decision rules are written to
+`preregistration.md` before the first run; the report quotes that file and gives each hypothesis a verdict (held,
+failed, undecided). A folder whose pre-registration differs from the current one is refused, never rewritten.
 
-Outputs in `--out`: `results.json`, `report.md` (tables, exact commands) and `ablation.png`.
+Mechanism. After stage 2 and stage 3 of every trained arm: a linear probe of the pattern fitted on y and scored on
+F(x) and x (`exo2ego.mapping_probe.pattern_probe`), and the connector distances with another take's exo clip as the
+other-scene baseline (`exo2ego.mapping_probe.probe_folder`).
+
+Outputs in `--out`: `preregistration.md`, `results.json`, `report.md` and `ablation.png`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import shlex
 import shutil
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
-from exo2ego.demo import egoit_fraction
+from datasets_scripts.synthetic.qa import PATTERN_EGOIT_CONFIG
+from exo2ego.demo import TASKS
 
 logger = logging.getLogger(__name__)
 
 FULL = "full"
-TASK = "synthetic"
+PLAIN, PATTERN = TASKS  # what ego-side text names; the exo-only pattern
+NO_PATTERN_CORPUS = "web_without_pattern_words"
 
 
 @dataclass(frozen=True)
-class Variant:
-    """One row of the ablation table: what changes relative to the full pipeline.
+class Arm:
+    """One arm: what changes relative to the full pipeline.
 
     Attributes:
         name: id used in folder names and reports.
-        description: what the row tests, and where the paper has it.
+        description: what the arm tests, and where the paper has it.
+        role: "ablation", "negative control" (must lose the full pipeline's exo-only gain) or "positive control".
+        default: part of the default design (the others run with `--arms all`).
         stage2: extra arguments of `train/stage2.py` (the last word wins over config and plan).
         stage3: extra arguments of `train/stage3.py`.
         skip_stages_1_2: stage 3 starts from the init stage's output.
+        exo_corpus: "web" (the world's web-exo captions) or `NO_PATTERN_CORPUS` (the same with no pattern named),
+            what init trains the exo tower and connector on.
+        unmapped_at_test: at test time the LLM reads c(x) in place of c(F(x)) (F set to the identity).
     """
 
     name: str
     description: str
+    role: str = "ablation"
+    default: bool = False
     stage2: tuple[str, ...] = ()
     stage3: tuple[str, ...] = ()
     skip_stages_1_2: bool = False
+    exo_corpus: str = "web"
+    unmapped_at_test: bool = False
 
-    def stage2_key(self) -> str:
-        """Variants with equal keys share one stage-2 run."""
-        return json.dumps(self.stage2)
+    def stage2_key(self) -> tuple:
+        """Arms with equal keys share one stage-2 run."""
+        return (self.exo_corpus, self.stage2)
+
+    def stage3_key(self) -> tuple:
+        """Arms with equal keys share one stage-3 run (they differ at test time only)."""
+        return (self.exo_corpus, self.skip_stages_1_2 or self.stage2, self.stage3)
 
 
-# The whole ablation in one table. The full pipeline's KL form is stage 2's default (`kl_mode: gaussian`, the paper's
-# per-sample form on each ego-exo pair).
-VARIANTS = (
-    Variant(FULL, "init -> stage 1 -> stage 2 (VTG + KL + CCL) -> stage 3 (LoRA), as in the paper"),
-    Variant(
+ARMS = (
+    Arm(FULL, "init -> stage 1 -> stage 2 (VTG + KL + CCL) -> stage 3 (LoRA), as in the paper", default=True),
+    Arm(
         "no_stages_1_2",
         "Table 15: init -> stage 3, without the exo teacher and the mapping training",
+        default=True,
         skip_stages_1_2=True,
     ),
-    Variant("no_kl", "Table 7 #4: stage 2 without the KL alignment loss", stage2=("--ablations", "no_kl")),
-    Variant(
+    Arm("no_kl", "Table 7 #4: stage 2 without the KL alignment loss", default=True, stage2=("--ablations", "no_kl")),
+    Arm(
+        "shuffled_pairs",
+        "stage 2 on shuffled ego-exo pairs (each ego clip with another take's exo clip; stage 1 reads exo clips only)",
+        role="negative control",
+        default=True,
+        stage2=("--shuffle_pairs", "true"),
+    ),
+    Arm(
+        "unmapped_at_test",
+        "the full pipeline's model, reading c(x) in place of c(F(x)) at test time",
+        role="negative control",
+        default=True,
+        unmapped_at_test=True,
+    ),
+    Arm(
+        "no_pattern_words",
+        "init's exo corpus with the pattern words removed (no text names the exo-only knowledge)",
+        role="negative control",
+        default=True,
+        exo_corpus=NO_PATTERN_CORPUS,
+    ),
+    Arm(
         "no_g_ccl", "Table 7 #3: stage 2 without G and the cycle-consistency loss", stage2=("--ablations", "no_g_ccl")
     ),
-    Variant("mlp_mapping", "Table 7: F and G as MLPs instead of ResNet blocks", stage2=("--mapping_type", "mlp")),
-    Variant("no_lora", "Table 7 #2: stage 3 without LoRA on the LLM", stage3=("--ablations", "no_lora")),
-    Variant(
+    Arm("mlp_mapping", "Table 7: F and G as MLPs instead of ResNet blocks", stage2=("--mapping_type", "mlp")),
+    Arm("no_lora", "Table 7 #2: stage 3 without LoRA on the LLM", stage3=("--ablations", "no_lora")),
+    Arm(
+        "exo_tower_trainable",
+        "Table 8 #2: the exo tower also trains in stage 2",
+        stage2=("--ablations", "exo_tower_trainable"),
+    ),
+    Arm(
+        "kl_gaussian_batch",
+        "KL form: Gaussian KL of per-channel moments over the batch (ignores the pairing)",
+        stage2=("--kl_mode", "gaussian_batch"),
+    ),
+    Arm(
         "kl_token_softmax",
         "KL form: per-token softmax over channels (assumes ego and exo patches correspond)",
         stage2=("--kl_mode", "token_softmax"),
     ),
-    Variant("kl_pooled", "KL form: softmax over channels of frame-pooled features", stage2=("--kl_mode", "pooled")),
-    Variant(
-        "kl_gaussian_batch",
-        "KL form: Gaussian KL of per-channel moments over the batch (ignores which exo clip goes with which ego clip)",
-        stage2=("--kl_mode", "gaussian_batch"),
+    Arm("kl_pooled", "KL form: softmax over channels of frame-pooled features", stage2=("--kl_mode", "pooled")),
+    Arm(
+        "shuffled_pairs_gaussian_batch",
+        "shuffled pairs under the batch-moment KL: a KL that ignores the pairing should not care (compare with "
+        "kl_gaussian_batch)",
+        role="negative control",
+        stage2=("--kl_mode", "gaussian_batch", "--shuffle_pairs", "true"),
+    ),
+    Arm(
+        "egoit_asks_pattern",
+        "stage 3 on EgoIT that also asks the pattern of the train takes' objects (an upper bound)",
+        role="positive control",
+        stage3=("--dataset_config", PATTERN_EGOIT_CONFIG),
     ),
 )
-VARIANTS_BY_NAME = {variant.name: variant for variant in VARIANTS}
+ARMS_BY_NAME = {arm.name: arm for arm in ARMS}
+DEFAULT_ARMS = tuple(arm.name for arm in ARMS if arm.default)
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """A pre-registered claim about `effect` = full - arm (`gain`) or arm - full (`change`) on `split`, in points.
+
+    `gain`: held when, for every arm, the two-level 95% interval's lower bound is above 0 and the estimate is at least
+    `threshold`; failed when, for some arm, the interval's upper bound is below `threshold`; undecided otherwise.
+    `change`: held when, for every arm, the interval's lower bound is above `threshold` (a negative number: "no arm
+    is more than |threshold| points worse"); failed when, for some arm, its upper bound is below `threshold`.
+    """
+
+    name: str
+    statement: str
+    split: str
+    arms: tuple[str, ...]
+    effect: str  # gain | change
+    threshold: float
+
+
+HYPOTHESES = (
+    Hypothesis(
+        "exo_stages_teach_the_pattern",
+        "On the exo-only split, the full pipeline beats init -> stage 3 (no_stages_1_2) by at least 10 points.",
+        PATTERN,
+        ("no_stages_1_2",),
+        "gain",
+        10.0,
+    ),
+    Hypothesis(
+        "kl_teaches_the_pattern",
+        "On the exo-only split, the full pipeline beats stage 2 without the KL (no_kl) by at least 10 points.",
+        PATTERN,
+        ("no_kl",),
+        "gain",
+        10.0,
+    ),
+    Hypothesis(
+        "no_arm_costs_the_plain_split",
+        "On the plain split, neither no_stages_1_2 nor no_kl is more than 5 points worse than the full pipeline.",
+        PLAIN,
+        ("no_stages_1_2", "no_kl"),
+        "change",
+        -5.0,
+    ),
+)
+
+
+def hypothesis_verdict(hypothesis: Hypothesis, rows: dict[str, dict]) -> str:
+    """held / failed / undecided (see :class:`Hypothesis`) from each arm's `compare` row (arm - full, points)."""
+    if hypothesis.effect == "gain":  # full - arm: the interval and estimate negated
+        gains = [(-rows[a]["two_level_ci"][1], -rows[a]["two_level_ci"][0], -rows[a]["diff"]) for a in hypothesis.arms]
+        if all(low > 0 and estimate >= hypothesis.threshold for low, _, estimate in gains):
+            return "held"
+        return "failed" if any(high < hypothesis.threshold for _, high, _ in gains) else "undecided"
+    intervals = [rows[a]["two_level_ci"] for a in hypothesis.arms]
+    if all(low > hypothesis.threshold for low, _ in intervals):
+        return "held"
+    return "failed" if any(high < hypothesis.threshold for _, high in intervals) else "undecided"
 
 
 @dataclass(frozen=True)
 class AblationPlan:
-    """Sizes of an ablation: the demo plan it runs, its seeds, the limited EgoIT fraction, and the sizes of the
-    vision probe (`exo2ego.tiny_vision.word_probe`: training clips, held-out clips, steps)."""
+    """Sizes of an ablation: the demo plan each arm runs, the seeds, and the parallel seed jobs."""
 
     demo: str
     seeds: tuple[int, ...]
-    egoit_fractions: tuple[float, ...]
-    probe: tuple[int, int, int] = (1024, 200, 300)
+    jobs: int = 2
 
 
 PLANS = {
-    "full": AblationPlan(demo="full", seeds=(0, 1, 2), egoit_fractions=(1.0, 0.1)),
-    "quick": AblationPlan(demo="quick", seeds=(0, 1), egoit_fractions=(1.0, 0.5), probe=(12, 6, 2)),
+    "full": AblationPlan(demo="ablation", seeds=tuple(range(8))),
+    "quick": AblationPlan(demo="quick", seeds=(0, 1), jobs=1),
 }
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("ablate", help="the paper's ablations (Tables 7-8, 15) on the synthetic world")
+    parser = subparsers.add_parser("ablate", help="the paper's ablations (Tables 7-8, 15), pre-registered, per seed")
     parser.add_argument("--out", default="ablation_out", help="output folder (finished runs in it are reused)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes that only prove the wiring")
-    parser.add_argument("--seeds", type=int, nargs="+", help="training seeds (default: the plan's)")
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS_BY_NAME), help="default: all")
-    parser.add_argument("--egoit-fractions", type=egoit_fraction, nargs="+", help="EgoIT fractions (default: 1.0 0.1)")
-    parser.add_argument("--world-seed", type=int, default=0, help="seed of the synthetic world every run shares")
-    parser.add_argument("--stage3-steps", type=int, help="stage-3 budget of every variant (default: the demo plan's)")
-    parser.add_argument("--results", help="also copy results.json here (e.g. benchmarks/results/ablation.json)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="seeds: world and training seed (default: 0-7)")
+    parser.add_argument(
+        "--arms",
+        nargs="+",
+        choices=["all", *ARMS_BY_NAME],
+        help=f"arms to run; 'all' runs every arm (default: {' '.join(DEFAULT_ARMS)})",
+    )
+    parser.add_argument("--jobs", type=int, help="seeds trained side by side, each on cores/jobs threads (default 2)")
+    parser.add_argument("--results", help="also copy results.json, report.md and ablation.png here (a file stem)")
     parser.set_defaults(func=run)
-
-
-# ---- statistics -----------------------------------------------------------------------------------------------
-
-
-def correctness_matrix(eval_dirs: list[Path], question_ids: list[str] | None = None) -> tuple[list[str], np.ndarray]:
-    """(question ids, correct (seeds, questions) as 0/1) from EgoBench run folders, one per seed."""
-    from eval.records import task_records
-
-    rows = []
-    for folder in eval_dirs:
-        records = task_records(folder, TASK)
-        if question_ids is None:
-            question_ids = sorted(records)
-        missing = [qid for qid in question_ids if qid not in records]
-        if missing:
-            raise ValueError(f"{folder} has no prediction for {len(missing)} question(s), e.g. {missing[:3]}")
-        rows.append([float(bool(records[qid]["correct"])) for qid in question_ids])
-    return question_ids, np.array(rows)
-
-
-def paired_summary(variant: np.ndarray, full: np.ndarray, resamples: int = 2000, seed: int = 0) -> dict:
-    """Accuracy of `variant` and its paired difference to `full`, in percent.
-
-    Args:
-        variant, full: correctness (seeds, questions), 0/1, the same questions in the same order; seeds may differ
-            in number.
-    Returns:
-        `accuracy`, `ci` (bootstrap over questions of the seed-averaged correctness), `per_seed`, `diff`
-        (variant - full) and `diff_ci` (paired bootstrap of the per-question differences).
-    """
-    from eval.metrics import bootstrap_mean_ci
-
-    if variant.shape[1] != full.shape[1]:
-        raise ValueError(f"{variant.shape[1]} questions against {full.shape[1]}: a paired difference needs the same")
-    per_question = variant.mean(0)
-    differences = per_question - full.mean(0)
-    accuracy_ci = bootstrap_mean_ci(per_question, resamples=resamples, seed=seed)
-    diff_ci = bootstrap_mean_ci(differences, resamples=resamples, seed=seed)
-    return {
-        "accuracy": 100 * float(per_question.mean()),
-        "ci": [100 * accuracy_ci.low, 100 * accuracy_ci.high],
-        "per_seed": [100 * float(row.mean()) for row in variant],
-        "diff": 100 * float(differences.mean()),
-        "diff_ci": [100 * diff_ci.low, 100 * diff_ci.high],
-        "n_questions": int(variant.shape[1]),
-        "n_seeds": int(variant.shape[0]),
-    }
 
 
 # ---- runs -----------------------------------------------------------------------------------------------------
 
 
-def setting_name(fraction: float) -> str:
-    return "egoit_all" if fraction >= 1.0 else f"egoit_{round(100 * fraction)}pct"
+def finished(folder: Path, marker: str) -> bool:
+    return (folder / marker).is_file()
 
 
-class Ablation:
-    """Runs (or reuses) every training and evaluation one seed needs, inside a `Demo` of that seed."""
+def save_unmapped(model_dir: Path, out: Path) -> Path:
+    """Copy the checkpoint in `model_dir` to `out` with F set to the identity, so the LLM reads c(x) where it read
+    c(F(x)). F is residual (x + head(...)), so zeroing its last layer makes it the identity exactly."""
+    import torch
 
-    def __init__(self, out: Path, plan: AblationPlan, world_seed: int, stage3_steps: int | None = None):
-        from exo2ego.demo import PLANS as DEMO_PLANS
+    from modeling_exo2ego import Exo2EgoForConditionalGeneration, Exo2EgoProcessor
 
-        self.out, self.plan, self.world_seed = out, plan, world_seed
-        self.demo_plan = DEMO_PLANS[plan.demo]
-        if stage3_steps:
-            self.demo_plan = replace(self.demo_plan, steps={**self.demo_plan.steps, "stage3": stage3_steps})
-        self.shared = out / "shared"
+    model = Exo2EgoForConditionalGeneration.from_pretrained(model_dir)
+    if not model.config.mapping_residual:
+        raise ValueError(f"{model_dir}: F is not residual (mapping_residual=False); zeroing a layer is not identity")
+    mapping = model.model.ego_to_exo
+    last = mapping.head[-1] if hasattr(mapping, "head") else mapping.fc2
+    with torch.no_grad():
+        for parameter in last.parameters():
+            parameter.zero_()
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    Exo2EgoProcessor.from_pretrained(model_dir).save_pretrained(staging)
+    shutil.copy(model_dir / "exo2ego_stage.json", staging / "exo2ego_stage.json")
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+    return out
 
-    def demo(self, seed: int):
-        from exo2ego.demo import Demo
 
-        demo = Demo(self.out / f"seed{seed}", self.demo_plan, seed)
-        demo.world, demo.clips = self.shared / "world", self.shared / "ego-exoclip"
-        demo.web_captions = self.shared / "web-captions"
-        demo.out.mkdir(parents=True, exist_ok=True)
-        return demo
+class SeedRuns:
+    """Trains (or reuses) and evaluates every arm of one seed in `out/seed<S>`, inside a `Demo` of that seed."""
 
-    def build_world(self) -> None:
-        built = ("world/egobench", "ego-exoclip/README.md", "web-captions/README.md")
-        if all((self.shared / name).exists() for name in built):
-            return
-        if self.shared.exists():
-            shutil.rmtree(self.shared)
-        self.shared.mkdir(parents=True)
-        builder = self.demo(self.world_seed)
-        builder.out = self.shared
-        builder.build_data()
+    def __init__(self, demo):
+        self.demo, self.models, self.evals = demo, demo.models, demo.evals
+        self.corpora = {"web": demo.web_captions, NO_PATTERN_CORPUS: demo.out / "web-captions-no-pattern"}
 
-    @staticmethod
-    def finished(folder: Path, marker: str) -> bool:
-        return (folder / marker).is_file()
-
-    def train(
-        self, demo, stage: str, start: Path, output: Path, extra: tuple[str, ...] = (), egoit_fraction: float = 1.0
-    ) -> Path:
-        if not self.finished(output, "exo2ego_stage.json"):
-            if output.exists():
-                shutil.rmtree(output)  # an interrupted run: start it again
-            phase = str(output.relative_to(self.out))
-            demo.train(stage, start, output=output, extra=extra, phase=phase, egoit_fraction=egoit_fraction)
-        return output
-
-    def evaluate(self, demo, model: Path, out: Path) -> Path:
-        if not self.finished(out, "results.json"):
-            demo.evaluate(str(out.relative_to(self.out)), model=model, out=out)
-        return out
-
-    def run_seed(self, seed: int, variants: tuple[Variant, ...], fractions: tuple[float, ...]) -> dict:
-        """EgoBench folders of every (setting, variant) for one seed."""
-        demo = self.demo(seed)
-        models = demo.models
-        base = models / "untrained"
-        if not (base / "tokenizer.json").is_file():  # written last by `exo2ego tiny-model`
-            if base.exists():
-                shutil.rmtree(base)
+    def build(self) -> None:
+        """The seed's world, Ego-ExoClip, both exo corpora and the base model (each skipped when finished)."""
+        demo = self.demo
+        built = (demo.world / "egobench", demo.clips / "README.md", demo.web_captions / "README.md")
+        if not all(path.exists() for path in built):
+            for folder in (demo.world, demo.clips, demo.web_captions):
+                shutil.rmtree(folder, ignore_errors=True)
+            demo.build_data()
+        stripped = self.corpora[NO_PATTERN_CORPUS]
+        if not finished(stripped, "README.md"):
+            self.write_stripped_corpus(stripped)
+        if not finished(self.models / "untrained", "tokenizer.json"):  # written last by `exo2ego tiny-model`
+            shutil.rmtree(self.models / "untrained", ignore_errors=True)
             demo.build_model()
-        init = self.train(demo, "init", base, models / "init")
-        stage1 = None
-        stage2 = {}
-        evals = {}
-        for variant in variants:
-            if variant.skip_stages_1_2:
-                start, stage3_extra = init, ("--allow_stage_mismatch", "true")
-            else:
-                stage1 = stage1 or self.train(demo, "stage1", init, models / "stage1")
-                key = variant.stage2_key()
-                if key not in stage2:
-                    stage2[key] = self.stage2(demo, stage1, variant)
-                start, stage3_extra = stage2[key], ()
-            for fraction in fractions:
-                setting = setting_name(fraction)
-                output = models / f"stage3_{setting}_{variant.name}"
-                stage3 = self.train(demo, "stage3", start, output, stage3_extra + variant.stage3, fraction)
-                evals[(setting, variant.name)] = self.evaluate(demo, stage3, demo.evals / f"{setting}_{variant.name}")
-        return evals
 
-    def stage2(self, demo, stage1: Path, variant: Variant) -> Path:
-        name = "stage2_full" if not variant.stage2 else f"stage2_{variant.name}"
-        output = demo.models / name
-        if self.finished(output, "exo2ego_stage.json"):
-            return output
-        return self.train(demo, "stage2", stage1, output, variant.stage2)
+    def write_stripped_corpus(self, out: Path) -> None:
+        """`exo2ego data pretrain` on the web-exo annotations with the pattern words removed (same videos)."""
+        from datasets_scripts.synthetic import web_exo
+        from exo2ego_base.provenance import write_json_atomic
 
-    def mapping_distances(self) -> dict[str, dict[str, dict[str, float]]]:
-        """Per seed and stage-2 run: where the connector puts F(x) relative to y (`exo2ego.mapping_probe`)."""
-        from exo2ego.mapping_probe import probe_folder
-
-        distances = {}
-        for seed in self.plan.seeds:
-            models = self.out / f"seed{seed}" / "models"
-            distances[f"seed{seed}"] = {
-                folder.name: probe_folder(
-                    folder,
-                    str(self.shared / "ego-exoclip"),
-                    str(self.shared / "world"),
-                    self.demo_plan.frames,
-                    seed=seed,
-                )
-                for folder in sorted(models.glob("stage2_*"))
-                if (folder / "exo2ego_stage.json").is_file()
-            }
-        return distances
-
-    def vision_probe(self) -> dict[str, dict[str, float]]:
-        """What a tiny tower learns to see from exo and from ego frames of the shared world (`word_probe`)."""
-        from datasets_scripts.synthetic.script import COLOURS, SHAPES
-        from exo2ego.tiny_vision import word_probe
-
-        train, heldout, steps = self.plan.probe
-        return word_probe(
-            str(self.shared / "ego-exoclip"),
-            str(self.shared / "world"),
-            {"colour": tuple(COLOURS), "shape": SHAPES},
-            train_samples=train,
-            heldout_samples=heldout,
-            steps=steps,
-            num_frames=self.demo_plan.frames,
-            seed=self.world_seed,
+        web_root = self.demo.world / web_exo.FOLDER
+        annotations = self.demo.out / "web_exo_no_pattern.json"
+        records = json.loads((web_root / web_exo.ANNOTATIONS).read_text())
+        write_json_atomic(annotations, web_exo.without_pattern_words(records))
+        shutil.rmtree(out, ignore_errors=True)
+        self.demo.cli(
+            "web captions without pattern words",
+            "data",
+            "pretrain",
+            "--root",
+            f"videollama2={web_root}",
+            "--annotations",
+            f"videollama2={annotations}",
+            "--out",
+            str(out),
         )
 
+    def train(self, stage: str, start: Path, output: Path, extra: tuple[str, ...] = (), corpus: str = "web") -> Path:
+        if not finished(output, "exo2ego_stage.json"):
+            shutil.rmtree(output, ignore_errors=True)  # an interrupted run: start it again
+            self.demo.web_captions = self.corpora[corpus]  # what init reads for the exo tower
+            self.demo.train(stage, start, output=output, extra=extra, phase=f"{output.name}")
+        return output
 
-def summarise(eval_dirs: dict[int, dict[tuple[str, str], Path]], variants, fractions) -> dict:
-    """Per setting and variant: accuracy, CI and paired difference to the full pipeline (see `paired_summary`)."""
-    seeds = sorted(eval_dirs)
+    def evaluate(self, model: Path, name: str) -> Path:
+        out = self.evals / name
+        if not finished(out, "results.json"):
+            shutil.rmtree(out, ignore_errors=True)
+            self.demo.evaluate(name, model=model, out=out)
+        return out
+
+    def run(self, arms: tuple[Arm, ...]) -> dict:
+        """Every arm of this seed: `{"evals": {arm: EgoBench folder}, "stage2": {arm: folder}, "stage3": {arm:
+        folder}}`, the last two for the arms that trained their own stage 3 after a stage 2."""
+        self.build()
+        base, prefixes, stage2_runs, stage3_runs = self.models / "untrained", {}, {}, {}
+        result = {"evals": {}, "stage2": {}, "stage3": {}}
+        for arm in arms:
+            suffix = "" if arm.exo_corpus == "web" else "_no_pattern"
+            if arm.exo_corpus not in prefixes:
+                init = self.train("init", base, self.models / f"init{suffix}", corpus=arm.exo_corpus)
+                prefixes[arm.exo_corpus] = init
+            init = prefixes[arm.exo_corpus]
+            if arm.skip_stages_1_2:
+                start, stage3_extra = init, ("--allow_stage_mismatch", "true")
+            else:
+                if arm.stage2_key() not in stage2_runs:
+                    stage1 = self.train("stage1", init, self.models / f"stage1{suffix}")
+                    stage2_runs[arm.stage2_key()] = self.train(
+                        "stage2", stage1, self.models / f"stage2_{arm.name}", arm.stage2
+                    )
+                start, stage3_extra = stage2_runs[arm.stage2_key()], ()
+            if arm.stage3_key() not in stage3_runs:
+                output = self.models / f"stage3_{arm.name}"
+                stage3_runs[arm.stage3_key()] = self.train("stage3", start, output, stage3_extra + arm.stage3)
+                if not arm.skip_stages_1_2:  # the mechanism probes read each trained stage 2 and stage 3 once
+                    result["stage2"][arm.name], result["stage3"][arm.name] = start, stage3_runs[arm.stage3_key()]
+            model = stage3_runs[arm.stage3_key()]
+            if arm.unmapped_at_test:
+                unmapped = self.models / f"{model.name}_unmapped"
+                model = unmapped if finished(unmapped, "exo2ego_stage.json") else save_unmapped(model, unmapped)
+            result["evals"][arm.name] = self.evaluate(model, arm.name)
+        return result
+
+    def mechanism(self, result: dict) -> dict:
+        """Per trained arm, after stage 2 and stage 3: the pattern probe and the connector distances."""
+        from exo2ego.mapping_probe import paired_pattern_clips, pattern_probe, probe_folder
+        from modeling_exo2ego import Exo2EgoProcessor
+
+        out = self.demo.out / "mechanism.json"
+        if out.is_file():
+            return json.loads(out.read_text())
+        plan, demo = self.demo.plan, self.demo
+        train, heldout = plan.pattern_probe_clips
+        processor = Exo2EgoProcessor.from_pretrained(self.models / "untrained")
+        clips = paired_pattern_clips(processor, str(demo.world), plan.frames, train + heldout, demo.seed)
+        probes = {}
+        for arm, stage2 in result["stage2"].items():
+            probes[arm] = {
+                stage: {
+                    "pattern_probe": pattern_probe(folder, clips, train),
+                    "distances": probe_folder(folder, str(demo.clips), str(demo.world), plan.frames, seed=demo.seed),
+                }
+                for stage, folder in (("stage2", stage2), ("stage3", result["stage3"][arm]))
+            }
+        from exo2ego_base.provenance import write_json_atomic
+
+        write_json_atomic(out, probes)
+        return probes
+
+
+def run_seed(out: str, demo_plan, seed: int, arm_names: tuple[str, ...], threads: int) -> dict:
+    """One seed's whole work (a `--jobs` worker process): its log goes to `seed<S>/ablate.log`."""
+    import torch
+
+    from exo2ego.demo import Demo
+
+    torch.set_num_threads(threads)
+    runs = SeedRuns(Demo(Path(out) / f"seed{seed}", demo_plan, seed))
+    runs.demo.out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with (
+        open(runs.demo.out / "ablate.log", "a") as log,
+        contextlib.redirect_stdout(log),
+        contextlib.redirect_stderr(log),
+    ):
+        result = runs.run(tuple(ARMS_BY_NAME[name] for name in arm_names))
+        mechanism = runs.mechanism(result)
+    return {
+        "evals": {arm: str(path) for arm, path in result["evals"].items()},
+        "mechanism": mechanism,
+        "timings_sec": {phase: round(seconds, 1) for phase, seconds in runs.demo.timings.items()},
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+# ---- statistics -----------------------------------------------------------------------------------------------
+
+
+def seed_correctness(eval_dir: Path, task: str) -> dict[str, tuple[float, str]]:
+    """question id -> (correct 0/1, take) of one EgoBench run; the synthetic ids read `<task>/<take>/<action>/...`."""
+    from eval.records import task_records
+
+    records = task_records(eval_dir, task)
+    if not records:
+        raise ValueError(f"{eval_dir} has no {task} predictions")
+    return {qid: (float(bool(record["correct"])), qid.split("/")[1]) for qid, record in records.items()}
+
+
+def summarise(evals: dict[int, dict[str, str]], arm_names: tuple[str, ...]) -> dict:
+    """Per split and arm: accuracy per seed and `eval.seed_statistics.compare` of arm - full (points)."""
+    from eval.seed_statistics import SeedRun, compare
+
     results = {}
-    for fraction in fractions:
-        setting = setting_name(fraction)
-        question_ids, full = correctness_matrix([eval_dirs[seed][(setting, FULL)] for seed in seeds])
+    for task in TASKS:
+        per_seed = {
+            seed: {arm: seed_correctness(Path(dirs[arm]), task) for arm in arm_names} for seed, dirs in evals.items()
+        }
         rows = {}
-        for variant in variants:
-            _, correct = correctness_matrix([eval_dirs[seed][(setting, variant.name)] for seed in seeds], question_ids)
-            rows[variant.name] = paired_summary(correct, full)
-        results[setting] = {"egoit_fraction": fraction, "variants": rows}
+        for arm in arm_names:
+            runs = []
+            for seed, by_arm in sorted(per_seed.items()):
+                full, other = by_arm[FULL], by_arm[arm]
+                if set(full) != set(other):
+                    raise ValueError(f"seed {seed}: {arm} and {FULL} answered different {task} questions")
+                ids = sorted(full)
+                runs.append(
+                    SeedRun(
+                        arm=np.array([other[qid][0] for qid in ids]),
+                        full=np.array([full[qid][0] for qid in ids]),
+                        clusters=np.array([full[qid][1] for qid in ids]),
+                    )
+                )
+            accuracy = [100 * float(run.arm.mean()) for run in runs]
+            rows[arm] = {"accuracy": float(np.mean(accuracy)), "accuracy_per_seed": accuracy, **compare(runs)}
+        results[task] = rows
     return results
 
 
-def plot(results: dict, path: Path) -> None:
-    """One panel per EgoIT setting: each variant's paired difference to the full pipeline with its 95% interval."""
+# ---- report ---------------------------------------------------------------------------------------------------
+
+
+def preregistration_text(arm_names: tuple[str, ...], plan: AblationPlan, demo_plan) -> str:
+    lines = [
+        "# Pre-registration",
+        "",
+        "Written before any run of this folder; the report quotes it and never rewrites it.",
+        "",
+        f"Arms: {', '.join(arm_names)}. Seeds: {list(plan.seeds)} (world seed = training seed = s). Demo plan "
+        f"`{plan.demo}`: `{json.dumps(asdict(demo_plan))}`.",
+        "",
+        "Primary statistic: per split, arm - full pipeline in points, with the two-level bootstrap 95% interval "
+        "(seeds, then held-out takes within each seed; `eval.seed_statistics`).",
+        "",
+        "## Hypotheses",
+        "",
+    ]
+    for hypothesis in HYPOTHESES:
+        if hypothesis.effect == "gain":
+            rule = (
+                f"held if, for {', '.join(hypothesis.arms)}, full - arm has a lower bound above 0 and an estimate of "
+                f"at least {hypothesis.threshold:+.0f} points; failed if its upper bound is below "
+                f"{hypothesis.threshold:+.0f}; undecided otherwise"
+            )
+        else:
+            rule = (
+                f"held if, for each of {', '.join(hypothesis.arms)}, arm - full has a lower bound above "
+                f"{hypothesis.threshold:+.0f} points; failed if one has an upper bound below "
+                f"{hypothesis.threshold:+.0f}; undecided otherwise"
+            )
+        lines.append(f"- **{hypothesis.name}** (`{hypothesis.split}`): {hypothesis.statement} Rule: {rule}.")
+    lines += [
+        "",
+        "## Controls",
+        "",
+        "- `shuffled_pairs`, `unmapped_at_test`, `no_pattern_words` must lose any exo-only gain of the full pipeline "
+        "(their full - arm on the exo-only split should match full - no_stages_1_2).",
+        "- `shuffled_pairs_gaussian_batch` (with `--arms all`): a KL that ignores the pairing should score like "
+        "`kl_gaussian_batch`.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_preregistration(out: Path, text: str) -> None:
+    from exo2ego_base.provenance import write_text_atomic
+
+    path = out / "preregistration.md"
+    if path.is_file():
+        if path.read_text() != text:
+            raise SystemExit(f"{path} pre-registers another design; use another --out (it is never rewritten)")
+        return
+    write_text_atomic(path, text)
+
+
+def plot(results: dict, seeds: list[int], path: Path) -> None:
+    """Per split, each arm's difference to the full pipeline: the two-level 95% interval (thick), the paired
+    t-interval over seeds (thin) and each seed's difference (dots)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    settings = list(results)
-    figure, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings), 3.8), squeeze=False, sharey=True)
-    for axis, setting in zip(axes[0], settings):
-        rows = results[setting]["variants"]
+    figure, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4), squeeze=False, sharey=True)
+    for axis, (task, rows) in zip(axes[0], results.items()):
         names = [name for name in rows if name != FULL]
-        diffs = [rows[name]["diff"] for name in names]
-        errors = [
-            [diff - rows[name]["diff_ci"][0] for name, diff in zip(names, diffs)],
-            [rows[name]["diff_ci"][1] - diff for name, diff in zip(names, diffs)],
-        ]
-        axis.barh(names, diffs, xerr=errors, capsize=3, color=["tab:red" if d < 0 else "tab:blue" for d in diffs])
+        for y, name in enumerate(names):
+            row = rows[name]
+            axis.plot(row["t_ci"], [y, y], color="grey", linewidth=1)
+            axis.plot(row["two_level_ci"], [y, y], color="tab:blue", linewidth=5, alpha=0.6)
+            axis.scatter(row["per_seed"], [y] * len(row["per_seed"]), color="black", s=10, zorder=3)
+            axis.scatter([row["diff"]], [y], color="tab:red", marker="|", s=200, zorder=4)
+        axis.set_yticks(range(len(names)), names)
         axis.axvline(0, color="black", linewidth=1)
-        full = rows[FULL]
-        axis.set_title(f"{setting}: full pipeline {full['accuracy']:.1f}%")
-        axis.set_xlabel("accuracy - full pipeline (points; paired 95% CI)")
+        axis.set_title(f"{task}: full {rows[FULL]['accuracy']:.1f}% ({len(seeds)} seeds)")
+        axis.set_xlabel("arm - full (points): two-level 95% CI (blue), t-interval (grey), seeds (dots)")
     axes[0][0].invert_yaxis()
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
 
 
-def write_report(path: Path, summary: dict, command: str) -> None:
+def mechanism_table(mechanism: dict[str, dict]) -> list[str]:
+    """Mean over seeds of the pattern probe and the connector distances, per arm and stage."""
+    lines = [
+        "| arm | after | probe on y | probe on F(x) | probe on x | own probe on x | c(F(x))-c(y) | c(x)-c(y) | "
+        "c(F(x))-c(y) of another take |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    seeds = list(mechanism.values())
+    for arm in seeds[0]:
+        for stage in ("stage2", "stage3"):
+            probes = [seed[arm][stage] for seed in seeds]
+
+            def mean(group, key):
+                return float(np.mean([probe[group][key] for probe in probes]))
+
+            probe = [100 * mean("pattern_probe", key) for key in ("y", "F(x)", "x", "x (own probe)")]
+            distance = [mean("distances", key) for key in ("fx_to_y", "x_to_y", "fx_to_other_y")]
+            lines.append(
+                f"| {arm} | {stage} | "
+                + " | ".join(f"{value:.1f}%" for value in probe)
+                + " | "
+                + " | ".join(f"{value:.3f}" for value in distance)
+                + " |"
+            )
+    return lines
+
+
+def write_report(path: Path, summary: dict, preregistration: str) -> None:
     lines = [
         "# Exo2Ego ablations on the synthetic Ego-Exo world (paper Tables 7-8, 15)",
         "",
-        f"Command: `{command}`",
+        f"Command: `{summary['command']}`. Machine: {summary['machine']}. Code: git {summary['git']['commit']} "
+        f"(dirty: {summary['git']['dirty']}); versions: {json.dumps(summary['versions'])}. Total "
+        f"{summary['total_sec'] / 60:.1f} min with {summary['jobs']} seed job(s).",
         "",
-        (
-            f"Seeds {summary['seeds']}, world seed {summary['world_seed']}, demo plan `{summary['plan']['demo']}` "
-            f"(`{json.dumps(summary['demo_plan'])}`); every variant has the same stage-3 budget. Machine: "
-            f"{summary['machine']}. Code: git {summary['git']['commit']} (dirty: {summary['git']['dirty']}); "
-            f"versions: {json.dumps(summary['versions'])}."
-        ),
-        "",
-        (
-            "Accuracy: mean over seeds and EgoBench questions; CI: percentile bootstrap over questions of the "
-            "seed-averaged correctness. Difference: variant - full pipeline on the same questions, with a paired "
-            "bootstrap 95% CI (questions are resampled, seeds are not: read the per-seed column too)."
-        ),
+        preregistration.replace("# Pre-registration", "## Pre-registration (quoted)", 1),
+        "## Verdicts",
         "",
     ]
-    for setting, block in summary["results"].items():
+    for name, verdict in summary["verdicts"].items():
+        lines.append(f"- **{name}**: {verdict}")
+    for task, rows in summary["results"].items():
         lines += [
-            f"## {setting} (EgoIT fraction {block['egoit_fraction']})",
             "",
-            "| variant | accuracy (%) | 95% CI | per seed | diff to full (points) | paired 95% CI |",
-            "|---|---:|---|---|---:|---|",
+            f"## `{task}` (arm - full, points)",
+            "",
+            "| arm | role | accuracy | diff | two-level 95% CI | t 95% CI | sign-flip p | 80%-power MDE | per seed | "
+            "within-seed question CI |",
+            "|---|---|---:|---:|---|---|---:|---:|---|---|",
         ]
-        for name, row in block["variants"].items():
-            per_seed = ", ".join(f"{value:.1f}" for value in row["per_seed"])
+        for name, row in rows.items():
+            role = summary["arms"][name]["role"]
+            within = row["within_seed_question_ci"]
+            within = f"[{within[0]:+.1f}, {within[1]:+.1f}]" if within else "n/a"
             lines.append(
-                f"| {name} | {row['accuracy']:.1f} | [{row['ci'][0]:.1f}, {row['ci'][1]:.1f}] | {per_seed} | "
-                f"{row['diff']:+.1f} | [{row['diff_ci'][0]:+.1f}, {row['diff_ci'][1]:+.1f}] |"
+                f"| {name} | {role} | {row['accuracy']:.1f} | {row['diff']:+.1f} | "
+                f"[{row['two_level_ci'][0]:+.1f}, {row['two_level_ci'][1]:+.1f}] | "
+                f"[{row['t_ci'][0]:+.1f}, {row['t_ci'][1]:+.1f}] | {row['sign_flip_p']:.3f} | {row['mde_80']:.1f} | "
+                + ", ".join(f"{value:+.1f}" for value in row["per_seed"])
+                + f" | {within} |"
             )
-        lines.append("")
-    lines += [
-        "![paired differences](ablation.png)",
-        "",
-        "## Where the connector puts F(x) (`exo2ego.mapping_probe`)",
-        "",
-        (
-            "Relative distances on 64 Ego-ExoClip pairs: c(F(x)) to c(y) of the same clip, c(x) to c(y), "
-            "c(F(x)) to another clip's c(y), and how far F moves x."
-        ),
-        "",
-        "| seed | stage 2 | c(F(x))-c(y) | c(x)-c(y) | c(F(x))-other c(y) | ||F(x)-x|| / ||x|| |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    for seed, runs in summary["mapping_distances"].items():
-        for name, d in runs.items():
-            lines.append(
-                f"| {seed} | {name} | {d['fx_to_y']:.3f} | {d['x_to_y']:.3f} | {d['fx_to_other_y']:.3f} | "
-                f"{d['f_moves_x']:.3f} |"
-            )
-    train, heldout, steps = summary["plan"]["probe"]
     lines += [
         "",
-        "## What a tiny vision tower can see (`exo2ego.tiny_vision.word_probe`)",
+        "![differences](ablation.png)",
         "",
-        (
-            f"A fresh tiny tower per view, pretrained {steps} steps to predict the narration's words from "
-            f"{train} clips of that view only; top-1 accuracy among the group's words on {heldout} held-out clips "
-            "whose narration names one (chance: 1 / group size)."
-        ),
+        "## Where the pattern is (mean over seeds)",
         "",
-        "| view | " + " | ".join(next(iter(summary["vision_probe"].values()))) + " |",
-        "|---|" + "---:|" * len(next(iter(summary["vision_probe"].values()))),
+        "Linear probe of the pattern fitted on the exo tower's clip moments y, scored on y, F(x) and x of other clips "
+        "(chance 20%); connector distances relative to ||c(y)||, the last against the exo clip of another take.",
+        "",
+        *mechanism_table(summary["mechanism"]),
+        "",
+        "## Arms",
+        "",
+        *(f"- `{name}` ({arm['role']}): {arm['description']}" for name, arm in summary["arms"].items()),
     ]
-    for view, groups in summary["vision_probe"].items():
-        lines.append(f"| {view} | " + " | ".join(f"{100 * value:.1f}%" for value in groups.values()) + " |")
-    lines += ["", "## Variants", ""]
-    lines += [f"- `{variant['name']}`: {variant['description']}" for variant in summary["variants"]]
     path.write_text("\n".join(lines) + "\n")
 
 
 def machine_name() -> str:
     import platform
 
-    try:
+    with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
     return platform.processor() or platform.machine()
 
 
-def record_sizes(out: Path, sizes: dict) -> None:
-    """Write `sizes` to `out/ablation_sizes.json`, refusing a folder whose finished runs (which are reused) came from
-    other sizes. Two fields of the demo plan do not count: its EgoIT fraction (each stage-3 run is given its setting's
-    fraction, which its folder names) and the EgoBench batch size (batched scores equal one-at-a-time ones)."""
-    from exo2ego_base.provenance import write_json_atomic
-
-    def key(recorded: dict) -> dict:
-        ignored = ("egoit_fraction", "eval_batch_size")
-        plan = {name: value for name, value in recorded["demo_plan"].items() if name not in ignored}
-        return json.loads(json.dumps({**recorded, "demo_plan": plan}))
-
-    path = out / "ablation_sizes.json"
-    if path.is_file() and key(json.loads(path.read_text())) != key(sizes):
-        raise SystemExit(f"{out} holds runs of other sizes ({path}); use another --out")
-    write_json_atomic(path, sizes)
-
-
 def run(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
     from eval.provenance import git_revision
+    from exo2ego.demo import PLANS as DEMO_PLANS
     from exo2ego_base.provenance import package_versions, write_json_atomic
 
     plan = PLANS["quick" if args.quick else "full"]
-    if args.seeds:
-        plan = replace(plan, seeds=tuple(args.seeds))
-    if args.egoit_fractions:
-        plan = replace(plan, egoit_fractions=tuple(args.egoit_fractions))
-    variants = tuple(VARIANTS_BY_NAME[name] for name in args.variants) if args.variants else VARIANTS
-    if variants[0].name != FULL:
-        variants = (VARIANTS_BY_NAME[FULL],) + tuple(v for v in variants if v.name != FULL)
+    plan = replace(plan, seeds=tuple(args.seeds or plan.seeds), jobs=plan.jobs if args.jobs is None else args.jobs)
+    if len(plan.seeds) < 2 or len(set(plan.seeds)) != len(plan.seeds):
+        raise SystemExit(f"--seeds needs two or more distinct seeds (the intervals are over seeds), got {args.seeds}")
+    if plan.jobs < 1:
+        raise SystemExit(f"--jobs must be >= 1, got {plan.jobs}")
+    names = list(ARMS_BY_NAME) if args.arms and "all" in args.arms else list(args.arms or DEFAULT_ARMS)
+    arm_names = (FULL, *(name for name in names if name != FULL))
+    demo_plan = DEMO_PLANS[plan.demo]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    ablation = Ablation(out, plan, args.world_seed, args.stage3_steps)
-    record_sizes(out, {"demo_plan": asdict(ablation.demo_plan), "world_seed": args.world_seed})
+    preregistration = preregistration_text(arm_names, plan, demo_plan)
+    write_preregistration(out, preregistration)
+
     start = time.perf_counter()
-    ablation.build_world()
-    eval_dirs = {seed: ablation.run_seed(seed, variants, plan.egoit_fractions) for seed in plan.seeds}
+    threads = max(1, (os.cpu_count() or 1) // plan.jobs)
+    seeds = {}
+    with ProcessPoolExecutor(plan.jobs, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(run_seed, str(out), demo_plan, seed, arm_names, threads): seed for seed in plan.seeds}
+        for future in tqdm(as_completed(futures), total=len(futures), desc="ablation seeds", unit="seed"):
+            seeds[futures[future]] = future.result()
+    results = summarise({seed: seeds[seed]["evals"] for seed in plan.seeds}, arm_names)
     summary = {
         "command": "exo2ego " + " ".join(shlex.quote(word) for word in sys.argv[1:]),
         "plan": asdict(plan),
-        "demo_plan": asdict(ablation.demo_plan),
+        "demo_plan": asdict(demo_plan),
         "seeds": list(plan.seeds),
-        "world_seed": args.world_seed,
+        "jobs": plan.jobs,
         "machine": machine_name(),
         "git": git_revision(),
-        "versions": package_versions(("torch", "transformers", "peft", "trl", "accelerate", "datasets")),
-        "variants": [asdict(variant) for variant in variants],
-        "results": summarise(eval_dirs, variants, plan.egoit_fractions),
-        "mapping_distances": ablation.mapping_distances(),
-        "vision_probe": ablation.vision_probe(),
+        "versions": package_versions(("torch", "transformers", "peft", "trl", "accelerate", "datasets", "scipy")),
+        "arms": {name: asdict(ARMS_BY_NAME[name]) for name in arm_names},
+        "hypotheses": [asdict(hypothesis) for hypothesis in HYPOTHESES if set(hypothesis.arms) <= set(arm_names)],
+        "verdicts": {
+            hypothesis.name: hypothesis_verdict(hypothesis, results[hypothesis.split])
+            for hypothesis in HYPOTHESES
+            if set(hypothesis.arms) <= set(arm_names)
+        },
+        "results": results,
+        "mechanism": {f"seed{seed}": seeds[seed]["mechanism"] for seed in plan.seeds},
+        "seed_seconds": {f"seed{seed}": seeds[seed]["seconds"] for seed in plan.seeds},
+        "seed_timings_sec": {f"seed{seed}": seeds[seed]["timings_sec"] for seed in plan.seeds},
         "total_sec": round(time.perf_counter() - start, 1),
     }
-    plot(summary["results"], out / "ablation.png")
-    write_report(out / "report.md", summary, summary["command"])
+    plot(results, list(plan.seeds), out / "ablation.png")
+    write_report(out / "report.md", summary, preregistration)
     write_json_atomic(out / "results.json", summary)
     if args.results:
-        write_json_atomic(Path(args.results), summary)
-    for setting, block in summary["results"].items():
-        print(f"\n{setting}")
-        for name, row in block["variants"].items():
-            print(
-                f"  {name:<14} {row['accuracy']:5.1f}%  diff {row['diff']:+5.1f} "
-                f"[{row['diff_ci'][0]:+.1f}, {row['diff_ci'][1]:+.1f}]"
-            )
-    print(f"\nreport: {out / 'report.md'}")
+        stem = Path(args.results)
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(stem.with_suffix(".json"), summary)
+        shutil.copy(out / "report.md", stem.with_suffix(".md"))
+        shutil.copy(out / "ablation.png", stem.with_suffix(".png"))
+    for name, verdict in summary["verdicts"].items():
+        print(f"{verdict:>9}  {name}")
+    for task, rows in results.items():
+        print(f"\n{task}")
+        for name, row in rows.items():
+            low, high = row["two_level_ci"]
+            print(f"  {name:<30} {row['accuracy']:5.1f}%  diff {row['diff']:+5.1f} [{low:+.1f}, {high:+.1f}]")
+    print(f"\nreport: {out / 'report.md'}   total {summary['total_sec'] / 60:.1f} min")
     return 0

@@ -7,8 +7,8 @@ model's own connector c:
   ones of the same clip);
 - `x_to_y`: the same for the raw ego features, ||c(x) - c(y)|| / ||c(y)|| (the distance F starts from: F is the
   identity at initialization);
-- `fx_to_other_y`: c(F(x)) against the exo tokens of a *different* clip of the batch (rolled by one), the distance
-  a mapping that ignores which clip it sees would reach;
+- `fx_to_other_y`: c(F(x)) against the exo tokens of a clip of *another take* (another scene and action; the batch
+  rolled by one, with one clip per take), the distance a mapping that ignores which clip it sees would reach;
 - `f_moves_x`: ||F(x) - x|| / ||x||, how far F is from the identity.
 
 A mapping that carries exo information has `fx_to_y` < `x_to_y` and `fx_to_y` < `fx_to_other_y`.
@@ -65,8 +65,11 @@ def probe_folder(
     batch_size: int = 16,
     seed: int = 0,
 ) -> dict[str, float]:
-    """`mapping_distances` of the checkpoint in `model_dir` on the first `num_pairs` Ego-ExoClip pairs (exo camera
-    drawn per clip with `seed`)."""
+    """`mapping_distances` of the checkpoint in `model_dir` on `num_pairs` Ego-ExoClip pairs, one clip of each of
+    `num_pairs` takes (clip, takes and exo camera drawn with `seed`), so that the "other" clip of `fx_to_other_y`
+    is always of another take."""
+    import numpy as np
+
     from modeling_exo2ego import Exo2EgoForConditionalGeneration, Exo2EgoProcessor
     from train.collator import Exo2EgoCollator
     from train.data import EgoExoClipSamples, load_table
@@ -74,7 +77,12 @@ def probe_folder(
     model = Exo2EgoForConditionalGeneration.from_pretrained(model_dir).eval()
     processor = Exo2EgoProcessor.from_pretrained(model_dir)
     table = load_table(clips_path, "clips", "train")
-    table = table.select(range(min(num_pairs, len(table))))
+    rows_by_take: dict[str, list[int]] = {}
+    for row, take in enumerate(table["take_uid"]):
+        rows_by_take.setdefault(take, []).append(row)
+    generator = np.random.default_rng(seed)
+    takes = generator.permutation(sorted(rows_by_take))[:num_pairs]
+    table = table.select([int(generator.choice(rows_by_take[take])) for take in takes])
     samples = EgoExoClipSamples(table, video_root, num_frames, ("pair",), prompt="", seed=seed)
     collator = Exo2EgoCollator(processor, ("pair",))
     batches = (

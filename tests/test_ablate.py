@@ -1,82 +1,92 @@
-"""`exo2ego ablate`: the paired statistics on hand-made cases, the run graph, and the command end to end."""
+"""`exo2ego ablate`: verdicts of the pre-registered hypotheses, the run graph, the c(x) control, the statistics on
+EgoBench folders with a planted effect and a null, and the command end to end."""
 
 import json
 import subprocess
 import sys
-from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
 
 from exo2ego.ablate import (
+    ARMS,
+    ARMS_BY_NAME,
+    DEFAULT_ARMS,
     FULL,
-    PLANS,
-    VARIANTS,
-    Ablation,
-    correctness_matrix,
-    paired_summary,
-    record_sizes,
-    setting_name,
+    HYPOTHESES,
+    NO_PATTERN_CORPUS,
+    PATTERN,
+    PLAIN,
+    SeedRuns,
+    hypothesis_verdict,
+    summarise,
+    write_preregistration,
 )
-from exo2ego.demo import PLANS as DEMO_PLANS
+from exo2ego.demo import TASKS
 
 
-def test_paired_difference_of_identical_answers_is_exactly_zero():
-    """An unpaired comparison of two 50% models has a wide interval; the same answers paired differ by exactly 0."""
-    correct = np.array([[1, 0] * 50, [1, 1, 0, 0] * 25], dtype=float)  # two seeds, 100 questions
-    row = paired_summary(correct, correct.copy())
-    assert row["accuracy"] == 50.0 and row["per_seed"] == [50.0, 50.0]
-    assert row["diff"] == 0.0 and row["diff_ci"] == [0.0, 0.0]
-    assert row["ci"][0] < 45.0 and row["ci"][1] > 55.0  # questions vary, so the accuracy itself is uncertain
+def rows_with(arm: str, diff: float, low: float, high: float) -> dict:
+    return {arm: {"diff": diff, "two_level_ci": [low, high]}}
 
 
-def test_paired_difference_counts_seed_averaged_wins_and_losses():
-    full = np.array([[1, 1, 0, 0] * 25, [1, 0, 0, 0] * 25], dtype=float)  # per question mean: 1, .5, 0, 0
-    variant = np.array([[1, 1, 1, 0] * 25], dtype=float)  # one seed is enough to pair on the questions
-    row = paired_summary(variant, full, resamples=500)
-    # per question: 1-1, 1-.5, 1-0, 0-0 -> mean .375; full 37.5%, variant 75%
-    assert row["diff"] == pytest.approx(37.5) and row["accuracy"] == pytest.approx(75.0)
-    assert 0.0 < row["diff_ci"][0] < 37.5 < row["diff_ci"][1] < 100.0
-    assert row["n_questions"] == 100 and row["n_seeds"] == 1
-    with pytest.raises(ValueError, match="same"):
-        paired_summary(variant[:, :10], full)
+@pytest.mark.parametrize(
+    ("diff", "low", "high", "verdict"),
+    [
+        (-12.0, -20.0, -4.0, "held"),  # full - arm = +12 [+4, +20]
+        (-8.0, -15.0, -1.0, "undecided"),  # above 0, but the estimate is under +10
+        (-12.0, -25.0, 1.0, "undecided"),  # the interval reaches 0
+        (-3.0, -9.0, 2.0, "failed"),  # full - arm at most +9: a 10-point gain is ruled out
+    ],
+)
+def test_gain_hypothesis_verdicts(diff, low, high, verdict):
+    gain = next(h for h in HYPOTHESES if h.name == "exo_stages_teach_the_pattern")
+    assert hypothesis_verdict(gain, rows_with("no_stages_1_2", diff, low, high)) == verdict
 
 
-def write_predictions(folder, correct_by_id):
-    shard = folder / "predictions" / "synthetic" / "shard-00000-of-00001.jsonl"
-    shard.parent.mkdir(parents=True)
-    shard.write_text("".join(json.dumps({"id": qid, "correct": value}) + "\n" for qid, value in correct_by_id.items()))
+def test_change_hypothesis_needs_every_arm():
+    change = next(h for h in HYPOTHESES if h.effect == "change")
+    fine, unsure, worse = (-1.0, -4.0, 2.0), (-3.0, -8.0, 2.0), (-12.0, -18.0, -6.0)
+    assert hypothesis_verdict(change, {**rows_with("no_stages_1_2", *fine), **rows_with("no_kl", *fine)}) == "held"
+    assert hypothesis_verdict(change, {**rows_with("no_stages_1_2", *fine), **rows_with("no_kl", *unsure)}) == (
+        "undecided"
+    )
+    assert hypothesis_verdict(change, {**rows_with("no_stages_1_2", *unsure), **rows_with("no_kl", *worse)}) == (
+        "failed"
+    )
 
 
-def test_correctness_matrix_aligns_seeds_on_question_ids(tmp_path):
-    write_predictions(tmp_path / "a", {"q2": False, "q1": True, "q3": None})  # None: an invalid answer, wrong
-    write_predictions(tmp_path / "b", {"q1": False, "q3": True, "q2": True})
-    ids, matrix = correctness_matrix([tmp_path / "a", tmp_path / "b"])
-    assert ids == ["q1", "q2", "q3"]
-    assert matrix.tolist() == [[1, 0, 0], [0, 1, 1]]
-    write_predictions(tmp_path / "c", {"q1": True})
-    with pytest.raises(ValueError, match="no prediction for 2"):
-        correctness_matrix([tmp_path / "c"], ids)
+def test_preregistration_is_written_once_and_never_rewritten(tmp_path):
+    write_preregistration(tmp_path, "hypotheses A\n")
+    write_preregistration(tmp_path, "hypotheses A\n")  # the same design resumes
+    with pytest.raises(SystemExit, match="pre-registers another design"):
+        write_preregistration(tmp_path, "hypotheses B\n")
+    assert (tmp_path / "preregistration.md").read_text() == "hypotheses A\n"
 
 
 class RecordingDemo:
     """Stands in for `exo2ego.demo.Demo` in the run-graph test: records every call and leaves the folders a
-    finished run leaves, so the graph logic (what starts from what, which arguments) is what is tested."""
+    finished run leaves, so the graph logic (what starts from what, with which arguments and corpus) is tested."""
 
     def __init__(self, out, calls):
-        self.models, self.evals, self.calls = out / "models", out / "eval", calls
+        self.out, self.calls = out, calls
+        self.models, self.evals, self.web_captions = out / "models", out / "eval", out / "web-captions"
+        self.world, self.clips = out / "world", out / "ego-exoclip"
+
+    def build_data(self):
+        self.calls.append(("build_data",))
+        for folder in (self.world / "egobench", self.clips, self.web_captions):
+            folder.mkdir(parents=True)
+        (self.clips / "README.md").write_text("")
+        (self.web_captions / "README.md").write_text("")
 
     def build_model(self):
         self.calls.append(("build_model",))
         (self.models / "untrained").mkdir(parents=True)
-        (self.models / "untrained" / "config.json").write_text("{}")
         (self.models / "untrained" / "tokenizer.json").write_text("{}")
 
-    def train(self, stage, start, output, extra, phase, egoit_fraction):
-        self.calls.append(("train", stage, start.name, output.name, extra, egoit_fraction))
+    def train(self, stage, start, output, extra, phase):
+        self.calls.append(("train", stage, start.name, output.name, extra, self.web_captions.name))
         output.mkdir(parents=True)
-        config = json.loads((start / "config.json").read_text())
-        (output / "config.json").write_text(json.dumps(config))
         (output / "exo2ego_stage.json").write_text("{}")
 
     def evaluate(self, point, model, out):
@@ -85,84 +95,169 @@ class RecordingDemo:
         (out / "results.json").write_text("{}")
 
 
-def test_run_graph_shares_prefixes_and_applies_each_variant(tmp_path):
+def test_run_graph_shares_prefixes_and_applies_each_arm(tmp_path, monkeypatch):
+    import exo2ego.ablate as ablate
+
     calls = []
-    ablation = Ablation(tmp_path, PLANS["quick"], world_seed=0)
-    ablation.demo = lambda seed: RecordingDemo(tmp_path / f"seed{seed}", calls)
-    evals = ablation.run_seed(0, VARIANTS, (1.0, 0.1))
+
+    def stripped_corpus(self, out):
+        calls.append(("strip", out.name))
+        out.mkdir(parents=True)
+        (out / "README.md").write_text("")
+
+    def unmapped(model, out):
+        calls.append(("unmapped", model.name, out.name))
+        out.mkdir(parents=True)
+        (out / "exo2ego_stage.json").write_text("{}")
+        return out
+
+    monkeypatch.setattr(SeedRuns, "write_stripped_corpus", stripped_corpus)
+    monkeypatch.setattr(ablate, "save_unmapped", unmapped)
+    runs = SeedRuns(RecordingDemo(tmp_path / "seed0", calls))
+    result = runs.run(ARMS)
 
     trains = [call[1:] for call in calls if call[0] == "train"]
-    assert sum(stage == "init" for stage, *_ in trains) == 1 and sum(stage == "stage1" for stage, *_ in trains) == 1
+    inits = {output: corpus for stage, _, output, _, corpus in trains if stage == "init"}
+    assert inits == {"init": "web-captions", "init_no_pattern": "web-captions-no-pattern"}
+    assert sorted(output for stage, _, output, *_ in trains if stage == "stage1") == ["stage1", "stage1_no_pattern"]
     stage2 = {output: (start, extra) for stage, start, output, extra, _ in trains if stage == "stage2"}
-    # full and no_lora share one stage 2; every other stage-2 setting has its own
-    assert set(stage2) == {
-        "stage2_full",
-        "stage2_no_kl",
-        "stage2_no_g_ccl",
-        "stage2_mlp_mapping",
-        "stage2_kl_token_softmax",
-        "stage2_kl_pooled",
-        "stage2_kl_gaussian_batch",
-    }
+    # full, unmapped_at_test, no_lora and egoit_asks_pattern share one stage 2; every other setting has its own
+    shared = ("no_stages_1_2", "no_lora", "unmapped_at_test", "egoit_asks_pattern")
+    assert set(stage2) == {f"stage2_{arm.name}" for arm in ARMS if arm.name not in shared}
     assert stage2["stage2_no_kl"] == ("stage1", ("--ablations", "no_kl"))
-    assert stage2["stage2_mlp_mapping"] == ("stage1", ("--mapping_type", "mlp"))
-    assert stage2["stage2_kl_token_softmax"] == ("stage1", ("--kl_mode", "token_softmax"))
-    assert stage2["stage2_kl_pooled"] == ("stage1", ("--kl_mode", "pooled"))
-    assert stage2["stage2_kl_gaussian_batch"] == ("stage1", ("--kl_mode", "gaussian_batch"))
-
-    stage3 = {output: (start, extra, share) for stage, start, output, extra, share in trains if stage == "stage3"}
-    assert len(stage3) == 2 * len(VARIANTS)
-    assert stage3["stage3_egoit_all_full"] == ("stage2_full", (), 1.0)
-    assert stage3["stage3_egoit_all_no_lora"] == ("stage2_full", ("--ablations", "no_lora"), 1.0)
-    assert stage3["stage3_egoit_all_no_stages_1_2"] == ("init", ("--allow_stage_mismatch", "true"), 1.0)
-    assert stage3["stage3_egoit_10pct_no_kl"] == ("stage2_no_kl", (), 0.1)
-    assert set(evals) == {(setting_name(f), v.name) for f in (1.0, 0.1) for v in VARIANTS}
+    assert stage2["stage2_shuffled_pairs"] == ("stage1", ("--shuffle_pairs", "true"))
+    assert stage2["stage2_no_pattern_words"] == ("stage1_no_pattern", ())
+    stage3 = {output: (start, extra) for stage, start, output, extra, _ in trains if stage == "stage3"}
+    assert "stage3_unmapped_at_test" not in stage3  # it reads the full pipeline's stage 3
+    assert stage3["stage3_full"] == ("stage2_full", ())
+    assert stage3["stage3_no_lora"] == ("stage2_full", ("--ablations", "no_lora"))
+    assert stage3["stage3_no_stages_1_2"] == ("init", ("--allow_stage_mismatch", "true"))
+    assert stage3["stage3_egoit_asks_pattern"] == ("stage2_full", ("--dataset_config", "synthetic_with_pattern"))
+    assert ("unmapped", "stage3_full", "stage3_full_unmapped") in calls
+    evaluated = {out: model for kind, model, out in (c for c in calls if c[0] == "evaluate")}
+    assert evaluated["unmapped_at_test"] == "stage3_full_unmapped" and evaluated["full"] == "stage3_full"
+    assert set(result["evals"]) == set(ARMS_BY_NAME)
+    assert set(result["stage2"]) == set(result["stage3"]) == set(ARMS_BY_NAME) - {"no_stages_1_2", "unmapped_at_test"}
 
     calls.clear()  # a second run reuses every finished folder
-    ablation.run_seed(0, VARIANTS, (1.0, 0.1))
+    runs.run(ARMS)
     assert calls == []
 
 
-def test_a_folder_of_other_sizes_is_refused_but_not_for_other_egoit_or_eval_batch_sizes(tmp_path):
-    """Runs are reused, so their sizes must match; the demo plan's EgoIT fraction (each stage-3 run is given its
-    setting's fraction) and EgoBench batch size are not among them."""
-    plan = DEMO_PLANS["quick"]
-    record_sizes(tmp_path, {"demo_plan": asdict(plan), "world_seed": 0})
-    record_sizes(
-        tmp_path, {"demo_plan": asdict(replace(plan, egoit_fraction=0.3, eval_batch_size=1)), "world_seed": 0}
-    )
-    assert json.loads((tmp_path / "ablation_sizes.json").read_text())["demo_plan"]["egoit_fraction"] == 0.3
-    longer = replace(plan, steps={**plan.steps, "stage3": plan.steps["stage3"] + 1})
-    for sizes in ({"demo_plan": asdict(longer), "world_seed": 0}, {"demo_plan": asdict(plan), "world_seed": 1}):
-        with pytest.raises(SystemExit, match="holds runs of other sizes"):
-            record_sizes(tmp_path, sizes)
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--seeds", "0"], "two or more distinct seeds"),
+        (["--seeds", "3", "3"], "two or more distinct seeds"),
+        (["--jobs", "0"], "--jobs must be >= 1, got 0"),
+    ],
+)
+def test_designs_without_seed_variance_are_refused(argv, message, tmp_path):
+    from exo2ego.cli import main
+
+    with pytest.raises(SystemExit, match=message):
+        main(["ablate", "--quick", "--out", str(tmp_path / "out"), *argv])
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
+def test_the_default_design_holds_the_pre_registered_arms_and_controls():
+    assert DEFAULT_ARMS[0] == FULL
+    assert {arm for hypothesis in HYPOTHESES for arm in hypothesis.arms} <= set(DEFAULT_ARMS)
+    controls = {arm.name for arm in ARMS if arm.role == "negative control" and arm.default}
+    assert controls == {"shuffled_pairs", "unmapped_at_test", "no_pattern_words"}
+    assert ARMS_BY_NAME["no_pattern_words"].exo_corpus == NO_PATTERN_CORPUS
+
+
+def test_unmapped_copy_reads_x_where_the_model_read_f_of_x(tmp_path):
+    """The c(x) control: F of the copy is the identity, and nothing else of the model changes."""
+    import torch
+
+    from exo2ego.ablate import save_unmapped
+    from exo2ego_base.tiny import build_tiny_model
+    from modeling_exo2ego import Exo2EgoForConditionalGeneration
+
+    model, processor = build_tiny_model(seed=0)
+    with torch.no_grad():  # a trained F: far from the identity
+        model.model.ego_to_exo.apply(lambda m: m.weight.add_(0.1) if isinstance(m, torch.nn.Conv2d) else None)
+    model.save_pretrained(tmp_path / "stage3")
+    processor.save_pretrained(tmp_path / "stage3")
+    (tmp_path / "stage3" / "exo2ego_stage.json").write_text("{}")
+    copy = Exo2EgoForConditionalGeneration.from_pretrained(save_unmapped(tmp_path / "stage3", tmp_path / "cx"))
+    vision = model.config.ego_vision_config
+    grid = vision.image_size // vision.patch_size
+    features = torch.randn(2, vision.hidden_size, grid, grid)
+    model.eval(), copy.eval()
+    with torch.no_grad():
+        assert not torch.equal(model.model.ego_to_exo(features), features)
+        assert torch.equal(copy.model.ego_to_exo(features), features)
+    changed = [
+        name
+        for name, value in copy.state_dict().items()
+        if not torch.equal(value, model.state_dict()[name]) and "ego_to_exo" not in name
+    ]
+    assert changed == [] and not (tmp_path / "cx.partial").exists()
+
+
+def write_eval(folder, correct_by_task):
+    for task, correct_by_id in correct_by_task.items():
+        shard = folder / "predictions" / task / "shard-00000-of-00001.jsonl"
+        shard.parent.mkdir(parents=True)
+        shard.write_text("".join(json.dumps({"id": qid, "correct": c}) + "\n" for qid, c in correct_by_id.items()))
+
+
+def simulated_evals(tmp_path, effect_takes: float, seeds: int = 8, takes: int = 30, per_take: int = 6) -> dict:
+    """EgoBench folders of `full` and `no_stages_1_2` per seed: the same noisy process (a seed-level accuracy and a
+    take-level one), except that `full` is forced correct on the first `effect_takes` share of the takes."""
+    rng = np.random.default_rng(0)
+    evals = {}
+    for seed in range(seeds):
+        level = rng.uniform(0.2, 0.5)
+        dirs = {}
+        for arm in (FULL, "no_stages_1_2"):
+            by_task = {}
+            for task in TASKS:
+                correct = {}
+                for take in range(takes):
+                    p = np.clip(level + rng.normal(0, 0.15), 0, 1)
+                    forced = arm == FULL and take < effect_takes * takes and task == PATTERN
+                    for action in range(per_take):
+                        correct[f"{task}/take{take}/{action:02d}/q"] = bool(forced or rng.random() < p)
+                by_task[task] = correct
+            write_eval(tmp_path / f"s{seed}" / arm, by_task)
+            dirs[arm] = str(tmp_path / f"s{seed}" / arm)
+        evals[seed] = dirs
+    return evals
+
+
+def test_statistics_call_a_planted_effect_and_not_a_null(tmp_path):
+    """The full pipeline forced correct on half the takes of the exo-only split is called a gain; the plain split,
+    where both arms are the same noisy process, is not."""
+    results = summarise(simulated_evals(tmp_path, effect_takes=0.5), (FULL, "no_stages_1_2"))
+    effect, null = results[PATTERN]["no_stages_1_2"], results[PLAIN]["no_stages_1_2"]
+    assert effect["two_level_ci"][1] < -10 and effect["sign_flip_p"] <= 2 / 256
+    gain = next(h for h in HYPOTHESES if h.name == "exo_stages_teach_the_pattern")
+    assert hypothesis_verdict(gain, results[PATTERN]) == "held"
+    assert null["two_level_ci"][0] < 0 < null["two_level_ci"][1]  # the primary interval does not call the null
+    assert results[PATTERN][FULL]["diff"] == 0.0 and results[PATTERN][FULL]["accuracy"] > effect["accuracy"]
+    # per-seed differences are the arms' per-seed accuracy gaps, in points
+    gaps = np.subtract(effect["accuracy_per_seed"], results[PATTERN][FULL]["accuracy_per_seed"])
+    assert effect["per_seed"] == pytest.approx(gaps.tolist())
+
+
+def test_arms_that_answered_other_questions_are_refused(tmp_path):
+    write_eval(tmp_path / "full", {task: {f"{task}/t/00/q": True} for task in TASKS})
+    write_eval(tmp_path / "other", {task: {f"{task}/t/01/q": True} for task in TASKS})
+    evals = {seed: {FULL: tmp_path / "full", "no_kl": tmp_path / "other"} for seed in (0, 1)}
+    with pytest.raises(ValueError, match="seed 0: no_kl and full answered different synthetic questions"):
+        summarise(evals, (FULL, "no_kl"))
 
 
 @pytest.mark.timeout(1800)
 def test_quick_ablation_end_to_end(tmp_path):
-    """The command as users run it, at --quick sizes and one seed (the statistics are tested on hand-made cases)."""
+    """The command as users run it, at --quick sizes: two seeds, the default arms (wiring only, no learning)."""
     out = tmp_path / "ablation"
-    results = tmp_path / "copy" / "ablation.json"
     completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "exo2ego",
-            "ablate",
-            "--quick",
-            "--seeds",
-            "0",
-            "--egoit-fractions",
-            "0.5",
-            "--out",
-            str(out),
-            "--variants",
-            FULL,
-            "no_stages_1_2",
-            "kl_pooled",
-            "--results",
-            str(results),
-        ],
+        [sys.executable, "-m", "exo2ego", "ablate", "--quick", "--out", str(out), "--results", str(tmp_path / "r")],
         check=False,
         capture_output=True,
         text=True,
@@ -171,24 +266,25 @@ def test_quick_ablation_end_to_end(tmp_path):
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-3000:]
     summary = json.loads((out / "results.json").read_text())
     assert summary["versions"]["torch"] and set(summary["git"]) == {"commit", "dirty"}  # provenance of the numbers
-    assert json.loads(results.read_text()) == summary
-    assert (out / "ablation.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "r.json").read_text()) == summary and (tmp_path / "r.png").stat().st_size > 1000
+    assert summary["seeds"] == [0, 1] and set(summary["verdicts"]) == {h.name for h in HYPOTHESES}
+    assert set(summary["verdicts"].values()) <= {"held", "failed", "undecided"}
     report = (out / "report.md").read_text()
-    assert "exo2ego ablate --quick" in report and "paired" in report
-    probe = summary["mapping_distances"]["seed0"]["stage2_full"]  # F moved in stage 2; distances are finite
-    assert set(probe) == {"fx_to_y", "x_to_y", "fx_to_other_y", "f_moves_x"} and probe["f_moves_x"] > 0
-    seen = summary["vision_probe"]
-    assert set(seen) == {"exo", "ego"} and all(set(groups) == {"colour", "shape"} for groups in seen.values())
-    assert all(0.0 <= value <= 1.0 for groups in seen.values() for value in groups.values())
-    assert f"| exo | {100 * seen['exo']['colour']:.1f}% |" in report
-    for setting, block in summary["results"].items():
-        rows = block["variants"]
-        assert set(rows) == {FULL, "no_stages_1_2", "kl_pooled"}
-        assert rows[FULL]["diff"] == 0.0 and rows[FULL]["diff_ci"] == [0.0, 0.0]
-        dirs = [out / f"seed{seed}" / "eval" / f"{setting}_no_stages_1_2" for seed in summary["seeds"]]
-        _, correct = correctness_matrix(dirs)
-        assert rows["no_stages_1_2"]["accuracy"] == pytest.approx(100 * correct.mean())
-        assert f"| no_stages_1_2 | {rows['no_stages_1_2']['accuracy']:.1f} |" in report
+    assert (
+        report.startswith("# Exo2Ego ablations")
+        and (out / "preregistration.md").read_text().split("\n", 1)[1] in report
+    )
+    for task in TASKS:
+        rows = summary["results"][task]
+        assert set(rows) == set(DEFAULT_ARMS) and rows[FULL]["diff"] == 0.0
+        assert f"| no_kl | ablation | {rows['no_kl']['accuracy']:.1f} |" in report
+    # each seed has its own world
+    worlds = [json.loads((out / f"seed{s}" / "world" / "egobench" / "build_info.json").read_text()) for s in (0, 1)]
+    assert worlds[0] != worlds[1]
+    probe = summary["mechanism"]["seed0"]["full"]["stage2"]
+    assert set(probe["distances"]) == {"fx_to_y", "x_to_y", "fx_to_other_y", "f_moves_x"}
+    assert set(probe["pattern_probe"]) == {"y", "F(x)", "x", "x (own probe)"}
+    assert set(summary["mechanism"]["seed1"]) == {"full", "no_kl", "shuffled_pairs", "no_pattern_words"}
 
 
 def test_mapping_probe_of_a_fresh_model_sees_f_as_the_identity():

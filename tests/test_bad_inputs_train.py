@@ -153,6 +153,7 @@ REFUSED_RUNS = [
     ("lora-r-without-lora", "stage1", fresh, ["--lora_r", "8"], r"lora_r=8 .*stage1 does not use it"),
     ("save-mode-without-lora", "stage2", fresh, ["--save_mode", "adapter"], r"save_mode='adapter' .*stage2 does not"),
     ("kl-weight-without-kl", "stage1", fresh, ["--kl_weight", "0.5"], r"kl_weight=0\.5 .*stage1 does not use it"),
+    ("shuffle-pairs-without-pairs", "stage1", fresh, ["--shuffle_pairs", "true"], r"shuffle_pairs=True .*stage1"),
     ("mapping-lr-without-mappings", "stage1", fresh, ["--mapping_lr", "1e-4"], r"mapping_lr=0\.0001 .*stage1"),
     ("max-steps-0", "stage1", fresh, ["--max_steps", "0"], r"max_steps must be > 0, or -1 to train .* epochs, got 0"),
     ("max-steps-negative", "stage1", fresh, ["--max_steps", "-5"], r"max_steps must be > 0, or -1 .*got -5"),

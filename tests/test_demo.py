@@ -107,15 +107,14 @@ def test_stage_3_takes_a_seeded_draw_of_egoit(tmp_path):
     assert value("first rows") == "350" and value("first rows", "--subset_seed") is None
 
 
-@pytest.mark.parametrize("command", [["demo", "--egoit-fraction"], ["ablate", "--egoit-fractions", "0.1"]])
-def test_egoit_fractions_outside_0_1_are_refused_by_both_commands(command, capsys):
+def test_egoit_fractions_outside_0_1_are_refused(capsys):
     from exo2ego.cli import build_parser
 
     parser = build_parser()
-    assert parser.parse_args([*command, "1"]).func is not None
+    assert parser.parse_args(["demo", "--egoit-fraction", "1"]).func is not None
     for value in ("0", "1.5", "-0.1"):
         with pytest.raises(SystemExit):
-            parser.parse_args([*command, value])
+            parser.parse_args(["demo", "--egoit-fraction", value])
         assert f"must lie in (0, 1], got {value}" in capsys.readouterr().err
 
 

@@ -16,9 +16,15 @@ import pytest
 
 from datasets_scripts.hub_export import load_folder
 from datasets_scripts.schema import EGOBENCH_FEATURES, EGOIT_FEATURES
-from datasets_scripts.synthetic import WorldConfig, generate_world, plan_world
+from datasets_scripts.synthetic import WorldConfig, generate_world, plan_world, web_exo
 from datasets_scripts.synthetic.narration import ANNOTATOR_TEMPLATES
-from datasets_scripts.synthetic.qa import PATTERN_TASK, egobench_rows, egoit_rows, text_only_baseline
+from datasets_scripts.synthetic.qa import (
+    PATTERN_EGOIT_CONFIG,
+    PATTERN_TASK,
+    egobench_rows,
+    egoit_rows,
+    text_only_baseline,
+)
 from datasets_scripts.synthetic.render import (
     EGO_CAMERA,
     EGO_SHIFT,
@@ -304,6 +310,22 @@ def test_only_web_exo_text_names_patterns(world):
     bench = load_folder(root / "egobench", "synthetic", split="test")
     ego_side += [" ".join([row["question"], *row["options"]]) for row in bench]
     assert len(ego_side) > 100 and not [text for text in ego_side if words.search(text)]
+
+    # The control corpus of `exo2ego ablate`: the same records with no pattern named, the rest of each caption kept.
+    stripped = web_exo.without_pattern_words(web)
+    assert not [record for record in stripped if words.search(json.dumps(record))]
+    for before, after in zip(web, stripped):
+        caption = before["conversations"][1]["value"]
+        assert after["conversations"][1]["value"] == caption.replace(words.search(caption)[0] + " ", "")
+        assert after["video"] == before["video"] and after["conversations"][0] == before["conversations"][0]
+    assert words.search(web[0]["conversations"][1]["value"])  # the input is left as it was
+
+    # The positive control's EgoIT config: the default rows plus pattern questions about the same train takes.
+    control = load_folder(root / "egoit", PATTERN_EGOIT_CONFIG, split="train")
+    extra = [row for row in control if row["id"] not in set(egoit["id"])]
+    assert len(control) == len(egoit) + len(extra) and {row["task"] for row in extra} == {"mcq", "open_qa"}
+    assert all(words.search(row["answer"]) for row in extra) and info["counts"]["egoit_rows"] == len(egoit)
+    assert {row["video"] for row in extra} <= {row["video"] for row in egoit}
 
 
 def test_pattern_split_asks_the_exo_only_attribute(world):

@@ -210,3 +210,52 @@ def test_decoded_clip_cache_serves_repeated_segments_and_evicts_the_least_recent
     assert len(decoded) == 4
     samples[1]  # noqa: B018
     assert len(decoded) == 5
+
+
+def test_shuffled_pairs_take_each_exo_clip_from_another_take(tmp_path):
+    """The negative control of the stage-2 losses: ego clip and text of the row, exo clip of a row of another take."""
+    from train.data import cross_take_partners
+
+    rows = []
+    for take in range(3):
+        write_mp4(tmp_path / f"t{take}/ego.mp4", shade=50 * take)
+        for cam in CAMS[:2]:
+            write_mp4(tmp_path / f"t{take}/{cam}.mp4", shade=50 * take)
+        rows += [
+            {
+                "clip_id": f"t{take}_{k}",
+                "take_uid": f"t{take}",
+                "start_sec": 0.5 * k,
+                "end_sec": 0.5 * k + 1.0,
+                "text": f"take {take} clip {k}",
+                "ego_video": f"t{take}/ego.mp4",
+                "exo_videos": [f"t{take}/{cam}.mp4" for cam in CAMS[:2]],
+                "exo_cams": CAMS[:2],
+            }
+            for k in range(2)
+        ]
+    clips = Dataset.from_list(rows)
+
+    def take_of(frames):  # green encodes the take (shade 50 * take)
+        return round(int(frames[0, 12, 16, 1]) / 50)
+
+    for shuffled in (False, True):
+        samples = EgoExoClipSamples(
+            clips, str(tmp_path), 2, ("pair",), "Describe.", exo_sampling="all_pairs", shuffle_pairs=shuffled
+        )
+        for index in range(len(samples)):
+            sample = samples[index]
+            row = rows[[r["clip_id"] for r in rows].index(sample["sample_id"])]
+            own_take = int(row["take_uid"][1:])
+            assert sample["target"] == row["text"] and take_of(sample["ego_frames"]) == own_take
+            assert (take_of(sample["exo_frames"]) != own_take) == shuffled
+
+    partners = cross_take_partners(clips["take_uid"], seed=0)
+    assert sorted(partners) == list(range(len(rows)))  # every exo clip is used once
+    assert all(rows[p]["take_uid"] != rows[i]["take_uid"] for i, p in enumerate(partners))
+    many = [f"take{row // 3}" for row in range(60)]
+    assert not np.array_equal(cross_take_partners(many, seed=0), cross_take_partners(many, seed=1))  # seeded
+    with pytest.raises(ValueError, match="less than half of the rows; one holds 3 of 4"):
+        cross_take_partners(["a", "a", "a", "b"], seed=0)
+    with pytest.raises(ValueError, match="needs the 'pair' branch"):
+        EgoExoClipSamples(clips, str(tmp_path), 2, ("exo",), "Describe.", shuffle_pairs=True)

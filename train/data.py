@@ -13,6 +13,9 @@ Exo camera choice (Ego-ExoClip rows offer 4-5 exo cameras):
 - `best_exo`: the row's `best_exo_cam` (Ego-Exo4D's best exocentric view; rows where it is null fall back to the
   seeded draw).
 
+`shuffle_pairs` is a negative control of the stage-2 losses: each ego clip is paired with the exo clip of a row of
+another take (:func:`cross_take_partners`), so the KL and the cycle loss see pairs that are not synchronized.
+
 Initialization from two sources (paper §4.1): `CaptionSamples` reads caption rows (`CAPTION_FEATURES`: web
 image/video-text pairs for the exo tower, EgoClip for the ego tower) and `MixedSourceSamples` combines them: each of
 its items holds `exo_per_item` exo samples and `ego_per_item` ego samples (the `init_mix` ratio), so every
@@ -235,6 +238,7 @@ class EgoExoClipSamples(VideoSamples):
         seed: int = 0,
         where: str = "Ego-ExoClip",
         cache: DecodedClipCache | None = None,
+        shuffle_pairs: bool = False,
     ):
         super().__init__(table, video_root, num_frames, cache)
         check_columns(table, CLIP_COLUMNS, where)
@@ -251,6 +255,12 @@ class EgoExoClipSamples(VideoSamples):
         self._pair_offsets = (
             np.cumsum(self._num_cams).tolist() if exo_sampling == "all_pairs" and "exo" in self.views else None
         )
+        self._exo_rows = None
+        if shuffle_pairs:
+            if self.views != {"ego", "exo"}:
+                raise ValueError(f"{where}: shuffle_pairs pairs ego with exo clips; it needs the 'pair' branch")
+            takes = table.data.column("take_uid").to_pylist()
+            self._exo_rows = cross_take_partners(takes, seed, where)
 
     def __len__(self) -> int:
         return self._pair_offsets[-1] if self._pair_offsets else len(self.table)
@@ -294,6 +304,10 @@ class EgoExoClipSamples(VideoSamples):
         sample = {"sample_id": row["clip_id"], "prompt": self.prompt, "target": row["text"]}
         if "ego" in self.views:
             sample["ego_frames"] = self.read_frames(row["ego_video"], times)
+        if camera is not None and self._exo_rows is not None:  # the exo clip of another take's row, at its own times
+            exo_row = int(self._exo_rows[row_index])
+            row, camera = self.table[exo_row], camera % int(self._num_cams[exo_row])
+            times = self.timestamps(row["start_sec"], row["end_sec"])
         if camera is not None:
             if len(row["exo_videos"]) != len(row["exo_cams"]):
                 raise ValueError(
@@ -302,6 +316,27 @@ class EgoExoClipSamples(VideoSamples):
             sample["exo_frames"] = self.read_frames(row["exo_videos"][camera], times)
             sample["exo_cam"] = row["exo_cams"][camera]
         return sample
+
+
+def cross_take_partners(takes: list[str], seed: int, where: str = "Ego-ExoClip") -> np.ndarray:
+    """Row i -> a row of another take, for the shuffled-pairs control (a permutation of the rows).
+
+    The takes are put in a seeded random order, the rows sorted by it, and each row paired with the row `m` places
+    further on (cyclically), `m` the largest take's row count: no row then lands in its own take, provided no take
+    holds half of the rows or more.
+    """
+    names, sizes = np.unique(np.asarray(takes, dtype=object), return_counts=True)
+    largest = int(sizes.max()) if len(sizes) else 0
+    if 2 * largest > len(takes):
+        raise ValueError(
+            f"{where}: shuffle_pairs needs every take to hold less than half of the rows; one holds {largest} of "
+            f"{len(takes)}"
+        )
+    rank = dict(zip(names, np.random.default_rng(seed).permutation(len(names))))
+    order = np.array(sorted(range(len(takes)), key=lambda row: (rank[takes[row]], row)))
+    partners = np.empty(len(takes), dtype=np.int64)
+    partners[order] = np.roll(order, -largest)
+    return partners
 
 
 def egoit_prompt(row: dict) -> str:

@@ -59,6 +59,7 @@ STAGE_SPECIFIC_ARGUMENTS = {
     "connector_lr": lambda stage: "connector" in stage.trainable,
     "exo_sampling": lambda stage: stage.spec.data == "ego_exo_clip",
     "clip_prompt": lambda stage: stage.spec.data == "ego_exo_clip",
+    "shuffle_pairs": lambda stage: "pair" in stage.branches,
 }
 
 # Arguments a resumed run may change: where and how it logs, saves, pushes and loads data, not what it trains.
@@ -114,6 +115,13 @@ class DataArguments:
         metadata={
             "help": "Ego-ExoClip exo camera per sample: all_pairs (paper: every (narration, camera) once per "
             "epoch) | random (one seeded camera per narration per epoch) | best_exo"
+        },
+    )
+    shuffle_pairs: bool = field(
+        default=False,
+        metadata={
+            "help": "Negative control of stage 2: pair each ego clip with the exo clip of another take (seeded), so "
+            "the KL and cycle loss see unsynchronized pairs (exo2ego ablate's shuffled_pairs arm)."
         },
     )
     exo_dataset_path: str | None = field(
@@ -566,6 +574,7 @@ def build_dataset(resolved: ResolvedStage, data_args: DataArguments, num_frames:
             seed=seed,
             where=where,
             cache=decoded_clip_cache(data_args),
+            shuffle_pairs=data_args.shuffle_pairs,
         )
     samples.check_video_root(where, "--video_root")
     return samples

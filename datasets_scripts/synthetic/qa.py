@@ -45,6 +45,8 @@ from .script import COLOURS, PATTERNS, SHAPES, VERB_ANSWERS
 
 TASK = "synthetic"
 PATTERN_TASK = "synthetic_pattern"
+# EgoIT config of the ablation's positive control: config "synthetic" plus the pattern questions of the train takes.
+PATTERN_EGOIT_CONFIG = "synthetic_with_pattern"
 CAPTIONS_FOLDER = "egoclip"
 CAPTIONS_CONFIG = "captions"
 OBJECT_QUESTIONS = {
@@ -199,14 +201,19 @@ def egobench_rows(plans, seed: int, variant: str = "448", task: str = TASK) -> l
     return rows
 
 
-def egoit_rows(plans, seed: int, variant: str = "448") -> list[dict[str, Any]]:
-    """Instruction rows about the train takes: multiple choice, open QA and first-person captions."""
+def egoit_rows(plans, seed: int, variant: str = "448", ask_pattern: bool = False) -> list[dict[str, Any]]:
+    """Instruction rows about the train takes: multiple choice, open QA and first-person captions; with
+    `ask_pattern` also the pattern questions (the positive control of `exo2ego ablate`: EgoIT that names the
+    exo-only knowledge)."""
     templates = instruction_templates()
     rows = []
     for plan in plans:
         if plan.split != "train" or not plan.render:
             continue
-        for q in take_questions(plan, seed, variant):
+        questions = take_questions(plan, seed, variant)
+        if ask_pattern:
+            questions += pattern_questions(plan, seed, variant)
+        for q in questions:
             for task in ("mcq", "open_qa"):
                 row_id = f"{TASK}/{q.key}/{task}"
                 options = None
@@ -306,6 +313,16 @@ def _card_sections(kind: str, counts: dict[str, int]) -> dict[str, str]:
             + ", ".join(f"{count} {name}" for name, count in sorted(counts.items()))
             + "."
         ),
+        **(
+            {
+                "Configs": (
+                    f"`{TASK}` (default) never names an object's pattern; `{PATTERN_EGOIT_CONFIG}` holds the same "
+                    "rows plus questions about the handled object's pattern, the positive control of `exo2ego ablate`."
+                )
+            }
+            if kind == "egoit"
+            else {}
+        ),
         "Loading": f"```python\n{load}\n```",
         "Videos": (
             "`video` is the ego (Aria) view in `downscaled/448`, relative to the world root; "
@@ -316,8 +333,8 @@ def _card_sections(kind: str, counts: dict[str, int]) -> dict[str, str]:
 
 
 def write_qa_folders(root: Path, plans, config) -> dict[str, Any]:
-    """Write ``root/egoit`` (config "synthetic"), ``root/egobench`` (configs "synthetic" and "synthetic_pattern")
-    and ``root/egoclip`` (config "captions"); returns their counts.
+    """Write ``root/egoit`` (config "synthetic", the default, and :data:`PATTERN_EGOIT_CONFIG`), ``root/egobench``
+    (configs "synthetic" and "synthetic_pattern") and ``root/egoclip`` (config "captions"); returns their counts.
 
     Called inside the world's staging folder, so all appear atomically with the world.
     """
@@ -326,15 +343,17 @@ def write_qa_folders(root: Path, plans, config) -> dict[str, Any]:
     egobench = {task: egobench_rows(plans, config.seed, variant, task) for task in (TASK, PATTERN_TASK)}
     baselines = {task: text_only_baseline(egoit, rows) for task, rows in egobench.items()}
     results = {}
+    egoit_tables = {TASK: egoit, PATTERN_EGOIT_CONFIG: egoit_rows(plans, config.seed, variant, ask_pattern=True)}
     for kind, tables, features, split in (
-        ("egoit", {TASK: egoit}, EGOIT_FEATURES, "train"),
+        ("egoit", egoit_tables, EGOIT_FEATURES, "train"),
         ("egobench", egobench, EGOBENCH_FEATURES, "test"),
     ):
         folder = Path(root) / kind
         data_files = hub_export.write_parquet_configs(
             folder, {task: {split: rows} for task, rows in tables.items()}, dict.fromkeys(tables, features)
         )
-        rows = [row for table in tables.values() for row in table]
+        # EgoIT counts its default config: the positive control's config repeats those rows
+        rows = tables[TASK] if kind == "egoit" else [row for table in tables.values() for row in table]
         by_kind = Counter(row["task"] if kind == "egoit" else row["subset"] for row in rows)
         card = hub_export.make_dataset_card(
             data_files,

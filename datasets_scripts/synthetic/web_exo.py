@@ -18,13 +18,15 @@ builds the init stage's exo captions from it::
 
 from __future__ import annotations
 
+import copy
 import math
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from .render import Camera, VideoWriter, downscale, render_frame, scaled
-from .script import TakeScript, make_script
+from .script import PATTERNS, TakeScript, make_script
 
 FOLDER = "web_exo"
 ANNOTATIONS = "web_exo.json"
@@ -129,6 +131,20 @@ def annotations(scenes: list[WebScene]) -> list[dict]:
         }
         for scene in scenes
     ]
+
+
+_PATTERN_WORD = re.compile(rf"\b(?:{'|'.join(PATTERNS)}) ")
+
+
+def without_pattern_words(records: list[dict]) -> list[dict]:
+    """A copy of VideoLLaMA2 records (:func:`annotations`) whose answers name no pattern ("A person picks up a red
+    box."): the exo corpus of the control in which no text names the exo-only knowledge (`exo2ego ablate`)."""
+    stripped = copy.deepcopy(records)
+    for record in stripped:
+        for turn in record["conversations"]:
+            if turn["from"] == "gpt":
+                turn["value"] = _PATTERN_WORD.sub("", turn["value"])
+    return stripped
 
 
 def chunks(scenes: list[WebScene], size: int) -> list[list[WebScene]]:
