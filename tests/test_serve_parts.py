@@ -2,6 +2,7 @@
 
 import http.server
 import os
+import re
 import threading
 
 import pytest
@@ -35,14 +36,47 @@ def test_local_files_under_the_root_only(media):
     assert raised.value.status_code == 404
     for url, message in (
         (f"file://otherhost{media}/clip.mp4", "names host 'otherhost'"),
-        ("data:video/mp4;base64,AAAA", "unsupported video URL"),
         ("clip.mp4", "unsupported video URL"),
+        ("ftp://example.com/clip.mp4", "unsupported video URL"),
         ("http://127.0.0.1:9/clip.mp4", "--allow-remote-media"),
     ):
         with pytest.raises(MediaError, match=message):
             policy.local_path(url)
     with pytest.raises(NotADirectoryError, match="--media-root"):
         MediaPolicy(media / "clip.mp4")
+
+
+def test_data_urls_up_to_their_limit_and_never_echoed(media):
+    import base64
+
+    policy = MediaPolicy(media, max_data_url_bytes=1000)
+    content = bytes(range(256)) * 3
+    url = "data:video/mp4;base64," + base64.b64encode(content).decode()
+    path, temporary = policy.local_path(url + "#t=1,2")
+    assert temporary and path.endswith(".mp4") and open(path, "rb").read() == content
+    os.unlink(path)
+    assert policy.data_url_content(url.replace("video/mp4", "image/png"), "image") == ("image/png", content)
+    wrapped = url[:40] + "\n" + url[40:]  # MIME-style line breaks are fine
+    assert policy.data_url_content(wrapped, "video")[1] == content
+    big = "data:video/mp4;base64," + base64.b64encode(b"x" * 2000).decode()
+    for bad, message, status in (
+        (big, "about 0.0 MiB is larger than this server's --max-data-url-mb of 0.0009537 MiB", 413),
+        ("data:image/png;base64,AAAA", "a data:image/png URL in a video part", 400),
+        ("data:video/mp4,AAAA", "only base64 data: URLs", 400),
+        ("data:video/mp4;base64,A!AA", "is not valid base64", 400),
+        ("data:video/mp4;base64" + "A" * 100, "has no ','", 400),
+    ):
+        with pytest.raises(MediaError, match=re.escape(message)) as raised:
+            policy.local_path(bad)
+        assert raised.value.status_code == status
+        assert "AAAAAAAAAAAAAAAAAAAA" not in str(raised.value) and "eHh4eHh4" not in str(raised.value)
+    for name, message in ((f"{'x/' * 200}clip.mp4", "not found"), (f"{'x' * 500}.mp4", "File name too long")):
+        with pytest.raises(MediaError, match=message) as raised:  # a name too long is a 400, not a server error
+            MediaPolicy(media).local_path(f"file://{media}/{name}")
+        assert len(str(raised.value)) < 200 and "..." in str(raised.value)
+    with pytest.raises(MediaError, match="relative path 'clip.mp4'"):
+        policy.file_path("clip.mp4")
+    assert policy.file_path(str(media / "clip.mp4")) == str(media / "clip.mp4")
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ logger = logging.getLogger(__name__)
 
 
 def positive_mib(text: str) -> float:
-    """argparse type of `--max-body-mb`: a finite number of MiB above 0."""
+    """argparse type of `--max-body-mb` and `--max-data-url-mb`: a finite number of MiB above 0."""
     try:
         value = float(text)
     except ValueError:
@@ -56,6 +56,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--max-body-mb", type=positive_mib, default=16.0, help="largest request body in MiB; larger ones get HTTP 413"
     )
     parser.add_argument(
+        "--max-data-url-mb",
+        type=positive_mib,
+        default=64.0,
+        help="largest base64 data: URL (a video, or one image) in MiB; larger ones get HTTP 413 (the body must also "
+        "fit --max-body-mb)",
+    )
+    parser.add_argument(
         "--api-key",
         default=os.environ.get("EXO2EGO_API_KEY"),
         help="clients must send 'Authorization: Bearer KEY' (default: $EXO2EGO_API_KEY); required unless --host is "
@@ -74,7 +81,11 @@ def build_app(args: argparse.Namespace):
     from .media import MediaPolicy
     from .server import ServerSettings, create_app
 
-    policy = MediaPolicy(args.media_root, allow_remote_media=args.allow_remote_media)
+    policy = MediaPolicy(
+        args.media_root,
+        allow_remote_media=args.allow_remote_media,
+        max_data_url_bytes=int(args.max_data_url_mb * 2**20),
+    )
     model, processor = load_model_and_processor(args.model, args.dtype, args.trust_remote_code)
     engine = GenerationEngine(
         model,

@@ -9,12 +9,17 @@ A request is checked before any work: the API key (when set), `Content-Type: app
 web page cannot post a JSON body cross-site without a CORS preflight), the body size (413, read no further than the
 limit), the JSON nesting depth, the fields, and then, before the video is read or any tensor is made, that the
 tokenized prompt plus `max_tokens` fits the model's context.
+
+Every refused request (4xx) and failed one (5xx) is logged as one line (status, method, path, reason; a URL in the
+reason is cut to 80 characters, a `data:` URL to its header) and every answer is counted by path and status code:
+`GET /metrics` shows the counts in Prometheus' text format, with the queue depth and batch counts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import io
 import json
 import logging
 import os
@@ -23,23 +28,33 @@ import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from PIL import Image, UnidentifiedImageError
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from .engine import GenerationEngine, GenerationJob, QueueFullError, SamplingParams
-from .media import MediaError, MediaPolicy
+from .media import MediaError, MediaPolicy, media_fragment_window
 from .protocol import (
     MAX_JSON_DEPTH,
     ChatCompletionRequest,
+    MediaRef,
+    MediaSource,
+    RequestError,
     describe_validation_error,
     nesting_depth,
     to_conversation,
 )
 
 logger = logging.getLogger(__name__)
+
+# Image formats an image part may hold (the first frame of an animated one).
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
+# Paths /metrics counts by name; any other path is counted as "other".
+COUNTED_PATHS = ("/v1/chat/completions", "/v1/models", "/health", "/metrics")
 
 
 class ApiError(Exception):
@@ -71,8 +86,76 @@ def _error_body(message: str, status_code: int, param: str | None = None) -> dic
     return {"error": {"message": message, "type": kind, "param": param, "code": status_code}}
 
 
+class RequestCounts:
+    """Answers by (path, status code), counted by `CountRequests` as their status line goes out."""
+
+    def __init__(self):
+        self.counts: dict[tuple[str, int], int] = {}
+
+    def add(self, path: str, status: int) -> None:
+        key = (path if path in COUNTED_PATHS else "other", status)
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    def prometheus(self, engine: GenerationEngine) -> str:
+        """The counts, queue depth and batch counts in Prometheus' text exposition format."""
+        lines = [
+            "# HELP exo2ego_requests_total HTTP requests answered, by path, status code and outcome "
+            "(accepted: 1xx-3xx, refused: 4xx, failed: 5xx).",
+            "# TYPE exo2ego_requests_total counter",
+        ]
+        for (path, status), count in sorted(self.counts.items()):
+            outcome = "accepted" if status < 400 else "refused" if status < 500 else "failed"
+            lines.append(f'exo2ego_requests_total{{path="{path}",code="{status}",outcome="{outcome}"}} {count}')
+        sizes = list(engine.batch_sizes)
+        for name, kind, text, value in (
+            ("exo2ego_queue_depth", "gauge", "Requests waiting for the generation worker.", engine.queue_depth),
+            ("exo2ego_batches_total", "counter", "generate calls run.", len(sizes)),
+            ("exo2ego_generated_requests_total", "counter", "Requests answered by generate.", sum(sizes)),
+            ("exo2ego_largest_batch", "gauge", "Most requests one generate call has run.", max(sizes, default=0)),
+        ):
+            lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", f"{name} {value}"]
+        return "\n".join(lines) + "\n"
+
+
+class CountRequests:
+    """ASGI middleware: counts each HTTP answer's status in `counts` (a failure that escapes the app as a 500)."""
+
+    def __init__(self, app, counts: RequestCounts):
+        self.app = app
+        self.counts = counts
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def counting_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start" and not started:
+                started = True
+                self.counts.add(scope["path"], message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        except Exception:
+            if not started:
+                self.counts.add(scope["path"], 500)
+            raise
+
+
+def _log_refusal(request: Request, status_code: int, reason: str) -> None:
+    """One log line for a refused (4xx) or failed (5xx) request: status, method, path and reason."""
+    reason = " ".join(reason.split())
+    if len(reason) > 500:
+        reason = reason[:497] + "..."
+    verdict = "refused" if status_code < 500 else "failed"
+    logger.warning("%s %d %s %s: %s", verdict, status_code, request.method, request.url.path, reason)
+
+
 def create_app(engine: GenerationEngine, processor, policy: MediaPolicy, settings: ServerSettings) -> FastAPI:
-    """The app around a not yet started `engine`; the app's lifespan starts and closes it."""
+    """The app around a not yet started `engine`; the app's lifespan starts and closes it. `app.state` holds the
+    engine and the processor (tests watch what the engine receives)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -83,9 +166,13 @@ def create_app(engine: GenerationEngine, processor, policy: MediaPolicy, setting
             await run_in_threadpool(engine.close)
 
     app = FastAPI(title="Exo2Ego OpenAI-compatible server", lifespan=lifespan)
+    app.state.engine, app.state.processor = engine, processor
+    counts = RequestCounts()
+    app.add_middleware(CountRequests, counts=counts)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError):
+        _log_refusal(request, error.status_code, str(error))
         return JSONResponse(
             _error_body(str(error), error.status_code, error.param),
             status_code=error.status_code,
@@ -94,6 +181,7 @@ def create_app(engine: GenerationEngine, processor, policy: MediaPolicy, setting
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException):  # unknown path, wrong method
+        _log_refusal(request, error.status_code, str(error.detail))
         return JSONResponse(
             _error_body(str(error.detail), error.status_code), status_code=error.status_code, headers=error.headers
         )
@@ -118,6 +206,10 @@ def create_app(engine: GenerationEngine, processor, policy: MediaPolicy, setting
             "largest_batch": max(sizes, default=0),
         }
 
+    @app.get("/metrics")
+    async def metrics():
+        return PlainTextResponse(counts.prometheus(engine), media_type="text/plain; version=0.0.4")
+
     @app.get("/v1/models", dependencies=[Depends(authorized)])
     async def models():
         card = {"id": settings.served_model_name, "object": "model", "created": 0, "owned_by": "exo2ego"}
@@ -129,7 +221,7 @@ def create_app(engine: GenerationEngine, processor, policy: MediaPolicy, setting
         chat = _parse(await _read_body(request, settings.max_body_bytes))
         if chat.model is not None and chat.model != settings.served_model_name:
             raise ApiError(
-                f"model {chat.model!r} is not served here; this server serves "
+                f"model {chat.model[:80]!r} is not served here; this server serves "
                 f"{settings.served_model_name!r} (see /v1/models)",
                 404,
                 "model",
@@ -247,51 +339,160 @@ def _sampling_params(chat: ChatCompletionRequest, generation_config, settings: S
 def _prepare_inputs(
     chat: ChatCompletionRequest, processor, policy: MediaPolicy, settings: ServerSettings, max_tokens: int
 ):
-    """Check the prompt's length, then resolve the video URL, decode its frames and tokenize the prompt (runs in a
-    worker thread)."""
-    videos = chat.videos()
-    if len(videos) > 1:
+    """Check the frame count and the prompt's length, then read the video (a file, or the frames of image parts)
+    and tokenize the prompt (runs in a worker thread)."""
+    sources = chat.media()
+    if len(sources) > 1:
         raise ApiError(
-            f"{len(videos)} videos in one request; Exo2Ego answers about one video per conversation", param="messages"
+            f"{len(sources)} videos in one request ({', '.join(source.where for source in sources)}); Exo2Ego answers "
+            "about one video per conversation (the image parts of one message are the frames of one video)",
+            param="messages",
         )
-    num_frames = chat.num_frames or processor.num_frames
+    try:
+        num_frames = chat.requested_num_frames() or processor.num_frames
+    except RequestError as error:
+        raise ApiError(str(error), param=error.param) from error
     if num_frames > settings.max_frames:
         raise ApiError(
             f"num_frames {num_frames} is more than this server allows (--max-frames {settings.max_frames})",
             param="num_frames",
         )
-    # The template writes the same text whatever the video's path: render it from the URLs to check its length
-    # before anything is fetched or decoded.
-    text = processor.apply_chat_template(
-        to_conversation(chat, [video.url for video in videos]), add_generation_prompt=True
-    )
+    # The template writes the same text whatever the video: render it to check its length before anything is
+    # fetched or decoded.
+    text = processor.apply_chat_template(to_conversation(chat), add_generation_prompt=True)
     _check_context(processor, text, num_frames, max_tokens, settings.context_length)
-    paths, temporary = [], []
+    temporary: list[str] = []
     try:
-        for video in videos:
-            try:
-                path, is_temporary = policy.local_path(video.url)
-            except MediaError as error:
-                raise ApiError(str(error), error.status_code, "messages") from error
-            paths.append(path)
-            if is_temporary:
-                temporary.append(path)
-        conversation = to_conversation(chat, paths)
-        video_inputs = [item for message in conversation for item in message["content"] if item["type"] == "video"]
+        videos = [_read_source(source, processor, policy, num_frames, temporary) for source in sources]
         try:
             # The template already wrote the BOS token, as apply_chat_template(tokenize=True) does.
             return processor(
                 text=[text],
-                videos=video_inputs or None,
+                videos=videos or None,
                 num_frames=num_frames,
                 add_special_tokens=False,
                 return_tensors="pt",
             )
         except (ValueError, OSError) as error:
-            raise ApiError(f"cannot read the video: {error}", param="messages") from error
+            where = f"{sources[0].where}: " if sources else ""
+            raise ApiError(f"{where}cannot read the video: {error}", param="messages") from error
     finally:
         for path in temporary:
             os.unlink(path)
+
+
+def _read_source(source: MediaSource, processor, policy: MediaPolicy, num_frames: int, temporary: list[str]):
+    """The processor's video input for `source`: `{"path", "start_sec", "end_sec"}` for a video, a list of frames
+    for images. Temporary files made on the way are added to `temporary`."""
+    if source.video is None:
+        return _read_frames(source, processor, policy, num_frames, temporary)
+    video = source.video
+    window = _window(video)
+    return {"path": _local_file(video, policy, temporary), **window}
+
+
+def _window(video: MediaRef) -> dict:
+    """A video's window from its `start_sec` / `end_sec` and its URL's `#t=` media fragment; 400 where they
+    disagree."""
+    try:
+        fragment = media_fragment_window(video.url) if video.url else (None, None)
+    except MediaError as error:
+        raise ApiError(f"{video.where}: {error}", error.status_code, "messages") from error
+    window = {}
+    for name, bound, given, from_url in zip(
+        ("start_sec", "end_sec"), ("start", "end"), (video.start_sec, video.end_sec), fragment
+    ):
+        if given is not None and from_url is not None and given != from_url:
+            raise ApiError(
+                f"{video.where}: {name} {given} and the URL's #t= {bound} {from_url} disagree; give the window once",
+                param="messages",
+            )
+        value = given if given is not None else from_url
+        if value is not None:
+            window[name] = value
+    return window
+
+
+def _local_file(item: MediaRef, policy: MediaPolicy, temporary: list[str]) -> str:
+    """The local file `item` names (a temporary one for a remote or `data:` URL), under the media policy."""
+    try:
+        if item.url is None:
+            return policy.file_path(item.path, kind=item.kind)
+        path, is_temporary = policy.local_path(item.url, item.kind)
+    except MediaError as error:
+        raise ApiError(f"{item.where}: {error}", error.status_code, "messages") from error
+    if is_temporary:
+        temporary.append(path)
+    return path
+
+
+def _read_frames(source: MediaSource, processor, policy: MediaPolicy, num_frames: int, temporary: list[str]) -> list:
+    """The frames of `source`'s images, in order. Every image is opened (its header: a broken part is refused even
+    if it is not sampled) and must have the first one's size; of more than `num_frames` images only those the
+    processor would sample are decoded: the midpoints of `num_frames` equal segments, as it samples decoded frames
+    (`Exo2EgoProcessor.load_video`). Fewer images go to the processor as they are, which repeats frames, unless it
+    refuses short videos (`short_video="error"`)."""
+    frames = source.frames
+    images = []
+    try:
+        for item in frames:
+            images.append(_open_image(item, policy, temporary))
+            width, height = images[-1].size
+            if images[-1].size != images[0].size:
+                raise ApiError(
+                    f"{item.where}: a frame of {width}x{height} pixels, but {frames[0].location} is "
+                    f"{images[0].size[0]}x{images[0].size[1]}; all frames of a video must have one size",
+                    param="messages",
+                )
+        if len(images) < num_frames and getattr(processor, "short_video", "repeat") == "error":
+            count = f"{len(images)} frame" + ("s" if len(images) > 1 else "")
+            raise ApiError(
+                f"{source.where}: {count}, but the model takes {num_frames} (num_frames) and its processor refuses "
+                f"shorter videos (short_video='error'); send at least {num_frames} frames or a lower num_frames",
+                param="messages",
+            )
+        if len(images) > num_frames:
+            picked = np.floor((np.arange(num_frames) + 0.5) * len(images) / num_frames).astype(int).tolist()
+        else:
+            picked = list(range(len(images)))
+        decoded = {}
+        for index in picked:
+            if index not in decoded:
+                try:
+                    decoded[index] = images[index].convert("RGB")
+                except (OSError, ValueError, SyntaxError, EOFError) as error:  # PIL's broken-file errors
+                    raise ApiError(
+                        f"{frames[index].where}: cannot read the image: {error}", param="messages"
+                    ) from None
+        return [decoded[index] for index in picked]
+    finally:
+        for image in images:
+            image.close()
+
+
+def _open_image(item: MediaRef, policy: MediaPolicy, temporary: list[str]) -> Image.Image:
+    """`item`'s image, opened (header read, pixels not yet decoded)."""
+    try:
+        if item.url is not None and item.url[:5].lower() == "data:":
+            source = io.BytesIO(policy.data_url_content(item.url, "image")[1])
+        else:
+            source = _local_file(item, policy, temporary)
+        image = Image.open(source, formats=IMAGE_FORMATS)
+    except MediaError as error:
+        raise ApiError(f"{item.where}: {error}", error.status_code, "messages") from error
+    except UnidentifiedImageError:
+        formats = ", ".join(IMAGE_FORMATS[:-1]) + f" or {IMAGE_FORMATS[-1]}"
+        raise ApiError(f"{item.where}: cannot read the image: not a {formats} image", param="messages") from None
+    except (Image.DecompressionBombError, OSError) as error:
+        raise ApiError(f"{item.where}: cannot read the image: {error}", param="messages") from None
+    if Image.MAX_IMAGE_PIXELS and image.width * image.height > Image.MAX_IMAGE_PIXELS:
+        image.close()
+        raise ApiError(
+            f"{item.where}: an image of {image.width}x{image.height} pixels is larger than this server reads "
+            f"({Image.MAX_IMAGE_PIXELS} pixels)",
+            param="messages",
+        )
+    return image
 
 
 def _check_context(processor, text: str, num_frames: int, max_tokens: int, context_length: int) -> None:
