@@ -84,6 +84,11 @@ def parquet_relpath(config: str, split: str, shard: int = 0, num_shards: int = 1
     return f"data/{config}/{split}-{shard:05d}-of-{num_shards:05d}.parquet"
 
 
+ROW_GROUP_ROWS = 10_000  # rows per Parquet row group (fixed, so the bytes do not depend on how rows arrive)
+PARQUET_OPTIONS = {"compression": "zstd", "write_statistics": True}
+BATCH_ROWS = 1_000  # rows a streaming writer holds as Python dicts before turning them into Arrow columns
+
+
 def write_parquet_table(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], features=None) -> int:
     """Write ``rows`` (in the given order) to one Parquet file; return the row count.
 
@@ -105,25 +110,104 @@ def write_parquet_table(path: str | os.PathLike, rows: Sequence[Mapping[str, Any
     table = table.replace_schema_metadata(dataset.features.arrow_schema.metadata)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     # No timestamps are written by pyarrow; fixed row-group size and compression keep bytes stable.
-    pq.write_table(table, str(path), row_group_size=10_000, compression="zstd", write_statistics=True)
+    pq.write_table(table, str(path), row_group_size=ROW_GROUP_ROWS, **PARQUET_OPTIONS)
     return table.num_rows
+
+
+def _plain_feature(feature) -> bool:
+    """A ``Value`` of a string, number or bool type, or a list of one: features whose encoding leaves such Python
+    values as they are, so Arrow can take the values directly."""
+    import datasets
+    import pyarrow as pa
+
+    if isinstance(feature, (datasets.List, datasets.LargeList)):
+        return _plain_feature(feature.feature)
+    if type(feature) is not datasets.Value:
+        return False
+    kind = feature.pa_type
+    return any(
+        check(kind) for check in (pa.types.is_string, pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean)
+    )
+
+
+def rows_to_table(rows: Sequence[Mapping[str, Any]], features, keys: Sequence[str] | None = None):
+    """The Arrow table ``datasets.Dataset.from_list(rows, features)`` holds, with the features' schema metadata.
+
+    ``keys``: the columns, in order (``from_list`` takes the first row's keys; a writer that converts a file's rows
+    batch by batch passes the keys of the file's first row). Rows whose keys are the features' and whose values
+    already have their column's Python type (what the builders' row constructors give) go straight to Arrow, about
+    15 times faster; anything else (other keys, a value that needs ``datasets``' encoding or that Arrow refuses)
+    goes through ``datasets``.
+    """
+    import datasets
+    import pyarrow as pa
+
+    keys = list(keys if keys is not None else rows[0] if rows else [])
+    if keys and set(keys) == set(features) and all(_plain_feature(features[key]) for key in keys):
+        schema = features.arrow_schema
+        schema = pa.schema([schema.field(key) for key in keys], metadata=schema.metadata)
+        try:
+            columns = [pa.array([row.get(key) for row in rows], type=field.type) for key, field in zip(keys, schema)]
+            if all(_python_types_kept(column, rows, key) for column, key in zip(columns, keys)):
+                return pa.Table.from_arrays(columns, schema=schema)
+        except (pa.ArrowException, TypeError, ValueError, OverflowError):
+            pass
+    dataset = datasets.Dataset.from_dict({key: [row.get(key) for row in rows] for key in keys}, features=features)
+    return dataset.data.table.replace_schema_metadata(dataset.features.arrow_schema.metadata)
+
+
+def _python_types_kept(column, rows, key) -> bool:
+    """False when Arrow converted a value that ``datasets`` would have encoded otherwise (a bool or an int in a
+    float column, a float in an int column: rare, so checked only for number columns)."""
+    import pyarrow as pa
+
+    kind = column.type
+    if pa.types.is_floating(kind):
+        return all(type(row.get(key)) in (float, type(None)) for row in rows)
+    if pa.types.is_integer(kind):
+        return all(type(row.get(key)) in (int, type(None)) for row in rows)
+    return True
 
 
 def write_parquet_configs(
     folder: str | os.PathLike,
-    tables: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]],
+    tables: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]] | Iterable[Mapping[str, Any]]]],
     features: Mapping[str, Any] | None = None,
     max_rows_per_shard: int | None = None,
 ) -> dict[str, dict[str, list[str]]]:
     """Write ``tables[config][split] = rows`` as Parquet under ``folder/data/``.
 
-    Empty splits are skipped (the Hub's loader rejects a split with no rows). Returns
+    ``rows`` is a list of dicts, a ``datasets.Dataset``, or (with features and without ``max_rows_per_shard``) any
+    iterable of dicts, written as it is read. Lists with features are written row group by row group
+    (:class:`ShardedParquetWriter`), so no second copy of a whole table is made; the bytes are those of
+    :func:`write_parquet_table`. Empty splits are skipped (the Hub's loader rejects a split with no rows). Returns
     ``{config: {split: [relative parquet paths]}}`` for :func:`make_dataset_card`.
     """
+    import datasets
+
     data_files: dict[str, dict[str, list[str]]] = {}
     for config, splits in tables.items():
         config_features = (features or {}).get(config)
         for split, rows in splits.items():
+            if config_features is not None and not isinstance(rows, datasets.Dataset):
+                if isinstance(rows, Sequence):
+                    if not rows:
+                        continue
+                    shard_rows = len(rows)
+                    if max_rows_per_shard:
+                        shard_rows = math.ceil(len(rows) / max(1, math.ceil(len(rows) / max_rows_per_shard)))
+                elif max_rows_per_shard:
+                    raise ValueError("max_rows_per_shard needs rows as a list (their count sets the shard sizes)")
+                else:
+                    shard_rows = None
+                writer = ShardedParquetWriter(folder, config, split, config_features, shard_rows)
+                for row in rows:
+                    writer.add(row)
+                if writer.count:
+                    data_files.setdefault(config, {})[split] = writer.finish()
+                else:
+                    writer.discard()
+                continue
             num_rows = len(rows)
             if num_rows == 0:
                 continue
@@ -142,36 +226,80 @@ def write_parquet_configs(
 class ShardedParquetWriter:
     """Stream rows of one config/split into Parquet shards of ``shard_rows`` rows inside a staging folder.
 
-    For builders whose sources are too large to hold in memory (EgoClip's 3.8M rows, web pretraining sets): rows
-    go to ``add``; ``finish`` renames the shards to their final ``parquet_relpath`` names (which need the shard
-    count) and returns those paths for :func:`make_dataset_card`.
+    Memory does not grow with the rows: ``add`` keeps at most :data:`BATCH_ROWS` rows as Python dicts, turns them
+    into Arrow columns and writes each :data:`ROW_GROUP_ROWS` rows as one row group of the open shard, so the files
+    are byte for byte those :func:`write_parquet_table` writes from each shard's whole list. ``finish`` renames the
+    shards to their final ``parquet_relpath`` names (which need the shard count) and returns those paths for
+    :func:`make_dataset_card`. ``shard_rows=None``: one shard, however many rows.
     """
 
-    def __init__(self, staging: str | os.PathLike, config: str, split: str, features, shard_rows: int = 500_000):
-        if shard_rows < 1:
+    def __init__(
+        self, staging: str | os.PathLike, config: str, split: str, features, shard_rows: int | None = 500_000
+    ):
+        if shard_rows is not None and shard_rows < 1:
             raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
         self.staging, self.config, self.split = Path(staging), config, split
         self.features, self.shard_rows = features, shard_rows
         self.count = 0
-        self._buffer: list[Mapping[str, Any]] = []
+        self._keys: list[str] | None = None  # the columns, in the order of the open shard's first row's keys
+        self._pending: list[Mapping[str, Any]] = []  # rows not yet in Arrow form
+        self._group: list = []  # Arrow tables of the row group being filled
+        self._group_rows = 0  # rows in _group and _pending
+        self._shard_rows_written = 0  # rows of the open shard, in row groups and in the group being filled
+        self._writer = None  # pyarrow.parquet.ParquetWriter of the open shard
         self._shards: list[Path] = []
 
     def add(self, row: Mapping[str, Any]) -> None:
-        self._buffer.append(row)
+        if self._keys is None:
+            self._keys = list(row)
+        self._pending.append(row)
         self.count += 1
-        if len(self._buffer) >= self.shard_rows:
-            self._flush()
+        self._group_rows += 1
+        self._shard_rows_written += 1
+        if len(self._pending) >= BATCH_ROWS:
+            self._convert()
+        if self._group_rows >= ROW_GROUP_ROWS or self._shard_rows_written == self.shard_rows:
+            self._write_group()
+        if self._shard_rows_written == self.shard_rows:
+            self._close_shard()
 
-    def _flush(self) -> None:
-        shard = self.staging / f"{self.config}-{self.split}-{len(self._shards):05d}.tmp.parquet"
-        write_parquet_table(shard, self._buffer, self.features)
-        self._shards.append(shard)
-        self._buffer = []
+    def _convert(self) -> None:
+        if self._pending:
+            self._group.append(rows_to_table(self._pending, self.features, self._keys))
+            self._pending = []
+
+    def _write_group(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self._convert()
+        if not self._group:
+            return
+        table = pa.concat_tables(self._group).combine_chunks() if len(self._group) > 1 else self._group[0]
+        if self._writer is None:
+            shard = self.staging / f"{self.config}-{self.split}-{len(self._shards):05d}.tmp.parquet"
+            self._shards.append(shard)
+            shard.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = pq.ParquetWriter(str(shard), table.schema, **PARQUET_OPTIONS)
+        self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+        pa.default_memory_pool().release_unused()  # mimalloc keeps freed pages otherwise: RSS grows with rows
+        self._group, self._group_rows = [], 0
+
+    def _close_shard(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self._shard_rows_written = 0
+        self._keys = None
 
     def finish(self) -> list[str]:
-        """Write the last shard (an empty split still gets one file, so the config loads) and name the shards."""
-        if self._buffer or not self._shards:
-            self._flush()
+        """Write the last row group (an empty split still gets one file, so the config loads) and name the shards."""
+        self._write_group()
+        self._close_shard()
+        if not self._shards:
+            shard = self.staging / f"{self.config}-{self.split}-00000.tmp.parquet"
+            write_parquet_table(shard, [], self.features)
+            self._shards.append(shard)
         paths = []
         for index, shard in enumerate(self._shards):
             relative = parquet_relpath(self.config, self.split, index, len(self._shards))
@@ -179,6 +307,14 @@ class ShardedParquetWriter:
             os.replace(shard, self.staging / relative)
             paths.append(relative)
         return paths
+
+    def discard(self) -> None:
+        """Close and remove what was written (a split that turned out empty, or a failed build's leftovers)."""
+        self._pending, self._group, self._group_rows = [], [], 0
+        self._close_shard()
+        for shard in self._shards:
+            shard.unlink(missing_ok=True)
+        self._shards = []
 
 
 # --------------------------------------------------------------------------------------------- card

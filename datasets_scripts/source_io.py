@@ -17,12 +17,15 @@ from __future__ import annotations
 import ast
 import contextlib
 import csv
+import hashlib
+import itertools
 import json
 import logging
 import math
 import os
+import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from pathlib import Path, PureWindowsPath
@@ -60,7 +63,9 @@ def inside_root(path: str, what: str = "video") -> str:
     Parquet outside it.
     """
     parts = path.replace("\\", "/").split("/")
-    if path.startswith(("/", "\\")) or PureWindowsPath(path).drive or ".." in parts:
+    # A drive ("C:") needs a colon second when the path does not start with a separator; only then is pathlib
+    # asked (it interns every path component for good: memory that grows with the rows).
+    if path.startswith(("/", "\\")) or (path[1:2] == ":" and PureWindowsPath(path).drive) or ".." in parts:
         error = PathOutsideRootError(
             f"{what} path {path!r} leaves its root (absolute or with '..'); rows may only "
             "name files under the source root"
@@ -96,6 +101,114 @@ def read_json(path: Path) -> Any:
         raise RowError(
             path, f"line {error.lineno}", "(json)", f"not valid JSON: {error.msg} at column {error.colno}"
         ) from error
+
+
+JSON_CHUNK_BYTES = 1 << 16  # bytes read at a time by the streaming JSON readers
+_JSON_SPACE = b" \t\n\r"
+# A UTF-16 surrogate escape: yajl (ijson's C parser) turns an unpaired one into "?", where json keeps it.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_LONE_HIGH_SURROGATE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})")
+_LONE_LOW_SURROGATE = re.compile(rb"(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+_CONTEXT = 12  # bytes either side a surrogate check needs: one escape pair
+
+
+class JsonStreamDiffers(Exception):
+    """:func:`stream_json` cannot stand for ``json.load`` on this file (from here on): read it whole instead."""
+
+
+def _json_stream_ok(text: bytes, start: int, stop: int) -> bool:
+    """False when ``text[start:stop]`` holds what yajl and ``json`` read differently: a vertical tab or form feed
+    (whitespace to yajl, an error to ``json``), or an unpaired surrogate escape (``text`` has :data:`_CONTEXT`
+    bytes of context either side where there are any)."""
+    if b"\x0b" in text[start:stop] or b"\x0c" in text[start:stop]:
+        return False
+    if _SURROGATE_ESCAPE.search(text, max(0, start - 6), stop + 6) is None:
+        return True
+    for pattern in (_LONE_HIGH_SURROGATE, _LONE_LOW_SURROGATE):
+        for match in pattern.finditer(text, start):
+            if match.start() >= stop:
+                break
+            return False
+    return True
+
+
+def stream_json(path: Path, prefix: str, pairs: bool = False) -> Iterator[Any]:
+    """The values at ``prefix`` (ijson's prefixes: ``"item"`` = each item of a top-level list, ``"annotations"`` = the
+    value of that key of a top-level object), or with ``pairs`` the ``(key, value)`` pairs of the objects there,
+    parsed as the file is read: memory holds one value and a 64 KB buffer.
+
+    Values are those ``json.load`` gives (floats as ``float``; duplicate keys inside a value: the last one wins).
+    The parser is ijson's (its yajl C backend where installed). Where yajl would read the file otherwise than
+    ``json`` (an integer past 64 bits, ``NaN``/``Infinity``, a vertical tab or form feed, an unpaired surrogate
+    escape) or fails (a syntax error, bytes that are not UTF-8), :class:`JsonStreamDiffers` is raised before any
+    value from those bytes is yielded: the caller then reads the file whole (:func:`read_json`), which gives the
+    same values or names the error by line and column.
+    """
+    import ijson
+
+    values = ijson.sendable_list()
+    make = ijson.kvitems_coro if pairs else ijson.items_coro
+    parser = make(values, prefix, use_float=True)
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError as error:
+        raise SourceFileError(f"required file not found: {path}") from error
+    with handle:
+        fed_tail, chunk = b"", handle.read(JSON_CHUNK_BYTES)
+        while True:
+            following = handle.read(JSON_CHUNK_BYTES)
+            # The surrogate check needs a few bytes either side of the chunk it clears.
+            if not _json_stream_ok(fed_tail + chunk + following[:_CONTEXT], len(fed_tail), len(fed_tail) + len(chunk)):
+                raise JsonStreamDiffers(f"{path}: bytes json reads otherwise than yajl")
+            try:
+                parser.send(chunk)
+                if not following:
+                    parser.close()  # end of file: a truncated document raises here
+            except ijson.JSONError as error:
+                raise JsonStreamDiffers(f"{path}: {error}") from error
+            yield from values
+            del values[:]
+            if not following:
+                return
+            fed_tail, chunk = (fed_tail + chunk)[-_CONTEXT:], following
+
+
+def _starts_with(path: Path, token: bytes) -> bool:
+    """Whether the first byte of ``path`` after JSON whitespace is ``token``."""
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError as error:
+        raise SourceFileError(f"required file not found: {path}") from error
+    with handle:
+        while chunk := handle.read(JSON_CHUNK_BYTES):
+            stripped = chunk.lstrip(_JSON_SPACE)
+            if stripped:
+                return stripped.startswith(token)
+    return False
+
+
+def iter_json_array(path: Path, not_a_list: Callable[[Any], Exception] | None = None) -> Iterator[tuple[int, Any]]:
+    """``enumerate(read_json(path))``, parsed as a stream (:func:`stream_json`) when the file's top level is a list:
+    memory holds one item at a time, not the file.
+
+    Where the stream cannot stand for ``json.load`` (see :func:`stream_json`) the file is read whole from the
+    first item not yet yielded: the same items, or the same error naming line and column, as before. A top level
+    that is not a list is read whole too; ``not_a_list(payload)`` then gives the error to raise (default:
+    enumerate the payload, as the callers of ``read_json`` did).
+    """
+    done = 0
+    if _starts_with(path, b"["):
+        try:
+            for item in stream_json(path, "item"):
+                yield done, item
+                done += 1
+            return
+        except JsonStreamDiffers:
+            pass  # from item `done` on, json reads the file (or names its error)
+    payload = read_json(path)
+    if not isinstance(payload, list) and not_a_list is not None:
+        raise not_a_list(payload)
+    yield from itertools.islice(enumerate(payload), done, None)
 
 
 def read_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -248,6 +361,62 @@ class BadRows:
         }
 
 
+# --------------------------------------------------------------------------------------------- ids
+def id_digests(ids: Sequence[str]):
+    """8-byte BLAKE2b digests of ``ids`` as a ``numpy.uint64`` array (a false duplicate: about 1 in 10^19 pairs)."""
+    import numpy as np
+
+    joined = b"".join(hashlib.blake2b(value.encode(), digest_size=8).digest() for value in ids)
+    return np.frombuffer(joined, dtype=np.uint64)
+
+
+class DigestSet:
+    """A set of ``uint64`` id digests in about 8 bytes a member (a Python set of them takes about 90).
+
+    Members are held in sorted runs whose sizes double, merged like the digits of a binary counter, so adding n
+    members costs O(n log n) and a lookup one binary search per run. Works on batches (numpy arrays).
+    """
+
+    def __init__(self):
+        self._runs: list = []  # sorted, unique, disjoint uint64 arrays; sizes decreasing
+
+    def __len__(self) -> int:
+        return sum(len(run) for run in self._runs)
+
+    def contains(self, keys):
+        """A bool array: which of ``keys`` are members."""
+        import numpy as np
+
+        found = np.zeros(len(keys), dtype=bool)
+        for run in self._runs:
+            positions = np.minimum(np.searchsorted(run, keys), len(run) - 1)
+            found |= run[positions] == keys
+        return found
+
+    def add(self, keys) -> None:
+        """Add ``keys`` (unique, and none of them a member yet)."""
+        import numpy as np
+
+        run = np.sort(np.asarray(keys, dtype=np.uint64))
+        while self._runs and len(self._runs[-1]) <= len(run):
+            run = np.sort(np.concatenate([self._runs.pop(), run]), kind="stable")  # merges two sorted runs
+        if len(run):
+            self._runs.append(run)
+
+    def first_seen(self, keys):
+        """Which of ``keys`` (one batch, in order) are neither members nor equal to an earlier key of the batch; adds
+        those. The others are duplicates of an earlier row."""
+        import numpy as np
+
+        keys = np.asarray(keys, dtype=np.uint64)
+        first = np.zeros(len(keys), dtype=bool)
+        unique, positions = np.unique(keys, return_index=True)
+        first[positions] = True
+        first &= ~self.contains(keys)
+        self.add(keys[first])
+        return first
+
+
 # --------------------------------------------------------------------------------------------- roots
 def parse_roots(
     root_args: Sequence[str] | None, data_root: str | os.PathLike | None, known: Sequence[str]
@@ -309,27 +478,32 @@ class BuildContext:
 
 def write_hub_folder(
     out: str | os.PathLike,
-    tables: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]],
+    tables: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]] | Iterable[Mapping[str, Any]]]],
     features: Mapping[str, Any],
     *,
-    card: Mapping[str, Any],
-    build_info: Mapping[str, Any],
+    card: Mapping[str, Any] | Callable[[], Mapping[str, Any]],
+    build_info: Mapping[str, Any] | Callable[[], Mapping[str, Any]],
     overwrite: bool = False,
     extra_configs: Mapping[str, Sequence[str]] | None = None,
-    extra_files: Mapping[str, str] | None = None,
+    extra_files: Mapping[str, str] | Callable[[], Mapping[str, str]] | None = None,
     max_rows_per_shard: int | None = None,
     inputs: Sequence[str | os.PathLike] = (),
 ) -> dict:
     """Write tables, dataset card, extra text files and build_info.json atomically (see ``hub_export``).
 
     Args:
-        tables: ``{config: {split: rows}}``.
+        tables: ``{config: {split: rows}}``; rows may be any iterable of dicts (a generator is written as it
+            yields, one row group at a time, so a builder need not hold its rows: see
+            ``hub_export.write_parquet_configs``).
         features: ``{config: datasets.Features}``.
         card: keyword arguments of ``hub_export.make_dataset_card`` (pretty_name, license, sections, ...).
         extra_configs: ``{new config: [existing configs]}``: a config reading the files of several
             configs (e.g. EgoIT's ``all``), split by split.
         extra_files: ``{relative path: text}`` written next to the tables (reports, id lists).
         inputs: the roots and files the build read; ``out`` may not be, contain or lie inside one of them.
+
+    ``extra_files``, ``card`` and ``build_info`` may be callables, called (in that order) once the tables are
+    written: what they report (counts, notes) may come from reading the tables' rows.
 
     Returns ``{config: {split: [parquet paths]}}``.
     """
@@ -344,12 +518,13 @@ def write_hub_folder(
                     merged.setdefault(split, []).extend(paths)
             if merged:
                 data_files = {name: merged, **data_files}
-        for relative, content in (extra_files or {}).items():
+        for relative, content in ((extra_files() if callable(extra_files) else extra_files) or {}).items():
             target = staging / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(content, encoding="utf-8")
+        card = card() if callable(card) else card
         hub_export.make_dataset_card(data_files, **card).save(staging / hub_export.CARD_NAME)
-        hub_export.write_build_info(staging, build_info)
+        hub_export.write_build_info(staging, build_info() if callable(build_info) else build_info)
     return data_files
 
 

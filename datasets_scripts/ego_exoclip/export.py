@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import hub_export
-from ..source_io import BadRows, RowError, SourceFileError
+from ..source_io import BadRows, JsonStreamDiffers, RowError, SourceFileError, stream_json
 from . import source
 from .builder import FEATURES, EgoExoClip
 from .plan import EgoExoClipOptions, bad_video_message, check_videos, options_dict, plan_ego_exoclip, text_sha1
@@ -48,11 +48,25 @@ def source_fingerprint(root: Path) -> dict[str, Any]:
         name: _file_sha1(root / name)
         for name in ("takes.json", "annotations/splits.json", "annotations/atomic_descriptions_train.json")
     }
-    try:
-        info["atomic_descriptions_ds"] = json.loads(train.read_text(encoding="utf-8")).get("ds")
-    except (OSError, ValueError, AttributeError):
-        info["atomic_descriptions_ds"] = None
+    info["atomic_descriptions_ds"] = _top_level_value(train, "ds")
     return info
+
+
+def _top_level_value(path: Path, key: str) -> Any:
+    """``json.load(path).get(key)``, or None for a file that is missing, not JSON or not an object; the file is read
+    as a stream (:func:`~datasets_scripts.source_io.stream_json`: the annotations file is hundreds of MB), whole
+    where the stream cannot stand for that."""
+    try:
+        values = list(stream_json(path, key))
+        return values[-1] if values else None  # json.load keeps the last of a key written twice
+    except JsonStreamDiffers:
+        pass
+    except (OSError, ValueError):
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _card_sections(info: dict[str, Any], plots: dict[str, str]) -> dict[str, str]:

@@ -29,7 +29,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..source_io import BadRows, RowError, SourceFileError, read_json
+from ..source_io import BadRows, RowError, SourceFileError, read_json, stream_json
 from . import source
 from .clips import DEFAULT_MIN_CLIP_SEC, PAPER_ALPHA_SEC, clip_bounds, estimate_alpha
 
@@ -267,13 +267,25 @@ def _select_takes(
     val_file = root / "annotations" / "atomic_descriptions_val.json"
     report = {"train_file_takes": len(annotations), "takes_json_takes": len(takes)}
     if val_file.is_file():  # read for reporting only
-        payload = read_json(val_file)
-        val = payload.get("annotations", {}) if isinstance(payload, Mapping) else {}
-        report["val_file_takes"] = len(val)
-        report["val_file_narrations"] = sum(
-            len(a.get("descriptions", [])) for entries in val.values() for a in entries
-        )
+        report["val_file_takes"], report["val_file_narrations"] = val_file_counts(val_file)
     return sorted(kept, key=lambda k: (k.take.get("take_name", ""), k.take["take_uid"])), report
+
+
+def val_file_counts(val_file: Path) -> tuple[int, int]:
+    """(takes, narrations) of an ``atomic_descriptions_val.json``, counted as the file is read (one take's
+    annotations in memory at a time); read whole, as before, where the stream cannot stand for that (see
+    :func:`~datasets_scripts.source_io.stream_json`) or finds no take."""
+    narrations: dict[str, int] = {}  # json.load keeps a take listed twice once, with its last value
+    try:
+        for take_uid, entries in stream_json(val_file, "annotations", pairs=True):
+            narrations[take_uid] = sum(len(a.get("descriptions", [])) for a in entries)
+        if narrations:
+            return len(narrations), sum(narrations.values())
+    except Exception:  # JsonStreamDiffers, or a malformed entry: reading the file whole says what to report
+        pass
+    payload = read_json(val_file)
+    val = payload.get("annotations", {}) if isinstance(payload, Mapping) else {}
+    return len(val), sum(len(a.get("descriptions", [])) for entries in val.values() for a in entries)
 
 
 def plan_ego_exoclip(options: EgoExoClipOptions) -> BuildPlan:

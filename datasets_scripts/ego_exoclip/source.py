@@ -11,12 +11,21 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..source_io import BadRows, PathOutsideRootError, RowError, SourceFileError, inside_root, read_json
+from ..source_io import (
+    BadRows,
+    JsonStreamDiffers,
+    PathOutsideRootError,
+    RowError,
+    SourceFileError,
+    inside_root,
+    read_json,
+    stream_json,
+)
 
 PSEUDO_CAMERAS = ("collage", "best_exo")
 EGO_STREAM = "rgb"
@@ -135,6 +144,16 @@ def parse_annotations(
     annotations = payload.get("annotations") if isinstance(payload, Mapping) else None
     if not isinstance(annotations, Mapping):
         raise RowError(path, "(top level)", "annotations", "missing or not an object of take_uid -> annotations")
+    return _parse_takes(path, annotations.items(), bad_rows)
+
+
+class _DuplicateTake(Exception):
+    """A take_uid listed twice in a stream of (take_uid, annotations) pairs (``json.load`` keeps the last)."""
+
+
+def _parse_takes(
+    path: Path, takes: Iterable[tuple[str, Any]], bad_rows: BadRows | None
+) -> tuple[dict[str, list[Annotation]], Counter]:
     skipped: Counter = Counter()
 
     def skip_or_raise(error: RowError, kind: str) -> None:
@@ -145,7 +164,9 @@ def parse_annotations(
         skipped[kind] += 1
 
     parsed: dict[str, list[Annotation]] = {}
-    for take_uid, entries in annotations.items():
+    for take_uid, entries in takes:
+        if take_uid in parsed:
+            raise _DuplicateTake(take_uid)
         parsed[take_uid] = []
         if not isinstance(entries, list):
             skip_or_raise(
@@ -218,9 +239,30 @@ def _description(path: Path, row: str, take_uid: str, annotation_uid: str, index
 def load_annotations(
     root: Path, split: str, bad_rows: BadRows | None = None
 ) -> tuple[dict[str, list[Annotation]], Counter]:
-    """Parse ``annotations/atomic_descriptions_<split>.json`` (see :func:`parse_annotations`)."""
+    """Parse ``annotations/atomic_descriptions_<split>.json`` (see :func:`parse_annotations`).
+
+    The file is read as a stream, one take's annotations at a time (:func:`~datasets_scripts.source_io.stream_json`),
+    so memory holds the parsed annotations, not the file's JSON as well. Where the stream cannot stand for reading
+    the file whole (bytes yajl reads otherwise, no ``annotations`` object, a take listed twice, or a bad row that
+    is an error: a syntax error later in the file must be reported first), the file is read whole and parsed as
+    before, after the bad-row counts of the streamed attempt are rolled back.
+    """
     relative = f"annotations/atomic_descriptions_{split}.json"
-    return parse_annotations(Path(root) / relative, load_json_file(root, relative), bad_rows)
+    path = Path(root) / relative
+    if path.is_file():
+        counts = Counter(bad_rows.counts) if bad_rows is not None else None
+        examples = list(bad_rows.examples) if bad_rows is not None else None
+        try:
+            parsed, skipped = _parse_takes(path, stream_json(path, "annotations", pairs=True), bad_rows)
+            if parsed:
+                return parsed, skipped
+        except (JsonStreamDiffers, RowError, _DuplicateTake):
+            pass
+        if bad_rows is not None:
+            bad_rows.counts.clear()
+            bad_rows.counts.update(counts)
+            bad_rows.examples[:] = examples
+    return parse_annotations(path, load_json_file(root, relative), bad_rows)
 
 
 def resolve_cameras(take: Mapping[str, Any], takes_file: Path) -> TakeCameras | str:

@@ -34,6 +34,7 @@ from datasets_scripts.source_io import (
     field,
     find_file,
     integer,
+    iter_json_array,
     number,
     read_csv,
     read_json,
@@ -78,7 +79,7 @@ def read_egotaskqa(root: Path, context: BuildContext, options: EgoBenchOptions) 
             context.note(f"egotaskqa: {path} not found; egotaskqa_{subset} skipped")
             continue
         parsed = []
-        for index, record in enumerate(read_json(path)):
+        for index, record in iter_json_array(path):
             with context.bad_rows.guard("egotaskqa"):
                 interval = field(record, "interval", path, index)
                 try:

@@ -18,6 +18,7 @@ from datasets_scripts.source_io import (
     field,
     find_file,
     integer,
+    iter_json_array,
     number,
     read_csv,
     read_json,
@@ -47,16 +48,17 @@ def read_egoschema(root: Path, context: BuildContext, options: EgoBenchOptions) 
         context.note("egoschema: no subset_answers.json; only egoschema_full (answers unknown) is built")
     ego4d_file = root / "uid_to_ego4d.json"
     ego4d = read_json(ego4d_file) if ego4d_file.is_file() else {}
-    questions = read_json(questions_file)
-    if not isinstance(questions, list):
-        raise RowError(
+    questions = iter_json_array(
+        questions_file,
+        not_a_list=lambda payload: RowError(
             questions_file,
             "(json)",
             "(top level)",
-            f"expected the list of questions, got {type(questions).__name__} {str(questions)[:40]}",
-        )
+            f"expected the list of questions, got {type(payload).__name__} {str(payload)[:40]}",
+        ),
+    )
     full, subset = [], []
-    for index, record in enumerate(questions):
+    for index, record in questions:
         with context.bad_rows.guard("egoschema"):
             q_uid = field(record, "q_uid", questions_file, index)
             choices = [field(record, f"option {k}", questions_file, index) for k in range(5)]
@@ -114,7 +116,7 @@ def read_qaego4d(root: Path, context: BuildContext, options: EgoBenchOptions) ->
             context.note(f"qaego4d: {name} not found under {root}; qaego4d_{subset} skipped")
             continue
         rows = []
-        for index, record in enumerate(read_json(path)):
+        for index, record in iter_json_array(path):
             with context.bad_rows.guard("qaego4d"):
                 video_id = field(record, "video_id", path, index)
                 answer = field(record, "answer", path, index)
@@ -233,7 +235,7 @@ def read_egoplan(root: Path, context: BuildContext, options: EgoBenchOptions) ->
     path = find_file(root, ["EgoPlan_validation.json", "annotations/EgoPlan_validation.json"], "egoplan")
     epic_fps = _epic_video_fps(root)
     rows = []
-    for index, record in enumerate(read_json(path)):
+    for index, record in iter_json_array(path):
         with context.bad_rows.guard("egoplan"):
             sample_id = field(record, "sample_id", path, index, _any_id)
             video_source = field(record, "video_source", path, index)
@@ -313,7 +315,7 @@ def read_vlnqa(root: Path, context: BuildContext, options: EgoBenchOptions) -> T
     videos under ``video/vlnqa/``; the answer is the candidate equal to ``answer``."""
     path = find_file(root, ["json/egocentric_navigation.json", "egocentric_navigation.json"], "vlnqa")
     rows = []
-    for index, record in enumerate(read_json(path)):
+    for index, record in iter_json_array(path):
         with context.bad_rows.guard("vlnqa"):
             video = field(record, "video", path, index)
             candidates = record.get("candidates") if isinstance(record, dict) else None

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from datasets_scripts.schema import format_options
-from exo2ego_base.provenance import write_text_atomic
+from exo2ego_base.provenance import atomic_write
 
 VIDEO_TOKEN = "<video>"
 
@@ -49,7 +49,18 @@ def to_conversation(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def export_llava_json(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> int:
-    """Write the conversations JSON atomically (temp file, then rename); return the record count."""
-    records = [to_conversation(row) for row in rows]
-    write_text_atomic(path, json.dumps(records, ensure_ascii=False, indent=1) + "\n")
-    return len(records)
+    """Write the conversations JSON atomically (temp file, then rename); return the record count.
+
+    Records are written as they come (the text ``json.dumps(records, ensure_ascii=False, indent=1)`` would give,
+    without holding the list).
+    """
+    count = 0
+    with atomic_write(path) as handle:
+        for row in rows:
+            handle.write(",\n " if count else "[\n ")
+            # One level of indent inside the list: every line of the record one space further in (JSON strings
+            # hold no raw newline, so only the layout's newlines are replaced).
+            handle.write(json.dumps(to_conversation(row), ensure_ascii=False, indent=1).replace("\n", "\n "))
+            count += 1
+        handle.write("\n]\n" if count else "[]\n")
+    return count

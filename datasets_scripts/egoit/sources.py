@@ -1,6 +1,7 @@
 """One adapter per EgoIT source, each reading the files as released (research-data-formats.md §5).
 
-Every adapter is ``read_<source>(root, context, options) -> list of canonical EgoIT rows``; video paths
+Every adapter is ``read_<source>(root, context, options) -> iterator of canonical EgoIT rows`` (a generator: the
+builder writes rows as they come, so no source is held whole; JSON arrays are parsed as a stream); video paths
 are relative to ``root``. A bad row raises :class:`~datasets_scripts.source_io.RowError` (file, row,
 field) unless ``--skip-bad-rows``; a missing required file raises
 :class:`~datasets_scripts.source_io.SourceFileError`.
@@ -9,7 +10,7 @@ field) unless ``--skip-bad-rows``; a missing required file raises
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from datasets_scripts.source_io import (
     field,
     find_file,
     integer,
+    iter_json_array,
     number,
     read_csv,
     read_json,
@@ -54,7 +56,7 @@ EGTEA_CLIP_NAME = re.compile(
 )
 
 
-def read_egtea(root: Path, context: BuildContext, options: EgoITOptions) -> list[dict[str, Any]]:
+def read_egtea(root: Path, context: BuildContext, options: EgoITOptions) -> Iterator[dict[str, Any]]:
     """EGTEA Gaze+ action recognition from ``action_annotation/`` and ``cropped_clips/``.
 
     ``action_idx.txt``: ``"<Action_name> <idx>"`` (1-based). ``{train,test}_split<k>.txt``:
@@ -70,7 +72,6 @@ def read_egtea(root: Path, context: BuildContext, options: EgoITOptions) -> list
             if not name or not index.isdigit():
                 raise RowError(action_file, line_number, "action", f"expected '<Action_name> <index>', got {line!r}")
             actions[int(index)] = name.replace("_", " ").strip()
-    rows = []
     for split in ("train", "test"):
         split_file = find_file(annotation_dir, [f"{split}_split{options.egtea_split}.txt"], "egtea")
         for line_number, line in read_lines(split_file):
@@ -97,7 +98,7 @@ def read_egtea(root: Path, context: BuildContext, options: EgoITOptions) -> list
                         "action_idx",
                         f"{action_index} is not in action_idx.txt (1..{len(actions)}); is column 2 the action?",
                     )
-                rows.append(
+                yield (
                     _row(
                         "egtea",
                         clip_name,
@@ -109,7 +110,6 @@ def read_egtea(root: Path, context: BuildContext, options: EgoITOptions) -> list
                         answer=actions[action_index],
                     )
                 )
-    return rows
 
 
 # --------------------------------------------------------------------------------------------- SSv2
@@ -130,7 +130,7 @@ def _strip_brackets(template: str) -> str:
     return template.replace("[", "").replace("]", "")
 
 
-def read_ssv2(root: Path, context: BuildContext, options: EgoITOptions) -> list[dict[str, Any]]:
+def read_ssv2(root: Path, context: BuildContext, options: EgoITOptions) -> Iterator[dict[str, Any]]:
     """Something-Something-V2 (all three splits; test labels from ``test-answers.csv``).
 
     ``labels.json`` maps each class template (brackets removed) to its index; ``train.json`` /
@@ -141,17 +141,16 @@ def read_ssv2(root: Path, context: BuildContext, options: EgoITOptions) -> list[
     labels = read_json(labels_file)
     if not isinstance(labels, dict):
         raise RowError(labels_file, "-", "(json)", "expected an object mapping template -> class index")
-    rows = []
     for split, name in (("train", "train.json"), ("validation", "validation.json")):
         path = _ssv2_file(root, name)
-        for index, record in enumerate(read_json(path)):
+        for index, record in iter_json_array(path):
             with context.bad_rows.guard("ssv2"):
                 video_id = field(record, "id", path, index, lambda value: text(str(value)))
                 template = _strip_brackets(field(record, "template", path, index))
                 if template not in labels:
                     raise RowError(path, index, "template", f"{template!r} is not a class of {labels_file.name}")
                 answer = field(record, "label", path, index) if options.ssv2_answer == "label" else template
-                rows.append(
+                yield (
                     _row(
                         "ssv2",
                         video_id,
@@ -167,7 +166,7 @@ def read_ssv2(root: Path, context: BuildContext, options: EgoITOptions) -> list[
     answers_file = _ssv2_file(root, "test-answers.csv", required=False)
     if test_file is None or answers_file is None:
         context.note("ssv2: test split skipped (needs test.json and test-answers.csv)")
-        return rows
+        return
     test_templates: dict[str, str] = {}
     for line_number, line in read_lines(answers_file):
         with context.bad_rows.guard("ssv2"):
@@ -177,12 +176,12 @@ def read_ssv2(root: Path, context: BuildContext, options: EgoITOptions) -> list[
                     answers_file, line_number, "template", f"expected '<id>;<class template>', got {line!r}"
                 )
             test_templates[video_id.strip()] = template.strip()
-    for index, record in enumerate(read_json(test_file)):
+    for index, record in iter_json_array(test_file):
         with context.bad_rows.guard("ssv2"):
             video_id = field(record, "id", test_file, index, lambda value: text(str(value)))
             if video_id not in test_templates:
                 raise RowError(test_file, index, "id", f"{video_id} has no answer in {answers_file.name}")
-            rows.append(
+            yield (
                 _row(
                     "ssv2",
                     video_id,
@@ -194,7 +193,6 @@ def read_ssv2(root: Path, context: BuildContext, options: EgoITOptions) -> list[
                     answer=_capitalize(test_templates[video_id]),
                 )
             )
-    return rows
 
 
 def _capitalize(value: str) -> str:
@@ -202,7 +200,7 @@ def _capitalize(value: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------- EgoTimeQA
-def read_egotimeqa(root: Path, context: BuildContext, options: EgoITOptions) -> list[dict[str, Any]]:
+def read_egotimeqa(root: Path, context: BuildContext, options: EgoITOptions) -> Iterator[dict[str, Any]]:
     """GroundVQA's EgoTimeQA: ``data/unified/annotations.EgoTimeQA.json``, open QA over ``[start_sec, end_sec]``.
 
     Records ``{video_id, sample_id, question, answer, start_sec, end_sec, ...}``; ``video_id`` is an
@@ -218,8 +216,7 @@ def read_egotimeqa(root: Path, context: BuildContext, options: EgoITOptions) -> 
         ],
         "egotimeqa",
     )
-    rows = []
-    for index, record in enumerate(read_json(path)):
+    for index, record in iter_json_array(path):
         with context.bad_rows.guard("egotimeqa"):
             video_id = field(record, "video_id", path, index)
             start = field(record, "start_sec", path, index, number)
@@ -227,7 +224,7 @@ def read_egotimeqa(root: Path, context: BuildContext, options: EgoITOptions) -> 
             if not 0 <= start < end:
                 raise RowError(path, index, "end_sec", f"interval [{start}, {end}] is empty or negative")
             sample_id = field(record, "sample_id", path, index, lambda value: text(str(value)), optional=True)
-            rows.append(
+            yield (
                 _row(
                     "egotimeqa",
                     sample_id or f"{index:07d}",
@@ -241,14 +238,13 @@ def read_egotimeqa(root: Path, context: BuildContext, options: EgoITOptions) -> 
                     answer=field(record, "answer", path, index),
                 )
             )
-    return rows
 
 
 # --------------------------------------------------------------------------------------------- OpenEQA
 OPENEQA_VIDEO_DIR = "viewer/static/videos"  # where the official data/frames2videos.py writes <episode>-0.mp4
 
 
-def read_openeqa(root: Path, context: BuildContext, options: EgoITOptions) -> list[dict[str, Any]]:
+def read_openeqa(root: Path, context: BuildContext, options: EgoITOptions) -> Iterator[dict[str, Any]]:
     """OpenEQA ``data/open-eqa-v0.json``: ``{question, answer, category, question_id, episode_history}``.
 
     The episode's frames ``data/frames/<episode_history>/*-rgb.png`` become the clip
@@ -257,35 +253,35 @@ def read_openeqa(root: Path, context: BuildContext, options: EgoITOptions) -> li
     on it contaminates any OpenEQA evaluation.
     """
     path = find_file(root, ["data/open-eqa-v0.json", "open-eqa-v0.json"], "openeqa")
-    rows = []
-    for index, record in enumerate(read_json(path)):
+    videos: set[str] = set()
+    for index, record in iter_json_array(path):
         with context.bad_rows.guard("openeqa"):
             episode = field(record, "episode_history", path, index).strip("/")
-            rows.append(
-                _row(
-                    "openeqa",
-                    field(record, "question_id", path, index, lambda value: text(str(value))),
-                    context,
-                    task="open_qa",
-                    split="train",
-                    video=f"{OPENEQA_VIDEO_DIR}/{episode}-0.mp4",
-                    question=field(record, "question", path, index),
-                    answer=field(record, "answer", path, index),
-                )
+            row = _row(
+                "openeqa",
+                field(record, "question_id", path, index, lambda value: text(str(value))),
+                context,
+                task="open_qa",
+                split="train",
+                video=f"{OPENEQA_VIDEO_DIR}/{episode}-0.mp4",
+                question=field(record, "question", path, index),
+                answer=field(record, "answer", path, index),
             )
+            videos.add(row["video"])
+            yield row
     if options.make_openeqa_videos:
-        make_openeqa_videos(root, rows, context, options.openeqa_fps)
-    return rows
+        make_openeqa_videos(root, videos, context, options.openeqa_fps)
 
 
-def make_openeqa_videos(root: Path, rows: list[dict[str, Any]], context: BuildContext, fps: float) -> int:
-    """Encode each episode's ``*-rgb.png`` frames into its video path (skips existing videos)."""
+def make_openeqa_videos(root: Path, videos: Iterable[str], context: BuildContext, fps: float) -> int:
+    """Encode each episode's ``*-rgb.png`` frames into its video path (``videos``: the rows' paths; skips existing
+    videos)."""
     from tqdm import tqdm
 
     from datasets_scripts.egoit.frames import frames_to_video
 
     written = 0
-    episodes = sorted({row["video"] for row in rows})
+    episodes = sorted(set(videos))
     for video in tqdm(episodes, desc="openeqa: frames -> mp4", disable=len(episodes) < 2):
         target = root / video
         if target.exists():
@@ -305,7 +301,7 @@ def make_openeqa_videos(root: Path, rows: list[dict[str, Any]], context: BuildCo
 EGOEXOLEARN_COLUMNS = ("video_uid", "annotation_uid", "subset", "view", "start_sec", "end_sec", "narration_en")
 
 
-def read_egoexolearn(root: Path, context: BuildContext, options: EgoITOptions) -> list[dict[str, Any]]:
+def read_egoexolearn(root: Path, context: BuildContext, options: EgoITOptions) -> Iterator[dict[str, Any]]:
     """EgoExoLearn ``annotations/fine_annotation_trainval_en.csv``: captioning over ``[start_sec, end_sec]``.
 
     Only rows whose ``view`` is in ``options.egoexolearn_views`` (default ego); the answer is
@@ -314,7 +310,6 @@ def read_egoexolearn(root: Path, context: BuildContext, options: EgoITOptions) -
     path = find_file(
         root, ["annotations/fine_annotation_trainval_en.csv", "fine_annotation_trainval_en.csv"], "egoexolearn"
     )
-    rows = []
     for line_number, record in read_csv(path, EGOEXOLEARN_COLUMNS + (options.egoexolearn_text,)):
         with context.bad_rows.guard("egoexolearn"):
             view = field(record, "view", path, line_number).lower()
@@ -324,7 +319,7 @@ def read_egoexolearn(root: Path, context: BuildContext, options: EgoITOptions) -
             end = field(record, "end_sec", path, line_number, number)
             if not 0 <= start < end:
                 raise RowError(path, line_number, "end_sec", f"interval [{start}, {end}] is empty or negative")
-            rows.append(
+            yield (
                 _row(
                     "egoexolearn",
                     field(record, "annotation_uid", path, line_number),
@@ -338,10 +333,9 @@ def read_egoexolearn(root: Path, context: BuildContext, options: EgoITOptions) -
                     answer=field(record, options.egoexolearn_text, path, line_number),
                 )
             )
-    return rows
 
 
-ADAPTERS: dict[str, Callable[[Path, BuildContext, EgoITOptions], list[dict[str, Any]]]] = {
+ADAPTERS: dict[str, Callable[[Path, BuildContext, EgoITOptions], Iterator[dict[str, Any]]]] = {
     "egtea": read_egtea,
     "ssv2": read_ssv2,
     "egotimeqa": read_egotimeqa,

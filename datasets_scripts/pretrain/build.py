@@ -18,13 +18,19 @@ A record is a bad row (an error naming file, row and field; or, with ``skip_bad_
 no media or both keys, a media path that is absolute or leaves its root, a video file (by its suffix) under the
 ``image`` key, a missing media file (when ``check_media``), conversations that are not exactly one human turn with
 one media tag followed by one non-empty gpt turn, or an id seen before in this build.
+
+Memory does not grow with the rows: files are parsed as a stream (JSON Lines line by line, a JSON list through
+ijson), rows go to Parquet a 10,000-row group at a time, and ids are remembered as 8-byte digests.
 """
 
 from __future__ import annotations
 
-import hashlib
+import errno
+import itertools
 import json
+import os
 import posixpath
+import stat
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -35,11 +41,21 @@ from tqdm import tqdm
 from datasets_scripts import hub_export
 from datasets_scripts.pretrain import SOURCES
 from datasets_scripts.schema import CAPTION_FEATURES, caption_row
-from datasets_scripts.source_io import BadRows, RowError, SourceFileError, field, read_json, text
+from datasets_scripts.source_io import (
+    BadRows,
+    DigestSet,
+    RowError,
+    SourceFileError,
+    field,
+    id_digests,
+    iter_json_array,
+    text,
+)
 
 CONFIG = "captions"
 MEDIA_TAGS = ("<video>", "<image>")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+BATCH_ROWS = 1_000  # records converted (and their ids checked) at a time
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
 
 
@@ -64,7 +80,9 @@ def annotation_files(root: Path, given: Sequence[str | Path] = ()) -> list[Path]
 
 
 def iter_records(path: Path) -> Iterator[tuple[int, Any]]:
-    """Yield (row, record): list positions of a JSON list, 1-based line numbers of a JSON Lines file."""
+    """Yield (row, record): list positions of a JSON list, 1-based line numbers of a JSON Lines file. Both are read
+    as a stream (a JSON list through :func:`~datasets_scripts.source_io.iter_json_array`): memory holds a few
+    records, not the file."""
     if path.suffix == ".jsonl":
         with open(path, encoding="utf-8") as handle:
             for line_number, line in enumerate(handle, start=1):
@@ -75,10 +93,12 @@ def iter_records(path: Path) -> Iterator[tuple[int, Any]]:
                 except json.JSONDecodeError as error:
                     yield line_number, RowError(path, line_number, "(json)", f"not valid JSON: {error.msg}")
         return
-    records = read_json(path)
-    if not isinstance(records, list):
-        raise RowError(path, "(file)", "(json)", f"expected a JSON list of records, got {type(records).__name__}")
-    yield from enumerate(records)
+    yield from iter_json_array(
+        path,
+        not_a_list=lambda payload: RowError(
+            path, "(file)", "(json)", f"expected a JSON list of records, got {type(payload).__name__}"
+        ),
+    )
 
 
 def media_path(value: Any) -> str:
@@ -90,6 +110,19 @@ def media_path(value: Any) -> str:
     if normalised == ".." or normalised.startswith("../"):
         raise ValueError("the path leaves the media root")
     return normalised
+
+
+def _is_file(path: str) -> bool:
+    """``Path(path).is_file()`` without pathlib, which interns every component of every path it parses (memory
+    that would grow with the rows)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError as error:
+        if error.errno not in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP):
+            raise
+        return False
+    except ValueError:  # a path the file system cannot encode
+        return False
 
 
 def caption_from_record(
@@ -111,7 +144,7 @@ def caption_from_record(
     if key == "image" and media.lower().endswith(VIDEO_SUFFIXES):
         raise RowError(path, row, "image", f"{media!r} has a video file suffix; put videos under the 'video' key")
     media_type = "image" if key == "image" or media.lower().endswith(IMAGE_SUFFIXES) else "video"
-    if check_media and not (root / media).is_file():
+    if check_media and not _is_file(os.path.join(root, media)):
         raise RowError(path, row, key, f"media file not found: {root / media}")
 
     turns = record.get("conversations")
@@ -143,22 +176,38 @@ def iter_captions(
     check_media: bool = False,
     max_rows: int | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Caption rows of every source, in source and file order; duplicate ids are bad rows too."""
-    seen: set[bytes] = set()  # 8-byte id digests: about 100 bytes per row, not the id strings
+    """Caption rows of every source, in source and file order; duplicate ids are bad rows too.
+
+    Records are converted :data:`BATCH_ROWS` at a time, so that their ids are checked against the ids seen before
+    in one vectorised lookup (:class:`~datasets_scripts.source_io.DigestSet`: 8 bytes an id); each record's
+    outcome (its row, its error, or "duplicate") is then replayed in file order, so skips, examples and errors are
+    those of a row-by-row build.
+    """
+    seen = DigestSet()
     produced = 0
     for source, root in roots.items():
         for path in annotations[source]:
-            for row, record in tqdm(iter_records(path), desc=path.name, unit=" rows", mininterval=5):
-                if max_rows is not None and produced >= max_rows:
-                    return
-                with bad_rows.guard(source):
-                    caption = caption_from_record(record, source, path, row, root, check_media)
-                    digest = hashlib.blake2b(caption["id"].encode(), digest_size=8).digest()
-                    if digest in seen:
-                        raise RowError(path, row, "id", f"duplicate id {caption['id']!r} (an earlier row has it)")
-                    seen.add(digest)
-                    produced += 1
-                    yield caption
+            records = iter(tqdm(iter_records(path), desc=path.name, unit=" rows", mininterval=5))
+            for batch in iter(lambda: list(itertools.islice(records, BATCH_ROWS)), []):
+                outcomes: list[tuple[int, Any]] = []
+                for row, record in batch:
+                    try:
+                        outcomes.append((row, caption_from_record(record, source, path, row, root, check_media)))
+                    except Exception as error:  # replayed below, in order, inside the bad-row guard
+                        outcomes.append((row, error))
+                first = iter(
+                    seen.first_seen(id_digests([c["id"] for _, c in outcomes if not isinstance(c, Exception)]))
+                )
+                for row, caption in outcomes:
+                    if max_rows is not None and produced >= max_rows:
+                        return
+                    with bad_rows.guard(source):
+                        if isinstance(caption, Exception):
+                            raise caption
+                        if not next(first):
+                            raise RowError(path, row, "id", f"duplicate id {caption['id']!r} (an earlier row has it)")
+                        produced += 1
+                        yield caption
 
 
 def build_pretrain(
