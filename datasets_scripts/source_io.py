@@ -312,10 +312,11 @@ def field(
     field name in errors for nested records (``"choices.3.clip_text"``).
     """
     label = f"{parent}.{name}" if parent else name
-    if isinstance(record, RowError):  # a row read_csv could not split into fields
-        raise record
-    if not isinstance(record, Mapping):
-        raise RowError(file, row, parent or name, f"expected an object, got {type(record).__name__}")
+    if type(record) is not dict:  # (a dict, the usual record, passes both checks: the ABC check is slow)
+        if isinstance(record, RowError):  # a row read_csv could not split into fields
+            raise record
+        if not isinstance(record, Mapping):
+            raise RowError(file, row, parent or name, f"expected an object, got {type(record).__name__}")
     value = record.get(name)
     if value is None or (isinstance(value, str) and not value.strip()):
         if optional:

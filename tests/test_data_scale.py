@@ -169,6 +169,17 @@ EXPECTED = {
         "build_info": "cc69dd2255f0cc76c2e4fc943604aca1",
         "names": ["data/captions/train-00000-of-00002.parquet", "data/captions/train-00001-of-00002.parquet"],
     },
+    "pretrain_max_rows": {
+        "files": "f8326370a8d3e69d589258402c2a2176",
+        "rows": "372f5ee77efa77c6c37ec521c0f13eac",
+        "card": "ba478d45cc80d2dd11dec8395346d662",
+        "build_info": "ac595158a1c07e95a0bb2108738721da",
+        "names": [
+            "data/captions/train-00000-of-00003.parquet",
+            "data/captions/train-00001-of-00003.parquet",
+            "data/captions/train-00002-of-00003.parquet",
+        ],
+    },
     "egoclip": {
         "files": "605d0351605def2bc3c720aa25d43b15",
         "rows": "f64365924aa72ea586f0b65aab05523c",
@@ -236,6 +247,10 @@ def build_fixture(builder: str, base: Path) -> dict[str, object]:
         from datasets_scripts.pretrain.build import build_pretrain
 
         build_pretrain(write_pretrain_sources(src), out, skip_bad_rows=True, shard_rows=20_000, args={"x": 1})
+    elif builder == "pretrain_max_rows":  # stops inside a batch of the second file, after skips
+        from datasets_scripts.pretrain.build import build_pretrain
+
+        build_pretrain(write_pretrain_sources(src), out, skip_bad_rows=True, max_rows=23_800, shard_rows=9_000)
     elif builder == "egoclip":
         from datasets_scripts.egoclip.build import build_egoclip
 

@@ -131,7 +131,7 @@ def caption_from_record(
     """One caption row from one JSON record, or :class:`RowError` naming file, row and field."""
     if isinstance(record, RowError):
         raise record
-    if not isinstance(record, Mapping):
+    if type(record) is not dict and not isinstance(record, Mapping):  # (the ABC check alone is slow)
         raise RowError(path, row, "(record)", f"expected an object, got {type(record).__name__}")
     record_id = field(record, "id", path, row, lambda value: text(str(value)))
     present = [key for key in ("video", "image") if record.get(key) not in (None, "")]
@@ -152,7 +152,8 @@ def caption_from_record(
         count = len(turns) if isinstance(turns, list) else type(turns).__name__
         raise RowError(path, row, "conversations", f"expected [human turn, gpt turn], got {count}")
     for index, expected in enumerate(("human", "gpt")):
-        if not isinstance(turns[index], Mapping) or turns[index].get("from") != expected:
+        turn = turns[index]
+        if (type(turn) is not dict and not isinstance(turn, Mapping)) or turn.get("from") != expected:
             raise RowError(
                 path, row, f"conversations.{index}.from", f"expected a {expected!r} turn, got {turns[index]!r}"
             )
