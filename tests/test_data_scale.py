@@ -535,3 +535,49 @@ def test_write_parquet_configs_streams_lists_and_generators_into_a_new_folder(tm
         files["a"]["train"][0],
         files["b"]["train"][0],
     ]  # nothing left of the empty splits
+
+
+# --------------------------------------------------------------------------------------------- Ego-Exo4D annotations
+def _annotation_variants(text: str) -> dict[str, str]:
+    payload = json.loads(text)
+    takes = payload["annotations"]
+    first = next(iter(takes))
+    broken = json.loads(text)
+    broken["annotations"][first][0]["descriptions"][0]["timestamp"] = "soon"  # a bad narration
+    broken["annotations"][first].append({"annotation_uid": ""})  # a bad annotation
+    return {
+        "as_written": text,
+        "bad_entries": json.dumps(broken),
+        "take_twice": text.replace('"annotations": {', f'"annotations": {{"{first}": [], ', 1),
+        "nan_timestamp": text.replace('"timestamp": ', '"timestamp": NaN, "was": ', 1),
+        "syntax_error_at_the_end": text.rstrip()[:-1] + ",}",
+        "no_annotations": json.dumps({"ds": "x"}),
+    }
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_streamed_annotations_parse_as_the_whole_file_did(tmp_path, skip):
+    from datasets_scripts.ego_exoclip import source
+    from datasets_scripts.source_io import BadRows, read_json
+    from datasets_scripts.synthetic.world import WorldConfig, plan_world, write_metadata
+
+    config = WorldConfig(num_takes=6, seed=1, actions_per_take=4, write_qa=False)
+    plans, extras = plan_world(config)
+    write_metadata(tmp_path, plans, extras, config)
+    path = tmp_path / "annotations" / "atomic_descriptions_train.json"
+    variants = _annotation_variants(path.read_text(encoding="utf-8"))
+    for name, text in variants.items():
+        path.write_text(text, encoding="utf-8")
+        outcomes = []
+        for reader in ("stream", "whole"):
+            bad_rows = BadRows(skip=skip)
+            bad_rows.counts["earlier/field"] = 2  # what came before stays
+            try:
+                if reader == "stream":
+                    result = source.load_annotations(tmp_path, "train", bad_rows)
+                else:
+                    result = source.parse_annotations(path, read_json(path), bad_rows)
+            except Exception as error:  # the same error, by type and message
+                result = (type(error).__name__, str(error))
+            outcomes.append((result, bad_rows.summary()))
+        assert outcomes[0] == outcomes[1], name
