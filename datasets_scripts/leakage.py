@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +50,22 @@ def train_ids(rows: Iterable[Mapping[str, Any]]) -> dict[str, set[str]]:
             ids["egoexo4d_take"].add(row["take_uid"])
         elif row.get("source") and row.get("video"):
             namespace = TRAIN_NAMESPACES.get(row["source"], row["source"])
-            stem = Path(row["video"]).name
-            ids[namespace].add(stem[: -len("-0.mp4")] if stem.endswith("-0.mp4") else Path(stem).stem)
+            stem = _path_name(row["video"])
+            ids[namespace].add(stem[: -len("-0.mp4")] if stem.endswith("-0.mp4") else _name_stem(stem))
     return dict(ids)
+
+
+def _path_name(path: str) -> str:
+    """``Path(path).name`` without pathlib (which interns every component of every path it parses for good: memory
+    that grows with the rows of a 4M-row table)."""
+    parts = [part for part in path.split("/") if part and part != "."]
+    return parts[-1] if parts else ""
+
+
+def _name_stem(name: str) -> str:
+    """``Path(name).stem`` of one path component (the rule of ``PurePath.suffix``)."""
+    dot = name.rfind(".")
+    return name[:dot] if 0 < dot < len(name) - 1 else name
 
 
 def bench_ids(rows: Iterable[Mapping[str, Any]]) -> dict[str, set[str]]:
@@ -74,22 +87,43 @@ def bench_ids(rows: Iterable[Mapping[str, Any]]) -> dict[str, set[str]]:
 
 def read_folder_tables(folder: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
     """``{config: rows}`` of a Hub-ready export folder (``data/<config>/*.parquet``), only the id columns."""
+    return {config: list(rows) for config, rows in iter_folder_tables(folder)}
+
+
+def iter_folder_tables(folder: str | os.PathLike) -> Iterator[tuple[str, Iterator[dict[str, Any]]]]:
+    """``(config, rows)`` of a Hub-ready export folder, the rows (only the id columns) read a batch at a time: a
+    training table of millions of rows is never held whole. Consume each config's rows before the next."""
     import pyarrow.parquet as pq
 
-    tables: dict[str, list[dict[str, Any]]] = {}
-    for config_dir in sorted(path for path in (Path(folder) / "data").iterdir() if path.is_dir()):
-        rows: list[dict[str, Any]] = []
+    def rows(config_dir: Path) -> Iterator[dict[str, Any]]:
         for parquet in sorted(config_dir.glob("*.parquet")):
             names = pq.read_schema(parquet).names
             columns = [name for name in ("source", "video", "task", "meta", "take_uid") if name in names]
             if columns:
-                rows.extend(pq.read_table(parquet, columns=columns).to_pylist())
-        tables[config_dir.name] = rows
-    return tables
+                for batch in pq.ParquetFile(parquet).iter_batches(batch_size=10_000, columns=columns):
+                    yield from batch.to_pylist()
+
+    for config_dir in sorted(path for path in (Path(folder) / "data").iterdir() if path.is_dir()):
+        yield config_dir.name, rows(config_dir)
 
 
 def load_clip_to_video(ego4d_json: str | os.PathLike) -> dict[str, str]:
-    """``{clip_uid: video_uid}`` from Ego4D's ``ego4d.json`` (its ``clips`` list)."""
+    """``{clip_uid: video_uid}`` from Ego4D's ``ego4d.json`` (its ``clips`` list), read as a stream (one clip at a
+    time: the file is hundreds of MB); read whole, as before, where the stream cannot stand for that (see
+    :func:`~datasets_scripts.source_io.stream_json`) or finds no clip."""
+    from datasets_scripts.source_io import stream_json
+
+    if Path(ego4d_json).is_file():
+        try:
+            mapping = {
+                clip["clip_uid"]: clip["video_uid"]
+                for clip in stream_json(Path(ego4d_json), "clips.item")
+                if clip.get("clip_uid") and clip.get("video_uid")
+            }
+            if mapping:
+                return mapping
+        except Exception:  # JsonStreamDiffers, or a malformed clip: reading the file whole says what to report
+            pass
     with open(ego4d_json, encoding="utf-8") as handle:
         payload = json.load(handle)
     return {
@@ -171,4 +205,4 @@ def report_markdown(report: Mapping[str, Any]) -> str:
 def folder_train_ids(folder: str | os.PathLike) -> dict[str, dict[str, set[str]]]:
     """``{"<folder name>/<config>": {namespace: ids}}`` for every config of a training export folder."""
     name = Path(folder).name
-    return {f"{name}/{config}": train_ids(rows) for config, rows in read_folder_tables(folder).items()}
+    return {f"{name}/{config}": train_ids(rows) for config, rows in iter_folder_tables(folder)}

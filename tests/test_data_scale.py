@@ -581,3 +581,37 @@ def test_streamed_annotations_parse_as_the_whole_file_did(tmp_path, skip):
                 result = (type(error).__name__, str(error))
             outcomes.append((result, bad_rows.summary()))
         assert outcomes[0] == outcomes[1], name
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"videos": [{"video_uid": "v0"}], "clips": [{"clip_uid": "c1", "video_uid": "v1"}, {"clip_uid": "c2"}]},
+        {"clips": [{"clip_uid": "c1", "video_uid": "v1", "n": 2**70}, {"clip_uid": "c1", "video_uid": "v2"}]},
+        {"clips": []},
+        {"clips": {"c1": "v1"}},  # not the released layout: the error json.load's reading gives
+        [1, 2],
+    ],
+)
+def test_ego4d_clip_map_streamed_as_read_whole(tmp_path, payload):
+    from datasets_scripts import leakage
+
+    path = tmp_path / "ego4d.json"
+    path.write_text(json.dumps(payload))
+    outcomes = []
+    for streamed in (True, False):
+        try:
+            if streamed:
+                outcomes.append(leakage.load_clip_to_video(path))
+            else:
+                whole = json.loads(path.read_text())
+                outcomes.append(
+                    {
+                        c["clip_uid"]: c["video_uid"]
+                        for c in whole.get("clips", [])
+                        if c.get("clip_uid") and c.get("video_uid")
+                    }
+                )
+        except Exception as error:
+            outcomes.append((type(error).__name__, str(error)))
+    assert outcomes[0] == outcomes[1]
