@@ -203,7 +203,8 @@ def versions() -> dict[str, str]:
 
 
 def check_goals(results: list[dict]) -> dict:
-    """Per builder: peak under the limit at every size, the time ratio of sizes 4x apart, pretrain's row rate."""
+    """Per builder: peak under the limit at every size, the time ratios of sizes 4x apart (the goal applies to the
+    largest pair), pretrain's row rate at the largest size."""
     checks = {}
     for builder in dict.fromkeys(result["builder"] for result in results):
         mine = {result["rows"]: result for result in results if result["builder"] == builder}
@@ -217,7 +218,8 @@ def check_goals(results: list[dict]) -> dict:
         if ratios:
             low, high = GOALS["time_ratio_4x"]
             check["time_ratios_4x"] = ratios
-            check["time_linear"] = all(low <= ratio <= high for ratio in ratios.values())
+            largest_pair = max(ratios, key=lambda pair: int(pair.split("/")[0]))  # 4M/1M at the default sizes
+            check["time_linear"] = low <= ratios[largest_pair] <= high
         if builder == "pretrain":
             largest = mine[max(mine)]
             check["rows_per_s_at_largest"] = largest["rows_per_s"]
