@@ -372,6 +372,7 @@ class SeedRuns:
     def mechanism(self, result: dict) -> dict:
         """Per trained arm, after stage 2 and stage 3: the pattern probe and the connector distances."""
         from exo2ego.mapping_probe import paired_pattern_clips, pattern_probe, probe_folder
+        from exo2ego_base.provenance import write_json_atomic
         from modeling_exo2ego import Exo2EgoProcessor
 
         out = self.demo.out / "mechanism.json"
@@ -390,8 +391,6 @@ class SeedRuns:
                 }
                 for stage, folder in (("stage2", stage2), ("stage3", result["stage3"][arm]))
             }
-        from exo2ego_base.provenance import write_json_atomic
-
         write_json_atomic(out, probes)
         return probes
 
@@ -656,7 +655,7 @@ def run(args: argparse.Namespace) -> int:
     preregistration = preregistration_text(arm_names, plan, demo_plan)
     write_preregistration(out, preregistration)
 
-    start = time.perf_counter()
+    start, revision = time.perf_counter(), git_revision()  # the code that runs, not what the tree holds at the end
     threads = max(1, (os.cpu_count() or 1) // plan.jobs)
     seeds = {}
     with ProcessPoolExecutor(plan.jobs, mp_context=get_context("spawn")) as pool:
@@ -671,7 +670,7 @@ def run(args: argparse.Namespace) -> int:
         "seeds": list(plan.seeds),
         "jobs": plan.jobs,
         "machine": machine_name(),
-        "git": git_revision(),
+        "git": revision,
         "versions": package_versions(("torch", "transformers", "peft", "trl", "accelerate", "datasets", "scipy")),
         "arms": {name: asdict(ARMS_BY_NAME[name]) for name in arm_names},
         "hypotheses": [asdict(hypothesis) for hypothesis in HYPOTHESES if set(hypothesis.arms) <= set(arm_names)],
