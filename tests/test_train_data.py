@@ -255,7 +255,7 @@ def test_shuffled_pairs_take_each_exo_clip_from_another_take(tmp_path):
     assert all(rows[p]["take_uid"] != rows[i]["take_uid"] for i, p in enumerate(partners))
     many = [f"take{row // 3}" for row in range(60)]
     assert not np.array_equal(cross_take_partners(many, seed=0), cross_take_partners(many, seed=1))  # seeded
-    with pytest.raises(ValueError, match="less than half of the rows; one holds 3 of 4"):
+    with pytest.raises(ValueError, match="at most half of the rows; one holds 3 of 4"):
         cross_take_partners(["a", "a", "a", "b"], seed=0)
     with pytest.raises(ValueError, match="needs the 'pair' branch"):
         EgoExoClipSamples(clips, str(tmp_path), 2, ("exo",), "Describe.", shuffle_pairs=True)

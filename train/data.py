@@ -323,13 +323,13 @@ def cross_take_partners(takes: list[str], seed: int, where: str = "Ego-ExoClip")
 
     The takes are put in a seeded random order, the rows sorted by it, and each row paired with the row `m` places
     further on (cyclically), `m` the largest take's row count: no row then lands in its own take, provided no take
-    holds half of the rows or more.
+    holds more than half of the rows.
     """
     names, sizes = np.unique(np.asarray(takes, dtype=object), return_counts=True)
     largest = int(sizes.max()) if len(sizes) else 0
     if 2 * largest > len(takes):
         raise ValueError(
-            f"{where}: shuffle_pairs needs every take to hold less than half of the rows; one holds {largest} of "
+            f"{where}: shuffle_pairs needs every take to hold at most half of the rows; one holds {largest} of "
             f"{len(takes)}"
         )
     rank = dict(zip(names, np.random.default_rng(seed).permutation(len(names))))
