@@ -153,7 +153,7 @@ def peer_loss(model, batch):
 
 
 def stage2_loss(model, batch, full_logits: bool = False):
-    from modeling_exo2ego import cycle_consistency_loss, kl_alignment_loss
+    from train.losses import cycle_consistency_loss, kl_alignment_loss
 
     out = model(**batch, use_cache=False, output_mapping_features=True, skip_logits=not full_logits)
     # The stage-2 default: per-sample Gaussian KL over each clip's frames.

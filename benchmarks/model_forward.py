@@ -30,7 +30,7 @@ def measure(mode: dict, frames: int, batch: int, repeats: int, queue) -> None:
     import torch
 
     from exo2ego_base.tiny import build_tiny_model
-    from modeling_exo2ego import cycle_consistency_loss, kl_alignment_loss
+    from train.losses import cycle_consistency_loss, kl_alignment_loss
 
     torch.manual_seed(0)
     model, processor = build_tiny_model(num_frames=frames)

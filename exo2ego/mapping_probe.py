@@ -111,9 +111,9 @@ def paired_pattern_clips(processor, world_root: str, num_frames: int, max_clips:
 def clip_moments(features: torch.Tensor, frames: int) -> torch.Tensor:
     """(B*T, C, g, g) features -> (B, 2C): each clip's per-channel mean and standard deviation over its T*g*g tokens,
     the statistics the per-sample Gaussian KL compares."""
-    from modeling_exo2ego.modeling_exo2ego import _clip_moments
+    from train.losses import clip_moments as gaussian_clip_moments
 
-    mean, variance = _clip_moments(features, frames)
+    mean, variance = gaussian_clip_moments(features, frames)
     return torch.cat([mean, variance.sqrt()], dim=1)
 
 

@@ -15,8 +15,6 @@ from .modeling_exo2ego import (
     Exo2EgoModelOutput,
     Exo2EgoPreTrainedModel,
     Exo2EgoVideoOutput,
-    cycle_consistency_loss,
-    kl_alignment_loss,
 )
 from .processing_exo2ego import Exo2EgoProcessor, VideoClip, read_video_frames, sample_timestamps
 
@@ -43,8 +41,6 @@ __all__ = [
     "Exo2EgoVideoOutput",
     "Exo2EgoProcessor",
     "VideoClip",
-    "kl_alignment_loss",
-    "cycle_consistency_loss",
     "num_connector_tokens",
     "read_video_frames",
     "sample_timestamps",

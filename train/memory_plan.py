@@ -32,6 +32,8 @@ from unittest import mock
 
 import torch
 
+from train.losses import cycle_consistency_loss, kl_alignment_loss
+
 # Tokens before the video placeholder in the synthetic training sequences (chat prefix); every text token after the
 # video is a target, as in the peer script (`labels[:, :4 + video_tokens] = -100`).
 PROMPT_TOKENS = 4
@@ -575,8 +577,6 @@ def estimate(
 ) -> dict:
     """Memory of one training step of `workload` on one GPU holding the whole model (see the module docstring);
     bytes in GiB. `setup` replaces the Exo2Ego model of `workload` by another meta model (the benchmark's peer)."""
-    from modeling_exo2ego import cycle_consistency_loss, kl_alignment_loss
-
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}")
     if setup is None:

@@ -41,6 +41,7 @@ from train.distributed import (
     load_full_state,
     plain_class,
 )
+from train.losses import KL_MODES, cycle_consistency_loss, kl_alignment_loss
 from train.stages import ResolvedStage
 
 # Trainable parameters outside the LoRA adapter of a PEFT model (ego tower, F, connector in stage 3).
@@ -108,8 +109,6 @@ class Exo2EgoTrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        from modeling_exo2ego.modeling_exo2ego import KL_MODES
-
         if self.kl_mode not in KL_MODES:
             raise ValueError(f"kl_mode must be one of {KL_MODES}, got {self.kl_mode!r}")
         if self.kl_temperature <= 0:
@@ -199,8 +198,6 @@ class Exo2EgoTrainer(Trainer):
     # ---- loss ----------------------------------------------------------------------------------------------------
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        from modeling_exo2ego import cycle_consistency_loss, kl_alignment_loss
-
         failed = inputs.get("failed_videos")
         if failed is not None and model.training:
             self.failures.add(int(failed))
