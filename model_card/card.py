@@ -23,7 +23,7 @@ TRAINING_STAGES = (
     ("2 teacher-student guidance", "Ego-ExoClip ego+exo pairs", "ego tower, F, G", "VTG + KL + CCL"),
     ("3 student self-practice", "EgoIT", "ego tower, connector, F, LoRA on the LLM", "VTG"),
 )
-# The card's name for each stage-2 KL form (`kl_mode`, see `modeling_exo2ego.kl_alignment_loss`).
+# The card's name for each stage-2 KL form (`kl_mode`, see `train.losses.kl_alignment_loss`).
 KL_FORMS = {
     "gaussian": "per-sample (paired) Gaussian KL: per ego-exo pair, closed form on each clip's per-channel moments",
     "gaussian_batch": "Gaussian KL of per-channel moments over the batch (pairing ignored)",

@@ -72,6 +72,39 @@ def test_the_remote_code_bundle_imports_no_project_package():
     assert {t for t in outside if not t.startswith("modeling_exo2ego")} == set()
 
 
+STAGE2_LOSS_NAMES = {"KL_MODES", "clip_moments", "kl_alignment_loss", "cycle_consistency_loss"}
+
+
+def module_level_names(path: Path) -> set[str]:
+    """Names a module binds at its top level: functions, classes, assignments and imports (re-exports)."""
+    names = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(target.id for target in targets if isinstance(target, ast.Name))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+    return names
+
+
+def test_the_remote_code_bundle_holds_the_model_and_no_training_losses():
+    """The bundle every release ships under `trust_remote_code` carries no training code: no module of it mentions
+    `torch.distributed` or defines (or re-exports) a stage-2 loss; those live in `train.losses`."""
+    bundle = {name: path for name, path in MODULES.items() if name.split(".")[0] == "modeling_exo2ego"}
+    assert {"modeling_exo2ego", "modeling_exo2ego.modeling_exo2ego"} <= set(bundle)
+    for name, path in bundle.items():
+        assert "torch.distributed" not in path.read_text(encoding="utf-8"), name
+        assert not module_level_names(path) & STAGE2_LOSS_NAMES, name
+    assert STAGE2_LOSS_NAMES <= module_level_names(MODULES["train.losses"])
+    import modeling_exo2ego
+    from train import losses
+
+    assert not {"kl_alignment_loss", "cycle_consistency_loss"} & set(modeling_exo2ego.__all__)
+    assert losses.kl_alignment_loss.__module__ == losses.cycle_consistency_loss.__module__ == "train.losses"
+
+
 def test_no_import_cycles_between_modules():
     graph = {name: {t for t in targets if t in MODULES and t != name} for name, targets in IMPORTS.items()}
     # a module imports its package's __init__ when imported; cycles through __init__ re-exports are not lazy circles

@@ -6,8 +6,9 @@ import torch
 from torch import nn
 
 from exo2ego_base.tiny import build_tiny_model
-from modeling_exo2ego import Exo2EgoForConditionalGeneration, kl_alignment_loss, num_connector_tokens
+from modeling_exo2ego import Exo2EgoForConditionalGeneration, num_connector_tokens
 from modeling_exo2ego.modeling_exo2ego import FanInInit
+from train.losses import kl_alignment_loss
 
 QUESTION = "<video>\nWhat did I pick up?"
 

@@ -48,7 +48,7 @@ def test_model_index_holds_every_headline_metric(results):
 
 def test_card_names_every_kl_form():
     from model_card.card import KL_FORMS
-    from modeling_exo2ego.modeling_exo2ego import KL_MODES
+    from train.losses import KL_MODES
 
     assert set(KL_FORMS) == set(KL_MODES)
 

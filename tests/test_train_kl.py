@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from modeling_exo2ego import Exo2EgoConfig, kl_alignment_loss
-from modeling_exo2ego.modeling_exo2ego import KL_MODES
+from modeling_exo2ego import Exo2EgoConfig
+from train.losses import KL_MODES, kl_alignment_loss
 
 
 def random_features(seed: int, frames: int = 6, channels: int = 5, grid: int = 4):

@@ -216,15 +216,15 @@ def test_stage2_logs_each_term_and_zero_weights_do_not_move_parameters(tiny, sam
 
 def test_trainer_gives_the_kl_the_frames_of_each_clip(tiny, samples, tmp_path, monkeypatch):
     """The per-sample KL groups the (B*T, C, g, g) feature rows into clips: the trainer passes T of the batch."""
-    import modeling_exo2ego
+    import train.trainer
 
-    calls, real = [], modeling_exo2ego.kl_alignment_loss
+    calls, real = [], train.trainer.kl_alignment_loss
 
     def spy(exo_features, mapped_ego_features, **kwargs):
         calls.append((exo_features.shape[0], kwargs))
         return real(exo_features, mapped_ego_features, **kwargs)
 
-    monkeypatch.setattr(modeling_exo2ego, "kl_alignment_loss", spy)
+    monkeypatch.setattr(train.trainer, "kl_alignment_loss", spy)
     trainer = make_trainer(tiny, samples, tmp_path, "stage2")
     batch = trainer.data_collator(samples)
     trainer.compute_loss(trainer.model.train(), batch)
