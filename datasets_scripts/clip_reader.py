@@ -19,7 +19,7 @@ import json
 import math
 import os
 import tarfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,10 +245,3 @@ def _decode_sample(key: str, files: dict[str, bytes], image_module) -> SyncedCli
     has_ego = meta["ego_view"] is not None
     return SyncedClip(timestamps, views[0] if has_ego else None, views[1:] if has_ego else views, [], key)
 
-
-def iter_synced_clips(
-    rows: Iterable[Mapping[str, Any]], num_frames: int, root: str | os.PathLike | None = None, views: str = "ego+exo"
-) -> Iterator[SyncedClip]:
-    """:func:`read_clip_row` over many rows (e.g. a ``load_dataset(..., "clips")`` split)."""
-    for row in rows:
-        yield read_clip_row(row, num_frames, root=root, views=views)

@@ -15,10 +15,9 @@ from __future__ import annotations
 import logging
 import tempfile
 
-logger = logging.getLogger(__name__)
+from train.data import CLIP_PROMPT
 
-# Ego-ExoClip's prompt in training (`train.pipeline.DataArguments.clip_prompt`).
-CLIP_PROMPT = "Describe what the person in the video is doing."
+logger = logging.getLogger(__name__)
 
 
 def render_text(processor, prompt: str, target: str) -> str:

@@ -80,11 +80,10 @@ def processor():
 
 def test_exo_camera_draw_is_seeded_per_row_and_epoch(world):
     root, clips, _ = world
-    samples = EgoExoClipSamples(clips, str(root), 4, ("exo",), "Describe.", seed=3)
+    samples = EgoExoClipSamples(clips, str(root), 4, ("exo",), "Describe.", exo_sampling="random", seed=3)
     first = [samples.sample_id(i) for i in range(len(samples))]
-    assert first == [
-        EgoExoClipSamples(clips, str(root), 4, ("exo",), "Describe.", seed=3).sample_id(i) for i in range(4)
-    ]
+    again = EgoExoClipSamples(clips, str(root), 4, ("exo",), "Describe.", exo_sampling="random", seed=3)
+    assert first == [again.sample_id(i) for i in range(4)]
     draws = set()
     for epoch in range(8):
         samples.set_epoch(epoch)
@@ -94,9 +93,9 @@ def test_exo_camera_draw_is_seeded_per_row_and_epoch(world):
 
     best = EgoExoClipSamples(clips, str(root), 4, ("exo",), "Describe.", exo_sampling="best_exo")
     assert {best.sample_id(i).split("@")[1] for i in range(3)} == {"cam03"}
-    random_draw = EgoExoClipSamples(clips, str(root), 4, ("exo",), "Describe.")
+    random_draw = EgoExoClipSamples(clips, str(root), 4, ("exo",), "Describe.", exo_sampling="random")
     assert best.sample_id(3) == random_draw.sample_id(3)  # a null best_exo_cam falls back to the seeded draw
-    pairs = EgoExoClipSamples(clips, str(root), 4, ("pair",), "Describe.", exo_sampling="all_pairs")
+    pairs = EgoExoClipSamples(clips, str(root), 4, ("pair",), "Describe.")  # all_pairs, the default
     assert len(pairs) == len(clips) * len(CAMS)
     assert sorted(pairs.sample_id(i) for i in range(len(pairs))) == sorted(
         f"t0_{k}@{cam}" for k in range(4) for cam in CAMS
@@ -131,7 +130,8 @@ def test_missing_columns_and_unknown_modes_are_named(world):
 
 def test_collator_labels_only_the_target_text(world, processor):
     root, clips, egoit = world
-    samples = EgoExoClipSamples(clips, str(root), 4, ("exo",), "Describe the activity.")
+    # One sample per row (random camera), so sample i is row i.
+    samples = EgoExoClipSamples(clips, str(root), 4, ("exo",), "Describe the activity.", exo_sampling="random")
     batch = Exo2EgoCollator(processor, ("exo",))([samples[0], samples[1]])
     assert "pixel_values_videos" not in batch and batch["exo_pixel_values_videos"].shape == (2, 4, 3, 32, 32)
     video_id, pad_id = processor.video_token_id, processor.tokenizer.pad_token_id
@@ -164,7 +164,7 @@ def test_unreadable_videos_are_counted_replaced_and_stop_the_run(world, tmp_path
     broken = clips.map(
         lambda row, i: {"ego_video": "takes/t0/missing.mp4" if i == 1 else row["ego_video"]}, with_indices=True
     )
-    samples = EgoExoClipSamples(broken, str(root), 4, ("pair",), "Describe.")
+    samples = EgoExoClipSamples(broken, str(root), 4, ("pair",), "Describe.", exo_sampling="random")
     replaced = samples[1]
     assert replaced["failed_videos"] >= 1 and replaced["sample_id"] != "t0_1"
     # Decoding runs in a DataLoader worker; the count reaches the main process inside the batch.

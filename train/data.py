@@ -5,10 +5,10 @@ A table is any `datasets.Dataset` with the published columns (a Hub-ready folder
 decode their frames in `__getitem__`, so decoding runs in the DataLoader workers.
 
 Exo camera choice (Ego-ExoClip rows offer 4-5 exo cameras):
-- `all_pairs` (the paper's, and the default of the stage scripts' `exo_sampling` argument): every (row, camera)
-  pair is its own sample, at a fixed index, so the sampler's seeded shuffle visits each pair once per epoch,
-  identically on every rank and after a resume;
-- `random` (this class's default): one camera per row per epoch, drawn from a generator seeded by (seed, epoch,
+- `all_pairs` (the paper's, and the default here and of the stage scripts' `exo_sampling` argument): every
+  (row, camera) pair is its own sample, at a fixed index, so the sampler's seeded shuffle visits each pair once per
+  epoch, identically on every rank and after a resume;
+- `random`: one camera per row per epoch, drawn from a generator seeded by (seed, epoch,
   row), so the draw is the same on every rank and worker and after a resume, and epochs cover different pairs;
 - `best_exo`: the row's `best_exo_cam` (Ego-Exo4D's best exocentric view; rows where it is null fall back to the
   seeded draw).
@@ -56,6 +56,8 @@ EXO_SAMPLING_MODES = ("random", "best_exo", "all_pairs")
 BEST_EXO_COLUMN = "best_exo_cam"
 # Samples tried (the requested one, then seeded random replacements) before the loader gives up.
 MAX_REPLACEMENT_TRIES = 16
+# The user turn of Ego-ExoClip and EgoClip caption samples (their target is the narration).
+CLIP_PROMPT = "Describe what the person in the video is doing."
 
 
 def check_columns(table, required, where: str) -> None:
@@ -234,7 +236,7 @@ class EgoExoClipSamples(VideoSamples):
         num_frames: int,
         branches: tuple[str, ...],
         prompt: str,
-        exo_sampling: str = "random",
+        exo_sampling: str = "all_pairs",
         seed: int = 0,
         where: str = "Ego-ExoClip",
         cache: DecodedClipCache | None = None,

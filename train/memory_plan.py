@@ -32,6 +32,7 @@ from unittest import mock
 
 import torch
 
+from exo2ego_base.tiny import tiny_config_kwargs
 from train.losses import cycle_consistency_loss, kl_alignment_loss
 
 # Tokens before the video placeholder in the synthetic training sequences (chat prefix); every text token after the
@@ -67,29 +68,15 @@ REDUCED_TEXT = dict(
     vocab_size=4096,
     max_position_embeddings=4096,
 )
-# Tiny: the sizes of `exo2ego_base.tiny` (tests): 32 px on patch 4, one connector block, two mapping blocks.
-TINY_VISION = dict(
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=3,
-    num_attention_heads=2,
-    image_size=32,
-    patch_size=4,
-    projection_dim=32,
-)
-TINY_TEXT = dict(
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    vocab_size=512,
-    max_position_embeddings=2048,
-)
+# Tiny: the test model's sizes, taken from `exo2ego_base.tiny` (one source for both).
+_TINY = tiny_config_kwargs()
+TINY_VISION = dict(_TINY["ego_vision_config"])
+TINY_TEXT = {key: value for key, value in _TINY["text_config"].items() if not key.endswith("_token_id")}
+TINY_MODEL = {key: _TINY[key] for key in ("mapping_ngf", "mapping_n_blocks", "connector_depth")}
 SCALES = {
     "paper": (PAPER_VISION, None, {}),
     "reduced": (REDUCED_VISION, REDUCED_TEXT, dict(mapping_ngf=16)),
-    "tiny": (TINY_VISION, TINY_TEXT, dict(mapping_ngf=8, mapping_n_blocks=2, connector_depth=1)),
+    "tiny": (TINY_VISION, TINY_TEXT, TINY_MODEL),
 }
 
 CHECKPOINTING_MODES = ("none", "full", "llm")

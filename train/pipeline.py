@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 import yaml
 
 from exo2ego_base.provenance import check_output_apart, check_output_location, package_versions, write_json_atomic
+from train.data import CLIP_PROMPT
 from train.distributed import check_launch_config, distributed_setup
 from train.hub import push_stage_output
 from train.stage_folder import ADAPTER_DIR_NAME, STAGE_METADATA_NAME, read_stage_metadata
@@ -146,7 +147,7 @@ class DataArguments:
         },
     )
     clip_prompt: str = field(
-        default="Describe what the person in the video is doing.",
+        default=CLIP_PROMPT,
         metadata={"help": "User prompt of Ego-ExoClip samples; the target is the clip's narration."},
     )
     max_length: int | None = field(default=None, metadata={"help": "Cap on tokens per sample (target truncated)."})
