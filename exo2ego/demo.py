@@ -99,8 +99,8 @@ GATES = (
 
 @dataclass(frozen=True)
 class DemoPlan:
-    """Sizes of one demo run. `full` is the learning run (about 8 minutes on 2 idle cores, README "The demo"); `quick`
-    only proves the wiring."""
+    """Sizes of one demo run. `full` is the learning run (its time and results: README "The demo"); `quick` only
+    proves the wiring."""
 
     takes: int
     steps: dict[str, int]
@@ -123,7 +123,7 @@ class DemoPlan:
     pattern_probe_clips: tuple[int, int] = (400, 200)  # linear pattern probe on y, F(x), x: fitting, scored clips
     egoit_fraction: float = 1.0  # share of EgoIT stage 3 trains on
     # Which rows a fraction below 1 keeps: drawn at random with this seed (the same rows for every training seed), so
-    # they spread over the takes (131 of 140 in the demo's worlds); None keeps the first rows, the first takes only.
+    # they spread over the takes; None keeps the first rows, the first takes only.
     egoit_subset_seed: int | None = 0
 
 

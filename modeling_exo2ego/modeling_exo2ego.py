@@ -58,8 +58,8 @@ class FanInConvTranspose2d(FanInInit, nn.ConvTranspose2d):
 class ZeroInit(FanInInit):
     """The last layer of a residual mapping: weight and bias start at zero, so the mapping starts as the identity.
 
-    A He-init layer too, whose He init `_init_weights` overwrites: drawing it keeps the random stream, and so every
-    seeded model, as it was when zero init was a flag on a He-init layer."""
+    It draws a He init first, which `_init_weights` then overwrites: the draw keeps the random stream of a seeded model
+    the same as with a He-init layer here, so every other weight starts where it would."""
 
 
 class ZeroInitLinear(ZeroInit, nn.Linear):
