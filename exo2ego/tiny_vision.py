@@ -5,9 +5,9 @@ Random tiny towers know no visual concept, so the pipeline would have to teach t
 frozen LLM in a few hundred steps. This module gives the tiny base model CLIP's premise cheaply: a tower learns to
 predict the words of a clip's narration (a bag of words, the text-supervised image objective of the CLIP paper's
 baseline) from the clip's frames, through the features the pipeline uses (maximum over frames and patches of the
-`vision_feature_layer` features, since objects can be small -> linear -> one logit per vocabulary token, cross-
-entropy against the caption's normalised bag of tokens). The head is dropped afterwards and both towers start from
-the result, as both start from one CLIP in the paper.
+`vision_feature_layer` features, since objects can be small -> linear -> one logit per vocabulary token,
+cross-entropy against the caption's normalised bag of tokens). The head is dropped afterwards and both towers start
+from the result, as both start from one CLIP in the paper.
 
 Which frames it sees is the caller's choice: :func:`caption_corpus` reads a caption folder (the demo's: the synthetic
 world's web-exo corpus, exo views of separate scenes whose captions name the objects' patterns, as the paper's
