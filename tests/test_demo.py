@@ -162,8 +162,8 @@ def test_targets_need_twice_untrained_and_a_pattern_interval_above_chance(plain,
 
 
 SEED_2_MISSES_TWICE_UNTRAINED = pytest.mark.xfail(
-    reason="README 'Gates and three seeds': seed 2's untrained model answers 27.8%, and stage 3 reaches 1.8x (one "
-    "thread) and 1.9x (two threads) of it, not 2x",
+    reason="benchmarks/results/demo_synthetic.md 'Gates and three seeds': seed 2's untrained model answers 27.8%, "
+    "and stage 3 reaches 1.8x (one thread) and 1.9x (two threads) of it, not 2x",
     strict=False,
 )
 
@@ -203,8 +203,8 @@ def test_full_demo_meets_its_learning_target(full_demo):
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 @pytest.mark.xfail(
-    reason="README 'The pattern does not reach the ego side': measured at chance after stage 3 on seeds 0-2, with "
-    "every gate met; this test turns green when the exo-only knowledge reaches the ego side",
+    reason="benchmarks/results/demo_synthetic.md 'The pattern does not reach the ego side': measured at chance after "
+    "stage 3 on seeds 0-2, with every gate met; this test turns green when exo-only knowledge reaches the ego side",
     strict=False,
 )
 def test_full_demo_transfers_the_exo_only_pattern(full_demo):
