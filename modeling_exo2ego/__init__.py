@@ -1,6 +1,6 @@
 """Exo2Ego for transformers.
 
-This folder is also the Hub remote-code bundle (`trust_remote_code=True` downloads its three modules), so the
+This folder is also the Hub remote-code bundle (`trust_remote_code=True` downloads its modules), so the
 modules import only torch, transformers, numpy, Pillow and (optionally) PyAV, and each other by relative import.
 Importing the package registers the classes with the Auto factories, so the installed project needs no trust flag.
 """
@@ -16,7 +16,8 @@ from .modeling_exo2ego import (
     Exo2EgoPreTrainedModel,
     Exo2EgoVideoOutput,
 )
-from .processing_exo2ego import Exo2EgoProcessor, VideoClip, read_video_frames, sample_timestamps
+from .processing_exo2ego import Exo2EgoProcessor
+from .video_io_exo2ego import VideoClip, read_video_frames, sample_timestamps
 
 AutoConfig.register("exo2ego", Exo2EgoConfig, exist_ok=True)
 for auto_class in (AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText):

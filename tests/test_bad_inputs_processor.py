@@ -22,7 +22,8 @@ REFUSED = [
     ("unknown videos_kwargs key", {"videos_kwargs": {"num_frame": 4}}, TypeError, r"num_frame"),
     ("short_video unknown mode", {"short_video": "sometimes"}, ValueError, r"short_video must be one of"),
     ("fps sampling", {"fps": 2}, ValueError, r"fps is not supported"),
-    ("images instead of videos", {"images": FRAMES[0]}, ValueError, r"videos only"),
+    ("image without its placeholder", {"images": FRAMES[0]}, ValueError, r"1 images for 0 <image> placeholders"),
+    ("audio", {"audio": np.zeros(16000, np.float32)}, ValueError, r"takes no audio"),
     (
         "float frames in 0-255",
         {"videos": [FRAMES.astype(np.float32)]},

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from conftest import write_test_video
 
+import modeling_exo2ego
 from modeling_exo2ego import Exo2EgoConfig
 
 ALLOWED_DISTRIBUTIONS = ("torch", "transformers", "numpy", "pillow", "av")
@@ -56,11 +58,16 @@ LOADER = textwrap.dedent(
 
     import numpy as np, torch
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
-    folder, frames_path = sys.argv[1], sys.argv[2]
+    folder, frames_path, video_path = sys.argv[1], sys.argv[2], sys.argv[3]
     frames = np.load(frames_path)
     processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
     batch = processor(text=["<video>\\nWhat did I pick up?"], videos=[frames], return_tensors="pt")
     result = {"processor": type(processor).__name__, "input_ids": batch["input_ids"].tolist()}
+    # video_io_exo2ego.py (PyAV decoding) and an image, as a still video
+    from_file = processor(text=["<video>\\nWhat?"], videos=[(video_path, 0.5, 2.5)])
+    from_image = processor(text=["<image>\\nWhat?"], images=[frames[0]])
+    for name, inputs in (("file", from_file), ("image", from_image)):
+        result[name] = {key: inputs[key].tolist() for key in ("input_ids", "pixel_values_videos")}
     for auto in (AutoModel, AutoModelForImageTextToText, AutoModelForCausalLM):
         model = auto.from_pretrained(folder, trust_remote_code=True, attn_implementation="eager").eval()
         with torch.no_grad():
@@ -88,12 +95,24 @@ def test_fresh_process_loads_identically_without_project_packages(tiny, tmp_path
     assert json.loads((folder / "processor_config.json").read_text())["auto_map"]["AutoProcessor"].endswith(
         "Exo2EgoProcessor"
     )
-    for module in ("configuration_exo2ego.py", "modeling_exo2ego.py", "processing_exo2ego.py"):
-        assert (folder / module).is_file()
+    # The bundle: every module of modeling_exo2ego/ but the package __init__ (which registers the Auto classes).
+    bundle = sorted(path.name for path in Path(modeling_exo2ego.__file__).parent.glob("*.py"))
+    bundle.remove("__init__.py")
+    assert bundle == [
+        "configuration_exo2ego.py",
+        "modeling_exo2ego.py",
+        "processing_exo2ego.py",
+        "video_io_exo2ego.py",
+    ]
+    for module in bundle:
+        assert (folder / module).read_bytes() == (Path(modeling_exo2ego.__file__).parent / module).read_bytes()
 
     frames = np.random.default_rng(0).integers(0, 255, (9, 30, 40, 3), dtype=np.uint8)
     np.save(tmp_path / "frames.npy", frames)
+    video = write_test_video(tmp_path / "clip.mp4", num_frames=24)
     batch = processor(text=["<video>\nWhat did I pick up?"], videos=[frames])
+    from_file = processor(text=["<video>\nWhat?"], videos=[(video, 0.5, 2.5)])
+    from_image = processor(text=["<image>\nWhat?"], images=[frames[0]])
     with torch.no_grad():
         logits = model(**batch).logits[0, -3:]
     generated = model.generate(**batch, max_new_tokens=5, do_sample=False)
@@ -110,7 +129,7 @@ def test_fresh_process_loads_identically_without_project_packages(tiny, tmp_path
         "OMP_NUM_THREADS": str(torch.get_num_threads()),  # same kernels' reduction order as this process
     }
     completed = subprocess.run(
-        [sys.executable, "-S", "-c", LOADER, str(folder), str(tmp_path / "frames.npy")],
+        [sys.executable, "-S", "-c", LOADER, str(folder), str(tmp_path / "frames.npy"), video],
         capture_output=True,
         text=True,
         env=env,
@@ -121,6 +140,9 @@ def test_fresh_process_loads_identically_without_project_packages(tiny, tmp_path
     result = json.loads(completed.stdout.split("RESULT", 1)[1])
     assert result["processor"] == "Exo2EgoProcessor"
     assert result["input_ids"] == batch["input_ids"].tolist()
+    for name, inputs in (("file", from_file), ("image", from_image)):
+        assert result[name]["input_ids"] == inputs["input_ids"].tolist()
+        assert torch.equal(torch.tensor(result[name]["pixel_values_videos"]), inputs["pixel_values_videos"])
     for name in ("AutoModel", "AutoModelForImageTextToText", "AutoModelForCausalLM"):
         assert result[name]["class"] == "Exo2EgoForConditionalGeneration"
         # Loading is exact; the tolerance only covers a different thread split of the same float kernels.

@@ -330,6 +330,7 @@ def test_push_is_one_commit_that_loads_in_a_fresh_process(chain, tmp_path, monke
         "modeling_exo2ego.py",
         "configuration_exo2ego.py",
         "processing_exo2ego.py",
+        "video_io_exo2ego.py",
         "processor_config.json",
         "tokenizer.json",
         STAGE_METADATA_NAME,

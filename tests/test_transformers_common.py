@@ -10,7 +10,9 @@ folder of a transformers checkout of the same version; our own generation tests 
 Every upstream test that does not apply is listed in `NOT_APPLICABLE` with its reason;
 upstream also skips, with its own reasons, the tests that need a GPU, flash-attention, torchcodec or librosa, and the
 video-kwargs tests written for processors with a separate `video_processor` (here the CLIP image processor handles
-video frames). The full run is marked slow; the tests in `QUICK` run in the default suite.
+video frames). The image tests run: an image is a video of its frame repeated (`images_input_name` is
+`pixel_values_videos`), and the Hub images they load are local synthetic stand-ins (`transformers_upstream`). The full
+run is marked slow; the tests in `QUICK` run in the default suite.
 """
 
 import functools
@@ -52,25 +54,10 @@ NOT_APPLICABLE = {
     "test_generation_tester_mixin_inheritance": (
         "GenerationTesterMixin is not in the transformers sdist (see module docstring)"
     ),
-    "test_init_arguments_not_in_processor_kwargs": "num_frames / short_video are checkpoint defaults in __init__ AND "
-    "call-time overrides in videos_kwargs, the case the test's own docstring allows for image and video processors",
-    # ProcessorTesterMixin: it sends images because the processor holds an image processor, which here processes
-    # video frames; Exo2Ego reads videos only and refuses images with a clear error.
-    **{
-        name: "images are refused: a video-only processor (its CLIP image processor handles video frames)"
-        for name in (
-            "test_apply_chat_template_image_0",
-            "test_apply_chat_template_image_1",
-            "test_kwargs_overrides_default_subprocessor_kwargs_0_images",
-            "test_structured_kwargs_nested_from_dict_0_images",
-            "test_subprocessor_defaults_preserved_by_kwargs_0_images",
-            "test_unstructured_kwargs_0_images",
-            "test_unstructured_kwargs_batched_0_images",
-            "test_processor_with_multiple_inputs",
-            "test_model_input_names",
-            "test_flat_kwarg_applied_when_modality_dict_lacks_it",
-        )
-    },
+    # ProcessorTesterMixin sends videos only to processors with a separate `video_processor` (here the CLIP image
+    # processor handles video frames), but its text holds every placeholder the processor has.
+    "test_processor_with_multiple_inputs": "its text holds a <video> placeholder but it passes no video (it sends "
+    "videos only to processors with a video_processor); a placeholder without its video is an error",
     **{
         name: "save_pretrained also writes `auto_map` (the Hub remote-code entry for trust_remote_code=True), so a "
         "processor loaded from its own save holds a key the first one did not"
@@ -198,6 +185,8 @@ class Exo2EgoModelTest(modeling_common.ModelTesterMixin, *generation_mixins, uni
 
 class Exo2EgoProcessorTest(processing_common.ProcessorTesterMixin, unittest.TestCase):
     processor_class = Exo2EgoProcessor
+    # An image is a video of one frame repeated: its pixels join the videos' (see Exo2EgoProcessor).
+    images_input_name = "pixel_values_videos"
 
     @classmethod
     def _setup_tokenizer(cls):
@@ -207,13 +196,16 @@ class Exo2EgoProcessorTest(processing_common.ProcessorTesterMixin, unittest.Test
     def _setup_image_processor(cls):
         from transformers import CLIPImageProcessorPil
 
+        # The frame processor holds the checkpoint's video defaults (Exo2EgoProcessor's call-time `num_frames`).
         return CLIPImageProcessorPil(
-            size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+            size={"shortest_edge": IMAGE_SIZE},
+            crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+            num_frames=FRAMES,
         )
 
     @staticmethod
     def prepare_processor_dict():
-        return {"num_frames": FRAMES, "grid_size": IMAGE_SIZE // PATCH_SIZE, "connector_type": "stc_v35"}
+        return {"grid_size": IMAGE_SIZE // PATCH_SIZE, "connector_type": "stc_v35"}
 
 
 # The whole module takes about 2.5 minutes on 2 CPU cores, so the default suite runs this subset (the tests closest
@@ -240,6 +232,13 @@ QUICK = {
     "test_processor_text_has_no_visual",
     "test_chat_template_save_loading",
     "test_args_overlap_kwargs",
+    # images as still videos and call-time defaults in the kwargs (issue 31 item 2)
+    "test_model_input_names",
+    "test_flat_kwarg_applied_when_modality_dict_lacks_it",
+    "test_unstructured_kwargs_batched_0_images",
+    "test_apply_chat_template_image_1",
+    "test_init_arguments_not_in_processor_kwargs",
+    "test_no_redundant_default_kwargs",
 }
 
 

@@ -9,7 +9,10 @@ The sdist ships only the top-level `tests/test_*_common.py` files, not the helpe
 are replaced by empty stand-ins that run none of their tests: `exporters.test_export.ExportTesterMixin` (export
 tests), `generation.test_utils.GenerationTesterMixin` (so `GENERATION_MIXIN_AVAILABLE` is False and the generation
 tests are skipped), `utils.test_configuration_utils.config_common_kwargs` (read only for configs without sub-configs)
-and `fetch_hub_objects_for_ci.url_to_local_path` (the identity: tests that download Hub media are skipped offline).
+and `fetch_hub_objects_for_ci.url_to_local_path`, which upstream CI uses to read Hub media from local copies: here the
+test images (`hf-internal-testing/fixtures_image_utils`) map to synthetic images of the same name written into the
+cache folder, so the image chat-template tests run offline, and other media (videos, audio) stay URLs, whose tests
+need torchcodec or librosa and are skipped without them.
 """
 
 import importlib
@@ -82,6 +85,27 @@ def _stand_in(name: str, **attributes) -> None:
     sys.modules[name] = module
 
 
+HUB_TEST_IMAGES = "https://huggingface.co/datasets/hf-internal-testing/fixtures_image_utils/resolve/main/"
+
+
+def local_test_image(url: str) -> str:
+    """A synthetic local stand-in (640x480 RGB, seeded by the name) for a Hub test image; other URLs unchanged."""
+    if not url.startswith(HUB_TEST_IMAGES):
+        return url
+    import numpy as np
+    from PIL import Image
+
+    name = url[len(HUB_TEST_IMAGES) :]
+    path = cache_dir() / "media" / name
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pixels = np.random.default_rng(sum(name.encode())).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=path.suffix, delete=False) as handle:
+            Image.fromarray(pixels).save(handle, format="JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG")
+        os.replace(handle.name, path)
+    return str(path)
+
+
 def load() -> types.ModuleType:
     """Import the upstream tests folder as the package `transformers_upstream_tests` (stand-ins for what it lacks)."""
     global GENERATION_MIXIN_AVAILABLE
@@ -103,7 +127,7 @@ def load() -> types.ModuleType:
         _stand_in(f"{PACKAGE}.utils")
         _stand_in(f"{PACKAGE}.utils.test_configuration_utils", config_common_kwargs={})
     if importlib.util.find_spec("fetch_hub_objects_for_ci") is None:
-        _stand_in("fetch_hub_objects_for_ci", url_to_local_path=lambda url: url)
+        _stand_in("fetch_hub_objects_for_ci", url_to_local_path=local_test_image)
     return package
 
 
