@@ -14,7 +14,7 @@ import sys
 
 # Modules that define ``add_parser(subparsers)``, in the order their commands appear in --help.
 COMMAND_MODULES = (
-    "exo2ego.tiny",
+    "exo2ego.tiny.cli",
     "datasets_scripts.cli",
     "eval.cli",
     "train.cli",

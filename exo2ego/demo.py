@@ -28,7 +28,7 @@ system prompt): the tiny LLM knows only the world's text (EgoIT, Ego-ExoClip, th
 system prompt is made of words it never saw in training.
 
 Before the pipeline, `exo2ego tiny-model --language-*` pretrains the tiny LLM on the text of EgoIT, Ego-ExoClip and the
-web-exo captions (`exo2ego.tiny_language`), so that, as Mistral in the paper, it knows the world's language (the
+web-exo captions (`exo2ego.tiny.language`), so that, as Mistral in the paper, it knows the world's language (the
 pattern words included, as Mistral has read the web) and stays frozen in init and stages 1-2. README "The demo" has
 the measured seeds.
 """
@@ -116,7 +116,7 @@ class DemoPlan:
     module_learning_rate: dict[str, dict[str, float]] = field(default_factory=dict)
     web_exo_per_take: int = 10  # web-exo clips rendered per take (`exo2ego data synth --web-exo-per-take`)
     language_steps: int = 0  # text-only pretraining of the tiny LLM on EgoIT, Ego-ExoClip and web-exo text
-    vision_steps: int = 0  # bag-of-words pretraining of the tiny vision towers on web-exo clips (tiny_vision)
+    vision_steps: int = 0  # bag-of-words pretraining of the tiny vision towers on web-exo clips (exo2ego.tiny.vision)
     vision_samples: int = 1536  # web-exo clips decoded for it
     vision_learning_rate: float = 1e-2
     gate_probe: tuple[int, int, int] = (512, 200, 150)  # ego colour gate: training clips, held-out clips, steps
@@ -181,7 +181,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--vision-steps",
         type=int,
-        help="pretrain the tiny vision towers on the web-exo clips for this many steps (exo2ego.tiny_vision; "
+        help="pretrain the tiny vision towers on the web-exo clips for this many steps (exo2ego.tiny.vision; "
         "default: the plan's; 0 leaves them random)",
     )
     parser.add_argument(
@@ -314,9 +314,9 @@ class Demo:
 
     def measure_gates(self) -> dict:
         """Check the world's :data:`GATES` and write `gates.json`: the pretrained tower's probes (from the untrained
-        model's `vision_pretraining.json`) and a tower trained on ego frames (`exo2ego.tiny_vision.word_probe`)."""
+        model's `vision_pretraining.json`) and a tower trained on ego frames (`exo2ego.tiny.vision.word_probe`)."""
         from exo2ego.tiny import VISION_REPORT
-        from exo2ego.tiny_vision import probe_groups, word_probe
+        from exo2ego.tiny.vision import probe_groups, word_probe
         from exo2ego_base.provenance import write_json_atomic
 
         def measure():

@@ -94,10 +94,10 @@ def probe_folder(
 
 def paired_pattern_clips(processor, world_root: str, num_frames: int, max_clips: int, seed: int = 0) -> dict:
     """Synchronized ego and exo pixels of the synthetic world's train-take action clips with the handled object's
-    pattern (`exo2ego.tiny_vision.world_action_clips`): `{"ego": (N, T, 3, S, S), "exo": (N, T, 3, S, S), "label":
+    pattern (`exo2ego.tiny.vision.world_action_clips`): `{"ego": (N, T, 3, S, S), "exo": (N, T, 3, S, S), "label":
     (N,) pattern index}`."""
     from datasets_scripts.synthetic.script import PATTERNS
-    from exo2ego.tiny_vision import clip_pixels, world_action_clips
+    from exo2ego.tiny.vision import clip_pixels, world_action_clips
 
     views = {"ego": [], "exo": []}
     labels = []

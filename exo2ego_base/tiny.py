@@ -1,8 +1,11 @@
 """Tiny random-weight Exo2Ego models for trying the API, for tests, benchmarks and the CPU demo.
 
 Everything is built offline: CLIP and Mistral configs at toy sizes, and a byte-level BPE tokenizer trained on a
-small built-in corpus (the synthetic world's vocabulary and the chat markup). `exo2ego tiny-model --out DIR`
-(`exo2ego.tiny`) saves one as a folder that loads with `AutoModel`/`AutoProcessor` and `trust_remote_code=True`.
+small built-in corpus (the synthetic world's vocabulary and the chat markup). This module is the base layer's part of
+the tiny models, so that every layer, the tests and the benchmarks can build one; `exo2ego.tiny` is their index and
+holds the rest: `exo2ego tiny-model --out DIR` (`exo2ego.tiny.checkpoint.save_tiny_model`) saves one as a folder that
+loads with `AutoModel`/`AutoProcessor` and `trust_remote_code=True`, optionally after pretraining its LLM and vision
+towers (`exo2ego.tiny.language`, `exo2ego.tiny.vision`).
 """
 
 from __future__ import annotations

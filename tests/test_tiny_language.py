@@ -1,8 +1,8 @@
-"""Text-only pretraining of the tiny LLM (`exo2ego.tiny_language`): it learns the text and nothing else moves."""
+"""Text-only pretraining of the tiny LLM (`exo2ego.tiny.language`): it learns the text and nothing else moves."""
 
 import torch
 
-from exo2ego.tiny_language import pretrain_language, render_text
+from exo2ego.tiny.language import pretrain_language, render_text
 from exo2ego_base.tiny import build_tiny_model
 
 

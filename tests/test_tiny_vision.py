@@ -1,10 +1,10 @@
-"""Text-supervised pretraining of the tiny vision towers on exo frames (`exo2ego.tiny_vision`)."""
+"""Text-supervised pretraining of the tiny vision towers on exo frames (`exo2ego.tiny.vision`)."""
 
 import numpy as np
 import pytest
 import torch
 
-from exo2ego.tiny_vision import group_top1, pretrain_vision
+from exo2ego.tiny.vision import group_top1, pretrain_vision
 from exo2ego_base.tiny import build_tiny_model
 
 
@@ -59,7 +59,7 @@ def test_group_top1_scores_only_rows_that_name_a_word_of_the_group():
 
 def test_probe_scores_the_word_head_per_group():
     """`probe` after pretraining on flat colours: colours are read (held-out clips), a group no clip names scores 0."""
-    from exo2ego.tiny_vision import probe
+    from exo2ego.tiny.vision import probe
 
     model, processor = build_tiny_model(seed=0)
     corpus = coloured_corpus(processor, 60)
@@ -75,7 +75,7 @@ def test_world_clips_are_labelled_with_the_ground_truth_pattern(tmp_path):
     import json
 
     from datasets_scripts.synthetic import WorldConfig, generate_world
-    from exo2ego.tiny_vision import world_clip_corpus
+    from exo2ego.tiny.vision import world_clip_corpus
 
     root = tmp_path / "world"
     generate_world(root, WorldConfig(num_takes=4, objects_per_take=1, actions_per_take=2, web_exo_per_take=0))

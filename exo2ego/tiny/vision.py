@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from exo2ego.tiny.language import pretraining_arguments
+
 logger = logging.getLogger(__name__)
 
 
@@ -173,8 +175,6 @@ def pretrain_vision(
     Everything else keeps its weights. Returns the trained pretrainer (tower and word head) and the log history.
     """
     from transformers import Trainer
-
-    from exo2ego.tiny_language import pretraining_arguments
 
     pretrainer = BagOfWordsPretrainer(model, vocab_size=corpus[0]["labels"].numel())
     for parameter in model.parameters():

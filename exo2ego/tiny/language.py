@@ -55,7 +55,7 @@ def language_corpus(
 
 def pretraining_arguments(output_dir: str, steps: int, batch_size: int, learning_rate: float, seed: int, **extra):
     """`TrainingArguments` of the tiny base model's short CPU pretraining runs (language here, vision in
-    `exo2ego.tiny_vision`): cosine schedule, 5% warm-up, no weight decay, nothing saved or reported."""
+    `exo2ego.tiny.vision`): cosine schedule, 5% warm-up, no weight decay, nothing saved or reported."""
     from transformers import TrainingArguments
 
     return TrainingArguments(
