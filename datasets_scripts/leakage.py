@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from datasets_scripts.egobench.tasks import EGOBENCH_TASKS
 from datasets_scripts.schema import loads_meta
 
 # EgoIT/EgoClip ``source`` -> namespace of the id in its ``video`` path stem.
@@ -27,18 +28,8 @@ TRAIN_NAMESPACES = {
     "egoexolearn": "egoexolearn",
     "synthetic": "synthetic",
 }
-# EgoBench ``task`` -> namespace of ``meta["video_id"]``.
-BENCH_NAMESPACES = {
-    "egoschema": "egoschema",
-    "qaego4d": "ego4d_clip",
-    "egomcq": "ego4d_video",
-    "epic_mir": "epic",
-    "charades_ego": "charades",
-    "egotaskqa": "lemma",
-    "vlnqa": "vlnqa",
-    "synthetic": "synthetic",
-    "synthetic_pattern": "synthetic",
-}
+# EgoBench ``task`` -> namespace of ``meta["video_id"]``: each task's ``leakage_namespace`` in
+# datasets_scripts/egobench/tasks.py (a task without a declaration is an error, never a namespace of its own).
 MAX_LISTED = 200  # ids listed per overlapping pair
 
 
@@ -68,18 +59,25 @@ def _name_stem(name: str) -> str:
     return name[:dot] if 0 < dot < len(name) - 1 else name
 
 
+def bench_namespace(task: str | None, meta: Mapping[str, Any]) -> str:
+    """The namespace of an EgoBench row's ``meta["video_id"]``, from its task's declaration; ``ValueError`` for a
+    task that is not declared (its ids would otherwise land in a namespace no training source uses)."""
+    declaration = EGOBENCH_TASKS.get(task or "")
+    if declaration is None:
+        raise ValueError(
+            f"leakage: EgoBench task {task!r} is not declared in datasets_scripts/egobench/tasks.py, so the "
+            f"namespace of its video ids is unknown (declared tasks: {', '.join(EGOBENCH_TASKS)})"
+        )
+    return declaration.namespace(meta)
+
+
 def bench_ids(rows: Iterable[Mapping[str, Any]]) -> dict[str, set[str]]:
     """``{namespace: ids}`` of one EgoBench table (from ``meta``)."""
     ids: dict[str, set[str]] = defaultdict(set)
     for row in rows:
         meta = loads_meta(row.get("meta"))
-        task = row.get("task", "")
         if "video_id" in meta:
-            if task == "egoplan":
-                namespace = "ego4d_video" if meta.get("video_source") == "Ego4D" else "epic"
-            else:
-                namespace = BENCH_NAMESPACES.get(task, task)
-            ids[namespace].add(str(meta["video_id"]))
+            ids[bench_namespace(row.get("task"), meta)].add(str(meta["video_id"]))
         if meta.get("ego4d_video_uid"):  # EgoSchema's uid_to_ego4d.json
             ids["ego4d_video"].add(meta["ego4d_video_uid"])
     return dict(ids)

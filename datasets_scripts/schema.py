@@ -6,7 +6,8 @@ ego tower.
 
 Every EgoIT source adapter and the synthetic world write rows of :data:`EGOIT_FEATURES`; every
 EgoBench task writes rows of :data:`EGOBENCH_FEATURES`. Video paths are relative to the root the
-user gave for that source (``--root <source>=DIR``); nothing here touches a video.
+user gave for that source (``--root <source>=DIR``); nothing here touches a video. The EgoBench tasks, and
+the configs each writes, are declared in :mod:`datasets_scripts.egobench.tasks`.
 
 EgoBench ``meta`` is a JSON object serialised as a string (sorted keys, so builds are byte-stable).
 Keys used by the builders (all optional unless stated):
@@ -28,9 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from dataclasses import field as dataclass_field
+from collections.abc import Sequence
 from typing import Any
 
 from datasets import Features, List, Value
@@ -87,75 +86,6 @@ EGOBENCH_FEATURES = Features(
         "meta": Value("string"),  # JSON object, see module docstring
     }
 )
-
-
-# --------------------------------------------------------------------------------------------- EgoBench configs
-# The one registry of EgoBench tasks and the Parquet configs that hold them: ``exo2ego data egobench`` (and the
-# synthetic world) write exactly these config names, and ``exo2ego eval`` reads them.
-@dataclass(frozen=True)
-class EgoBenchTaskConfigs:
-    """Where one EgoBench task lives in a built folder.
-
-    Attributes:
-        task: the task name (the rows' ``task`` column, ``exo2ego eval --tasks`` name).
-        row_configs: alternatives, best first; each is a group of configs holding the task's canonical rows.
-            A reader takes the first group with any config in the folder and reads every present config of it
-            (rows concatenated in order). EgoSchema: ``egoschema_full`` holds every question (answers where
-            public), ``egoschema_subset`` only the answered ones.
-        side_configs: configs of other tables the task needs, ``{role: config}``.
-        built_by_egobench: written by ``exo2ego data egobench`` (``synthetic`` is written by the synthetic world).
-    """
-
-    task: str
-    row_configs: tuple[tuple[str, ...], ...]
-    side_configs: Mapping[str, str] = dataclass_field(default_factory=dict)
-    built_by_egobench: bool = True
-
-    @property
-    def configs(self) -> tuple[str, ...]:
-        """Every config this task may write (rows and side tables)."""
-        return tuple(config for group in self.row_configs for config in group) + tuple(self.side_configs.values())
-
-    def present_row_configs(self, available: Sequence[str]) -> tuple[str, ...]:
-        """The configs to read the rows from in a folder whose configs are ``available`` (empty: task absent)."""
-        for group in self.row_configs:
-            present = tuple(config for config in group if config in available)
-            if present:
-                return present
-        return ()
-
-
-def _single(task: str, **side_configs: str) -> EgoBenchTaskConfigs:
-    return EgoBenchTaskConfigs(task, ((task,),), side_configs)
-
-
-EGOBENCH_TASK_CONFIGS: dict[str, EgoBenchTaskConfigs] = {
-    spec.task: spec
-    for spec in (
-        EgoBenchTaskConfigs("egoschema", (("egoschema_full",), ("egoschema_subset",))),
-        EgoBenchTaskConfigs("qaego4d", (("qaego4d_closed", "qaego4d_open"),)),
-        EgoBenchTaskConfigs("egotaskqa", (("egotaskqa_direct", "egotaskqa_indirect"),)),
-        _single("charades_ego", labels="charades_ego_labels", classes="charades_ego_classes"),
-        _single("epic_mir", sentences="epic_mir_sentences", relevance="epic_mir_relevance"),
-        _single("egoplan"),
-        _single("vlnqa"),
-        _single("egomcq"),
-        EgoBenchTaskConfigs("synthetic", (("synthetic",),), built_by_egobench=False),
-        EgoBenchTaskConfigs("synthetic_pattern", (("synthetic_pattern",),), built_by_egobench=False),
-    )
-}
-EGOBENCH_BUILDER_TASKS = tuple(name for name, spec in EGOBENCH_TASK_CONFIGS.items() if spec.built_by_egobench)
-# Config -> the task it belongs to, over every config of every task.
-EGOBENCH_CONFIG_TASK = {config: spec.task for spec in EGOBENCH_TASK_CONFIGS.values() for config in spec.configs}
-
-
-def check_egobench_config(task: str, config: str) -> None:
-    """Raise ``ValueError`` when ``config`` is not one of ``task``'s registered configs (a builder bug)."""
-    if EGOBENCH_CONFIG_TASK.get(config) != task:
-        raise ValueError(
-            f"config {config!r} is not a registered config of EgoBench task {task!r} "
-            f"(datasets_scripts/schema.py EGOBENCH_TASK_CONFIGS: {EGOBENCH_TASK_CONFIGS[task].configs})"
-        )
 
 
 # Side tables of the EgoBench tasks that are not multiple choice.

@@ -1,19 +1,23 @@
-"""Declarative EgoBench task definitions (one per Parquet config of an EgoBench folder).
+"""EgoBench task definitions for scoring: a :class:`TaskSpec` per declared task.
 
-Each :class:`TaskSpec` says what a valid row looks like for the task (option counts, open-ended rows,
-hidden labels), which side tables it needs, how its rows are grouped for per-subset accuracy, which
-prediction export it gets and which metrics the report shows, in the style of lmms-eval's task YAMLs but as
-typed Python. The run machinery (:mod:`eval.runner`, :mod:`eval.task_metrics`, :mod:`eval.export`) reads
-nothing else and names no task. Metric keys and labels are declared once, below.
+The tasks are declared once, in :data:`datasets_scripts.egobench.tasks.EGOBENCH_TASKS`: their configs, reader,
+licence, leakage namespace and, as plain data (:class:`datasets_scripts.egobench.tasks.Scoring`), how they are
+scored. :data:`TASKS` turns each declaration into a :class:`TaskSpec`, resolving its names here (headline metrics
+in :data:`METRICS`, subset rules in :data:`SUBSET_RULES`, side-config roles in :data:`SIDE_ROLES`); a name it
+does not know fails when this module is imported. Each :class:`TaskSpec` says what a valid row looks like for the
+task (option counts, open-ended rows, hidden labels), which side tables it needs, how its rows are grouped for
+per-subset accuracy, which prediction export it gets and which metrics the report shows, in the style of
+lmms-eval's task YAMLs but as typed Python. The run machinery (:mod:`eval.runner`, :mod:`eval.task_metrics`,
+:mod:`eval.export`) reads nothing else and names no task. Metric keys and labels are declared once, below.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from datasets_scripts.schema import EGOBENCH_CONFIG_TASK, EGOBENCH_TASK_CONFIGS, EgoBenchTaskConfigs
+from datasets_scripts.egobench.tasks import EGOBENCH_TASKS, EgoBenchTask, config_task
 
 from .metrics import egomcq_type
 
@@ -71,8 +75,8 @@ class TaskSpec:
     """One EgoBench task.
 
     Attributes:
-        name: the task name: value of the rows' ``task`` column, key of the shared config registry
-            (:data:`datasets_scripts.schema.EGOBENCH_TASK_CONFIGS`, which says which Parquet configs hold it).
+        name: the task name: value of the rows' ``task`` column, key of the declarations
+            (:data:`datasets_scripts.egobench.tasks.EGOBENCH_TASKS`, which say which Parquet configs hold it).
         display_name: name used in reports (``"EgoSchema"``).
         option_counts: allowed ``len(options)`` for multiple-choice rows.
         allow_open: rows with ``options == []`` are open-ended QA (reference in ``answer_text``).
@@ -112,98 +116,114 @@ class TaskSpec:
         return [metric.key for metric in self.headline]
 
     @property
-    def configs(self) -> EgoBenchTaskConfigs:
-        """Where the builders put this task (the shared registry entry)."""
-        return EGOBENCH_TASK_CONFIGS[self.name]
+    def configs(self) -> EgoBenchTask:
+        """Where the builders put this task (its declaration: ``row_configs``, ``side_configs``)."""
+        return EGOBENCH_TASKS[self.name]
 
 
-TASKS: dict[str, TaskSpec] = {
-    spec.name: spec
-    for spec in (
-        TaskSpec(
-            name="egoschema",
-            display_name="EgoSchema",
-            option_counts=(5,),
-            allow_unlabeled=True,
-            export_format="egoschema_submission",
-            headline=(ACCURACY,),
-            paper_table="Table 3",
-        ),
-        TaskSpec(
-            name="qaego4d",
-            display_name="QAEgo4D",
-            option_counts=(4,),
-            allow_open=True,
-            subset_metrics=True,
-            headline=(
-                subset_accuracy("Closed"),
-                JUDGE_ACCURACY_OPEN,
-                JUDGE_SCORE_OPEN,
-                ROUGE_L_OPEN,
-                SENTENCE_SIMILARITY_OPEN,
-            ),
-            paper_table="Table 3",
-        ),
-        TaskSpec(
-            name="egotaskqa",
-            display_name="EgoTaskQA",
-            option_counts=(2, 5),  # yes/no questions stay 2-way
-            subset_metrics=True,
-            headline=(subset_accuracy("Direct"), subset_accuracy("Indirect")),
-            paper_table="Table 3",
-        ),
-        TaskSpec(
-            name="charades_ego",
-            display_name="Charades-Ego",
-            option_counts=(5,),
-            labels_config=EGOBENCH_TASK_CONFIGS["charades_ego"].side_configs["labels"],
-            classes_config=EGOBENCH_TASK_CONFIGS["charades_ego"].side_configs["classes"],
-            mcq_metric_key="mcq_accuracy",  # MCQ accuracy and class mAP are different numbers
-            headline=(CLASS_MAP, MCQ_ACCURACY),
-            paper_table="Table 4",
-        ),
-        TaskSpec(
-            name="epic_mir",
-            display_name="EK-100 MIR",
-            retrieval=True,
-            sentences_config=EGOBENCH_TASK_CONFIGS["epic_mir"].side_configs["sentences"],
-            relevance_config=EGOBENCH_TASK_CONFIGS["epic_mir"].side_configs["relevance"],
-            headline=(RETRIEVAL_MAP, RETRIEVAL_NDCG),
-            paper_table="Table 4",
-        ),
-        TaskSpec(
-            name="egoplan", display_name="EgoPlan Val", option_counts=(4,), headline=(ACCURACY,), paper_table="Table 5"
-        ),
-        TaskSpec(name="vlnqa", display_name="VLN-QA", option_counts=(4,), headline=(ACCURACY,), paper_table="Table 5"),
-        TaskSpec(
-            name="egomcq",
-            display_name="EgoMCQ",
-            option_counts=(10, 5),
-            subset_metrics=True,
-            subset_of=egomcq_question_type,
-            headline=(subset_accuracy("Inter"), subset_accuracy("Intra")),
-            paper_table="Table 6",
-        ),
-        TaskSpec(
-            name="synthetic",
-            display_name="Synthetic Ego-Exo",
-            option_counts=(5,),
-            subset_metrics=True,
-            headline=(ACCURACY,),
-            paper_table="(ours: the embedded synthetic world)",
-        ),
-        TaskSpec(
-            name="synthetic_pattern",
-            display_name="Synthetic Ego-Exo: pattern (named in exo text only)",
-            option_counts=(5,),
-            headline=(ACCURACY,),
-            paper_table="(ours: the embedded synthetic world)",
-        ),
-    )
+# The names a declaration's ``Scoring`` uses (datasets_scripts/egobench/tasks.py), resolved here.
+METRICS: dict[str, MetricSpec] = {
+    "accuracy": ACCURACY,
+    "mcq_accuracy": MCQ_ACCURACY,
+    "invalid_rate": INVALID_RATE,
+    "exact_match_open": EXACT_MATCH_OPEN,
+    "rouge_l_open": ROUGE_L_OPEN,
+    "sentence_similarity_open": SENTENCE_SIMILARITY_OPEN,
+    "judge_accuracy_open": JUDGE_ACCURACY_OPEN,
+    "judge_score_open": JUDGE_SCORE_OPEN,
+    "class_map": CLASS_MAP,
+    "retrieval_map": RETRIEVAL_MAP,
+    "retrieval_ndcg": RETRIEVAL_NDCG,
+}
+SUBSET_METRIC_PREFIX = "accuracy:"  # "accuracy:Closed" -> subset_accuracy("Closed")
+SUBSET_RULES: dict[str, Callable[[Mapping[str, Any]], str]] = {
+    "subset": row_subset,
+    "egomcq_type": egomcq_question_type,
+}
+# Side-config roles of a declaration -> the TaskSpec fields that name them.
+SIDE_ROLES = {
+    "labels": "labels_config",
+    "classes": "classes_config",
+    "sentences": "sentences_config",
+    "relevance": "relevance_config",
 }
 
-if set(TASKS) != set(EGOBENCH_TASK_CONFIGS):
-    raise ImportError("eval.tasks.TASKS and datasets_scripts.schema.EGOBENCH_TASK_CONFIGS name different tasks")
+
+def _metric(task: str, name: str) -> MetricSpec:
+    if name.startswith(SUBSET_METRIC_PREFIX) and name[len(SUBSET_METRIC_PREFIX) :]:
+        return subset_accuracy(name[len(SUBSET_METRIC_PREFIX) :])
+    if name not in METRICS:
+        raise ValueError(
+            f"EgoBench task {task!r}: unknown headline metric {name!r}; use one of {sorted(METRICS)} or "
+            f"'{SUBSET_METRIC_PREFIX}<Subset>' (eval/tasks.py METRICS)"
+        )
+    return METRICS[name]
+
+
+def task_spec(declaration: EgoBenchTask) -> TaskSpec:
+    """The :class:`TaskSpec` of one declaration (``ValueError`` for a name eval does not know)."""
+    scoring = declaration.scoring
+    where = f"EgoBench task {declaration.name!r}"
+    if scoring.subset_of not in SUBSET_RULES:
+        raise ValueError(f"{where}: unknown subset rule {scoring.subset_of!r}; use one of {sorted(SUBSET_RULES)}")
+    unknown_roles = sorted(set(declaration.side_configs) - set(SIDE_ROLES))
+    if unknown_roles:
+        raise ValueError(
+            f"{where}: side configs of roles eval does not read: {unknown_roles} (known: {list(SIDE_ROLES)})"
+        )
+    sides = {SIDE_ROLES[role]: config for role, config in declaration.side_configs.items()}
+    if scoring.retrieval and not {"sentences_config", "relevance_config"} <= set(sides):
+        raise ValueError(f"{where}: a retrieval task needs side configs 'sentences' and 'relevance'")
+    if not (scoring.option_counts or scoring.allow_open or scoring.retrieval):
+        raise ValueError(f"{where}: declares no option count, open rows or retrieval: nothing to score")
+    return TaskSpec(
+        name=declaration.name,
+        display_name=scoring.display_name,
+        option_counts=tuple(scoring.option_counts),
+        allow_open=scoring.allow_open,
+        allow_unlabeled=scoring.allow_unlabeled,
+        retrieval=scoring.retrieval,
+        subset_metrics=scoring.subset_metrics,
+        subset_of=SUBSET_RULES[scoring.subset_of],
+        mcq_metric_key=scoring.mcq_metric_key,
+        export_format=scoring.export_format,
+        headline=tuple(_metric(declaration.name, name) for name in scoring.headline),
+        paper_table=scoring.paper_table,
+        **sides,
+    )
+
+
+class _TaskSpecs(Mapping[str, TaskSpec]):
+    """Every declared EgoBench task as a :class:`TaskSpec`, in declaration order: a view of
+    :data:`datasets_scripts.egobench.tasks.EGOBENCH_TASKS` (no list of its own to keep in step with it; a
+    declaration added there, a test's too, is a task here)."""
+
+    def __init__(self) -> None:
+        self._resolved: dict[str, tuple[EgoBenchTask, TaskSpec]] = {}
+
+    def __getitem__(self, name: str) -> TaskSpec:
+        declaration = EGOBENCH_TASKS[name]
+        resolved = self._resolved.get(name)
+        if resolved is None or resolved[0] is not declaration:
+            resolved = self._resolved[name] = (declaration, task_spec(declaration))
+        return resolved[1]
+
+    def __contains__(self, name: object) -> bool:
+        return name in EGOBENCH_TASKS
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(EGOBENCH_TASKS)
+
+    def __len__(self) -> int:
+        return len(EGOBENCH_TASKS)
+
+    def __repr__(self) -> str:
+        return f"TASKS({list(self)})"
+
+
+TASKS: Mapping[str, TaskSpec] = _TaskSpecs()
+for _name in TASKS:  # every declaration resolves now: a name eval does not know fails at import
+    TASKS[_name]
 
 
 def get_task(name: str) -> TaskSpec:
@@ -227,7 +247,7 @@ def describe_selection(names: list[str], available: list[str]) -> dict[str, obje
         "found": {name: present[name] for name in names},
         "not_requested": [name for name in TASKS if present[name] and name not in names],
         "not_found": {name: _looked_for(name) for name in TASKS if not present[name]},
-        "unrecognized_configs": [config for config in available if config not in EGOBENCH_CONFIG_TASK],
+        "unrecognized_configs": [config for config in available if config_task(config) is None],
     }
 
 

@@ -931,15 +931,15 @@ def test_a_push_without_the_hub_says_the_built_folder_is_kept(tmp_path, sources,
 
 # --------------------------------------------------------------------------------------------- one registry
 def test_builder_and_eval_share_one_task_registry():
-    from datasets_scripts.egobench.build import TASKS as BUILDERS
-    from datasets_scripts.schema import EGOBENCH_BUILDER_TASKS, EGOBENCH_TASK_CONFIGS
+    from datasets_scripts.egobench.tasks import EGOBENCH_TASKS, builder_tasks
     from eval.tasks import TASKS
 
-    assert tuple(BUILDERS) == EGOBENCH_BUILDER_TASKS
-    assert set(TASKS) == set(EGOBENCH_TASK_CONFIGS)
+    assert builder_tasks() == tuple(name for name, task in EGOBENCH_TASKS.items() if task.reader is not None)
+    assert list(TASKS) == list(EGOBENCH_TASKS)
     for name, spec in TASKS.items():
+        assert spec.configs is EGOBENCH_TASKS[name]
         for side in (spec.labels_config, spec.classes_config, spec.sentences_config, spec.relevance_config):
-            assert side is None or side in EGOBENCH_TASK_CONFIGS[name].side_configs.values()
+            assert side is None or side in EGOBENCH_TASKS[name].side_configs.values()
 
 
 def test_eval_finds_every_task_the_builder_wrote(tmp_path, sources, capsys):

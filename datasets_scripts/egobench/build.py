@@ -3,69 +3,34 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from datasets_scripts.egobench.epic_mir import read_epic_mir
-from datasets_scripts.egobench.mined_tasks import read_charades_ego, read_egomcq, read_egotaskqa
-from datasets_scripts.egobench.options import EgoBenchOptions, TaskTables
-from datasets_scripts.egobench.qa_tasks import read_egoplan, read_egoschema, read_qaego4d, read_vlnqa
+from datasets_scripts.egobench.options import EgoBenchOptions
+from datasets_scripts.egobench.tasks import EGOBENCH_TASKS, builder_tasks, check_egobench_config
 from datasets_scripts.leakage import bench_ids, folder_train_ids, leakage_report, load_clip_to_video, report_markdown
-from datasets_scripts.schema import EGOBENCH_TASK_CONFIGS, check_egobench_config
 from datasets_scripts.source_io import BadRows, BuildContext, SourceFileError, check_videos, write_hub_folder
 
-# One adapter per builder task of the shared registry (datasets_scripts.schema.EGOBENCH_TASK_CONFIGS).
-TASKS: dict[str, Callable[[Path, BuildContext, EgoBenchOptions], TaskTables]] = {
-    "egoschema": read_egoschema,
-    "qaego4d": read_qaego4d,
-    "egotaskqa": read_egotaskqa,
-    "charades_ego": read_charades_ego,
-    "epic_mir": read_epic_mir,
-    "egoplan": read_egoplan,
-    "vlnqa": read_vlnqa,
-    "egomcq": read_egomcq,
-}
-
-LICENCE_NOTES = {
-    "egoschema": "EgoSchema (egoschema/EgoSchema; clips of Ego4D videos under the Ego4D licence).",
-    "qaego4d": "QAEgo4D as released by GroundVQA (Ego4D licence for the videos).",
-    "egotaskqa": "EgoTaskQA (LEMMA videos; terms of the EgoTaskQA/LEMMA release).",
-    "charades_ego": "Charades-Ego (AI2; non-commercial terms of the Charades release).",
-    "epic_mir": (
-        "EPIC-KITCHENS-100 retrieval annotations (CC BY-NC 4.0); the relevance matrix is recomputed from the CSVs."
-    ),
-    "egoplan": "EgoPlan-Bench validation (derived from EPIC-KITCHENS-100 and Ego4D; their licences apply).",
-    "vlnqa": "VLN-QA as shipped in MVBench (OpenGVLab; VLN-CE/Matterport3D terms for the videos).",
-    "egomcq": "EgoMCQ (EgoVLP; Ego4D licence).",
-}
-
-CONFIG_NOTES = {
-    "charades_ego_labels": (
-        "per-video multi-hot labels over the 157 classes (for mAP; score all classes, not the 5 options)"
-    ),
-    "charades_ego_classes": "class index, `cNNN` id and name",
-    "epic_mir": "video rows; `meta.video_index` is the relevance-matrix row",
-    "epic_mir_sentences": "sentence rows; `sentence_index` is the relevance-matrix column",
-    "epic_mir_relevance": "sparse relevance matrix (entries > 0): `(video_index, sentence_index, relevance)`",
-}
+# The tasks, their readers, licence notes and config notes are declared in datasets_scripts/egobench/tasks.py.
 
 
 def collect_egobench(
     roots: Mapping[str, Path], context: BuildContext, options: EgoBenchOptions, tasks: Sequence[str] | None = None
 ) -> tuple[dict[str, tuple[Any, Any]], dict[str, str]]:
-    """Run the adapters; return ``({config: (features, rows)}, {config: task})``."""
+    """Run the readers of the declared tasks; return ``({config: (features, rows)}, {config: task})``."""
     tables: dict[str, tuple[Any, Any]] = {}
     config_task: dict[str, str] = {}
-    for task, adapter in TASKS.items():
+    for task in builder_tasks():
         if tasks is not None and task not in tasks:
             continue
         if task not in roots:
             continue
+        declaration = EGOBENCH_TASKS[task]
         skipped_before = context.bad_rows.total(task)
-        for config, table in adapter(Path(roots[task]), context, options).items():
+        for config, table in declaration.reader(Path(roots[task]), context, options).items():
             check_egobench_config(task, config)
-            if not len(table[1]) and config not in EGOBENCH_TASK_CONFIGS[task].side_configs.values():
+            if not len(table[1]) and config not in declaration.side_configs.values():
                 skipped = context.bad_rows.total(task) - skipped_before
                 raise SourceFileError(
                     f"{task}: config {config} would have no rows (source {roots[task]}"
@@ -98,10 +63,11 @@ def build_egobench(
     whose video ids are compared with the benchmark's (``leakage_report.json`` + a card section).
     """
     options = options or EgoBenchOptions()
-    unknown = sorted(set(tasks or ()) - set(TASKS))
+    known = builder_tasks()
+    unknown = sorted(set(tasks or ()) - set(known))
     if unknown:
-        raise ValueError(f"unknown EgoBench task(s) {unknown}; known: {', '.join(TASKS)}")
-    wanted = [task for task in TASKS if (tasks is None or task in tasks)]
+        raise ValueError(f"unknown EgoBench task(s) {unknown}; known: {', '.join(known)}")
+    wanted = [task for task in known if (tasks is None or task in tasks)]
     if not any(task in roots for task in wanted):
         raise ValueError(
             "no EgoBench source to build: pass --root NAME=DIR (or --data-root DIR) for at least one of "
@@ -167,11 +133,14 @@ def _columns(rows) -> list[str]:
 def _card(
     tables: Mapping[str, tuple[Any, Any]], config_task: Mapping[str, str], leakage: Mapping[str, Any] | None
 ) -> dict[str, Any]:
+    notes = {config: EGOBENCH_TASKS[task].config_notes.get(config) for config, task in config_task.items()}
     configs = "\n".join(
-        f"- `{config}` ({len(rows)} rows){': ' + CONFIG_NOTES[config] if config in CONFIG_NOTES else ''}"
+        f"- `{config}` ({len(rows)} rows){': ' + notes[config] if notes.get(config) else ''}"
         for config, (_, rows) in tables.items()
     )
-    licences = "\n".join(f"- **{task}**: {LICENCE_NOTES[task]}" for task in dict.fromkeys(config_task.values()))
+    licences = "\n".join(
+        f"- **{task}**: {EGOBENCH_TASKS[task].licence}" for task in dict.fromkeys(config_task.values())
+    )
     sections = {
         "Configs": configs,
         "Sources and licences": licences + "\n\nNo video is included: `video` is relative to the root of the user's "

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from datasets_scripts.schema import EGOBENCH_BUILDER_TASKS as TASK_NAMES  # noqa: F401  (the shared registry)
-
 
 def add_parser(data_subparsers) -> None:
+    from datasets_scripts.egobench.tasks import builder_tasks
     from datasets_scripts.source_io import add_source_arguments
+
+    task_names = builder_tasks()  # the declared tasks with a reader (datasets_scripts/egobench/tasks.py)
 
     parser = data_subparsers.add_parser(
         "egobench",
-        help="build EgoBench (8 tasks) with frozen option orders and mined distractors",
+        help=f"build EgoBench ({len(task_names)} tasks) with frozen option orders and mined distractors",
         description="Read each downloaded task source as released and write canonical EgoBench Parquet configs, "
         "a dataset card and build_info.json. Tasks without a root are skipped.",
     )
-    add_source_arguments(parser, TASK_NAMES)
-    parser.add_argument("--tasks", nargs="+", choices=TASK_NAMES, default=None, help="build only these tasks")
+    add_source_arguments(parser, task_names)
+    parser.add_argument("--tasks", nargs="+", choices=task_names, default=None, help="build only these tasks")
     parser.add_argument(
         "--keep-source-order",
         action="store_true",
@@ -70,6 +71,7 @@ def add_parser(data_subparsers) -> None:
 def run(args) -> int:
     from datasets_scripts.egobench.build import build_egobench
     from datasets_scripts.egobench.options import EgoBenchOptions
+    from datasets_scripts.egobench.tasks import builder_tasks
     from datasets_scripts.source_io import parse_roots, recorded_args, run_cli_build
 
     options = EgoBenchOptions(
@@ -87,7 +89,7 @@ def run(args) -> int:
     )
 
     def build():
-        roots, skipped = parse_roots(args.root, args.data_root, TASK_NAMES)
+        roots, skipped = parse_roots(args.root, args.data_root, builder_tasks())
         if args.tasks:
             skipped = [message for message in skipped if message.split(":")[0] in args.tasks]
         for message in skipped:

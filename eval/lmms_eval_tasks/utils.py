@@ -41,7 +41,8 @@ try:
 except ImportError:  # lmms-eval's environment without the project: use the repository this file is in
     sys.path.append(str(Path(__file__).resolve().parents[2]))
 
-from datasets_scripts.schema import EGOBENCH_CONFIG_TASK, EGOBENCH_FEATURES, OPTION_LETTERS, dumps_meta, loads_meta
+from datasets_scripts.egobench.tasks import EGOBENCH_TASKS, config_task
+from datasets_scripts.schema import EGOBENCH_FEATURES, OPTION_LETTERS, dumps_meta, loads_meta
 from eval import metrics
 from eval.parsing import parse_choice
 from eval.prompts import DEFAULT_PROMPT, get_prompt, user_text
@@ -54,9 +55,17 @@ CONFIG_SUBSETS: dict[str, tuple[str, ...]] = {
     "synthetic": ("action", "colour", "object"),
     "egomcq": ("inter", "intra"),
 }
-# Row configs that have no lmms-eval task: EK-100 MIR ranks every sentence for every video by option
+# The row configs of the declared EgoBench tasks (datasets_scripts/egobench/tasks.py), each an lmms-eval task
+# egobench_<config>.yaml, except those of retrieval tasks: EK-100 MIR ranks every sentence for every video by option
 # log-likelihood (mAP, nDCG), which a generate_until task cannot express.
-CONFIGS_WITHOUT_TASK = ("epic_mir",)
+ROW_CONFIGS = tuple(config for task in EGOBENCH_TASKS.values() for group in task.row_configs for config in group)
+CONFIGS_WITHOUT_TASK = tuple(
+    config
+    for task in EGOBENCH_TASKS.values()
+    if task.scoring.retrieval
+    for group in task.row_configs
+    for config in group
+)
 
 
 # --------------------------------------------------------------------------------------------- rows
@@ -82,7 +91,7 @@ def load_config_rows(config: str, egobench_dir: str | None = None) -> list[dict[
             "set EGOBENCH_DIR to an EgoBench folder (exo2ego data egobench --out DIR, or WORLD/egobench of the "
             "synthetic world) or a Hub dataset id; see eval/lmms_eval_tasks/utils.py"
         )
-    task = EGOBENCH_CONFIG_TASK.get(config)
+    task = config_task(config)
     if task is None or config in CONFIGS_WITHOUT_TASK:
         raise EgoBenchSetupError(f"{config!r} is not an EgoBench row config with an lmms-eval task")
     available = available_configs(folder)
@@ -110,18 +119,10 @@ def _docs_loader(config: str):
     return process_docs
 
 
-docs_egoschema_full = _docs_loader("egoschema_full")
-docs_egoschema_subset = _docs_loader("egoschema_subset")
-docs_qaego4d_closed = _docs_loader("qaego4d_closed")
-docs_qaego4d_open = _docs_loader("qaego4d_open")
-docs_egotaskqa_direct = _docs_loader("egotaskqa_direct")
-docs_egotaskqa_indirect = _docs_loader("egotaskqa_indirect")
-docs_charades_ego = _docs_loader("charades_ego")
-docs_egoplan = _docs_loader("egoplan")
-docs_vlnqa = _docs_loader("vlnqa")
-docs_egomcq = _docs_loader("egomcq")
-docs_synthetic = _docs_loader("synthetic")
-docs_synthetic_pattern = _docs_loader("synthetic_pattern")
+# docs_<config>: the process_docs that egobench_<config>.yaml names, one per row config with a task.
+for _config in ROW_CONFIGS:
+    if _config not in CONFIGS_WITHOUT_TASK:
+        globals()[f"docs_{_config}"] = _docs_loader(_config)
 
 
 # --------------------------------------------------------------------------------------------- requests
@@ -204,7 +205,9 @@ def doc_to_target(doc) -> str:
 def config_metrics(config: str) -> list[tuple[str, str, bool]]:
     """``(metric key, aggregation function name in this module, higher is better)`` of a config's task, in
     the order of its YAML's ``metric_list`` (tests check the YAMLs against this)."""
-    task = EGOBENCH_CONFIG_TASK[config]
+    task = config_task(config)
+    if task is None:
+        raise KeyError(config)
     if config == "qaego4d_open":
         return [
             (EXACT_MATCH_OPEN.key, "aggregate_exact_match", True),
