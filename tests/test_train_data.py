@@ -102,6 +102,21 @@ def test_exo_camera_draw_is_seeded_per_row_and_epoch(world):
     )
 
 
+def test_pairs_of_a_selected_table_are_the_selected_rows_pairs(world):
+    """A `select`ed table (the mapping probe's sample of takes) keeps its parent's Arrow data under an indices
+    mapping: camera counts and takes must be read through it."""
+    root, clips, _ = world
+    varied = clips.map(
+        lambda row, k: {"exo_cams": CAMS[: k + 1], "exo_videos": row["exo_videos"][: k + 1]}, with_indices=True
+    )
+    chosen = varied.select([3, 0])
+    pairs = EgoExoClipSamples(chosen, str(root), 4, ("pair",), "Describe.", exo_sampling="all_pairs")
+    assert len(pairs) == 4 + 1
+    assert sorted(pairs.sample_id(i) for i in range(len(pairs))) == sorted(
+        [f"t0_3@{cam}" for cam in CAMS] + ["t0_0@cam01"]
+    )
+
+
 def test_ego_and_exo_frames_come_from_the_same_window(world):
     root, clips, _ = world
     sample = EgoExoClipSamples(clips, str(root), 4, ("pair",), "Describe.", exo_sampling="best_exo")[2]

@@ -252,7 +252,9 @@ class EgoExoClipSamples(VideoSamples):
         self.prompt = prompt
         self.exo_sampling = exo_sampling
         self.seed = seed
-        self._num_cams = pc.list_value_length(table.data.column("exo_cams")).to_numpy(zero_copy_only=False)
+        # Through the Arrow-formatted view: `table.data` ignores the indices of a `select`ed or shuffled table.
+        columns = table.with_format("arrow")
+        self._num_cams = pc.list_value_length(columns["exo_cams"]).to_numpy(zero_copy_only=False)
         # all_pairs: sample k is (row, camera) with row = bisect over the cumulative camera counts.
         self._pair_offsets = (
             np.cumsum(self._num_cams).tolist() if exo_sampling == "all_pairs" and "exo" in self.views else None
@@ -261,7 +263,7 @@ class EgoExoClipSamples(VideoSamples):
         if shuffle_pairs:
             if self.views != {"ego", "exo"}:
                 raise ValueError(f"{where}: shuffle_pairs pairs ego with exo clips; it needs the 'pair' branch")
-            takes = table.data.column("take_uid").to_pylist()
+            takes = columns["take_uid"].to_pylist()
             self._exo_rows = cross_take_partners(takes, seed, where)
 
     def __len__(self) -> int:
