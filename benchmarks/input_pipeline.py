@@ -5,7 +5,7 @@ downscaled 448-px takes, and a stage-3 sample 16 ego frames; the collator, which
 each frame square, resizes it to 336 px and normalises it (`train.collator.Exo2EgoCollator`, the CLIP image
 processor of CLIP-L/14-336). This script renders a synthetic world at 448 px and 30 fps (`exo2ego data synth`),
 builds Ego-ExoClip from it (`exo2ego data ego-exoclip --variant 448`) and reads Ego-ExoClip (stage 2) and the world's
-EgoIT (stage 3) as the stage scripts do (`train.pipeline.build_dataset`, the stage's collator, a
+EgoIT (stage 3) as the stage scripts do (`train.dataset_setup.build_dataset`, the stage's collator, a
 `torch.utils.data.DataLoader` over a seeded shuffle). Per stage it measures:
 
 - one thread in this process (a loader worker's setting): decoding and collating time per sample;
@@ -44,9 +44,10 @@ from exo2ego.cli import main as exo2ego_main
 from exo2ego_base.provenance import write_json_atomic
 from exo2ego_base.tiny import build_processor, build_tiny_tokenizer
 from modeling_exo2ego import Exo2EgoConfig
+from train.arguments import DataArguments
 from train.cli import LOADER_TARGET_SAMPLES_PER_SEC, loader_workers_per_gpu
 from train.collator import Exo2EgoCollator
-from train.pipeline import DataArguments, build_dataset
+from train.dataset_setup import build_dataset
 from train.stages import resolve_stage
 
 STAGES = ("stage2", "stage3")

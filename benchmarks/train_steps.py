@@ -39,7 +39,8 @@ def main(argv=None) -> int:
     from datasets_scripts.ego_exoclip.plan import EgoExoClipOptions
     from datasets_scripts.synthetic.world import WorldConfig, generate_world
     from exo2ego.tiny import save_tiny_model
-    from train.pipeline import environment_versions, run_stage
+    from train.pipeline import run_stage
+    from train.saving import environment_versions
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

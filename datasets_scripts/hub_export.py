@@ -5,6 +5,7 @@ Every builder (Ego-ExoClip, EgoIT, EgoBench, the synthetic world) ends with the 
     <out>/
       README.md                                        dataset card, YAML ``configs:`` -> data_files
       build_info.json                                  counts, skips by reason, versions, seeds, args
+      .exo2ego_folder.json                             what wrote the folder (``exo2ego_base.run_folder``; not pushed)
       data/<config>/<split>-00000-of-00001.parquet     one Parquet file per config and split
       ...                                              builder extras (uid lists, plots)
 
@@ -25,8 +26,12 @@ Typical use::
     hub_export.maybe_push_to_hub(args, out)     # after add_push_to_hub_arguments(parser)
 
 Nothing half-written ever sits at ``<out>``: the folder is built in ``<out>.tmp-<pid>`` and renamed into
-place only when the ``with`` block finishes without an error. Parquet bytes are deterministic (row order
-as given, no timestamps in the file metadata), so two builds of the same input are byte-identical.
+place only when the ``with`` block finishes without an error. An export folder is an
+``exo2ego_base.run_folder.RunFolder`` of kind "a built dataset folder" whose marker is ``build_info.json``: it
+records so in the folder, so other commands (``exo2ego eval``, the stage scripts) refuse to write into it and say
+what it is, and a build refuses the folder of another command, with or without ``--overwrite``. Parquet bytes
+are deterministic (row order as given, no timestamps in the file metadata), so two builds of the same input are
+byte-identical.
 """
 
 from __future__ import annotations
@@ -41,8 +46,11 @@ from typing import Any
 
 from exo2ego_base import provenance
 from exo2ego_base.provenance import push_files_to_hub
+from exo2ego_base.run_folder import FOLDER_FILE, RunFolder
 
 BUILD_INFO_NAME = "build_info.json"
+# What an export folder is, as other commands name it when they refuse to write into it.
+DATASET_FOLDER_KIND = "a built dataset folder"
 CARD_NAME = "README.md"
 # Files a push refuses unless asked: licences forbid uploading source videos, cut clips or packs.
 MEDIA_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".tar", ".jpg", ".jpeg", ".npy", ".npz")
@@ -53,9 +61,15 @@ class ExportError(RuntimeError):
 
 
 # --------------------------------------------------------------------------------------------- folders
+def dataset_folder(path: str | os.PathLike, marker: str = BUILD_INFO_NAME) -> RunFolder:
+    """The export folder ``path`` as a run folder (kind ``DATASET_FOLDER_KIND``, ``marker`` written last); its
+    refusals raise :class:`ExportError`."""
+    return RunFolder(path, DATASET_FOLDER_KIND, marker, error=ExportError)
+
+
 def is_complete_folder(path: str | os.PathLike) -> bool:
     """True when ``path`` is a finished export (it has ``build_info.json``, written last)."""
-    return (Path(path) / BUILD_INFO_NAME).is_file()
+    return dataset_folder(path).is_finished()
 
 
 def staged_folder(
@@ -65,7 +79,7 @@ def staged_folder(
     inputs: Iterable[str | os.PathLike | None] = (),
 ) -> contextlib.AbstractContextManager[Path]:
     """Yield an empty staging folder that replaces ``out`` only if the block finishes without error and wrote
-    ``marker`` (:func:`exo2ego_base.provenance.staged_folder`; its failures raise :class:`ExportError`).
+    ``marker`` (:meth:`exo2ego_base.run_folder.RunFolder.staged`; its failures raise :class:`ExportError`).
 
     Args:
         out: the final folder.
@@ -74,8 +88,11 @@ def staged_folder(
         marker: the file the block writes last (``build_info.json`` for exports, see :func:`write_build_info`).
         inputs: the source roots and files the build reads; an ``out`` that is, contains or lies inside one of
             them raises :class:`ExportError`, with or without ``overwrite``.
+
+    A folder another command wrote (a training stage, an eval run: the folder records it) raises
+    :class:`ExportError` naming it, with or without ``overwrite``.
     """
-    return provenance.staged_folder(out, marker=marker, overwrite=overwrite, error=ExportError, inputs=inputs)
+    return dataset_folder(out, marker).staged(overwrite=overwrite, inputs=inputs)
 
 
 # --------------------------------------------------------------------------------------------- parquet
@@ -415,14 +432,15 @@ def _jsonable(value: Any) -> Any:
 
 
 def write_build_info(folder: str | os.PathLike, info: Mapping[str, Any]) -> Path:
-    """Write ``build_info.json`` (sorted keys, versions added under ``versions``); call it LAST.
+    """Write ``build_info.json`` (sorted keys, versions added under ``versions``); call it LAST. The folder then
+    records that it is a built dataset folder (:meth:`exo2ego_base.run_folder.RunFolder.finish`).
 
     Put counts, ``skips`` ({reason: count}), seeds and the builder's arguments in ``info``. No
     timestamp is added, so identical builds give identical folders.
     """
     payload = dict(_jsonable(info))
     payload.setdefault("versions", environment_versions())
-    return provenance.write_json_atomic(Path(folder) / BUILD_INFO_NAME, payload)
+    return dataset_folder(folder).finish(payload)
 
 
 # --------------------------------------------------------------------------------------------- hub push
@@ -436,7 +454,8 @@ def push_folder_to_hub(
     allow_media: bool = False,
     api=None,
 ):
-    """Upload every file of an export folder to the dataset repo ``repo_id`` in ONE commit.
+    """Upload every file of an export folder to the dataset repo ``repo_id`` in ONE commit (its run-folder
+    identity, ``exo2ego_base.run_folder.FOLDER_FILE``, stays local).
 
     Creates the repo if needed. Refuses incomplete folders (no ``build_info.json``) and, unless
     ``allow_media``, folders holding video/frame/pack files (``MEDIA_SUFFIXES``): licences forbid
@@ -445,7 +464,11 @@ def push_folder_to_hub(
     folder = Path(folder)
     if not is_complete_folder(folder):
         raise ExportError(f"{folder} is not a complete export folder (no {BUILD_INFO_NAME}); nothing pushed")
-    files = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
+    files = sorted(
+        path.relative_to(folder).as_posix()
+        for path in folder.rglob("*")
+        if path.is_file() and path.name != FOLDER_FILE
+    )
     media = [path for path in files if Path(path).suffix.lower() in MEDIA_SUFFIXES]
     if media and not allow_media:
         raise ExportError(

@@ -70,7 +70,7 @@ def load_model_and_processor(model: str, dtype: str = "auto", trust_remote_code:
 
 @dataclass
 class EvalCommandArguments:
-    """What ``exo2ego eval`` takes besides the run's :class:`eval.runner.EvalConfig`: the model, the data, the run
+    """What ``exo2ego eval`` takes besides the run's :class:`eval.config.EvalConfig`: the model, the data, the run
     folder and how the model is loaded (flags from the fields, as for ``EvalConfig``)."""
 
     model: str = field(metadata={"help": "model folder or Hub id (with its processor)"})
@@ -95,7 +95,7 @@ def dataclass_from_args(cls, args: argparse.Namespace):
 def add_parser(subparsers) -> None:
     from transformers import HfArgumentParser
 
-    from .runner import EvalConfig
+    from .config import EvalConfig
 
     parser = subparsers.add_parser(
         "eval",
@@ -104,7 +104,7 @@ def add_parser(subparsers) -> None:
         help="evaluate a model on EgoBench (resumable; results.json, report.md, plots)",
         description="Evaluate a model folder or Hub id on an EgoBench folder. Re-running the same command "
         "resumes a killed run. Multi-GPU: accelerate launch -m exo2ego eval ... Each flag is a field of "
-        "eval.cli.EvalCommandArguments or eval.runner.EvalConfig.",
+        "eval.cli.EvalCommandArguments or eval.config.EvalConfig.",
     )
     parser.set_defaults(func=_run_eval)
 
@@ -118,9 +118,9 @@ def add_parser(subparsers) -> None:
 def _run_eval(args: argparse.Namespace) -> int:
     from exo2ego_base.provenance import FolderLockedError
 
+    from .config import EvalConfig
     from .data import EvalDataError
     from .runner import (
-        EvalConfig,
         RunConfigError,
         check_output_folder,
         evaluate,

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from datasets_scripts.synthetic.qa import PATTERN_EGOIT_CONFIG
-from exo2ego.demo import TASKS
+from exo2ego.demo.plans import TASKS
 
 logger = logging.getLogger(__name__)
 
@@ -399,7 +399,7 @@ def run_seed(out: str, demo_plan, seed: int, arm_names: tuple[str, ...], threads
     """One seed's whole work (a `--jobs` worker process): its log goes to `seed<S>/ablate.log`."""
     import torch
 
-    from exo2ego.demo import Demo
+    from exo2ego.demo.pipeline import Demo
 
     torch.set_num_threads(threads)
     runs = SeedRuns(Demo(Path(out) / f"seed{seed}", demo_plan, seed))
@@ -638,7 +638,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from eval.provenance import git_revision
-    from exo2ego.demo import PLANS as DEMO_PLANS
+    from exo2ego.demo.plans import PLANS as DEMO_PLANS
     from exo2ego_base.provenance import package_versions, write_json_atomic
 
     plan = PLANS["quick" if args.quick else "full"]

@@ -19,7 +19,7 @@ COMMAND_MODULES = (
     "eval.cli",
     "train.cli",
     "model_card.cli",
-    "exo2ego.demo",
+    "exo2ego.demo.cli",
     "exo2ego.serve.cli",
     "exo2ego.app",
     "exo2ego.ablate",

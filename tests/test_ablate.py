@@ -22,7 +22,7 @@ from exo2ego.ablate import (
     summarise,
     write_preregistration,
 )
-from exo2ego.demo import TASKS
+from exo2ego.demo.plans import TASKS
 
 
 def rows_with(arm: str, diff: float, low: float, high: float) -> dict:
@@ -64,7 +64,7 @@ def test_preregistration_is_written_once_and_never_rewritten(tmp_path):
 
 
 class RecordingDemo:
-    """Stands in for `exo2ego.demo.Demo` in the run-graph test: records every call and leaves the folders a
+    """Stands in for `exo2ego.demo.pipeline.Demo` in the run-graph test: records every call and leaves the folders a
     finished run leaves, so the graph logic (what starts from what, with which arguments and corpus) is tested."""
 
     def __init__(self, out, calls):

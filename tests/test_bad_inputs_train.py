@@ -17,8 +17,10 @@ from huggingface_hub import HfApi
 from test_train_pipeline import CONFIGS, ENV, REPO, data_args
 
 from exo2ego.cli import main as exo2ego_main
+from exo2ego_base.run_folder import RunFolder
 from train.hub import files_to_push, push_stage_output
-from train.pipeline import STAGE_METADATA_NAME, run_stage
+from train.pipeline import run_stage
+from train.stage_folder import STAGE_METADATA_NAME
 
 STEPS = ("--max_steps", "2", "--save_steps", "1", "--lr_scheduler_type", "constant")
 DECOYS = (".env", "notes.txt", "private/.env")
@@ -119,6 +121,13 @@ def under_a_file(tmp_path, finished):
     return tmp_path / "a_file" / "out"
 
 
+def an_eval_run(tmp_path, finished):
+    """A folder another command wrote: it records its kind and marker (`exo2ego_base.run_folder`)."""
+    out = tmp_path / "out"
+    RunFolder(out, "an eval run folder", "results.json", record="run_config.json").finish({"tasks": {}})
+    return out
+
+
 def in_proc(tmp_path, finished):
     return Path("/proc/exo2ego-out")
 
@@ -184,6 +193,13 @@ REFUSED_RUNS = [
     ("output-dir-under-a-file", "stage1", under_a_file, [], r"output_dir .*a_file/out lies under the file .*a_file,"),
     ("output-dir-in-proc", "stage1", in_proc, [], r"output_dir /proc/exo2ego-out cannot be created in /proc: "),
     ("output-dir-not-empty", "stage1", with_decoys, [], r"output_dir .*out' is not empty .*--overwrite_output_dir"),
+    (
+        "output-dir-of-another-command-even-with-overwrite",
+        "stage1",
+        an_eval_run,
+        ["--overwrite_output_dir", "true"],
+        r"output_dir .*out' is an eval run folder \(results\.json\); a stage never trains into another command's",
+    ),
     (
         "retrain-finished-stage",
         "stage1",
@@ -485,7 +501,7 @@ def test_base_writers_refuse_an_existing_out_before_loading(finished, tmp_path, 
 def test_settings_an_ablation_switches_off_are_logged_as_unused_not_refused(caplog):
     """One yaml serves a stage and its ablations (`exo2ego ablate`): stage 3's LoRA settings under `no_lora` are
     recorded as unused with a warning; the same settings on a stage that never uses them stay refused."""
-    from train.pipeline import DataArguments, ModelArguments, StageArguments, check_stage_arguments
+    from train.arguments import DataArguments, ModelArguments, StageArguments, check_stage_arguments
     from train.trainer import Exo2EgoTrainingArguments
 
     def check(stage, ablations=()):
@@ -499,7 +515,7 @@ def test_settings_an_ablation_switches_off_are_logged_as_unused_not_refused(capl
         )
 
     assert "lora_r" not in check("stage3")
-    with caplog.at_level("WARNING", logger="train.pipeline"):
+    with caplog.at_level("WARNING", logger="train.arguments"):
         unused = check("stage3", ["no_lora"])
     assert {"lora_r", "lora_dropout", "save_mode"} <= set(unused)
     assert "lora_r=8 is unused: ablations ['no_lora']" in caplog.text

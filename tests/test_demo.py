@@ -7,7 +7,10 @@ from dataclasses import replace
 
 import pytest
 
-from exo2ego.demo import EVAL_POINTS, GATES, PLANS, STAGES, TASKS, Demo, targets
+from exo2ego.demo.gates import GATES
+from exo2ego.demo.pipeline import Demo
+from exo2ego.demo.plans import EVAL_POINTS, PLANS, STAGES, TASKS
+from exo2ego.demo.report import targets
 
 
 def run_quick_demo(out) -> dict:

@@ -5,8 +5,8 @@ import dataclasses
 import pytest
 
 from eval.cli import EvalCommandArguments, dataclass_from_args
+from eval.config import EvalConfig
 from eval.data import video_root_map
-from eval.runner import EvalConfig
 from exo2ego.cli import build_parser
 
 REQUIRED = ["--model", "MODEL", "--data", "DATA", "--out", "OUT"]

@@ -6,8 +6,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from eval.config import EvalConfig
 from eval.judge import JudgeConfig, check_loopback, judge_answer, parse_verdict
-from eval.runner import EvalConfig, evaluate
+from eval.runner import evaluate
 from eval.toy import write_toy_egobench
 
 

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from eval import metrics, scorers
+from eval.config import EvalConfig
 from eval.data import EvalDataError
 from eval.records import read_jsonl
-from eval.runner import EvalConfig, RunConfigError, evaluate
+from eval.runner import RunConfigError, evaluate
 from eval.toy import MIR_RELEVANCE, toy_tables, write_toy_egobench
 
 FAST = dict(bootstrap_resamples=100, max_new_tokens=8, open_max_new_tokens=8)

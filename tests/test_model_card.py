@@ -5,8 +5,9 @@ import argparse
 import pytest
 from huggingface_hub import ModelCard
 
+from eval.config import EvalConfig
 from eval.report import load_comparison
-from eval.runner import EvalConfig, evaluate
+from eval.runner import evaluate
 from eval.toy import write_toy_egobench
 from model_card import CardInfo, build_model_card, dataset_card, source_sections
 from model_card import cli as card_cli
@@ -107,7 +108,7 @@ def test_dataset_card_reuses_the_source_sections(tmp_path):
 def test_stage_output_without_results_gets_the_short_card_from_the_same_generator(tmp_path, save_mode):
     from exo2ego_base.provenance import write_json_atomic
     from train.hub import write_model_card
-    from train.pipeline import ADAPTER_DIR_NAME, STAGE_METADATA_NAME
+    from train.stage_folder import ADAPTER_DIR_NAME, STAGE_METADATA_NAME
 
     metadata = {
         "stage": "stage3",

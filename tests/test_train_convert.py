@@ -166,7 +166,7 @@ def test_base_checkpoint_from_clip_and_llm_starts_the_init_stage(tmp_path):
 
     from exo2ego_base.tiny import build_tiny_tokenizer
     from train.build_base import build_base
-    from train.pipeline import check_starting_point
+    from train.resume import check_starting_point
 
     torch.manual_seed(0)
     clip = CLIPVisionModel(CLIPVisionConfig(**VISION))

@@ -23,7 +23,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from train.pipeline import STAGE_METADATA_NAME, run_stage
+from train.pipeline import run_stage
+from train.stage_folder import STAGE_METADATA_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "train" / "configs"

@@ -16,7 +16,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from train.pipeline import STAGE_METADATA_NAME, run_stage
+from train.pipeline import run_stage
+from train.stage_folder import STAGE_METADATA_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "train" / "configs"
@@ -361,7 +362,8 @@ def test_train_rows_draws_a_seeded_subset_that_spans_the_table():
     the same seed, so a 10% subset of EgoIT spreads over its takes instead of the first few."""
     from datasets import Dataset
 
-    from train.pipeline import DataArguments, train_rows
+    from train.arguments import DataArguments
+    from train.dataset_setup import train_rows
 
     table = Dataset.from_dict({"take": [row // 10 for row in range(100)]})  # 10 takes of 10 rows each
     assert train_rows(table, DataArguments(dataset_path="x")) is table

@@ -91,7 +91,7 @@ def test_all_pairs_visits_every_narration_camera_pair_once_per_epoch_on_every_ra
 
 
 def test_paper_configs_follow_the_paper_recipe():
-    from train.pipeline import parse_arguments
+    from train.arguments import parse_arguments
 
     def config(stage, *extra):
         return parse_arguments(
@@ -118,7 +118,7 @@ def test_paper_configs_follow_the_paper_recipe():
 
 def test_stage_table_and_configs_agree():
     """What each paper yaml reads is what the stage table says the stage reads."""
-    from train.pipeline import parse_arguments
+    from train.arguments import parse_arguments
     from train.stages import STAGES
 
     for stage, spec in STAGES.items():
@@ -198,7 +198,7 @@ def init_sources(tmp_path_factory):
 
 
 def init_data_args(root, **overrides):
-    from train.pipeline import DataArguments
+    from train.arguments import DataArguments
 
     values = dict(
         exo_dataset_path=str(root / "web-captions"),
@@ -212,7 +212,8 @@ def init_data_args(root, **overrides):
 
 
 def test_init_mixes_both_sources_per_item_and_visits_every_row(init_sources):
-    from train.pipeline import build_caption_sources, check_data_arguments
+    from train.arguments import check_data_arguments
+    from train.dataset_setup import build_caption_sources
 
     check_data_arguments("init", init_data_args(init_sources))
     dataset = build_caption_sources(init_data_args(init_sources, init_mix="1:2"), num_frames=4, seed=0)
@@ -243,8 +244,10 @@ def test_init_mixes_both_sources_per_item_and_visits_every_row(init_sources):
 def test_init_trains_each_tower_only_on_its_own_source(init_sources):
     """Exo-tower gradients depend only on the web rows of the batch, ego-tower gradients only on the EgoClip rows."""
     from modeling_exo2ego import Exo2EgoForConditionalGeneration, Exo2EgoProcessor
+    from train.arguments import StageArguments
     from train.collator import Exo2EgoCollator
-    from train.pipeline import StageArguments, build_caption_sources, prepare_model
+    from train.dataset_setup import build_caption_sources
+    from train.model_setup import prepare_model
     from train.stages import resolve_stage
     from train.trainer import Exo2EgoTrainer, Exo2EgoTrainingArguments
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from train.arguments import StageArguments
 from train.collator import Exo2EgoCollator
-from train.pipeline import StageArguments, prepare_model
+from train.model_setup import prepare_model
 from train.stages import resolve_stage
 from train.trainer import Exo2EgoTrainer, Exo2EgoTrainingArguments
 
@@ -338,7 +339,7 @@ def test_fsdp2_wrap_policy_uses_the_model_layers(tiny, monkeypatch):
     ],
 )
 def test_paper_configs_hold_table_14(stage, lr, warmup, epochs, global_batch):
-    from train.pipeline import parse_arguments
+    from train.arguments import parse_arguments
 
     config = os.path.join(os.path.dirname(__file__), "..", "train", "configs", f"{stage}.yaml")
     # bf16/tf32 need a GPU: this CPU box only checks the values.
@@ -365,7 +366,8 @@ def test_paper_configs_hold_table_14(stage, lr, warmup, epochs, global_batch):
 def test_starting_folder_must_be_a_finished_output_of_the_previous_stage(tmp_path):
     import json
 
-    from train.pipeline import STAGE_METADATA_NAME, check_starting_point
+    from train.resume import check_starting_point
+    from train.stage_folder import STAGE_METADATA_NAME
 
     folder = tmp_path / "stage1-run"
     folder.mkdir()

@@ -15,6 +15,14 @@ from __future__ import annotations
 import argparse
 import os
 
+import torch
+from transformers import AutoTokenizer
+
+from exo2ego_base.tiny import build_processor
+from modeling_exo2ego import Exo2EgoForConditionalGeneration
+from train.saving import environment_versions
+from train.stage_folder import stage_run_folder
+
 VIDEO_TOKEN = "<video>"
 
 
@@ -29,25 +37,16 @@ def add_video_token(tokenizer) -> int:
 
 def save_base_checkpoint(model, processor, out: str, metadata: dict) -> None:
     """Write model, processor and `exo2ego_stage.json` (stage "base", written last) into a staging folder that
-    becomes `out` once complete (`exo2ego_base.provenance.staged_folder`); an existing non-empty `out` is refused."""
-    from exo2ego_base.provenance import staged_folder, write_json_atomic
-    from train.pipeline import STAGE_METADATA_NAME, environment_versions
-
-    with staged_folder(out, marker=STAGE_METADATA_NAME) as staging:
+    becomes `out` once complete (`RunFolder.staged` of the stage folder); an existing non-empty `out` is refused."""
+    with stage_run_folder(out, error=FileExistsError).staged() as staging:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
         stage_metadata = {"stage": "base", **metadata, "versions": environment_versions()}
-        write_json_atomic(os.path.join(staging, STAGE_METADATA_NAME), stage_metadata, default=str)
+        stage_run_folder(staging).finish(stage_metadata, default=str)
 
 
 def build_base(vision: str, text: str, out: str, dtype: str = "bfloat16", **config_kwargs) -> None:
     """Assemble and save the base checkpoint; `config_kwargs` set `Exo2EgoConfig` fields (num_frames, ...)."""
-    import torch
-    from transformers import AutoTokenizer
-
-    from exo2ego_base.tiny import build_processor
-    from modeling_exo2ego import Exo2EgoForConditionalGeneration
-
     tokenizer = AutoTokenizer.from_pretrained(text)
     video_token_id = add_video_token(tokenizer)
     model = Exo2EgoForConditionalGeneration.from_vision_text_pretrained(

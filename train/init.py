@@ -3,7 +3,7 @@
     accelerate launch [--config_file train/accelerate/ddp.yaml] train/init.py --config train/configs/init.yaml \
         [--key value ...]
 
-The stage's row of the table is `train.stages.STAGES["init"]`; arguments are described in `train/pipeline.py` and
+The stage's row of the table is `train.stages.STAGES["init"]`; arguments are described in `train/arguments.py` and
 `train/README.md`.
 """
 

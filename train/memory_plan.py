@@ -157,10 +157,11 @@ def build_model(cls_or_factory, config, device: torch.device, dtype: torch.dtype
 def apply_stage(model, stage: str, lora_r: int, lora_alpha: int, lora_dropout: float):
     """Freeze/unfreeze (and wrap with LoRA) exactly as `train/` does for `stage`; returns (model, resolved stage).
 
-    Uses `train.stages.resolve_stage` + `apply_trainable` and `train.pipeline.add_lora`, so the benchmark trains the
+    Uses `train.stages.resolve_stage` + `apply_trainable` and `train.model_setup.add_lora`, so the benchmark trains the
     modules the stage scripts train (including the frozen, unused last CLIP layer).
     """
-    from train.pipeline import StageArguments, add_lora
+    from train.arguments import StageArguments
+    from train.model_setup import add_lora
     from train.stages import apply_trainable, resolve_stage
 
     resolved = resolve_stage(stage)

@@ -3,7 +3,7 @@
     accelerate launch [--config_file train/accelerate/ddp.yaml] train/stage3.py --config train/configs/stage3.yaml \
         [--key value ...]
 
-The stage's row of the table is `train.stages.STAGES["stage3"]`; arguments are described in `train/pipeline.py` and
+The stage's row of the table is `train.stages.STAGES["stage3"]`; arguments are described in `train/arguments.py` and
 `train/README.md`.
 """
 

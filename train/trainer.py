@@ -34,6 +34,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from exo2ego_base.provenance import write_json_atomic
+from exo2ego_base.run_folder import STAGING_NAME
 from train.data import FailureTracker
 from train.distributed import (
     enable_fsdp_on_cpu,
@@ -46,8 +47,6 @@ from train.stages import ResolvedStage
 
 # Trainable parameters outside the LoRA adapter of a PEFT model (ego tower, F, connector in stage 3).
 NON_LORA_WEIGHTS_NAME = "non_lora_trainables.safetensors"
-# Checkpoints are written here first and renamed into place when complete.
-STAGING_DIR_NAME = ".staging"
 # Unreadable-video counts per process at the checkpoint, so a resumed run keeps its count and its budget.
 FAILED_VIDEOS_NAME = "failed_videos.json"
 
@@ -315,10 +314,11 @@ class Exo2EgoTrainer(Trainer):
         return self._staging_run_dir or super()._get_output_dir(trial)
 
     def _save_checkpoint(self, model, trial) -> None:
-        """Write the checkpoint into `<output_dir>/.staging/` and rename it into place once complete, so a run killed
-        while saving never leaves a `checkpoint-N` folder that `--resume_from_checkpoint` would pick up."""
+        """Write the checkpoint into the run folder's staging folder (`<output_dir>/.staging/`) and rename it into
+        place once complete, so a run killed while saving never leaves a `checkpoint-N` folder that
+        `--resume_from_checkpoint` would pick up."""
         run_dir = super()._get_output_dir(trial)
-        staging = os.path.join(run_dir, STAGING_DIR_NAME)
+        staging = os.path.join(run_dir, STAGING_NAME)
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         if self.args.should_save:
             shutil.rmtree(staging, ignore_errors=True)  # leftovers of a save that was killed

@@ -1,9 +1,13 @@
-"""Report of a demo run: loss curves of every stage, EgoBench accuracy per stage, and `report.md`."""
+"""Report of a demo run: loss curves of every stage, EgoBench accuracy per stage, `report.md`, the learning targets
+and the summary the command prints."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from exo2ego.demo.gates import GATES
+from exo2ego.demo.plans import EVAL_POINTS, TASKS
 
 LOSS_TERMS = {
     "vtg_loss": "VTG (next-token CE)",
@@ -92,7 +96,8 @@ def _probe_rows(probes: dict[str, dict[str, float]]) -> str:
     )
 
 
-def write_report(path: Path, summary: dict, histories: dict[str, list[dict]]) -> None:
+def write_report_markdown(path: Path, summary: dict, histories: dict[str, list[dict]]) -> None:
+    """`report.md` of a demo run from its summary and each stage's Trainer log history."""
     tasks = list(summary["accuracy"])
     points = list(summary["accuracy"][tasks[0]])
     header = " | ".join(f"{task} (%) [95% CI]" for task in tasks)
@@ -154,3 +159,39 @@ named only by the web-exo captions the exo tower learned from. {counts}.
 """,
         encoding="utf-8",
     )
+
+
+def targets(summary: dict) -> dict[str, bool]:
+    """The demo's learning targets: on `synthetic`, stage 3 at least 40% and twice the untrained model; on
+    `synthetic_pattern`, stage 3's 95% interval above both chance and the split's text-only baseline (exo knowledge
+    reached the ego side; a baseline below chance alone is no bar)."""
+    plain, pattern = (summary["accuracy"][task] for task in TASKS)
+    untrained, trained = plain["untrained"]["accuracy"], plain["stage3"]["accuracy"]
+    bar = max(summary["text_only_baseline"][TASKS[1]], summary["chance"][TASKS[1]])
+    return {
+        "synthetic: stage 3 >= 40% and >= 2x untrained": trained >= 40.0 and trained >= 2 * untrained,
+        "synthetic_pattern: stage 3 CI above chance and the text-only baseline": pattern["stage3"]["ci"][0] > bar,
+    }
+
+
+def print_summary(summary: dict) -> None:
+    """The gates, each split's accuracy per checkpoint beside its text-only baseline, and the targets."""
+    print("\ngates (measured before training; gates.json):")
+    for gate in (summary["gates"][gate.name] for gate in GATES):
+        bound = f">= {gate['at_least']:.0%}" if gate["at_least"] is not None else f"<= {gate['at_most']:.0%}"
+        verdict = {True: "ok  ", False: "FAIL", None: "n/a "}[gate["holds"]]
+        value = "not measured" if gate["value"] is None else f"{gate['value']:.1%}"
+        print(f"  {verdict} {gate['description']}: {value} ({bound})")
+    header = "".join(f"{task + ' acc. [95% CI]':>34}" for task in TASKS)
+    print(f"\n{'checkpoint':<12}{header}")
+    for point in EVAL_POINTS:
+        cells = []
+        for task in TASKS:
+            row = summary["accuracy"][task][point]
+            ci = row["ci"] or [float("nan"), float("nan")]
+            cells.append(f"{row['accuracy']:>18.1f} [{ci[0]:5.1f}, {ci[1]:5.1f}]")
+        print(f"{point:<12}{''.join(cells)}")
+    baselines = "".join(f"{summary['text_only_baseline'][task]:>18.1f}{'':16}" for task in TASKS)
+    print(f"{'text only':<12}{baselines}")
+    for target, met in targets(summary).items():
+        print(f"{'met    ' if met else 'MISSED '} {target}")

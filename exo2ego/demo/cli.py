@@ -1,0 +1,85 @@
+"""`exo2ego demo`: its flags, and the run of a plan's phases into a fresh output folder, ending in the release."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from exo2ego.demo.pipeline import Demo
+from exo2ego.demo.plans import PLANS, STAGES
+from exo2ego.demo.release import reload_and_answer, write_release
+from exo2ego.demo.report import print_summary
+
+DEMO_MARKER = ".exo2ego_demo"
+
+
+def egoit_fraction(text: str) -> float:
+    """argparse type of `exo2ego demo --egoit-fraction`: a number in (0, 1]."""
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must lie in (0, 1], got {text}")
+    return value
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("demo", help="run the whole pipeline on the synthetic world, ending in a release")
+    parser.add_argument("--out", default="demo_out", help="output folder (replaced if it holds an earlier demo)")
+    parser.add_argument("--quick", action="store_true", help="the short variant CI runs (wiring only, no learning)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--vision-steps",
+        type=int,
+        help="pretrain the tiny vision towers on the web-exo clips for this many steps (exo2ego.tiny.vision; "
+        "default: the plan's; 0 leaves them random)",
+    )
+    parser.add_argument(
+        "--egoit-fraction",
+        type=egoit_fraction,
+        help="stage 3 trains on this fraction of EgoIT, rows drawn with a fixed seed (default: the plan's)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from exo2ego_base.provenance import write_json_atomic
+
+    plan = PLANS["quick" if args.quick else "full"]
+    if args.vision_steps is not None:
+        plan = replace(plan, vision_steps=args.vision_steps)
+    if args.egoit_fraction is not None:
+        plan = replace(plan, egoit_fraction=args.egoit_fraction)
+    out = Path(args.out)
+    if out.exists():
+        if not any((out / name).exists() for name in (DEMO_MARKER, "summary.json")) and any(out.iterdir()):
+            raise SystemExit(f"{out} exists and is not an earlier demo output; choose another --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    (out / DEMO_MARKER).touch()  # an interrupted demo's folder is replaced by the next run, like a finished one
+    demo = Demo(out, plan, args.seed)
+    start = time.perf_counter()
+    steps = [demo.build_data, demo.build_model, demo.measure_gates, lambda: demo.evaluate("untrained")]
+    previous = "untrained"
+    for stage in STAGES:
+        steps += [
+            lambda stage=stage, previous=previous: demo.train(stage, previous),
+            lambda stage=stage: demo.evaluate(stage),
+        ]
+        previous = stage
+    for step in tqdm(steps, desc="demo phases", unit="phase"):
+        step()
+    summary = demo.write_report()
+    release = write_release(demo.models / "stage3", demo.evals / "stage3" / "results.json", out / "release")
+    answer = reload_and_answer(release, demo.world)
+    total = time.perf_counter() - start
+    summary["total_sec"] = round(total, 1)
+    write_json_atomic(out / "summary.json", summary)  # written last: its presence means the run finished
+
+    print("\n" + answer)
+    print_summary(summary)
+    print(f"release: {release}   report: {out / 'report.md'}   total {total / 60:.1f} min")
+    return 0
