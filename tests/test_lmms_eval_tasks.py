@@ -421,13 +421,76 @@ def test_lmms_eval_task_manager_loads_the_tasks(world, tmp_path, egobench_dir):
     assert request[1]["content"][1] == {"type": "text", "text": utils.doc_to_text(first)}
 
 
+FRAMES_SCRIPT = textwrap.dedent(
+    """
+    import base64, io, json, sys
+    import numpy as np
+    from PIL import Image
+    from lmms_eval.protocol import ChatMessages
+    from lmms_eval.tasks import TaskManager, get_task_dict
+
+    manager = TaskManager("ERROR", include_path=sys.argv[1], model_name="openai_compatible")
+    (task,) = get_task_dict(["egobench_synthetic"], manager, "chat").values()
+    out = []
+    for doc in list(task.test_docs())[: int(sys.argv[2])]:
+        messages = ChatMessages(messages=task.doc_to_messages(doc))
+        # What openai_compatible sends without pass_video_url: frames decoded and sampled by lmms-eval itself.
+        sent = messages.to_openai_messages(video_kwargs={"nframes": 4}, pass_video_url=False)
+        urls = [part["image_url"]["url"] for turn in sent for part in turn["content"] if part["type"] == "image_url"]
+        images = [Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB") for url in urls]
+        out.append({"sample_id": doc["sample_id"], "frames": [np.asarray(image).tolist() for image in images]})
+    print("RESULT " + json.dumps(out))
+    """
+)
+
+
 @pytest.mark.slow
-def test_lmms_eval_run_against_exo2ego_serve(world, tmp_path, egobench_dir):
-    """eval/README.md's command, end to end on a tiny untrained model: every request answered (none refused), the
-    metrics in lmms-eval's results, the samples scored by this folder's process_results, and the answers word for
-    word those of `exo2ego eval --scorer generate_parse` with the same prompt, frames and window."""
+def test_lmms_eval_default_mode_sends_frames_of_the_window(world, tmp_path, egobench_dir, monkeypatch):
+    """lmms-eval's default openai_compatible mode decodes the video itself: with EGOBENCH_WINDOW=fields, every frame
+    it sends is a frame of the question's window (matched against every decoded frame of the video)."""
+    import av
+    from PIL import Image
+
     python = lmms_python()
     egobench_dir(world)
+    monkeypatch.setenv("EGOBENCH_WINDOW", "fields")
+    env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "hf")}
+    result = subprocess.run(
+        [str(python), "-c", FRAMES_SCRIPT, str(TASK_DIR), "6"], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    sent = {entry["sample_id"]: entry["frames"] for entry in json.loads(result.stdout.split("RESULT ", 1)[1])}
+    docs = {doc["sample_id"]: doc for doc in utils.docs_synthetic(None).to_list()}
+    assert len(sent) == 6
+    for sample_id, frames in sent.items():
+        doc = docs[sample_id]
+        with av.open(doc["video_path"]) as container:
+            step = 1 / float(container.streams.video[0].average_rate)
+            decoded = [(frame.time, frame.to_image()) for frame in container.decode(video=0)]
+        assert len(frames) == 4
+        for frame in frames:
+            frame = np.asarray(frame, dtype=np.float32)
+            size = (frame.shape[1], frame.shape[0])
+            errors = [
+                np.square(np.asarray(image.resize(size, Image.BILINEAR), np.float32) - frame).mean()
+                for _, image in decoded
+            ]
+            time = decoded[int(np.argmin(errors))][0]
+            assert doc["start_sec"] - step <= time <= doc["end_sec"] + step, (sample_id, time, doc["start_sec"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("video_url", [True, False], ids=["pass_video_url", "frames"])
+def test_lmms_eval_run_against_exo2ego_serve(world, tmp_path, egobench_dir, video_url):
+    """eval/README.md's commands, end to end on a tiny untrained model, in both of lmms-eval's modes: every request
+    answered (none refused), the metrics in lmms-eval's results, the samples scored by this folder's
+    process_results; with `pass_video_url=True` the answers are word for word those of `exo2ego eval --scorer
+    generate_parse` with the same prompt, frames and window (without it lmms-eval samples and resizes the frames)."""
+    python = lmms_python()
+    egobench_dir(world)
+    model_args = "model_version=tiny,base_url={},max_frames_num=4,max_retries=1"
+    if video_url:
+        model_args += ",pass_video_url=True"
     pytest.importorskip("fastapi", reason="the server needs the serve extra: pip install -e '.[serve]'")
     from exo2ego.serve.process import ServerProcess
     from exo2ego.tiny import save_tiny_model
@@ -442,13 +505,14 @@ def test_lmms_eval_run_against_exo2ego_serve(world, tmp_path, egobench_dir):
             "EGOBENCH_DIR": str(world),
             "HF_DATASETS_CACHE": str(tmp_path / "hf"),
             "OPENAI_API_KEY": "unused",
+            **({} if video_url else {"EGOBENCH_WINDOW": "fields"}),
         }
         command = [
             str(python.parent / "lmms-eval"),
             "--model",
             "openai_compatible",
             "--model_args",
-            f"model_version=tiny,base_url={server.base_url},pass_video_url=True,max_frames_num=4,max_retries=1",
+            model_args.format(server.base_url),
             "--tasks",
             "egobench_synthetic_world",
             "--include_path",
@@ -467,16 +531,9 @@ def test_lmms_eval_run_against_exo2ego_serve(world, tmp_path, egobench_dir):
     answered = [line for line in counters.splitlines() if line.startswith('exo2ego_requests_total{path="/v1/chat')]
     assert answered and all('code="200"' in line for line in answered), answered
     assert f"{2 * limit}" == answered[0].rsplit(" ", 1)[1]
-    # The same model scored by exo2ego eval's generate_parse (same prompt, frames and budget) says the same words.
-    evaluated = tmp_path / "eval"
-    argv = ["--model", str(tmp_path / "model"), "--data", str(world), "--tasks", "synthetic,synthetic_pattern"]
-    argv += ["--scorer", "generate_parse", "--num-frames", "4", "--limit", str(limit), "--out", str(evaluated)]
-    run = subprocess.run(
-        [sys.executable, "-m", "exo2ego", "eval", *argv, "--no-progress"], capture_output=True, text=True
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
     (results_file,) = (tmp_path / "out").rglob("*_results.json")
     results = json.loads(results_file.read_text())["results"]
+    said_by_lmms_eval = {}
     for task in ("egobench_synthetic", "egobench_synthetic_pattern"):
         assert {"accuracy,none", "invalid_rate,none"} <= results[task].keys()
         (samples_file,) = (tmp_path / "out").rglob(f"*_samples_{task}.jsonl")
@@ -485,13 +542,19 @@ def test_lmms_eval_run_against_exo2ego_serve(world, tmp_path, egobench_dir):
         predictions = [sample["invalid_rate"]["prediction"] for sample in samples]
         answers = [sample["invalid_rate"]["answer_idx"] for sample in samples]
         assert results[task]["accuracy,none"] == pytest.approx(100 * metrics.accuracy(predictions, answers))
-        records = [
-            json.loads(line)
-            for path in (evaluated / "predictions" / task.removeprefix("egobench_")).glob("*.jsonl")
-            for line in path.read_text().splitlines()
-        ]
-        said = {record["sample_id"]: record["raw_output"].strip() for record in records}
-        assert {sample["invalid_rate"]["sample_id"]: sample["filtered_resps"] for sample in samples} == said
+        said_by_lmms_eval.update({sample["invalid_rate"]["sample_id"]: sample["filtered_resps"] for sample in samples})
+    if not video_url:
+        return
+    # The same model scored by exo2ego eval's generate_parse (same prompt, frames and budget) says the same words.
+    evaluated = tmp_path / "eval"
+    argv = ["--model", str(tmp_path / "model"), "--data", str(world), "--tasks", "synthetic,synthetic_pattern"]
+    argv += ["--scorer", "generate_parse", "--num-frames", "4", "--limit", str(limit), "--out", str(evaluated)]
+    run = subprocess.run(
+        [sys.executable, "-m", "exo2ego", "eval", *argv, "--no-progress"], capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    records = [json.loads(line) for path in (evaluated / "predictions").rglob("*.jsonl") for line in path.open()]
+    assert {record["sample_id"]: record["raw_output"].strip() for record in records} == said_by_lmms_eval
 
 
 if __name__ == "__main__":  # pragma: no cover
