@@ -244,4 +244,3 @@ def _decode_sample(key: str, files: dict[str, bytes], image_module) -> SyncedCli
     timestamps = np.asarray(meta["timestamps"], dtype=np.float64)
     has_ego = meta["ego_view"] is not None
     return SyncedClip(timestamps, views[0] if has_ego else None, views[1:] if has_ego else views, [], key)
-
