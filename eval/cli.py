@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+from exo2ego_base.command_line import add_command
+
+from .config import EvalConfig
 
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
@@ -87,38 +90,40 @@ class EvalCommandArguments:
     )
 
 
-def dataclass_from_args(cls, args: argparse.Namespace):
-    """The ``cls`` dataclass filled from the parsed flags of its fields."""
-    return cls(**{entry.name: getattr(args, entry.name) for entry in fields(cls)})
+@dataclass
+class EvalReportArguments:
+    """What ``exo2ego eval-report`` takes."""
+
+    results: str = field(metadata={"help": "results.json of a run"})
+    out: str | None = field(
+        default=None, metadata={"help": "folder for report.md and plots/ (default: next to results.json)"}
+    )
+    compare: str | None = field(default=None, metadata={"help": "another results.json or 'paper'"})
 
 
 def add_parser(subparsers) -> None:
-    from transformers import HfArgumentParser
-
-    from .config import EvalConfig
-
-    parser = subparsers.add_parser(
+    add_command(
+        subparsers,
         "eval",
-        parents=[HfArgumentParser([EvalCommandArguments, EvalConfig], add_help=False)],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        (EvalCommandArguments, EvalConfig),
+        _run_eval,
         help="evaluate a model on EgoBench (resumable; results.json, report.md, plots)",
         description="Evaluate a model folder or Hub id on an EgoBench folder. Re-running the same command "
         "resumes a killed run. Multi-GPU: accelerate launch -m exo2ego eval ... Each flag is a field of "
         "eval.cli.EvalCommandArguments or eval.config.EvalConfig.",
     )
-    parser.set_defaults(func=_run_eval)
+    add_command(
+        subparsers,
+        "eval-report",
+        (EvalReportArguments,),
+        _run_report,
+        help="rebuild report.md and plots from a results.json",
+    )
 
-    report = subparsers.add_parser("eval-report", help="rebuild report.md and plots from a results.json")
-    report.add_argument("--results", required=True, help="results.json of a run")
-    report.add_argument("--out", default=None, help="folder for report.md and plots/ (default: next to results.json)")
-    report.add_argument("--compare", default=None, help="another results.json or 'paper'")
-    report.set_defaults(func=_run_report)
 
-
-def _run_eval(args: argparse.Namespace) -> int:
+def _run_eval(command: EvalCommandArguments, config: EvalConfig) -> int:
     from exo2ego_base.provenance import FolderLockedError
 
-    from .config import EvalConfig
     from .data import EvalDataError
     from .runner import (
         RunConfigError,
@@ -129,8 +134,6 @@ def _run_eval(args: argparse.Namespace) -> int:
         run_folder_lock,
     )
 
-    command = dataclass_from_args(EvalCommandArguments, args)
-    config = dataclass_from_args(EvalConfig, args)
     try:
         config.validate()
         out = check_output_folder(command.out, command.overwrite)
@@ -160,7 +163,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_report(args: argparse.Namespace) -> int:
+def _run_report(args: EvalReportArguments) -> int:
     from .report import load_comparison, load_results, write_report
 
     out = Path(args.out or Path(args.results).parent)

@@ -4,10 +4,11 @@ import dataclasses
 
 import pytest
 
-from eval.cli import EvalCommandArguments, dataclass_from_args
+from eval.cli import EvalCommandArguments
 from eval.config import EvalConfig
 from eval.data import video_root_map
 from exo2ego.cli import build_parser
+from exo2ego_base.command_line import dataclass_from_args
 
 REQUIRED = ["--model", "MODEL", "--data", "DATA", "--out", "OUT"]
 # One non-default setting per EvalConfig field: (flags after the field's own `--name`, the value it must give).
