@@ -116,8 +116,9 @@ def test_egoit_fractions_outside_0_1_are_refused(capsys):
     parser = build_parser()
     assert parser.parse_args(["demo", "--egoit-fraction", "1"]).func is not None
     for value in ("0", "1.5", "-0.1"):
+        args = parser.parse_args(["demo", "--egoit-fraction", value])
         with pytest.raises(SystemExit):
-            parser.parse_args(["demo", "--egoit-fraction", value])
+            args.func(args)  # the field's check, before the demo runs
         assert f"must lie in (0, 1], got {value}" in capsys.readouterr().err
 
 

@@ -5,49 +5,60 @@ from __future__ import annotations
 import argparse
 import shutil
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from tqdm.auto import tqdm
 
 from exo2ego.demo.pipeline import Demo
 from exo2ego.demo.plans import PLANS, STAGES
 from exo2ego.demo.release import reload_and_answer, write_release
 from exo2ego.demo.report import print_summary
+from exo2ego_base.command_line import add_command
+from exo2ego_base.provenance import write_json_atomic
 
 DEMO_MARKER = ".exo2ego_demo"
 
 
-def egoit_fraction(text: str) -> float:
-    """argparse type of `exo2ego demo --egoit-fraction`: a number in (0, 1]."""
-    value = float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must lie in (0, 1], got {text}")
-    return value
+@dataclass
+class DemoArguments:
+    """What `exo2ego demo` takes: the output folder, the plan (full, or the quick one), the seed and overrides of
+    the plan's vision pretraining and stage-3 data."""
+
+    out: str = field(default="demo_out", metadata={"help": "output folder (replaced if it holds an earlier demo)"})
+    quick: bool = field(default=False, metadata={"help": "the short variant CI runs (wiring only, no learning)"})
+    seed: int = field(default=0, metadata={"help": "seed of the synthetic world, the tiny model and training"})
+    vision_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "pretrain the tiny vision towers on the web-exo clips for this many steps (exo2ego.tiny.vision; "
+            "0 leaves them random; None: the plan's)"
+        },
+    )
+    egoit_fraction: float | None = field(
+        default=None,
+        metadata={
+            "help": "stage 3 trains on this fraction of EgoIT, in (0, 1], rows drawn with a fixed seed "
+            "(None: the plan's)"
+        },
+    )
+
+    def __post_init__(self):
+        if self.egoit_fraction is not None and not 0 < self.egoit_fraction <= 1:
+            raise ValueError(f"argument --egoit-fraction: must lie in (0, 1], got {self.egoit_fraction:g}")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="run the whole pipeline on the synthetic world, ending in a release")
-    parser.add_argument("--out", default="demo_out", help="output folder (replaced if it holds an earlier demo)")
-    parser.add_argument("--quick", action="store_true", help="the short variant CI runs (wiring only, no learning)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--vision-steps",
-        type=int,
-        help="pretrain the tiny vision towers on the web-exo clips for this many steps (exo2ego.tiny.vision; "
-        "default: the plan's; 0 leaves them random)",
+    add_command(
+        subparsers,
+        "demo",
+        (DemoArguments,),
+        run,
+        help="run the whole pipeline on the synthetic world, ending in a release",
     )
-    parser.add_argument(
-        "--egoit-fraction",
-        type=egoit_fraction,
-        help="stage 3 trains on this fraction of EgoIT, rows drawn with a fixed seed (default: the plan's)",
-    )
-    parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
-    from exo2ego_base.provenance import write_json_atomic
-
+def run(args: DemoArguments) -> int:
     plan = PLANS["quick" if args.quick else "full"]
     if args.vision_steps is not None:
         plan = replace(plan, vision_steps=args.vision_steps)
