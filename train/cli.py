@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from exo2ego_base.command_line import add_command
+from exo2ego_base.provenance import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -29,48 +34,56 @@ def loader_workers_per_gpu(target: float, worker_rate: float, headroom: float = 
     return max(1, math.ceil(headroom * target / worker_rate))
 
 
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "plan-memory",
-        help="per-GPU memory of a stage at paper scale per strategy; the cheapest setting that fits",
-        description=__doc__.splitlines()[0],
+@dataclass
+class PlanMemoryArguments:
+    """What ``exo2ego plan-memory`` takes: the stage and its distributed setting, the checkpointing modes and card
+    sizes to plan for, and the DataLoader rates the worker count is worked out from."""
+
+    stage: Literal["2", "3"] = field(metadata={"help": "training stage (paper scale, 16 frames)"})
+    gpus: int = field(default=8, metadata={"help": "processes (GPUs) over all nodes"})
+    batch: int = field(default=8, metadata={"help": "local batch per GPU (global = batch x gpus)"})
+    strategy: str = field(
+        default="fsdp2", metadata={"help": "distributed strategy the memory is shown for", "choices": STRATEGY_CHOICES}
     )
-    parser.add_argument("--stage", required=True, choices=("2", "3"), help="training stage (paper scale, 16 frames)")
-    parser.add_argument("--gpus", type=int, default=8, help="processes (GPUs) over all nodes")
-    parser.add_argument("--batch", type=int, default=8, help="local batch per GPU (global = batch x gpus)")
-    parser.add_argument("--strategy", choices=STRATEGY_CHOICES, default="fsdp2")
-    parser.add_argument(
-        "--checkpointing",
-        choices=CHECKPOINTING_CHOICES,
-        nargs="+",
-        default=list(CHECKPOINTING_CHOICES),
-        help="none, or full (`--activation_checkpointing true`: CLIP, LLM and conv blocks)",
+    checkpointing: list[str] = field(
+        default_factory=lambda: list(CHECKPOINTING_CHOICES),
+        metadata={
+            "help": "none, or full (`--activation_checkpointing true`: CLIP, LLM and conv blocks)",
+            "choices": CHECKPOINTING_CHOICES,
+        },
     )
-    parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--text-tokens", type=int, default=128, help="text tokens per sample (prompt + target)")
-    parser.add_argument("--cards", type=float, nargs="+", default=[80, 141], help="card sizes in GB")
-    parser.add_argument("--reserve-gib", type=float, default=8.0, help="head-room above the counted floor")
-    parser.add_argument(
-        "--loader-target",
-        type=float,
+    frames: int = field(default=16, metadata={"help": "frames per video"})
+    text_tokens: int = field(default=128, metadata={"help": "text tokens per sample (prompt + target)"})
+    cards: list[float] = field(default_factory=lambda: [80, 141], metadata={"help": "card sizes in GB"})
+    reserve_gib: float = field(default=8.0, metadata={"help": "head-room above the counted floor"})
+    loader_target: float = field(
         default=LOADER_TARGET_SAMPLES_PER_SEC,
-        help="samples/s one GPU trains on (default: the peer anchor's rate on an H200)",
+        metadata={"help": "samples/s one GPU trains on (the default is the peer anchor's rate on an H200)"},
     )
-    parser.add_argument(
-        "--worker-samples-per-sec",
-        type=float,
+    worker_samples_per_sec: float | None = field(
         default=None,
-        help="samples/s of one DataLoader worker on your node (python -m benchmarks.input_pipeline; default: the "
-        "committed measurement)",
+        metadata={
+            "help": "samples/s of one DataLoader worker on your node (python -m benchmarks.input_pipeline; "
+            "unset: the committed measurement)"
+        },
     )
-    parser.add_argument("--json", default=None, help="also write the plan as JSON here")
-    parser.add_argument("--tiny", action="store_true", help="the test-sized model instead of the paper's")
-    parser.set_defaults(func=run_plan_memory)
+    json: str | None = field(default=None, metadata={"help": "also write the plan as JSON here"})
+    tiny: bool = field(default=False, metadata={"help": "the test-sized model instead of the paper's"})
 
 
-def run_plan_memory(args) -> int:
-    from exo2ego_base.provenance import write_json_atomic
-    from train.memory_plan import MemoryPlanner
+def add_parser(subparsers) -> None:
+    add_command(
+        subparsers,
+        "plan-memory",
+        (PlanMemoryArguments,),
+        run_plan_memory,
+        help="per-GPU memory of a stage at paper scale per strategy; the cheapest setting that fits",
+        description=" ".join(__doc__.split()),
+    )
+
+
+def run_plan_memory(args: PlanMemoryArguments) -> int:
+    from train.memory_plan import MemoryPlanner  # imports torch: only when the command runs
 
     planner = MemoryPlanner(args.stage, args.frames, args.text_tokens, scale="tiny" if args.tiny else "paper")
     plan = {
