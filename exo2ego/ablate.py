@@ -35,7 +35,7 @@ import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -43,6 +43,7 @@ import numpy as np
 
 from datasets_scripts.synthetic.qa import PATTERN_EGOIT_CONFIG
 from exo2ego.demo.plans import TASKS
+from exo2ego_base.command_line import add_command
 
 logger = logging.getLogger(__name__)
 
@@ -230,20 +231,41 @@ PLANS = {
 }
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("ablate", help="the paper's ablations (Tables 7-8, 15), pre-registered, per seed")
-    parser.add_argument("--out", default="ablation_out", help="output folder (finished runs in it are reused)")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes that only prove the wiring")
-    parser.add_argument("--seeds", type=int, nargs="+", help="seeds: world and training seed (default: 0-7)")
-    parser.add_argument(
-        "--arms",
-        nargs="+",
-        choices=["all", *ARMS_BY_NAME],
-        help=f"arms to run; 'all' runs every arm (default: {' '.join(DEFAULT_ARMS)})",
+@dataclass
+class AblateArguments:
+    """What `exo2ego ablate` takes: the output folder, the plan (full, or the quick one), and the seeds, arms and
+    parallel jobs that override the plan's."""
+
+    out: str = field(default="ablation_out", metadata={"help": "output folder (finished runs in it are reused)"})
+    quick: bool = field(default=False, metadata={"help": "tiny sizes that only prove the wiring"})
+    seeds: list[int] | None = field(
+        default=None,
+        metadata={"help": "seeds: world and training seed (None: the plan's, 0-7; --quick: 0 1)"},
     )
-    parser.add_argument("--jobs", type=int, help="seeds trained side by side, each on cores/jobs threads (default 2)")
-    parser.add_argument("--results", help="also copy results.json, report.md and ablation.png here (a file stem)")
-    parser.set_defaults(func=run)
+    arms: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": f"arms to run; 'all' runs every arm (None: {' '.join(DEFAULT_ARMS)})",
+            "choices": ["all", *ARMS_BY_NAME],
+        },
+    )
+    jobs: int | None = field(
+        default=None,
+        metadata={"help": "seeds trained side by side, each on cores/jobs threads (None: the plan's, 2; --quick: 1)"},
+    )
+    results: str | None = field(
+        default=None, metadata={"help": "also copy results.json, report.md and ablation.png here (a file stem)"}
+    )
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    add_command(
+        subparsers,
+        "ablate",
+        (AblateArguments,),
+        run,
+        help="the paper's ablations (Tables 7-8, 15), pre-registered, per seed",
+    )
 
 
 # ---- runs -----------------------------------------------------------------------------------------------------
@@ -634,7 +656,7 @@ def machine_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: AblateArguments) -> int:
     from tqdm.auto import tqdm
 
     from eval.provenance import git_revision
