@@ -2,35 +2,56 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .card import KL_FORMS
+from eval.report import load_comparison, load_results
+from exo2ego_base.command_line import add_command
+from exo2ego_base.provenance import atomic_path
+
+from .card import KL_FORMS, CardInfo, build_model_card
+
+
+@dataclass
+class ModelCardArguments:
+    """What ``exo2ego model-card`` takes: the results of an ``exo2ego eval`` run, where the card goes, and what the
+    card says about the weights (repo id, base checkpoints, datasets, licence, KL form, a comparison column)."""
+
+    results: str = field(metadata={"help": "results.json of an `exo2ego eval` run"})
+    out: str = field(metadata={"help": "README.md path, or a model folder to write README.md into"})
+    model_id: str = field(default="org/exo2ego", metadata={"help": "Hub repo id shown in the card"})
+    base_model: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "base checkpoint (repeatable; unset: the paper's Mistral and CLIP)",
+            "action": "extend",
+        },
+    )
+    dataset: list[str] | None = field(
+        default=None,
+        metadata={"help": "training dataset Hub id (repeatable)", "action": "extend"},
+    )
+    eval_dataset: str | None = field(default=None, metadata={"help": "Hub id of the published EgoBench export"})
+    license: str = field(default="other", metadata={"help": "licence of the weights (Hub licence id)"})
+    kl_mode: str = field(
+        default="gaussian",
+        metadata={"help": "stage-2 KL form the weights were trained with", "choices": sorted(KL_FORMS)},
+    )
+    compare: str | None = field(default=None, metadata={"help": "comparison column: another results.json or 'paper'"})
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("model-card", help="write a Hub model card (model-index results) from results.json")
-    parser.add_argument("--results", required=True, help="results.json of an `exo2ego eval` run")
-    parser.add_argument("--out", required=True, help="README.md path, or a model folder to write README.md into")
-    parser.add_argument("--model-id", default="org/exo2ego", help="Hub repo id shown in the card")
-    parser.add_argument("--base-model", action="append", default=None, help="base checkpoint (repeatable)")
-    parser.add_argument("--dataset", action="append", default=None, help="training dataset Hub id (repeatable)")
-    parser.add_argument("--eval-dataset", default=None, help="Hub id of the published EgoBench export")
-    parser.add_argument("--license", default="other", help="licence of the weights (Hub licence id)")
-    parser.add_argument(
-        "--kl-mode", default="gaussian", choices=sorted(KL_FORMS), help="stage-2 KL form the weights were trained with"
+    add_command(
+        subparsers,
+        "model-card",
+        (ModelCardArguments,),
+        _run,
+        help="write a Hub model card (model-index results) from results.json",
     )
-    parser.add_argument("--compare", default=None, help="comparison column: another results.json or 'paper'")
-    parser.set_defaults(func=_run)
 
 
-def _run(args: argparse.Namespace) -> int:
-    from eval.report import load_comparison, load_results
-    from exo2ego_base.provenance import atomic_path
-
-    from .card import CardInfo, build_model_card
-
+def _run(args: ModelCardArguments) -> int:
     info = CardInfo(
         model_id=args.model_id,
         datasets=args.dataset or (),

@@ -87,6 +87,21 @@ def test_cli_writes_readme_into_a_model_folder(results, tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))
 
 
+def test_base_model_and_dataset_may_be_repeated_or_listed(results, tmp_path):
+    _, results_path = results
+    parser = argparse.ArgumentParser()
+    card_cli.add_parser(parser.add_subparsers(dest="command"))
+    common = ["model-card", "--results", str(results_path)]
+    for name, extra in {
+        "repeated": ["--base-model", "me/a", "--base-model", "me/b", "--dataset", "me/d1", "--dataset", "me/d2"],
+        "listed": ["--base_model", "me/a", "me/b", "--dataset", "me/d1", "me/d2"],
+    }.items():
+        args = parser.parse_args([*common, "--out", str(tmp_path / f"{name}.md"), *extra])
+        assert args.func(args) == 0
+        card = ModelCard.load(tmp_path / f"{name}.md")
+        assert card.data.base_model == ["me/a", "me/b"] and card.data.datasets == ["me/d1", "me/d2"]
+
+
 def test_dataset_card_reuses_the_source_sections(tmp_path):
     card = dataset_card(
         {"synthetic": {"test": ["data/synthetic/test-00000-of-00001.parquet"]}},
