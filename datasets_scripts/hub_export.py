@@ -16,14 +16,14 @@ Typical use::
 
     from datasets_scripts import hub_export
 
-    with hub_export.staged_folder(out, overwrite=args.overwrite) as staging:
+    with hub_export.staged_folder(out, overwrite=push.overwrite) as staging:
         data_files = hub_export.write_parquet_configs(staging, {"clips": {"train": rows}}, {"clips": features})
         card = hub_export.make_dataset_card(data_files, pretty_name="Ego-ExoClip", license="other",
                                             sections={"Loading": "..."})
         card.save(staging / "README.md")
-        hub_export.write_build_info(staging, {"counts": {...}, "args": vars(args)})
+        hub_export.write_build_info(staging, {"counts": {...}, "args": {...}})
     # <out> now exists, complete; before the ``with`` block ends nothing is at <out>.
-    hub_export.maybe_push_to_hub(args, out)     # after add_push_to_hub_arguments(parser)
+    hub_export.maybe_push_to_hub(push, out)     # push: the command's hub_export.HubPushArguments
 
 Nothing half-written ever sits at ``<out>``: the folder is built in ``<out>.tmp-<pid>`` and renamed into
 place only when the ``with`` block finishes without an error. An export folder is an
@@ -36,11 +36,11 @@ byte-identical.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -487,26 +487,28 @@ def push_folder_to_hub(
     )
 
 
-def add_push_to_hub_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--push-to-hub REPO``, ``--private`` and ``--overwrite`` to a builder's CLI parser.
+@dataclass
+class HubPushArguments:
+    """What a builder takes about its finished output folder: whether an existing one is replaced, and the Hub
+    dataset repo it is uploaded to in one commit. The token comes from ``HF_TOKEN`` or ``huggingface-cli login``,
+    never from the command line."""
 
-    The token comes from ``HF_TOKEN`` or ``huggingface-cli login``, never from the command line.
-    """
-    parser.add_argument(
-        "--push-to-hub",
-        metavar="REPO",
+    push_to_hub: str | None = field(
         default=None,
-        help="after building, upload the folder to this Hub dataset repo in one commit",
+        metadata={
+            "help": "after building, upload the folder to this Hub dataset repo in one commit",
+            "metavar": "REPO",
+        },
     )
-    parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    private: bool = field(default=False, metadata={"help": "create the Hub repo as private"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing output folder"})
 
 
-def maybe_push_to_hub(args: argparse.Namespace, folder: str | os.PathLike):
-    """Push ``folder`` when the CLI got ``--push-to-hub``; print and return the commit, else None."""
-    repo_id = getattr(args, "push_to_hub", None)
-    if not repo_id:
+def maybe_push_to_hub(push: HubPushArguments, folder: str | os.PathLike):
+    """Push ``folder`` when the command got ``--push-to-hub``; print and return the commit, else None."""
+    if not push.push_to_hub:
         return None
-    commit = push_folder_to_hub(folder, repo_id, private=getattr(args, "private", False))
+    repo_id = push.push_to_hub
+    commit = push_folder_to_hub(folder, repo_id, private=push.private)
     print(f"pushed {folder} to https://huggingface.co/datasets/{repo_id} ({getattr(commit, 'commit_url', commit)})")
     return commit

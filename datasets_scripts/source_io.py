@@ -9,7 +9,7 @@ Shared by the EgoIT, EgoBench and EgoClip adapters:
 - :class:`BuildContext` carries the bad-row policy, notes and seed through a build;
 - :func:`parse_roots` reads ``--root name=DIR`` / ``--data-root DIR``; :func:`check_videos` counts missing videos;
 - :func:`write_hub_folder` writes tables + card + build_info.json atomically (through ``hub_export``);
-- :func:`add_source_arguments` / :func:`run_cli_build` / :func:`recorded_args`: the builders' shared CLI.
+- :class:`SourceArguments` / :func:`run_cli_build` / :func:`recorded_args`: the builders' shared command line.
 """
 
 from __future__ import annotations
@@ -24,12 +24,15 @@ import logging
 import math
 import os
 import re
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, make_dataclass
 from dataclasses import field as dataclass_field
 from pathlib import Path, PureWindowsPath
-from typing import Any
+from typing import Any, ClassVar
+
+from datasets_scripts import hub_export
 
 logger = logging.getLogger(__name__)
 
@@ -508,8 +511,6 @@ def write_hub_folder(
 
     Returns ``{config: {split: [parquet paths]}}``.
     """
-    from datasets_scripts import hub_export
-
     with hub_export.staged_folder(out, overwrite=overwrite, inputs=inputs) as staging:
         data_files = hub_export.write_parquet_configs(staging, tables, features, max_rows_per_shard=max_rows_per_shard)
         for name, members in (extra_configs or {}).items():
@@ -530,61 +531,81 @@ def write_hub_folder(
 
 
 # --------------------------------------------------------------------------------------------- CLI
-def add_source_arguments(parser, known: Sequence[str]) -> None:
-    """The options every source builder shares: roots, output, seed, bad rows, video check, Hub push."""
-    from datasets_scripts import hub_export
+@dataclass
+class SourceArguments:
+    """What every source builder takes: the output folder, where the downloaded sources are, the seed and the
+    bad-row and video-check policies. A command lists the class :meth:`for_sources` makes for its sources."""
 
-    parser.add_argument(
-        "--root",
-        action="append",
-        default=[],
-        metavar="NAME=DIR",
-        help=f"root of one downloaded source (repeatable); NAME is one of: {', '.join(known)}",
+    out: str = dataclass_field(metadata={"help": "output folder (Hub-ready: Parquet, README.md, build_info.json)"})
+    root: list[str] = dataclass_field(
+        default_factory=list,
+        metadata={
+            "help": "root of one downloaded source (repeatable); NAME is one of the command's sources",
+            "metavar": "NAME=DIR",
+            "action": "extend",
+        },
     )
-    parser.add_argument(
-        "--data-root",
+    data_root: str | None = dataclass_field(
         default=None,
-        metavar="DIR",
-        help="folder holding one sub-folder per source (DIR/<name>); missing ones are skipped",
+        metadata={
+            "help": "folder holding one sub-folder per source (DIR/<name>); missing ones are skipped",
+            "metavar": "DIR",
+        },
     )
-    parser.add_argument("--out", required=True, help="output folder (Hub-ready: Parquet, README.md, build_info.json)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every hashed choice (templates, option order)")
-    parser.add_argument(
-        "--skip-bad-rows",
-        action="store_true",
-        help="skip malformed rows instead of failing; skips are counted in build_info.json",
+    seed: int = dataclass_field(default=0, metadata={"help": "seed of every hashed choice (templates, option order)"})
+    skip_bad_rows: bool = dataclass_field(
+        default=False,
+        metadata={"help": "skip malformed rows instead of failing; skips are counted in build_info.json"},
     )
-    parser.add_argument(
-        "--check-videos",
-        action="store_true",
-        help="count (and list under missing_videos/) the videos not found under each root",
+    check_videos: bool = dataclass_field(
+        default=False,
+        metadata={"help": "count (and list under missing_videos/) the videos not found under each root"},
     )
-    hub_export.add_push_to_hub_arguments(parser)
+
+    sources: ClassVar[tuple[str, ...]] = ()  # the names --root takes
+
+    @classmethod
+    def for_sources(cls, sources: Sequence[str]) -> type[SourceArguments]:
+        """This class for a command reading ``sources``: ``--root`` names them in its help."""
+        root = next(entry for entry in fields(cls) if entry.name == "root")
+        metadata = {
+            **root.metadata,
+            "help": f"root of one downloaded source (repeatable); NAME is one of: {', '.join(sources)}",
+        }
+        return make_dataclass(
+            cls.__name__,
+            [("root", list[str], dataclass_field(default_factory=list, metadata=metadata))],
+            bases=(cls,),
+            namespace={"sources": tuple(sources), "__doc__": cls.__doc__, "__module__": cls.__module__},
+        )
+
+    def roots(self) -> tuple[dict[str, Path], list[str]]:
+        """:func:`parse_roots` of ``--root`` and ``--data-root`` over this command's sources."""
+        return parse_roots(self.root, self.data_root, self.sources)
 
 
-def run_cli_build(build: Callable[[], Any], out: str | os.PathLike, args) -> int:
+def run_cli_build(build: Callable[[], Any], out: str | os.PathLike, push: hub_export.HubPushArguments) -> int:
     """Run a build; input errors print one line naming file/row/field and return 2; push on success."""
-    import sys
-
-    from datasets_scripts import hub_export
-
     try:
         build()
     except (SourceFileError, RowError, ValueError, hub_export.ExportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {out}")
-    hub_export.maybe_push_to_hub(args, out)
+    hub_export.maybe_push_to_hub(push, out)
     return 0
 
 
 PATH_ARGUMENTS = ("leakage_against", "ego4d_metadata", "encoder", "egomcq_pool", "llava_json")
 
 
-def recorded_args(args) -> dict[str, Any]:
-    """CLI arguments for build_info.json: root names and file names only (no local paths), no callables."""
-    recorded = {key: value for key, value in vars(args).items() if key not in ("func", "root", "data_root", "out")}
-    recorded["root_names"] = sorted(item.partition("=")[0] for item in args.root)
+def recorded_args(source: SourceArguments, *others: Any) -> dict[str, Any]:
+    """A command's arguments (its dataclasses) for build_info.json: root names and file names only (no local
+    paths)."""
+    recorded = {key: value for key, value in asdict(source).items() if key not in ("root", "data_root", "out")}
+    for values in others:
+        recorded.update(asdict(values))
+    recorded["root_names"] = sorted(item.partition("=")[0] for item in source.root)
     for key in PATH_ARGUMENTS:
         value = recorded.get(key)
         if isinstance(value, list):

@@ -2,50 +2,64 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Literal
+
+from datasets_scripts.hub_export import HubPushArguments
+from datasets_scripts.source_io import SourceArguments, recorded_args, run_cli_build
+from exo2ego_base.command_line import add_command
+
 SOURCE_NAMES = ("egtea", "ssv2", "egotimeqa", "openeqa", "egoexolearn")
+EgoITSourceArguments = SourceArguments.for_sources(SOURCE_NAMES)
+
+
+@dataclass
+class EgoITArguments:
+    """What ``exo2ego data egoit`` takes besides the shared source and Hub options: how each source is read and
+    an optional LLaVA-format copy of the rows."""
+
+    llava_json: str | None = field(
+        default=None,
+        metadata={
+            "help": "also write the VideoLLaMA2/LLaVA 'conversations' JSON of all rows to FILE",
+            "metavar": "FILE",
+        },
+    )
+    egtea_split: Literal[1, 2, 3] = field(default=1, metadata={"help": "EGTEA train/test split to read"})
+    ssv2_answer: Literal["label", "template"] = field(
+        default="label", metadata={"help": "SSv2 answer: the filled-in label or the class template"}
+    )
+    egoexolearn_views: list[str] = field(
+        default_factory=lambda: ["ego"],
+        metadata={"help": "EgoExoLearn views whose rows are kept", "choices": ("ego", "exo")},
+    )
+    egoexolearn_text: Literal["narration_en", "narration_en_no_hand_prompt", "narration_en_hand_prompt"] = field(
+        default="narration_en", metadata={"help": "EgoExoLearn narration column used as the answer"}
+    )
+    make_openeqa_videos: bool = field(
+        default=False,
+        metadata={
+            "help": "encode OpenEQA frame folders (data/frames/<episode>/*-rgb.png) into the clips the rows use"
+        },
+    )
 
 
 def add_parser(data_subparsers) -> None:
-    from datasets_scripts.source_io import add_source_arguments
-
-    parser = data_subparsers.add_parser(
+    add_command(
+        data_subparsers,
         "egoit",
+        (EgoITSourceArguments, EgoITArguments, HubPushArguments),
+        run,
         help="build EgoIT (stage-3 instruction data) from EGTEA Gaze+, SSv2, EgoTimeQA, OpenEQA, EgoExoLearn",
         description="Read each downloaded source as released and write canonical EgoIT Parquet configs "
         "(one per source + 'all'), a dataset card and build_info.json. Sources without a root are skipped.",
     )
-    add_source_arguments(parser, SOURCE_NAMES)
-    parser.add_argument(
-        "--llava-json",
-        default=None,
-        metavar="FILE",
-        help="also write the VideoLLaMA2/LLaVA 'conversations' JSON of all rows to FILE",
-    )
-    parser.add_argument("--egtea-split", type=int, choices=(1, 2, 3), default=1, help="EGTEA train/test split to read")
-    parser.add_argument(
-        "--ssv2-answer",
-        choices=("label", "template"),
-        default="label",
-        help="SSv2 answer: the filled-in label (default) or the class template",
-    )
-    parser.add_argument("--egoexolearn-views", nargs="+", choices=("ego", "exo"), default=["ego"])
-    parser.add_argument(
-        "--egoexolearn-text",
-        default="narration_en",
-        choices=("narration_en", "narration_en_no_hand_prompt", "narration_en_hand_prompt"),
-    )
-    parser.add_argument(
-        "--make-openeqa-videos",
-        action="store_true",
-        help="encode OpenEQA frame folders (data/frames/<episode>/*-rgb.png) into the clips the rows use",
-    )
-    parser.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(source: SourceArguments, args: EgoITArguments, push: HubPushArguments) -> int:
+    # These import datasets (about a second): loaded when the command runs, not for `exo2ego --help`.
     from datasets_scripts.egoit.build import build_egoit
     from datasets_scripts.egoit.sources import EgoITOptions
-    from datasets_scripts.source_io import parse_roots, recorded_args, run_cli_build
 
     options = EgoITOptions(
         egtea_split=args.egtea_split,
@@ -56,20 +70,20 @@ def run(args) -> int:
     )
 
     def build():
-        roots, skipped = parse_roots(args.root, args.data_root, SOURCE_NAMES)
+        roots, skipped = source.roots()
         for message in skipped:
             print(message)
         build_egoit(
             roots,
-            args.out,
+            source.out,
             options=options,
-            seed=args.seed,
-            skip_bad_rows=args.skip_bad_rows,
-            check_video_files=args.check_videos,
-            overwrite=args.overwrite,
+            seed=source.seed,
+            skip_bad_rows=source.skip_bad_rows,
+            check_video_files=source.check_videos,
+            overwrite=push.overwrite,
             llava_json=args.llava_json,
             skipped_messages=skipped,
-            args=recorded_args(args),
+            args=recorded_args(source, args, push),
         )
 
-    return run_cli_build(build, args.out, args)
+    return run_cli_build(build, source.out, push)

@@ -2,39 +2,54 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
+from datasets_scripts.hub_export import HubPushArguments
 from datasets_scripts.pretrain import SOURCES
+from datasets_scripts.source_io import SourceArguments, recorded_args, run_cli_build
+from exo2ego_base.command_line import add_command
+
+PretrainSourceArguments = SourceArguments.for_sources(SOURCES)
+
+
+@dataclass
+class PretrainArguments:
+    """What ``exo2ego data pretrain`` takes besides the shared source and Hub options: the annotation files of
+    each source and how many rows are written, in shards of what size."""
+
+    annotations: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "annotation JSON/JSONL of source NAME (repeatable; default: every *.json/*.jsonl at the top of "
+            "its root)",
+            "metavar": "NAME=FILE",
+            "action": "extend",
+        },
+    )
+    max_rows: int | None = field(default=None, metadata={"help": "stop after this many rows (quick builds)"})
+    shard_rows: int = field(default=500_000, metadata={"help": "rows per Parquet shard"})
 
 
 def add_parser(data_subparsers) -> None:
-    from datasets_scripts.source_io import add_source_arguments
-
-    parser = data_subparsers.add_parser(
+    add_command(
+        data_subparsers,
         "pretrain",
+        (PretrainSourceArguments, PretrainArguments, HubPushArguments),
+        run,
         help="build the exo tower's initialization captions from VideoLLaMA2/LLaVA pretraining JSON",
         description="Read VideoLLaMA2/LLaVA-style pretraining JSON ({id, video|image, conversations}) whose media "
         "paths are relative to --root NAME=DIR, and write Hub-ready caption Parquet (config 'captions'). "
         "With --check-videos a missing media file is a bad row (an error, or a counted skip with "
         "--skip-bad-rows).",
     )
-    add_source_arguments(parser, SOURCES)
-    parser.add_argument(
-        "--annotations",
-        action="append",
-        default=[],
-        metavar="NAME=FILE",
-        help="annotation JSON/JSONL of source NAME (repeatable; default: every *.json/*.jsonl at the top of its root)",
-    )
-    parser.add_argument("--max-rows", type=int, default=None, help="stop after this many rows (quick builds)")
-    parser.add_argument("--shard-rows", type=int, default=500_000, help="rows per Parquet shard")
-    parser.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(source: SourceArguments, args: PretrainArguments, push: HubPushArguments) -> int:
+    # This imports datasets (about a second): loaded when the command runs, not for `exo2ego --help`.
     from datasets_scripts.pretrain.build import build_pretrain
-    from datasets_scripts.source_io import parse_roots, recorded_args, run_cli_build
 
     def build():
-        roots, _ = parse_roots(args.root, args.data_root, SOURCES)
+        roots, _ = source.roots()
         annotations: dict[str, list[str]] = {}
         for item in args.annotations:
             name, sep, path = item.partition("=")
@@ -45,15 +60,15 @@ def run(args) -> int:
             annotations.setdefault(name, []).append(path)
         info = build_pretrain(
             roots,
-            args.out,
+            source.out,
             annotations=annotations,
-            skip_bad_rows=args.skip_bad_rows,
-            check_media=args.check_videos,
+            skip_bad_rows=source.skip_bad_rows,
+            check_media=source.check_videos,
             max_rows=args.max_rows,
             shard_rows=args.shard_rows,
-            overwrite=args.overwrite,
+            overwrite=push.overwrite,
             args={
-                **recorded_args(args),
+                **recorded_args(source, args, push),
                 "annotations": sorted(
                     f"{item.partition('=')[0]}={item.partition('=')[2].rsplit('/', 1)[-1]}"
                     for item in args.annotations
@@ -62,4 +77,4 @@ def run(args) -> int:
         )
         print(f"pretrain: {info['counts']['captions']} rows, {info['skips']['skipped_rows']} skipped")
 
-    return run_cli_build(build, args.out, args)
+    return run_cli_build(build, source.out, push)

@@ -2,54 +2,69 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass, field
 
+from exo2ego_base.command_line import add_command
+
+from .. import hub_export
 from .render import EGO_SHIFT, EGO_SHIFTS
+from .world import WorldConfig, generate_world
+
+
+@dataclass
+class SynthArguments:
+    """What ``exo2ego data synth`` takes: the world folder, how many takes of what content are rendered at what
+    size and frame rate, the held-out share, the ego camera's shift and the QA and web-exo extras."""
+
+    out: str = field(metadata={"help": "world root to create (refused if it exists, see --overwrite)"})
+    takes: int = field(default=24, metadata={"help": "number of rendered takes (>= 3)"})
+    seed: int = field(default=0, metadata={"help": "seed of the world's scripts, scenes and splits"})
+    fps: float = field(default=8.0, metadata={"help": "frame rate of the rendered videos"})
+    actions_per_take: int = field(default=5, metadata={"help": "narrated actions in each take"})
+    objects_per_take: int = field(default=4, metadata={"help": "objects on the table (>= 1)"})
+    height: int = field(default=128, metadata={"help": "full-resolution frame height (ego is square)"})
+    downscaled_height: int = field(default=64, metadata={"help": "frame height of the downscaled/448 variant"})
+    downscaled_only: bool = field(
+        default=False,
+        metadata={
+            "help": "write only the downscaled/448 videos (as Ego-Exo4D's --parts downscaled_takes/448), not full "
+            "resolution"
+        },
+    )
+    heldout_fraction: float = field(default=0.3, metadata={"help": "share of val + test takes (EgoBench)"})
+    num_proc: int = field(default=1, metadata={"help": "render takes in this many processes"})
+    qa: bool = field(
+        default=True, metadata={"help": "write the egoit/, egobench/ and egoclip/ folders (--no-qa: skip them)"}
+    )
+    ego_shift: str = field(
+        default=EGO_SHIFT,
+        metadata={
+            "help": f"what the ego camera's recording does to the picture: {' + '.join(EGO_SHIFTS)} joined by '+', "
+            "or none"
+        },
+    )
+    web_exo_per_take: int = field(
+        default=10,
+        metadata={
+            "help": "captioned web-exo clips (separate scenes, patterns named) per rendered take; 0 writes none"
+        },
+    )
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing world at --out"})
 
 
 def add_parser(data_subparsers) -> None:
-    parser = data_subparsers.add_parser(
+    add_command(
+        data_subparsers,
         "synth",
+        (SynthArguments,),
+        run,
         help="render the synthetic Ego-Exo world in the Ego-Exo4D layout (+ synthetic EgoIT/EgoBench)",
         description=__doc__,
     )
-    parser.add_argument("--out", required=True, help="world root to create (refused if it exists, see --overwrite)")
-    parser.add_argument("--takes", type=int, default=24, help="number of rendered takes (>= 3)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--fps", type=float, default=8.0)
-    parser.add_argument("--actions-per-take", type=int, default=5)
-    parser.add_argument("--objects-per-take", type=int, default=4, help="objects on the table (>= 1)")
-    parser.add_argument("--height", type=int, default=128, help="full-resolution frame height (ego is square)")
-    parser.add_argument("--downscaled-height", type=int, default=64, help="frame height of the downscaled/448 variant")
-    parser.add_argument(
-        "--downscaled-only",
-        action="store_true",
-        help="write only the downscaled/448 videos (as Ego-Exo4D's --parts downscaled_takes/448), not full resolution",
-    )
-    parser.add_argument("--heldout-fraction", type=float, default=0.3, help="share of val + test takes (EgoBench)")
-    parser.add_argument("--num-proc", type=int, default=1, help="render takes in this many processes")
-    parser.add_argument("--no-qa", action="store_true", help="skip the egoit/, egobench/ and egoclip/ folders")
-    parser.add_argument(
-        "--ego-shift",
-        default=EGO_SHIFT,
-        help=f"what the ego camera's recording does to the picture: {' + '.join(EGO_SHIFTS)} joined by '+', or none "
-        f"(default {EGO_SHIFT})",
-    )
-    parser.add_argument(
-        "--web-exo-per-take",
-        type=int,
-        default=10,
-        help="captioned web-exo clips (separate scenes, patterns named) per rendered take; 0 writes none",
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing world at --out")
-    parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from .. import hub_export
-    from .world import WorldConfig, generate_world
-
+def run(args: SynthArguments) -> int:
     try:
         config = WorldConfig(
             num_takes=args.takes,
@@ -62,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
             downscaled_only=args.downscaled_only,
             heldout_fraction=args.heldout_fraction,
             num_proc=args.num_proc,
-            write_qa=not args.no_qa,
+            write_qa=args.qa,
             ego_shift=args.ego_shift,
             web_exo_per_take=args.web_exo_per_take,
         )
