@@ -193,3 +193,36 @@ def test_base_checkpoint_from_clip_and_llm_starts_the_init_stage(tmp_path):
         check_starting_point(str(out), "stage1")
     with pytest.raises(FileExistsError):
         build_base(str(tmp_path / "clip"), str(tmp_path / "llm"), str(out), dtype="float32")
+
+
+def test_script_flags_reach_the_builders(monkeypatch, tmp_path, capsys):
+    """`train/build_base.py` and `train/convert_videollama2.py` take their flags (dash or underscore form) with the
+    same defaults as before, and refuse an unknown flag as argparse does."""
+    import train.build_base as build_base_script
+    import train.convert_videollama2 as convert_script
+
+    calls = []
+    monkeypatch.setattr(build_base_script, "build_base", lambda *args, **kwargs: calls.append((args, kwargs)))
+    monkeypatch.setattr(convert_script, "convert", lambda *args, **kwargs: calls.append((args, kwargs)))
+    monkeypatch.setattr(convert_script, "load_vision_config", lambda path: {"from": path})
+    out = str(tmp_path / "out")
+    base = ["--vision", "clip", "--text", "llm", "--out", out]
+    assert build_base_script.main(base) == 0
+    assert build_base_script.main([*base, "--num_frames", "8", "--connector", "stc_v35", "--dtype", "float32"]) == 0
+    assert build_base_script.main([*base, "--num-frames", "4"]) == 0
+    assert convert_script.main(["--src", "vl2", "--out", out]) == 0
+    assert convert_script.main(["--src", "vl2", "--out", out, "--vision-config", "c", "--num-frames", "8"]) == 0
+    assert convert_script.main(["--src", "vl2", "--out", out, "--vision_config", "c", "--dtype", "float16"]) == 0
+    assert calls == [
+        (("clip", "llm", out, "bfloat16"), {"num_frames": 16, "connector_type": "stc"}),
+        (("clip", "llm", out, "float32"), {"num_frames": 8, "connector_type": "stc_v35"}),
+        (("clip", "llm", out, "bfloat16"), {"num_frames": 4, "connector_type": "stc"}),
+        (("vl2", out, None, None, "bfloat16"), {}),
+        (("vl2", out, {"from": "c"}, 8, "bfloat16"), {}),
+        (("vl2", out, {"from": "c"}, None, "float16"), {}),
+    ]
+    for script, argv in ((build_base_script, base), (convert_script, ["--src", "vl2", "--out", out])):
+        with pytest.raises(SystemExit) as stopped:
+            script.main([*argv, "--bogus"])
+        assert stopped.value.code == 2
+        assert "error: unrecognized arguments: --bogus" in capsys.readouterr().err

@@ -12,11 +12,12 @@ folders work offline; Hub ids need the network.
 
 from __future__ import annotations
 
-import argparse
 import os
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, HfArgumentParser
 
 from exo2ego_base.tiny import build_processor
 from modeling_exo2ego import Exo2EgoForConditionalGeneration
@@ -62,15 +63,28 @@ def build_base(vision: str, text: str, out: str, dtype: str = "bfloat16", **conf
     )
 
 
+@dataclass
+class BuildBaseArguments:
+    """What `train/build_base.py` takes: the CLIP and causal-LM checkpoints, the output folder, and the model's
+    frame count, connector and dtype."""
+
+    vision: str = field(metadata={"help": "CLIP checkpoint (folder or Hub id)"})
+    text: str = field(metadata={"help": "causal LM checkpoint with its tokenizer (folder or Hub id)"})
+    out: str = field(metadata={"help": "output folder (must not exist)"})
+    num_frames: int = field(default=16, metadata={"help": "frames per video the model takes"})
+    connector: Literal["stc", "stc_v35"] = field(
+        default="stc", metadata={"help": "VideoLLaMA2's STC connector with Conv3d padding 1 (stc) or 0 (stc_v35)"}
+    )
+    dtype: Literal["bfloat16", "float16", "float32"] = field(
+        default="bfloat16", metadata={"help": "dtype the weights are loaded and saved in"}
+    )
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--vision", required=True, help="CLIP checkpoint (folder or Hub id)")
-    parser.add_argument("--text", required=True, help="causal LM checkpoint with its tokenizer (folder or Hub id)")
-    parser.add_argument("--out", required=True, help="output folder (must not exist)")
-    parser.add_argument("--num-frames", type=int, default=16)
-    parser.add_argument("--connector", choices=["stc", "stc_v35"], default="stc")
-    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
-    args = parser.parse_args(argv)
+    parser = HfArgumentParser(BuildBaseArguments, description=__doc__.splitlines()[0])
+    args, unknown = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True, look_for_args_file=False)
+    if unknown:  # argparse's own message and exit status (HfArgumentParser would raise a ValueError)
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if os.path.exists(args.out):  # before anything large is loaded
         kind = "folder" if os.path.isdir(args.out) else "file, not a folder"
         parser.error(f"--out {args.out!r} already exists (a {kind}); choose a new output folder")

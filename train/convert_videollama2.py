@@ -15,13 +15,15 @@ what the init stage starts from. Memory: about twice the checkpoint size in RAM 
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import os
 import re
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
+from transformers import HfArgumentParser
 
 # VideoLLaMA2 key -> Exo2Ego key(s). The CLIP tower goes to both towers; `vision_model.` is the pre-5.x CLIP prefix.
 KEY_MAPPING: tuple[tuple[re.Pattern, tuple[str, ...]], ...] = tuple(
@@ -222,14 +224,29 @@ def convert(
     )
 
 
+@dataclass
+class ConvertArguments:
+    """What `train/convert_videollama2.py` takes: the VideoLLaMA2 folder, the output folder, and optionally the CLIP
+    vision config, frame count and dtype of the converted model."""
+
+    src: str = field(metadata={"help": "VideoLLaMA2 checkpoint folder (config.json, weights, tokenizer)"})
+    out: str = field(metadata={"help": "output folder (must not exist)"})
+    vision_config: str | None = field(
+        default=None, metadata={"help": "CLIP folder or config.json (unset: read off the weights)"}
+    )
+    num_frames: int | None = field(
+        default=None, metadata={"help": "frames per video (unset: the checkpoint's num_frames)"}
+    )
+    dtype: Literal["bfloat16", "float16", "float32"] = field(
+        default="bfloat16", metadata={"help": "dtype of the converted weights"}
+    )
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--src", required=True, help="VideoLLaMA2 checkpoint folder (config.json, weights, tokenizer)")
-    parser.add_argument("--out", required=True, help="output folder (must not exist)")
-    parser.add_argument("--vision-config", help="CLIP folder or config.json (default: read off the weights)")
-    parser.add_argument("--num-frames", type=int, help="frames per video (default: the checkpoint's num_frames)")
-    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
-    args = parser.parse_args(argv)
+    parser = HfArgumentParser(ConvertArguments, description=__doc__.splitlines()[0])
+    args, unknown = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True, look_for_args_file=False)
+    if unknown:  # argparse's own message and exit status (HfArgumentParser would raise a ValueError)
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if os.path.exists(args.out):  # before anything large is loaded
         kind = "folder" if os.path.isdir(args.out) else "file, not a folder"
         parser.error(f"--out {args.out!r} already exists (a {kind}); choose a new output folder")
