@@ -42,7 +42,8 @@ MAX_DATA_URL_MB = 0.1
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """The server, its media, its processor and the processor outputs its engine received (one per request)."""
-    from exo2ego.serve.cli import add_parser, build_app
+    from exo2ego.serve.cli import HostedModelArguments, ServeArguments, add_parser, build_app
+    from exo2ego_base.command_line import dataclass_from_args
 
     root = tmp_path_factory.mktemp("serve-media")
     save_tiny_model(str(root / "model"), seed=0)
@@ -72,7 +73,7 @@ def served(tmp_path_factory):
             "0",
         ]
     )
-    app, _, _ = build_app(args)
+    app, _, _ = build_app(*(dataclass_from_args(cls, args) for cls in (HostedModelArguments, ServeArguments)))
     engine = app.state.engine
     received = []
     submit = engine.submit

@@ -212,12 +212,13 @@ def test_loopback_hosts():
     assert not any(map(is_loopback, ["0.0.0.0", "::", "10.0.0.1", "localhost.example.org"]))
 
 
+@pytest.mark.parametrize("flag", ["--max-body-mb", "--max-data-url-mb"])
 @pytest.mark.parametrize("text", ["0", "-1", "nan", "inf", "abc"])
-def test_max_body_mb_must_be_a_finite_size_above_zero(text):
-    import argparse
+def test_max_body_mb_must_be_a_finite_size_above_zero(flag, text, capsys):
+    from exo2ego.cli import main
+    from exo2ego.serve.cli import ServeArguments
 
-    from exo2ego.serve.cli import positive_mib
-
-    with pytest.raises(argparse.ArgumentTypeError, match="MiB"):
-        positive_mib(text)
-    assert positive_mib("0.5") == 0.5
+    with pytest.raises(SystemExit) as stopped:
+        main(["serve", "--model", "unused", flag, text])  # a usage error, before any model is loaded
+    assert stopped.value.code == 2 and flag in capsys.readouterr().err
+    assert ServeArguments(max_body_mb=0.5, max_data_url_mb=0.5).max_body_mb == 0.5

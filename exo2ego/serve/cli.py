@@ -8,73 +8,96 @@ import logging
 import math
 import os
 import sys
+from dataclasses import dataclass, field
+from typing import Literal
+
+from exo2ego_base.command_line import add_command
 
 logger = logging.getLogger(__name__)
 
 
-def positive_mib(text: str) -> float:
-    """argparse type of `--max-body-mb` and `--max-data-url-mb`: a finite number of MiB above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of MiB, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number of MiB above 0, got {text}")
-    return value
+@dataclass
+class HostedModelArguments:
+    """What a server command (`exo2ego serve`, `exo2ego app`) answers with and where it listens: the model and the
+    host address; each command has its own port."""
+
+    model: str = field(metadata={"help": "model folder or Hub id (with its processor)"})
+    host: str = field(
+        default="127.0.0.1",
+        metadata={"help": "address to listen on (the default is reachable from this machine only)"},
+    )
+
+
+@dataclass
+class ServeArguments:
+    """What `exo2ego serve` takes besides the model and host: the port, how the model is loaded, which media it
+    reads, batching, request limits and the API key."""
+
+    port: int = field(default=8000, metadata={"help": "port to listen on"})
+    served_model_name: str | None = field(
+        default=None, metadata={"help": "the `model` name clients use (None: the model folder's name)"}
+    )
+    media_root: str = field(default=".", metadata={"help": "only videos under this folder are readable"})
+    allow_remote_media: bool = field(
+        default=False,
+        metadata={"help": "also fetch http(s) video URLs (otherwise refused; the server makes no network request)"},
+    )
+    max_frames: int | None = field(
+        default=None,
+        metadata={"help": "most frames a request may ask for with num_frames (None: 4x the processor's)"},
+    )
+    max_batch_size: int = field(default=8, metadata={"help": "most requests in one generate call"})
+    max_queue: int = field(default=64, metadata={"help": "most waiting requests; more get HTTP 503"})
+    batch_wait_ms: float = field(
+        default=5.0, metadata={"help": "how long a waiting request waits for others to share its batch"}
+    )
+    default_max_tokens: int = field(
+        default=256, metadata={"help": "answer length limit of a request that sets no max_tokens"}
+    )
+    max_tokens_limit: int = field(default=2048, metadata={"help": "largest max_tokens a request may ask for"})
+    max_body_mb: float = field(
+        default=16.0, metadata={"help": "largest request body in MiB, above 0; larger ones get HTTP 413"}
+    )
+    max_data_url_mb: float = field(
+        default=64.0,
+        metadata={
+            "help": "largest base64 data: URL (a video, or one image) in MiB, above 0; larger ones get HTTP 413 (the "
+            "body must also fit --max-body-mb)"
+        },
+    )
+    api_key: str | None = field(
+        default=None,
+        metadata={
+            "help": "clients must send 'Authorization: Bearer KEY' (None: $EXO2EGO_API_KEY); required unless --host "
+            "is a loopback address"
+        },
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
+        default="auto", metadata={"help": "dtype the model is loaded in"}
+    )
+    trust_remote_code: bool = field(default=False, metadata={"help": "for a Hub id not installed locally"})
+
+    def __post_init__(self):
+        for flag, value in (("--max-body-mb", self.max_body_mb), ("--max-data-url-mb", self.max_data_url_mb)):
+            if not math.isfinite(value) or value <= 0:
+                raise ValueError(f"argument {flag}: must be a finite number of MiB above 0, got {value:g}")
+        if self.api_key is None:
+            self.api_key = os.environ.get("EXO2EGO_API_KEY")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "serve", help="OpenAI-compatible video chat server (/v1/chat/completions, /v1/models); needs .[serve]"
+    add_command(
+        subparsers,
+        "serve",
+        (HostedModelArguments, ServeArguments),
+        _run,
+        help="OpenAI-compatible video chat server (/v1/chat/completions, /v1/models); needs .[serve]",
     )
-    parser.add_argument("--model", required=True, help="model folder or Hub id (with its processor)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--served-model-name", help="the `model` name clients use (default: the folder's name)")
-    parser.add_argument("--media-root", default=".", help="only videos under this folder are readable (default: .)")
-    parser.add_argument(
-        "--allow-remote-media",
-        action="store_true",
-        help="also fetch http(s) video URLs (otherwise refused; the server makes no network request)",
-    )
-    parser.add_argument(
-        "--max-frames",
-        type=int,
-        help="most frames a request may ask for with num_frames (default: 4x the processor's)",
-    )
-    parser.add_argument("--max-batch-size", type=int, default=8, help="most requests in one generate call")
-    parser.add_argument("--max-queue", type=int, default=64, help="most waiting requests; more get HTTP 503")
-    parser.add_argument(
-        "--batch-wait-ms",
-        type=float,
-        default=5.0,
-        help="how long a waiting request waits for others to share its batch",
-    )
-    parser.add_argument("--default-max-tokens", type=int, default=256)
-    parser.add_argument("--max-tokens-limit", type=int, default=2048)
-    parser.add_argument(
-        "--max-body-mb", type=positive_mib, default=16.0, help="largest request body in MiB; larger ones get HTTP 413"
-    )
-    parser.add_argument(
-        "--max-data-url-mb",
-        type=positive_mib,
-        default=64.0,
-        help="largest base64 data: URL (a video, or one image) in MiB; larger ones get HTTP 413 (the body must also "
-        "fit --max-body-mb)",
-    )
-    parser.add_argument(
-        "--api-key",
-        default=os.environ.get("EXO2EGO_API_KEY"),
-        help="clients must send 'Authorization: Bearer KEY' (default: $EXO2EGO_API_KEY); required unless --host is "
-        "a loopback address",
-    )
-    parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
-    parser.add_argument("--trust-remote-code", action="store_true", help="for a Hub id not installed locally")
-    parser.set_defaults(func=_run)
 
 
-def build_app(args: argparse.Namespace):
+def build_app(hosted: HostedModelArguments, options: ServeArguments):
     """Load the model and processor and build the app (not yet serving)."""
+    # Imported here: the server modules need torch and the serve extra (fastapi), which `exo2ego --help` does not.
     from eval.cli import load_model_and_processor
 
     from .engine import GenerationEngine
@@ -82,53 +105,53 @@ def build_app(args: argparse.Namespace):
     from .server import ServerSettings, create_app
 
     policy = MediaPolicy(
-        args.media_root,
-        allow_remote_media=args.allow_remote_media,
-        max_data_url_bytes=int(args.max_data_url_mb * 2**20),
+        options.media_root,
+        allow_remote_media=options.allow_remote_media,
+        max_data_url_bytes=int(options.max_data_url_mb * 2**20),
     )
-    model, processor = load_model_and_processor(args.model, args.dtype, args.trust_remote_code)
+    model, processor = load_model_and_processor(hosted.model, options.dtype, options.trust_remote_code)
     engine = GenerationEngine(
         model,
         processor,
-        max_batch_size=args.max_batch_size,
-        max_queue=args.max_queue,
-        batch_wait_s=args.batch_wait_ms / 1000,
+        max_batch_size=options.max_batch_size,
+        max_queue=options.max_queue,
+        batch_wait_s=options.batch_wait_ms / 1000,
     )
     settings = ServerSettings(
-        served_model_name=args.served_model_name or os.path.basename(os.path.normpath(args.model)),
-        max_frames=args.max_frames or 4 * processor.num_frames,
+        served_model_name=options.served_model_name or os.path.basename(os.path.normpath(hosted.model)),
+        max_frames=options.max_frames or 4 * processor.num_frames,
         context_length=model.config.get_text_config().max_position_embeddings,
-        default_max_tokens=args.default_max_tokens,
-        max_tokens_limit=args.max_tokens_limit,
-        max_body_bytes=int(args.max_body_mb * 2**20),
-        api_key=args.api_key or None,
+        default_max_tokens=options.default_max_tokens,
+        max_tokens_limit=options.max_tokens_limit,
+        max_body_bytes=int(options.max_body_mb * 2**20),
+        api_key=options.api_key or None,
     )
     return create_app(engine, processor, policy, settings), settings, policy
 
 
-def _run(args: argparse.Namespace) -> int:
-    try:
+def _run(hosted: HostedModelArguments, options: ServeArguments) -> int:
+    try:  # the serve extra, imported here so that the other commands run without it
         import fastapi  # noqa: F401
         import uvicorn
     except ImportError as error:
         raise SystemExit(f"exo2ego serve needs the serve extra: pip install -e '.[serve]' ({error})") from error
 
-    if not args.api_key and not is_loopback(args.host):
+    if not options.api_key and not is_loopback(hosted.host):
         print(
-            f"exo2ego serve: error: --host {args.host} is reachable from other machines, and the server has no API "
+            f"exo2ego serve: error: --host {hosted.host} is reachable from other machines, and the server has no API "
             "key: pass --api-key KEY (or set EXO2EGO_API_KEY), or serve on 127.0.0.1",
             file=sys.stderr,
         )
         return 2
-    app, settings, policy = build_app(args)
+    app, settings, policy = build_app(hosted, options)
     logger.info(
         "serving %r from %s; videos under %s%s",
         settings.served_model_name,
-        args.model,
+        hosted.model,
         policy.media_root,
         ", remote URLs allowed" if policy.allow_remote_media else "",
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    uvicorn.run(app, host=hosted.host, port=options.port, log_level="info")
     return 0
 
 
