@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import logging
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from exo2ego.serve.cli import HostedModelArguments
+from exo2ego_base.command_line import add_command
 from exo2ego_base.provenance import write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -64,33 +66,45 @@ def write_space(out: str | Path, model_id: str, count: int = 3) -> Path:
     return out
 
 
+@dataclass
+class AppArguments:
+    """What `exo2ego app` takes besides the model and host: the port, the answer length, the examples offered, or
+    a folder to write the app to as a Hub Space instead of serving it."""
+
+    port: int = field(default=7860, metadata={"help": "port to listen on"})
+    max_new_tokens: int = field(default=128, metadata={"help": "default answer length limit"})
+    examples: int = field(default=3, metadata={"help": "synthetic example videos to offer"})
+    write_space: str | None = field(
+        default=None, metadata={"help": "write a Gradio Space folder for --model and exit", "metavar": "DIR"}
+    )
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("app", help="Gradio video chat app (also written as a Hub Space); needs .[app]")
-    parser.add_argument("--model", required=True, help="model folder or Hub id (with its processor)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--max-new-tokens", type=int, default=128, help="default answer length limit")
-    parser.add_argument("--examples", type=int, default=3, help="synthetic example videos to offer")
-    parser.add_argument("--write-space", metavar="DIR", help="write a Gradio Space folder for --model and exit")
-    parser.set_defaults(func=_run)
+    add_command(
+        subparsers,
+        "app",
+        (HostedModelArguments, AppArguments),
+        _run,
+        help="Gradio video chat app (also written as a Hub Space); needs .[app]",
+    )
 
 
-def _run(args: argparse.Namespace) -> int:
-    if args.write_space:
-        logger.info("wrote the Space to %s", write_space(args.write_space, args.model, args.examples))
+def _run(hosted: HostedModelArguments, options: AppArguments) -> int:
+    if options.write_space:
+        logger.info("wrote the Space to %s", write_space(options.write_space, hosted.model, options.examples))
         return 0
-    try:
+    try:  # the app extra (gradio), imported here so that the other commands run without it
         from model_card.space import app
     except ImportError as error:
         raise SystemExit(f"exo2ego app needs the app extra: pip install -e '.[app]' ({error})") from error
     import modeling_exo2ego  # noqa: F401  (registers Exo2Ego with the Auto classes for local folders)
 
-    chat = app.VideoChat.from_pretrained(args.model, max_new_tokens=args.max_new_tokens)
+    chat = app.VideoChat.from_pretrained(hosted.model, max_new_tokens=options.max_new_tokens)
     with tempfile.TemporaryDirectory(prefix="exo2ego-app-examples-") as folder:
-        if args.examples:
-            write_examples(folder, args.examples)
+        if options.examples:
+            write_examples(folder, options.examples)
         examples = app.load_examples(folder)
         app.launch(
-            app.build_demo(chat, examples), allowed_paths=[folder], server_name=args.host, server_port=args.port
+            app.build_demo(chat, examples), allowed_paths=[folder], server_name=hosted.host, server_port=options.port
         )
     return 0
