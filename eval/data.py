@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import datasets
 import numpy as np
+import pyarrow.parquet as pq
 
 from datasets_scripts.hub_export import load_folder
 from datasets_scripts.schema import (
@@ -79,7 +81,6 @@ class TaskData:
 
 def available_configs(dataset_dir: str) -> list[str]:
     """Config names of an EgoBench folder or Hub repo (from its dataset card's ``configs:``)."""
-    import datasets
 
     try:
         return list(datasets.get_dataset_config_names(str(dataset_dir)))
@@ -88,7 +89,6 @@ def available_configs(dataset_dir: str) -> list[str]:
 
 
 def _data_file_list(dataset_dir: str, config: str) -> list[str]:
-    import datasets
 
     files = datasets.load_dataset_builder(str(dataset_dir), config).config.data_files or {}
     return [str(path) for paths in files.values() for path in paths]
@@ -103,7 +103,6 @@ def _data_files(dataset_dir: str, config: str) -> str:
 
 def _parquet_rows(dataset_dir: str, config: str) -> int | None:
     """Rows in a local config's Parquet files (from their footers), None when not local Parquet."""
-    import pyarrow.parquet as pq
 
     try:
         files = _data_file_list(dataset_dir, config)
@@ -116,7 +115,6 @@ def _parquet_rows(dataset_dir: str, config: str) -> int | None:
 
 def load_table(dataset_dir: str, config: str, split: str | None = None):
     """``datasets.Dataset`` of one config; ``split=None`` takes the only split, or ``test`` among several."""
-    import datasets
 
     was_enabled = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # "Generating test split" bars for a few small tables are noise
@@ -147,7 +145,6 @@ def load_table(dataset_dir: str, config: str, split: str | None = None):
 
 def _type_kind(feature) -> str:
     """``int``/``float``/``string``/``bool``/``list of ...``: what a column holds, ignoring widths (int32/int64)."""
-    import datasets
 
     if isinstance(feature, (datasets.List, datasets.LargeList, list)):
         inner = feature.feature if not isinstance(feature, list) else feature[0]
@@ -274,7 +271,6 @@ def _check_videos(paths: list[tuple[str, str]], where: str) -> None:
 
 def _load_rows_table(spec: TaskSpec, dataset_dir: str, configs: list[str], split: str | None):
     """The task's rows: every present config of its first registered group, concatenated; and a description."""
-    import datasets
 
     names = spec.configs.present_row_configs(configs)
     if not names:

@@ -19,7 +19,15 @@ fitted on the exo tower's per-clip feature moments y, applied to F(x) and to x o
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+from datasets_scripts.synthetic.script import PATTERNS
+from exo2ego.tiny.vision import clip_pixels, world_action_clips
+from modeling_exo2ego import Exo2EgoForConditionalGeneration, Exo2EgoProcessor
+from train.collator import Exo2EgoCollator
+from train.data import EgoExoClipSamples, load_table
+from train.losses import clip_moments as gaussian_clip_moments
 
 
 @torch.no_grad()
@@ -68,11 +76,6 @@ def probe_folder(
     """`mapping_distances` of the checkpoint in `model_dir` on `num_pairs` Ego-ExoClip pairs, one clip of each of
     `num_pairs` takes (clip, takes and exo camera drawn with `seed`), so that the "other" clip of `fx_to_other_y`
     is always of another take."""
-    import numpy as np
-
-    from modeling_exo2ego import Exo2EgoForConditionalGeneration, Exo2EgoProcessor
-    from train.collator import Exo2EgoCollator
-    from train.data import EgoExoClipSamples, load_table
 
     model = Exo2EgoForConditionalGeneration.from_pretrained(model_dir).eval()
     processor = Exo2EgoProcessor.from_pretrained(model_dir)
@@ -96,8 +99,6 @@ def paired_pattern_clips(processor, world_root: str, num_frames: int, max_clips:
     """Synchronized ego and exo pixels of the synthetic world's train-take action clips with the handled object's
     pattern (`exo2ego.tiny.vision.world_action_clips`): `{"ego": (N, T, 3, S, S), "exo": (N, T, 3, S, S), "label":
     (N,) pattern index}`."""
-    from datasets_scripts.synthetic.script import PATTERNS
-    from exo2ego.tiny.vision import clip_pixels, world_action_clips
 
     views = {"ego": [], "exo": []}
     labels = []
@@ -111,7 +112,6 @@ def paired_pattern_clips(processor, world_root: str, num_frames: int, max_clips:
 def clip_moments(features: torch.Tensor, frames: int) -> torch.Tensor:
     """(B*T, C, g, g) features -> (B, 2C): each clip's per-channel mean and standard deviation over its T*g*g tokens,
     the statistics the per-sample Gaussian KL compares."""
-    from train.losses import clip_moments as gaussian_clip_moments
 
     mean, variance = gaussian_clip_moments(features, frames)
     return torch.cat([mean, variance.sqrt()], dim=1)
@@ -143,8 +143,6 @@ def pattern_probe(model_dir, clips: dict, train_clips: int) -> dict[str, float]:
     other clips' y (the probe works), F(x) (the mapping carries the pattern to the ego side) and x (the ego tower
     has it without F); "x (own probe)" fits a second probe on x itself (the ego features hold the pattern in some
     form). Returns accuracies; chance is 1 / number of patterns."""
-    from datasets_scripts.synthetic.script import PATTERNS
-    from modeling_exo2ego import Exo2EgoForConditionalGeneration
 
     inner = Exo2EgoForConditionalGeneration.from_pretrained(model_dir).eval().model
     frames = clips["ego"].shape[1]

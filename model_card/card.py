@@ -15,7 +15,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
 from datasets_scripts.hub_export import render_card
+from eval.report import table_rows
+
+from .dataset_card import source_sections
 
 TRAINING_STAGES = (
     ("init", "exo clip-text pairs / EgoClip", "both vision towers and the connector (LLM frozen)", "VTG per branch"),
@@ -81,7 +86,6 @@ class CardInfo:
 
 def eval_results(results: Mapping[str, Any], info: CardInfo) -> list:
     """``huggingface_hub.EvalResult`` for every headline metric of every task in ``results``."""
-    from huggingface_hub import EvalResult
 
     entries = []
     for task, entry in results["tasks"].items():
@@ -110,7 +114,6 @@ def eval_results(results: Mapping[str, Any], info: CardInfo) -> list:
 
 
 def _results_table(results: Mapping[str, Any], compare: Mapping[str, Any] | None) -> str:
-    from eval.report import table_rows
 
     compare_name = None if compare is None else compare.get("name", "comparison")
     header = "| Task | Metric | Value | 95% CI | n |" + (f" {compare_name} |" if compare_name else "")
@@ -131,9 +134,6 @@ def build_model_card(
     results: Mapping[str, Any], info: CardInfo | None = None, compare: Mapping[str, Any] | None = None
 ):
     """A ``huggingface_hub.ModelCard`` for the checkpoint evaluated in ``results`` (a results.json dict)."""
-    from huggingface_hub import ModelCard, ModelCardData
-
-    from .dataset_card import source_sections
 
     info = info or CardInfo()
     card_data = ModelCardData(
@@ -232,7 +232,6 @@ def build_stage_card(metadata: Mapping[str, Any], model_id: str, adapter_subfold
     """The short ``ModelCard`` of a training-stage output that has no EgoBench results: what it is, how to
     load it (through PEFT when the stage saved only a LoRA adapter, in ``adapter_subfolder``) and how it was
     trained (``metadata``: the folder's ``exo2ego_stage.json``)."""
-    from huggingface_hub import ModelCard, ModelCardData
 
     adapter = metadata.get("save_mode") == "adapter"
     card_data = ModelCardData(

@@ -197,18 +197,18 @@ def test_unreadable_videos_are_counted_replaced_and_stop_the_run(world, tmp_path
 
 
 def test_decoded_clip_cache_serves_repeated_segments_and_evicts_the_least_recently_used(world, monkeypatch):
-    import modeling_exo2ego
+    import train.data
     from train.data import DecodedClipCache
 
     root, clips, _ = world
     decoded = []
-    real_reader = modeling_exo2ego.read_video_frames
+    real_reader = train.data.read_video_frames
 
     def counting_reader(path, *args, **kwargs):
         decoded.append(os.path.basename(path))
         return real_reader(path, *args, **kwargs)
 
-    monkeypatch.setattr(modeling_exo2ego, "read_video_frames", counting_reader)
+    monkeypatch.setattr(train.data, "read_video_frames", counting_reader)
     clip_bytes = 4 * 24 * 32 * 3  # one decoded (4, 24, 32, 3) uint8 clip
     samples = EgoExoClipSamples(
         clips, str(root), 4, ("exo",), "Describe.", exo_sampling="best_exo", cache=DecodedClipCache(2 * clip_bytes)

@@ -36,15 +36,20 @@ from __future__ import annotations
 
 import bisect
 import logging
+import math
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow.compute as pc
+from datasets import load_dataset
+from PIL import Image
 from torch.utils.data import Dataset
 
+from datasets_scripts.hub_export import CARD_NAME, load_folder
 from datasets_scripts.schema import EGOIT_FEATURES, OPTION_LETTERS, format_options
+from modeling_exo2ego import read_video_frames, sample_timestamps
 from train.stages import BRANCH_VIEWS
 
 logger = logging.getLogger(__name__)
@@ -77,10 +82,6 @@ def load_table(path: str, config_name: str | None, split: str):
     `load_dataset(folder)` caches local folders by folder name and config only, so a rebuilt folder, or another
     folder of the same name, could come back with old rows.
     """
-    from datasets import load_dataset
-
-    from datasets_scripts.hub_export import CARD_NAME, load_folder
-
     try:
         if os.path.isfile(os.path.join(path, CARD_NAME)):
             return load_folder(path, config_name, split=split)
@@ -163,8 +164,6 @@ class VideoSamples(Dataset):
 
     def read_frames(self, relative: str, timestamps: np.ndarray) -> np.ndarray:
         """uint8 (T, H, W, 3) frames of `video_root/relative` at `timestamps` (seconds)."""
-        from modeling_exo2ego import read_video_frames
-
         key = (relative, None if timestamps is None else tuple(np.asarray(timestamps).tolist()))
         frames = self.cache.get(key) if self.cache is not None else None
         if frames is None:
@@ -175,8 +174,6 @@ class VideoSamples(Dataset):
 
     def timestamps(self, start_sec, end_sec) -> np.ndarray | None:
         """Segment midpoints of [start, end]; None lets the reader use the whole file."""
-        from modeling_exo2ego import sample_timestamps
-
         if start_sec is None or end_sec is None:
             return None
         return sample_timestamps(float(start_sec), float(end_sec), self.num_frames)
@@ -381,8 +378,6 @@ class EgoITSamples(VideoSamples):
     def _decode(self, index: int) -> dict:
         row = self.table[index]
         if row["video_start_sec"] is None or row["video_end_sec"] is None:
-            from modeling_exo2ego import read_video_frames
-
             frames = read_video_frames(self.video_path(row["video"]), self.num_frames).frames
         else:
             frames = self.read_frames(row["video"], self.timestamps(row["video_start_sec"], row["video_end_sec"]))
@@ -391,8 +386,6 @@ class EgoITSamples(VideoSamples):
 
 def read_image_frames(path: str, num_frames: int) -> np.ndarray:
     """uint8 (T, H, W, 3): one RGB image repeated to every frame (VideoLLaMA2 expands images to its frame count)."""
-    from PIL import Image
-
     with Image.open(path) as image:
         frame = np.asarray(image.convert("RGB"))
     return np.repeat(frame[None], num_frames, axis=0)
@@ -437,8 +430,6 @@ class CaptionSamples(VideoSamples):
         if row["media_type"] == "image":
             frames = read_image_frames(self.video_path(row["media"]), self.num_frames)
         elif row["start_sec"] is None or row["end_sec"] is None:
-            from modeling_exo2ego import read_video_frames
-
             frames = read_video_frames(self.video_path(row["media"]), self.num_frames).frames
         else:
             frames = self.read_frames(row["media"], self.timestamps(row["start_sec"], row["end_sec"]))
@@ -460,8 +451,6 @@ def parse_mix(mix: str) -> tuple[int, int]:
 
 def _affine_permutation(size: int, seed: tuple[int, ...]) -> tuple[int, int]:
     """(step, shift) of a seeded bijection k -> (k * step + shift) mod size of range(size)."""
-    import math
-
     if size == 1:
         return 1, 0
     generator = np.random.default_rng(list(seed))

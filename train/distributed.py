@@ -15,6 +15,15 @@ import contextlib
 import logging
 import os
 
+from accelerate import PartialState
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    set_model_state_dict,
+)
+from torch.distributed.fsdp import FSDPModule
+
 logger = logging.getLogger(__name__)
 
 
@@ -27,9 +36,6 @@ def enable_fsdp_on_cpu(accelerator) -> bool:
     """Turn a multi-process CPU accelerator into an FSDP one when the launcher asked for FSDP; returns whether it did.
 
     Call right after the `Accelerator` is created and before anything is prepared."""
-    from accelerate import PartialState
-    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
-
     state = accelerator.state
     if state.distributed_type != DistributedType.MULTI_CPU or not fsdp_requested():
         return False
@@ -47,8 +53,6 @@ def enable_fsdp_on_cpu(accelerator) -> bool:
 def plain_class(model):
     """`fully_shard` swaps a module's class for a generated `FSDP<Name>` subclass defined in torch; while saving, give
     the model its own class back so `save_pretrained` copies the model's remote code, not torch's FSDP sources."""
-    from torch.distributed.fsdp import FSDPModule
-
     sharded_class = type(model)
     if not isinstance(model, FSDPModule):
         yield model
@@ -62,8 +66,6 @@ def plain_class(model):
 
 def sharded_units(model) -> dict[str, int]:
     """{class name: count} of the modules FSDP2 made into their own shard units (the model itself included)."""
-    from torch.distributed.fsdp import FSDPModule
-
     units: dict[str, int] = {}
     for module in model.modules():
         if isinstance(module, FSDPModule):
@@ -74,8 +76,6 @@ def sharded_units(model) -> dict[str, int]:
 
 def distributed_setup(accelerator, model=None) -> dict:
     """What ran, read from the live accelerator (and the prepared model), for `exo2ego_stage.json`."""
-    from accelerate.utils import DistributedType
-
     state = accelerator.state
     setup = {
         "distributed_type": state.distributed_type.value,
@@ -167,19 +167,12 @@ def check_launch_config(lora: bool, activation_checkpointing: bool = False) -> N
 
 
 def is_sharded(model) -> bool:
-    from torch.distributed.fsdp import FSDPModule
-
     return isinstance(model, FSDPModule)
 
 
 def gather_trainable_state(model) -> dict:
     """Full tensors (on CPU, main process; empty elsewhere) of the trainable parameters of an FSDP2 model; every
     rank must call it."""
-    from torch.distributed.checkpoint.state_dict import (
-        StateDictOptions,
-        get_model_state_dict,
-    )
-
     options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
     return get_model_state_dict(model, options=options)
 
@@ -188,9 +181,4 @@ def load_full_state(model, state: dict):
     """Load full tensors into `model`, sharding them when it is an FSDP2 model; returns (missing, unexpected) keys."""
     if not is_sharded(model):
         return model.load_state_dict(state, strict=False)
-    from torch.distributed.checkpoint.state_dict import (
-        StateDictOptions,
-        set_model_state_dict,
-    )
-
     return set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, strict=False))
