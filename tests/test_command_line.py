@@ -22,37 +22,13 @@ def leaf_commands(parser: argparse.ArgumentParser, prefix: str = "exo2ego") -> d
 
 
 COMMANDS = leaf_commands(build_parser())
-# Commands whose flags are still written by hand (argparse); each leaves this set when it moves to add_command.
-HAND_WRITTEN = {
-    "exo2ego ablate",
-    "exo2ego app",
-    "exo2ego data ego-exoclip",
-    "exo2ego data egobench",
-    "exo2ego data egoclip",
-    "exo2ego data egoit",
-    "exo2ego data pretrain",
-    "exo2ego data synth",
-    "exo2ego demo",
-    "exo2ego model-card",
-    "exo2ego plan-memory",
-    "exo2ego serve",
-    "exo2ego tiny-model",
-}
 
 
 def test_the_command_tree_is_walked():
     assert {"exo2ego eval", "exo2ego data synth", "exo2ego demo", "exo2ego serve"} <= COMMANDS.keys()
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="flags written by hand"))
-        if name in HAND_WRITTEN
-        else name
-        for name in sorted(COMMANDS)
-    ],
-)
+@pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_every_flag_is_a_dataclass_field(name):
     parser = COMMANDS[name]
     classes = getattr(parser, "argument_dataclasses", None)
