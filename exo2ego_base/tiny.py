@@ -6,17 +6,14 @@ the tiny models, so that every layer, the tests and the benchmarks can build one
 holds the rest: `exo2ego tiny-model --out DIR` (`exo2ego.tiny.checkpoint.save_tiny_model`) saves one as a folder that
 loads with `AutoModel`/`AutoProcessor` and `trust_remote_code=True`, optionally after pretraining its LLM and vision
 towers (`exo2ego.tiny.language`, `exo2ego.tiny.vision`).
+
+torch, tokenizers and the model load inside the builders: `exo2ego --help` imports this module through the
+tiny-model command, and `tiny_config_kwargs` (what the memory planner reads) needs none of them.
 """
 
 from __future__ import annotations
 
 import itertools
-
-import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import CLIPImageProcessorPil, PreTrainedTokenizerFast
-
-from modeling_exo2ego import Exo2EgoConfig, Exo2EgoForConditionalGeneration, Exo2EgoProcessor
 
 VIDEO_TOKEN = "<video>"
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", VIDEO_TOKEN]
@@ -53,6 +50,8 @@ def tokenizer_corpus() -> list[str]:
 
 def build_tiny_tokenizer(vocab_size: int = 512):
     """A byte-level BPE `PreTrainedTokenizerFast` trained offline, with `<video>` as a special token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
 
     backend = Tokenizer(models.BPE(unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -123,6 +122,9 @@ def tiny_config_kwargs(
 
 def build_processor(config, tokenizer):
     """An `Exo2EgoProcessor` matching `config` (frame count, grid, connector) around `tokenizer`."""
+    from transformers import CLIPImageProcessorPil
+
+    from modeling_exo2ego import Exo2EgoProcessor
 
     size = config.ego_vision_config.image_size
     image_processor = CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
@@ -137,6 +139,9 @@ def build_processor(config, tokenizer):
 
 def build_tiny_model(seed: int = 0, attn_implementation: str = "sdpa", **config_overrides):
     """A random-weight tiny Exo2Ego model and its processor, reproducible for a seed. Returns (model, processor)."""
+    import torch
+
+    from modeling_exo2ego import Exo2EgoConfig, Exo2EgoForConditionalGeneration
 
     tokenizer = build_tiny_tokenizer(config_overrides.pop("vocab_size", 512))
     config = Exo2EgoConfig(**tiny_config_kwargs(vocab_size=len(tokenizer), **config_overrides))
