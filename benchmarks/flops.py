@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from train.memory_plan import PROMPT_TOKENS
+from train.model_at_scale import PROMPT_TOKENS
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,8 @@ def clip_tower_flops(
                      4 * t^2 * d               attention     (QK^T and AV, bidirectional)
     over the layers up to the feature layer; the later ones only with `include_waste` (forward only). The layers
     need a backward when the tower trains, or when the patch embedding's output is made to require grad
-    (`embeddings_require_grad`: transformers' `enable_input_require_grads` hook, see `gpu_setup.llm_only_input_grads`).
+    (`embeddings_require_grad`: transformers' `enable_input_require_grads` hook, see
+    `train.model_at_scale.llm_only_input_grads`).
     """
     d, f, p = vision_config.hidden_size, vision_config.intermediate_size, vision_config.patch_size
     patches = (vision_config.image_size // p) ** 2

@@ -30,11 +30,8 @@ import time
 import numpy as np
 import torch
 
-from benchmarks.gpu_memory import GIB
 from benchmarks.gpu_setup import (
-    ModelSize,
     add_scale_arguments,
-    build_model,
     compile_modules,
     device_facts,
     scale_default,
@@ -42,6 +39,8 @@ from benchmarks.gpu_setup import (
     synchronize,
 )
 from exo2ego_base.provenance import write_json_atomic
+from train.memory_count import GIB
+from train.model_at_scale import ModelSize, build_model
 
 # Words of the synthetic questions and options (all in the tiny tokenizer's corpus, so they tokenize compactly).
 OBJECTS = ["cup", "bowl", "knife", "spoon", "bottle", "jar", "pan", "plate", "box", "lid"]

@@ -17,7 +17,7 @@ The sum is a floor for the allocator's peak: backward transients (one checkpoint
 buffers of the largest layer), cuBLAS/cuDNN workspaces and fragmentation come on top (a few GiB). Compare with
 `peak_mem_gib` from `gpu_train_step.py` on the card.
 
-The counting lives in `train/memory_plan.py` (shared with `exo2ego plan-memory`); this script adds the peer
+The counting lives in `train/memory_count.py` (shared with `exo2ego plan-memory`); this script adds the peer
 (LLaVA-NeXT-Video + LoRA) and prints the breakdown.
 
     python -m benchmarks.gpu_memory [--workload stage3] [--batch 8] [--frames 16] [--checkpointing full]
@@ -33,18 +33,11 @@ import torch
 from benchmarks.flops import peer_video_tokens
 from benchmarks.gpu_setup import add_scale_arguments, apply_peer_training
 from exo2ego_base.provenance import write_json_atomic
-from train import memory_plan
-from train.memory_plan import (  # noqa: F401  (GIB, SavedActivationCounter: used by the other GPU benchmarks)
-    CHECKPOINTING_MODES,
-    GIB,
-    PRECISIONS,
-    MetaSetup,
-    ModelSize,
-    SavedActivationCounter,
-    build_model,
-)
+from train import memory_count
+from train.memory_count import MetaSetup
+from train.model_at_scale import CHECKPOINTING_MODES, PRECISIONS, ModelSize, build_model
 
-WORKLOADS = ("peer", *memory_plan.WORKLOADS)
+WORKLOADS = ("peer", *memory_count.WORKLOADS)
 
 
 def peer_setup(
@@ -83,11 +76,11 @@ def estimate(
     hf_input_grads: bool = False,
     dtype: torch.dtype = torch.bfloat16,
 ) -> dict:
-    """`train.memory_plan.estimate` for `workload`, the peer included; bytes in GiB."""
+    """`train.memory_count.estimate` for `workload`, the peer included; bytes in GiB."""
     if workload not in WORKLOADS:
         raise ValueError(f"workload must be one of {WORKLOADS}, got {workload!r}")
     setup = peer_setup(frames, scale, lora_r, lora_alpha, lora_dropout, dtype) if workload == "peer" else None
-    return memory_plan.estimate(
+    return memory_count.estimate(
         workload,
         batch,
         frames,

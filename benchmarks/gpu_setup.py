@@ -1,6 +1,7 @@
-"""Shared set-up of the GPU benchmarks: random-init paper-scale (or reduced) Exo2Ego and peer models, the stage
-settings, activation checkpointing, torch.compile, precision, synthetic batches, and the device facts every result
-records.
+"""Shared set-up of the GPU benchmarks on top of `train/model_at_scale.py` (which builds the random-init Exo2Ego and
+peer models at a scale and applies the stage settings, LoRA, activation checkpointing and synthetic batches, as the
+memory planner does): the `--reduced` / `--tiny` flags, the peer's LoRA, torch.compile, precision, the optimizer, and
+the device facts every result records.
 
 Paper scale (DESIGN section 2): two CLIP-L/14-336 towers (hidden 1024, 24 layers, 16 heads, MLP 4096, 336 px,
 patch 14), the `stc` connector, Mistral-7B (`MistralConfig()` defaults), 16 frames. Nothing is downloaded: every
@@ -18,22 +19,7 @@ import sys
 import torch
 
 from benchmarks.common import cpu_name
-from train.memory_plan import (  # noqa: F401  (the model set-up the benchmarks share with the planner, re-exported)
-    CHECKPOINTING_MODES,
-    PRECISIONS,
-    SCALES,
-    ModelSize,
-    _base_model,
-    _is_llm_stack,
-    _layer_stacks,
-    apply_stage,
-    build_model,
-    configure_checkpointing,
-    convnet_blocks,
-    default_dtype,
-    llm_only_input_grads,
-    synthetic_batch,
-)
+from train.model_at_scale import PRECISIONS, _base_model, _is_llm_stack, _layer_stacks
 
 # Modules compiled by `compile_modules(..., "vision")` (the towers, F, G and the connector; the peer's tower and
 # projector): convolution-heavy code with many small kernels, where fusion pays most.

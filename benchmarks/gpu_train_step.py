@@ -28,19 +28,12 @@ import time
 import torch
 
 from benchmarks.flops import StepShape, exo2ego_step_flops, peer_script_formula, peer_step_flops, peer_video_tokens
-from benchmarks.gpu_memory import GIB, SavedActivationCounter
 from benchmarks.gpu_setup import (
-    CHECKPOINTING_MODES,
-    PRECISIONS,
-    ModelSize,
     add_scale_arguments,
     apply_peer_training,
     apply_precision,
-    apply_stage,
     autocast_context,
-    build_model,
     compile_modules,
-    configure_checkpointing,
     device_facts,
     free_memory,
     make_optimizer,
@@ -49,9 +42,18 @@ from benchmarks.gpu_setup import (
     scale_default,
     start_run,
     synchronize,
-    synthetic_batch,
 )
 from exo2ego_base.provenance import write_json_atomic
+from train.memory_count import GIB, SavedActivationCounter
+from train.model_at_scale import (
+    CHECKPOINTING_MODES,
+    PRECISIONS,
+    ModelSize,
+    apply_stage,
+    build_model,
+    configure_checkpointing,
+    synthetic_batch,
+)
 
 WORKLOADS = ("peer", "stage2", "stage3", "stage3_full_logits")
 DESCRIPTIONS = {

@@ -8,14 +8,8 @@ import pytest
 import torch
 
 from benchmarks.flops import StepShape, clip_tower_flops, exo2ego_step_flops, peer_step_flops, peer_video_tokens
-from benchmarks.gpu_setup import (
-    ModelSize,
-    apply_peer_training,
-    apply_stage,
-    build_model,
-    configure_checkpointing,
-    synthetic_batch,
-)
+from benchmarks.gpu_setup import apply_peer_training
+from train.model_at_scale import ModelSize, apply_stage, build_model, configure_checkpointing, synthetic_batch
 
 CPU = torch.device("cpu")
 SHAPE = StepShape(batch=2, frames=4, text_tokens=24)
@@ -186,7 +180,7 @@ def test_executed_flops_with_transformers_input_grad_hooks():
 
 
 def test_saved_activation_counter_on_a_known_graph():
-    from benchmarks.gpu_memory import SavedActivationCounter
+    from train.memory_count import SavedActivationCounter
 
     model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8))
     x = torch.randn(4, 16)
@@ -201,8 +195,9 @@ def test_saved_activation_counter_on_a_known_graph():
 
 def test_meta_memory_estimate_matches_a_real_forward():
     """The paper-scale estimate runs on meta tensors; at tiny size its activation count equals a real CPU forward's."""
-    from benchmarks.gpu_memory import SavedActivationCounter, estimate
+    from benchmarks.gpu_memory import estimate
     from benchmarks.gpu_train_step import stage3_loss
+    from train.memory_count import SavedActivationCounter
 
     estimated = estimate(
         "stage3",

@@ -1,5 +1,5 @@
-"""`exo2ego plan-memory` (train/memory_plan.py): the same counts as benchmarks/gpu_memory.py, the strategies' sharding
-arithmetic, the cheapest fit, and the command line."""
+"""`exo2ego plan-memory` (train/memory_plan.py over the count of train/memory_count.py): the same counts as
+benchmarks/gpu_memory.py, the strategies' sharding arithmetic, the cheapest fit, and the command line."""
 
 import json
 import re
@@ -7,13 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from train.memory_plan import (
-    GIB,
-    STRATEGIES,
-    MemoryPlanner,
-    gib_of_card,
-    per_gpu_memory,
-)
+from train.memory_count import GIB
+from train.memory_plan import STRATEGIES, MemoryPlanner, gib_of_card, per_gpu_memory
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -346,7 +346,7 @@ def test_fsdp2_wrap_classes_are_the_paper_scale_layers():
     from accelerate.commands.config.config_args import load_config_from_file
 
     from modeling_exo2ego import Exo2EgoForConditionalGeneration
-    from train.memory_plan import ModelSize, build_model
+    from train.model_at_scale import ModelSize, build_model
 
     for name in ("fsdp2.yaml", "multi_node_fsdp2.yaml"):
         fsdp = load_config_from_file(str(REPO / "train" / "accelerate" / name)).fsdp_config
