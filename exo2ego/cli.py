@@ -22,7 +22,7 @@ COMMAND_MODULES = (
     "exo2ego.demo.cli",
     "exo2ego.serve.cli",
     "exo2ego.app",
-    "exo2ego.ablate",
+    "exo2ego.experiments.ablation.cli",
 )
 
 

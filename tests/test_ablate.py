@@ -8,7 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from exo2ego.ablate import (
+from exo2ego.demo.plans import TASKS
+from exo2ego.experiments.ablation import runs as ablation_runs
+from exo2ego.experiments.ablation.design import (
     ARMS,
     ARMS_BY_NAME,
     DEFAULT_ARMS,
@@ -17,12 +19,12 @@ from exo2ego.ablate import (
     NO_PATTERN_CORPUS,
     PATTERN,
     PLAIN,
-    SeedRuns,
     hypothesis_verdict,
-    summarise,
     write_preregistration,
 )
-from exo2ego.demo.plans import TASKS
+from exo2ego.experiments.ablation.report import summarise
+from exo2ego.experiments.ablation.runs import SeedRuns, save_unmapped
+from exo2ego.experiments.mapping_probe import mapping_distances
 
 
 def rows_with(arm: str, diff: float, low: float, high: float) -> dict:
@@ -96,8 +98,6 @@ class RecordingDemo:
 
 
 def test_run_graph_shares_prefixes_and_applies_each_arm(tmp_path, monkeypatch):
-    import exo2ego.ablate as ablate
-
     calls = []
 
     def stripped_corpus(self, out):
@@ -112,7 +112,7 @@ def test_run_graph_shares_prefixes_and_applies_each_arm(tmp_path, monkeypatch):
         return out
 
     monkeypatch.setattr(SeedRuns, "write_stripped_corpus", stripped_corpus)
-    monkeypatch.setattr(ablate, "save_unmapped", unmapped)
+    monkeypatch.setattr(ablation_runs, "save_unmapped", unmapped)
     runs = SeedRuns(RecordingDemo(tmp_path / "seed0", calls))
     result = runs.run(ARMS)
 
@@ -172,7 +172,6 @@ def test_unmapped_copy_reads_x_where_the_model_read_f_of_x(tmp_path):
     """The c(x) control: F of the copy is the identity, and nothing else of the model changes."""
     import torch
 
-    from exo2ego.ablate import save_unmapped
     from exo2ego_base.tiny import build_tiny_model
     from modeling_exo2ego import Exo2EgoForConditionalGeneration
 
@@ -308,7 +307,6 @@ def test_mapping_probe_of_a_fresh_model_sees_f_as_the_identity():
     """F starts as the identity: c(F(x)) sits exactly where c(x) does, and F moves x by nothing."""
     import torch
 
-    from exo2ego.mapping_probe import mapping_distances
     from exo2ego_base.tiny import build_tiny_model
 
     model, _ = build_tiny_model(seed=0)

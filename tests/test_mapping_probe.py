@@ -1,8 +1,9 @@
-"""The pattern probe of `exo2ego.mapping_probe`: clip moments, the linear probe, and the probe of a checkpoint."""
+"""The pattern probe of `exo2ego.experiments.mapping_probe`: clip moments, the linear probe, and the probe of a
+checkpoint."""
 
 import torch
 
-from exo2ego.mapping_probe import clip_moments, fit_linear_probe, pattern_probe
+from exo2ego.experiments.mapping_probe import clip_moments, fit_linear_probe, pattern_probe
 
 
 def test_clip_moments_are_each_clips_channel_mean_and_std():

@@ -241,9 +241,10 @@ class Demo:
         self.script(phase or f"train {stage}", *argv)
 
     def probe_patterns(self) -> dict[str, dict[str, float]]:
-        """Where the pattern is after stages 2 and 3 (`exo2ego.mapping_probe.pattern_probe`): a linear probe fitted
-        on the exo tower's features y, scored on y, F(x) and x of other clips of the world's train takes."""
-        from exo2ego.mapping_probe import paired_pattern_clips, pattern_probe
+        """Where the pattern is after stages 2 and 3 (`exo2ego.experiments.mapping_probe.pattern_probe`): a linear
+        probe fitted on the exo tower's features y, scored on y, F(x) and x of other clips of the world's train
+        takes."""
+        from exo2ego.experiments.mapping_probe import paired_pattern_clips, pattern_probe  # torch: not for --help
         from modeling_exo2ego import Exo2EgoProcessor
 
         result = {}
