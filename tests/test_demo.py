@@ -7,10 +7,13 @@ from dataclasses import replace
 
 import pytest
 
+from exo2ego.demo.cli import prepare_out
 from exo2ego.demo.gates import GATES
 from exo2ego.demo.pipeline import Demo
 from exo2ego.demo.plans import EVAL_POINTS, PLANS, STAGES, TASKS
 from exo2ego.demo.report import targets
+from exo2ego_base.run_folder import FOLDER_FILE
+from train.stage_folder import stage_run_folder
 
 
 def run_quick_demo(out) -> dict:
@@ -132,6 +135,30 @@ def test_demo_refuses_to_replace_a_folder_it_did_not_write(tmp_path):
     )
     assert completed.returncode != 0 and "is not an earlier demo output" in completed.stderr
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_demo_refuses_another_commands_folder_and_replaces_an_earlier_demo(tmp_path):
+    """The demo's --out is a run folder: a folder another command recorded is refused naming what wrote it, and an
+    earlier demo's folder, interrupted or finished, is replaced whole."""
+    stage = stage_run_folder(tmp_path / "stage")
+    stage.finish({"stage": "stage1"})
+    with pytest.raises(SystemExit, match=r"--out \S+stage is a training stage folder \(exo2ego_stage.json\)"):
+        prepare_out(stage.path)
+    assert stage.is_finished()  # untouched
+
+    interrupted = prepare_out(tmp_path / "demo")
+    (interrupted.path / "world").mkdir()  # a phase's output, then the run stopped before summary.json
+    again = prepare_out(tmp_path / "demo")
+    assert sorted(path.name for path in again.path.iterdir()) == [FOLDER_FILE] and again.is_mine()
+    again.finish({"total_sec": 1.0})
+    (again.path / "report.md").write_text("")
+    assert prepare_out(tmp_path / "demo").is_finished() is False
+    assert sorted(path.name for path in (tmp_path / "demo").iterdir()) == [FOLDER_FILE]
+
+    unrecorded = tmp_path / "finished"  # a finished demo whose folder records no identity: its summary.json says
+    unrecorded.mkdir()
+    (unrecorded / "summary.json").write_text("{}")
+    assert sorted(path.name for path in prepare_out(unrecorded).path.iterdir()) == [FOLDER_FILE]
 
 
 @pytest.mark.slow

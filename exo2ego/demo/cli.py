@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -15,9 +16,12 @@ from exo2ego.demo.plans import PLANS, STAGES
 from exo2ego.demo.release import reload_and_answer, write_release
 from exo2ego.demo.report import print_summary
 from exo2ego_base.command_line import add_command
-from exo2ego_base.provenance import write_json_atomic
+from exo2ego_base.run_folder import RunFolder
 
-DEMO_MARKER = ".exo2ego_demo"
+# The demo's output folder as a run folder (`exo2ego_base.run_folder`): what other commands call it, and the file the
+# demo writes last, whose presence means the run finished.
+DEMO_FOLDER_KIND = "an exo2ego demo folder"
+SUMMARY_NAME = "summary.json"
 
 
 @dataclass
@@ -58,19 +62,39 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
 
 
+def demo_run_folder(out: str | os.PathLike) -> RunFolder:
+    """`out` as the demo's run folder: its marker `summary.json`; refusals exit with the message."""
+    return RunFolder(out, DEMO_FOLDER_KIND, SUMMARY_NAME, label=f"--out {Path(out)}", error=SystemExit)
+
+
+def prepare_out(out: str | os.PathLike) -> RunFolder:
+    """Make `out` an empty demo folder, recorded as the demo's from the start: an earlier demo there, finished or
+    interrupted, is replaced whole; a folder another command wrote is refused naming what wrote it, and any other
+    non-empty folder is refused, both before anything is deleted."""
+    folder = demo_run_folder(out)
+    if folder.path.exists() and not folder.path.is_dir():
+        raise SystemExit(f"{folder.label} is a file, not a folder; choose another --out")
+    if folder.path.is_dir():
+        folder.refuse_foreign(advice="the demo replaces only an earlier demo's folder: choose another --out")
+        if folder.is_mine():
+            shutil.rmtree(folder.path)
+        elif entries := sorted(path.name for path in folder.path.iterdir()):
+            raise SystemExit(
+                f"{folder.label} is not empty ({', '.join(entries[:5])}) and is not an earlier demo output; choose "
+                "another --out"
+            )
+    folder.claim()  # the folder is the demo's before the first phase: the next run replaces it if this one stops
+    return folder
+
+
 def run(args: DemoArguments) -> int:
     plan = PLANS["quick" if args.quick else "full"]
     if args.vision_steps is not None:
         plan = replace(plan, vision_steps=args.vision_steps)
     if args.egoit_fraction is not None:
         plan = replace(plan, egoit_fraction=args.egoit_fraction)
-    out = Path(args.out)
-    if out.exists():
-        if not any((out / name).exists() for name in (DEMO_MARKER, "summary.json")) and any(out.iterdir()):
-            raise SystemExit(f"{out} exists and is not an earlier demo output; choose another --out")
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    (out / DEMO_MARKER).touch()  # an interrupted demo's folder is replaced by the next run, like a finished one
+    folder = prepare_out(args.out)
+    out = folder.path
     demo = Demo(out, plan, args.seed)
     start = time.perf_counter()
     steps = [demo.build_data, demo.build_model, demo.measure_gates, lambda: demo.evaluate("untrained")]
@@ -88,7 +112,7 @@ def run(args: DemoArguments) -> int:
     answer = reload_and_answer(release, demo.world)
     total = time.perf_counter() - start
     summary["total_sec"] = round(total, 1)
-    write_json_atomic(out / "summary.json", summary)  # written last: its presence means the run finished
+    folder.finish(summary)  # written last: its presence means the run finished
 
     print("\n" + answer)
     print_summary(summary)
