@@ -32,7 +32,7 @@ import torch
 
 from benchmarks.flops import peer_video_tokens
 from benchmarks.gpu_setup import add_scale_arguments, apply_peer_training
-from exo2ego_base.provenance import write_json_atomic
+from exo2ego_base.provenance import package_versions, write_json_atomic
 from train import memory_count
 from train.memory_count import MetaSetup
 from train.model_at_scale import CHECKPOINTING_MODES, PRECISIONS, ModelSize, build_model
@@ -153,7 +153,8 @@ def main(argv=None) -> int:
         payload = {
             "benchmark": "gpu_memory",
             "settings": vars(args),
-            "versions": {"torch": torch.__version__},
+            # The count follows the model code of these packages (attention, PEFT wrappers): a version change moves it.
+            "versions": package_versions(("torch", "transformers", "peft", "accelerate")),
             "results": results,
         }
         write_json_atomic(args.out, payload)
