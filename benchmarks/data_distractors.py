@@ -157,10 +157,10 @@ def main() -> None:
 
     import torch
 
+    from datasets_scripts.build_command import BuildContext
     from datasets_scripts.distractors import TextEncoder
     from datasets_scripts.egobench.mined_tasks import read_egomcq
     from datasets_scripts.egobench.options import EgoBenchOptions, clean_narration
-    from datasets_scripts.source_io import BuildContext
 
     load_before = os.getloadavg()[0]  # the CPUs may be shared: record how busy they were
     with tempfile.TemporaryDirectory() as folder:

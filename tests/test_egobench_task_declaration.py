@@ -12,12 +12,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from datasets_scripts.build_command import BuildContext
 from datasets_scripts.egobench import tasks as egobench_tasks
 from datasets_scripts.egobench.options import EgoBenchOptions, TaskTables, checked_row
 from datasets_scripts.egobench.tasks import EGOBENCH_TASKS, EgoBenchTask, Scoring, builder_tasks, config_task
 from datasets_scripts.leakage import bench_ids
 from datasets_scripts.schema import EGOBENCH_FEATURES
-from datasets_scripts.source_io import BuildContext, RowError, field, find_file, iter_json_array
+from datasets_scripts.source_io import RowError, field, find_file, iter_json_array
 from eval.runner import EvalConfig, evaluate
 from eval.tasks import TASKS, get_task, subset_accuracy, task_spec
 from eval.toy import write_video

@@ -7,10 +7,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from datasets_scripts.build_command import BuildContext, write_hub_folder
 from datasets_scripts.egobench.options import EgoBenchOptions
 from datasets_scripts.egobench.tasks import EGOBENCH_TASKS, builder_tasks, check_egobench_config
 from datasets_scripts.leakage import bench_ids, folder_train_ids, leakage_report, load_clip_to_video, report_markdown
-from datasets_scripts.source_io import BadRows, BuildContext, SourceFileError, check_videos, write_hub_folder
+from datasets_scripts.source_io import BadRows, SourceFileError, check_videos
 
 # The tasks, their readers, licence notes and config notes are declared in datasets_scripts/egobench/tasks.py.
 

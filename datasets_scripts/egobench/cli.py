@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from datasets_scripts.build_command import SourceArguments, recorded_args, run_cli_build
 from datasets_scripts.egobench.build import build_egobench
 from datasets_scripts.egobench.options import EgoBenchOptions
 from datasets_scripts.egobench.tasks import builder_tasks
 from datasets_scripts.hub_export import HubPushArguments
-from datasets_scripts.source_io import SourceArguments, recorded_args, run_cli_build
 from exo2ego_base.command_line import add_command
 
 

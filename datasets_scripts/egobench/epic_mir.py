@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from datasets_scripts.build_command import BuildContext
 from datasets_scripts.egobench.options import EgoBenchOptions, TaskTables
 from datasets_scripts.schema import EGOBENCH_FEATURES, MIR_RELEVANCE_FEATURES, MIR_SENTENCE_FEATURES, egobench_row
-from datasets_scripts.source_io import BuildContext, RowError, field, find_file, int_list, integer, read_csv
+from datasets_scripts.source_io import RowError, field, find_file, int_list, integer, read_csv
 
 VIDEO_COLUMNS = (
     "narration_id",

@@ -24,11 +24,11 @@ from typing import Any
 
 from tqdm import tqdm
 
+from datasets_scripts.build_command import BuildContext
 from datasets_scripts.distractors import mine_distractors, normalize_text, provenance
 from datasets_scripts.egobench.options import EgoBenchOptions, TaskTables, checked_row, clean_narration
 from datasets_scripts.schema import CHARADES_CLASS_FEATURES, CHARADES_LABEL_FEATURES, EGOBENCH_FEATURES
 from datasets_scripts.source_io import (
-    BuildContext,
     RowError,
     SourceFileError,
     field,

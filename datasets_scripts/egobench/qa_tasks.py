@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from datasets_scripts.build_command import BuildContext
 from datasets_scripts.egobench.options import EgoBenchOptions, TaskTables, checked_row
 from datasets_scripts.schema import EGOBENCH_FEATURES
 from datasets_scripts.source_io import (
-    BuildContext,
     RowError,
     SourceFileError,
     field,

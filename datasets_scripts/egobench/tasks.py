@@ -23,11 +23,11 @@ from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any
 
+from datasets_scripts.build_command import BuildContext
 from datasets_scripts.egobench.epic_mir import read_epic_mir
 from datasets_scripts.egobench.mined_tasks import read_charades_ego, read_egomcq, read_egotaskqa
 from datasets_scripts.egobench.options import EgoBenchOptions, TaskTables
 from datasets_scripts.egobench.qa_tasks import read_egoplan, read_egoschema, read_qaego4d, read_vlnqa
-from datasets_scripts.source_io import BuildContext
 
 # What a task's reader is given (the task's --root folder, the build context, the build's options) and returns.
 Reader = Callable[[Path, BuildContext, EgoBenchOptions], TaskTables]

@@ -27,10 +27,11 @@ from typing import Any
 from tqdm import tqdm
 
 from datasets_scripts import hub_export
+from datasets_scripts.build_command import BuildContext
 from datasets_scripts.egobench.options import clean_narration
 from datasets_scripts.egoit.templates import choose_instruction, templates_sha1
 from datasets_scripts.schema import CAPTION_FEATURES, EGOIT_FEATURES, caption_row, egoit_row
-from datasets_scripts.source_io import BadRows, BuildContext, RowError, field, find_file, number, read_csv, text
+from datasets_scripts.source_io import BadRows, RowError, field, find_file, number, read_csv, text
 
 COLUMNS = ("clip_idx", "video_uid", "narration_time", "clip_start", "clip_end", "clip_text")
 CHUNK_SEC = 600  # EgoVLP's utils/video_chunk.py

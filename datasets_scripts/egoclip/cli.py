@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from datasets_scripts.build_command import SourceArguments, recorded_args, run_cli_build
 from datasets_scripts.hub_export import HubPushArguments
-from datasets_scripts.source_io import SourceArguments, check_videos, recorded_args, run_cli_build
+from datasets_scripts.source_io import check_videos
 from exo2ego_base.command_line import add_command
 
 EgoClipSourceArguments = SourceArguments.for_sources(("egoclip",))

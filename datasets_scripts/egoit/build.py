@@ -9,18 +9,12 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from datasets_scripts.build_command import BuildContext, write_hub_folder
 from datasets_scripts.egoit.llava import export_llava_json
 from datasets_scripts.egoit.sources import ADAPTERS, LICENCE_NOTES, EgoITOptions
 from datasets_scripts.egoit.templates import TEMPLATES_PATH, templates_sha1
 from datasets_scripts.schema import EGOIT_FEATURES
-from datasets_scripts.source_io import (
-    BadRows,
-    BuildContext,
-    DigestSet,
-    check_videos,
-    id_digests,
-    write_hub_folder,
-)
+from datasets_scripts.source_io import BadRows, DigestSet, check_videos, id_digests
 from exo2ego_base.provenance import check_output_apart
 
 logger = logging.getLogger(__name__)

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from datasets_scripts.build_command import BuildContext
 from datasets_scripts.egoit.templates import choose_instruction
 from datasets_scripts.schema import egoit_row
 from datasets_scripts.source_io import (
-    BuildContext,
     RowError,
     field,
     find_file,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from datasets_scripts.build_command import SourceArguments, recorded_args, run_cli_build
 from datasets_scripts.hub_export import HubPushArguments
 from datasets_scripts.pretrain import SOURCES
-from datasets_scripts.source_io import SourceArguments, recorded_args, run_cli_build
 from exo2ego_base.command_line import add_command
 
 PretrainSourceArguments = SourceArguments.for_sources(SOURCES)
