@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import io
 import json
 import logging
 import os
@@ -28,31 +27,26 @@ import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
-from PIL import Image, UnidentifiedImageError
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from .engine import GenerationEngine, GenerationJob, QueueFullError, SamplingParams
-from .media import MediaError, MediaPolicy, media_fragment_window
+from .media import MediaError, MediaPolicy
 from .protocol import (
     MAX_JSON_DEPTH,
     ChatCompletionRequest,
-    MediaRef,
-    MediaSource,
     RequestError,
     describe_validation_error,
     nesting_depth,
     to_conversation,
 )
+from .request_media import read_media
 
 logger = logging.getLogger(__name__)
 
-# Image formats an image part may hold (the first frame of an animated one).
-IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
 # Paths /metrics counts by name; any other path is counted as "other".
 COUNTED_PATHS = ("/v1/chat/completions", "/v1/models", "/health", "/metrics")
 
@@ -363,7 +357,7 @@ def _prepare_inputs(
     _check_context(processor, text, num_frames, max_tokens, settings.context_length)
     temporary: list[str] = []
     try:
-        videos = [_read_source(source, processor, policy, num_frames, temporary) for source in sources]
+        videos = [read_media(source, processor, policy, num_frames, temporary) for source in sources]
         try:
             # The template already wrote the BOS token, as apply_chat_template(tokenize=True) does.
             return processor(
@@ -376,123 +370,11 @@ def _prepare_inputs(
         except (ValueError, OSError) as error:
             where = f"{sources[0].where}: " if sources else ""
             raise ApiError(f"{where}cannot read the video: {error}", param="messages") from error
+    except MediaError as error:  # a part that cannot be read names itself: refused as the request's `messages`
+        raise ApiError(str(error), error.status_code, "messages") from error
     finally:
         for path in temporary:
             os.unlink(path)
-
-
-def _read_source(source: MediaSource, processor, policy: MediaPolicy, num_frames: int, temporary: list[str]):
-    """The processor's video input for `source`: `{"path", "start_sec", "end_sec"}` for a video, a list of frames
-    for images. Temporary files made on the way are added to `temporary`."""
-    if source.video is None:
-        return _read_frames(source, processor, policy, num_frames, temporary)
-    video = source.video
-    window = _window(video)
-    return {"path": _local_file(video, policy, temporary), **window}
-
-
-def _window(video: MediaRef) -> dict:
-    """A video's window from its `start_sec` / `end_sec` and its URL's `#t=` media fragment; 400 where they
-    disagree."""
-    try:
-        fragment = media_fragment_window(video.url) if video.url else (None, None)
-    except MediaError as error:
-        raise ApiError(f"{video.where}: {error}", error.status_code, "messages") from error
-    window = {}
-    for name, bound, given, from_url in zip(
-        ("start_sec", "end_sec"), ("start", "end"), (video.start_sec, video.end_sec), fragment
-    ):
-        if given is not None and from_url is not None and given != from_url:
-            raise ApiError(
-                f"{video.where}: {name} {given} and the URL's #t= {bound} {from_url} disagree; give the window once",
-                param="messages",
-            )
-        value = given if given is not None else from_url
-        if value is not None:
-            window[name] = value
-    return window
-
-
-def _local_file(item: MediaRef, policy: MediaPolicy, temporary: list[str]) -> str:
-    """The local file `item` names (a temporary one for a remote or `data:` URL), under the media policy."""
-    try:
-        if item.url is None:
-            return policy.file_path(item.path, kind=item.kind)
-        path, is_temporary = policy.local_path(item.url, item.kind)
-    except MediaError as error:
-        raise ApiError(f"{item.where}: {error}", error.status_code, "messages") from error
-    if is_temporary:
-        temporary.append(path)
-    return path
-
-
-def _read_frames(source: MediaSource, processor, policy: MediaPolicy, num_frames: int, temporary: list[str]) -> list:
-    """The frames of `source`'s images, in order. Every image is opened (its header: a broken part is refused even
-    if it is not sampled) and must have the first one's size; of more than `num_frames` images only those the
-    processor would sample are decoded: the midpoints of `num_frames` equal segments, as it samples decoded frames
-    (`Exo2EgoProcessor.load_video`). Fewer images go to the processor as they are, which repeats frames, unless it
-    refuses short videos (`short_video="error"`)."""
-    frames = source.frames
-    images = []
-    try:
-        for item in frames:
-            images.append(_open_image(item, policy, temporary))
-            width, height = images[-1].size
-            if images[-1].size != images[0].size:
-                raise ApiError(
-                    f"{item.where}: a frame of {width}x{height} pixels, but {frames[0].location} is "
-                    f"{images[0].size[0]}x{images[0].size[1]}; all frames of a video must have one size",
-                    param="messages",
-                )
-        if len(images) < num_frames and getattr(processor, "short_video", "repeat") == "error":
-            count = f"{len(images)} frame" + ("s" if len(images) > 1 else "")
-            raise ApiError(
-                f"{source.where}: {count}, but the model takes {num_frames} (num_frames) and its processor refuses "
-                f"shorter videos (short_video='error'); send at least {num_frames} frames or a lower num_frames",
-                param="messages",
-            )
-        if len(images) > num_frames:
-            picked = np.floor((np.arange(num_frames) + 0.5) * len(images) / num_frames).astype(int).tolist()
-        else:
-            picked = list(range(len(images)))
-        decoded = {}
-        for index in picked:
-            if index not in decoded:
-                try:
-                    decoded[index] = images[index].convert("RGB")
-                except (OSError, ValueError, SyntaxError, EOFError) as error:  # PIL's broken-file errors
-                    raise ApiError(
-                        f"{frames[index].where}: cannot read the image: {error}", param="messages"
-                    ) from None
-        return [decoded[index] for index in picked]
-    finally:
-        for image in images:
-            image.close()
-
-
-def _open_image(item: MediaRef, policy: MediaPolicy, temporary: list[str]) -> Image.Image:
-    """`item`'s image, opened (header read, pixels not yet decoded)."""
-    try:
-        if item.url is not None and item.url[:5].lower() == "data:":
-            source = io.BytesIO(policy.data_url_content(item.url, "image")[1])
-        else:
-            source = _local_file(item, policy, temporary)
-        image = Image.open(source, formats=IMAGE_FORMATS)
-    except MediaError as error:
-        raise ApiError(f"{item.where}: {error}", error.status_code, "messages") from error
-    except UnidentifiedImageError:
-        formats = ", ".join(IMAGE_FORMATS[:-1]) + f" or {IMAGE_FORMATS[-1]}"
-        raise ApiError(f"{item.where}: cannot read the image: not a {formats} image", param="messages") from None
-    except (Image.DecompressionBombError, OSError) as error:
-        raise ApiError(f"{item.where}: cannot read the image: {error}", param="messages") from None
-    if Image.MAX_IMAGE_PIXELS and image.width * image.height > Image.MAX_IMAGE_PIXELS:
-        image.close()
-        raise ApiError(
-            f"{item.where}: an image of {image.width}x{image.height} pixels is larger than this server reads "
-            f"({Image.MAX_IMAGE_PIXELS} pixels)",
-            param="messages",
-        )
-    return image
 
 
 def _check_context(processor, text: str, num_frames: int, max_tokens: int, context_length: int) -> None:
