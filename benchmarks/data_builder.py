@@ -9,24 +9,30 @@ annotations-only export (datasets builder, Parquet, statistics plots, dataset ca
 
 from __future__ import annotations
 
-import argparse
 import platform
 import tempfile
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from benchmarks.arguments import parse_arguments
 from benchmarks.common import cpu_name
 from exo2ego_base.provenance import write_json_atomic
 
 
+@dataclass
+class DataBuilderArguments:
+    """The flags of `python -m benchmarks.data_builder`."""
+
+    takes: int = field(default=1000, metadata={"help": "synthetic takes of the generated world"})
+    actions: int = field(default=40, metadata={"help": "actions per take (2 narrations each)"})
+    num_proc: int = field(default=1, metadata={"help": "processes of the EgoClip build"})
+    seed: int = field(default=0, metadata={"help": "seed of the generated world"})
+    json: str = field(default="benchmarks/results/data_builder.json", metadata={"help": "JSON output path"})
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--takes", type=int, default=1000)
-    parser.add_argument("--actions", type=int, default=40, help="actions per take (2 narrations each)")
-    parser.add_argument("--num-proc", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", default="benchmarks/results/data_builder.json")
-    args = parser.parse_args(argv)
+    args = parse_arguments(DataBuilderArguments, argv, __doc__.splitlines()[0])
 
     from datasets_scripts.ego_exoclip import EgoExoClipOptions, build_ego_exoclip, plan_ego_exoclip
     from datasets_scripts.synthetic.world import WorldConfig, plan_world, write_metadata
@@ -52,7 +58,7 @@ def main(argv=None) -> int:
         "benchmark": "data_builder",
         "cpu": cpu_name(),
         "python": platform.python_version(),
-        "args": vars(args),
+        "args": asdict(args),
         "narrations": narrations,
         "takes": info["counts"]["takes_kept"],
         "metadata_write_sec": metadata_sec,

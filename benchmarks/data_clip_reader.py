@@ -16,15 +16,16 @@ Prints a table and writes JSON (CPU, versions, arguments, samples/s, ratios)::
 
 from __future__ import annotations
 
-import argparse
 import platform
 import random
 import tempfile
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.arguments import parse_arguments
 from benchmarks.common import cpu_name
 from exo2ego_base.provenance import write_json_atomic
 
@@ -71,19 +72,24 @@ def naive_read(paths, timestamps: np.ndarray) -> list[np.ndarray]:
     return views
 
 
+@dataclass
+class ClipReaderArguments:
+    """The flags of `python -m benchmarks.data_clip_reader`."""
+
+    minutes: float = field(default=3.0, metadata={"help": "length of the rendered take in minutes"})
+    fps: float = field(default=30.0, metadata={"help": "frame rate of the rendered videos"})
+    height: int = field(default=448, metadata={"help": "frame height of the rendered videos in pixels"})
+    exo_views: int = field(default=1, metadata={"help": "exo views per paired sample"})
+    gop: int = field(default=250, metadata={"help": "keyframe interval in frames (x264 default 250)"})
+    frames: int = field(default=16, metadata={"help": "frames per view"})
+    samples: int = field(default=40, metadata={"help": "random clips for the synced and pack readers"})
+    naive_samples: int = field(default=3, metadata={"help": "clips for the (slow) naive baseline"})
+    seed: int = field(default=0, metadata={"help": "seed of the rendering and of the clip windows"})
+    json: str = field(default="benchmarks/results/data_clip_reader.json", metadata={"help": "JSON output path"})
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=3.0)
-    parser.add_argument("--fps", type=float, default=30.0)
-    parser.add_argument("--height", type=int, default=448)
-    parser.add_argument("--exo-views", type=int, default=1, help="exo views per paired sample")
-    parser.add_argument("--gop", type=int, default=250, help="keyframe interval in frames (x264 default 250)")
-    parser.add_argument("--frames", type=int, default=16, help="frames per view")
-    parser.add_argument("--samples", type=int, default=40, help="random clips for the synced and pack readers")
-    parser.add_argument("--naive-samples", type=int, default=3, help="clips for the (slow) naive baseline")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", default="benchmarks/results/data_clip_reader.json")
-    args = parser.parse_args(argv)
+    args = parse_arguments(ClipReaderArguments, argv, __doc__.splitlines()[0])
 
     from datasets_scripts.clip_reader import PackConfig, iter_packed_clips, pack_clips, read_synced_clip
     from datasets_scripts.synthetic import read_frame_marker
@@ -148,7 +154,7 @@ def main(argv=None) -> int:
         "benchmark": "data_clip_reader",
         "cpu": cpu_name(),
         "python": platform.python_version(),
-        "args": vars(args),
+        "args": asdict(args),
         "take_duration_sec": duration,
         "render_sec": render_sec,
         "paired_samples_per_sec": {"synced": synced_rate, "naive_whole_video": naive_rate, "pack": pack_rate},

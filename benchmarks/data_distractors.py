@@ -16,14 +16,15 @@ Target: a full EgoMCQ build in under 10 minutes on 2 cores. Prints a table and w
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.arguments import parse_arguments
 from benchmarks.common import cpu_name
 from exo2ego_base.provenance import write_json_atomic
 
@@ -147,12 +148,17 @@ def write_egomcq(path: Path, queries: int, seed: int = 0) -> int:
     return len(texts)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--queries", type=int, default=40_000, help="EgoMCQ questions to simulate")
-    parser.add_argument("--batch-size", type=int, default=256, help="sentence-transformers batch size")
-    parser.add_argument("--out", default="benchmarks/results/data_distractors.json")
-    args = parser.parse_args()
+@dataclass
+class DistractorsArguments:
+    """The flags of `python -m benchmarks.data_distractors`."""
+
+    queries: int = field(default=40_000, metadata={"help": "EgoMCQ questions to simulate"})
+    batch_size: int = field(default=256, metadata={"help": "sentence-transformers batch size"})
+    out: str = field(default="benchmarks/results/data_distractors.json", metadata={"help": "JSON output path"})
+
+
+def main(argv=None) -> None:
+    args = parse_arguments(DistractorsArguments, argv, __doc__.splitlines()[0])
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     import torch

@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from benchmarks.common import cpu_name
@@ -161,6 +162,16 @@ def run_build(builder: str, source: Path, out: Path) -> dict:
     }
 
 
+def child(builder: str, source: str, out: str) -> None:
+    """The build child: build `builder` from `source` into `out` and print the report as one JSON line."""
+    print(json.dumps(run_build(builder, Path(source), Path(out))))
+
+
+# The child runs `child` directly, not `main`: its parser would load transformers, whose memory the child's
+# after-imports and peak RSS would then count.
+CHILD_COMMAND = "import sys; from benchmarks.data_scale import child; child(*sys.argv[1:])"
+
+
 def measure(builder: str, rows: int, workdir: Path, seed: int) -> dict:
     """Write the source, then build it in a child process; the child's report plus the source's size."""
     source = workdir / f"{builder}-{rows}-src"
@@ -168,7 +179,7 @@ def measure(builder: str, rows: int, workdir: Path, seed: int) -> dict:
     started = time.perf_counter()
     source_bytes = WRITERS[builder](source, rows, seed)
     generate_seconds = time.perf_counter() - started
-    command = [sys.executable, "-m", "benchmarks.data_scale", "--child", builder, str(source), str(out)]
+    command = [sys.executable, "-c", CHILD_COMMAND, builder, str(source), str(out)]
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
     if done.returncode != 0:
         raise RuntimeError(f"{builder} at {rows} rows failed:\n{done.stderr[-3000:]}")
@@ -228,19 +239,36 @@ def check_goals(results: list[dict]) -> dict:
     return checks
 
 
+@dataclass
+class DataScaleArguments:
+    """The flags of `python -m benchmarks.data_scale`."""
+
+    sizes: list[int] = field(default_factory=lambda: list(DEFAULT_SIZES), metadata={"help": "rows per source"})
+    builders: list[str] = field(
+        default_factory=lambda: list(BUILDERS), metadata={"choices": BUILDERS, "help": "builders to measure"}
+    )
+    seed: int = field(default=0, metadata={"help": "seed of the generated sources"})
+    workdir: str | None = field(
+        default=None, metadata={"help": "where sources and builds go (default: a temporary folder)"}
+    )
+    json: str = field(default="benchmarks/results/data_scale.json", metadata={"help": "JSON output path"})
+    # Internal (hidden from --help): build BUILDER from SOURCE into OUT in this process and print its report.
+    child: list[str] | None = field(default=None, metadata={"metavar": "ARG", "help": argparse.SUPPRESS})
+
+    def __post_init__(self):
+        if self.child is not None and len(self.child) != 3:
+            raise ValueError(f"argument --child: expected 3 arguments (BUILDER SOURCE OUT), got {len(self.child)}")
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES), help="rows per source")
-    parser.add_argument("--builders", nargs="+", choices=BUILDERS, default=list(BUILDERS))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workdir", default=None, help="where sources and builds go (default: a temporary folder)")
-    parser.add_argument("--json", default="benchmarks/results/data_scale.json")
-    parser.add_argument("--child", nargs=3, metavar=("BUILDER", "SOURCE", "OUT"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    # Deferred: the build children (`child`) import this module and report their memory after imports; the parser
+    # (transformers) would add to it.
+    from benchmarks.arguments import parse_arguments
+
+    args = parse_arguments(DataScaleArguments, argv, __doc__.splitlines()[0])
 
     if args.child:
-        builder, source, out = args.child
-        print(json.dumps(run_build(builder, Path(source), Path(out))))
+        child(*args.child)
         return 0
 
     load_start = os.getloadavg()[0]
@@ -264,7 +292,7 @@ def main(argv=None) -> int:
         "cpu_count": os.cpu_count(),
         "load_average_1min": {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)},
         "versions": versions(),
-        "args": {key: value for key, value in vars(args).items() if key != "child"},
+        "args": {key: value for key, value in asdict(args).items() if key != "child"},
         "goals": GOALS,
         "results": results,
         "checks": check_goals(results),

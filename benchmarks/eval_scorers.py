@@ -11,12 +11,13 @@ MP4 each time, as in a real run. Prints a table and writes JSON (CPU name, versi
 
 from __future__ import annotations
 
-import argparse
 import platform
 import tempfile
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from benchmarks.arguments import parse_arguments
 from benchmarks.common import cpu_name
 from exo2ego_base.provenance import write_json_atomic
 
@@ -33,14 +34,19 @@ def time_scorer(run, questions: int, warmup: int = 2, per_call: int = 1) -> floa
     return calls * per_call / (time.perf_counter() - start)
 
 
+@dataclass
+class EvalScorersArguments:
+    """The flags of `python -m benchmarks.eval_scorers`."""
+
+    questions: int = field(default=20, metadata={"help": "timed questions per scorer and option count"})
+    frames: int = field(default=4, metadata={"help": "frames per video of the tiny model"})
+    batch: int = field(default=8, metadata={"help": "questions per prefill of the batched option_loglik"})
+    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's)"})
+    out: str | None = field(default=None, metadata={"help": "JSON output path"})
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--questions", type=int, default=20, help="timed questions per scorer and option count")
-    parser.add_argument("--frames", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=8, help="questions per prefill of the batched option_loglik")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--out", default=None, help="JSON output path")
-    args = parser.parse_args(argv)
+    args = parse_arguments(EvalScorersArguments, argv, __doc__.splitlines()[0])
 
     import torch
 
@@ -112,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpu": cpu_name(),
             "torch_threads": torch.get_num_threads(),
             "versions": {"torch": torch.__version__, "python": platform.python_version()},
-            "config": vars(args),
+            "config": asdict(args),
             "rows": rows,
         }
         write_json_atomic(args.out, payload)

@@ -23,21 +23,16 @@ vocabulary), so prompts are a little longer in tokens than with Mistral's tokeni
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
+from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
 
-from benchmarks.gpu_setup import (
-    add_scale_arguments,
-    compile_modules,
-    device_facts,
-    scale_default,
-    start_run,
-    synchronize,
-)
+from benchmarks.arguments import parse_arguments
+from benchmarks.gpu_setup import DeviceRunArguments, compile_modules, device_facts, start_run, synchronize
 from exo2ego_base.provenance import write_json_atomic
 from train.memory_count import GIB
 from train.model_at_scale import ModelSize, build_model
@@ -108,38 +103,39 @@ def time_questions(run_one, items: list, device: torch.device, warmup: int) -> d
     }
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+@dataclass
+class EvalArguments(DeviceRunArguments):
+    """The flags of `python -m benchmarks.gpu_eval`; the scale fills the sizes left unset."""
+
+    questions: int | None = field(
+        default=None, metadata={"help": "timed questions per scorer (default 10; reduced 3; tiny 2)"}
     )
-    add_scale_arguments(parser)
-    parser.add_argument("--device", default=None)
-    parser.add_argument(
-        "--questions", type=int, default=None, help="timed questions per scorer (default 10; reduced 3; tiny 2)"
+    options: int = field(default=5, metadata={"help": "options per question (EgoSchema: 5)"})
+    frames: int | None = field(default=None, metadata={"help": "frames per video (default 16; reduced 8; tiny 4)"})
+    warmup: int | None = field(default=None, metadata={"help": "untimed questions first (default 2; tiny 1)"})
+    ttft_repeats: int | None = field(
+        default=None, metadata={"help": "time-to-first-token repeats (default 10; reduced 3; tiny 1)"}
     )
-    parser.add_argument("--options", type=int, default=5, help="options per question (EgoSchema: 5)")
-    parser.add_argument("--frames", type=int, default=None, help="frames per video (default 16; reduced 8; tiny 4)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed questions first (default 2; tiny 1)")
-    parser.add_argument(
-        "--ttft-repeats", type=int, default=None, help="time-to-first-token repeats (default 10; reduced 3; tiny 1)"
+    generate_tokens: int = field(default=16, metadata={"help": "new tokens of generate_parse"})
+    compile: Literal["none", "vision"] = field(
+        default="none", metadata={"help": "torch.compile ego tower, F, connector"}
     )
-    parser.add_argument("--generate-tokens", type=int, default=16, help="new tokens of generate_parse")
-    parser.add_argument(
-        "--compile", choices=["none", "vision"], default="none", help="torch.compile ego tower, F, connector"
+    out: str | None = field(
+        default=None, metadata={"help": "JSON path (default benchmarks/results/gpu_eval[_reduced].json)"}
     )
-    parser.add_argument("--compile-backend", default="inductor")
-    parser.add_argument("--attn", default="sdpa", choices=["sdpa", "flash_attention_2", "eager"])
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/gpu_eval[_reduced].json)")
-    args = parser.parse_args(argv)
-    args.questions = args.questions or scale_default(args.scale, 10, 3, 2)
-    args.frames = args.frames or scale_default(args.scale, 16, 8, 4)
-    args.ttft_repeats = args.ttft_repeats or scale_default(args.scale, 10, 3, 1)
-    if args.warmup is None:
-        args.warmup = scale_default(args.scale, 2, 2, 1)
-    args.out = args.out or f"benchmarks/results/gpu_eval{scale_default(args.scale, '', '_reduced', '_tiny')}.json"
-    return args
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.questions = self.questions or self.scale_default(10, 3, 2)
+        self.frames = self.frames or self.scale_default(16, 8, 4)
+        self.ttft_repeats = self.ttft_repeats or self.scale_default(10, 3, 1)
+        if self.warmup is None:
+            self.warmup = self.scale_default(2, 2, 1)
+        self.out = self.out or f"benchmarks/results/gpu_eval{self.scale_default('', '_reduced', '_tiny')}.json"
+
+
+def parse_args(argv=None) -> EvalArguments:
+    return parse_arguments(EvalArguments, argv, __doc__.splitlines()[0])
 
 
 def main(argv=None) -> int:
@@ -257,7 +253,7 @@ def main(argv=None) -> int:
         "scale": args.scale,
         **facts,
         "dtype": str(dtype).removeprefix("torch."),
-        "settings": vars(args),
+        "settings": args.settings(),
         "compiled": compiled,
         "prompt_tokens": prompt_tokens,
         "scorers": results,

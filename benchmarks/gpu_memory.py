@@ -26,12 +26,13 @@ The counting lives in `train/memory_count.py` (shared with `exo2ego plan-memory`
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 
 import torch
 
+from benchmarks.arguments import parse_arguments
 from benchmarks.flops import peer_video_tokens
-from benchmarks.gpu_setup import add_scale_arguments, apply_peer_training
+from benchmarks.gpu_setup import ScaleArguments, apply_peer_training
 from exo2ego_base.provenance import package_versions, write_json_atomic
 from train import memory_count
 from train.memory_count import MetaSetup
@@ -111,25 +112,40 @@ def print_estimate(result: dict) -> None:
     print(f"  {'total (floor of the peak)':<28} {result['total_gib']:8.2f} GiB")
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workload", choices=WORKLOADS, nargs="+", default=["stage3"])
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--text-tokens", type=int, default=128)
-    parser.add_argument("--checkpointing", choices=CHECKPOINTING_MODES, nargs="+", default=["full", "llm", "none"])
-    parser.add_argument("--checkpoint-every", type=int, default=1)
-    parser.add_argument("--checkpoint-convnets", action="store_true")
-    parser.add_argument(
-        "--hf-input-grads",
-        action="store_true",
-        help="keep transformers' input-grad hooks on the towers' patch embeddings (today's Trainer behaviour)",
+@dataclass
+class MemoryArguments(ScaleArguments):
+    """The flags of `python -m benchmarks.gpu_memory`: one estimate per workload and checkpointing mode."""
+
+    workload: list[str] = field(
+        default_factory=lambda: ["stage3"], metadata={"choices": WORKLOADS, "help": "workloads to count"}
     )
-    parser.add_argument("--precision", choices=PRECISIONS, default="mixed")
-    parser.add_argument("--lora-dropout", type=float, default=0.1, help="LoRA dropout (paper: 0.1; 0 keeps no copies)")
-    add_scale_arguments(parser)
-    parser.add_argument("--out", default=None, help="write the estimates as JSON here")
-    args = parser.parse_args(argv)
+    batch: int = field(default=8, metadata={"help": "local batch"})
+    frames: int = field(default=16, metadata={"help": "frames per video"})
+    text_tokens: int = field(default=128, metadata={"help": "text tokens per sample"})
+    checkpointing: list[str] = field(
+        default_factory=lambda: ["full", "llm", "none"],
+        metadata={"choices": CHECKPOINTING_MODES, "help": "activation checkpointing modes, one estimate each"},
+    )
+    checkpoint_every: int = field(default=1, metadata={"help": "checkpoint every k-th layer (selective)"})
+    checkpoint_convnets: bool = field(
+        default=False, metadata={"help": "also checkpoint the connector's and mappings' blocks"}
+    )
+    hf_input_grads: bool = field(
+        default=False,
+        metadata={
+            "help": "keep transformers' input-grad hooks on the towers' patch embeddings (today's Trainer behaviour)"
+        },
+    )
+    precision: str = field(
+        default="mixed",
+        metadata={"choices": PRECISIONS, "help": "mixed: fp32 trainables + bf16 autocast; bf16: all bf16"},
+    )
+    lora_dropout: float = field(default=0.1, metadata={"help": "LoRA dropout (paper: 0.1; 0 keeps no copies)"})
+    out: str | None = field(default=None, metadata={"help": "write the estimates as JSON here"})
+
+
+def main(argv=None) -> int:
+    args = parse_arguments(MemoryArguments, argv, __doc__.splitlines()[0])
 
     results = []
     for workload in args.workload:
@@ -152,7 +168,7 @@ def main(argv=None) -> int:
     if args.out:
         payload = {
             "benchmark": "gpu_memory",
-            "settings": vars(args),
+            "settings": args.settings(),
             # The count follows the model code of these packages (attention, PEFT wrappers): a version change moves it.
             "versions": package_versions(("torch", "transformers", "peft", "accelerate")),
             "results": results,

@@ -1,6 +1,7 @@
 """Shared set-up of the GPU benchmarks on top of `train/model_at_scale.py` (which builds the random-init Exo2Ego and
 peer models at a scale and applies the stage settings, LoRA, activation checkpointing and synthetic batches, as the
-memory planner does): the `--reduced` / `--tiny` flags, the peer's LoRA, torch.compile, precision, the optimizer, and
+memory planner does): the `--reduced` / `--tiny` flags and the other options the scripts share (`ScaleArguments`,
+`DeviceRunArguments`), the peer's LoRA, torch.compile, precision, the optimizer, and
 the device facts every result records.
 
 Paper scale (DESIGN section 2): two CLIP-L/14-336 towers (hidden 1024, 24 layers, 16 heads, MLP 4096, 336 px,
@@ -15,6 +16,8 @@ import contextlib
 import gc
 import platform
 import sys
+from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 import torch
 
@@ -27,21 +30,50 @@ EXO2EGO_VISION_MODULES = ("ego_vision_tower", "exo_vision_tower", "ego_to_exo", 
 PEER_VISION_MODULES = ("vision_tower", "multi_modal_projector")
 
 
-def add_scale_arguments(parser) -> None:
-    """`--reduced` / `--tiny` (default: the paper's scale)."""
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument(
-        "--reduced",
-        dest="scale",
-        action="store_const",
-        const="reduced",
-        help="CPU-sized configs: every module type at paper depth, small widths",
+@dataclass
+class ScaleArguments:
+    """The model scale of a GPU benchmark: the paper's, or `--reduced` / `--tiny`. The scale is recorded as `scale`;
+    `settings()` is what a result records (every field but the two flags, which `scale` records)."""
+
+    reduced: bool = field(
+        default=False, metadata={"help": "CPU-sized configs: every module type at paper depth, small widths"}
     )
-    group.add_argument("--tiny", dest="scale", action="store_const", const="tiny", help="test-sized configs")
-    parser.set_defaults(scale="paper")
+    tiny: bool = field(default=False, metadata={"help": "test-sized configs"})
+    scale: str = field(init=False, default="paper")  # paper, reduced or tiny: set from the two flags
+
+    def __post_init__(self):
+        if self.reduced and self.tiny:
+            raise ValueError("argument --tiny: not allowed with argument --reduced")
+        self.scale = "tiny" if self.tiny else "reduced" if self.reduced else "paper"
+
+    def scale_default(self, paper, reduced, tiny):
+        """The value of `paper`, `reduced` or `tiny` for this scale."""
+        return scale_default(self.scale, paper, reduced, tiny)
+
+    def settings(self) -> dict:
+        """The settings a result JSON records: the fields, `scale` standing for `--reduced` / `--tiny`."""
+        return {name: value for name, value in asdict(self).items() if name not in ("reduced", "tiny")}
+
+
+@dataclass
+class DeviceRunArguments(ScaleArguments):
+    """What the benchmarks that run a model share (`gpu_train_step`, `gpu_eval`): the scale, the device, the CPU
+    threads, the seed, the attention kernel and the torch.compile backend (`start_run` reads the first three)."""
+
+    device: str | None = field(default=None, metadata={"help": "cuda | cpu (default: cuda when available)"})
+    threads: int | None = field(
+        default=None,
+        metadata={"help": "CPU threads (torch.set_num_threads); 1 gives steadier CPU timings on a shared machine"},
+    )
+    seed: int = field(default=0, metadata={"help": "random seed of the weights and the synthetic inputs"})
+    attn: Literal["sdpa", "flash_attention_2", "eager"] = field(
+        default="sdpa", metadata={"help": "attention implementation of the models"}
+    )
+    compile_backend: str = field(default="inductor", metadata={"help": "torch.compile backend (with --compile)"})
 
 
 def scale_default(scale: str, paper, reduced, tiny):
+    """The value of `paper`, `reduced` or `tiny` for `scale`."""
     return {"paper": paper, "reduced": reduced, "tiny": tiny}[scale]
 
 

@@ -20,16 +20,18 @@ The peer is measured with the same precision, optimizer, attention and checkpoin
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 import time
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
+from benchmarks.arguments import parse_arguments
 from benchmarks.flops import StepShape, exo2ego_step_flops, peer_script_formula, peer_step_flops, peer_video_tokens
 from benchmarks.gpu_setup import (
-    add_scale_arguments,
+    DeviceRunArguments,
     apply_peer_training,
     apply_precision,
     autocast_context,
@@ -39,7 +41,6 @@ from benchmarks.gpu_setup import (
     make_optimizer,
     matmul_peak_tflops,
     parameter_counts,
-    scale_default,
     start_run,
     synchronize,
 )
@@ -64,85 +65,74 @@ DESCRIPTIONS = {
 }
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+@dataclass
+class TrainStepArguments(DeviceRunArguments):
+    """The flags of `python -m benchmarks.gpu_train_step`; the scale fills the sizes left unset."""
+
+    workloads: list[str] = field(
+        default_factory=lambda: list(WORKLOADS), metadata={"choices": WORKLOADS, "help": "workloads to measure"}
     )
-    add_scale_arguments(parser)
-    parser.add_argument("--device", default=None, help="cuda | cpu (default: cuda when available)")
-    parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
-    parser.add_argument("--batch", type=int, default=None, help="local batch (default 8; reduced 2; tiny 1)")
-    parser.add_argument("--frames", type=int, default=None, help="frames per video (default 16; reduced 8; tiny 4)")
-    parser.add_argument(
-        "--text-tokens",
-        type=int,
-        default=None,
-        help="text tokens per sample, 4 prompt + targets (default 128; tiny 24)",
+    batch: int | None = field(default=None, metadata={"help": "local batch (default 8; reduced 2; tiny 1)"})
+    frames: int | None = field(default=None, metadata={"help": "frames per video (default 16; reduced 8; tiny 4)"})
+    text_tokens: int | None = field(
+        default=None, metadata={"help": "text tokens per sample, 4 prompt + targets (default 128; tiny 24)"}
     )
-    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 5; reduced 3; tiny 1)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 2; 3 with --compile)")
-    parser.add_argument(
-        "--checkpointing",
-        nargs="+",
-        choices=CHECKPOINTING_MODES,
-        default=["full"],
-        help="activation checkpointing modes to measure, each one a row per workload",
+    steps: int | None = field(default=None, metadata={"help": "timed steps (default 5; reduced 3; tiny 1)"})
+    warmup: int | None = field(default=None, metadata={"help": "untimed steps first (default 2; 3 with --compile)"})
+    checkpointing: list[str] = field(
+        default_factory=lambda: ["full"],
+        metadata={
+            "choices": CHECKPOINTING_MODES,
+            "help": "activation checkpointing modes to measure, each one a row per workload",
+        },
     )
-    parser.add_argument("--checkpoint-every", type=int, default=1, help="checkpoint every k-th layer (selective)")
-    parser.add_argument(
-        "--checkpoint-convnets",
-        action=argparse.BooleanOptionalAction,
+    checkpoint_every: int = field(default=1, metadata={"help": "checkpoint every k-th layer (selective)"})
+    checkpoint_convnets: bool = field(
         default=True,
-        help="also checkpoint the connector's and mappings' blocks (needed to fit batch 8 in 80 GB)",
+        metadata={"help": "also checkpoint the connector's and mappings' blocks (needed to fit batch 8 in 80 GB)"},
     )
-    parser.add_argument(
-        "--hf-input-grads",
-        action="store_true",
-        help="keep transformers' input-grad hooks on the towers' patch embeddings (today's Trainer "
-        "behaviour: the frozen exo tower then runs a backward)",
+    hf_input_grads: bool = field(
+        default=False,
+        metadata={
+            "help": "keep transformers' input-grad hooks on the towers' patch embeddings (today's Trainer "
+            "behaviour: the frozen exo tower then runs a backward)"
+        },
     )
-    parser.add_argument(
-        "--compile",
-        choices=["none", "vision", "all"],
+    compile: Literal["none", "vision", "all"] = field(
         default="none",
-        help="torch.compile the towers/mappings/connector (vision) and also the decoder layers (all)",
+        metadata={"help": "torch.compile the towers/mappings/connector (vision) and also the decoder layers (all)"},
     )
-    parser.add_argument("--compile-backend", default="inductor")
-    parser.add_argument(
-        "--precision",
-        choices=PRECISIONS,
+    precision: str = field(
         default="mixed",
-        help="mixed: fp32 trainables + bf16 autocast; bf16: all bf16 (the peer script's)",
+        metadata={
+            "choices": PRECISIONS,
+            "help": "mixed: fp32 trainables + bf16 autocast; bf16: all bf16 (the peer script's)",
+        },
     )
-    parser.add_argument("--attn", default="sdpa", choices=["sdpa", "flash_attention_2", "eager"])
-    parser.add_argument("--lora-r", type=int, default=128)
-    parser.add_argument("--lora-alpha", type=int, default=256)
-    parser.add_argument("--lora-dropout", type=float, default=0.1)
-    parser.add_argument("--no-activation-count", action="store_true", help="skip the saved-activation counting pass")
-    parser.add_argument(
-        "--peak-size", type=int, default=None, help="matmul size for the peak (default 8192 GPU, 1024 CPU)"
+    lora_r: int = field(default=128, metadata={"help": "LoRA rank of stage 3 and the peer"})
+    lora_alpha: int = field(default=256, metadata={"help": "LoRA alpha of stage 3 and the peer"})
+    lora_dropout: float = field(default=0.1, metadata={"help": "LoRA dropout of stage 3 and the peer"})
+    no_activation_count: bool = field(default=False, metadata={"help": "skip the saved-activation counting pass"})
+    peak_size: int | None = field(
+        default=None, metadata={"help": "matmul size for the peak (default 8192 GPU, 1024 CPU)"}
     )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="CPU threads (torch.set_num_threads); 1 gives steadier CPU timings on a shared machine",
+    out: str | None = field(
+        default=None, metadata={"help": "JSON path (default benchmarks/results/gpu_train_step[_reduced].json)"}
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--out", default=None, help="JSON path (default benchmarks/results/gpu_train_step[_reduced].json)"
-    )
-    args = parser.parse_args(argv)
-    args.batch = args.batch or scale_default(args.scale, 8, 2, 1)
-    args.frames = args.frames or scale_default(args.scale, 16, 8, 4)
-    args.text_tokens = args.text_tokens or scale_default(args.scale, 128, 128, 24)
-    args.steps = args.steps or scale_default(args.scale, 5, 3, 1)
-    if args.warmup is None:
-        args.warmup = 3 if args.compile != "none" else scale_default(args.scale, 2, 2, 1)
-    args.out = (
-        args.out or f"benchmarks/results/gpu_train_step{scale_default(args.scale, '', '_reduced', '_tiny')}.json"
-    )
-    return args
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.batch = self.batch or self.scale_default(8, 2, 1)
+        self.frames = self.frames or self.scale_default(16, 8, 4)
+        self.text_tokens = self.text_tokens or self.scale_default(128, 128, 24)
+        self.steps = self.steps or self.scale_default(5, 3, 1)
+        if self.warmup is None:
+            self.warmup = 3 if self.compile != "none" else self.scale_default(2, 2, 1)
+        self.out = self.out or f"benchmarks/results/gpu_train_step{self.scale_default('', '_reduced', '_tiny')}.json"
+
+
+def parse_args(argv=None) -> TrainStepArguments:
+    return parse_arguments(TrainStepArguments, argv, __doc__.splitlines()[0])
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -452,7 +442,7 @@ def main(argv=None) -> int:
         **facts,
         "dtype": str(dtype).removeprefix("torch."),
         "peak_matmul_tflops": peak,
-        "settings": vars(args),
+        "settings": args.settings(),
         "results": rows,
         "ratios": ratios(rows),
     }

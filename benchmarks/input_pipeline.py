@@ -27,18 +27,18 @@ decodes faster than camera footage: rerun on your node with a few of your own ta
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from benchmarks.arguments import parse_arguments
 from benchmarks.common import cpu_name
 from exo2ego.cli import main as exo2ego_main
 from exo2ego_base.provenance import write_json_atomic
@@ -222,20 +222,31 @@ def versions() -> dict[str, str]:
     }
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiny", action="store_true", help="test sizes (64-px world, 4 frames at 32 px)")
-    parser.add_argument("--world", default=None, help="folder for the rendered world (reused when it holds one)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="DataLoader worker counts to time")
-    parser.add_argument("--target", type=float, default=LOADER_TARGET_SAMPLES_PER_SEC, help="samples/s per GPU")
-    parser.add_argument("--headroom", type=float, default=1.5, help="workers keep up with headroom x target")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--out", default=None, help="JSON path (default benchmarks/results/input_pipeline[_tiny].json)"
+@dataclass
+class InputPipelineArguments:
+    """The flags of `python -m benchmarks.input_pipeline`."""
+
+    tiny: bool = field(default=False, metadata={"help": "test sizes (64-px world, 4 frames at 32 px)"})
+    world: str | None = field(
+        default=None, metadata={"help": "folder for the rendered world (reused when it holds one)"}
     )
-    args = parser.parse_args(argv)
-    if 1 not in args.workers:
-        parser.error("--workers must include 1: the recommendation is built on the 1-worker rate")
+    workers: list[int] = field(
+        default_factory=lambda: [1, 2], metadata={"help": "DataLoader worker counts to time (must include 1)"}
+    )
+    target: float = field(default=LOADER_TARGET_SAMPLES_PER_SEC, metadata={"help": "samples/s per GPU"})
+    headroom: float = field(default=1.5, metadata={"help": "workers keep up with headroom x target"})
+    seed: int = field(default=0, metadata={"help": "seed of the rendered world and the sampled items"})
+    out: str | None = field(
+        default=None, metadata={"help": "JSON path (default benchmarks/results/input_pipeline[_tiny].json)"}
+    )
+
+    def __post_init__(self):
+        if 1 not in self.workers:
+            raise ValueError("--workers must include 1: the recommendation is built on the 1-worker rate")
+
+
+def main(argv=None) -> int:
+    args = parse_arguments(InputPipelineArguments, argv, __doc__.splitlines()[0])
 
     name = "tiny" if args.tiny else "paper"
     size = SIZES[name]

@@ -10,12 +10,13 @@ JSON (with the CPU, versions and settings) to --out.
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import resource
 import statistics
 import time
+from dataclasses import asdict, dataclass, field
 
+from benchmarks.arguments import parse_arguments
 from benchmarks.common import cpu_name
 from exo2ego_base.provenance import write_json_atomic
 
@@ -68,13 +69,18 @@ def measure(mode: dict, frames: int, batch: int, repeats: int, queue) -> None:
     queue.put({"median_ms": 1000 * statistics.median(timings), "peak_extra_mib": (peak_kib - baseline_kib) / 1024})
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--out", default="benchmarks/results/model_forward.json")
-    args = parser.parse_args()
+@dataclass
+class ModelForwardArguments:
+    """The flags of `python -m benchmarks.model_forward`."""
+
+    frames: int = field(default=8, metadata={"help": "frames per video"})
+    batch: int = field(default=2, metadata={"help": "videos per forward"})
+    repeats: int = field(default=10, metadata={"help": "timed forwards per mode (after one warm-up)"})
+    out: str = field(default="benchmarks/results/model_forward.json", metadata={"help": "JSON output path"})
+
+
+def main(argv=None) -> None:
+    args = parse_arguments(ModelForwardArguments, argv, __doc__.splitlines()[0])
 
     import torch
     import transformers
@@ -96,7 +102,7 @@ def main() -> None:
             f"{name:<50} {row['median_ms']:>10.1f} {row['median_ms'] / reference:>7.2f} {row['peak_extra_mib']:>9.1f}"
         )
     result = {
-        "settings": vars(args),
+        "settings": asdict(args),
         "cpu": cpu_name(),
         "threads": torch.get_num_threads(),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},

@@ -17,14 +17,15 @@ Without `--model` it serves a tiny random model (saved to a temporary folder).
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import os
 import statistics
 import tempfile
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from benchmarks.arguments import parse_arguments
 from benchmarks.common import cpu_name
 from exo2ego_base.provenance import package_versions, write_json_atomic
 
@@ -134,15 +135,20 @@ def through_server(
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="model folder (default: a tiny random model)")
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--requests-per-client", type=int, default=4)
-    parser.add_argument("--max-tokens", type=int, default=16)
-    parser.add_argument("--max-batch-size", type=int, default=8)
-    parser.add_argument("--out", default="benchmarks/results/serve.json")
-    args = parser.parse_args()
+@dataclass
+class ServeBenchmarkArguments:
+    """The flags of `python -m benchmarks.serve`."""
+
+    model: str | None = field(default=None, metadata={"help": "model folder (default: a tiny random model)"})
+    clients: int = field(default=8, metadata={"help": "concurrent openai clients"})
+    requests_per_client: int = field(default=4, metadata={"help": "requests each client sends"})
+    max_tokens: int = field(default=16, metadata={"help": "new tokens per request"})
+    max_batch_size: int = field(default=8, metadata={"help": "largest batch the batched server forms"})
+    out: str = field(default="benchmarks/results/serve.json", metadata={"help": "JSON output path"})
+
+
+def main(argv=None) -> None:
+    args = parse_arguments(ServeBenchmarkArguments, argv, __doc__.splitlines()[0])
 
     import torch
 
@@ -189,7 +195,7 @@ def main() -> None:
     write_json_atomic(
         args.out,
         {
-            "settings": vars(args),
+            "settings": asdict(args),
             "cpu": cpu_name(),
             "gpu": gpu,
             "threads": torch.get_num_threads(),

@@ -8,11 +8,12 @@ the stage scripts' own code path (data decoding with PyAV included), then prints
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from benchmarks.arguments import parse_arguments
 from benchmarks.common import cpu_name
 from exo2ego_base.provenance import write_json_atomic
 
@@ -20,14 +21,19 @@ REPO = Path(__file__).resolve().parents[1]
 STAGES = ("init", "stage1", "stage2", "stage3")
 
 
+@dataclass
+class TrainStepsArguments:
+    """The flags of `python -m benchmarks.train_steps`."""
+
+    steps: int = field(default=10, metadata={"help": "optimizer steps per stage"})
+    batch: int = field(default=2, metadata={"help": "per-device batch size"})
+    takes: int = field(default=4, metadata={"help": "synthetic takes"})
+    threads: int | None = field(default=None, metadata={"help": "torch intra-op threads (default: torch's choice)"})
+    json: str = field(default="benchmarks/results/train_steps.json", metadata={"help": "JSON output path"})
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=10, help="optimizer steps per stage")
-    parser.add_argument("--batch", type=int, default=2, help="per-device batch size")
-    parser.add_argument("--takes", type=int, default=4, help="synthetic takes")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
-    parser.add_argument("--json", default="benchmarks/results/train_steps.json")
-    args = parser.parse_args(argv)
+    args = parse_arguments(TrainStepsArguments, argv, __doc__.splitlines()[0])
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     import torch
@@ -102,7 +108,7 @@ def main(argv=None) -> int:
         "benchmark": "train_steps",
         "cpu": cpu_name(),
         "torch_threads": torch.get_num_threads(),
-        "args": vars(args),
+        "args": asdict(args),
         "versions": environment_versions(),
         "stages": rows,
     }
