@@ -23,7 +23,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-from transformers import HfArgumentParser
+from safetensors.torch import load_file
+from transformers import AutoConfig, AutoTokenizer, HfArgumentParser
+
+from exo2ego_base.tiny import build_processor
+from modeling_exo2ego import Exo2EgoConfig, Exo2EgoForConditionalGeneration
+from train.build_base import add_video_token, save_base_checkpoint
 
 # VideoLLaMA2 key -> Exo2Ego key(s). The CLIP tower goes to both towers; `vision_model.` is the pre-5.x CLIP prefix.
 KEY_MAPPING: tuple[tuple[re.Pattern, tuple[str, ...]], ...] = tuple(
@@ -81,8 +86,6 @@ def convert_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.T
 
 def read_checkpoint(folder: str) -> dict[str, torch.Tensor]:
     """All tensors of a checkpoint folder: safetensors shards if any, else `.bin` files read with weights_only."""
-    from safetensors.torch import load_file
-
     tensors: dict[str, torch.Tensor] = {}
     safetensors_files = sorted(glob.glob(os.path.join(folder, "*.safetensors")))
     if safetensors_files:
@@ -135,10 +138,6 @@ def connector_depth_from_weights(state_dict: dict[str, torch.Tensor]) -> int:
 
 def exo2ego_config(source_config: dict, vision_config: dict, video_token_id: int, num_frames: int | None, **overrides):
     """An `Exo2EgoConfig` from VideoLLaMA2's config.json and a CLIP vision config; `overrides` set other fields."""
-    from transformers import AutoConfig
-
-    from modeling_exo2ego import Exo2EgoConfig
-
     model_type = source_config.get("model_type", "")
     if model_type not in TEXT_MODEL_TYPES:
         raise ValueError(f"unsupported VideoLLaMA2 model_type {model_type!r}; known: {sorted(TEXT_MODEL_TYPES)}")
@@ -165,8 +164,6 @@ def exo2ego_config(source_config: dict, vision_config: dict, video_token_id: int
 
 def load_vision_config(path: str) -> dict:
     """Vision fields from a CLIP folder or config.json (a full CLIPConfig or a vision-only one)."""
-    from transformers import AutoConfig
-
     config = AutoConfig.from_pretrained(path)
     config = getattr(config, "vision_config", config)
     return {
@@ -184,12 +181,6 @@ def convert(
 ) -> None:
     """Write an Exo2Ego checkpoint (weights, processor, `exo2ego_stage.json`) converted from VideoLLaMA2 `src`;
     `config_overrides` set other `Exo2EgoConfig` fields (e.g. the mapping's `mapping_ngf`)."""
-    from transformers import AutoTokenizer
-
-    from exo2ego_base.tiny import build_processor
-    from modeling_exo2ego import Exo2EgoForConditionalGeneration
-    from train.build_base import add_video_token, save_base_checkpoint
-
     with open(os.path.join(src, "config.json")) as handle:
         source_config = json.load(handle)
     state_dict = read_checkpoint(src)

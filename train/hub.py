@@ -10,6 +10,7 @@ import json
 import os
 
 from exo2ego_base.provenance import atomic_path, push_files_to_hub
+from model_card import CardInfo, build_model_card, build_stage_card, training_summary
 from train.stage_folder import ADAPTER_DIR_NAME, STAGE_METADATA_NAME, read_stage_metadata
 
 CARD_NAME = "README.md"
@@ -21,8 +22,6 @@ def write_model_card(folder: str, repo_id: str, eval_results: str | None = None)
     With an EgoBench `results.json` (`eval_results`), the card is the project's full card (with `model-index`
     results) plus a training section; otherwise the short stage card from `exo2ego_stage.json`.
     """
-    from model_card import CardInfo, build_model_card, build_stage_card, training_summary
-
     metadata = read_stage_metadata(folder)
     if metadata is None:
         raise ValueError(f"{folder} has no {STAGE_METADATA_NAME}: only a finished stage output can be pushed")

@@ -61,6 +61,7 @@ def _gaussian_moments(features: torch.Tensor, gather: bool) -> tuple[torch.Tenso
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     if not (gather and distributed and torch.distributed.get_world_size() > 1):
         return mean, variance
+    # Deferred, optional: torch built without USE_DISTRIBUTED cannot import torch.distributed.nn.
     from torch.distributed.nn.functional import all_gather
 
     local = torch.cat([count[None], mean, squared_deviations])

@@ -31,7 +31,9 @@ from dataclasses import dataclass
 from unittest import mock
 
 import torch
+from transformers import masking_utils
 
+from modeling_exo2ego import Exo2EgoForConditionalGeneration
 from train.losses import cycle_consistency_loss, kl_alignment_loss
 from train.model_at_scale import (
     PRECISIONS,
@@ -155,8 +157,6 @@ def _flash_like_sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal
 def meta_forward_patches(model):
     """What a forward on meta tensors needs: no data-dependent checks (placeholder count, packed-sequence search in
     transformers' mask code: the synthetic batches are one unpadded sequence per row), flash-like attention."""
-    from transformers import masking_utils
-
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     core = getattr(inner, "model", inner)
     patches = [
@@ -215,8 +215,6 @@ def exo2ego_setup(
     dtype: torch.dtype = torch.bfloat16,
 ) -> MetaSetup:
     """Exo2Ego at `scale` on the meta device with the trainable set (and LoRA) of `workload` (`stage2`, `stage3`)."""
-    from modeling_exo2ego import Exo2EgoForConditionalGeneration
-
     if workload not in WORKLOADS:
         raise ValueError(f"workload must be one of {WORKLOADS}, got {workload!r}")
     config = ModelSize(scale).exo2ego_config(frames)

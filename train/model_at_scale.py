@@ -18,8 +18,15 @@ import re
 from dataclasses import dataclass
 
 import torch
+from transformers import CLIPVisionConfig, LlavaNextVideoConfig, MistralConfig, PreTrainedModel
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from exo2ego_base.tiny import tiny_config_kwargs
+from modeling_exo2ego import Exo2EgoConfig
+from modeling_exo2ego.modeling_exo2ego import RegNetBottleneck, ResnetBlock
+from train.arguments import StageArguments
+from train.model_setup import add_lora
+from train.stages import apply_trainable, resolve_stage
 
 # Tokens before the video placeholder in the synthetic training sequences (chat prefix); every text token after the
 # video is a target, as in the peer script (`labels[:, :4 + video_tokens] = -100`).
@@ -83,8 +90,6 @@ class ModelSize:
         return dict(SCALES[self.scale][0])
 
     def text_config(self):
-        from transformers import MistralConfig
-
         text = SCALES[self.scale][1]
         return MistralConfig(**text) if text else MistralConfig()
 
@@ -92,8 +97,6 @@ class ModelSize:
         self, frames: int, include_exo_branch: bool = True, video_token_id: int | None = None, **overrides
     ):
         """An `Exo2EgoConfig`; the `<video>` id defaults to the last vocabulary id (as the peer script does)."""
-        from modeling_exo2ego import Exo2EgoConfig
-
         text = self.text_config()
         kwargs = {**SCALES[self.scale][2], **overrides}
         return Exo2EgoConfig(
@@ -109,8 +112,6 @@ class ModelSize:
 
     def peer_config(self):
         """LLaVA-NeXT-Video with the same CLIP tower and LLM (the peer script's definition)."""
-        from transformers import CLIPVisionConfig, LlavaNextVideoConfig
-
         text = self.text_config()
         return LlavaNextVideoConfig(
             vision_config=CLIPVisionConfig(**self.vision_kwargs()),
@@ -146,10 +147,6 @@ def apply_stage(model, stage: str, lora_r: int, lora_alpha: int, lora_dropout: f
     Uses `train.stages.resolve_stage` + `apply_trainable` and `train.model_setup.add_lora`, so the benchmark trains the
     modules the stage scripts train (including the frozen, unused last CLIP layer).
     """
-    from train.arguments import StageArguments
-    from train.model_setup import add_lora
-    from train.stages import apply_trainable, resolve_stage
-
     resolved = resolve_stage(stage)
     prefix = ""
     if resolved.lora:
@@ -171,8 +168,6 @@ def _base_model(model):
 def _layer_stacks(model) -> dict[str, list[torch.nn.Module]]:
     """{qualified name: layers} for every ModuleList of transformers' checkpointable layers (CLIP encoder layers,
     decoder layers)."""
-    from transformers.modeling_layers import GradientCheckpointingLayer
-
     stacks = {}
     for name, module in model.named_modules():
         if (
@@ -199,8 +194,6 @@ def _frozen_vision_tower(model, stack_name: str) -> bool:
 def convnet_blocks(model) -> list[torch.nn.Module]:
     """The connector's RegNet bottlenecks and the mappings' residual blocks: the repeated blocks of the conv nets,
     checkpointed or not independently of the transformer layers (`convnets`)."""
-    from modeling_exo2ego.modeling_exo2ego import RegNetBottleneck, ResnetBlock
-
     return [m for m in model.modules() if isinstance(m, (RegNetBottleneck, ResnetBlock))]
 
 
@@ -255,8 +248,6 @@ def configure_checkpointing(
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if hf_input_grads:  # the "before": transformers' default hooks on every sub-model's embeddings
             base.disable_input_require_grads()
-            from transformers import PreTrainedModel
-
             PreTrainedModel.enable_input_require_grads(base)
         else:
             llm_only_input_grads(base)
