@@ -8,9 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from huggingface_hub import constants, try_to_load_from_cache
+
 from exo2ego_base.command_line import add_command
+from exo2ego_base.provenance import FolderLockedError
 
 from .config import EvalConfig
+from .data import EvalDataError
+from .report import load_comparison, load_results, write_report
 
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
@@ -27,8 +32,6 @@ def check_model_folder(model: str) -> None:
     if not folder.is_dir():
         if folder.exists() or model.startswith((".", "/", "~")):
             raise ModelFolderError(f"--model {model}: not a model folder")
-        from huggingface_hub import constants, try_to_load_from_cache
-
         if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(model, "config.json"), str):
             raise ModelFolderError(
                 f"--model {model}: no such folder (from {os.getcwd()}), and no Hub model of that "
@@ -51,6 +54,8 @@ def check_model_folder(model: str) -> None:
 
 def load_model_and_processor(model: str, dtype: str = "auto", trust_remote_code: bool = False):
     """Processor first (cheap, fails fast), then the model in eval mode on this process's device."""
+    # Deferred, heavy: transformers' model classes, the Exo2Ego model and eval.runner (accelerate); exo2ego --help
+    # imports this module.
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -122,9 +127,7 @@ def add_parser(subparsers) -> None:
 
 
 def _run_eval(command: EvalCommandArguments, config: EvalConfig) -> int:
-    from exo2ego_base.provenance import FolderLockedError
-
-    from .data import EvalDataError
+    # Deferred, heavy: eval.runner loads accelerate; exo2ego --help imports this module.
     from .runner import (
         RunConfigError,
         check_output_folder,
@@ -164,8 +167,6 @@ def _run_eval(command: EvalCommandArguments, config: EvalConfig) -> int:
 
 
 def _run_report(args: EvalReportArguments) -> int:
-    from .report import load_comparison, load_results, write_report
-
     out = Path(args.out or Path(args.results).parent)
     try:
         if out.exists() and not out.is_dir():

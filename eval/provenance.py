@@ -8,6 +8,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from exo2ego_base.provenance import package_versions
 
 PACKAGES = (
@@ -51,8 +53,6 @@ def git_revision(path: str | os.PathLike | None = None) -> dict[str, Any]:
 def weights_sha256(model) -> str:
     """SHA-256 over every tensor of ``model.state_dict()`` (name, dtype, shape, bytes): changes when the weights
     are retrained or loaded in another dtype. Copies one tensor at a time to the CPU."""
-    import torch
-
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         tensor = tensor.detach()

@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from exo2ego_base.provenance import atomic_path, write_text_atomic
 
 PAPER_RESULTS = Path(__file__).with_name("reference") / "paper_exo2ego.json"
@@ -128,11 +130,11 @@ def _fmt(value: float | None, unit: str = "percent") -> str:
 
 def plot_task_bars(rows: list[dict[str, Any]], path: Path, title: str, compare_name: str | None) -> Path:
     """Horizontal bars of every percentage metric with its 95% interval, comparison bars alongside."""
+    # Deferred, heavy: matplotlib; exo2ego --help imports this module.
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     rows = [row for row in rows if row["unit"] == "percent"]
     labels = [f"{row['display_name']} · {row['label']}" for row in rows]
@@ -164,11 +166,11 @@ def plot_task_bars(rows: list[dict[str, Any]], path: Path, title: str, compare_n
 
 def plot_radar(rows: list[dict[str, Any]], path: Path, title: str, compare_name: str | None) -> Path | None:
     """Radar chart of the percentage metrics (like the paper's Figure 1); None with fewer than 3 axes."""
+    # Deferred, heavy: matplotlib; exo2ego --help imports this module.
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     rows = [row for row in rows if row["unit"] == "percent"]
     if len(rows) < 3:

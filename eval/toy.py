@@ -10,7 +10,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import av
 import numpy as np
+
+from datasets_scripts import hub_export
+from datasets_scripts.schema import (
+    CHARADES_CLASS_FEATURES,
+    CHARADES_LABEL_FEATURES,
+    EGOBENCH_FEATURES,
+    MIR_RELEVANCE_FEATURES,
+    MIR_SENTENCE_FEATURES,
+    egobench_row,
+)
 
 CLASS_NAMES = ["open a drawer", "pour water", "cut bread", "wash a cup", "close the door", "pick up a phone"]
 SENTENCES = ["open drawer", "pour water into cup", "cut bread with knife", "wash the cup"]
@@ -20,8 +31,6 @@ MIR_RELEVANCE = np.array([[1.0, 0.5, 0.0, 0.0], [0.0, 1.0, 0.0, 0.5], [0.0, 0.0,
 
 def write_video(path: str | os.PathLike, seed: int, num_frames: int = 8, size: int = 32, fps: int = 4) -> Path:
     """A small MP4 (mpeg4, ``num_frames`` frames of ``size`` x ``size``) with seeded colour blocks."""
-    import av
-
     rng = np.random.default_rng(seed)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,8 +49,6 @@ def write_video(path: str | os.PathLike, seed: int, num_frames: int = 8, size: i
 
 
 def _mcq(task, index, subset, video, question, options, answer_idx, **extra):
-    from datasets_scripts.schema import egobench_row
-
     return egobench_row(
         sample_id=f"{task}/{index}",
         task=task,
@@ -59,14 +66,6 @@ def _mcq(task, index, subset, video, question, options, answer_idx, **extra):
 
 def toy_tables(videos: list[str]) -> tuple[dict, dict]:
     """``({config: {"test": rows}}, {config: features})`` of the toy benchmark."""
-    from datasets_scripts.schema import (
-        CHARADES_CLASS_FEATURES,
-        CHARADES_LABEL_FEATURES,
-        EGOBENCH_FEATURES,
-        MIR_RELEVANCE_FEATURES,
-        MIR_SENTENCE_FEATURES,
-    )
-
     colours = ["red", "green", "blue", "yellow", "white"]
     synthetic = [
         _mcq(
@@ -207,8 +206,6 @@ def write_toy_egobench(out: str | os.PathLike, tables: dict | None = None, num_v
     ``tables`` replaces the generated ``{config: {"test": rows}}`` (tests use it to write bad rows);
     its features are then inferred from the rows.
     """
-    from datasets_scripts import hub_export
-
     out = Path(out)
     videos = [f"videos/clip{i}.mp4" for i in range(num_videos)]
     for index, video in enumerate(videos):

@@ -41,9 +41,12 @@ try:
 except ImportError:  # lmms-eval's environment without the project: use the repository this file is in
     sys.path.append(str(Path(__file__).resolve().parents[2]))
 
+import datasets
+
 from datasets_scripts.egobench.tasks import EGOBENCH_TASKS, config_task
 from datasets_scripts.schema import EGOBENCH_FEATURES, OPTION_LETTERS, dumps_meta, loads_meta
 from eval import metrics
+from eval.data import EvalDataError, available_configs, load_task, video_root_map
 from eval.parsing import parse_choice
 from eval.prompts import DEFAULT_PROMPT, get_prompt, user_text
 from eval.tasks import EXACT_MATCH_OPEN, INVALID_RATE, ROUGE_L_OPEN, SENTENCE_SIMILARITY_OPEN, TASKS
@@ -74,8 +77,6 @@ class EgoBenchSetupError(RuntimeError):
 
 
 def _video_roots() -> dict[str, str] | None:
-    from eval.data import video_root_map
-
     value = os.environ.get("EGOBENCH_VIDEO_ROOT", "").strip()
     return video_root_map([entry for entry in value.split(":") if entry]) if value else None
 
@@ -83,8 +84,6 @@ def _video_roots() -> dict[str, str] | None:
 def load_config_rows(config: str, egobench_dir: str | None = None) -> list[dict[str, Any]]:
     """The checked rows of one EgoBench row config, each with ``video_path`` (absolute) and ``meta`` as the
     builders' JSON string. ``egobench_dir`` defaults to ``$EGOBENCH_DIR``."""
-    from eval.data import EvalDataError, available_configs, load_task
-
     folder = egobench_dir or os.environ.get("EGOBENCH_DIR", "").strip()
     if not folder:
         raise EgoBenchSetupError(
@@ -108,8 +107,6 @@ def _docs_loader(config: str):
     def process_docs(dataset=None):
         """lmms-eval's ``process_docs``: the pointer row(s) loaded from ``egobench_source.jsonl`` are replaced by
         the rows of EgoBench config ``{config}`` read from ``$EGOBENCH_DIR``."""
-        import datasets
-
         features = datasets.Features({**EGOBENCH_FEATURES, "video_path": datasets.Value("string")})
         rows = load_config_rows(config)
         return datasets.Dataset.from_list([{name: row[name] for name in features} for row in rows], features=features)
