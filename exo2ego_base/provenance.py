@@ -18,6 +18,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from huggingface_hub import CommitOperationAdd, HfApi
+from huggingface_hub.errors import HTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled
+
 
 def package_versions(packages: Iterable[str]) -> dict[str, str]:
     """Python's version and each package's (``"not installed"`` where missing)."""
@@ -300,9 +303,6 @@ def push_files_to_hub(
     :class:`HubPushError` (a ``ValueError``, one line saying the folder is kept) when the Hub cannot be reached
     (offline mode, no network) or refuses the upload (no token, a wrong one).
     """
-    from huggingface_hub import CommitOperationAdd, HfApi
-    from huggingface_hub.errors import HTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled
-
     root = Path(folder).resolve()
     operations = []
     for relative in sorted(set(paths)):

@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import itertools
 
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
 VIDEO_TOKEN = "<video>"
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", VIDEO_TOKEN]
 
@@ -50,9 +54,6 @@ def tokenizer_corpus() -> list[str]:
 
 def build_tiny_tokenizer(vocab_size: int = 512):
     """A byte-level BPE `PreTrainedTokenizerFast` trained offline, with `<video>` as a special token."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     backend = Tokenizer(models.BPE(unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
@@ -122,6 +123,7 @@ def tiny_config_kwargs(
 
 def build_processor(config, tokenizer):
     """An `Exo2EgoProcessor` matching `config` (frame count, grid, connector) around `tokenizer`."""
+    # Deferred, heavy: transformers' image processors and the Exo2Ego model code; exo2ego --help imports this module.
     from transformers import CLIPImageProcessorPil
 
     from modeling_exo2ego import Exo2EgoProcessor
@@ -139,8 +141,7 @@ def build_processor(config, tokenizer):
 
 def build_tiny_model(seed: int = 0, attn_implementation: str = "sdpa", **config_overrides):
     """A random-weight tiny Exo2Ego model and its processor, reproducible for a seed. Returns (model, processor)."""
-    import torch
-
+    # Deferred, heavy: the Exo2Ego model code loads transformers' models; exo2ego --help imports this module.
     from modeling_exo2ego import Exo2EgoConfig, Exo2EgoForConditionalGeneration
 
     tokenizer = build_tiny_tokenizer(config_overrides.pop("vocab_size", 512))

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from datasets_scripts.hub_export import make_dataset_card
+
 
 @dataclass(frozen=True)
 class DataSource:
@@ -131,8 +133,6 @@ def dataset_card(
 ):
     """A ``huggingface_hub.DatasetCard`` (YAML ``configs:`` from ``data_files``) with the source sections
     appended after the builder's own ``sections``."""
-    from datasets_scripts.hub_export import make_dataset_card
-
     return make_dataset_card(
         data_files,
         pretty_name=pretty_name,

@@ -83,7 +83,8 @@ def add_parser(subparsers) -> None:
 
 
 def run_plan_memory(args: PlanMemoryArguments) -> int:
-    from train.memory_plan import MemoryPlanner  # imports torch: only when the command runs
+    # Deferred, heavy: train.memory_plan builds the model with transformers; exo2ego --help imports this module.
+    from train.memory_plan import MemoryPlanner
 
     planner = MemoryPlanner(args.stage, args.frames, args.text_tokens, scale="tiny" if args.tiny else "paper")
     plan = {
