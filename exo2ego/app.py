@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from exo2ego.examples import write_synthetic_examples
 from exo2ego.serve.cli import HostedModelArguments
 from exo2ego_base.command_line import add_command
 from exo2ego_base.provenance import write_json_atomic
@@ -43,8 +44,6 @@ synthetic Ego-Exo world, optionally trim the window, and ask. Written by `exo2eg
 
 def write_examples(folder: str | Path, count: int = 3) -> list[dict]:
     """Render `count` synthetic examples into `folder` with `examples.json` (video paths relative to it)."""
-    from exo2ego.examples import write_synthetic_examples
-
     folder = Path(folder)
     examples = [asdict(example) for example in write_synthetic_examples(folder, count=count)]
     for example in examples:
@@ -97,6 +96,7 @@ def _run(hosted: HostedModelArguments, options: AppArguments) -> int:
         from model_card.space import app
     except ImportError as error:
         raise SystemExit(f"exo2ego app needs the app extra: pip install -e '.[app]' ({error})") from error
+    # Deferred, heavy: the Exo2Ego model code loads transformers' models; exo2ego --help imports this module.
     import modeling_exo2ego  # noqa: F401  (registers Exo2Ego with the Auto classes for local folders)
 
     chat = app.VideoChat.from_pretrained(hosted.model, max_new_tokens=options.max_new_tokens)

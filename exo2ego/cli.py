@@ -12,6 +12,8 @@ import importlib
 import logging
 import sys
 
+from exo2ego_base.provenance import HubPushError
+
 # Modules that define ``add_parser(subparsers)``, in the order their commands appear in --help.
 COMMAND_MODULES = (
     "exo2ego.tiny.cli",
@@ -55,8 +57,6 @@ def show_project_logs() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from exo2ego_base.provenance import HubPushError
-
     args = build_parser().parse_args(argv)
     show_project_logs()
     try:

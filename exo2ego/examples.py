@@ -9,6 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from datasets_scripts.synthetic.qa import take_questions
+from datasets_scripts.synthetic.render import EGO_CAMERA, VideoWriter, render_views, scaled
+from datasets_scripts.synthetic.world import WorldConfig, plan_world
+
 
 @dataclass(frozen=True)
 class Example:
@@ -25,10 +29,6 @@ def write_synthetic_examples(out_dir: str | Path, count: int = 3, seed: int = 0,
 
     Same seed, same videos and questions. Rendering a take costs about a second of CPU.
     """
-    from datasets_scripts.synthetic.qa import take_questions
-    from datasets_scripts.synthetic.render import EGO_CAMERA, VideoWriter, render_views, scaled
-    from datasets_scripts.synthetic.world import WorldConfig, plan_world
-
     config = WorldConfig(num_takes=count + 2, seed=seed, heldout_fraction=1.0)
     heldout = [plan for plan in plan_world(config)[0] if plan.split != "train"][:count]
     camera = scaled(EGO_CAMERA, height)

@@ -60,7 +60,8 @@ def measure_gates(
     """Check :data:`GATES` and write them with the probes to `out` (`gates.json`): the pretrained tower's probes
     (from the untrained model's `vision_pretraining.json` in `untrained`) and a tower trained on the ego frames of
     Ego-ExoClip `clips` (`exo2ego.tiny.vision.word_probe`; `gate_probe`: training clips, held-out clips, steps)."""
-    from exo2ego.tiny.vision import probe_groups, word_probe  # torch: loaded when the gates are measured
+    # Deferred, heavy: exo2ego.tiny.vision loads transformers' models; exo2ego --help imports this module.
+    from exo2ego.tiny.vision import probe_groups, word_probe
 
     report = untrained / VISION_REPORT
     probes = json.loads(report.read_text())["probes"] if report.is_file() else {}

@@ -10,9 +10,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from exo2ego.cli import main as exo2ego_main
 from exo2ego.demo.gates import GATES_FILE, measure_gates
 from exo2ego.demo.plans import EVAL_POINTS, STAGES, TASKS, DemoPlan
 from exo2ego.demo.report import loss_series, plot_accuracy, plot_losses, write_report_markdown
+from exo2ego_base.provenance import package_versions
 
 
 class Demo:
@@ -28,14 +30,13 @@ class Demo:
     # -- phases ---------------------------------------------------------------------------------------------------
     def cli(self, phase: str, *argv: str) -> None:
         """Run `exo2ego <argv>` in this process (the console script's own entry point)."""
-        from exo2ego.cli import main
-
-        self._timed(phase, lambda: main(list(argv)))
+        self._timed(phase, lambda: exo2ego_main(list(argv)))
 
     def script(self, phase: str, *argv: str) -> None:
         """Run a training script (`argv[0]`, e.g. `train/stage2.py`, then its arguments) as `accelerate launch` would
         on one CPU process, in this process: its own entry point (`train.pipeline.main`) with its output in
         `logs/<phase>.log`, without a second interpreter start-up (about 8 s of imports per stage)."""
+        # Deferred, heavy: train.pipeline loads transformers' models, peft and trl; exo2ego --help imports this module.
         from train.pipeline import main
 
         log = self.out / "logs" / f"{phase.replace('/', '_')}.log"
@@ -244,7 +245,9 @@ class Demo:
         """Where the pattern is after stages 2 and 3 (`exo2ego.experiments.mapping_probe.pattern_probe`): a linear
         probe fitted on the exo tower's features y, scored on y, F(x) and x of other clips of the world's train
         takes."""
-        from exo2ego.experiments.mapping_probe import paired_pattern_clips, pattern_probe  # torch: not for --help
+        # Deferred, heavy: the probe and the Exo2Ego model code load transformers' models; exo2ego --help imports
+        # this module.
+        from exo2ego.experiments.mapping_probe import paired_pattern_clips, pattern_probe
         from modeling_exo2ego import Exo2EgoProcessor
 
         result = {}
@@ -276,8 +279,6 @@ class Demo:
         return tuple({task: 100 * info[task][key] for task in TASKS} for key in ("accuracy", "chance"))
 
     def write_report(self) -> dict:
-        from exo2ego_base.provenance import package_versions
-
         plots = self.out / "plots"
         plots.mkdir(exist_ok=True)
         accuracies = {task: {point: self.accuracy(point, task) for point in EVAL_POINTS} for task in TASKS}

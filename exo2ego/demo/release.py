@@ -11,13 +11,17 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pandas as pd
+
+from model_card import CardInfo, build_model_card
+
 
 def write_release(model_dir: Path, results_file: Path, release: Path) -> Path:
     """`release`: the model in `model_dir` without the exo tower and G, its processor, model card and the EgoBench
     results (`results_file`, a `results.json`) it is described by."""
+    # Deferred, heavy: transformers' processors and the Exo2Ego model code; exo2ego --help imports this module.
     from transformers import AutoProcessor
 
-    from model_card import CardInfo, build_model_card
     from modeling_exo2ego import Exo2EgoForConditionalGeneration
 
     model = Exo2EgoForConditionalGeneration.from_pretrained(model_dir, include_exo_branch=False)
@@ -35,8 +39,6 @@ def write_release(model_dir: Path, results_file: Path, release: Path) -> Path:
 def reload_and_answer(release: Path, world: Path) -> str:
     """Load `release` in a fresh process the way Hub users do and answer the first held-out question of the
     synthetic `world`'s EgoBench."""
-    import pandas as pd
-
     bench = pd.read_parquet(next((world / "egobench" / "data" / "synthetic").glob("*.parquet")))
     row = bench.iloc[0]
     question = {

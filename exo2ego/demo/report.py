@@ -31,6 +31,7 @@ def loss_series(history: list[dict]) -> dict[str, tuple[list[int], list[float]]]
 
 
 def plot_losses(histories: dict[str, list[dict]], path: Path) -> None:
+    # Deferred, heavy: matplotlib; exo2ego --help imports this module.
     import matplotlib
 
     matplotlib.use("Agg")
@@ -53,6 +54,7 @@ def plot_losses(histories: dict[str, list[dict]], path: Path) -> None:
 def plot_accuracy(accuracies: dict[str, dict[str, dict]], baselines: dict[str, float], path: Path) -> None:
     """Bars of EgoBench accuracy per checkpoint with 95% intervals, one panel per split (the paper's Table 15 /
     Figure 5 view), with chance and the split's text-only baseline as lines."""
+    # Deferred, heavy: matplotlib; exo2ego --help imports this module.
     import matplotlib
 
     matplotlib.use("Agg")

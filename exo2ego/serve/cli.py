@@ -11,7 +11,11 @@ import sys
 from dataclasses import dataclass, field
 from typing import Literal
 
+from eval.cli import load_model_and_processor
 from exo2ego_base.command_line import add_command
+
+from .engine import GenerationEngine
+from .media import MediaPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -97,11 +101,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def build_app(hosted: HostedModelArguments, options: ServeArguments):
     """Load the model and processor and build the app (not yet serving)."""
-    # Imported here: the server modules need torch and the serve extra (fastapi), which `exo2ego --help` does not.
-    from eval.cli import load_model_and_processor
-
-    from .engine import GenerationEngine
-    from .media import MediaPolicy
+    # Deferred, optional: exo2ego.serve.server needs the serve extra (fastapi).
     from .server import ServerSettings, create_app
 
     policy = MediaPolicy(

@@ -50,6 +50,7 @@ def save_tiny_model(
         )
     model, processor = build_tiny_model(seed=seed, **config_overrides)
     if language_data and language_data.get("steps"):
+        # Deferred, heavy: the pretraining modules load transformers' models; exo2ego --help imports this module.
         from exo2ego.tiny.language import language_corpus, pretrain_language
 
         texts = language_corpus(

@@ -15,7 +15,10 @@ from __future__ import annotations
 import logging
 import tempfile
 
-from train.data import CLIP_PROMPT
+from datasets import Dataset
+from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+
+from train.data import CLIP_PROMPT, egoit_prompt, egoit_target, load_table
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +37,6 @@ def language_corpus(
 ) -> list[str]:
     """Chat-formatted texts of an EgoIT folder (every row), an Ego-ExoClip folder (config `clips`) and a caption
     folder (config `captions`: `exo2ego data pretrain` or `egoclip` output; its prompt, or the clip prompt)."""
-    from train.data import egoit_prompt, egoit_target, load_table
-
     texts = []
     if egoit_path:
         for row in load_table(egoit_path, None, "train").select_columns(
@@ -56,8 +57,6 @@ def language_corpus(
 def pretraining_arguments(output_dir: str, steps: int, batch_size: int, learning_rate: float, seed: int, **extra):
     """`TrainingArguments` of the tiny base model's short CPU pretraining runs (language here, vision in
     `exo2ego.tiny.vision`): cosine schedule, 5% warm-up, no weight decay, nothing saved or reported."""
-    from transformers import TrainingArguments
-
     return TrainingArguments(
         output_dir=output_dir,
         max_steps=steps,
@@ -84,9 +83,6 @@ def pretrain_language(
 
     Everything else (vision towers, connector, mappings) keeps its random initialization. Returns the log history.
     """
-    from datasets import Dataset
-    from transformers import DataCollatorForLanguageModeling, Trainer
-
     tokenizer = processor.tokenizer
     dataset = Dataset.from_dict({"text": texts}).map(
         lambda batch: tokenizer(batch["text"], add_special_tokens=False), batched=True, remove_columns=["text"]

@@ -28,8 +28,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
+from transformers import Trainer
 
+from datasets_scripts.synthetic.script import COLOURS, PATTERNS, SHAPES
 from exo2ego.tiny.language import pretraining_arguments
+from exo2ego_base.tiny import build_tiny_model
+from modeling_exo2ego import read_video_frames
+from train.data import CaptionSamples, EgoExoClipSamples, load_table
 
 logger = logging.getLogger(__name__)
 
@@ -80,10 +86,6 @@ def frame_corpus(
     """:func:`labelled_sample` s for the `views` ("exo", "ego") of up to `max_samples` seeded samples of an
     Ego-ExoClip folder, labelled with their narration: (clip, exo camera) pairs, or one sample per clip with
     `exo_sampling="random"` (distinct samples then never share a clip)."""
-    from tqdm.auto import tqdm
-
-    from train.data import EgoExoClipSamples, load_table
-
     table = load_table(clips_path, "clips", "train")
     branch = "pair" if len(set(views)) > 1 else views[0]  # decode only the views asked for
     samples = EgoExoClipSamples(
@@ -103,10 +105,6 @@ def caption_corpus(
 ) -> list[dict[str, torch.Tensor]]:
     """:func:`labelled_sample` s of up to `max_samples` seeded rows of a caption folder (config `captions`, e.g. the
     web-exo corpus built by `exo2ego data pretrain`), labelled with their caption."""
-    from tqdm.auto import tqdm
-
-    from train.data import CaptionSamples, load_table
-
     samples = CaptionSamples(load_table(captions_path, "captions", "train"), video_root, num_frames, "exo", "")
     chosen = np.random.default_rng(seed).permutation(len(samples))[:max_samples]
     corpus = []
@@ -128,8 +126,6 @@ def world_action_clips(
     `split`: the handled object's ground truth (`synthetic_world.json`: colour, shape, pattern) and the clip's frames
     in the `views` asked for, "ego" and "exo" (one seeded exo camera), each read over the action's window, so at the
     same times."""
-    from modeling_exo2ego import read_video_frames
-
     truth = json.loads((Path(world_root) / "synthetic_world.json").read_text())
     items = [
         (take, action)
@@ -174,8 +170,6 @@ def pretrain_vision(
 
     Everything else keeps its weights. Returns the trained pretrainer (tower and word head) and the log history.
     """
-    from transformers import Trainer
-
     pretrainer = BagOfWordsPretrainer(model, vocab_size=corpus[0]["labels"].numel())
     for parameter in model.parameters():
         parameter.requires_grad = False
@@ -240,8 +234,6 @@ def word_probe(
     `train_samples` clips of that view only, then its word head is scored on `heldout_samples` other clips: for each
     group of `word_groups` (e.g. the colours), the top-1 accuracy among the group's words on the clips whose
     narration names one of them. Returns `{view: {group: accuracy, ...}}` (chance is 1 / len(group))."""
-    from exo2ego_base.tiny import build_tiny_model
-
     results = {}
     for view in views:
         model, processor = build_tiny_model(seed=seed, num_frames=num_frames)
@@ -261,8 +253,6 @@ PROBE_CLIPS = 200  # held-out clips per probe
 
 def probe_groups() -> dict[str, tuple[str, ...]]:
     """The synthetic world's word groups a probe scores: pattern (exo-only knowledge), colour and shape."""
-    from datasets_scripts.synthetic.script import COLOURS, PATTERNS, SHAPES
-
     return {"pattern": PATTERNS, "colour": tuple(sorted(COLOURS)), "shape": SHAPES}
 
 

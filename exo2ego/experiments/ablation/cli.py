@@ -69,7 +69,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: AblateArguments) -> int:
-    # The runs load torch and the model, the statistics scipy: imported when the command runs, not for `--help`.
+    # Deferred, heavy: the runs load transformers' models, the statistics scipy; exo2ego --help imports this module.
     from exo2ego.experiments.ablation.report import machine_name, plot, summarise, write_report
     from exo2ego.experiments.ablation.runs import run_seed
 

@@ -10,6 +10,7 @@ import platform
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from eval.records import task_records
 from eval.seed_statistics import SeedRun, compare
@@ -56,12 +57,8 @@ def summarise(evals: dict[int, dict[str, str]], arm_names: tuple[str, ...]) -> d
 def plot(results: dict, seeds: list[int], path: Path) -> None:
     """Per split, each arm's difference to the full pipeline: the two-level 95% interval (thick), the paired
     t-interval over seeds (thin) and each seed's difference (dots)."""
-    import matplotlib  # heavy, and it picks a backend: loaded when a plot is drawn
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4), squeeze=False, sharey=True)
+    figure = Figure(figsize=(6 * len(results), 4))  # no pyplot: no backend to pick, nothing to close
+    axes = figure.subplots(1, len(results), squeeze=False, sharey=True)
     for axis, (task, rows) in zip(axes[0], results.items()):
         names = [name for name in rows if name != FULL]
         for y, name in enumerate(names):
@@ -77,7 +74,6 @@ def plot(results: dict, seeds: list[int], path: Path) -> None:
     axes[0][0].invert_yaxis()
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)
 
 
 def mechanism_table(mechanism: dict[str, dict]) -> list[str]:
