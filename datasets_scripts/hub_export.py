@@ -44,6 +44,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+from huggingface_hub import DatasetCard, DatasetCardData
+
 from exo2ego_base import provenance
 from exo2ego_base.provenance import push_files_to_hub
 from exo2ego_base.run_folder import FOLDER_FILE, RunFolder
@@ -114,9 +119,6 @@ def write_parquet_table(path: str | os.PathLike, rows: Sequence[Mapping[str, Any
         features: ``datasets.Features`` for the schema (stored in the file's ``huggingface`` metadata so
             ``load_dataset`` restores the exact types). Inferred from the rows when None.
     """
-    import datasets
-    import pyarrow.parquet as pq
-
     if isinstance(rows, datasets.Dataset):
         dataset = rows if features is None else rows.cast(features)
     else:
@@ -134,9 +136,6 @@ def write_parquet_table(path: str | os.PathLike, rows: Sequence[Mapping[str, Any
 def _plain_feature(feature) -> bool:
     """A ``Value`` of a string, number or bool type, or a list of one: features whose encoding leaves such Python
     values as they are, so Arrow can take the values directly."""
-    import datasets
-    import pyarrow as pa
-
     if isinstance(feature, (datasets.List, datasets.LargeList)):
         return _plain_feature(feature.feature)
     if type(feature) is not datasets.Value:
@@ -156,9 +155,6 @@ def rows_to_table(rows: Sequence[Mapping[str, Any]], features, keys: Sequence[st
     15 times faster; anything else (other keys, a value that needs ``datasets``' encoding or that Arrow refuses)
     goes through ``datasets``.
     """
-    import datasets
-    import pyarrow as pa
-
     keys = list(keys if keys is not None else rows[0] if rows else [])
     if keys and set(keys) == set(features) and all(_plain_feature(features[key]) for key in keys):
         schema = features.arrow_schema
@@ -176,8 +172,6 @@ def rows_to_table(rows: Sequence[Mapping[str, Any]], features, keys: Sequence[st
 def _python_types_kept(column, rows, key) -> bool:
     """False when Arrow converted a value that ``datasets`` would have encoded otherwise (a bool or an int in a
     float column, a float in an int column: rare, so checked only for number columns)."""
-    import pyarrow as pa
-
     kind = column.type
     if pa.types.is_floating(kind):
         return all(type(row.get(key)) in (float, type(None)) for row in rows)
@@ -200,8 +194,6 @@ def write_parquet_configs(
     :func:`write_parquet_table`. Empty splits are skipped (the Hub's loader rejects a split with no rows). Returns
     ``{config: {split: [relative parquet paths]}}`` for :func:`make_dataset_card`.
     """
-    import datasets
-
     data_files: dict[str, dict[str, list[str]]] = {}
     for config, splits in tables.items():
         config_features = (features or {}).get(config)
@@ -286,9 +278,6 @@ class ShardedParquetWriter:
             self._pending = []
 
     def _write_group(self) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         self._convert()
         if not self._group:
             return
@@ -356,8 +345,6 @@ def make_dataset_card(
         default_config: the config ``load_dataset(folder)`` picks without a name (first one if None).
         card_data_kwargs: any other ``DatasetCardData`` field (task_categories, tags, language, ...).
     """
-    from huggingface_hub import DatasetCard, DatasetCardData
-
     default_config = default_config or next(iter(data_files), None)
     configs = []
     for config, splits in data_files.items():
@@ -390,9 +377,6 @@ def load_folder(folder: str | os.PathLike, config: str | None = None, split: str
     through the ``parquet`` builder keys the cache on their modification times instead. ``config``
     defaults to the card's default config; ``kwargs`` go to ``load_dataset``.
     """
-    import datasets
-    from huggingface_hub import DatasetCard
-
     folder = Path(folder)
     card_path = folder / CARD_NAME
     if not card_path.is_file():

@@ -15,8 +15,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
 from datasets_scripts.egobench.tasks import EGOBENCH_TASKS
 from datasets_scripts.schema import loads_meta
+from datasets_scripts.source_io import stream_json
 
 # EgoIT/EgoClip ``source`` -> namespace of the id in its ``video`` path stem.
 TRAIN_NAMESPACES = {
@@ -91,7 +94,6 @@ def read_folder_tables(folder: str | os.PathLike) -> dict[str, list[dict[str, An
 def iter_folder_tables(folder: str | os.PathLike) -> Iterator[tuple[str, Iterator[dict[str, Any]]]]:
     """``(config, rows)`` of a Hub-ready export folder, the rows (only the id columns) read a batch at a time: a
     training table of millions of rows is never held whole. Consume each config's rows before the next."""
-    import pyarrow.parquet as pq
 
     def rows(config_dir: Path) -> Iterator[dict[str, Any]]:
         for parquet in sorted(config_dir.glob("*.parquet")):
@@ -109,8 +111,6 @@ def load_clip_to_video(ego4d_json: str | os.PathLike) -> dict[str, str]:
     """``{clip_uid: video_uid}`` from Ego4D's ``ego4d.json`` (its ``clips`` list), read as a stream (one clip at a
     time: the file is hundreds of MB); read whole, as before, where the stream cannot stand for that (see
     :func:`~datasets_scripts.source_io.stream_json`) or finds no clip."""
-    from datasets_scripts.source_io import stream_json
-
     if Path(ego4d_json).is_file():
         try:
             mapping = {

@@ -18,6 +18,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import datasets
+
 from .. import hub_export
 from ..source_io import BadRows, JsonStreamDiffers, RowError, SourceFileError, stream_json
 from . import source
@@ -262,8 +264,6 @@ def restore_text(
     dropped and counted (``text_not_found`` / ``text_hash_mismatch``). Videos are mapped to
     ``options.variant`` and checked unless ``options.check_videos`` is off.
     """
-    import datasets
-
     root = Path(options.egoexo_root)
     if not root.is_dir():
         raise SourceFileError(f"Ego-Exo4D root not found: {root}")

@@ -154,6 +154,7 @@ def probe_video(path: str) -> tuple[str | None, float | None]:
     download cut short with its index at the front (``faststart`` mp4) opens and decodes its first frame, but
     not its last. This reads a few packets at each end, not the whole file.
     """
+    # Deferred, heavy: PyAV loads FFmpeg's libraries; exo2ego --help imports this module.
     import av
 
     if not os.path.isfile(path):

@@ -57,6 +57,7 @@ def plot_statistics(
     folder: Path, clips: Sequence[dict[str, Any]], statistics: dict[str, Any], narration_words: Sequence[int]
 ) -> dict[str, str]:
     """Write the four PNG plots under ``folder/stats/``; returns {name: relative path}."""
+    # Deferred, heavy: matplotlib; exo2ego --help imports this module.
     import matplotlib
 
     matplotlib.use("Agg")

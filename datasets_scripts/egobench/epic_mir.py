@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import datasets
 import numpy as np
 
 from datasets_scripts.build_command import BuildContext
@@ -168,8 +169,6 @@ def read_epic_mir(root: Path, context: BuildContext, options: EgoBenchOptions) -
         )
         for index, v in enumerate(videos)
     ]
-    import datasets
-
     video_index, sentence_index = np.nonzero(relevance)  # row-major order: stable bytes
     # Millions of entries: built column-wise, never as a list of dicts.
     sparse = datasets.Dataset.from_dict(

@@ -154,6 +154,7 @@ def read_egotaskqa(root: Path, context: BuildContext, options: EgoBenchOptions) 
 
 
 def _make_egotaskqa_clips(root: Path, clips: dict[str, dict[str, Any]], context: BuildContext, fps: float) -> None:
+    # Deferred, heavy: egoit.frames loads PyAV (FFmpeg's libraries); exo2ego --help imports this module.
     from datasets_scripts.egoit.frames import frames_to_video
 
     written = 0

@@ -213,6 +213,7 @@ def _probe_fps(path: Path) -> float | None:
     """Average frame rate of a local video (PyAV), or None when it is absent or unreadable."""
     if not path.is_file():
         return None
+    # Deferred, heavy: PyAV loads FFmpeg's libraries; exo2ego --help imports this module.
     import av
 
     try:

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+import pyarrow.parquet as pq
+
 from datasets_scripts.build_command import SourceArguments, recorded_args, run_cli_build
+from datasets_scripts.egoclip.build import build_egoclip
 from datasets_scripts.hub_export import HubPushArguments
 from datasets_scripts.source_io import check_videos
 from exo2ego_base.command_line import add_command
@@ -38,11 +41,6 @@ def add_parser(data_subparsers) -> None:
 
 
 def run(source: SourceArguments, args: EgoClipArguments, push: HubPushArguments) -> int:
-    # These import pyarrow and datasets: loaded when the command runs, not for `exo2ego --help`.
-    import pyarrow.parquet as pq
-
-    from datasets_scripts.egoclip.build import build_egoclip
-
     def build():
         roots, _ = source.roots()
         if "egoclip" not in roots:

@@ -9,6 +9,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
 from datasets_scripts.build_command import BuildContext, write_hub_folder
 from datasets_scripts.egoit.llava import export_llava_json
 from datasets_scripts.egoit.sources import ADAPTERS, LICENCE_NOTES, EgoITOptions
@@ -144,8 +146,6 @@ def build_egoit(
 
 def iter_parquet_rows(paths: Iterable[Path], batch_rows: int = BATCH_ROWS) -> Iterator[dict[str, Any]]:
     """The rows of Parquet files, in order, a batch at a time."""
-    import pyarrow.parquet as pq
-
     for path in paths:
         for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
             yield from batch.to_pylist()

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from datasets_scripts.build_command import SourceArguments, recorded_args, run_cli_build
+from datasets_scripts.egoit.build import build_egoit
+from datasets_scripts.egoit.sources import EgoITOptions
 from datasets_scripts.hub_export import HubPushArguments
 from exo2ego_base.command_line import add_command
 
@@ -57,10 +59,6 @@ def add_parser(data_subparsers) -> None:
 
 
 def run(source: SourceArguments, args: EgoITArguments, push: HubPushArguments) -> int:
-    # These import datasets (about a second): loaded when the command runs, not for `exo2ego --help`.
-    from datasets_scripts.egoit.build import build_egoit
-    from datasets_scripts.egoit.sources import EgoITOptions
-
     options = EgoITOptions(
         egtea_split=args.egtea_split,
         ssv2_answer=args.ssv2_answer,

@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
+from PIL import Image
 
 from exo2ego_base.provenance import atomic_path
 
@@ -19,9 +21,6 @@ def frames_to_video(
 
     Frames are padded with black to even width/height (H.264 needs it). Returns ``out_path``.
     """
-    import av
-    from PIL import Image
-
     if not frames:
         raise ValueError(f"no frames to write to {out_path}")
     out_path = Path(out_path)

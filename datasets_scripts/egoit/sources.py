@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from datasets_scripts.build_command import BuildContext
 from datasets_scripts.egoit.templates import choose_instruction
 from datasets_scripts.schema import egoit_row
@@ -276,8 +278,7 @@ def read_openeqa(root: Path, context: BuildContext, options: EgoITOptions) -> It
 def make_openeqa_videos(root: Path, videos: Iterable[str], context: BuildContext, fps: float) -> int:
     """Encode each episode's ``*-rgb.png`` frames into its video path (``videos``: the rows' paths; skips existing
     videos)."""
-    from tqdm import tqdm
-
+    # Deferred, heavy: egoit.frames loads PyAV (FFmpeg's libraries); exo2ego --help imports this module.
     from datasets_scripts.egoit.frames import frames_to_video
 
     written = 0

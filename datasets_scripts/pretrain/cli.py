@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datasets_scripts.build_command import SourceArguments, recorded_args, run_cli_build
 from datasets_scripts.hub_export import HubPushArguments
 from datasets_scripts.pretrain import SOURCES
+from datasets_scripts.pretrain.build import build_pretrain
 from exo2ego_base.command_line import add_command
 
 PretrainSourceArguments = SourceArguments.for_sources(SOURCES)
@@ -45,9 +46,6 @@ def add_parser(data_subparsers) -> None:
 
 
 def run(source: SourceArguments, args: PretrainArguments, push: HubPushArguments) -> int:
-    # This imports datasets (about a second): loaded when the command runs, not for `exo2ego --help`.
-    from datasets_scripts.pretrain.build import build_pretrain
-
     def build():
         roots, _ = source.roots()
         annotations: dict[str, list[str]] = {}

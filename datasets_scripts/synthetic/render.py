@@ -22,6 +22,7 @@ import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -380,8 +381,7 @@ class VideoWriter:
     def __init__(
         self, path: str | os.PathLike, width: int, height: int, fps: float, gop: int | None = None, crf: int = 18
     ):
-        from fractions import Fraction
-
+        # Deferred, heavy: PyAV loads FFmpeg's libraries; exo2ego --help imports this module.
         import av
 
         self.path = Path(path)

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from .. import hub_export
 from . import narration, web_exo
+from .qa import write_qa_folders
 from .render import EGO_CAMERA, EGO_SHIFT, EXO_CAMERAS, VideoWriter, downscale, parse_shift, render_views, scaled
 from .script import SCENARIOS, TakeScript, make_script
 
@@ -449,8 +450,6 @@ def generate_world(out: str | Path, config: WorldConfig | None = None, overwrite
         _write_json(staging / "synthetic_world.json", truth)
         qa_counts = {}
         if config.write_qa:
-            from .qa import write_qa_folders
-
             qa_counts = write_qa_folders(staging, plans, config)
         info = {
             "builder": "datasets_scripts.synthetic",
