@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import torch
 from huggingface_hub import constants, try_to_load_from_cache
 
 from exo2ego_base.command_line import add_command
@@ -56,7 +57,6 @@ def load_model_and_processor(model: str, dtype: str = "auto", trust_remote_code:
     """Processor first (cheap, fails fast), then the model in eval mode on this process's device."""
     # Deferred, heavy: transformers' model classes, the Exo2Ego model and eval.runner (accelerate); exo2ego --help
     # imports this module.
-    import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     import modeling_exo2ego  # noqa: F401  (registers Exo2Ego with the Auto classes)

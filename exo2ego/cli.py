@@ -1,8 +1,9 @@
 """`exo2ego` console script.
 
 Each area of the project contributes its subcommands through an ``add_parser(subparsers)`` function
-in its own ``cli`` module; heavy imports (torch, datasets) happen inside the handlers so that
-``exo2ego --help`` stays fast.
+in its own ``cli`` module. Building the parser imports those modules and what they import at module level (torch
+and datasets among them); the heavier rest (transformers' models, matplotlib, PyAV, scipy) is imported inside the
+functions that use it, each such import with a comment saying so, so that ``exo2ego --help`` stays fast.
 """
 
 from __future__ import annotations
