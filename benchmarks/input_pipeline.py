@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, Subset
 
 from benchmarks.arguments import parse_arguments
 from benchmarks.common import cpu_name
+from datasets_scripts.hub_export import BUILD_INFO_NAME
 from exo2ego.cli import main as exo2ego_main
 from exo2ego_base.provenance import write_json_atomic
 from exo2ego_base.tiny import build_processor, build_tiny_tokenizer
@@ -79,7 +80,7 @@ SIZES = {
 def render_world(folder: Path, size: Size, seed: int) -> None:
     """The synthetic world at `size` and its Ego-ExoClip, unless `folder` already holds them."""
     world, clips = folder / "world", folder / "ego-exoclip"
-    if not (world / "build_info.json").exists():
+    if not (world / BUILD_INFO_NAME).exists():
         status = exo2ego_main(
             ["data", "synth", "--out", str(world), "--takes", str(size.takes), "--seed", str(seed)]
             + ["--fps", f"{size.fps:g}", "--height", str(size.video_height), "--downscaled-height"]
@@ -88,7 +89,7 @@ def render_world(folder: Path, size: Size, seed: int) -> None:
         )
         if status:
             raise RuntimeError(f"exo2ego data synth failed with status {status}")
-    if not (clips / "build_info.json").exists():
+    if not (clips / BUILD_INFO_NAME).exists():
         status = exo2ego_main(
             ["data", "ego-exoclip", "--egoexo-root", str(world), "--out", str(clips), "--variant", "448"]
             + ["--overwrite"]

@@ -9,6 +9,9 @@ from typing import Literal
 from . import scorers
 from .prompts import DEFAULT_PROMPT, PROMPTS, get_prompt
 
+# The file an evaluation writes last into its run folder (its marker): results, intervals, versions, config.
+RESULTS_NAME = "results.json"
+
 
 @dataclass
 class EvalConfig:

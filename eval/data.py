@@ -21,7 +21,7 @@ import datasets
 import numpy as np
 import pyarrow.parquet as pq
 
-from datasets_scripts.hub_export import load_folder
+from datasets_scripts.hub_export import BUILD_INFO_NAME, load_folder
 from datasets_scripts.schema import (
     CHARADES_CLASS_FEATURES,
     CHARADES_LABEL_FEATURES,
@@ -181,7 +181,7 @@ def _check_columns(table, required: tuple[str, ...], where: str, schema=None) ->
 def default_video_root(dataset_dir: str) -> str:
     """Where relative video paths point without ``--video-roots``: the folder's ``build_info.json``
     ``video_root`` (relative to the folder; the synthetic world writes ``".."``), else the folder."""
-    build_info = Path(dataset_dir) / "build_info.json"
+    build_info = Path(dataset_dir) / BUILD_INFO_NAME
     if build_info.is_file():
         root = json.loads(build_info.read_text(encoding="utf-8")).get("video_root")
         if root:

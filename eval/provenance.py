@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from datasets_scripts.hub_export import BUILD_INFO_NAME
 from exo2ego_base.provenance import package_versions
 
 PACKAGES = (
@@ -92,7 +93,7 @@ def dataset_revision(dataset_dir: str | os.PathLike) -> dict[str, Any]:
     """A local EgoBench folder's ``build_info.json`` SHA-256 (its content version), or the Hub id."""
     path = Path(dataset_dir)
     info: dict[str, Any] = {"path": str(dataset_dir)}
-    build_info = path / "build_info.json"
+    build_info = path / BUILD_INFO_NAME
     if build_info.is_file():
         info["build_info_sha256"] = hashlib.sha256(build_info.read_bytes()).hexdigest()
     elif not path.exists():

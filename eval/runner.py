@@ -41,7 +41,7 @@ from exo2ego_base.provenance import (
 from exo2ego_base.run_folder import RunFolder
 
 from . import scorers
-from .config import EvalConfig
+from .config import RESULTS_NAME, EvalConfig
 from .data import EvalDataError, TaskData, available_configs, load_task, video_root_map
 from .export import export_predictions
 from .item_scoring import ItemScorer, check_scorable, shard_of, work_items
@@ -70,10 +70,9 @@ RECORD_SHAPING_FIELDS = (
     "split",
     "video_roots",
 )
-# An eval run folder (`exo2ego_base.run_folder`): what the folder records, what other commands call it, the file its
-# run writes last and the record of the settings its predictions came from.
+# An eval run folder (`exo2ego_base.run_folder`): what the folder records, what other commands call it and the record
+# of the settings its predictions came from (the file it writes last is `eval.config.RESULTS_NAME`).
 EVAL_FOLDER_KIND = "an eval run folder"
-RESULTS_NAME = "results.json"
 RUN_CONFIG_NAME = "run_config.json"
 # What an evaluation writes into its folder (all of it is removed by overwrite=True / --overwrite).
 RUN_FOLDER_ENTRIES = (RUN_CONFIG_NAME, "predictions", RESULTS_NAME, "report.md", "plots", "exports")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from eval.config import RESULTS_NAME
 from exo2ego.demo.pipeline import Demo
 from exo2ego.demo.plans import PLANS, STAGES
 from exo2ego.demo.release import reload_and_answer, write_release
@@ -108,7 +109,7 @@ def run(args: DemoArguments) -> int:
     for step in tqdm(steps, desc="demo phases", unit="phase"):
         step()
     summary = demo.write_report()
-    release = write_release(demo.models / "stage3", demo.evals / "stage3" / "results.json", out / "release")
+    release = write_release(demo.models / "stage3", demo.evals / "stage3" / RESULTS_NAME, out / "release")
     answer = reload_and_answer(release, demo.world)
     total = time.perf_counter() - start
     summary["total_sec"] = round(total, 1)

@@ -10,6 +10,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from datasets_scripts.hub_export import BUILD_INFO_NAME
+from eval.config import RESULTS_NAME
 from exo2ego.cli import main as exo2ego_main
 from exo2ego.demo.gates import GATES_FILE, measure_gates
 from exo2ego.demo.plans import EVAL_POINTS, STAGES, TASKS, DemoPlan
@@ -263,19 +265,19 @@ class Demo:
         return result
 
     def egoit_rows(self) -> int:
-        info = json.loads((self.world / "egoit" / "build_info.json").read_text())
+        info = json.loads((self.world / "egoit" / BUILD_INFO_NAME).read_text())
         return int(info["counts"]["rows"])
 
     # -- outputs --------------------------------------------------------------------------------------------------
     def accuracy(self, point: str, task: str = TASKS[0]) -> dict:
-        results = json.loads((self.evals / point / "results.json").read_text())
+        results = json.loads((self.evals / point / RESULTS_NAME).read_text())
         metric = results["tasks"][task]["metrics"]["accuracy"]
         return {"accuracy": metric["value"], "ci": [metric["ci_low"], metric["ci_high"]], "n": metric["n"]}
 
     def baselines(self) -> tuple[dict[str, float], dict[str, float]]:
         """Per split, the accuracy (%) of answering from the question text alone and of a uniform guess (the world's
         EgoBench build_info)."""
-        info = json.loads((self.world / "egobench" / "build_info.json").read_text())["text_only_baseline_by_task"]
+        info = json.loads((self.world / "egobench" / BUILD_INFO_NAME).read_text())["text_only_baseline_by_task"]
         return tuple({task: 100 * info[task][key] for task in TASKS} for key in ("accuracy", "chance"))
 
     def write_report(self) -> dict:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from eval.config import RESULTS_NAME
 from model_card import CardInfo, build_model_card
 
 
@@ -27,8 +28,8 @@ def write_release(model_dir: Path, results_file: Path, release: Path) -> Path:
     model = Exo2EgoForConditionalGeneration.from_pretrained(model_dir, include_exo_branch=False)
     model.save_pretrained(release)
     AutoProcessor.from_pretrained(model_dir).save_pretrained(release)
-    shutil.copy(results_file, release / "results.json")
-    results = json.loads((release / "results.json").read_text())
+    shutil.copy(results_file, release / RESULTS_NAME)
+    results = json.loads((release / RESULTS_NAME).read_text())
     card = build_model_card(
         results, CardInfo(model_id="org/exo2ego-tiny-synthetic", base_models=(), sources=("Ego-Exo4D",))
     )

@@ -13,11 +13,13 @@ from pathlib import Path
 import torch
 
 from datasets_scripts.synthetic import web_exo
+from eval.config import RESULTS_NAME
 from exo2ego.demo.pipeline import Demo
 from exo2ego.experiments.ablation.design import ARMS_BY_NAME, NO_PATTERN_CORPUS, Arm
 from exo2ego.experiments.mapping_probe import paired_pattern_clips, pattern_probe, probe_folder
 from exo2ego_base.provenance import write_json_atomic
 from modeling_exo2ego import Exo2EgoForConditionalGeneration, Exo2EgoProcessor
+from train.stage_folder import STAGE_METADATA_NAME
 
 
 def finished(folder: Path, marker: str) -> bool:
@@ -39,7 +41,7 @@ def save_unmapped(model_dir: Path, out: Path) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
     Exo2EgoProcessor.from_pretrained(model_dir).save_pretrained(staging)
-    shutil.copy(model_dir / "exo2ego_stage.json", staging / "exo2ego_stage.json")
+    shutil.copy(model_dir / STAGE_METADATA_NAME, staging / STAGE_METADATA_NAME)
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     return out
@@ -87,7 +89,7 @@ class SeedRuns:
         )
 
     def train(self, stage: str, start: Path, output: Path, extra: tuple[str, ...] = (), corpus: str = "web") -> Path:
-        if not finished(output, "exo2ego_stage.json"):
+        if not finished(output, STAGE_METADATA_NAME):
             shutil.rmtree(output, ignore_errors=True)  # an interrupted run: start it again
             self.demo.web_captions = self.corpora[corpus]  # what init reads for the exo tower
             self.demo.train(stage, start, output=output, extra=extra, phase=f"{output.name}")
@@ -95,7 +97,7 @@ class SeedRuns:
 
     def evaluate(self, model: Path, name: str) -> Path:
         out = self.evals / name
-        if not finished(out, "results.json"):
+        if not finished(out, RESULTS_NAME):
             shutil.rmtree(out, ignore_errors=True)
             self.demo.evaluate(name, model=model, out=out)
         return out
@@ -129,7 +131,7 @@ class SeedRuns:
             model = stage3_runs[arm.stage3_key()]
             if arm.unmapped_at_test:
                 unmapped = self.models / f"{model.name}_unmapped"
-                model = unmapped if finished(unmapped, "exo2ego_stage.json") else save_unmapped(model, unmapped)
+                model = unmapped if finished(unmapped, STAGE_METADATA_NAME) else save_unmapped(model, unmapped)
             result["evals"][arm.name] = self.evaluate(model, arm.name)
         return result
 
