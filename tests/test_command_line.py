@@ -36,8 +36,9 @@ def test_every_flag_is_a_dataclass_field(name):
     names = {entry.name for cls in classes for entry in fields(cls)}
     flags = {action.dest for action in parser._actions if not isinstance(action, argparse._HelpAction)}
     assert flags <= names, f"{name}: flags without a field: {sorted(flags - names)}"
+    complements = ("--no_", "--no-")  # the negations HfArgumentParser adds to True-default bool fields
     for action in parser._actions:
-        if not isinstance(action, argparse._HelpAction) and not action.option_strings[0].startswith("--no"):
+        if not isinstance(action, argparse._HelpAction) and not action.option_strings[0].startswith(complements):
             assert action.help, f"{name} {action.option_strings[0]} has no help"
 
 
