@@ -32,6 +32,7 @@ from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
 
+from datasets_scripts.hub_export import BUILD_INFO_NAME, DATASET_FOLDER_KIND
 from exo2ego_base.provenance import (
     LOCK_NAME,
     FolderLockedError,
@@ -76,8 +77,13 @@ EVAL_FOLDER_KIND = "an eval run folder"
 RUN_CONFIG_NAME = "run_config.json"
 # What an evaluation writes into its folder (all of it is removed by overwrite=True / --overwrite).
 RUN_FOLDER_ENTRIES = (RUN_CONFIG_NAME, "predictions", RESULTS_NAME, "report.md", "plots", "exports")
-# Folders of tools outside this project, which record no run-folder identity: eval never writes into them.
-OTHER_TOOLS_FOLDERS = {"config.json": "a model folder", "trainer_state.json": "a training folder"}
+# Folders that record no run-folder identity, known by a file they hold: eval never writes into them. A dataset
+# folder downloaded from the Hub is one (pushes leave the identity file out).
+OTHER_TOOLS_FOLDERS = {
+    "config.json": "a model folder",
+    "trainer_state.json": "a training folder",
+    BUILD_INFO_NAME: DATASET_FOLDER_KIND,
+}
 
 
 class RunConfigError(ValueError):

@@ -330,6 +330,11 @@ CLI_ROWS = [
     ("eval-out-in-proc", lambda c: c.eval(out="/proc/exo2ego-eval"), r"--out /proc/exo2ego-eval cannot be created"),
     ("eval-out-is-a-dataset-folder", lambda c: c.eval(out=c.toy), r"is a built dataset folder \(build_info\.json\)"),
     ("eval-out-is-a-model-folder", lambda c: c.eval(out=c.model), r"is a model folder \(config\.json\)"),
+    (  # a downloaded dataset: Hub pushes leave the folder's identity file out
+        "eval-out-is-a-downloaded-dataset-folder",
+        lambda c: c.eval("--overwrite", out=c.folder_with("downloaded", "build_info.json")),
+        r"is a built dataset folder \(build_info\.json\)",
+    ),
     (
         "eval-out-is-someone-elses-folder",
         lambda c: c.eval(out=c.folder_with("notes", "todo.txt")),
