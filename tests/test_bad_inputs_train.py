@@ -128,6 +128,14 @@ def an_eval_run(tmp_path, finished):
     return out
 
 
+def a_downloaded_dataset(tmp_path, finished):
+    """A dataset folder as the Hub gives it: `build_info.json` but no run-folder identity (pushes leave it out)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "build_info.json").write_text("{}")
+    return out
+
+
 def in_proc(tmp_path, finished):
     return Path("/proc/exo2ego-out")
 
@@ -199,6 +207,13 @@ REFUSED_RUNS = [
         an_eval_run,
         ["--overwrite_output_dir", "true"],
         r"output_dir .*out' is an eval run folder \(results\.json\); a stage never trains into another command's",
+    ),
+    (
+        "output-dir-is-a-downloaded-dataset-even-with-overwrite",
+        "stage1",
+        a_downloaded_dataset,
+        ["--overwrite_output_dir", "true"],
+        r"output_dir .*out' is a built dataset folder \(build_info\.json\); a stage never trains into another",
     ),
     (
         "retrain-finished-stage",

@@ -13,6 +13,7 @@ from dataclasses import asdict
 from transformers.trainer_callback import TrainerState
 from transformers.trainer_utils import get_last_checkpoint
 
+from datasets_scripts.hub_export import BUILD_INFO_NAME, DATASET_FOLDER_KIND
 from exo2ego_base.provenance import check_output_apart, check_output_location
 from train.stage_folder import RUN_RECORD_NAME, STAGE_METADATA_NAME, read_stage_metadata, stage_run_folder
 from train.stages import BASE_STAGE, STAGES
@@ -148,7 +149,8 @@ def check_output_dir(
     check_output_apart(output_dir, inputs, what="output_dir")
     check_output_location(output_dir, what="output_dir")
     stage_run_folder(output_dir, label=f"output_dir {output_dir!r}").refuse_foreign(
-        advice="a stage never trains into another command's folder: choose another output_dir"
+        {BUILD_INFO_NAME: DATASET_FOLDER_KIND},  # a downloaded dataset records no identity: its build file names it
+        advice="a stage never trains into another command's folder: choose another output_dir",
     )
     if resume:
         if overwrite:
