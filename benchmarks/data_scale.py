@@ -19,7 +19,6 @@ Goals (issue 30): peak memory under 1 GiB at every size, time linear in rows (4M
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -249,27 +248,17 @@ class DataScaleArguments:
     )
     seed: int = field(default=0, metadata={"help": "seed of the generated sources"})
     workdir: str | None = field(
-        default=None, metadata={"help": "where sources and builds go (default: a temporary folder)"}
+        default=None, metadata={"help": "where sources and builds go (None: a temporary folder)"}
     )
     json: str = field(default="benchmarks/results/data_scale.json", metadata={"help": "JSON output path"})
-    # Internal (hidden from --help): build BUILDER from SOURCE into OUT in this process and print its report.
-    child: list[str] | None = field(default=None, metadata={"metavar": "ARG", "help": argparse.SUPPRESS})
-
-    def __post_init__(self):
-        if self.child is not None and len(self.child) != 3:
-            raise ValueError(f"argument --child: expected 3 arguments (BUILDER SOURCE OUT), got {len(self.child)}")
 
 
 def main(argv=None) -> int:
-    # Deferred: the build children (`child`) import this module and report their memory after imports; the parser
-    # (transformers) would add to it.
+    # Deferred: the build children (`CHILD_COMMAND`) import this module and report their memory after imports; the
+    # parser (transformers) would add to it.
     from benchmarks.arguments import parse_arguments
 
     args = parse_arguments(DataScaleArguments, argv, __doc__.splitlines()[0])
-
-    if args.child:
-        child(*args.child)
-        return 0
 
     load_start = os.getloadavg()[0]
     results = []
@@ -292,7 +281,7 @@ def main(argv=None) -> int:
         "cpu_count": os.cpu_count(),
         "load_average_1min": {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)},
         "versions": versions(),
-        "args": {key: value for key, value in asdict(args).items() if key != "child"},
+        "args": asdict(args),
         "goals": GOALS,
         "results": results,
         "checks": check_goals(results),

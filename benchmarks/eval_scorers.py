@@ -41,7 +41,7 @@ class EvalScorersArguments:
     questions: int = field(default=20, metadata={"help": "timed questions per scorer and option count"})
     frames: int = field(default=4, metadata={"help": "frames per video of the tiny model"})
     batch: int = field(default=8, metadata={"help": "questions per prefill of the batched option_loglik"})
-    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's)"})
+    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (None: torch's)"})
     out: str | None = field(default=None, metadata={"help": "JSON output path"})
 
 

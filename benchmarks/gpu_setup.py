@@ -60,7 +60,7 @@ class DeviceRunArguments(ScaleArguments):
     """What the benchmarks that run a model share (`gpu_train_step`, `gpu_eval`): the scale, the device, the CPU
     threads, the seed, the attention kernel and the torch.compile backend (`start_run` reads the first three)."""
 
-    device: str | None = field(default=None, metadata={"help": "cuda | cpu (default: cuda when available)"})
+    device: str | None = field(default=None, metadata={"help": "cuda | cpu (None: cuda when available)"})
     threads: int | None = field(
         default=None,
         metadata={"help": "CPU threads (torch.set_num_threads); 1 gives steadier CPU timings on a shared machine"},

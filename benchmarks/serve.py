@@ -139,7 +139,7 @@ def through_server(
 class ServeBenchmarkArguments:
     """The flags of `python -m benchmarks.serve`."""
 
-    model: str | None = field(default=None, metadata={"help": "model folder (default: a tiny random model)"})
+    model: str | None = field(default=None, metadata={"help": "model folder (None: a tiny random model)"})
     clients: int = field(default=8, metadata={"help": "concurrent openai clients"})
     requests_per_client: int = field(default=4, metadata={"help": "requests each client sends"})
     max_tokens: int = field(default=16, metadata={"help": "new tokens per request"})

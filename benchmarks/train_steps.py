@@ -28,7 +28,7 @@ class TrainStepsArguments:
     steps: int = field(default=10, metadata={"help": "optimizer steps per stage"})
     batch: int = field(default=2, metadata={"help": "per-device batch size"})
     takes: int = field(default=4, metadata={"help": "synthetic takes"})
-    threads: int | None = field(default=None, metadata={"help": "torch intra-op threads (default: torch's choice)"})
+    threads: int | None = field(default=None, metadata={"help": "torch intra-op threads (None: torch's choice)"})
     json: str = field(default="benchmarks/results/train_steps.json", metadata={"help": "JSON output path"})
 
 

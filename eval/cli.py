@@ -101,7 +101,7 @@ class EvalReportArguments:
 
     results: str = field(metadata={"help": "results.json of a run"})
     out: str | None = field(
-        default=None, metadata={"help": "folder for report.md and plots/ (default: next to results.json)"}
+        default=None, metadata={"help": "folder for report.md and plots/ (None: next to results.json)"}
     )
     compare: str | None = field(default=None, metadata={"help": "another results.json or 'paper'"})
 

@@ -190,7 +190,7 @@ def default_video_root(dataset_dir: str) -> str:
 
 
 def video_root_map(entries: list[str]) -> dict[str, str]:
-    """``["DIR", "egoschema=DIR2"]`` (:attr:`eval.runner.EvalConfig.video_roots`) -> ``{"": "DIR", "egoschema":
+    """``["DIR", "egoschema=DIR2"]`` (:attr:`eval.config.EvalConfig.video_roots`) -> ``{"": "DIR", "egoschema":
     "DIR2"}``; an entry whose part before ``=`` names no task is a folder for every task (later entries win)."""
     roots: dict[str, str] = {}
     for entry in entries:

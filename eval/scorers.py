@@ -357,7 +357,7 @@ def choose_option(scores: ContinuationScores, option_score: str = "mean") -> tup
 
 # ----------------------------------------------------------------------------------------- registry
 class ChoiceSettings(Protocol):
-    """The run settings a multiple-choice scorer reads (``eval.runner.EvalConfig`` has them)."""
+    """The run settings a multiple-choice scorer reads (``eval.config.EvalConfig`` has them)."""
 
     max_new_tokens: int
     option_chunk_size: int

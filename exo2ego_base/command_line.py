@@ -2,7 +2,7 @@
 argument dataclasses (transformers' `HfArgumentParser`), so the fields are the one place an option is written.
 
 A field `num_frames` is the flag `--num-frames` (and `--num_frames`); `field(metadata=...)` carries the help and
-any other `add_argument` keyword (`aliases` for an earlier name, `choices`, `metavar`, `action="extend"` for a list
+any other `add_argument` keyword (`aliases` for another spelling, `choices`, `metavar`, `action="extend"` for a list
 flag that may also be repeated). `Literal[...]` fields take one of their values, `bool` fields are `--flag` (and
 `--no-flag` when they default to True), `list[X]` fields take one or more values. A check that needs the values
 (a range, two fields together) lives in the dataclass's `__post_init__` and raises `ValueError`, which the command

@@ -16,8 +16,9 @@ A command that writes a folder (a training stage, an evaluation run, a dataset e
 - ``--overwrite`` removes what a run of the same kind wrote (:meth:`RunFolder.clear`), and nothing else; a folder of
   another kind is refused with or without it.
 
-A folder written before :data:`FOLDER_FILE` existed has none: it counts as this kind's when it holds this kind's
-record or marker, and as nobody's otherwise.
+A folder without :data:`FOLDER_FILE` (a Hub download, since pushes leave it out, or one an older version wrote)
+counts as this kind's when it holds this kind's record or marker, and as nobody's otherwise: commands that must not
+write into such a folder name it by a file it holds (`refuse_foreign`'s `others`).
 """
 
 from __future__ import annotations

@@ -27,8 +27,9 @@ from test_pretrain_data import GOOD_RECORDS, turns, write_source
 
 from datasets_scripts.hub_export import load_folder, parquet_relpath, write_parquet_table
 from datasets_scripts.schema import EGOBENCH_FEATURES
+from eval.config import EvalConfig
 from eval.data import available_configs
-from eval.runner import EvalConfig, RunConfigError, evaluate, prepare_tasks, task_selection_message
+from eval.runner import RunConfigError, evaluate, prepare_tasks, task_selection_message
 from eval.toy import toy_tables, write_toy_egobench
 from exo2ego.cli import main
 from exo2ego_base.provenance import LOCK_NAME
@@ -1007,8 +1008,9 @@ def test_failed_video_count_and_budget_survive_resume(tmp_path):
     import torch
 
     from exo2ego_base.tiny import build_tiny_model
+    from train.arguments import StageArguments
     from train.collator import Exo2EgoCollator
-    from train.pipeline import StageArguments, prepare_model
+    from train.model_setup import prepare_model
     from train.stages import resolve_stage
     from train.trainer import Exo2EgoTrainer, Exo2EgoTrainingArguments
 

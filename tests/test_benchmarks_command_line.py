@@ -80,7 +80,6 @@ def test_scale_flags_fill_the_sizes_and_the_settings_keep_their_keys():
     [
         ("gpu_train_step", ["--reduced", "--tiny"], "not allowed with argument --reduced"),
         ("input_pipeline", ["--workers", "2"], "--workers must include 1"),
-        ("data_scale", ["--child", "pretrain", "source"], "expected 3 arguments"),
         ("gpu_memory", ["--workload", "nothing"], "invalid choice"),
     ],
 )
@@ -103,4 +102,4 @@ def test_flags_keep_their_old_spellings():
         2,
     )
     scale = parse_arguments(arguments_class("data_scale"), ["--sizes", "200", "800", "--builders", "egoit"])
-    assert (scale.sizes, scale.builders, scale.child) == ([200, 800], ["egoit"], None)
+    assert (scale.sizes, scale.builders) == ([200, 800], ["egoit"])

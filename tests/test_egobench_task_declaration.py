@@ -19,7 +19,8 @@ from datasets_scripts.egobench.tasks import EGOBENCH_TASKS, EgoBenchTask, Scorin
 from datasets_scripts.leakage import bench_ids
 from datasets_scripts.schema import EGOBENCH_FEATURES
 from datasets_scripts.source_io import RowError, field, find_file, iter_json_array
-from eval.runner import EvalConfig, evaluate
+from eval.config import EvalConfig
+from eval.runner import evaluate
 from eval.tasks import TASKS, get_task, subset_accuracy, task_spec
 from eval.toy import write_video
 from exo2ego.cli import main

@@ -17,7 +17,6 @@ STRATEGIES = ("ddp", "zero2", "fsdp2", "zero3")
 # What the stage scripts can switch: `--activation_checkpointing false | true` (true: every CLIP encoder layer, LLM
 # decoder layer, connector bottleneck and mapping block, i.e. BENCHMARKS.md's `full` + conv blocks). Cheapest first.
 TRAINING_CHECKPOINTING = {"none": ("none", False), "full": ("full", True)}
-CARDS_GB = (80, 141)
 # Backward transients (one checkpointed LLM layer's recompute is ~7 GiB at batch 8), workspaces, fragmentation.
 DEFAULT_RESERVE_GIB = 8.0
 PLAN_STAGES = {"2": "stage2", "3": "stage3"}

@@ -27,7 +27,7 @@ class EgoBenchArguments:
     encoder: str | None = field(
         default=None,
         metadata={
-            "help": "sentence-transformers model folder for distractor mining (default: bundled all-MiniLM-L6-v2)",
+            "help": "sentence-transformers model folder for distractor mining (None: the bundled all-MiniLM-L6-v2)",
             "metavar": "MODEL",
         },
     )
@@ -44,7 +44,7 @@ class EgoBenchArguments:
     egomcq_pool: str | None = field(
         default=None,
         metadata={
-            "help": "mine EgoMCQ's extra candidates from this egoclip.csv (default: EgoMCQ's own narrations)",
+            "help": "mine EgoMCQ's extra candidates from this egoclip.csv (None: EgoMCQ's own narrations)",
             "metavar": "EGOCLIP_CSV",
         },
     )

@@ -65,7 +65,7 @@ class SeedRuns:
         stripped = self.corpora[NO_PATTERN_CORPUS]
         if not finished(stripped, "README.md"):
             self.write_stripped_corpus(stripped)
-        if not finished(self.models / "untrained", "tokenizer.json"):  # written last by `exo2ego tiny-model`
+        if not finished(self.models / "untrained", "tokenizer.json"):  # tiny-model renames its folder into place whole
             shutil.rmtree(self.models / "untrained", ignore_errors=True)
             demo.build_model()
 
