@@ -30,16 +30,19 @@ Settings (environment variables; the YAMLs' ``lmms_eval_specific_kwargs`` give t
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 try:
-    import eval.data  # noqa: F401  (the project, installed in this environment)
-except ImportError:  # lmms-eval's environment without the project: use the repository this file is in
-    sys.path.append(str(Path(__file__).resolve().parents[2]))
+    import eval.data  # noqa: F401  (the project, installed in lmms-eval's environment)
+except ImportError as error:
+    raise ImportError(
+        f"{__file__} reads EgoBench with the exo2ego project, which is not installed in this environment: make "
+        "lmms-eval's environment with scripts/lmms_eval_venv.sh, or pip install --no-deps -e "
+        f"{Path(__file__).parents[2]}"
+    ) from error
 
 import datasets
 
