@@ -15,8 +15,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from benchmarks.arguments import parse_arguments
 from benchmarks.common import cpu_name
+from exo2ego_base.command_line import parse_script_arguments
 from exo2ego_base.provenance import write_json_atomic
 
 
@@ -32,7 +32,7 @@ class DataBuilderArguments:
 
 
 def main(argv=None) -> int:
-    args = parse_arguments(DataBuilderArguments, argv, __doc__.splitlines()[0])
+    args = parse_script_arguments(DataBuilderArguments, argv, __doc__.splitlines()[0])
 
     from datasets_scripts.ego_exoclip import EgoExoClipOptions, build_ego_exoclip, plan_ego_exoclip
     from datasets_scripts.synthetic.world import WorldConfig, plan_world, write_metadata

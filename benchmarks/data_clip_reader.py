@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.arguments import parse_arguments
 from benchmarks.common import cpu_name
+from exo2ego_base.command_line import parse_script_arguments
 from exo2ego_base.provenance import write_json_atomic
 
 
@@ -89,7 +89,7 @@ class ClipReaderArguments:
 
 
 def main(argv=None) -> int:
-    args = parse_arguments(ClipReaderArguments, argv, __doc__.splitlines()[0])
+    args = parse_script_arguments(ClipReaderArguments, argv, __doc__.splitlines()[0])
 
     from datasets_scripts.clip_reader import PackConfig, iter_packed_clips, pack_clips, read_synced_clip
     from datasets_scripts.synthetic import read_frame_marker

@@ -24,8 +24,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.arguments import parse_arguments
 from benchmarks.common import cpu_name
+from exo2ego_base.command_line import parse_script_arguments
 from exo2ego_base.provenance import write_json_atomic
 
 EGOMCQ_QUESTIONS = 39_751  # released egomcq.json
@@ -158,7 +158,7 @@ class DistractorsArguments:
 
 
 def main(argv=None) -> None:
-    args = parse_arguments(DistractorsArguments, argv, __doc__.splitlines()[0])
+    args = parse_script_arguments(DistractorsArguments, argv, __doc__.splitlines()[0])
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     import torch

@@ -256,9 +256,9 @@ class DataScaleArguments:
 def main(argv=None) -> int:
     # Deferred: the build children (`CHILD_COMMAND`) import this module and report their memory after imports; the
     # parser (transformers) would add to it.
-    from benchmarks.arguments import parse_arguments
+    from exo2ego_base.command_line import parse_script_arguments
 
-    args = parse_arguments(DataScaleArguments, argv, __doc__.splitlines()[0])
+    args = parse_script_arguments(DataScaleArguments, argv, __doc__.splitlines()[0])
 
     load_start = os.getloadavg()[0]
     results = []

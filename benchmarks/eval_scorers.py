@@ -17,8 +17,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from benchmarks.arguments import parse_arguments
 from benchmarks.common import cpu_name
+from exo2ego_base.command_line import parse_script_arguments
 from exo2ego_base.provenance import write_json_atomic
 
 
@@ -46,7 +46,7 @@ class EvalScorersArguments:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_arguments(EvalScorersArguments, argv, __doc__.splitlines()[0])
+    args = parse_script_arguments(EvalScorersArguments, argv, __doc__.splitlines()[0])
 
     import torch
 

@@ -31,8 +31,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from benchmarks.arguments import parse_arguments
 from benchmarks.gpu_setup import DeviceRunArguments, compile_modules, device_facts, start_run, synchronize
+from exo2ego_base.command_line import parse_script_arguments
 from exo2ego_base.provenance import write_json_atomic
 from train.memory_count import GIB
 from train.model_at_scale import ModelSize, build_model
@@ -135,7 +135,7 @@ class EvalArguments(DeviceRunArguments):
 
 
 def parse_args(argv=None) -> EvalArguments:
-    return parse_arguments(EvalArguments, argv, __doc__.splitlines()[0])
+    return parse_script_arguments(EvalArguments, argv, __doc__.splitlines()[0])
 
 
 def main(argv=None) -> int:

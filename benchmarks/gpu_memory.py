@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from benchmarks.arguments import parse_arguments
 from benchmarks.flops import peer_video_tokens
 from benchmarks.gpu_setup import ScaleArguments, apply_peer_training
+from exo2ego_base.command_line import parse_script_arguments
 from exo2ego_base.provenance import package_versions, write_json_atomic
 from train import memory_count
 from train.memory_count import MetaSetup
@@ -145,7 +145,7 @@ class MemoryArguments(ScaleArguments):
 
 
 def main(argv=None) -> int:
-    args = parse_arguments(MemoryArguments, argv, __doc__.splitlines()[0])
+    args = parse_script_arguments(MemoryArguments, argv, __doc__.splitlines()[0])
 
     results = []
     for workload in args.workload:

@@ -28,7 +28,6 @@ from typing import Literal
 
 import torch
 
-from benchmarks.arguments import parse_arguments
 from benchmarks.flops import StepShape, exo2ego_step_flops, peer_script_formula, peer_step_flops, peer_video_tokens
 from benchmarks.gpu_setup import (
     DeviceRunArguments,
@@ -44,6 +43,7 @@ from benchmarks.gpu_setup import (
     start_run,
     synchronize,
 )
+from exo2ego_base.command_line import parse_script_arguments
 from exo2ego_base.provenance import write_json_atomic
 from train.memory_count import GIB, SavedActivationCounter
 from train.model_at_scale import (
@@ -132,7 +132,7 @@ class TrainStepArguments(DeviceRunArguments):
 
 
 def parse_args(argv=None) -> TrainStepArguments:
-    return parse_arguments(TrainStepArguments, argv, __doc__.splitlines()[0])
+    return parse_script_arguments(TrainStepArguments, argv, __doc__.splitlines()[0])
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -38,10 +38,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from benchmarks.arguments import parse_arguments
 from benchmarks.common import cpu_name
 from datasets_scripts.hub_export import BUILD_INFO_NAME
 from exo2ego.cli import main as exo2ego_main
+from exo2ego_base.command_line import parse_script_arguments
 from exo2ego_base.provenance import write_json_atomic
 from exo2ego_base.tiny import build_processor, build_tiny_tokenizer
 from modeling_exo2ego import Exo2EgoConfig
@@ -247,7 +247,7 @@ class InputPipelineArguments:
 
 
 def main(argv=None) -> int:
-    args = parse_arguments(InputPipelineArguments, argv, __doc__.splitlines()[0])
+    args = parse_script_arguments(InputPipelineArguments, argv, __doc__.splitlines()[0])
 
     name = "tiny" if args.tiny else "paper"
     size = SIZES[name]

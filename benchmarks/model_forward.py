@@ -16,8 +16,8 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 
-from benchmarks.arguments import parse_arguments
 from benchmarks.common import cpu_name
+from exo2ego_base.command_line import parse_script_arguments
 from exo2ego_base.provenance import write_json_atomic
 
 MODES = {
@@ -80,7 +80,7 @@ class ModelForwardArguments:
 
 
 def main(argv=None) -> None:
-    args = parse_arguments(ModelForwardArguments, argv, __doc__.splitlines()[0])
+    args = parse_script_arguments(ModelForwardArguments, argv, __doc__.splitlines()[0])
 
     import torch
     import transformers

@@ -25,8 +25,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from benchmarks.arguments import parse_arguments
 from benchmarks.common import cpu_name
+from exo2ego_base.command_line import parse_script_arguments
 from exo2ego_base.provenance import package_versions, write_json_atomic
 
 
@@ -148,7 +148,7 @@ class ServeBenchmarkArguments:
 
 
 def main(argv=None) -> None:
-    args = parse_arguments(ServeBenchmarkArguments, argv, __doc__.splitlines()[0])
+    args = parse_script_arguments(ServeBenchmarkArguments, argv, __doc__.splitlines()[0])
 
     import torch
 

@@ -13,8 +13,8 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from benchmarks.arguments import parse_arguments
 from benchmarks.common import cpu_name
+from exo2ego_base.command_line import parse_script_arguments
 from exo2ego_base.provenance import write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ class TrainStepsArguments:
 
 
 def main(argv=None) -> int:
-    args = parse_arguments(TrainStepsArguments, argv, __doc__.splitlines()[0])
+    args = parse_script_arguments(TrainStepsArguments, argv, __doc__.splitlines()[0])
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     import torch

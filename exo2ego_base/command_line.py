@@ -6,7 +6,9 @@ any other `add_argument` keyword (`aliases` for another spelling, `choices`, `me
 flag that may also be repeated). `Literal[...]` fields take one of their values, `bool` fields are `--flag` (and
 `--no-flag` when they default to True), `list[X]` fields take one or more values. A check that needs the values
 (a range, two fields together) lives in the dataclass's `__post_init__` and raises `ValueError`, which the command
-reports as argparse reports a bad flag (usage line, message, exit status 2).
+reports as argparse reports a bad flag (usage line, message, exit status 2). `add_command` makes an `exo2ego`
+subcommand; `parse_script_arguments` reads the flags of a standalone script (`python train/build_base.py`, the
+benchmarks).
 """
 
 from __future__ import annotations
@@ -53,3 +55,19 @@ def add_command(
     parser.set_defaults(func=run_command)
     parser.argument_dataclasses = tuple(arguments)
     return parser
+
+
+def parse_script_arguments(cls: type, argv: Sequence[str] | None = None, description: str | None = None):
+    """The `cls` dataclass filled from `argv` (default: the process's arguments). An unknown flag, a bad value and a
+    failed check of the dataclass's `__post_init__` (a `ValueError`) all end as argparse ends on a bad flag: the
+    usage line, the message and exit status 2."""
+    parser = HfArgumentParser(cls, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    try:
+        args, unknown = parser.parse_args_into_dataclasses(
+            argv, return_remaining_strings=True, look_for_args_file=False
+        )
+    except ValueError as error:  # a field's check
+        parser.error(str(error))
+    if unknown:  # argparse's own message and exit status (HfArgumentParser would raise a ValueError)
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.arguments import parse_arguments
 from benchmarks.gpu_setup import ScaleArguments
+from exo2ego_base.command_line import parse_script_arguments
 
 SCRIPTS = {
     "data_builder": "DataBuilderArguments",
@@ -45,19 +45,19 @@ def test_every_field_has_help_and_the_defaults_parse(script):
     for entry in dataclasses.fields(cls):
         if entry.init:
             assert entry.metadata.get("help"), f"{script} --{entry.name} has no help"
-    assert isinstance(parse_arguments(cls, []), cls)
+    assert isinstance(parse_script_arguments(cls, []), cls)
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_an_unknown_flag_is_a_usage_error(script, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        parse_arguments(arguments_class(script), ["--no-such-flag"])
+        parse_script_arguments(arguments_class(script), ["--no-such-flag"])
     assert exit_info.value.code == 2
     assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
 
 
 def test_scale_flags_fill_the_sizes_and_the_settings_keep_their_keys():
-    train = parse_arguments(arguments_class("gpu_train_step"), ["--tiny", "--compile", "vision"])
+    train = parse_script_arguments(arguments_class("gpu_train_step"), ["--tiny", "--compile", "vision"])
     assert (train.scale, train.batch, train.frames, train.text_tokens, train.steps, train.warmup) == (
         "tiny",
         1,
@@ -68,9 +68,9 @@ def test_scale_flags_fill_the_sizes_and_the_settings_keep_their_keys():
     )
     assert train.out == "benchmarks/results/gpu_train_step_tiny.json"
     assert "scale" in train.settings() and not {"reduced", "tiny"} & set(train.settings())
-    evaluation = parse_arguments(arguments_class("gpu_eval"), ["--reduced", "--warmup", "0"])
+    evaluation = parse_script_arguments(arguments_class("gpu_eval"), ["--reduced", "--warmup", "0"])
     assert (evaluation.scale, evaluation.questions, evaluation.warmup) == ("reduced", 3, 0)
-    assert parse_arguments(arguments_class("gpu_memory"), []).scale == "paper"
+    assert parse_script_arguments(arguments_class("gpu_memory"), []).scale == "paper"
     with pytest.raises(ValueError, match="--tiny: not allowed with argument --reduced"):
         ScaleArguments(reduced=True, tiny=True)
 
@@ -85,13 +85,13 @@ def test_scale_flags_fill_the_sizes_and_the_settings_keep_their_keys():
 )
 def test_a_failed_check_is_a_usage_error(script, argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        parse_arguments(arguments_class(script), argv)
+        parse_script_arguments(arguments_class(script), argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
 
 
 def test_flags_keep_their_old_spellings():
-    train = parse_arguments(
+    train = parse_script_arguments(
         arguments_class("gpu_train_step"),
         ["--no-checkpoint-convnets", "--hf-input-grads", "--no-activation-count", "--checkpoint-every", "2"],
     )
@@ -101,5 +101,5 @@ def test_flags_keep_their_old_spellings():
         True,
         2,
     )
-    scale = parse_arguments(arguments_class("data_scale"), ["--sizes", "200", "800", "--builders", "egoit"])
+    scale = parse_script_arguments(arguments_class("data_scale"), ["--sizes", "200", "800", "--builders", "egoit"])
     assert (scale.sizes, scale.builders) == ([200, 800], ["egoit"])

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-from transformers import AutoTokenizer, HfArgumentParser
+from transformers import AutoTokenizer
 
+from exo2ego_base.command_line import parse_script_arguments
 from exo2ego_base.tiny import build_processor
 from modeling_exo2ego import Exo2EgoForConditionalGeneration
 from train.saving import environment_versions
@@ -79,15 +80,14 @@ class BuildBaseArguments:
         default="bfloat16", metadata={"help": "dtype the weights are loaded and saved in"}
     )
 
+    def __post_init__(self):
+        if os.path.exists(self.out):  # before anything large is loaded
+            kind = "folder" if os.path.isdir(self.out) else "file, not a folder"
+            raise ValueError(f"--out {self.out!r} already exists (a {kind}); choose a new output folder")
+
 
 def main(argv=None) -> int:
-    parser = HfArgumentParser(BuildBaseArguments, description=__doc__.splitlines()[0])
-    args, unknown = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True, look_for_args_file=False)
-    if unknown:  # argparse's own message and exit status (HfArgumentParser would raise a ValueError)
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    if os.path.exists(args.out):  # before anything large is loaded
-        kind = "folder" if os.path.isdir(args.out) else "file, not a folder"
-        parser.error(f"--out {args.out!r} already exists (a {kind}); choose a new output folder")
+    args = parse_script_arguments(BuildBaseArguments, argv, __doc__.splitlines()[0])
     build_base(args.vision, args.text, args.out, args.dtype, num_frames=args.num_frames, connector_type=args.connector)
     print(f"wrote an Exo2Ego base checkpoint to {args.out}")
     return 0

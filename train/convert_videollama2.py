@@ -24,8 +24,9 @@ from typing import Literal
 
 import torch
 from safetensors.torch import load_file
-from transformers import AutoConfig, AutoTokenizer, HfArgumentParser
+from transformers import AutoConfig, AutoTokenizer
 
+from exo2ego_base.command_line import parse_script_arguments
 from exo2ego_base.tiny import build_processor
 from modeling_exo2ego import Exo2EgoConfig, Exo2EgoForConditionalGeneration
 from train.build_base import add_video_token, save_base_checkpoint
@@ -232,15 +233,14 @@ class ConvertArguments:
         default="bfloat16", metadata={"help": "dtype of the converted weights"}
     )
 
+    def __post_init__(self):
+        if os.path.exists(self.out):  # before anything large is loaded
+            kind = "folder" if os.path.isdir(self.out) else "file, not a folder"
+            raise ValueError(f"--out {self.out!r} already exists (a {kind}); choose a new output folder")
+
 
 def main(argv=None) -> int:
-    parser = HfArgumentParser(ConvertArguments, description=__doc__.splitlines()[0])
-    args, unknown = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True, look_for_args_file=False)
-    if unknown:  # argparse's own message and exit status (HfArgumentParser would raise a ValueError)
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    if os.path.exists(args.out):  # before anything large is loaded
-        kind = "folder" if os.path.isdir(args.out) else "file, not a folder"
-        parser.error(f"--out {args.out!r} already exists (a {kind}); choose a new output folder")
+    args = parse_script_arguments(ConvertArguments, argv, __doc__.splitlines()[0])
     convert(
         args.src,
         args.out,
