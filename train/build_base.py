@@ -37,6 +37,14 @@ def add_video_token(tokenizer) -> int:
     return tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)
 
 
+def check_new_output_folder(out: str) -> None:
+    """Refuse an `out` that exists (a folder or a file) before anything large is loaded: a base checkpoint is
+    written into a new folder only."""
+    if os.path.exists(out):
+        kind = "folder" if os.path.isdir(out) else "file, not a folder"
+        raise ValueError(f"--out {out!r} already exists (a {kind}); choose a new output folder")
+
+
 def save_base_checkpoint(model, processor, out: str, metadata: dict) -> None:
     """Write model, processor and `exo2ego_stage.json` (stage "base", written last) into a staging folder that
     becomes `out` once complete (`RunFolder.staged` of the stage folder); an existing non-empty `out` is refused."""
@@ -81,9 +89,7 @@ class BuildBaseArguments:
     )
 
     def __post_init__(self):
-        if os.path.exists(self.out):  # before anything large is loaded
-            kind = "folder" if os.path.isdir(self.out) else "file, not a folder"
-            raise ValueError(f"--out {self.out!r} already exists (a {kind}); choose a new output folder")
+        check_new_output_folder(self.out)
 
 
 def main(argv=None) -> int:

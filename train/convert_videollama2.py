@@ -29,7 +29,7 @@ from transformers import AutoConfig, AutoTokenizer
 from exo2ego_base.command_line import parse_script_arguments
 from exo2ego_base.tiny import build_processor
 from modeling_exo2ego import Exo2EgoConfig, Exo2EgoForConditionalGeneration
-from train.build_base import add_video_token, save_base_checkpoint
+from train.build_base import add_video_token, check_new_output_folder, save_base_checkpoint
 
 # VideoLLaMA2 key -> Exo2Ego key(s). The CLIP tower goes to both towers; `vision_model.` is the pre-5.x CLIP prefix.
 KEY_MAPPING: tuple[tuple[re.Pattern, tuple[str, ...]], ...] = tuple(
@@ -234,9 +234,7 @@ class ConvertArguments:
     )
 
     def __post_init__(self):
-        if os.path.exists(self.out):  # before anything large is loaded
-            kind = "folder" if os.path.isdir(self.out) else "file, not a folder"
-            raise ValueError(f"--out {self.out!r} already exists (a {kind}); choose a new output folder")
+        check_new_output_folder(self.out)
 
 
 def main(argv=None) -> int:
