@@ -62,6 +62,13 @@ class EvalConfig:
             "retrieval) prefilled together; the other scorers take one item at a time"
         },
     )
+    decoded_cache_mb: int = field(
+        default=256,
+        metadata={
+            "help": "keep decoded clips in memory up to this many MiB, so that the questions about one clip "
+            "(EgoBench asks two or three) decode it once (0 turns the cache off)"
+        },
+    )
     bootstrap_resamples: int = field(default=1000, metadata={"help": "bootstrap resamples of the 95%% intervals"})
     seed: int = field(default=0, metadata={"help": "seed of the bootstrap and of torch"})
     judge_url: str | None = field(
@@ -96,6 +103,12 @@ class EvalConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 flag = "--" + name.replace("_", "-")
                 raise ValueError(f"{name} ({flag}) must be an integer >= 1, got {value!r}")
+        cache_mb = self.decoded_cache_mb
+        if isinstance(cache_mb, bool) or not isinstance(cache_mb, int) or cache_mb < 0:
+            raise ValueError(
+                f"decoded_cache_mb (--decoded-cache-mb) must be an integer >= 0 (0 turns the cache off), "
+                f"got {self.decoded_cache_mb!r}"
+            )
         if self.scorer not in scorers.SCORERS:
             raise ValueError(f"unknown scorer {self.scorer!r}; choose one of {scorers.SCORERS}")
         if self.option_score not in ("mean", "sum"):

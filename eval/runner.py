@@ -40,6 +40,7 @@ from exo2ego_base.provenance import (
     folder_lock,
 )
 from exo2ego_base.run_folder import RunFolder
+from modeling_exo2ego import DecodedClipCache
 
 from . import scorers
 from .config import RESULTS_NAME, EvalConfig
@@ -322,7 +323,8 @@ def evaluate(
         created_at, started = _now(), time.perf_counter()
 
         task_data = task_data if task_data is not None else prepare_tasks(dataset_dir, config)
-        adapter = scorers.ModelAdapter(model, processor, config.num_frames)
+        clip_cache = DecodedClipCache(config.decoded_cache_mb * 2**20) if config.decoded_cache_mb else None
+        adapter = scorers.ModelAdapter(model, processor, config.num_frames, clip_cache)
         check_scorable(adapter, template, config, task_data)
         model_info = model_revision(model, processor)
         judge = JudgeConfig(config.judge_url, config.judge_model) if config.judge_url else None

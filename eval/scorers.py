@@ -25,6 +25,8 @@ from typing import Any, Protocol
 
 import torch
 
+from modeling_exo2ego import DecodedClipCache
+
 from .parsing import OPTION_LETTERS, parse_choice
 
 _SENTINEL = "\u0000ANSWER\u0000"
@@ -66,13 +68,16 @@ class ModelAdapter:
         model: an ``Exo2EgoForConditionalGeneration`` (anything with the same forward/generate API).
         processor: the matching ``Exo2EgoProcessor``.
         num_frames: frames per video (None: the processor's default).
+        clip_cache: keeps the frames of the video files it decodes, so that the questions about one clip decode it
+            once (the processor then gets those frames, sampled as it would have sampled them).
     """
 
-    def __init__(self, model, processor, num_frames: int | None = None):
+    def __init__(self, model, processor, num_frames: int | None = None, clip_cache: DecodedClipCache | None = None):
         self.model = model
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.num_frames = num_frames
+        self.clip_cache = clip_cache
 
     # ----------------------------------------------------------------------------------- text
     def render_prompt(self, messages: list[dict]) -> str:
@@ -120,7 +125,7 @@ class ModelAdapter:
         prompts, videos = ([prompt], [video]) if isinstance(prompt, str) else (list(prompt), list(video))
         batch = self.processor(
             text=prompts,
-            videos=videos,
+            videos=[self._cached_frames(video) for video in videos],
             num_frames=self.num_frames,
             add_special_tokens=False,
             padding=True,
@@ -128,6 +133,18 @@ class ModelAdapter:
             return_tensors="pt",
         )
         return batch.to(self.device, dtype=self.model.dtype)
+
+    def _cached_frames(self, video):
+        """A file-backed video's sampled frames, decoded once per clip; any other input as given."""
+        if self.clip_cache is None or not isinstance(video, dict) or "path" not in video:
+            return video
+        num_frames = self.num_frames or self.processor.num_frames
+        key = (video["path"], video.get("start_sec"), video.get("end_sec"), num_frames)
+        frames = self.clip_cache.get(key)
+        if frames is None:
+            frames = self.processor.load_video(video, num_frames).frames
+            self.clip_cache.put(key, frames)
+        return frames
 
     def forward(self, batch: dict[str, torch.Tensor], **kwargs):
         return self.model(**batch, **kwargs)

@@ -17,7 +17,7 @@ from .modeling_exo2ego import (
     Exo2EgoVideoOutput,
 )
 from .processing_exo2ego import Exo2EgoProcessor
-from .video_io_exo2ego import VideoClip, read_video_frames, sample_timestamps
+from .video_io_exo2ego import DecodedClipCache, VideoClip, read_video_frames, sample_timestamps
 
 AutoConfig.register("exo2ego", Exo2EgoConfig, exist_ok=True)
 for auto_class in (AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText):
@@ -33,6 +33,7 @@ Exo2EgoProcessor.register_for_auto_class("AutoProcessor")
 
 __all__ = [
     "AUTO_MAP",
+    "DecodedClipCache",
     "Exo2EgoConfig",
     "Exo2EgoModel",
     "Exo2EgoPreTrainedModel",

@@ -16,6 +16,8 @@ video processor's config would: a checkpoint's default `num_frames` / `short_vid
 
 import math
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Literal
 
@@ -122,6 +124,29 @@ def read_video_frames(
     return VideoClip(np.stack(frames), timestamps, np.asarray(frame_times))
 
 
+class DecodedClipCache:
+    """Least-recently-used decoded clips, `(video path, timestamps) -> uint8 (T, H, W, 3)`, up to `max_bytes`."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.clips: OrderedDict[tuple, np.ndarray] = OrderedDict()
+
+    def get(self, key: tuple) -> np.ndarray | None:
+        frames = self.clips.get(key)
+        if frames is not None:
+            self.clips.move_to_end(key)
+        return frames
+
+    def put(self, key: tuple, frames: np.ndarray) -> None:
+        if key in self.clips or frames.nbytes > self.max_bytes:
+            return
+        self.clips[key] = frames
+        self.bytes += frames.nbytes
+        while self.bytes > self.max_bytes:
+            self.bytes -= self.clips.popitem(last=False)[1].nbytes
+
+
 def check_window(start_sec, end_sec, argument: str) -> None:
     """A window's times are None or finite numbers of seconds, and end after they start."""
     for name, value in (("start_sec", start_sec), ("end_sec", end_sec)):
@@ -142,6 +167,20 @@ def _duration_sec(container, stream) -> float:
     if container.duration is not None:
         return container.duration / 1_000_000
     return 0.0
+
+
+_THREAD_STATE = threading.local()
+
+
+def _rgb_reformatter():
+    """This thread's `VideoReformatter`: it keeps its colour-conversion context between calls, where
+    `frame.to_ndarray(format="rgb24")` builds a new one, with a pool of threads, for every file, which costs more than
+    decoding a small frame. Callers convert on one thread (`threads=1`): a context with a thread pool would hang in a
+    process forked after its first use (a DataLoader worker), whose copy has the pool's state but not its threads."""
+    reformatter = getattr(_THREAD_STATE, "rgb", None)
+    if reformatter is None:
+        reformatter = _THREAD_STATE.rgb = av.video.reformatter.VideoReformatter()
+    return reformatter
 
 
 def _decode_at(container, stream, timestamps: np.ndarray, seek_gap_sec: float) -> tuple[list[np.ndarray], list[float]]:
@@ -177,12 +216,13 @@ def _decode_at(container, stream, timestamps: np.ndarray, seek_gap_sec: float) -
     arrays: dict[int, np.ndarray] = {}
     for _, frame in chosen:
         if id(frame) not in arrays:
-            arrays[id(frame)] = frame.to_ndarray(format="rgb24")
+            arrays[id(frame)] = _rgb_reformatter().reformat(frame, format="rgb24", threads=1).to_ndarray()
     return [arrays[id(frame)] for _, frame in chosen], [time for time, _ in chosen]
 
 
 __all__ = [
     "SHORT_VIDEO_MODES",
+    "DecodedClipCache",
     "VideoClip",
     "check_short_video",
     "check_window",

@@ -30,6 +30,7 @@ NON_DEFAULT = {
     "judge_url": (["http://127.0.0.1:8000/v1/chat/completions"], "http://127.0.0.1:8000/v1/chat/completions"),
     "judge_model": (["org/judge@rev"], "org/judge@rev"),
     "sentence_encoder": (["encoders/minilm"], "encoders/minilm"),
+    "decoded_cache_mb": (["0"], 0),
     "check_videos": (["false"], False),
     "compare": (["paper"], "paper"),
 }

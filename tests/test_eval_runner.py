@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -368,3 +369,31 @@ def test_two_process_launch_merges_shards(tmp_path, toy, saved_model):
     two = json.loads((out / "results.json").read_text())
     one = json.loads((tmp_path / "single" / "results.json").read_text())
     assert two["world_size"] == 2 and two["tasks"] == one["tasks"]
+
+
+def test_decoded_clip_cache_decodes_each_clip_once_and_changes_no_record(tmp_path, toy, tiny, monkeypatch):
+    """Questions about one clip (same file and window) decode it once with the cache, and every record is the same
+    byte for byte as without it."""
+    from modeling_exo2ego import processing_exo2ego
+
+    decoded = []
+    read = processing_exo2ego.read_video_frames
+
+    def counting_read(path, *args, **kwargs):
+        decoded.append(os.fspath(path))
+        return read(path, *args, **kwargs)
+
+    monkeypatch.setattr(processing_exo2ego, "read_video_frames", counting_read)
+    tasks = ("synthetic", "egomcq")
+    counts = {}
+    for cache_mb in (0, 64):
+        decoded.clear()
+        config = EvalConfig(tasks=",".join(tasks), scorer="option_loglik", decoded_cache_mb=cache_mb, **FAST)
+        evaluate(*tiny, str(toy), str(tmp_path / str(cache_mb)), config, show_progress=False)
+        counts[cache_mb] = len(decoded)
+    rows = sum(len(_records(tmp_path / "0", task)) for task in tasks)
+    assert counts[0] == rows
+    assert counts[64] < rows
+    for task in tasks:
+        shard = Path("predictions") / task / "shard-00000-of-00001.jsonl"
+        assert (tmp_path / "0" / shard).read_bytes() == (tmp_path / "64" / shard).read_bytes()

@@ -1,9 +1,12 @@
 """Text-only pretraining of the tiny LLM (`exo2ego.tiny.language`): it learns the text and nothing else moves."""
 
+import re
+
 import torch
 
+from datasets_scripts.synthetic.qa import ACTION_QUESTION, OBJECT_QUESTIONS, PATTERN_QUESTIONS, instruction_templates
 from exo2ego.tiny.language import pretrain_language, render_text
-from exo2ego_base.tiny import build_tiny_model
+from exo2ego_base.tiny import build_tiny_model, build_tiny_tokenizer
 
 
 def text_loss(model, processor, texts) -> float:
@@ -35,3 +38,15 @@ def test_pretraining_learns_the_text_and_leaves_the_vision_side_untouched():
     assert all(parameter.requires_grad for parameter in model.parameters())  # the stages set their own trainable sets
     assert processor.tokenizer.padding_side == "left"  # restored for generation
     assert texts[0].startswith("<s>[INST] Which object") and "[/INST]" in texts[0] and "the red cup" in texts[0]
+
+
+def test_every_word_of_the_worlds_instructions_and_questions_is_one_token():
+    """The tiny tokenizer spells each word the synthetic world's EgoIT instructions and EgoBench questions use as one
+    token (with its leading space), so the demo's sequences are no longer than their words."""
+    texts = [text for templates in instruction_templates().values() for text in templates]
+    texts += [*OBJECT_QUESTIONS.values(), *PATTERN_QUESTIONS.values(), ACTION_QUESTION.format(obj="the red cup")]
+    words = sorted({word for text in texts for word in re.findall(r"[A-Za-z]+", text)})
+    tokenizer = build_tiny_tokenizer()
+    split = {word: tokenizer.tokenize(" " + word) for word in words}
+    assert len(words) > 50
+    assert {word: tokens for word, tokens in split.items() if len(tokens) > 1} == {}

@@ -198,7 +198,7 @@ def test_unreadable_videos_are_counted_replaced_and_stop_the_run(world, tmp_path
 
 def test_decoded_clip_cache_serves_repeated_segments_and_evicts_the_least_recently_used(world, monkeypatch):
     import train.data
-    from train.data import DecodedClipCache
+    from modeling_exo2ego import DecodedClipCache
 
     root, clips, _ = world
     decoded = []

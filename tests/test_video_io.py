@@ -55,3 +55,48 @@ def test_short_window_policy(sample_video):
         read_video_frames(sample_video, num_frames=4, start_sec=1.0, end_sec=1.25, short_video="error")
     with pytest.raises(ValueError, match="outside the video"):
         read_video_frames(sample_video, num_frames=4, start_sec=10.0, end_sec=12.0)
+
+
+def test_frames_equal_pyav_rgb_conversion_across_files_of_different_sizes(tmp_path):
+    """The reused colour converter gives the bytes of PyAV's own `to_ndarray(format="rgb24")` for every file, also
+    when the frame size changes from one file to the next (textured frames, so any other conversion differs)."""
+    import av
+
+    rng = np.random.default_rng(0)
+    videos = []
+    for index, (height, width) in enumerate([(32, 32), (64, 48), (32, 32), (48, 64)]):
+        path = str(tmp_path / f"{index}.mp4")
+        with av.open(path, "w") as container:
+            stream = container.add_stream("libx264", rate=8)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            for _ in range(8):
+                frame = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        videos.append(path)
+    for video in videos:
+        clip = read_video_frames(video, num_frames=8)
+        with av.open(video) as container:
+            reference = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+        assert len(clip.frames) == len(reference) == 8
+        for frame, expected in zip(clip.frames, reference):
+            assert frame.shape == expected.shape and np.array_equal(frame, expected)
+
+
+def test_decoding_works_in_a_process_forked_after_decoding(sample_video):
+    """A DataLoader worker is forked from a process that has decoded before: the reused colour converter must not
+    hang there."""
+    import multiprocessing
+
+    expected = read_video_frames(sample_video, num_frames=4).frames
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        result = pool.apply_async(_decode_frames, (sample_video,))
+        frames = result.get(timeout=60)
+    assert np.array_equal(frames, expected)
+
+
+def _decode_frames(path):
+    return read_video_frames(path, num_frames=4).frames

@@ -38,7 +38,6 @@ import bisect
 import logging
 import math
 import os
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,7 +48,7 @@ from torch.utils.data import Dataset
 
 from datasets_scripts.hub_export import CARD_NAME, load_folder
 from datasets_scripts.schema import EGOIT_FEATURES, OPTION_LETTERS, format_options
-from modeling_exo2ego import read_video_frames, sample_timestamps
+from modeling_exo2ego import DecodedClipCache, read_video_frames, sample_timestamps
 from train.stages import BRANCH_VIEWS
 
 logger = logging.getLogger(__name__)
@@ -116,29 +115,6 @@ class FailureTracker:
                 f"the {self.dataset_size} samples (see the warnings above for the files); check --video_root and "
                 "the dataset, or raise max_failed_fraction"
             )
-
-
-class DecodedClipCache:
-    """Least-recently-used decoded clips, `(video path, timestamps) -> uint8 (T, H, W, 3)`, up to `max_bytes`."""
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-        self.bytes = 0
-        self.clips: OrderedDict[tuple, np.ndarray] = OrderedDict()
-
-    def get(self, key: tuple) -> np.ndarray | None:
-        frames = self.clips.get(key)
-        if frames is not None:
-            self.clips.move_to_end(key)
-        return frames
-
-    def put(self, key: tuple, frames: np.ndarray) -> None:
-        if key in self.clips or frames.nbytes > self.max_bytes:
-            return
-        self.clips[key] = frames
-        self.bytes += frames.nbytes
-        while self.bytes > self.max_bytes:
-            self.bytes -= self.clips.popitem(last=False)[1].nbytes
 
 
 class VideoSamples(Dataset):

@@ -3,10 +3,10 @@ caption sources mixed per item (`train.data` holds the sample classes)."""
 
 from __future__ import annotations
 
+from modeling_exo2ego import DecodedClipCache
 from train.arguments import DataArguments, two_source_init
 from train.data import (
     CaptionSamples,
-    DecodedClipCache,
     EgoExoClipSamples,
     EgoITSamples,
     MixedSourceSamples,

@@ -79,6 +79,8 @@ class Demo:
             str(self.seed),
             "--objects-per-take",
             str(self.plan.objects_per_take),
+            "--fps",
+            str(self.plan.fps),
             "--num-proc",
             "2",
             "--downscaled-only",  # the pipeline reads the 448 variant only
@@ -116,6 +118,8 @@ class Demo:
             str(self.seed),
             "--frames",
             str(self.plan.frames),
+            "--connector",
+            self.plan.connector,
             "--language-egoit",
             str(self.world / "egoit"),
             "--language-clips",

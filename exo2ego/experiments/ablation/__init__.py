@@ -2,7 +2,7 @@
 
 Design. Every seed s has its own world (world seed s) and training seed s, and every arm of seed s sees that world
 and that data order: arms are paired with the full pipeline seed by seed. An arm is the full pipeline (the demo's
-`ablation` plan: init -> stage 1 -> stage 2 -> stage 3 on 10% of EgoIT) with one change
+`full` plan: init -> stage 1 -> stage 2 -> stage 3 on 10% of EgoIT) with one change
 (:data:`~exo2ego.experiments.ablation.design.ARMS`). Runs share their common prefixes (per seed one world, one base
 model and, per exo corpus, one init and one stage 1; one stage 2 per stage-2 setting; arms that differ only at test
 time reuse the trained model), finished folders are reused, so an interrupted ablation resumes, and `--jobs` runs

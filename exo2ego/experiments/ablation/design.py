@@ -190,7 +190,7 @@ class AblationPlan:
 
 
 PLANS = {
-    "full": AblationPlan(demo="ablation", seeds=tuple(range(8))),
+    "full": AblationPlan(demo="full", seeds=tuple(range(8))),
     "quick": AblationPlan(demo="quick", seeds=(0, 1), jobs=1),
 }
 
