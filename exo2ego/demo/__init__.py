@@ -32,9 +32,9 @@ web-exo captions (`exo2ego.tiny.language`), so that, as Mistral in the paper, it
 pattern words included, as Mistral has read the web) and stays frozen in init and stages 1-2. README "The demo" has
 the measured seeds.
 
-Modules: `plans` (the stages, evaluation points, EgoBench splits and the sizes of the `full`, `quick` and `ablation`
-runs), `gates` (the world's gates and their measurement), `pipeline` (:class:`~exo2ego.demo.pipeline.Demo`, which
-runs and times each phase; `exo2ego ablate` runs its arms through it too), `report` (plots, `report.md`, the learning
-targets and the printed summary), `release` (the release folder and its reload in a fresh process) and `cli` (the
-command).
+Modules: `plans` (the stages, evaluation points, EgoBench splits and the sizes of the `full` run, which `exo2ego
+ablate` runs too, and of the `quick` one), `gates` (the world's gates and their measurement), `pipeline`
+(:class:`~exo2ego.demo.pipeline.Demo`, which runs and times each phase; `exo2ego ablate` runs its arms through it
+too), `report` (plots, `report.md`, the learning targets and the printed summary), `release` (the release folder and
+its reload in a fresh process) and `cli` (the command).
 """

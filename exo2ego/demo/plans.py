@@ -56,8 +56,8 @@ PLANS = {
         # than stage 3 does (200 x 1.5e-3 = 0.3 against 1000 x 2e-4 = 0.2), as Table 14 gives stage 2 the larger share
         # of the exo stages: stage 2 is where they learn from the exo tower, stage 3 only adapts them, while its LoRA,
         # lm_head and connector keep the rate they need to learn the instructions (the per-module rate groups).
-        # Stage 3 keeps its 1000 steps: with 600 or 800, `synthetic` stayed at 36-42% (seed 0, 75-token connector). The other sizes are
-        # what lets the whole demo run in about 4 minutes on 2 cores (README "The demo").
+        # Stage 3 keeps its 1000 steps: with 600 or 800, `synthetic` stayed at 36-42% (seed 0, 75-token connector).
+        # The other sizes are what lets the whole demo run in about 4 minutes on 2 cores (README "The demo").
         learning_rate={"init": 1e-3, "stage1": 1e-4, "stage2": 1.5e-3, "stage3": 1e-3},
         module_learning_rate={"stage3": {"vision_tower_lr": 2e-4, "mapping_lr": 2e-4}},
         language_steps=150,
