@@ -313,6 +313,11 @@ CLI_ROWS = [
     ("eval-max-new-tokens-0", lambda c: c.eval("--max-new-tokens", "0"), r"max_new_tokens \(--max-new-tokens\)"),
     ("eval-open-max-new-tokens-0", lambda c: c.eval("--open-max-new-tokens", "0"), r"--open-max-new-tokens"),
     (
+        "eval-decoded-cache-negative",
+        lambda c: c.eval("--decoded-cache-mb", "-1"),
+        r"decoded_cache_mb \(--decoded-cache-mb\) must be an integer >= 0 .*got -1",
+    ),
+    (
         "eval-bootstrap-0",
         lambda c: c.eval("--bootstrap-resamples", "0"),
         r"bootstrap_resamples \(--bootstrap-resamples\)",
