@@ -323,8 +323,9 @@ def evaluate(
         created_at, started = _now(), time.perf_counter()
 
         task_data = task_data if task_data is not None else prepare_tasks(dataset_dir, config)
-        clip_cache = DecodedClipCache(config.decoded_cache_mb * 2**20) if config.decoded_cache_mb else None
-        adapter = scorers.ModelAdapter(model, processor, config.num_frames, clip_cache)
+        adapter = scorers.ModelAdapter(
+            model, processor, config.num_frames, DecodedClipCache.from_mib(config.decoded_cache_mb)
+        )
         check_scorable(adapter, template, config, task_data)
         model_info = model_revision(model, processor)
         judge = JudgeConfig(config.judge_url, config.judge_model) if config.judge_url else None

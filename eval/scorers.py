@@ -125,7 +125,7 @@ class ModelAdapter:
         prompts, videos = ([prompt], [video]) if isinstance(prompt, str) else (list(prompt), list(video))
         batch = self.processor(
             text=prompts,
-            videos=[self._cached_frames(video) for video in videos],
+            videos=[self._cached_frames(video, f"videos[{index}]") for index, video in enumerate(videos)],
             num_frames=self.num_frames,
             add_special_tokens=False,
             padding=True,
@@ -134,15 +134,16 @@ class ModelAdapter:
         )
         return batch.to(self.device, dtype=self.model.dtype)
 
-    def _cached_frames(self, video):
+    def _cached_frames(self, video, argument: str):
         """A file-backed video's sampled frames, decoded once per clip; any other input as given."""
         if self.clip_cache is None or not isinstance(video, dict) or "path" not in video:
             return video
         num_frames = self.num_frames or self.processor.num_frames
+        # The key holds what decides the frames here: `encode` passes no other video kwarg (short_video, sampling).
         key = (video["path"], video.get("start_sec"), video.get("end_sec"), num_frames)
         frames = self.clip_cache.get(key)
         if frames is None:
-            frames = self.processor.load_video(video, num_frames).frames
+            frames = self.processor.load_video(video, num_frames, argument=argument).frames
             self.clip_cache.put(key, frames)
         return frames
 

@@ -22,8 +22,8 @@ from transformers import PreTrainedTokenizerFast
 VIDEO_TOKEN = "<video>"
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", VIDEO_TOKEN]
 
-# Words the synthetic Ego-Exo world, its questions and the prompts use: with enough merges (the default vocabulary of
-# 1024 leaves room) each is one token, so the world's texts are as short in tokens as they are in words.
+# Words the synthetic Ego-Exo world, its questions and the prompts use: with enough merges (`TINY_VOCAB_SIZE` leaves
+# room) each is one token, so the world's texts are as short in tokens as they are in words.
 CORPUS_WORDS = """
 C I you me my the a an of to with in on into from at and or what which who where when how why did does do is was are
 were be been this that these those it its hand hands left right both picks picked pick up puts put down place placed
@@ -39,6 +39,8 @@ recorded recording through eyes own point about am perform here Here below reply
 caption Caption one only off back head mounted attention Answer Based Consider Describe In Look Narrate On Pay Please
 Summarise Tell The Using Watch What Which Write
 """.split()
+# BPE vocabulary of the tiny tokenizer (room for every corpus word to be one token) and of its LLM.
+TINY_VOCAB_SIZE = 1024
 # Words that open a line of the world's prompts (after a newline there is no space before them).
 LINE_STARTS = ("What", "Which", "Describe", "Answer", "Options", "A", "B", "C", "D", "E")
 
@@ -58,7 +60,7 @@ def tokenizer_corpus() -> list[str]:
     return sentences
 
 
-def build_tiny_tokenizer(vocab_size: int = 1024):
+def build_tiny_tokenizer(vocab_size: int = TINY_VOCAB_SIZE):
     """A byte-level BPE `PreTrainedTokenizerFast` trained offline, with `<video>` as a special token."""
     backend = Tokenizer(models.BPE(unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -88,7 +90,7 @@ def tiny_config_kwargs(
     vision_layers: int = 2,
     text_hidden_size: int = 64,
     text_layers: int = 2,
-    vocab_size: int = 1024,
+    vocab_size: int = TINY_VOCAB_SIZE,
     num_frames: int = 4,
     **overrides,
 ) -> dict:
@@ -150,7 +152,7 @@ def build_tiny_model(seed: int = 0, attn_implementation: str = "sdpa", **config_
     # Deferred, heavy: the Exo2Ego model code loads transformers' models; exo2ego --help imports this module.
     from modeling_exo2ego import Exo2EgoConfig, Exo2EgoForConditionalGeneration
 
-    tokenizer = build_tiny_tokenizer(config_overrides.pop("vocab_size", 1024))
+    tokenizer = build_tiny_tokenizer(config_overrides.pop("vocab_size", TINY_VOCAB_SIZE))
     config = Exo2EgoConfig(**tiny_config_kwargs(vocab_size=len(tokenizer), **config_overrides))
     config._attn_implementation = attn_implementation
     torch.manual_seed(seed)

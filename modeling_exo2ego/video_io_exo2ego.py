@@ -2,7 +2,8 @@
 
 Part of the Hub remote-code bundle (imports only numpy, transformers' logging and, optionally, PyAV), used by the
 processor (`processing_exo2ego.py`) and by the project's data pipeline, which reads every view of a sample at the same
-instants (`sample_timestamps` once, then `read_video_frames(..., timestamps=...)` per view).
+instants (`sample_timestamps` once, then `read_video_frames(..., timestamps=...)` per view); `DecodedClipCache` keeps
+decoded clips for the data pipeline and evaluation.
 
 Why no transformers `BaseVideoProcessor` / `AutoVideoProcessor`? They require torchvision: `BaseVideoProcessor` is
 declared for the torchvision backend (without torchvision, `transformers.BaseVideoProcessor` is a dummy that raises
@@ -125,7 +126,14 @@ def read_video_frames(
 
 
 class DecodedClipCache:
-    """Least-recently-used decoded clips, `(video path, timestamps) -> uint8 (T, H, W, 3)`, up to `max_bytes`."""
+    """Least-recently-used decoded clips, `key -> uint8 (T, H, W, 3)`, up to `max_bytes`, for the data pipeline and
+    evaluation (the model and processor do not use it). The caller's key names everything that decides the frames
+    (file and timestamps, or file, window and frame count); returned arrays are shared and read-only."""
+
+    @classmethod
+    def from_mib(cls, mib: int) -> "DecodedClipCache | None":
+        """A cache of `mib` MiB, or None for 0 (no cache)."""
+        return cls(mib * 2**20) if mib else None
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
@@ -141,6 +149,7 @@ class DecodedClipCache:
     def put(self, key: tuple, frames: np.ndarray) -> None:
         if key in self.clips or frames.nbytes > self.max_bytes:
             return
+        frames.flags.writeable = False
         self.clips[key] = frames
         self.bytes += frames.nbytes
         while self.bytes > self.max_bytes:
@@ -174,9 +183,10 @@ _THREAD_STATE = threading.local()
 
 def _rgb_reformatter():
     """This thread's `VideoReformatter`: it keeps its colour-conversion context between calls, where
-    `frame.to_ndarray(format="rgb24")` builds a new one, with a pool of threads, for every file, which costs more than
-    decoding a small frame. Callers convert on one thread (`threads=1`): a context with a thread pool would hang in a
-    process forked after its first use (a DataLoader worker), whose copy has the pool's state but not its threads."""
+    `frame.to_ndarray(format="rgb24")` builds a new one, with a pool of threads, for every frame, which costs more than
+    decoding a small frame. `_decode_at` converts on one thread (`threads=1`, PyAV >= 17): a context with a thread
+    pool would hang in a process forked after its first use (a DataLoader worker), whose copy has the pool's state but
+    not its threads."""
     reformatter = getattr(_THREAD_STATE, "rgb", None)
     if reformatter is None:
         reformatter = _THREAD_STATE.rgb = av.video.reformatter.VideoReformatter()

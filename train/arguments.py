@@ -117,7 +117,7 @@ class DataArguments:
     decoded_cache_mb: int = field(
         default=0,
         metadata={
-            "help": "Keep up to this many MB of decoded clips in memory per data-loading process (0: off); pays off "
+            "help": "Keep up to this many MiB of decoded clips in memory per data-loading process (0: off); pays off "
             "when segments repeat (EgoIT's questions share segments; small data over several epochs)."
         },
     )

@@ -18,7 +18,7 @@ from train.stages import ResolvedStage
 
 def decoded_clip_cache(data_args: DataArguments):
     """The `DecodedClipCache` the data arguments ask for, or None."""
-    return DecodedClipCache(data_args.decoded_cache_mb * 2**20) if data_args.decoded_cache_mb else None
+    return DecodedClipCache.from_mib(data_args.decoded_cache_mb)
 
 
 def train_rows(table, data_args: DataArguments):

@@ -26,18 +26,18 @@ class DemoPlan:
     # decode them. EgoIT and EgoBench windows (1.6-1.9 s) still hold 6-7 frames for the 4 sampled; Ego-ExoClip's
     # narration windows (about 0.5 s, the paper's alpha on this world's narration gaps) hold 2, each sampled twice.
     fps: float = 4.0
-    # `exo2ego tiny-model --connector`: VideoLLaMA2.1's STC without padding gives 4 frames 2 x 4 x 4 = 32 video tokens
-    # (75 with `stc`), which shortens every training and evaluation sequence.
+    # `exo2ego tiny-model --connector`: VideoLLaMA2.1's STC without padding gives a video of 4 frames 2 x 4 x 4 = 32
+    # tokens (75 with `stc`), which shortens every training and evaluation sequence.
     connector: str = "stc_v35"
     learning_rate: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 1e-3))
     eval_limit: int | None = None
     eval_batch_size: int = 32  # EgoBench questions prefilled together (`exo2ego eval --batch-size`)
     # Per-module rates (`--vision_tower_lr`, `--mapping_lr`, ...) of a stage, over its `learning_rate`.
     module_learning_rate: dict[str, dict[str, float]] = field(default_factory=dict)
-    web_exo_per_take: int = 10  # web-exo clips rendered per take (`exo2ego data synth --web-exo-per-take`)
+    web_exo_per_take: int = 8  # web-exo clips rendered per take (`exo2ego data synth --web-exo-per-take`)
     language_steps: int = 0  # text-only pretraining of the tiny LLM on EgoIT, Ego-ExoClip and web-exo text
     vision_steps: int = 0  # bag-of-words pretraining of the tiny vision towers on web-exo clips (exo2ego.tiny.vision)
-    vision_samples: int = 1536  # web-exo clips decoded for it
+    vision_samples: int = 1024  # web-exo clips decoded for it
     vision_learning_rate: float = 1e-2
     gate_probe: tuple[int, int, int] = (512, 200, 150)  # ego colour gate: training clips, held-out clips, steps
     pattern_probe_clips: tuple[int, int] = (400, 200)  # linear pattern probe on y, F(x), x: fitting, scored clips
@@ -62,8 +62,6 @@ PLANS = {
         module_learning_rate={"stage3": {"vision_tower_lr": 2e-4, "mapping_lr": 2e-4}},
         language_steps=150,
         vision_steps=300,
-        vision_samples=1024,
-        web_exo_per_take=8,
         # Limited egocentric instructions (the paper's premise for the exo stages): a random 10% of EgoIT's rows,
         # about 23 epochs in stage 3.
         egoit_fraction=0.1,
