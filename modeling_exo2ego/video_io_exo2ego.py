@@ -184,13 +184,21 @@ _THREAD_STATE = threading.local()
 def _rgb_reformatter():
     """This thread's `VideoReformatter`: it keeps its colour-conversion context between calls, where
     `frame.to_ndarray(format="rgb24")` builds a new one, with a pool of threads, for every frame, which costs more than
-    decoding a small frame. `_decode_at` converts on one thread (`threads=1`, PyAV >= 17): a context with a thread
+    decoding a small frame. `_to_rgb` converts on one thread (`threads=1`): a context with a thread
     pool would hang in a process forked after its first use (a DataLoader worker), whose copy has the pool's state but
     not its threads."""
     reformatter = getattr(_THREAD_STATE, "rgb", None)
     if reformatter is None:
         reformatter = _THREAD_STATE.rgb = av.video.reformatter.VideoReformatter()
     return reformatter
+
+
+def _to_rgb(frame) -> np.ndarray:
+    """uint8 (H, W, 3): the bytes of `frame.to_ndarray(format="rgb24")`, by this thread's converter on one thread."""
+    try:
+        return _rgb_reformatter().reformat(frame, format="rgb24", threads=1).to_ndarray()
+    except TypeError:  # PyAV < 17 has no `threads`: its converters run on one thread
+        return _rgb_reformatter().reformat(frame, format="rgb24").to_ndarray()
 
 
 def _decode_at(container, stream, timestamps: np.ndarray, seek_gap_sec: float) -> tuple[list[np.ndarray], list[float]]:
@@ -226,7 +234,7 @@ def _decode_at(container, stream, timestamps: np.ndarray, seek_gap_sec: float) -
     arrays: dict[int, np.ndarray] = {}
     for _, frame in chosen:
         if id(frame) not in arrays:
-            arrays[id(frame)] = _rgb_reformatter().reformat(frame, format="rgb24", threads=1).to_ndarray()
+            arrays[id(frame)] = _to_rgb(frame)
     return [arrays[id(frame)] for _, frame in chosen], [time for time, _ in chosen]
 
 
