@@ -183,7 +183,7 @@ _THREAD_STATE = threading.local()
 
 def _rgb_reformatter():
     """This thread's `VideoReformatter`: it keeps its colour-conversion context between calls, where
-    `frame.to_ndarray(format="rgb24")` builds a new one, with a pool of threads, for every frame, which costs more than
+    `frame.to_ndarray(format="rgb24")` builds a new one, with a pool of threads, for every file, which costs more than
     decoding a small frame. `_to_rgb` converts on one thread (`threads=1`): a context with a thread
     pool would hang in a process forked after its first use (a DataLoader worker), whose copy has the pool's state but
     not its threads."""
